@@ -1,0 +1,160 @@
+//! The two request boundaries' errors — ingest and query — and their one mapping to HTTP.
+//!
+//! Every error answers JSON `{"error": "<message>", "field": "<path>"?}` with the status the
+//! contract names. Client errors are logged at debug; server errors at error, and their message to
+//! the client hides internals.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::sites::Throttled;
+
+/// Why a beacon was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("body is larger than {max} bytes; split the batch", max = pulse_protocol::limits::MAX_BODY_BYTES)]
+    TooLarge,
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error("content type {0:?} is not accepted; send text/plain or application/json")]
+    UnsupportedMediaType(String),
+    #[error("{message}")]
+    Malformed { field: String, message: String },
+    #[error("{0}")]
+    Invalid(pulse_protocol::validate::Invalid),
+    #[error("unknown site key {0:?}")]
+    UnknownSite(String),
+    #[error("origin {origin:?} may not send beacons for site {site:?}")]
+    OriginNotAllowed { site: String, origin: String },
+    #[error("too many beacons from this {}; retry later", .0.scope)]
+    RateLimited(Throttled),
+    #[error("the collector is overloaded; retry later")]
+    Overloaded,
+    #[error("the collector is shutting down; retry later")]
+    ShuttingDown,
+}
+
+impl IngestError {
+    /// Stable label for `pulse_beacons_rejected_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::TooLarge => "too_large",
+            IngestError::BodyUnreadable => "body_unreadable",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::Malformed { .. } => "malformed",
+            IngestError::Invalid(_) => "invalid_envelope",
+            IngestError::UnknownSite(_) => "unknown_site",
+            IngestError::OriginNotAllowed { .. } => "origin_not_allowed",
+            IngestError::RateLimited(t) if t.scope == "ip" => "rate_limited_ip",
+            IngestError::RateLimited(_) => "rate_limited_site",
+            IngestError::Overloaded => "overloaded",
+            IngestError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            IngestError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyUnreadable | IngestError::Malformed { .. } | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::UnknownSite(_) | IngestError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Overloaded | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            IngestError::Malformed { field, .. } if !field.is_empty() && field != "." => Some(field.clone()),
+            IngestError::Invalid(invalid) => Some(invalid.field.clone()),
+            IngestError::UnknownSite(_) | IngestError::OriginNotAllowed { .. } => Some("site".into()),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::RateLimited(t) => Some(t.retry_after),
+            IngestError::Overloaded => Some(Duration::from_secs(1)),
+            IngestError::ShuttingDown => Some(Duration::from_secs(5)),
+            _ => None,
+        }
+    }
+}
+
+impl From<Throttled> for IngestError {
+    fn from(t: Throttled) -> Self {
+        IngestError::RateLimited(t)
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        tracing::debug!(reason = self.reason(), error = %self, "beacon refused");
+        let mut response = error_response(self.status(), self.to_string(), self.field());
+        if let Some(wait) = self.retry_after() {
+            set_retry_after(&mut response, wait);
+        }
+        response
+    }
+}
+
+/// Why a read request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("missing or wrong bearer token; send Authorization: Bearer <read key>")]
+    Unauthorized,
+    #[error("{param}: {message}")]
+    BadParam { param: &'static str, message: String },
+    #[error("the database could not answer")]
+    Storage(#[source] clickhouse::error::Error),
+}
+
+impl QueryError {
+    pub fn bad(param: &'static str, message: impl Into<String>) -> Self {
+        QueryError::BadParam { param, message: message.into() }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        match &self {
+            QueryError::Unauthorized => {
+                let mut r = error_response(StatusCode::UNAUTHORIZED, self.to_string(), None);
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            QueryError::BadParam { param, .. } => {
+                tracing::debug!(error = %self, "query refused");
+                error_response(StatusCode::BAD_REQUEST, self.to_string(), Some((*param).to_owned()))
+            }
+            QueryError::Storage(err) => {
+                tracing::error!(%err, "query failed in ClickHouse");
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, self.to_string(), None);
+                set_retry_after(&mut r, Duration::from_secs(5));
+                r
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+fn error_response(status: StatusCode, error: String, field: Option<String>) -> Response {
+    (status, Json(ErrorBody { error, field })).into_response()
+}
+
+fn set_retry_after(response: &mut Response, wait: Duration) {
+    // Retry-After is whole seconds; round up so a client never comes back too early.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+}

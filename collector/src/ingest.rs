@@ -1,0 +1,285 @@
+//! `POST /v1/beacon`: the hot path. Limit the body, parse, check the site, validate each metric,
+//! enrich, hand the rows to the bounded queue with `try_send`, answer. No database I/O here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pulse_protocol::limits::MAX_BODY_BYTES;
+use pulse_protocol::route::normalise_path;
+use pulse_protocol::validate::{self, Kind, Measurement};
+use pulse_protocol::{AttrValue, Beacon, Metric};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::enrich;
+use crate::errors::IngestError;
+use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
+use crate::App;
+
+/// The 202 answer: how many metrics were kept, and why each other one was dropped.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    pub accepted: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    pub error: String,
+}
+
+pub async fn beacon(State(app): State<Arc<App>>, request: Request) -> Response {
+    match ingest(&app, request).await {
+        Ok(receipt) => (StatusCode::ACCEPTED, Json(receipt)).into_response(),
+        Err(err) => {
+            app.telemetry.beacons_rejected.with_label_values(&[err.reason()]).inc();
+            err.into_response()
+        }
+    }
+}
+
+async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    check_content_type(headers)?;
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let ip = enrich::client_ip(headers, app.config.client_ip_header.as_deref(), peer);
+    app.sites.check_ip(ip)?;
+
+    let body = read_body(body, headers).await?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let beacon: Beacon<Box<RawValue>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
+    de.end().map_err(|e| IngestError::Malformed { field: String::new(), message: format!("trailing data after the JSON body: {e}") })?;
+
+    let site = app.sites.get(&beacon.site).ok_or_else(|| IngestError::UnknownSite(beacon.site.clone()))?;
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !site.allows(origin) {
+        return Err(IngestError::OriginNotAllowed { site: beacon.site.clone(), origin: origin.unwrap_or_default().to_owned() });
+    }
+    app.sites.check_site(&site.key)?;
+    validate::envelope(&beacon).map_err(IngestError::Invalid)?;
+
+    let received_ms = now_ms();
+    let page = PageContext::new(app, &beacon, headers, ip, received_ms);
+    let mut batch = Batch::default();
+    let mut rejected = Vec::new();
+    for (index, raw) in beacon.metrics.iter().enumerate() {
+        match parse_metric(raw).and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string()))) {
+            Ok(measurement) => page.add(measurement, &mut batch, &app.telemetry),
+            Err((reason, error)) => {
+                app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
+                rejected.push(Rejected { index, error });
+            }
+        }
+    }
+    let accepted = batch.len();
+    if accepted > 0 {
+        match app.queue.try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(IngestError::Overloaded),
+            Err(TrySendError::Closed(_)) => return Err(IngestError::ShuttingDown),
+        }
+        app.telemetry.queue_depth.set((app.queue.max_capacity() - app.queue.capacity()) as i64);
+    }
+    Ok(Receipt { accepted, rejected })
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    // sendBeacon with a string body sends text/plain (no CORS preflight); fetch may send JSON.
+    if essence == "text/plain" || essence == "application/json" {
+        Ok(())
+    } else {
+        Err(IngestError::UnsupportedMediaType(text.to_owned()))
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, IngestError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(IngestError::TooLarge);
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+            || err.to_string().contains("length limit");
+        if too_large {
+            IngestError::TooLarge
+        } else {
+            IngestError::BodyUnreadable
+        }
+    })
+}
+
+fn malformed(err: serde_path_to_error::Error<serde_json::Error>) -> IngestError {
+    let field = err.path().to_string();
+    let inner = err.inner();
+    let message = if field == "." || field.is_empty() {
+        format!("malformed JSON body: {inner}")
+    } else {
+        format!("{field}: {inner}")
+    };
+    IngestError::Malformed { field, message }
+}
+
+fn parse_metric(raw: &RawValue) -> Result<Metric, (&'static str, String)> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let message = if path == "." { err.inner().to_string() } else { format!("{path}: {}", err.inner()) };
+        ("parse", message)
+    })
+}
+
+/// What every row of one beacon shares.
+struct PageContext<'a> {
+    site: &'a str,
+    session: &'a str,
+    page: &'a str,
+    url: String,
+    nav: &'static str,
+    release: &'a str,
+    env: &'a str,
+    client: enrich::Client,
+    country: String,
+    ect: &'a str,
+    viewport: (u32, u32),
+    dpr: f32,
+    sent_at: f64,
+    received_ms: i64,
+}
+
+impl<'a> PageContext<'a> {
+    fn new(app: &App, beacon: &'a Beacon<Box<RawValue>>, headers: &HeaderMap, ip: std::net::IpAddr, received_ms: i64) -> Self {
+        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        PageContext {
+            site: &beacon.site,
+            session: &beacon.session,
+            page: &beacon.page,
+            url: normalise_path(&beacon.url),
+            nav: beacon.nav.as_str(),
+            release: beacon.release.as_deref().unwrap_or(""),
+            env: beacon.env.as_deref().unwrap_or(""),
+            client: enrich::client(user_agent),
+            country: app.geo.country(headers, ip),
+            ect: beacon.ect.as_deref().unwrap_or(""),
+            viewport: beacon.viewport.map_or((0, 0), |v| (v.w, v.h)),
+            dpr: beacon.dpr.unwrap_or(0.0) as f32,
+            sent_at: beacon.sent_at,
+            received_ms,
+        }
+    }
+
+    fn add(&self, m: Measurement, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
+        let event_time = epoch_seconds(enrich::corrected_time_ms(m.at, self.sent_at, self.received_ms));
+        let received_at = epoch_seconds(self.received_ms);
+        let kind = match m.kind {
+            Kind::Vital { vital, value, delta, rating, id, attribution } => {
+                batch.metrics.push(self.metric_row(event_time, vital.name().to_owned(), value, delta, rating_code(Some(rating)), id, attribution_json(&attribution), BTreeMap::new()));
+                "vital"
+            }
+            Kind::Custom { name, value, tags } => {
+                batch.metrics.push(self.metric_row(event_time, name, value, value, rating_code(None), String::new(), String::new(), tags));
+                "custom"
+            }
+            Kind::Api { route, method, status, ok, error, duration, server_timing } => {
+                batch.api_calls.push(ApiCallRow {
+                    site: self.site.to_owned(),
+                    event_time,
+                    received_at,
+                    route,
+                    method,
+                    status,
+                    ok: u8::from(ok),
+                    error: error.unwrap_or_default(),
+                    duration,
+                    server_timing: if server_timing.is_empty() { String::new() } else { serde_json::to_string(&server_timing).unwrap_or_default() },
+                    session: self.session.to_owned(),
+                    page: self.page.to_owned(),
+                    url: self.url.clone(),
+                    nav: self.nav.to_owned(),
+                    release: self.release.to_owned(),
+                    env: self.env.to_owned(),
+                    device: self.client.device.to_owned(),
+                    browser: self.client.browser.clone(),
+                    os: self.client.os.clone(),
+                    country: self.country.clone(),
+                });
+                "api"
+            }
+        };
+        telemetry.metrics_accepted.with_label_values(&[kind]).inc();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn metric_row(
+        &self,
+        event_time: u32,
+        name: String,
+        value: f64,
+        delta: f64,
+        rating: i8,
+        metric_id: String,
+        attribution: String,
+        tags: BTreeMap<String, String>,
+    ) -> MetricRow {
+        let (tag_keys, tag_values) = tags.into_iter().unzip();
+        MetricRow {
+            site: self.site.to_owned(),
+            event_time,
+            received_at: epoch_seconds(self.received_ms),
+            name,
+            value,
+            delta,
+            rating,
+            metric_id,
+            session: self.session.to_owned(),
+            page: self.page.to_owned(),
+            url: self.url.clone(),
+            nav: self.nav.to_owned(),
+            release: self.release.to_owned(),
+            env: self.env.to_owned(),
+            device: self.client.device.to_owned(),
+            browser: self.client.browser.clone(),
+            os: self.client.os.clone(),
+            country: self.country.clone(),
+            ect: self.ect.to_owned(),
+            viewport_w: self.viewport.0,
+            viewport_h: self.viewport.1,
+            dpr: self.dpr,
+            skew_ms: self.received_ms - self.sent_at.round() as i64,
+            attribution,
+            tag_keys,
+            tag_values,
+        }
+    }
+}
+
+fn attribution_json(attribution: &BTreeMap<String, AttrValue>) -> String {
+    if attribution.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(attribution).unwrap_or_default()
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Epoch ms → epoch s for a `DateTime` column (clamped to its range).
+fn epoch_seconds(ms: i64) -> u32 {
+    (ms.div_euclid(1000)).clamp(0, i64::from(u32::MAX)) as u32
+}

@@ -1,0 +1,252 @@
+//! The Pulse collector.
+//!
+//! # The path of a beacon through the collector
+//! 1. [`ingest::beacon`] (`POST /v1/beacon`) limits the body to 64 KiB, rate-limits the client IP,
+//!    parses the envelope, checks the site key and the `Origin` ([`sites`]), validates the envelope
+//!    and then every metric on its own with `pulse_protocol::validate` (a bad metric is dropped and
+//!    reported, the rest kept), enriches each row ([`enrich`]: browser / OS / device class,
+//!    country, skew-corrected time) and hands the rows to a bounded queue with `try_send`. A full
+//!    queue answers 503. No database I/O happens in the request.
+//! 2. [`storage::writer`] drains the queue and inserts rows into ClickHouse in batches, retrying
+//!    with backoff; materialized views fill the minute and hour rollups ([`storage::schema`]).
+//! 3. [`query`] answers percentile questions from raw rows or rollups; [`health`] reports on the
+//!    collector itself; [`storage::retention`] drops partitions past their age.
+//!
+//! Errors of both request boundaries are mapped to HTTP in [`errors`]. [`config`] documents every
+//! setting and its default.
+
+pub mod config;
+pub mod enrich;
+pub mod errors;
+pub mod health;
+pub mod ingest;
+pub mod query;
+pub mod sites;
+pub mod storage;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+
+use crate::config::Config;
+use crate::enrich::Geo;
+use crate::sites::Sites;
+use crate::storage::rows::Batch;
+use crate::storage::writer::{Shutdown, Writer, WriterStatus};
+use crate::telemetry::Telemetry;
+
+/// Shared state of the running collector.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub sites: Sites,
+    pub geo: Geo,
+    pub telemetry: Telemetry,
+    /// The ingest side of the writer's queue.
+    pub queue: mpsc::Sender<Batch>,
+    pub clickhouse: clickhouse::Client,
+    pub clickhouse_version: String,
+    pub writer_status: Arc<WriterStatus>,
+}
+
+impl App {
+    /// State without a running writer: the caller owns the queue's receiving end. Used by
+    /// [`start`] and by tests that drive the router directly.
+    pub fn new(config: Config, queue: mpsc::Sender<Batch>) -> Result<App, StartError> {
+        config.check()?;
+        Ok(App {
+            sites: Sites::new(&config),
+            geo: Geo::new(config.country_header.clone(), config.geoip_database.as_deref())
+                .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
+            telemetry: Telemetry::new(),
+            clickhouse: storage::client(&config),
+            clickhouse_version: String::new(),
+            writer_status: Arc::default(),
+            queue,
+            config,
+        })
+    }
+}
+
+/// The HTTP surface: ingest (with CORS for the sites' origins), the read API, health, metrics,
+/// and the static files of `www/` for everything else.
+pub fn router(app: Arc<App>) -> Router {
+    let cors_app = app.clone();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| cors_app.sites.any_allows(o))
+        }))
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE])
+        // sendBeacon sends credentials, so the answer must name the origin (never `*`).
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(86_400));
+    let ingest = Router::new().route("/v1/beacon", post(ingest::beacon)).layer(cors);
+    Router::new()
+        .merge(ingest)
+        .route("/v1/vitals", get(query::vitals))
+        .route("/v1/vitals/series", get(query::series))
+        .route("/v1/api-calls", get(query::api_calls))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .fallback_service(ServeDir::new(&app.config.www_dir))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .with_state(app)
+}
+
+async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "static".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    app.telemetry.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
+    response
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Schema(#[from] storage::schema::SchemaError),
+    #[error("cannot open GeoIP database {0}: {1}")]
+    GeoIp(std::path::PathBuf, #[source] maxminddb::MaxMindDbError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+}
+
+/// A started collector: serving, writing and cleaning up until [`Running::stop`].
+#[derive(Debug)]
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop_server: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    writer_shutdown: Shutdown,
+    writer: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
+}
+
+/// Migrates the schema, starts the writer and housekeeping, and begins serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.check()?;
+    let version = storage::schema::migrate(&config).await?;
+    tracing::info!(url = %config.clickhouse_url, database = %config.clickhouse_database, %version, "ClickHouse schema ready");
+    let (tx, rx) = storage::writer::queue(config.queue_capacity);
+    let mut app = App::new(config, tx)?;
+    app.clickhouse_version = version;
+    let (writer_shutdown, writer) = Writer {
+        client: app.clickhouse.clone(),
+        batch_rows: app.config.batch_rows,
+        flush_interval: app.config.flush_interval(),
+        telemetry: app.telemetry.clone(),
+        status: app.writer_status.clone(),
+    }
+    .spawn(rx);
+    let app = Arc::new(app);
+    let housekeeping = tokio::spawn(housekeeping(app.clone()));
+
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!("listening on http://{addr}");
+    if app.config.uses_dev_credentials() {
+        tracing::warn!(
+            "dev credentials in use: site key `{}` (origins http://localhost:*, http://127.0.0.1:*) and read key `{}`; configure `sites` and `read_keys` before exposing this collector",
+            config::DEV_SITE,
+            config::DEV_READ_KEY
+        );
+    }
+    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping })
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones finish, then stores every queued row
+    /// (retrying for up to `shutdown_grace_seconds`) before returning.
+    pub async fn stop(self) {
+        let _ = self.stop_server.send(());
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(%err, "server stopped with an error"),
+            Err(err) => tracing::error!(%err, "server task failed"),
+        }
+        tracing::info!(queued = self.app.queue.max_capacity() - self.app.queue.capacity(), "no longer accepting beacons; flushing the queue");
+        self.writer_shutdown.begin(Duration::from_secs(self.app.config.shutdown_grace_seconds));
+        if let Err(err) = self.writer.await {
+            tracing::error!(%err, "writer task failed");
+        }
+        self.housekeeping.abort();
+    }
+}
+
+/// Hourly chores: retention, and forgetting idle clients' rate-limit buckets.
+async fn housekeeping(app: Arc<App>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3_600));
+    loop {
+        every.tick().await;
+        app.sites.forget_idle_clients();
+        let now = time::OffsetDateTime::now_utc();
+        let result = storage::retention::drop_expired(
+            &app.clickhouse,
+            &app.config.clickhouse_database,
+            now,
+            app.config.retention_days,
+            app.config.rollup_retention_days,
+        )
+        .await;
+        if let Err(err) = result {
+            app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
+            tracing::warn!(%err, "retention pass failed; will retry in an hour");
+        }
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then stops gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

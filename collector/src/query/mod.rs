@@ -1,0 +1,440 @@
+//! The read API: `/v1/vitals`, `/v1/vitals/series`, `/v1/api-calls`.
+//!
+//! Each handler checks the bearer key, parses and checks its parameters ([`params`]), picks the
+//! source that can answer (raw rows for short ranges and exact percentiles, minute or hour rollups
+//! for long ranges), runs one SQL query with every user value bound as data, and renders the rows
+//! ([`render`]). Column and table names in the SQL come only from fixed lists in this module.
+
+pub mod params;
+pub mod render;
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use clickhouse::Row;
+use pulse_protocol::Vital;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange};
+use self::render::{num, Format, Table};
+use crate::errors::QueryError;
+use crate::storage::schema::ROLLUP_LEVELS;
+use crate::App;
+
+const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
+/// Ranges up to this long are answered from the minute rollup; longer ones from the hour rollup.
+const MINUTE_ROLLUP_MAX_SECONDS: i64 = 3 * 86_400;
+/// Most points one series may have.
+const MAX_POINTS: i64 = 10_000;
+
+/// Where an answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Raw => "raw",
+            Source::Minute => "rollup_1m",
+            Source::Hour => "rollup_1h",
+        }
+    }
+
+    fn step(self) -> i64 {
+        match self {
+            Source::Raw => 1,
+            Source::Minute => 60,
+            Source::Hour => 3_600,
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Source::Raw => "metrics",
+            Source::Minute => "metrics_1m",
+            Source::Hour => "metrics_1h",
+        }
+    }
+
+    fn time_column(self) -> &'static str {
+        match self {
+            Source::Raw => "event_time",
+            _ => "bucket",
+        }
+    }
+}
+
+/// Picks the source for a range: `source=raw|rollup|auto` (default auto). Rollups hold only the
+/// levels in [`ROLLUP_LEVELS`] and answer in whole buckets; `finest` is the smallest bucket the
+/// caller needs (a 1-minute series cannot come from the hour rollup).
+fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], finest: i64) -> Result<Source, QueryError> {
+    let in_rollup = levels.iter().all(|p| rollup_index(*p).is_some());
+    let rollup = if range.seconds() <= MINUTE_ROLLUP_MAX_SECONDS || finest < 3_600 { Source::Minute } else { Source::Hour };
+    match params.choice("source", &["auto", "raw", "rollup"])? {
+        "raw" => Ok(Source::Raw),
+        "rollup" if !in_rollup => Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles")),
+        "rollup" => Ok(rollup),
+        _ if !in_rollup || range.seconds() <= i64::from(app.config.raw_max_hours) * 3_600 => Ok(Source::Raw),
+        _ => Ok(rollup),
+    }
+}
+
+/// 1-based index of a percentile in the rollup's quantile array.
+fn rollup_index(percentile: f64) -> Option<usize> {
+    ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9).map(|i| i + 1)
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(QueryError::Unauthorized)?;
+    // Compare against every key without stopping early, in time independent of where they differ.
+    let mut ok = false;
+    for key in &app.config.read_keys {
+        ok |= constant_time_eq(key.as_bytes(), token.trim().as_bytes());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(QueryError::Unauthorized)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryError> {
+    let site = params.required("site")?;
+    if app.sites.get(site).is_none() {
+        return Err(QueryError::bad("site", format!("{site:?} is not a configured site")));
+    }
+    Ok(site)
+}
+
+/// Appends `AND column = ?` for each filter (columns come from [`DIMENSIONS`]).
+fn filter_sql(filters: &[(&'static str, String)]) -> String {
+    filters.iter().map(|(column, _)| format!(" AND {column} = ?")).collect()
+}
+
+fn bind_filters(mut query: clickhouse::query::Query, filters: &[(&'static str, String)]) -> clickhouse::query::Query {
+    for (_, value) in filters {
+        query = query.bind(value.as_str());
+    }
+    query
+}
+
+fn levels_sql(levels: &[f64]) -> String {
+    vec!["?"; levels.len()].join(", ")
+}
+
+fn bind_levels(mut query: clickhouse::query::Query, levels: &[f64]) -> clickhouse::query::Query {
+    for p in levels {
+        query = query.bind(p / 100.0);
+    }
+    query
+}
+
+fn percentile_column(p: f64) -> String {
+    format!("p{}", p.to_string().replace('.', "_"))
+}
+
+fn base_meta(site: &str, range: TimeRange, source: Source) -> Map<String, Value> {
+    let mut meta = Map::new();
+    meta.insert("site".into(), site.into());
+    meta.insert("from".into(), format_time(range.from).into());
+    meta.insert("to".into(), format_time(range.to).into());
+    meta.insert("source".into(), source.name().into());
+    meta
+}
+
+/// One group of `/v1/vitals`.
+#[derive(Debug, Row, Deserialize)]
+struct StatsRow {
+    grp: String,
+    n: u64,
+    q: Vec<f64>,
+    mean: f64,
+    lo: f64,
+    hi: f64,
+    good: u64,
+    ni: u64,
+    poor: u64,
+}
+
+/// `GET /v1/vitals`: percentiles, count, mean, min, max and rating shares, per group.
+pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
+    authorize(&app, &headers)?;
+    let params = Params::parse(
+        query.as_deref(),
+        &["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit", "url", "device", "browser", "os", "country", "release", "nav"],
+    )?;
+    let site = site(&params, &app)?;
+    let (metric, vital) = metric_name(&params)?;
+    let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "release", "nav"])?;
+    let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
+    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
+    let filters = dimension_filters(&params)?;
+    let limit = params.limit()?;
+    let requested = params.range(OffsetDateTime::now_utc())?;
+    let source = choose_source(&params, &app, requested, &percentiles, 60)?;
+    let range = requested.aligned(source.step());
+
+    let group_sql = if group_by == "none" { "''" } else { group_by };
+    let group_clause = if group_by == "none" { "" } else { " GROUP BY grp ORDER BY n DESC, grp LIMIT ?" };
+    let (select, levels): (String, Vec<f64>) = match source {
+        Source::Raw => (
+            format!(
+                "SELECT {group_sql} AS grp, count() AS n, quantilesExact({})(value) AS q, avg(value) AS mean, min(value) AS lo, max(value) AS hi,
+                    countIf(rating = 'good') AS good, countIf(rating = 'needs-improvement') AS ni, countIf(rating = 'poor') AS poor",
+                levels_sql(&percentiles)
+            ),
+            percentiles.clone(),
+        ),
+        _ => (
+            format!(
+                "SELECT {group_sql} AS grp, countMerge(count_state) AS n,
+                    arrayMap(x -> toFloat64(x), quantilesTDigestMerge({})(quantiles_state)) AS q,
+                    sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
+                    sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor",
+                levels_sql(&ROLLUP_LEVELS)
+            ),
+            ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect(),
+        ),
+    };
+    let sql = format!(
+        "{select} FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){filters}{group_clause}",
+        table = source.table(),
+        time = source.time_column(),
+        filters = filter_sql(&filters),
+    );
+    let mut q = bind_levels(app.clickhouse.query(&sql), &levels).bind(site).bind(metric.as_str()).bind(range.from).bind(range.to);
+    q = bind_filters(q, &filters);
+    if group_by != "none" {
+        q = q.bind(limit);
+    }
+    let rows = q.fetch_all::<StatsRow>().await.map_err(QueryError::Storage)?;
+
+    let mut columns = vec!["group".to_owned(), "count".to_owned()];
+    columns.extend(percentiles.iter().map(|p| percentile_column(*p)));
+    columns.extend(["avg", "min", "max", "good", "needs_improvement", "poor"].map(String::from));
+    let table_rows = rows
+        .into_iter()
+        .filter(|r| r.n > 0)
+        .map(|r| {
+            let mut row: Vec<Value> = vec![r.grp.into(), r.n.into()];
+            for p in &percentiles {
+                let i = levels.iter().position(|l| (l - p).abs() < 1e-9).unwrap_or(0);
+                row.push(num(r.q.get(i).copied().unwrap_or(f64::NAN)));
+            }
+            row.extend([num(r.mean), num(r.lo), num(r.hi)]);
+            // Shares only mean something for metrics with thresholds.
+            let share = |k: u64| if vital.is_some() { num(k as f64 / r.n as f64) } else { Value::Null };
+            row.extend([share(r.good), share(r.ni), share(r.poor)]);
+            row
+        })
+        .collect();
+
+    let mut meta = base_meta(site, range, source);
+    meta.insert("metric".into(), metric.clone().into());
+    meta.insert("group_by".into(), group_by.into());
+    meta.insert("percentiles".into(), json!(percentiles));
+    if let Some(vital) = vital {
+        meta.insert("unit".into(), vital.unit().into());
+        let t = vital.thresholds();
+        meta.insert("thresholds".into(), json!({"good": t.good, "poor": t.poor}));
+    }
+    Ok(Table {
+        family: "pulse_vitals",
+        rows_key: "rows",
+        meta,
+        labels: vec![("site", site.to_owned()), ("metric", metric), ("group_by", group_by.to_owned())],
+        label_column: Some("group"),
+        columns,
+        rows: table_rows,
+    }
+    .render(format))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PointRow {
+    t: u32,
+    n: u64,
+    v: f64,
+}
+
+/// `GET /v1/vitals/series`: one percentile per time bucket.
+pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
+    authorize(&app, &headers)?;
+    let params = Params::parse(
+        query.as_deref(),
+        &["site", "metric", "from", "to", "interval", "percentile", "format", "source", "url", "device", "browser", "os", "country", "release", "nav"],
+    )?;
+    let site = site(&params, &app)?;
+    let (metric, vital) = metric_name(&params)?;
+    let interval = params.choice("interval", &["1h", "1m", "1d"])?;
+    let step: i64 = match interval {
+        "1m" => 60,
+        "1d" => 86_400,
+        _ => 3_600,
+    };
+    let percentile = match params.percentiles("percentile", &[75.0])?.as_slice() {
+        [p] => *p,
+        _ => return Err(QueryError::bad("percentile", "give exactly one percentile, e.g. 75")),
+    };
+    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
+    let filters = dimension_filters(&params)?;
+    let requested = params.range(OffsetDateTime::now_utc())?;
+    let range = requested.aligned(step);
+    if range.seconds() / step > MAX_POINTS {
+        return Err(QueryError::bad("interval", format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval")));
+    }
+    let source = choose_source(&params, &app, range, &[percentile], step)?;
+
+    let value_sql = match (source, rollup_index(percentile)) {
+        (Source::Raw, _) | (_, None) => "quantileExact(?)(value)".to_owned(),
+        (_, Some(i)) => format!("toFloat64(quantilesTDigestMerge({})(quantiles_state)[{i}])", levels_sql(&ROLLUP_LEVELS)),
+    };
+    let count_sql = if source == Source::Raw { "count()" } else { "countMerge(count_state)" };
+    let sql = format!(
+        "SELECT toUInt32(intDiv(toUInt32({time}), ?) * ?) AS t, {count_sql} AS n, {value_sql} AS v
+         FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){filters}
+         GROUP BY t ORDER BY t",
+        time = source.time_column(),
+        table = source.table(),
+        filters = filter_sql(&filters),
+    );
+    let mut q = app.clickhouse.query(&sql).bind(step).bind(step);
+    q = if source == Source::Raw { q.bind(percentile / 100.0) } else { bind_levels(q, &ROLLUP_LEVELS.map(|l| l * 100.0)) };
+    q = bind_filters(q.bind(site).bind(metric.as_str()).bind(range.from).bind(range.to), &filters);
+    let points = q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)?;
+
+    let mut meta = base_meta(site, range, source);
+    meta.insert("metric".into(), metric.clone().into());
+    meta.insert("interval".into(), interval.into());
+    meta.insert("percentile".into(), num(percentile));
+    if let Some(vital) = vital.map(Vital::thresholds) {
+        meta.insert("thresholds".into(), json!({"good": vital.good, "poor": vital.poor}));
+    }
+    Ok(Table {
+        family: "pulse_vitals_series",
+        rows_key: "points",
+        meta,
+        labels: vec![("site", site.to_owned()), ("metric", metric), ("interval", interval.to_owned())],
+        label_column: Some("time"),
+        columns: vec!["time".into(), "t".into(), "count".into(), "value".into()],
+        rows: points
+            .into_iter()
+            .map(|p| vec![format_time(i64::from(p.t)).into(), (i64::from(p.t) * 1000).into(), p.n.into(), num(p.v)])
+            .collect(),
+    }
+    .render(format))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ApiRow {
+    grp: String,
+    n: u64,
+    q: Vec<f64>,
+    mean: f64,
+    errors: u64,
+}
+
+/// `GET /v1/api-calls`: duration percentiles, count, error rate and rate per second per group.
+/// Always read from raw rows (there is no API-call rollup yet).
+pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
+    authorize(&app, &headers)?;
+    let params = Params::parse(
+        query.as_deref(),
+        &["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status", "url", "device", "browser", "os", "country", "release", "nav"],
+    )?;
+    let site = site(&params, &app)?;
+    let group_by = params.choice("group_by", &["route", "method", "status"])?;
+    let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
+    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
+    let limit = params.limit()?;
+    let range = params.range(OffsetDateTime::now_utc())?;
+    let mut filters = dimension_filters(&params)?;
+    if let Some(route) = params.get("route") {
+        filters.push(("route", pulse_protocol::route::normalise_route(route)));
+    }
+    if let Some(method) = params.get("method") {
+        filters.push(("method", method.to_ascii_uppercase()));
+    }
+    let mut status_filter = None;
+    if let Some(status) = params.get("status") {
+        status_filter = Some(status.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{status:?} is not an HTTP status")))?);
+    }
+    let group_sql = if group_by == "status" { "toString(status)" } else { group_by };
+    let sql = format!(
+        "SELECT {group_sql} AS grp, count() AS n, quantilesExact({})(duration) AS q, avg(duration) AS mean, countIf(ok = 0) AS errors
+         FROM api_calls WHERE site = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?){}{}
+         GROUP BY grp ORDER BY n DESC, grp LIMIT ?",
+        levels_sql(&percentiles),
+        filter_sql(&filters),
+        if status_filter.is_some() { " AND status = ?" } else { "" },
+    );
+    let mut q = bind_filters(bind_levels(app.clickhouse.query(&sql), &percentiles).bind(site).bind(range.from).bind(range.to), &filters);
+    if let Some(status) = status_filter {
+        q = q.bind(status);
+    }
+    let rows = q.bind(limit).fetch_all::<ApiRow>().await.map_err(QueryError::Storage)?;
+
+    let seconds = range.seconds() as f64;
+    let mut columns = vec!["group".to_owned(), "count".to_owned()];
+    columns.extend(percentiles.iter().map(|p| percentile_column(*p)));
+    columns.extend(["avg", "errors", "error_rate", "rate_per_second"].map(String::from));
+    let table_rows = rows
+        .into_iter()
+        .map(|r| {
+            let mut row: Vec<Value> = vec![r.grp.into(), r.n.into()];
+            row.extend(r.q.iter().map(|v| num(*v)));
+            row.extend([num(r.mean), r.errors.into(), num(r.errors as f64 / r.n as f64), num(r.n as f64 / seconds)]);
+            row
+        })
+        .collect();
+    let mut meta = base_meta(site, range, Source::Raw);
+    meta.insert("group_by".into(), group_by.into());
+    meta.insert("percentiles".into(), json!(percentiles));
+    meta.insert("unit".into(), "ms".into());
+    Ok(Table {
+        family: "pulse_api_calls",
+        rows_key: "rows",
+        meta,
+        labels: vec![("site", site.to_owned()), ("group_by", group_by.to_owned())],
+        label_column: Some("group"),
+        columns,
+        rows: table_rows,
+    }
+    .render(format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollup_levels_map_to_percentiles() {
+        assert_eq!(rollup_index(75.0), Some(2));
+        assert_eq!(rollup_index(99.0), Some(4));
+        assert_eq!(rollup_index(90.0), None);
+        assert_eq!(percentile_column(99.9), "p99_9");
+    }
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(constant_time_eq(b"dev-read-key", b"dev-read-key"));
+        assert!(!constant_time_eq(b"dev-read-key", b"dev-read-kez"));
+        assert!(!constant_time_eq(b"dev-read-key", b"dev-read-key2"));
+    }
+}

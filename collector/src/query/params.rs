@@ -1,0 +1,223 @@
+//! Query-string parsing for the read API, so every bad parameter comes back as a 400 naming it.
+
+use std::collections::HashMap;
+
+use pulse_protocol::metric::is_custom_name;
+use pulse_protocol::route::normalise_path;
+use pulse_protocol::{NavigationType, Vital};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::errors::QueryError;
+
+/// The parameters of one request, checked against the endpoint's known names.
+#[derive(Debug)]
+pub struct Params {
+    values: HashMap<String, String>,
+}
+
+impl Params {
+    /// Parses a raw query string; unknown and repeated parameters are refused.
+    pub fn parse(raw: Option<&str>, known: &[&'static str]) -> Result<Params, QueryError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| QueryError::bad("query", format!("cannot parse the query string: {e}")))?;
+        let mut values = HashMap::new();
+        for (name, value) in pairs {
+            let Some(&known_name) = known.iter().find(|k| **k == name) else {
+                return Err(QueryError::bad("query", format!("unknown parameter {name:?}; known: {}", known.join(", "))));
+            };
+            if values.insert(name, value).is_some() {
+                return Err(QueryError::bad(known_name, "given more than once"));
+            }
+        }
+        Ok(Params { values })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<&str, QueryError> {
+        self.get(name).ok_or_else(|| QueryError::bad(name, "is required"))
+    }
+
+    /// One of `choices` (default `choices[0]`).
+    pub fn choice(&self, name: &'static str, choices: &[&'static str]) -> Result<&'static str, QueryError> {
+        match self.get(name) {
+            None => Ok(choices[0]),
+            Some(v) => choices
+                .iter()
+                .find(|c| **c == v)
+                .copied()
+                .ok_or_else(|| QueryError::bad(name, format!("{v:?} is not one of {}", choices.join(", ")))),
+        }
+    }
+
+    pub fn limit(&self) -> Result<u64, QueryError> {
+        match self.get("limit") {
+            None => Ok(100),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+                _ => Err(QueryError::bad("limit", format!("{v:?} is not a whole number from 1 to 10000"))),
+            },
+        }
+    }
+
+    /// `from` and `to` (RFC 3339 or epoch ms), defaulting to the last 24 hours.
+    pub fn range(&self, now: OffsetDateTime) -> Result<TimeRange, QueryError> {
+        let to = self.get("to").map(|v| parse_time("to", v)).transpose()?.unwrap_or(now);
+        let from = self.get("from").map(|v| parse_time("from", v)).transpose()?.unwrap_or(to - time::Duration::hours(24));
+        if from >= to {
+            return Err(QueryError::bad("from", "must be earlier than to"));
+        }
+        if to - from > time::Duration::days(800) {
+            return Err(QueryError::bad("from", "ranges are limited to 800 days"));
+        }
+        Ok(TimeRange { from: from.unix_timestamp(), to: to.unix_timestamp() })
+    }
+
+    /// Percentile list such as `50,75,95,99` (each in (0, 100]).
+    pub fn percentiles(&self, name: &'static str, default: &[f64]) -> Result<Vec<f64>, QueryError> {
+        let Some(list) = self.get(name) else {
+            return Ok(default.to_vec());
+        };
+        let mut out = Vec::new();
+        for item in list.split(',') {
+            let p: f64 = item.trim().parse().map_err(|_| QueryError::bad(name, format!("{item:?} is not a number")))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(QueryError::bad(name, format!("{item} is not in (0, 100]")));
+            }
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if out.len() > 10 {
+            return Err(QueryError::bad(name, "at most 10 percentiles"));
+        }
+        Ok(out)
+    }
+}
+
+/// A half-open time range `[from, to)` in epoch seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl TimeRange {
+    pub fn seconds(self) -> i64 {
+        self.to - self.from
+    }
+
+    /// The range widened to whole buckets of `step` seconds (what a rollup can answer).
+    pub fn aligned(self, step: i64) -> TimeRange {
+        TimeRange { from: self.from.div_euclid(step) * step, to: (self.to + step - 1).div_euclid(step) * step }
+    }
+}
+
+fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, QueryError> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let ms: i128 = value.parse().map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"))?;
+        return OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"));
+    }
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| QueryError::bad(name, format!("{value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor epoch milliseconds")))
+}
+
+pub fn format_time(epoch_seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(epoch_seconds).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
+}
+
+/// A metric name the vitals endpoints accept: a web vital or a custom metric.
+pub fn metric_name(params: &Params) -> Result<(String, Option<Vital>), QueryError> {
+    let name = params.required("metric")?;
+    if let Some(vital) = Vital::from_name(name) {
+        return Ok((name.to_owned(), Some(vital)));
+    }
+    if name == pulse_protocol::metric::API {
+        return Err(QueryError::bad("metric", "API calls are answered by /v1/api-calls"));
+    }
+    if is_custom_name(name) {
+        return Ok((name.to_owned(), None));
+    }
+    Err(QueryError::bad("metric", format!("{name:?} is not FCP, LCP, CLS, FID, INP, TTFB or a custom metric name")))
+}
+
+/// The equality filters of the vitals endpoints: column name and value.
+pub fn dimension_filters(params: &Params) -> Result<Vec<(&'static str, String)>, QueryError> {
+    let mut filters = Vec::new();
+    for column in DIMENSIONS {
+        if let Some(value) = params.get(column) {
+            if value.len() > 1024 {
+                return Err(QueryError::bad(column, "is longer than 1024 bytes"));
+            }
+            let value = match column {
+                "url" => normalise_path(value),
+                "nav" if !NavigationType::ALL.iter().any(|n| n.as_str() == value) => {
+                    return Err(QueryError::bad("nav", format!("{value:?} is not a navigation type")));
+                }
+                _ => value.to_owned(),
+            };
+            filters.push((column, value));
+        }
+    }
+    Ok(filters)
+}
+
+/// Columns that vitals can be grouped and filtered by (present in raw rows and rollups).
+pub const DIMENSIONS: [&str; 7] = ["url", "device", "browser", "os", "country", "release", "nav"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Result<Params, QueryError> {
+        Params::parse(Some(q), &["site", "metric", "from", "to", "percentiles", "url", "nav", "limit"])
+    }
+
+    #[test]
+    fn times_parse_both_ways_and_order_is_checked() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("valid");
+        let r = params("from=2026-11-23T10:00:00Z&to=1795438800000").expect("ok").range(now).expect("ok");
+        assert_eq!((r.from, r.to), (1795428000, 1795438800));
+        let default = params("").expect("ok").range(now).expect("ok");
+        assert_eq!(default.seconds(), 86_400);
+        let err = params("from=2026-11-24T00:00:00Z&to=2026-11-23T00:00:00Z").expect("ok").range(now).expect_err("reversed");
+        assert_eq!(err.to_string(), "from: must be earlier than to");
+        assert!(params("from=yesterday").expect("ok").range(now).expect_err("bad").to_string().starts_with("from: "));
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_refused() {
+        assert!(params("metrics=LCP").expect_err("typo").to_string().contains("unknown parameter \"metrics\""));
+        assert_eq!(params("site=a&site=b").expect_err("twice").to_string(), "site: given more than once");
+    }
+
+    #[test]
+    fn percentiles_and_metrics() {
+        let p = params("percentiles=75,90,75").expect("ok");
+        assert_eq!(p.percentiles("percentiles", &[50.0]).expect("ok"), vec![75.0, 90.0]);
+        for bad in ["0", "101", "abc", "NaN"] {
+            let p = params(&format!("percentiles={bad}")).expect("ok");
+            assert!(p.percentiles("percentiles", &[50.0]).is_err(), "{bad}");
+        }
+        assert!(metric_name(&params("metric=LCP").expect("ok")).expect("ok").1.is_some());
+        assert!(metric_name(&params("metric=cart.total").expect("ok")).expect("ok").1.is_none());
+        assert!(metric_name(&params("metric=LCP'%20OR%201=1").expect("ok")).is_err());
+        assert!(metric_name(&params("metric=api").expect("ok")).is_err());
+        assert!(params("limit=0").expect("ok").limit().is_err());
+    }
+
+    #[test]
+    fn filters_are_normalised_and_checked() {
+        let f = dimension_filters(&params("url=/users/42?x=1&nav=reload").expect("ok")).expect("ok");
+        assert_eq!(f, vec![("url", "/users/:id".to_owned()), ("nav", "reload".to_owned())]);
+        assert!(dimension_filters(&params("nav=teleport").expect("ok")).is_err());
+    }
+
+    #[test]
+    fn alignment_widens_to_whole_buckets() {
+        let r = TimeRange { from: 3_601, to: 7_201 };
+        assert_eq!(r.aligned(3_600), TimeRange { from: 3_600, to: 10_800 });
+    }
+}

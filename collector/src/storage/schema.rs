@@ -1,0 +1,194 @@
+//! Schema and migrations. At start the collector creates its database, then applies, in order,
+//! every migration not yet recorded in `schema_migrations`. Each statement is idempotent
+//! (`IF NOT EXISTS`), so a migration interrupted half-way is simply applied again.
+//!
+//! Tables:
+//! - `metrics`, `api_calls`: raw rows, one day per partition (retention drops whole days),
+//!   ordered by the common filters.
+//! - `metrics_1m`, `metrics_1h`: `AggregatingMergeTree` rollups fed by materialized views, holding
+//!   count / sum / min / max, good / needs-improvement / poor counts and a t-digest of the values
+//!   per minute (hour) and per group-by dimension. A week of p75 per page reads these.
+
+use clickhouse::Client;
+use serde::Deserialize;
+
+use crate::config::Config;
+
+/// Percentile levels kept in the rollups' t-digest states. Queries for other levels read raw rows.
+pub const ROLLUP_LEVELS: [f64; 4] = [0.5, 0.75, 0.95, 0.99];
+
+/// Dimensions kept in the rollups (every `group_by` and filter of the vitals API).
+pub const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav";
+
+/// One migration: a version and its statements.
+struct Migration {
+    version: u32,
+    name: &'static str,
+    statements: Vec<String>,
+}
+
+fn rollup_table(name: &str, partition: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
+            site String, name String, bucket DateTime,
+            url String, device String, browser String, os String, country String, release String, nav String,
+            count_state AggregateFunction(count),
+            sum_state AggregateFunction(sum, Float64),
+            min_state AggregateFunction(min, Float64),
+            max_state AggregateFunction(max, Float64),
+            good_state AggregateFunction(sum, UInt64),
+            ni_state AggregateFunction(sum, UInt64),
+            poor_state AggregateFunction(sum, UInt64),
+            quantiles_state AggregateFunction(quantilesTDigest(0.5, 0.75, 0.95, 0.99), Float64)
+        ) ENGINE = AggregatingMergeTree()
+        PARTITION BY {partition}(bucket)
+        ORDER BY (site, name, bucket, {ROLLUP_DIMENSIONS})"
+    )
+}
+
+fn rollup_view(table: &str, bucket_seconds: u32) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS
+        SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {bucket_seconds}) * {bucket_seconds}) AS bucket, {ROLLUP_DIMENSIONS},
+            countState() AS count_state,
+            sumState(value) AS sum_state,
+            minState(value) AS min_state,
+            maxState(value) AS max_state,
+            sumState(toUInt64(rating = 'good')) AS good_state,
+            sumState(toUInt64(rating = 'needs-improvement')) AS ni_state,
+            sumState(toUInt64(rating = 'poor')) AS poor_state,
+            quantilesTDigestState(0.5, 0.75, 0.95, 0.99)(value) AS quantiles_state
+        FROM metrics
+        GROUP BY site, name, bucket, {ROLLUP_DIMENSIONS}"
+    )
+}
+
+fn migrations() -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        name: "raw tables and minute/hour rollups",
+        statements: vec![
+            "CREATE TABLE IF NOT EXISTS metrics (
+                site String,
+                event_time DateTime,
+                received_at DateTime,
+                name String,
+                value Float64,
+                delta Float64,
+                rating Enum8('none' = 0, 'good' = 1, 'needs-improvement' = 2, 'poor' = 3),
+                metric_id String,
+                session String,
+                page String,
+                url String,
+                nav String,
+                release String,
+                env String,
+                device String,
+                browser String,
+                os String,
+                country String,
+                ect String,
+                viewport_w UInt32,
+                viewport_h UInt32,
+                dpr Float32,
+                skew_ms Int64,
+                attribution String,
+                tag_keys Array(String),
+                tag_values Array(String)
+            ) ENGINE = MergeTree()
+            PARTITION BY toYYYYMMDD(event_time)
+            ORDER BY (site, name, url, event_time)"
+                .to_owned(),
+            "CREATE TABLE IF NOT EXISTS api_calls (
+                site String,
+                event_time DateTime,
+                received_at DateTime,
+                route String,
+                method String,
+                status UInt16,
+                ok UInt8,
+                error String,
+                duration Float64,
+                server_timing String,
+                session String,
+                page String,
+                url String,
+                nav String,
+                release String,
+                env String,
+                device String,
+                browser String,
+                os String,
+                country String
+            ) ENGINE = MergeTree()
+            PARTITION BY toYYYYMMDD(event_time)
+            ORDER BY (site, route, event_time)"
+                .to_owned(),
+            rollup_table("metrics_1m", "toYYYYMMDD"),
+            rollup_view("metrics_1m", 60),
+            rollup_table("metrics_1h", "toYYYYMM"),
+            rollup_view("metrics_1h", 3600),
+        ],
+    }]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("ClickHouse at {url} is not reachable or refused {what}: {source}")]
+    ClickHouse {
+        url: String,
+        what: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+/// Creates the database and applies pending migrations. Returns the server version.
+pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
+    let err = |what: &str| {
+        let url = config.clickhouse_url.clone();
+        let what = what.to_owned();
+        move |source| SchemaError::ClickHouse { url, what, source }
+    };
+    let server = super::server_client(config);
+    let version = server.query("SELECT version()").fetch_one::<String>().await.map_err(err("SELECT version()"))?;
+    // The database name is checked by `Config::check` (letters, digits, _), so it is safe as an identifier.
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.clickhouse_database))
+        .execute()
+        .await
+        .map_err(err("CREATE DATABASE"))?;
+    let client = super::client(config);
+    client
+        .query("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog")
+        .execute()
+        .await
+        .map_err(err("CREATE TABLE schema_migrations"))?;
+    let applied = applied_versions(&client).await.map_err(err("reading schema_migrations"))?;
+    for migration in migrations() {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        tracing::info!(version = migration.version, name = migration.name, "applying schema migration");
+        for statement in &migration.statements {
+            client.query(statement).execute().await.map_err(err(&format!("migration {}", migration.version)))?;
+        }
+        client
+            .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute()
+            .await
+            .map_err(err("recording a migration"))?;
+    }
+    Ok(version)
+}
+
+async fn applied_versions(client: &Client) -> Result<Vec<u32>, clickhouse::error::Error> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Applied {
+        version: u32,
+    }
+    let rows = client.query("SELECT version FROM schema_migrations").fetch_all::<Applied>().await?;
+    Ok(rows.into_iter().map(|r| r.version).collect())
+}

@@ -1,0 +1,142 @@
+//! Route normalisation: many URLs of one page or endpoint become one route, so percentiles group
+//! by what a developer recognises (`/users/:id/orders/:id`) instead of by every id ever seen.
+//!
+//! Rules: the query and fragment are dropped; a path segment that is all digits, a UUID, or a
+//! long hex string (≥ 16 hex digits, at least one of them a digit) becomes `:id`; a trailing slash
+//! is dropped (except on `/`); the result is cut to [`MAX_ROUTE_LEN`] bytes.
+
+use crate::limits::MAX_ROUTE_LEN;
+
+/// Placeholder for an id-like path segment.
+pub const ID: &str = ":id";
+
+/// Normalises a page URL or path to a route path, dropping any scheme and host
+/// (`https://shop.example/cart/42?x=1` → `/cart/:id`).
+pub fn normalise_path(url: &str) -> String {
+    let (_, path) = split_origin(url);
+    normalise_segments(path, String::with_capacity(path.len().min(MAX_ROUTE_LEN)))
+}
+
+/// Normalises the URL of an API call. Same-origin paths stay paths; an absolute URL keeps its host
+/// so calls to different APIs stay apart (`https://api.example/v1/items/7` → `api.example/v1/items/:id`).
+pub fn normalise_route(url: &str) -> String {
+    let (host, path) = split_origin(url);
+    let mut out = String::with_capacity(url.len().min(MAX_ROUTE_LEN));
+    if let Some(host) = host {
+        out.push_str(&host.to_ascii_lowercase());
+    }
+    normalise_segments(path, out)
+}
+
+/// Splits `scheme://host[:port]/path` into (`host[:port]`, `/path`); a relative URL has no host.
+fn split_origin(url: &str) -> (Option<&str>, &str) {
+    let url = url.trim();
+    let Some(scheme_end) = url.find("://") else {
+        return (None, url);
+    };
+    let scheme = &url[..scheme_end];
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
+        return (None, url);
+    }
+    let rest = &url[scheme_end + 3..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // Drop any `user:password@` from the authority: it must never be stored.
+    let authority = &rest[..host_end];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    (Some(host), &rest[host_end..])
+}
+
+fn normalise_segments(path: &str, mut out: String) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let start = out.len();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(if is_id(segment) { ID } else { segment });
+        if out.len() >= MAX_ROUTE_LEN {
+            break;
+        }
+    }
+    if out.len() == start {
+        out.push('/');
+    }
+    truncate(out, MAX_ROUTE_LEN)
+}
+
+/// Whether a path segment looks like an identifier rather than a name.
+fn is_id(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    if b.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    if is_uuid(b) {
+        return true;
+    }
+    b.len() >= 16 && b.iter().all(u8::is_ascii_hexdigit) && b.iter().any(u8::is_ascii_digit)
+}
+
+fn is_uuid(b: &[u8]) -> bool {
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_placeholders() {
+        let cases = [
+            ("/users/123/orders/9f8e7d6c5b4a39281706f5e4d3c2b1a0", "/users/:id/orders/:id"),
+            ("/users/123/orders/9f8e7d6c5b4a3928", "/users/:id/orders/:id"),
+            ("/item/550e8400-e29b-41d4-a716-446655440000/edit", "/item/:id/edit"),
+            ("/cart", "/cart"),
+            ("/", "/"),
+            ("", "/"),
+            ("/blog/2024/deadbeef", "/blog/:id/deadbeef"), // short hex words are names
+            ("/a/abcdefabcdefabcdef", "/a/abcdefabcdefabcdef"), // hex letters only: a word
+            ("/docs/", "/docs"),
+            ("//double//slash", "/double/slash"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalise_path(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn query_fragment_and_origin_are_dropped() {
+        assert_eq!(normalise_path("/search?q=shoes&page=2#top"), "/search");
+        assert_eq!(normalise_path("https://user:pw@shop.example:8443/cart/42?x=1"), "/cart/:id");
+        assert_eq!(normalise_path("/p#/hash/route/7"), "/p");
+        assert_eq!(normalise_path("?only=query"), "/");
+    }
+
+    #[test]
+    fn api_routes_keep_their_host() {
+        assert_eq!(normalise_route("/api/cart/7?x=1"), "/api/cart/:id");
+        assert_eq!(normalise_route("https://API.example.com/v1/items/7"), "api.example.com/v1/items/:id");
+        assert_eq!(normalise_route("https://token@api.example.com"), "api.example.com/");
+        assert_eq!(normalise_route("http://localhost:8080/slow"), "localhost:8080/slow");
+    }
+
+    #[test]
+    fn long_routes_are_cut_on_a_char_boundary() {
+        let long = format!("/{}", "é".repeat(2000));
+        let out = normalise_path(&long);
+        assert!(out.len() <= MAX_ROUTE_LEN);
+        assert!(out.starts_with("/é"));
+    }
+}
