@@ -124,12 +124,15 @@ async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, Inge
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>) -> IngestError {
-    let field = err.path().to_string();
+    let mut field = err.path().to_string();
+    // serde_path_to_error says "." for the root and "?" where a syntax error left no path.
+    if field == "." || field == "?" {
+        field.clear();
+    }
     let inner = err.inner();
-    let message = if field == "." || field.is_empty() {
-        format!("malformed JSON body: {inner}")
-    } else {
-        format!("{field}: {inner}")
+    let message = match (inner.classify(), field.is_empty()) {
+        (serde_json::error::Category::Syntax | serde_json::error::Category::Eof, _) | (_, true) => format!("malformed JSON body: {inner}"),
+        _ => format!("{field}: {inner}"),
     };
     IngestError::Malformed { field, message }
 }
@@ -138,7 +141,7 @@ fn parse_metric(raw: &RawValue) -> Result<Metric, (&'static str, String)> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
-        let message = if path == "." { err.inner().to_string() } else { format!("{path}: {}", err.inner()) };
+        let message = if path == "." || path == "?" { err.inner().to_string() } else { format!("{path}: {}", err.inner()) };
         ("parse", message)
     })
 }

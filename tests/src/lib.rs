@@ -1,1 +1,166 @@
+//! Test harness on real parts, shared by the collector's integration tests and the end-to-end
+//! tests: a throwaway ClickHouse server ([`clickhouse`]), free ports, a minimal HTTP client
+//! ([`http`]) and beacon builders ([`beacon`]).
+//!
+//! The ClickHouse server is started once per test binary in a temporary directory on free ports;
+//! each test creates its own database in it ([`ClickHouse::fresh_database`]). A watchdog shell ends
+//! the server when the test process exits, however it exits.
 
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+pub mod http;
+
+/// A ClickHouse server for this test process.
+#[derive(Debug)]
+pub struct ClickHouse {
+    /// HTTP endpoint, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+static SERVER: OnceLock<ClickHouse> = OnceLock::new();
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// The test process's ClickHouse server, started on first use.
+///
+/// `PULSE_TEST_CLICKHOUSE_URL` points the tests at an existing server instead.
+pub fn clickhouse() -> &'static ClickHouse {
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
+            return ClickHouse { url, dir: PathBuf::new() };
+        }
+        start_clickhouse().unwrap_or_else(|e| panic!("cannot start a test ClickHouse server: {e}"))
+    })
+}
+
+impl ClickHouse {
+    /// A database name no other test in this run uses (the collector creates it).
+    pub fn fresh_database(&self, test: &str) -> String {
+        let n = DATABASES.fetch_add(1, Ordering::Relaxed);
+        let clean: String = test.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        format!("t_{clean}_{}_{n}", std::process::id())
+    }
+
+    /// Runs one SQL statement over HTTP and returns the response text (`TSV` for selects).
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", &format!("{}/", self.url), "--data-binary", sql])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "ClickHouse refused {sql:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    /// Runs a `SELECT count() …` and parses the number.
+    pub fn count(&self, sql: &str) -> u64 {
+        let text = self.sql(sql);
+        text.trim().parse().unwrap_or_else(|_| panic!("not a count: {text:?} from {sql}"))
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn start_clickhouse() -> Result<ClickHouse, String> {
+    let dir = std::env::temp_dir().join(format!("pulse-test-clickhouse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let (http_port, tcp_port) = (free_port(), free_port());
+    let d = dir.display();
+    let config = format!(
+        r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/log/server.log</log><errorlog>{d}/log/error.log</errorlog><size>10M</size><count>1</count></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+"#
+    );
+    let config_path = dir.join("config.xml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    // The watchdog: runs the server in the foreground of a shell that kills it, and removes its
+    // directory, as soon as this test process is gone.
+    let script = format!(
+        "clickhouse-server --config-file='{cfg}' >'{d}/log/stdout.log' 2>&1 & srv=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $srv 2>/dev/null; do sleep 0.5; done; \
+         kill $srv 2>/dev/null; wait $srv; rm -rf '{d}'",
+        cfg = config_path.display(),
+        parent = std::process::id(),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run clickhouse-server (is it installed? `make setup`): {e}"))?;
+    let url = format!("http://127.0.0.1:{http_port}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let ok = Command::new("curl").args(["-fsS", &format!("{url}/ping")]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(ClickHouse { url, dir });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join("log/error.log")).unwrap_or_default();
+    Err(format!("ClickHouse did not answer on {url} within 30 s; error log:\n{log}"))
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64).unwrap_or(0.0)
+}
+
+/// A beacon for site `demo` sent now, carrying `metrics`.
+pub fn beacon(site: &str, url: &str, metrics: Vec<Value>) -> Value {
+    json!({
+        "v": 1,
+        "site": site,
+        "session": "sess-1",
+        "page": "page-1",
+        "url": url,
+        "nav": "navigate",
+        "sent_at": now_ms(),
+        "metrics": metrics,
+    })
+}
+
+/// A vital or custom metric measured `ago_ms` before now.
+pub fn metric(name: &str, value: f64, ago_ms: f64) -> Value {
+    json!({"name": name, "value": value, "at": now_ms() - ago_ms})
+}
+
+/// An API-call metric.
+pub fn api_call(route: &str, method: &str, status: u16, duration: f64) -> Value {
+    json!({"name": "api", "value": duration, "at": now_ms(), "route": route, "method": method, "status": status})
+}
+
+/// Value at 0-based rank ⌊p·n⌋ of the sorted values (clamped): the definition of the raw
+/// percentiles the collector answers with (ClickHouse's `quantileExact`).
+pub fn exact_percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).floor() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
