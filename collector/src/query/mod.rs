@@ -74,7 +74,8 @@ impl Source {
 
 /// Picks the source for a range: `source=raw|rollup|auto` (default auto). Rollups hold only the
 /// levels in [`ROLLUP_LEVELS`] and answer in whole buckets; `finest` is the smallest bucket the
-/// caller needs (a 1-minute series cannot come from the hour rollup).
+/// caller needs in seconds (a 1-minute series cannot come from the hour rollup; a whole-range
+/// summary needs none finer than a day).
 fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], finest: i64) -> Result<Source, QueryError> {
     let in_rollup = levels.iter().all(|p| rollup_index(*p).is_some());
     let rollup = if range.seconds() <= MINUTE_ROLLUP_MAX_SECONDS || finest < 3_600 { Source::Minute } else { Source::Hour };
@@ -187,7 +188,7 @@ pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
     let filters = dimension_filters(&params)?;
     let limit = params.limit()?;
     let requested = params.range(OffsetDateTime::now_utc())?;
-    let source = choose_source(&params, &app, requested, &percentiles, 60)?;
+    let source = choose_source(&params, &app, requested, &percentiles, 86_400)?;
     let range = requested.aligned(source.step());
 
     let group_sql = if group_by == "none" { "''" } else { group_by };

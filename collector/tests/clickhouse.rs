@@ -1,0 +1,370 @@
+//! Integration: beacons in over HTTP → rows in a real ClickHouse → answers from the query API.
+//! Each test runs its own collector on a free port with its own database.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pulse_collector::config::Config;
+use pulse_collector::Running;
+use pulse_testkit::http::{get, post_beacon, send};
+use pulse_testkit::{api_call, beacon, clickhouse, exact_percentile, metric, now_ms};
+use serde_json::{json, Value};
+
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+const DESKTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const AUTH: (&str, &str) = ("authorization", "Bearer dev-read-key");
+
+struct Collector {
+    running: Running,
+    base: String,
+    db: String,
+}
+
+async fn collector(test: &str) -> Collector {
+    let ch = clickhouse();
+    let db = ch.fresh_database(test);
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: ch.url.clone(),
+        clickhouse_database: db.clone(),
+        flush_interval_ms: 100,
+        ip_rate_per_second: 10_000,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    Collector { running, base, db }
+}
+
+impl Collector {
+    async fn post(&self, body: &Value, user_agent: &str) -> Value {
+        let r = send(
+            "POST",
+            &format!("{}/v1/beacon", self.base),
+            &[("content-type", "text/plain;charset=UTF-8"), ("origin", "http://localhost:3000"), ("user-agent", user_agent)],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()
+    }
+
+    async fn read(&self, path_and_query: &str) -> Value {
+        let r = get(&format!("{}{path_and_query}", self.base), &[AUTH]).await;
+        assert_eq!(r.status, 200, "{path_and_query}: {}", r.text());
+        r.json()
+    }
+
+    /// Waits until `table` holds `n` rows (the writer flushes every 100 ms).
+    async fn wait_rows(&self, table: &str, n: u64) {
+        let started = Instant::now();
+        loop {
+            let got = clickhouse().count(&format!("SELECT count() FROM {}.{table}", self.db));
+            if got == n {
+                return;
+            }
+            assert!(got < n, "{table} has {got} rows, expected {n}");
+            assert!(started.elapsed() < Duration::from_secs(20), "{table} has {got} rows after 20 s, expected {n}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A range that surely covers everything sent in this test.
+fn range() -> String {
+    let now = now_ms() as u64;
+    format!("from={}&to={}", now - 3_600_000, now + 120_000)
+}
+
+fn values(n: usize, seed: u64) -> Vec<f64> {
+    (0..n as u64).map(|i| ((i * 7_919 + seed * 104_729) % 6_000) as f64 + 0.5).collect()
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_match_the_values_sent_exactly_from_raw_and_closely_from_rollups() {
+    let c = collector("percentiles").await;
+    let all = values(300, 1);
+    // Six beacons of 50: pages /a and /b alternate, phones and desktops alternate.
+    for (i, chunk) in all.chunks(50).enumerate() {
+        let url = if i % 2 == 0 { "/a" } else { "/b" };
+        let ua = if i % 3 == 0 { IPHONE } else { DESKTOP };
+        let receipt = c.post(&beacon("demo", url, chunk.iter().map(|v| metric("LCP", *v, 1_000.0)).collect()), ua).await;
+        assert_eq!(receipt["accepted"], 50);
+    }
+    c.wait_rows("metrics", 300).await;
+
+    let exact = sorted(all.clone());
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&source=raw", range())).await;
+    assert_eq!(body["source"], "raw");
+    let row = &body["rows"][0];
+    assert_eq!(row["count"], 300);
+    for p in [50.0, 75.0, 95.0, 99.0] {
+        assert_eq!(f(&row[format!("p{p}")]), exact_percentile(&exact, p), "p{p}");
+    }
+    let good = all.iter().filter(|v| **v <= 2500.0).count() as f64 / 300.0;
+    let ni = all.iter().filter(|v| **v > 2500.0 && **v <= 4000.0).count() as f64 / 300.0;
+    let poor = all.iter().filter(|v| **v > 4000.0).count() as f64 / 300.0;
+    assert_eq!((f(&row["good"]), f(&row["needs_improvement"]), f(&row["poor"])), (good, ni, poor));
+    assert_eq!((f(&row["min"]), f(&row["max"])), (exact[0], exact[299]));
+    assert!((f(&row["avg"]) - all.iter().sum::<f64>() / 300.0).abs() < 1e-6);
+
+    // Any percentile from raw rows, exact too.
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&percentiles=90,99.9", range())).await;
+    assert_eq!(f(&body["rows"][0]["p90"]), exact_percentile(&exact, 90.0));
+    assert_eq!(f(&body["rows"][0]["p99_9"]), exact_percentile(&exact, 99.9));
+
+    // Per page, and filtered by device.
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&group_by=url", range())).await;
+    for page in ["/a", "/b"] {
+        let of_page: Vec<f64> = all.chunks(50).enumerate().filter(|(i, _)| (*i % 2 == 0) == (page == "/a")).flat_map(|(_, c)| c.to_vec()).collect();
+        let row = body["rows"].as_array().expect("rows").iter().find(|r| r["group"] == page).expect("page row");
+        assert_eq!(row["count"], 150);
+        assert_eq!(f(&row["p75"]), exact_percentile(&sorted(of_page), 75.0), "{page}");
+    }
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&group_by=device&url=/a", range())).await;
+    let phones: Vec<f64> = all.chunks(50).enumerate().filter(|(i, _)| i % 2 == 0 && i % 3 == 0).flat_map(|(_, c)| c.to_vec()).collect();
+    let row = body["rows"].as_array().expect("rows").iter().find(|r| r["group"] == "mobile").expect("mobile row");
+    assert_eq!(row["count"], phones.len());
+    assert_eq!(f(&row["p75"]), exact_percentile(&sorted(phones), 75.0));
+
+    // The minute rollup: counts, shares, min and max exact; percentiles within t-digest error,
+    // checked by rank (the answer must lie within ±3 % of ranks of the exact one).
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&source=rollup", range())).await;
+    assert_eq!(body["source"], "rollup_1m");
+    let row = &body["rows"][0];
+    assert_eq!(row["count"], 300);
+    assert_eq!((f(&row["good"]), f(&row["needs_improvement"]), f(&row["poor"])), (good, ni, poor));
+    assert_eq!((f(&row["min"]), f(&row["max"])), (exact[0], exact[299]));
+    for p in [50.0, 75.0, 95.0, 99.0] {
+        let got = f(&row[format!("p{p}")]);
+        let rank = (p / 100.0 * 300.0) as usize;
+        let (lo, hi) = (exact[rank.saturating_sub(9)], exact[(rank + 9).min(299)]);
+        assert!(got >= lo - 1.0 && got <= hi + 1.0, "rollup p{p} = {got}, exact {} (allowed {lo}..{hi})", exact_percentile(&exact, p));
+    }
+    // A long range is answered by the hour rollup with the same counts.
+    let now = now_ms() as u64;
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", now - 30 * 86_400_000, now + 3_600_000)).await;
+    assert_eq!(body["source"], "rollup_1h");
+    assert_eq!(body["rows"][0]["count"], 300);
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_buckets_hold_the_right_values() {
+    let c = collector("series").await;
+    // Bucket k (k minutes ago) gets k+1 values: 100k + j.
+    let mut metrics = Vec::new();
+    let mut buckets: Vec<Vec<f64>> = Vec::new();
+    for k in 0..5u32 {
+        let vals: Vec<f64> = (0..=k).map(|j| f64::from(100 * k + j)).collect();
+        metrics.extend(vals.iter().map(|v| metric("INP", *v, f64::from(k) * 60_000.0)));
+        buckets.push(vals);
+    }
+    c.post(&beacon("demo", "/", metrics), DESKTOP).await;
+    c.wait_rows("metrics", 15).await;
+
+    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1m&percentile=75&{}", range())).await;
+    assert_eq!(body["source"], "raw");
+    let points = body["points"].as_array().expect("points");
+    assert_eq!(points.len(), 5, "{body}");
+    // Oldest first: bucket 4 (5 values) … bucket 0 (1 value).
+    for (point, k) in points.iter().zip((0..5).rev()) {
+        assert_eq!(point["count"], k + 1, "{point}");
+        assert_eq!(f(&point["value"]), exact_percentile(&buckets[k], 75.0), "{point}");
+        assert_eq!(point["t"].as_i64().expect("t") % 60_000, 0, "buckets start on the minute");
+    }
+    let times: Vec<i64> = points.iter().map(|p| p["t"].as_i64().expect("t")).collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 60_000), "{times:?}");
+
+    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1m&{}&source=rollup", range())).await;
+    assert_eq!(body["source"], "rollup_1m");
+    let counts: Vec<u64> = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).collect();
+    assert_eq!(counts, vec![5, 4, 3, 2, 1]);
+
+    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1h&{}", range())).await;
+    let total: u64 = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).sum();
+    assert_eq!(total, 15);
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_error_rate_and_rate_per_second() {
+    let c = collector("api_calls").await;
+    let cart = [(200, 10.0), (200, 20.0), (200, 30.0), (500, 40.0), (500, 50.0), (0, 60.0)];
+    let user = [(200, 5.0), (200, 6.0), (200, 7.0), (404, 8.0)];
+    let mut calls: Vec<Value> = cart.iter().map(|(s, d)| api_call("/api/cart?id=3", "GET", *s, *d)).collect();
+    calls.extend(user.iter().map(|(s, d)| api_call(&format!("/api/user/{}", *d as u32), "post", *s, *d)));
+    calls[5]["error"] = json!("TypeError: Failed to fetch");
+    c.post(&beacon("demo", "/", calls), DESKTOP).await;
+    c.wait_rows("api_calls", 10).await;
+
+    let now = now_ms() as u64;
+    let (from, to) = (now - 3_600_000, now + 3_600_000);
+    let body = c.read(&format!("/v1/api-calls?site=demo&from={from}&to={to}")).await;
+    let rows = body["rows"].as_array().expect("rows");
+    let cart_row = rows.iter().find(|r| r["group"] == "/api/cart").expect("cart");
+    assert_eq!(cart_row["count"], 6);
+    assert_eq!(cart_row["errors"], 3);
+    assert_eq!(f(&cart_row["error_rate"]), 0.5);
+    assert_eq!(f(&cart_row["p95"]), exact_percentile(&[10.0, 20.0, 30.0, 40.0, 50.0, 60.0], 95.0));
+    let seconds = ((to - from) / 1000) as f64;
+    assert!((f(&cart_row["rate_per_second"]) - 6.0 / seconds).abs() < 1e-12);
+    let user_row = rows.iter().find(|r| r["group"] == "/api/user/:id").expect("user route normalised");
+    assert_eq!((user_row["count"].as_u64(), f(&user_row["error_rate"])), (Some(4), 0.25));
+
+    let body = c.read(&format!("/v1/api-calls?site=demo&group_by=status&from={from}&to={to}")).await;
+    let by_status: Vec<(String, u64)> = body["rows"].as_array().expect("rows").iter().map(|r| (r["group"].as_str().expect("g").to_owned(), r["count"].as_u64().expect("n"))).collect();
+    assert_eq!(by_status, vec![("200".into(), 6), ("500".into(), 2), ("0".into(), 1), ("404".into(), 1)]);
+    let body = c.read(&format!("/v1/api-calls?site=demo&group_by=method&route=/api/user/1&from={from}&to={to}")).await;
+    assert_eq!(body["rows"], json!([body["rows"][0].clone()]));
+    assert_eq!((body["rows"][0]["group"].as_str(), body["rows"][0]["count"].as_u64()), (Some("POST"), Some(4)));
+    let stored_error = clickhouse().sql(&format!("SELECT error FROM {}.api_calls WHERE status = 0 FORMAT TSV", c.db));
+    assert_eq!(stored_error.trim(), "TypeError: Failed to fetch");
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_and_prometheus_formats_parse_and_agree_with_json() {
+    let c = collector("formats").await;
+    let vals = values(40, 2);
+    c.post(&beacon("demo", "/p \"quoted\", page", vals.iter().map(|v| metric("FCP", *v, 0.0)).collect()), DESKTOP).await;
+    c.wait_rows("metrics", 40).await;
+    let q = format!("/v1/vitals?site=demo&metric=FCP&group_by=url&{}", range());
+    let json = c.read(&q).await;
+    let row = &json["rows"][0];
+
+    let csv_text = get(&format!("{}{q}&format=csv", c.base), &[AUTH]).await;
+    assert!(csv_text.header("content-type").unwrap_or("").starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(csv_text.body.as_ref());
+    let headers = reader.headers().expect("header").clone();
+    assert_eq!(headers.iter().collect::<Vec<_>>(), vec!["group", "count", "p50", "p75", "p95", "p99", "avg", "min", "max", "good", "needs_improvement", "poor"]);
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
+    assert_eq!(records.len(), 1);
+    assert_eq!(&records[0][0], "/p \"quoted\", page");
+    for (i, name) in headers.iter().enumerate().skip(1) {
+        let v: f64 = records[0][i].parse().unwrap_or_else(|_| panic!("{name} = {:?}", &records[0][i]));
+        assert_eq!(v, f(&row[name]), "{name}");
+    }
+
+    let prom = get(&format!("{}{q}&format=prometheus", c.base), &[AUTH]).await;
+    let text = prom.text();
+    let mut samples = 0;
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad sample value in {line}"));
+        let (name, labels) = series.split_once('{').expect("labels");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+        assert!(labels.ends_with('}') && labels.contains("group=\"/p \\\"quoted\\\", page\""), "{labels}");
+        if name == "pulse_vitals_p75" {
+            assert_eq!(value, f(&row["p75"]));
+        }
+        samples += 1;
+    }
+    assert_eq!(samples, 11, "{text}");
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
+    let c = collector("bad_inputs").await;
+    let good = || beacon("demo", "/good", vec![metric("TTFB", 120.0, 0.0)]);
+    let now = now_ms();
+    let with_metric = |m: &str| format!(r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{m}]}}"#);
+    let many = |m: &str, n: usize| format!(r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{}]}}"#, vec![m; n].join(","));
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let mut invalid_utf8 = with_metric(r#"{"name":"LCP","value":1,"at":0}"#).replace("\"/\"", "\"/XX\"").into_bytes();
+    let at = invalid_utf8.windows(2).position(|w| w == b"XX").expect("marker");
+    invalid_utf8[at] = 0xff;
+    invalid_utf8[at + 1] = 0xfe;
+
+    // (name, body, headers' origin, status, text the answer must contain)
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        ("malformed JSON", b"{\"v\":1,".to_vec(), "http://localhost:3000", 400, "malformed JSON body"),
+        ("wrong type", with_metric("").replace("\"metrics\":[]", "\"metrics\":\"LCP\"").into_bytes(), "http://localhost:3000", 400, "metrics: invalid type"),
+        ("NaN literal", with_metric(&format!(r#"{{"name":"LCP","value":NaN,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 400, "malformed JSON body"),
+        ("Infinity literal", with_metric(&format!(r#"{{"name":"LCP","value":Infinity,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 400, "malformed JSON body"),
+        ("null value (JSON.stringify(NaN))", with_metric(&format!(r#"{{"name":"LCP","value":null,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: must be a finite number"),
+        ("negative", with_metric(&format!(r#"{{"name":"FCP","value":-5,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: must not be negative"),
+        ("huge", with_metric(&format!(r#"{{"name":"CLS","value":1e9,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: is larger than the plausible maximum 10"),
+        ("beyond f64", with_metric(&format!(r#"{{"name":"LCP","value":1e400,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "number out of range"),
+        ("unknown metric", with_metric(&format!(r#"{{"name":"Lcp","value":1,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "name: is not a known metric"),
+        ("10k metrics", many(&format!(r#"{{"name":"LCP","value":1,"at":{now}}}"#), 10_000).into_bytes(), "http://localhost:3000", 413, "larger than 65536 bytes"),
+        ("10k tiny metrics", many("{}", 10_000).into_bytes(), "http://localhost:3000", 400, "metrics: has more than 500 entries"),
+        ("1 MB body", vec![b' '; 1 << 20], "http://localhost:3000", 413, "larger than 65536 bytes"),
+        ("bad site", good().to_string().replace("\"demo\"", "\"acme\"").into_bytes(), "http://localhost:3000", 403, "unknown site key"),
+        ("disallowed origin", good().to_string().into_bytes(), "https://evil.example", 403, "may not send beacons"),
+        ("invalid UTF-8", invalid_utf8, "http://localhost:3000", 400, "malformed JSON body"),
+        // Nesting where a value is parsed hits serde_json's recursion limit (128) and drops the
+        // metric; nesting in an ignored unknown field is skipped without recursion and harmless.
+        ("deeply nested value", with_metric(&format!(r#"{{"name":"LCP","value":1,"at":{now},"attribution":{{"target":{deep}}}}}"#)).into_bytes(), "http://localhost:3000", 202, "recursion limit exceeded"),
+        ("deeply nested unknown field", with_metric("").replace("\"metrics\":[]", &format!("\"metrics\":[],\"extra\":{deep}")).into_bytes(), "http://localhost:3000", 202, "\"accepted\":0"),
+    ];
+    let mut goods = 0;
+    for (name, body, origin, status, text) in cases {
+        let r = send("POST", &format!("{}/v1/beacon", c.base), &[("content-type", "text/plain"), ("origin", origin)], body).await;
+        assert_eq!(r.status, status, "{name}: {}", r.text());
+        assert!(r.text().contains(text), "{name}: {}", r.text());
+        let ok = post_beacon(&c.base, good().to_string()).await;
+        assert_eq!(ok.status, 202, "good beacon after {name}");
+        goods += 1;
+    }
+
+    // SQL-looking strings are data: stored verbatim, matched as values.
+    let sneaky_url = "/x'; DROP TABLE metrics; --";
+    let mut sql = beacon("demo", sneaky_url, vec![metric("LCP", 1.0, 0.0)]);
+    sql["metrics"][0]["name"] = json!("evil.tag");
+    sql["metrics"][0]["tags"] = json!({"q": "'); DROP TABLE metrics; --"});
+    assert_eq!(c.post(&sql, DESKTOP).await["accepted"], 1);
+    c.wait_rows("metrics", goods + 1).await;
+    let stored = clickhouse().sql(&format!("SELECT url, tag_values[1] FROM {}.metrics WHERE name = 'evil.tag' FORMAT TSVRaw", c.db));
+    assert_eq!(stored.trim_end(), format!("{sneaky_url}\t'); DROP TABLE metrics; --"));
+    let q = format!("/v1/vitals?site=demo&metric=evil.tag&url={}&{}", "%2Fx%27%3B%20DROP%20TABLE%20metrics%3B%20--", range());
+    assert_eq!(c.read(&q).await["rows"][0]["count"], 1, "the filter value is bound, not spliced");
+    let q = format!("/v1/vitals?site=demo&metric=TTFB&device=%27%20OR%20%271%27%3D%271&{}", range());
+    assert_eq!(c.read(&q).await["rows"], json!([]), "an injected OR matches nothing");
+    let r = get(&format!("{}/v1/vitals?site=demo%27--&metric=LCP", c.base), &[AUTH]).await;
+    assert_eq!(r.status, 400);
+
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=TTFB&{}", range())).await;
+    assert_eq!(body["rows"][0]["count"], goods, "every good beacon sent between the bad ones was stored");
+    let health = get(&format!("{}/healthz", c.base), &[]).await;
+    assert_eq!(health.json()["status"], "healthy");
+    let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+    assert!(metrics.contains("pulse_beacons_rejected_total{reason=\"too_large\"} 2"), "{metrics}");
+    assert!(metrics.contains("pulse_metrics_rejected_total{reason=\"negative\"} 1"), "{metrics}");
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
+    let c = collector("retention").await;
+    let ch = clickhouse();
+    let old = (now_ms() / 1000.0) as u64 - 60 * 86_400;
+    let new = (now_ms() / 1000.0) as u64;
+    ch.sql(&format!(
+        "INSERT INTO {db}.metrics (site, event_time, received_at, name, value) VALUES ('demo', {old}, {old}, 'LCP', 1), ('demo', {new}, {new}, 'LCP', 2)",
+        db = c.db
+    ));
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2, "the views filled the rollups");
+    let dropped = pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
+        .await
+        .expect("retention runs");
+    let tables: Vec<&str> = dropped.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tables, vec!["metrics", "metrics_1m"], "old day partitions dropped; the hour rollup keeps 400 days");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2);
+
+    // Starting again on the same database applies nothing twice.
+    pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 1);
+    c.running.stop().await;
+}
