@@ -119,11 +119,7 @@ impl Default for Config {
 impl SiteConfig {
     /// The dev site: key `demo`, pages on localhost or 127.0.0.1 at any port.
     pub fn dev() -> Self {
-        SiteConfig {
-            key: DEV_SITE.into(),
-            origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()],
-            rate_per_second: None,
-        }
+        SiteConfig { key: DEV_SITE.into(), origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()], rate_per_second: None }
     }
 }
 
@@ -162,7 +158,8 @@ impl Config {
             return bad("sites", "at least one site is needed".into());
         }
         for site in &self.sites {
-            if site.key.is_empty() || site.key.len() > 64 || !site.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            if site.key.is_empty() || site.key.len() > 64 || !site.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
                 return bad("sites.key", format!("{:?} must be 1..=64 letters, digits, _ or -", site.key));
             }
             for origin in &site.origins {
@@ -287,9 +284,22 @@ impl Args {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
         }
         set!(
-            listen, clickhouse_url, clickhouse_database, clickhouse_user, clickhouse_password, queue_capacity,
-            batch_rows, flush_interval_ms, retention_days, rollup_retention_days, ip_rate_per_second,
-            site_rate_per_second, raw_max_hours, www_dir, shutdown_grace_seconds, log_format
+            listen,
+            clickhouse_url,
+            clickhouse_database,
+            clickhouse_user,
+            clickhouse_password,
+            queue_capacity,
+            batch_rows,
+            flush_interval_ms,
+            retention_days,
+            rollup_retention_days,
+            ip_rate_per_second,
+            site_rate_per_second,
+            raw_max_hours,
+            www_dir,
+            shutdown_grace_seconds,
+            log_format
         );
         if self.client_ip_header.is_some() {
             c.client_ip_header = self.client_ip_header;
@@ -312,10 +322,9 @@ impl Args {
 
 /// `KEY=ORIGIN[,ORIGIN…]` → a site.
 fn parse_site(spec: &str) -> Result<SiteConfig, ConfigError> {
-    let (key, origins) = spec.split_once('=').ok_or_else(|| ConfigError::Invalid {
-        field: "site",
-        why: format!("{spec:?} is not KEY=ORIGIN[,ORIGIN…]"),
-    })?;
+    let (key, origins) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Invalid { field: "site", why: format!("{spec:?} is not KEY=ORIGIN[,ORIGIN…]") })?;
     Ok(SiteConfig {
         key: key.trim().to_owned(),
         origins: origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect(),

@@ -112,8 +112,7 @@ async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, Inge
         return Err(IngestError::TooLarge);
     }
     axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
+        let too_large = std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
             || err.to_string().contains("length limit");
         if too_large {
             IngestError::TooLarge
@@ -190,7 +189,16 @@ impl<'a> PageContext<'a> {
         let received_at = epoch_seconds(self.received_ms);
         let kind = match m.kind {
             Kind::Vital { vital, value, delta, rating, id, attribution } => {
-                batch.metrics.push(self.metric_row(event_time, vital.name().to_owned(), value, delta, rating_code(Some(rating)), id, attribution_json(&attribution), BTreeMap::new()));
+                batch.metrics.push(self.metric_row(
+                    event_time,
+                    vital.name().to_owned(),
+                    value,
+                    delta,
+                    rating_code(Some(rating)),
+                    id,
+                    attribution_json(&attribution),
+                    BTreeMap::new(),
+                ));
                 "vital"
             }
             Kind::Custom { name, value, tags } => {
@@ -208,7 +216,11 @@ impl<'a> PageContext<'a> {
                     ok: u8::from(ok),
                     error: error.unwrap_or_default(),
                     duration,
-                    server_timing: if server_timing.is_empty() { String::new() } else { serde_json::to_string(&server_timing).unwrap_or_default() },
+                    server_timing: if server_timing.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::to_string(&server_timing).unwrap_or_default()
+                    },
                     session: self.session.to_owned(),
                     page: self.page.to_owned(),
                     url: self.url.clone(),

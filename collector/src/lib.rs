@@ -85,9 +85,7 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     let cors_app = app.clone();
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| cors_app.sites.any_allows(o))
-        }))
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| origin.to_str().is_ok_and(|o| cors_app.sites.any_allows(o))))
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE])
         // sendBeacon sends credentials, so the answer must name the origin (never `*`).
@@ -189,7 +187,10 @@ impl Running {
             Ok(Err(err)) => tracing::error!(%err, "server stopped with an error"),
             Err(err) => tracing::error!(%err, "server task failed"),
         }
-        tracing::info!(queued = self.app.queue.max_capacity() - self.app.queue.capacity(), "no longer accepting beacons; flushing the queue");
+        tracing::info!(
+            queued = self.app.queue.max_capacity() - self.app.queue.capacity(),
+            "no longer accepting beacons; flushing the queue"
+        );
         self.writer_shutdown.begin(Duration::from_secs(self.app.config.shutdown_grace_seconds));
         if let Err(err) = self.writer.await {
             tracing::error!(%err, "writer task failed");

@@ -151,18 +151,16 @@ impl Sites {
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Throttled> {
-        self.per_ip.check_key(&ip).map_err(|not_until| Throttled {
-            scope: "ip",
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        self.per_ip
+            .check_key(&ip)
+            .map_err(|not_until| Throttled { scope: "ip", retry_after: not_until.wait_time_from(DefaultClock::default().now()) })
     }
 
     pub fn check_site(&self, key: &str) -> Result<(), Throttled> {
         match self.per_site.get(key) {
-            Some(limiter) => limiter.check().map_err(|not_until| Throttled {
-                scope: "site",
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            }),
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| Throttled { scope: "site", retry_after: not_until.wait_time_from(DefaultClock::default().now()) }),
             None => Ok(()),
         }
     }

@@ -125,7 +125,8 @@ async fn percentiles_match_the_values_sent_exactly_from_raw_and_closely_from_rol
     // Per page, and filtered by device.
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&group_by=url", range())).await;
     for page in ["/a", "/b"] {
-        let of_page: Vec<f64> = all.chunks(50).enumerate().filter(|(i, _)| (*i % 2 == 0) == (page == "/a")).flat_map(|(_, c)| c.to_vec()).collect();
+        let of_page: Vec<f64> =
+            all.chunks(50).enumerate().filter(|(i, _)| (*i % 2 == 0) == (page == "/a")).flat_map(|(_, c)| c.to_vec()).collect();
         let row = body["rows"].as_array().expect("rows").iter().find(|r| r["group"] == page).expect("page row");
         assert_eq!(row["count"], 150);
         assert_eq!(f(&row["p75"]), exact_percentile(&sorted(of_page), 75.0), "{page}");
@@ -222,7 +223,12 @@ async fn api_calls_error_rate_and_rate_per_second() {
     assert_eq!((user_row["count"].as_u64(), f(&user_row["error_rate"])), (Some(4), 0.25));
 
     let body = c.read(&format!("/v1/api-calls?site=demo&group_by=status&from={from}&to={to}")).await;
-    let by_status: Vec<(String, u64)> = body["rows"].as_array().expect("rows").iter().map(|r| (r["group"].as_str().expect("g").to_owned(), r["count"].as_u64().expect("n"))).collect();
+    let by_status: Vec<(String, u64)> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["group"].as_str().expect("g").to_owned(), r["count"].as_u64().expect("n")))
+        .collect();
     assert_eq!(by_status, vec![("200".into(), 6), ("500".into(), 2), ("0".into(), 1), ("404".into(), 1)]);
     let body = c.read(&format!("/v1/api-calls?site=demo&group_by=method&route=/api/user/1&from={from}&to={to}")).await;
     assert_eq!(body["rows"], json!([body["rows"][0].clone()]));
@@ -246,7 +252,10 @@ async fn csv_and_prometheus_formats_parse_and_agree_with_json() {
     assert!(csv_text.header("content-type").unwrap_or("").starts_with("text/csv"));
     let mut reader = csv::Reader::from_reader(csv_text.body.as_ref());
     let headers = reader.headers().expect("header").clone();
-    assert_eq!(headers.iter().collect::<Vec<_>>(), vec!["group", "count", "p50", "p75", "p95", "p99", "avg", "min", "max", "good", "needs_improvement", "poor"]);
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        vec!["group", "count", "p50", "p75", "p95", "p99", "avg", "min", "max", "good", "needs_improvement", "poor"]
+    );
     let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
     assert_eq!(records.len(), 1);
     assert_eq!(&records[0][0], "/p \"quoted\", page");
@@ -278,8 +287,14 @@ async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
     let c = collector("bad_inputs").await;
     let good = || beacon("demo", "/good", vec![metric("TTFB", 120.0, 0.0)]);
     let now = now_ms();
-    let with_metric = |m: &str| format!(r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{m}]}}"#);
-    let many = |m: &str, n: usize| format!(r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{}]}}"#, vec![m; n].join(","));
+    let with_metric =
+        |m: &str| format!(r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{m}]}}"#);
+    let many = |m: &str, n: usize| {
+        format!(
+            r#"{{"v":1,"site":"demo","session":"s","page":"p","url":"/","nav":"navigate","sent_at":{now},"metrics":[{}]}}"#,
+            vec![m; n].join(",")
+        )
+    };
     let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
     let mut invalid_utf8 = with_metric(r#"{"name":"LCP","value":1,"at":0}"#).replace("\"/\"", "\"/XX\"").into_bytes();
     let at = invalid_utf8.windows(2).position(|w| w == b"XX").expect("marker");
@@ -289,15 +304,69 @@ async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
     // (name, body, headers' origin, status, text the answer must contain)
     let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
         ("malformed JSON", b"{\"v\":1,".to_vec(), "http://localhost:3000", 400, "malformed JSON body"),
-        ("wrong type", with_metric("").replace("\"metrics\":[]", "\"metrics\":\"LCP\"").into_bytes(), "http://localhost:3000", 400, "metrics: invalid type"),
-        ("NaN literal", with_metric(&format!(r#"{{"name":"LCP","value":NaN,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 400, "malformed JSON body"),
-        ("Infinity literal", with_metric(&format!(r#"{{"name":"LCP","value":Infinity,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 400, "malformed JSON body"),
-        ("null value (JSON.stringify(NaN))", with_metric(&format!(r#"{{"name":"LCP","value":null,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: must be a finite number"),
-        ("negative", with_metric(&format!(r#"{{"name":"FCP","value":-5,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: must not be negative"),
-        ("huge", with_metric(&format!(r#"{{"name":"CLS","value":1e9,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "value: is larger than the plausible maximum 10"),
-        ("beyond f64", with_metric(&format!(r#"{{"name":"LCP","value":1e400,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "number out of range"),
-        ("unknown metric", with_metric(&format!(r#"{{"name":"Lcp","value":1,"at":{now}}}"#)).into_bytes(), "http://localhost:3000", 202, "name: is not a known metric"),
-        ("10k metrics", many(&format!(r#"{{"name":"LCP","value":1,"at":{now}}}"#), 10_000).into_bytes(), "http://localhost:3000", 413, "larger than 65536 bytes"),
+        (
+            "wrong type",
+            with_metric("").replace("\"metrics\":[]", "\"metrics\":\"LCP\"").into_bytes(),
+            "http://localhost:3000",
+            400,
+            "metrics: invalid type",
+        ),
+        (
+            "NaN literal",
+            with_metric(&format!(r#"{{"name":"LCP","value":NaN,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            400,
+            "malformed JSON body",
+        ),
+        (
+            "Infinity literal",
+            with_metric(&format!(r#"{{"name":"LCP","value":Infinity,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            400,
+            "malformed JSON body",
+        ),
+        (
+            "null value (JSON.stringify(NaN))",
+            with_metric(&format!(r#"{{"name":"LCP","value":null,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "value: must be a finite number",
+        ),
+        (
+            "negative",
+            with_metric(&format!(r#"{{"name":"FCP","value":-5,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "value: must not be negative",
+        ),
+        (
+            "huge",
+            with_metric(&format!(r#"{{"name":"CLS","value":1e9,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "value: is larger than the plausible maximum 10",
+        ),
+        (
+            "beyond f64",
+            with_metric(&format!(r#"{{"name":"LCP","value":1e400,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "number out of range",
+        ),
+        (
+            "unknown metric",
+            with_metric(&format!(r#"{{"name":"Lcp","value":1,"at":{now}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "name: is not a known metric",
+        ),
+        (
+            "10k metrics",
+            many(&format!(r#"{{"name":"LCP","value":1,"at":{now}}}"#), 10_000).into_bytes(),
+            "http://localhost:3000",
+            413,
+            "larger than 65536 bytes",
+        ),
         ("10k tiny metrics", many("{}", 10_000).into_bytes(), "http://localhost:3000", 400, "metrics: has more than 500 entries"),
         ("1 MB body", vec![b' '; 1 << 20], "http://localhost:3000", 413, "larger than 65536 bytes"),
         ("bad site", good().to_string().replace("\"demo\"", "\"acme\"").into_bytes(), "http://localhost:3000", 403, "unknown site key"),
@@ -305,8 +374,20 @@ async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
         ("invalid UTF-8", invalid_utf8, "http://localhost:3000", 400, "malformed JSON body"),
         // Nesting where a value is parsed hits serde_json's recursion limit (128) and drops the
         // metric; nesting in an ignored unknown field is skipped without recursion and harmless.
-        ("deeply nested value", with_metric(&format!(r#"{{"name":"LCP","value":1,"at":{now},"attribution":{{"target":{deep}}}}}"#)).into_bytes(), "http://localhost:3000", 202, "recursion limit exceeded"),
-        ("deeply nested unknown field", with_metric("").replace("\"metrics\":[]", &format!("\"metrics\":[],\"extra\":{deep}")).into_bytes(), "http://localhost:3000", 202, "\"accepted\":0"),
+        (
+            "deeply nested value",
+            with_metric(&format!(r#"{{"name":"LCP","value":1,"at":{now},"attribution":{{"target":{deep}}}}}"#)).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "recursion limit exceeded",
+        ),
+        (
+            "deeply nested unknown field",
+            with_metric("").replace("\"metrics\":[]", &format!("\"metrics\":[],\"extra\":{deep}")).into_bytes(),
+            "http://localhost:3000",
+            202,
+            "\"accepted\":0",
+        ),
     ];
     let mut goods = 0;
     for (name, body, origin, status, text) in cases {
@@ -355,9 +436,10 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         db = c.db
     ));
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2, "the views filled the rollups");
-    let dropped = pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
-        .await
-        .expect("retention runs");
+    let dropped =
+        pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
+            .await
+            .expect("retention runs");
     let tables: Vec<&str> = dropped.iter().map(|(t, _)| *t).collect();
     assert_eq!(tables, vec!["metrics", "metrics_1m"], "old day partitions dropped; the hour rollup keeps 400 days");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
@@ -367,4 +449,55 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 1);
     c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_inserts_are_retried_until_clickhouse_takes_them() {
+    let c = collector("retry").await;
+    let ch = clickhouse();
+    // Make inserts fail: the table the writer targets disappears for a while.
+    ch.sql(&format!("RENAME TABLE {db}.metrics TO {db}.metrics_away", db = c.db));
+    c.post(&beacon("demo", "/", (0..25).map(|i| metric("CLS", f64::from(i) / 100.0, 0.0)).collect()), DESKTOP).await;
+    let started = Instant::now();
+    loop {
+        let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+        if health["services"]["writer"]["status"] == "retrying" {
+            assert_eq!(health["status"], "degraded");
+            assert!(health["services"]["writer"]["last_error"].as_str().unwrap_or("").contains("metrics"), "{health}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "writer never reported failing inserts: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ch.sql(&format!("RENAME TABLE {db}.metrics_away TO {db}.metrics", db = c.db));
+    c.wait_rows("metrics", 25).await;
+    let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+    assert!(metrics.contains("pulse_clickhouse_errors_total{op=\"insert\"}"), "{metrics}");
+    assert!(!metrics.contains("pulse_rows_dropped_total{"), "nothing was dropped: {metrics}");
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_given_up_at_shutdown_are_counted() {
+    let ch = clickhouse();
+    let db = ch.fresh_database("give_up");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: ch.url.clone(),
+        clickhouse_database: db.clone(),
+        flush_interval_ms: 100,
+        shutdown_grace_seconds: 1,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("starts");
+    let app = running.app.clone();
+    ch.sql(&format!("RENAME TABLE {db}.metrics TO {db}.metrics_away"));
+    let base = format!("http://{}", running.addr);
+    assert_eq!(
+        post_beacon(&base, beacon("demo", "/", vec![metric("LCP", 1.0, 0.0), metric("FCP", 1.0, 0.0)]).to_string()).await.status,
+        202
+    );
+    running.stop().await;
+    let text = app.telemetry.render();
+    assert!(text.contains("pulse_rows_dropped_total{reason=\"shutdown_while_clickhouse_failing\",table=\"metrics\"} 2"), "{text}");
 }

@@ -37,7 +37,10 @@ fn test_config() -> Config {
         // Nothing listens here: the router tests never reach ClickHouse.
         clickhouse_url: "http://127.0.0.1:9".into(),
         country_header: Some("cf-ipcountry".into()),
-        sites: vec![SiteConfig::dev(), SiteConfig { key: "shop".into(), origins: vec!["https://*.shop.example".into()], rate_per_second: None }],
+        sites: vec![
+            SiteConfig::dev(),
+            SiteConfig { key: "shop".into(), origins: vec!["https://*.shop.example".into()], rate_per_second: None },
+        ],
         ..Config::default()
     }
 }
@@ -108,7 +111,11 @@ async fn accepted_beacons_are_validated_enriched_and_queued() {
     let batch = h.rx.try_recv().expect("rows were queued");
     assert_eq!(batch.metrics.len(), 2);
     let lcp = &batch.metrics[0];
-    assert_eq!((lcp.name.as_str(), lcp.rating, lcp.url.as_str()), ("LCP", 3, "/users/:id/orders"), "rating recomputed (poor), url normalised");
+    assert_eq!(
+        (lcp.name.as_str(), lcp.rating, lcp.url.as_str()),
+        ("LCP", 3, "/users/:id/orders"),
+        "rating recomputed (poor), url normalised"
+    );
     assert_eq!((lcp.device.as_str(), lcp.browser.as_str(), lcp.os.as_str(), lcp.country.as_str()), ("mobile", "Safari", "iPhone", "NZ"));
     assert_eq!(lcp.metric_id, "v5-1");
     let custom = &batch.metrics[1];
@@ -187,9 +194,13 @@ fn futures_stream(bytes: Vec<u8>) -> impl futures_core::Stream<Item = Result<Vec
 #[tokio::test]
 async fn other_content_types_are_415() {
     let h = harness(test_config());
-    let request = Request::post("/v1/beacon").header("content-type", "application/x-www-form-urlencoded").body(Body::from("a=b")).expect("request");
+    let request =
+        Request::post("/v1/beacon").header("content-type", "application/x-www-form-urlencoded").body(Body::from("a=b")).expect("request");
     assert_eq!(call(&h.router, request).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let json = Request::post("/v1/beacon").header("content-type", "application/json").body(Body::from(beacon("demo", "/", vec![]).to_string())).expect("request");
+    let json = Request::post("/v1/beacon")
+        .header("content-type", "application/json")
+        .body(Body::from(beacon("demo", "/", vec![]).to_string()))
+        .expect("request");
     assert_eq!(call(&h.router, json).await.status, StatusCode::ACCEPTED);
 }
 

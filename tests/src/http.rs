@@ -49,5 +49,6 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Response {
 
 /// POSTs a beacon as `sendBeacon` does (`text/plain`), from a localhost page.
 pub async fn post_beacon(base: &str, body: impl Into<Bytes>) -> Response {
-    send("POST", &format!("{base}/v1/beacon"), &[("content-type", "text/plain;charset=UTF-8"), ("origin", "http://localhost:3000")], body).await
+    send("POST", &format!("{base}/v1/beacon"), &[("content-type", "text/plain;charset=UTF-8"), ("origin", "http://localhost:3000")], body)
+        .await
 }

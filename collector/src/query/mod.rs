@@ -81,7 +81,9 @@ fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], f
     let rollup = if range.seconds() <= MINUTE_ROLLUP_MAX_SECONDS || finest < 3_600 { Source::Minute } else { Source::Hour };
     match params.choice("source", &["auto", "raw", "rollup"])? {
         "raw" => Ok(Source::Raw),
-        "rollup" if !in_rollup => Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles")),
+        "rollup" if !in_rollup => {
+            Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles"))
+        }
         "rollup" => Ok(rollup),
         _ if !in_rollup || range.seconds() <= i64::from(app.config.raw_max_hours) * 3_600 => Ok(Source::Raw),
         _ => Ok(rollup),
@@ -178,7 +180,24 @@ pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
     authorize(&app, &headers)?;
     let params = Params::parse(
         query.as_deref(),
-        &["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit", "url", "device", "browser", "os", "country", "release", "nav"],
+        &[
+            "site",
+            "metric",
+            "from",
+            "to",
+            "group_by",
+            "percentiles",
+            "format",
+            "source",
+            "limit",
+            "url",
+            "device",
+            "browser",
+            "os",
+            "country",
+            "release",
+            "nav",
+        ],
     )?;
     let site = site(&params, &app)?;
     let (metric, vital) = metric_name(&params)?;
@@ -279,7 +298,23 @@ pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
     authorize(&app, &headers)?;
     let params = Params::parse(
         query.as_deref(),
-        &["site", "metric", "from", "to", "interval", "percentile", "format", "source", "url", "device", "browser", "os", "country", "release", "nav"],
+        &[
+            "site",
+            "metric",
+            "from",
+            "to",
+            "interval",
+            "percentile",
+            "format",
+            "source",
+            "url",
+            "device",
+            "browser",
+            "os",
+            "country",
+            "release",
+            "nav",
+        ],
     )?;
     let site = site(&params, &app)?;
     let (metric, vital) = metric_name(&params)?;
@@ -298,7 +333,10 @@ pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
     let requested = params.range(OffsetDateTime::now_utc())?;
     let range = requested.aligned(step);
     if range.seconds() / step > MAX_POINTS {
-        return Err(QueryError::bad("interval", format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval")));
+        return Err(QueryError::bad(
+            "interval",
+            format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval"),
+        ));
     }
     let source = choose_source(&params, &app, range, &[percentile], step)?;
 
@@ -357,7 +395,25 @@ pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery
     authorize(&app, &headers)?;
     let params = Params::parse(
         query.as_deref(),
-        &["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status", "url", "device", "browser", "os", "country", "release", "nav"],
+        &[
+            "site",
+            "from",
+            "to",
+            "group_by",
+            "percentiles",
+            "format",
+            "limit",
+            "route",
+            "method",
+            "status",
+            "url",
+            "device",
+            "browser",
+            "os",
+            "country",
+            "release",
+            "nav",
+        ],
     )?;
     let site = site(&params, &app)?;
     let group_by = params.choice("group_by", &["route", "method", "status"])?;

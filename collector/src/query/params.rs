@@ -19,8 +19,8 @@ pub struct Params {
 impl Params {
     /// Parses a raw query string; unknown and repeated parameters are refused.
     pub fn parse(raw: Option<&str>, known: &[&'static str]) -> Result<Params, QueryError> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| QueryError::bad("query", format!("cannot parse the query string: {e}")))?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+            .map_err(|e| QueryError::bad("query", format!("cannot parse the query string: {e}")))?;
         let mut values = HashMap::new();
         for (name, value) in pairs {
             let Some(&known_name) = known.iter().find(|k| **k == name) else {
@@ -119,9 +119,11 @@ impl TimeRange {
 fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, QueryError> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i128 = value.parse().map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"))?;
-        return OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"));
+        return OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
+            .map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"));
     }
-    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| QueryError::bad(name, format!("{value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor epoch milliseconds")))
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|_| QueryError::bad(name, format!("{value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor epoch milliseconds")))
 }
 
 pub fn format_time(epoch_seconds: i64) -> String {

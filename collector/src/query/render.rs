@@ -52,11 +52,7 @@ impl Table {
 
     fn json(self) -> Response {
         let mut body = self.meta;
-        let rows = self
-            .rows
-            .into_iter()
-            .map(|row| Value::Object(self.columns.iter().cloned().zip(row).collect()))
-            .collect();
+        let rows = self.rows.into_iter().map(|row| Value::Object(self.columns.iter().cloned().zip(row).collect())).collect();
         body.insert(self.rows_key.to_owned(), Value::Array(rows));
         axum::Json(Value::Object(body)).into_response()
     }

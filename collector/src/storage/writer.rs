@@ -153,7 +153,10 @@ impl Writer {
                             table, rows = rows.len(), %err,
                             "shutdown grace period over and ClickHouse still refuses the insert: dropping these rows"
                         );
-                        self.telemetry.rows_dropped.with_label_values(&[table, "shutdown_while_clickhouse_failing"]).inc_by(rows.len() as u64);
+                        self.telemetry
+                            .rows_dropped
+                            .with_label_values(&[table, "shutdown_while_clickhouse_failing"])
+                            .inc_by(rows.len() as u64);
                         rows.clear();
                         return;
                     }

@@ -100,9 +100,7 @@ pub fn is_custom_name(name: &str) -> bool {
         Some((first, rest)) => {
             first.is_ascii_lowercase()
                 && rest.len() <= 63
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
+                && rest.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
         }
         None => false,
     }

@@ -106,7 +106,7 @@ mod tests {
             ("/cart", "/cart"),
             ("/", "/"),
             ("", "/"),
-            ("/blog/2024/deadbeef", "/blog/:id/deadbeef"), // short hex words are names
+            ("/blog/2024/deadbeef", "/blog/:id/deadbeef"),      // short hex words are names
             ("/a/abcdefabcdefabcdef", "/a/abcdefabcdefabcdef"), // hex letters only: a word
             ("/docs/", "/docs"),
             ("//double//slash", "/double/slash"),

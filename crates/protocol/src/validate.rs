@@ -77,9 +77,9 @@ impl fmt::Display for Invalid {
             Reason::TooMany { max } => write!(f, "has more than {max} entries"),
             Reason::Empty => f.write_str("must not be empty"),
             Reason::BadCharacters => f.write_str("contains characters that are not allowed"),
-            Reason::UnknownName => f.write_str(
-                "is not a known metric (FCP LCP CLS FID INP TTFB api) nor a custom name matching [a-z][a-z0-9_.:-]{0,63}",
-            ),
+            Reason::UnknownName => {
+                f.write_str("is not a known metric (FCP LCP CLS FID INP TTFB api) nor a custom name matching [a-z][a-z0-9_.:-]{0,63}")
+            }
             Reason::UnsupportedVersion { got } => {
                 write!(f, "version {got} is not supported (this collector speaks {})", crate::VERSION)
             }
@@ -472,7 +472,14 @@ mod tests {
             }
             other => panic!("not an api call: {other:?}"),
         }
-        let api = |status| Metric { name: "api".into(), value: Some(1.0), at: NOW, route: Some("/a".into()), status: Some(status), ..Metric::default() };
+        let api = |status| Metric {
+            name: "api".into(),
+            value: Some(1.0),
+            at: NOW,
+            route: Some("/a".into()),
+            status: Some(status),
+            ..Metric::default()
+        };
         assert_eq!(reason(api(700)), ("status".into(), "bad_value"));
         assert_eq!(reason(Metric { route: None, ..api(200) }), ("route".into(), "missing"));
         assert_eq!(reason(Metric { method: Some("GET /x".into()), ..api(200) }), ("method".into(), "bad_value"));

@@ -1,0 +1,33 @@
+# Pulse: one entry point for chores. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The local ClickHouse that `make run` starts (data kept in the repo, ignored by git).
+CLICKHOUSE_DIR ?= .pulse/clickhouse
+CLICKHOUSE_HTTP_PORT ?= 8123
+CLICKHOUSE_TCP_PORT ?= 9000
+
+.PHONY: help setup run stop test lint fmt
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## Install what is missing (Debian ClickHouse, curl, clippy, rustfmt); idempotent
+	@scripts/setup.sh
+
+run: setup ## Start a local ClickHouse and the collector on 127.0.0.1:8080 (site `demo`, read key `dev-read-key`)
+	@scripts/clickhouse.sh start $(CLICKHOUSE_DIR) $(CLICKHOUSE_HTTP_PORT) $(CLICKHOUSE_TCP_PORT)
+	PULSE_CLICKHOUSE_URL=http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT) cargo run -p pulse-collector
+
+stop: ## Stop the local ClickHouse started by `make run`
+	@scripts/clickhouse.sh stop $(CLICKHOUSE_DIR)
+
+test: setup lint ## Run every test (unit, router, integration on a throwaway ClickHouse)
+	cargo test --workspace
+
+lint: ## rustfmt and clippy, warnings denied
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
