@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_body_util::BodyExt;
 use pulse_protocol::limits::MAX_BODY_BYTES;
 use pulse_protocol::route::normalise_path;
 use pulse_protocol::validate::{self, Kind, Measurement};
@@ -106,20 +108,46 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
     }
 }
 
+/// Bodies up to this size are read to the end even when over the limit, and discarded, so the
+/// client receives the 413: closing a socket with unread data makes the kernel send a reset that
+/// can destroy the answer before the client reads it (the "lingering close" of nginx).
+const LINGER_MAX_BYTES: usize = 1 << 20;
+/// Longest time spent reading one body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, IngestError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|len| len > LINGER_MAX_BYTES as u64) {
         return Err(IngestError::TooLarge);
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-            || err.to_string().contains("length limit");
-        if too_large {
-            IngestError::TooLarge
-        } else {
-            IngestError::BodyUnreadable
+    let mut too_large = declared.is_some_and(|len| len > MAX_BODY_BYTES as u64);
+    let read = async {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| IngestError::BodyUnreadable)?.into_data() else { continue };
+            seen += data.len();
+            if seen > MAX_BODY_BYTES {
+                too_large = true;
+                buf = bytes::BytesMut::new();
+            }
+            if too_large {
+                if seen > LINGER_MAX_BYTES {
+                    break;
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
         }
-    })
+        Ok::<_, IngestError>(buf.freeze())
+    };
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, read).await.map_err(|_| IngestError::BodyUnreadable)??;
+    if too_large {
+        Err(IngestError::TooLarge)
+    } else {
+        Ok(bytes)
+    }
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>) -> IngestError {

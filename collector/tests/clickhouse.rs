@@ -55,11 +55,21 @@ impl Collector {
         r.json()
     }
 
-    /// Waits until `table` holds `n` rows (the writer flushes every 100 ms).
+    /// Waits until `table` holds `n` rows (the writer flushes every 100 ms). For `metrics`, also
+    /// waits for both rollups: the views write them just after the raw part is committed.
     async fn wait_rows(&self, table: &str, n: u64) {
+        self.wait_count(&format!("SELECT count() FROM {}.{table}", self.db), table, n).await;
+        if table == "metrics" {
+            for rollup in ["metrics_1m", "metrics_1h"] {
+                self.wait_count(&format!("SELECT countMerge(count_state) FROM {}.{rollup}", self.db), rollup, n).await;
+            }
+        }
+    }
+
+    async fn wait_count(&self, sql: &str, table: &str, n: u64) {
         let started = Instant::now();
         loop {
-            let got = clickhouse().count(&format!("SELECT count() FROM {}.{table}", self.db));
+            let got = clickhouse().count(sql);
             if got == n {
                 return;
             }
@@ -163,11 +173,13 @@ async fn percentiles_match_the_values_sent_exactly_from_raw_and_closely_from_rol
 async fn series_buckets_hold_the_right_values() {
     let c = collector("series").await;
     // Bucket k (k minutes ago) gets k+1 values: 100k + j.
+    // All values of one bucket share one `at`, so none can straddle a minute boundary.
+    let base = now_ms();
     let mut metrics = Vec::new();
     let mut buckets: Vec<Vec<f64>> = Vec::new();
     for k in 0..5u32 {
         let vals: Vec<f64> = (0..=k).map(|j| f64::from(100 * k + j)).collect();
-        metrics.extend(vals.iter().map(|v| metric("INP", *v, f64::from(k) * 60_000.0)));
+        metrics.extend(vals.iter().map(|v| json!({"name": "INP", "value": v, "at": base - f64::from(k) * 60_000.0})));
         buckets.push(vals);
     }
     c.post(&beacon("demo", "/", metrics), DESKTOP).await;
