@@ -23,7 +23,9 @@ stop: ## Stop the local ClickHouse started by `make run`
 	@scripts/clickhouse.sh stop $(CLICKHOUSE_DIR)
 
 test: setup lint ## Run every test (unit, router, integration on a throwaway ClickHouse)
-	cargo test --workspace
+	@mkdir -p target
+	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
+	@scripts/test-summary.sh target/test.log
 
 lint: ## rustfmt and clippy, warnings denied
 	cargo fmt --all --check
