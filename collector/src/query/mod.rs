@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange};
+use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange, DIMENSIONS};
 use self::render::{num, Format, Table};
 use crate::errors::QueryError;
 use crate::storage::schema::ROLLUP_LEVELS;
@@ -30,6 +30,11 @@ const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
 const MINUTE_ROLLUP_MAX_SECONDS: i64 = 3 * 86_400;
 /// Most points one series may have.
 const MAX_POINTS: i64 = 10_000;
+
+/// Parameters of each endpoint besides the page filters ([`DIMENSIONS`]).
+const VITALS_PARAMS: [&str; 9] = ["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit"];
+const SERIES_PARAMS: [&str; 8] = ["site", "metric", "from", "to", "interval", "percentile", "format", "source"];
+const API_CALLS_PARAMS: [&str; 10] = ["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status"];
 
 /// Where an answer comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,27 +183,7 @@ struct StatsRow {
 /// `GET /v1/vitals`: percentiles, count, mean, min, max and rating shares, per group.
 pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
-    let params = Params::parse(
-        query.as_deref(),
-        &[
-            "site",
-            "metric",
-            "from",
-            "to",
-            "group_by",
-            "percentiles",
-            "format",
-            "source",
-            "limit",
-            "url",
-            "device",
-            "browser",
-            "os",
-            "country",
-            "release",
-            "nav",
-        ],
-    )?;
+    let params = Params::parse(query.as_deref(), &[&VITALS_PARAMS, &DIMENSIONS])?;
     let site = site(&params, &app)?;
     let (metric, vital) = metric_name(&params)?;
     let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "release", "nav"])?;
@@ -296,26 +281,7 @@ struct PointRow {
 /// `GET /v1/vitals/series`: one percentile per time bucket.
 pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
-    let params = Params::parse(
-        query.as_deref(),
-        &[
-            "site",
-            "metric",
-            "from",
-            "to",
-            "interval",
-            "percentile",
-            "format",
-            "source",
-            "url",
-            "device",
-            "browser",
-            "os",
-            "country",
-            "release",
-            "nav",
-        ],
-    )?;
+    let params = Params::parse(query.as_deref(), &[&SERIES_PARAMS, &DIMENSIONS])?;
     let site = site(&params, &app)?;
     let (metric, vital) = metric_name(&params)?;
     let interval = params.choice("interval", &["1h", "1m", "1d"])?;
@@ -393,28 +359,7 @@ struct ApiRow {
 /// Always read from raw rows (there is no API-call rollup yet).
 pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
-    let params = Params::parse(
-        query.as_deref(),
-        &[
-            "site",
-            "from",
-            "to",
-            "group_by",
-            "percentiles",
-            "format",
-            "limit",
-            "route",
-            "method",
-            "status",
-            "url",
-            "device",
-            "browser",
-            "os",
-            "country",
-            "release",
-            "nav",
-        ],
-    )?;
+    let params = Params::parse(query.as_deref(), &[&API_CALLS_PARAMS, &DIMENSIONS])?;
     let site = site(&params, &app)?;
     let group_by = params.choice("group_by", &["route", "method", "status"])?;
     let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;

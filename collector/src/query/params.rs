@@ -17,8 +17,10 @@ pub struct Params {
 }
 
 impl Params {
-    /// Parses a raw query string; unknown and repeated parameters are refused.
-    pub fn parse(raw: Option<&str>, known: &[&'static str]) -> Result<Params, QueryError> {
+    /// Parses a raw query string; parameters not in one of the `known` lists, and repeated
+    /// ones, are refused.
+    pub fn parse(raw: Option<&str>, known: &[&[&'static str]]) -> Result<Params, QueryError> {
+        let known: Vec<&'static str> = known.iter().flat_map(|list| list.iter().copied()).collect();
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| QueryError::bad("query", format!("cannot parse the query string: {e}")))?;
         let mut values = HashMap::new();
@@ -174,7 +176,7 @@ mod tests {
     use super::*;
 
     fn params(q: &str) -> Result<Params, QueryError> {
-        Params::parse(Some(q), &["site", "metric", "from", "to", "percentiles", "url", "nav", "limit"])
+        Params::parse(Some(q), &[&["site", "metric", "from", "to", "percentiles", "limit"], &DIMENSIONS])
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::beacon::{AttrValue, Beacon, Metric, ServerTiming};
 use crate::limits::*;
 use crate::metric::{is_custom_name, MetricName, Vital};
 use crate::rating::Rating;
-use crate::route::normalise_route;
+use crate::route::{normalise_route, truncate};
 
 /// Why a field was refused. [`Reason::code`] is a stable label for counters.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,17 +331,6 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
         return Err(Invalid::new(field, Reason::BadCharacters));
     }
     Ok(())
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 #[cfg(test)]
