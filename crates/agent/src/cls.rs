@@ -1,0 +1,150 @@
+//! Cumulative Layout Shift, as web-vitals computes it.
+//!
+//! Shifts that follow recent input (`hadRecentInput`) are ignored. The rest are grouped into
+//! session windows: a shift joins the current window while it comes less than 1 s after the
+//! window's previous shift and less than 5 s after the window's first; otherwise it opens a new
+//! window. CLS is the largest window's sum, and only grows.
+
+use pulse_protocol::{Rating, Vital};
+
+/// Gap after which a new session window starts, ms.
+pub const MAX_GAP_MS: f64 = 1_000.0;
+/// Longest session window, ms.
+pub const MAX_WINDOW_MS: f64 = 5_000.0;
+
+/// The parts of a `layout-shift` entry CLS needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayoutShift {
+    pub start_time: f64,
+    pub value: f64,
+    pub had_recent_input: bool,
+}
+
+/// Running CLS for one page view (a back/forward-cache restore starts a new one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cls {
+    /// Largest window so far: the metric's value.
+    value: f64,
+    /// The shifts of the largest window, for attribution.
+    largest: Vec<LayoutShift>,
+    window_value: f64,
+    window: Vec<LayoutShift>,
+}
+
+impl Cls {
+    pub fn new() -> Cls {
+        Cls::default()
+    }
+
+    /// Adds one entry; returns `true` when the reported value grew.
+    pub fn add(&mut self, shift: LayoutShift) -> bool {
+        if shift.had_recent_input {
+            return false;
+        }
+        let continues = match (self.window.first(), self.window.last()) {
+            // web-vitals continues a window only while it has a non-zero value.
+            (Some(first), Some(last)) if self.window_value > 0.0 => {
+                shift.start_time - last.start_time < MAX_GAP_MS && shift.start_time - first.start_time < MAX_WINDOW_MS
+            }
+            _ => false,
+        };
+        if continues {
+            self.window_value += shift.value;
+            self.window.push(shift);
+        } else {
+            self.window_value = shift.value;
+            self.window.clear();
+            self.window.push(shift);
+        }
+        if self.window_value > self.value {
+            self.value = self.window_value;
+            self.largest.clone_from(&self.window);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// The shifts of the largest window (attribution reads the largest of them).
+    pub fn entries(&self) -> &[LayoutShift] {
+        &self.largest
+    }
+
+    /// The single largest shift of the largest window.
+    pub fn largest_shift(&self) -> Option<LayoutShift> {
+        self.largest.iter().copied().max_by(|a, b| a.value.total_cmp(&b.value))
+    }
+
+    pub fn rating(&self) -> Rating {
+        Vital::Cls.thresholds().rate(self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shift(start_time: f64, value: f64) -> LayoutShift {
+        LayoutShift { start_time, value, had_recent_input: false }
+    }
+
+    fn cls(shifts: &[LayoutShift]) -> f64 {
+        let mut c = Cls::new();
+        for s in shifts {
+            c.add(*s);
+        }
+        c.value()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn shifts_less_than_a_second_apart_share_a_window() {
+        assert!(close(cls(&[shift(100.0, 0.1), shift(900.0, 0.05), shift(1_800.0, 0.02)]), 0.17));
+    }
+
+    #[test]
+    fn a_gap_of_one_second_or_more_opens_a_new_window() {
+        // 0.1 + 0.05, then a gap of exactly 1000 ms: the new window (0.12) is smaller.
+        let v = cls(&[shift(0.0, 0.1), shift(500.0, 0.05), shift(1_500.0, 0.12)]);
+        assert!(close(v, 0.15), "{v}");
+        // A later, larger window replaces the value.
+        let v = cls(&[shift(0.0, 0.1), shift(3_000.0, 0.08), shift(3_500.0, 0.08)]);
+        assert!(close(v, 0.16), "{v}");
+    }
+
+    #[test]
+    fn windows_stop_at_five_seconds() {
+        // Shifts every 900 ms: the window holds those within 5 s of its first (0..4500), then restarts.
+        let shifts: Vec<_> = (0..8).map(|i| shift(f64::from(i) * 900.0, 0.01)).collect();
+        let v = cls(&shifts);
+        assert!(close(v, 0.06), "six shifts fit in one window: {v}");
+    }
+
+    #[test]
+    fn shifts_after_input_are_ignored() {
+        let mut c = Cls::new();
+        assert!(!c.add(LayoutShift { start_time: 10.0, value: 0.5, had_recent_input: true }));
+        assert!(c.add(shift(20.0, 0.01)));
+        assert!(close(c.value(), 0.01));
+        assert_eq!(c.rating(), Rating::Good);
+    }
+
+    #[test]
+    fn the_largest_window_keeps_its_entries_for_attribution() {
+        let mut c = Cls::new();
+        for s in [shift(0.0, 0.3), shift(2_000.0, 0.1), shift(2_500.0, 0.1)] {
+            c.add(s);
+        }
+        assert!(close(c.value(), 0.3));
+        assert_eq!(c.entries(), &[shift(0.0, 0.3)]);
+        assert_eq!(c.largest_shift(), Some(shift(0.0, 0.3)));
+        assert_eq!(c.rating(), Rating::Poor);
+    }
+}

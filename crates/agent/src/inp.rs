@@ -1,0 +1,209 @@
+//! Interaction to Next Paint, as web-vitals computes it.
+//!
+//! Every `event` entry (observed with `durationThreshold: 40`) and `first-input` entry that
+//! carries an `interactionId` belongs to an interaction; an interaction's latency is its longest
+//! entry's duration. The ten longest interactions are kept. INP is the interaction at index
+//! `min(len − 1, ⌊interaction count / 50⌋)` of that list sorted longest first: the worst
+//! interaction, skipping one for every 50 interactions (an estimate of the 98th percentile).
+//! The interaction count is `performance.interactionCount` where the browser has it, otherwise
+//! estimated from the smallest and largest `interactionId` seen (ids step by 7), and counts only
+//! interactions since the last back/forward-cache restore.
+
+use pulse_protocol::{Rating, Vital};
+
+/// How many of the longest interactions are kept.
+pub const MAX_INTERACTIONS: usize = 10;
+/// Step between consecutive `interactionId`s in Chromium (used for the count estimate).
+pub const INTERACTION_ID_STEP: u64 = 7;
+
+/// The parts of an `event` / `first-input` entry INP needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventTiming {
+    pub interaction_id: u64,
+    pub start_time: f64,
+    pub duration: f64,
+    pub processing_start: f64,
+    pub processing_end: f64,
+}
+
+/// One interaction: its id, latency (longest entry) and the entries with that latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    pub id: u64,
+    pub latency: f64,
+    pub entries: Vec<EventTiming>,
+}
+
+/// Running INP for one page view.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inp {
+    /// Longest first, at most [`MAX_INTERACTIONS`].
+    longest: Vec<Interaction>,
+    min_id: Option<u64>,
+    max_id: Option<u64>,
+    /// Interaction count at the last restore (subtracted from the browser's count).
+    count_at_restore: u64,
+}
+
+impl Inp {
+    pub fn new() -> Inp {
+        Inp::default()
+    }
+
+    /// Adds one entry. Entries without an interaction id (`interactionId == 0`) are not
+    /// interactions and are skipped.
+    pub fn add(&mut self, entry: EventTiming) {
+        if entry.interaction_id == 0 {
+            return;
+        }
+        self.min_id = Some(self.min_id.map_or(entry.interaction_id, |m| m.min(entry.interaction_id)));
+        self.max_id = Some(self.max_id.map_or(entry.interaction_id, |m| m.max(entry.interaction_id)));
+
+        if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
+            if entry.duration > existing.latency {
+                existing.latency = entry.duration;
+                existing.entries = vec![entry];
+            } else if entry.duration == existing.latency && existing.entries.first().is_some_and(|e| e.start_time == entry.start_time) {
+                existing.entries.push(entry);
+            }
+        } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.latency) {
+            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, entries: vec![entry] });
+        } else {
+            return;
+        }
+        // Stable sort: among equal latencies the earlier interaction stays first, as in web-vitals.
+        self.longest.sort_by(|a, b| b.latency.total_cmp(&a.latency));
+        self.longest.truncate(MAX_INTERACTIONS);
+    }
+
+    /// Interactions counted from the ids seen (for browsers without `performance.interactionCount`).
+    pub fn estimated_interaction_count(&self) -> u64 {
+        match (self.min_id, self.max_id) {
+            (Some(min), Some(max)) => (max - min) / INTERACTION_ID_STEP + 1,
+            _ => 0,
+        }
+    }
+
+    /// The interaction INP reports, given the browser's `performance.interactionCount` if it has one.
+    pub fn interaction(&self, browser_count: Option<u64>) -> Option<&Interaction> {
+        let count = browser_count.map_or(self.estimated_interaction_count(), |c| c.saturating_sub(self.count_at_restore));
+        let last = self.longest.len().checked_sub(1)?;
+        self.longest.get(last.min((count / 50) as usize))
+    }
+
+    /// INP in ms, if any interaction happened.
+    pub fn value(&self, browser_count: Option<u64>) -> Option<f64> {
+        self.interaction(browser_count).map(|i| i.latency)
+    }
+
+    pub fn rating(value: f64) -> Rating {
+        Vital::Inp.thresholds().rate(value)
+    }
+
+    /// Starts over after a back/forward-cache restore; `browser_count` is the browser's
+    /// interaction count at the restore.
+    pub fn restart(&mut self, browser_count: Option<u64>) {
+        *self = Inp { count_at_restore: browser_count.unwrap_or(0), ..Inp::default() };
+    }
+}
+
+/// The three phases of an interaction's latency (web-vitals attribution).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phases {
+    pub input_delay: f64,
+    pub processing_duration: f64,
+    pub presentation_delay: f64,
+}
+
+impl Interaction {
+    /// Splits the latency: input delay until the first handler ran, processing until the last
+    /// handler of the interaction finished, presentation until the next paint.
+    pub fn phases(&self) -> Option<Phases> {
+        let first = self.entries.first()?;
+        let processing_start = self.entries.iter().map(|e| e.processing_start).fold(f64::INFINITY, f64::min);
+        let processing_end = self.entries.iter().map(|e| e.processing_end).fold(f64::NEG_INFINITY, f64::max);
+        let end = first.start_time + self.latency;
+        Some(Phases {
+            input_delay: (processing_start - first.start_time).max(0.0),
+            processing_duration: (processing_end - processing_start).max(0.0),
+            presentation_delay: (end - processing_end).max(0.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64, duration: f64) -> EventTiming {
+        EventTiming { interaction_id: id, start_time: id as f64 * 10.0, duration, processing_start: 0.0, processing_end: 0.0 }
+    }
+
+    #[test]
+    fn entries_of_one_interaction_merge_and_the_longest_wins() {
+        let mut inp = Inp::new();
+        inp.add(event(7, 48.0)); // pointerdown
+        inp.add(event(7, 120.0)); // click of the same interaction
+        inp.add(event(7, 64.0)); // pointerup
+        assert_eq!(inp.value(None), Some(120.0));
+        assert_eq!(inp.estimated_interaction_count(), 1);
+        inp.add(event(0, 500.0)); // no interaction id: a hover, not an interaction
+        assert_eq!(inp.value(None), Some(120.0));
+    }
+
+    #[test]
+    fn with_few_interactions_the_worst_is_reported() {
+        let mut inp = Inp::new();
+        for (i, d) in [40.0, 300.0, 80.0].into_iter().enumerate() {
+            inp.add(event(7 * (i as u64 + 1), d));
+        }
+        assert_eq!(inp.value(Some(3)), Some(300.0));
+        assert_eq!(Inp::rating(300.0), Rating::NeedsImprovement);
+    }
+
+    #[test]
+    fn one_interaction_is_skipped_per_fifty() {
+        let mut inp = Inp::new();
+        // 120 interactions with ids 7, 14, …; latencies 1..=120 ms.
+        for i in 1..=120u64 {
+            inp.add(event(7 * i, i as f64));
+        }
+        assert_eq!(inp.estimated_interaction_count(), 120);
+        // ⌊120 / 50⌋ = 2: the third longest.
+        assert_eq!(inp.value(None), Some(118.0));
+        // The browser's own count wins when it has one: 49 → index 0.
+        assert_eq!(inp.value(Some(49)), Some(120.0));
+        // A count beyond 10 × 50 is capped at the tenth longest.
+        assert_eq!(inp.value(Some(10_000)), Some(111.0));
+    }
+
+    #[test]
+    fn only_the_ten_longest_are_kept() {
+        let mut inp = Inp::new();
+        for i in 1..=30u64 {
+            inp.add(event(7 * i, (i % 13) as f64 * 10.0));
+        }
+        assert_eq!(inp.longest.len(), MAX_INTERACTIONS);
+        assert!(inp.longest.windows(2).all(|w| w[0].latency >= w[1].latency));
+        assert_eq!(inp.longest[0].latency, 120.0);
+    }
+
+    #[test]
+    fn restore_starts_over_and_counts_from_there() {
+        let mut inp = Inp::new();
+        for i in 1..=60u64 {
+            inp.add(event(7 * i, 200.0));
+        }
+        inp.restart(Some(60));
+        assert_eq!(inp.value(Some(60)), None, "nothing since the restore");
+        inp.add(event(7 * 61, 90.0));
+        assert_eq!(inp.value(Some(61)), Some(90.0), "one interaction since the restore: index 0");
+    }
+
+    #[test]
+    fn phases_split_the_latency() {
+        let e = EventTiming { interaction_id: 7, start_time: 1_000.0, duration: 200.0, processing_start: 1_030.0, processing_end: 1_150.0 };
+        let i = Interaction { id: 7, latency: 200.0, entries: vec![e] };
+        assert_eq!(i.phases(), Some(Phases { input_delay: 30.0, processing_duration: 120.0, presentation_delay: 50.0 }));
+    }
+}
