@@ -66,7 +66,7 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
     if !site.allows(origin) {
         return Err(IngestError::OriginNotAllowed { site: beacon.site.clone(), origin: origin.unwrap_or_default().to_owned() });
     }
-    app.sites.check_site(&site.key)?;
+    app.sites.check_site(site)?;
     validate::envelope(&beacon).map_err(IngestError::Invalid)?;
 
     let received_ms = now_ms();
@@ -215,7 +215,7 @@ impl<'a> PageContext<'a> {
     fn add(&self, m: Measurement, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
         let event_time = epoch_seconds(enrich::corrected_time_ms(m.at, self.sent_at, self.received_ms));
         let received_at = epoch_seconds(self.received_ms);
-        let kind = match m.kind {
+        let counter = match m.kind {
             Kind::Vital { vital, value, delta, rating, id, attribution } => {
                 batch.metrics.push(self.metric_row(
                     event_time,
@@ -227,11 +227,11 @@ impl<'a> PageContext<'a> {
                     attribution_json(&attribution),
                     BTreeMap::new(),
                 ));
-                "vital"
+                &telemetry.accepted_vital
             }
             Kind::Custom { name, value, tags } => {
                 batch.metrics.push(self.metric_row(event_time, name, value, value, rating_code(None), String::new(), String::new(), tags));
-                "custom"
+                &telemetry.accepted_custom
             }
             Kind::Api { route, method, status, ok, error, duration, server_timing } => {
                 batch.api_calls.push(ApiCallRow {
@@ -260,10 +260,10 @@ impl<'a> PageContext<'a> {
                     os: self.client.os.clone(),
                     country: self.country.clone(),
                 });
-                "api"
+                &telemetry.accepted_api
             }
         };
-        telemetry.metrics_accepted.with_label_values(&[kind]).inc();
+        counter.inc();
     }
 
     #[allow(clippy::too_many_arguments)]

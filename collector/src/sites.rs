@@ -89,6 +89,7 @@ impl OriginPattern {
 pub struct Site {
     pub key: String,
     origins: Vec<OriginPattern>,
+    limiter: governor::DefaultDirectRateLimiter,
 }
 
 impl Site {
@@ -113,7 +114,6 @@ pub struct Throttled {
 pub struct Sites {
     sites: HashMap<String, Site>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    per_site: HashMap<String, governor::DefaultDirectRateLimiter>,
 }
 
 fn quota(per_second: u32) -> Quota {
@@ -129,15 +129,11 @@ impl Sites {
             key: s.key.clone(),
             // `Config::check` has parsed every pattern already.
             origins: s.origins.iter().filter_map(|o| OriginPattern::parse(o).ok()).collect(),
+            limiter: RateLimiter::direct(quota(s.rate_per_second.unwrap_or(config.site_rate_per_second))),
         };
         Sites {
             sites: config.sites.iter().map(|s| (s.key.clone(), site(s))).collect(),
             per_ip: RateLimiter::keyed(quota(config.ip_rate_per_second)),
-            per_site: config
-                .sites
-                .iter()
-                .map(|s| (s.key.clone(), RateLimiter::direct(quota(s.rate_per_second.unwrap_or(config.site_rate_per_second)))))
-                .collect(),
         }
     }
 
@@ -156,13 +152,10 @@ impl Sites {
             .map_err(|not_until| Throttled { scope: "ip", retry_after: not_until.wait_time_from(DefaultClock::default().now()) })
     }
 
-    pub fn check_site(&self, key: &str) -> Result<(), Throttled> {
-        match self.per_site.get(key) {
-            Some(limiter) => limiter
-                .check()
-                .map_err(|not_until| Throttled { scope: "site", retry_after: not_until.wait_time_from(DefaultClock::default().now()) }),
-            None => Ok(()),
-        }
+    pub fn check_site(&self, site: &Site) -> Result<(), Throttled> {
+        site.limiter
+            .check()
+            .map_err(|not_until| Throttled { scope: "site", retry_after: not_until.wait_time_from(DefaultClock::default().now()) })
     }
 
     /// Forgets IPs whose buckets are full again, so the per-IP table does not grow forever.

@@ -1,6 +1,6 @@
 //! The collector's own metrics, served as Prometheus text at `GET /metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every counter the collector keeps. One instance per running app (tests run several).
 #[derive(Debug, Clone)]
@@ -8,8 +8,11 @@ pub struct Telemetry {
     registry: Registry,
     /// HTTP requests by matched route and status.
     pub requests: IntCounterVec,
-    /// Metrics accepted by kind (`vital`, `api`, `custom`).
-    pub metrics_accepted: IntCounterVec,
+    /// Metrics accepted by kind (`vital`, `api`, `custom`): `pulse_metrics_accepted_total{kind}`,
+    /// resolved once because ingest counts every metric.
+    pub accepted_vital: IntCounter,
+    pub accepted_api: IntCounter,
+    pub accepted_custom: IntCounter,
     /// Metrics dropped from otherwise good beacons, by reason (`not_finite`, `parse`, …).
     pub metrics_rejected: IntCounterVec,
     /// Whole beacons refused, by reason (`too_large`, `malformed`, `unknown_site`, …).
@@ -43,9 +46,12 @@ impl Telemetry {
         };
         let queue_depth = IntGauge::new("queue_depth", "Beacons waiting for the ClickHouse writer.").expect("valid gauge");
         registry.register(Box::new(queue_depth.clone())).expect("unique gauge");
+        let accepted = counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]);
         Telemetry {
+            accepted_vital: accepted.with_label_values(&["vital"]),
+            accepted_api: accepted.with_label_values(&["api"]),
+            accepted_custom: accepted.with_label_values(&["custom"]),
             requests: counter("http_requests_total", "HTTP requests by route and status.", &["route", "status"]),
-            metrics_accepted: counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]),
             metrics_rejected: counter("metrics_rejected_total", "Metrics dropped from a beacon, by reason.", &["reason"]),
             beacons_rejected: counter("beacons_rejected_total", "Whole beacons refused, by reason.", &["reason"]),
             queue_depth,
