@@ -23,10 +23,10 @@ pub fn client(user_agent: Option<&str>) -> Client {
         return Client { browser: "unknown".into(), os: "unknown".into(), device: "other" };
     };
     // woothee files tablets under "smartphone"; iPads and Android without "Mobile" are tablets
-    // (Android's own UA convention: phones carry "Mobile", tablets do not).
+    // (Android's own UA convention: phones carry "Mobile", tablets do not). iPadOS in its default
+    // desktop mode sends a Mac UA and is counted as desktop: the UA alone cannot tell them apart.
     let tablet = ua.contains("iPad") || (ua.contains("Android") && !ua.contains("Mobile")) || ua.contains("Tablet");
     let device = match parsed.category {
-        "pc" if ua.contains("Macintosh") && ua.contains("Mobile/") => "tablet", // iPadOS asks for desktop sites
         "pc" => "desktop",
         "smartphone" | "mobilephone" if tablet => "tablet",
         "smartphone" | "mobilephone" => "mobile",

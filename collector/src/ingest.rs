@@ -189,6 +189,8 @@ struct PageContext<'a> {
     dpr: f32,
     sent_at: f64,
     received_ms: i64,
+    /// `received_ms` in epoch seconds, for the `received_at` columns.
+    received_at: u32,
 }
 
 impl<'a> PageContext<'a> {
@@ -209,12 +211,12 @@ impl<'a> PageContext<'a> {
             dpr: beacon.dpr.unwrap_or(0.0) as f32,
             sent_at: beacon.sent_at,
             received_ms,
+            received_at: epoch_seconds(received_ms),
         }
     }
 
     fn add(&self, m: Measurement, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
         let event_time = epoch_seconds(enrich::corrected_time_ms(m.at, self.sent_at, self.received_ms));
-        let received_at = epoch_seconds(self.received_ms);
         let counter = match m.kind {
             Kind::Vital { vital, value, delta, rating, id, attribution } => {
                 batch.metrics.push(self.metric_row(
@@ -237,7 +239,7 @@ impl<'a> PageContext<'a> {
                 batch.api_calls.push(ApiCallRow {
                     site: self.site.to_owned(),
                     event_time,
-                    received_at,
+                    received_at: self.received_at,
                     route,
                     method,
                     status,
@@ -282,7 +284,7 @@ impl<'a> PageContext<'a> {
         MetricRow {
             site: self.site.to_owned(),
             event_time,
-            received_at: epoch_seconds(self.received_ms),
+            received_at: self.received_at,
             name,
             value,
             delta,
