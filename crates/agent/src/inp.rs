@@ -9,7 +9,11 @@
 //! estimated from the smallest and largest `interactionId` seen (ids step by 7), and counts only
 //! interactions since the last back/forward-cache restore.
 
+use js_sys::Array;
 use pulse_protocol::{Rating, Vital};
+
+use crate::agent::{current, Agent, Attribution, Instance};
+use crate::browser::{self, get, num, Observer};
 
 /// How many of the longest interactions are kept.
 pub const MAX_INTERACTIONS: usize = 10;
@@ -76,6 +80,11 @@ impl Inp {
         self.longest.truncate(MAX_INTERACTIONS);
     }
 
+    /// Whether interaction `id` is among the longest kept.
+    pub fn contains(&self, id: u64) -> bool {
+        self.longest.iter().any(|i| i.id == id)
+    }
+
     /// Interactions counted from the ids seen (for browsers without `performance.interactionCount`).
     pub fn estimated_interaction_count(&self) -> u64 {
         match (self.min_id, self.max_id) {
@@ -129,6 +138,111 @@ impl Interaction {
             presentation_delay: (end - processing_end).max(0.0),
         })
     }
+}
+
+// ---- In the page: the observers that feed `Inp`, reporting on hide. ----
+
+/// Targets remembered per interaction id, for attribution (kept for the longest interactions).
+const MAX_TARGETS: usize = 32;
+
+/// INP of the current page view.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    inp: Inp,
+    instance: Instance,
+    observers: Vec<Observer>,
+    /// `(interaction id, target selector, event name)`.
+    targets: Vec<(u64, Option<String>, Option<String>)>,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Watch {
+        Watch { inp: Inp::new(), instance: Instance::new(), observers: Vec::new(), targets: Vec::new() }
+    }
+
+    fn take(&mut self, entries: Array) {
+        for entry in entries.iter() {
+            let id = num(&entry, "interactionId");
+            let timing = EventTiming {
+                interaction_id: if id.is_finite() && id > 0.0 { id as u64 } else { 0 },
+                start_time: num(&entry, "startTime"),
+                duration: num(&entry, "duration"),
+                processing_start: num(&entry, "processingStart"),
+                processing_end: num(&entry, "processingEnd"),
+            };
+            if timing.interaction_id == 0 || !timing.duration.is_finite() {
+                continue;
+            }
+            self.inp.add(timing);
+            let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
+            if !known && self.inp.contains(timing.interaction_id) {
+                let target = browser::selector(&get(&entry, "target"));
+                self.targets.retain(|(id, _, _)| *id != timing.interaction_id);
+                self.targets.push((timing.interaction_id, target, browser::text(&entry, "name")));
+                if self.targets.len() > MAX_TARGETS {
+                    let inp = &self.inp;
+                    self.targets.retain(|(id, _, _)| inp.contains(*id));
+                }
+            }
+        }
+    }
+}
+
+/// `performance.interactionCount`, where the browser has it.
+fn browser_count() -> Option<u64> {
+    let count = num(&browser::window()?.performance()?, "interactionCount");
+    count.is_finite().then_some(count as u64)
+}
+
+pub(crate) fn start(agent: &Agent) {
+    let take = |entries| {
+        if let Some(agent) = current() {
+            agent.inp.borrow_mut().take(entries);
+        }
+    };
+    let observers: Vec<Observer> = [Observer::new("event", &[("durationThreshold", 40.0)], take), Observer::new("first-input", &[], take)]
+        .into_iter()
+        .flatten()
+        .collect();
+    agent.inp.borrow_mut().observers = observers;
+}
+
+/// Reports INP (on hide) if there was an interaction and the value changed since the last report.
+pub(crate) fn report(agent: &Agent) {
+    let metric = {
+        let mut watch = agent.inp.borrow_mut();
+        let records: Vec<Array> = watch.observers.iter().map(Observer::take_records).collect();
+        for r in records {
+            watch.take(r);
+        }
+        let Some(interaction) = watch.inp.interaction(browser_count()) else { return };
+        let (value, id) = (interaction.latency, interaction.id);
+        let phases = interaction.phases();
+        let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
+        let (target, name) = watch.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
+        let kind = name.map(|n| if n.starts_with("key") { "keyboard" } else { "pointer" }.to_owned());
+        let mut attribution =
+            Attribution::default().text("interactionTarget", target).text("interactionType", kind).text("loadState", Some(browser::load_state(start_time).to_owned()));
+        if let Some(p) = phases {
+            attribution = attribution.num("inputDelay", p.input_delay).num("processingDuration", p.processing_duration).num("presentationDelay", p.presentation_delay);
+        }
+        watch.instance.metric(Vital::Inp, value, attribution)
+    };
+    if let Some(metric) = metric {
+        agent.emit(metric);
+    }
+}
+
+/// After a back/forward-cache restore INP starts over, counting interactions from there.
+pub(crate) fn restored(agent: &Agent) {
+    let mut watch = agent.inp.borrow_mut();
+    watch.inp.restart(browser_count());
+    watch.instance = Instance::new();
+    watch.targets.clear();
+}
+
+pub(crate) fn stop(agent: &Agent) {
+    agent.inp.borrow_mut().observers.clear();
 }
 
 #[cfg(test)]

@@ -7,7 +7,12 @@
 //! hidden; scrolling alone does not finalise it (browsers stop emitting candidates on scroll, but
 //! web-vitals waits for a real input).
 
+use js_sys::Array;
 use pulse_protocol::{Rating, Vital};
+use wasm_bindgen::JsValue;
+
+use crate::agent::{current, Agent, Attribution, Instance};
+use crate::browser::{self, num, Listener, Observer};
 
 /// What can end LCP measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,134 @@ impl Lcp {
     pub fn rating(value: f64) -> Rating {
         Vital::Lcp.thresholds().rate(value)
     }
+}
+
+// ---- In the page: the observer and listeners that feed `Lcp`. ----
+
+/// LCP of the current page view, with the observer and the listeners that finalise it.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    lcp: Lcp,
+    instance: Instance,
+    observer: Option<Observer>,
+    /// The last candidate entry, for attribution.
+    entry: JsValue,
+    listeners: Vec<Listener>,
+}
+
+impl Watch {
+    pub(crate) fn new(first_hidden: f64) -> Watch {
+        Watch { lcp: Lcp::new(0.0, first_hidden), instance: Instance::new(), observer: None, entry: JsValue::UNDEFINED, listeners: Vec::new() }
+    }
+
+    fn take(&mut self, entries: Array) {
+        for entry in entries.iter() {
+            if self.lcp.candidate(num(&entry, "startTime")).is_some() {
+                self.entry = entry;
+            }
+        }
+    }
+}
+
+pub(crate) fn start(agent: &Agent) {
+    let observer = Observer::new("largest-contentful-paint", &[], |entries| {
+        if let Some(agent) = current() {
+            agent.lcp.borrow_mut().take(entries);
+        }
+    });
+    let mut watch = agent.lcp.borrow_mut();
+    watch.lcp = Lcp::new(agent.activation_start.get(), agent.first_hidden());
+    if observer.is_none() {
+        return;
+    }
+    watch.observer = observer;
+    if let Some(window) = browser::window() {
+        for kind in ["keydown", "click"] {
+            watch.listeners.push(Listener::new(&window, kind, true, |event| {
+                if let Some(agent) = current() {
+                    finalize(&agent, Finalizer::Input { trusted: event.is_trusted() });
+                }
+            }));
+        }
+    }
+}
+
+/// Applies a finalising event: reads pending entries first, then reports once.
+pub(crate) fn finalize(agent: &Agent, by: Finalizer) {
+    let metric = {
+        let mut watch = agent.lcp.borrow_mut();
+        if watch.lcp.is_final() || watch.observer.is_none() {
+            return;
+        }
+        if let Some(records) = watch.observer.as_ref().map(Observer::take_records) {
+            watch.take(records);
+        }
+        let Some(value) = watch.lcp.finalize(by) else { return };
+        let attribution = attribution(agent.activation_start.get(), value, &watch.entry);
+        watch.instance.metric(Vital::Lcp, value, attribution)
+    };
+    if let Some(metric) = metric {
+        agent.emit(metric);
+    }
+}
+
+/// web-vitals' LCP breakdown: time to first byte, resource load delay and duration, and the
+/// element render delay, which add up to the value.
+fn attribution(activation: f64, value: f64, entry: &JsValue) -> Attribution {
+    let ttfb = crate::ttfb::value(activation).unwrap_or(0.0).min(value);
+    let url = browser::text(entry, "url").filter(|u| !u.is_empty());
+    let resource = url.as_deref().and_then(|url| {
+        let performance = browser::window()?.performance()?;
+        let found = performance.get_entries_by_name_with_entry_type(url, "resource").get(0);
+        (!found.is_undefined()).then_some(found)
+    });
+    let (request_start, response_end) = match &resource {
+        Some(r) => {
+            let requested = match num(r, "requestStart") {
+                t if t > 0.0 => t,
+                _ => num(r, "startTime"),
+            };
+            let request_start = (requested - activation).max(ttfb);
+            (request_start, (num(r, "responseEnd") - activation).max(request_start).min(value))
+        }
+        None => (ttfb, ttfb),
+    };
+    Attribution::default()
+        .text("element", browser::selector(&browser::get(entry, "element")))
+        .text("url", url)
+        .num("timeToFirstByte", ttfb)
+        .num("resourceLoadDelay", request_start - ttfb)
+        .num("resourceLoadDuration", response_end - request_start)
+        .num("elementRenderDelay", (value - response_end).max(0.0))
+}
+
+/// After a back/forward-cache restore: the time from `pageshow` to the next paint, final at once.
+pub(crate) fn restored(agent: &Agent, event_time: f64) {
+    {
+        let mut watch = agent.lcp.borrow_mut();
+        watch.lcp = Lcp::new(0.0, agent.first_hidden());
+        watch.instance = Instance::new();
+        watch.entry = JsValue::UNDEFINED;
+    }
+    browser::after_next_paint(move || {
+        let Some(agent) = current() else { return };
+        let metric = {
+            let mut watch = agent.lcp.borrow_mut();
+            let value = browser::now() - event_time;
+            watch.lcp.candidate(value);
+            let value = watch.lcp.finalize(Finalizer::Hidden);
+            value.and_then(|v| watch.instance.metric(Vital::Lcp, v, Attribution::default()))
+        };
+        if let Some(metric) = metric {
+            agent.emit(metric);
+        }
+    });
+}
+
+pub(crate) fn stop(agent: &Agent) {
+    let mut watch = agent.lcp.borrow_mut();
+    watch.observer = None;
+    watch.listeners.clear();
 }
 
 #[cfg(test)]

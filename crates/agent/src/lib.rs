@@ -1,14 +1,210 @@
 //! The Pulse agent: measures Core Web Vitals in the page exactly as Google's web-vitals library
-//! defines them, and (to come) times `fetch`, batches metrics and sends beacons.
+//! defines them, times the page's `fetch` calls, records custom metrics, and sends them in
+//! batches with `navigator.sendBeacon`.
 //!
 //! # Layout
-//! One module per metric, like web-vitals' `onCLS.ts`, `onINP.ts`, `onLCP.ts`. Each holds the
-//! metric's algorithm as pure Rust over plain entry values, so it is tested natively with synthetic
-//! entry sequences; the browser observers that feed it are thin wrappers around these types.
-//! - [`cls`]: layout shifts grouped into session windows; the largest window wins.
-//! - [`inp`]: the longest interactions by `interactionId`; the p98 estimate from the interaction count.
-//! - [`lcp`]: the last candidate before the first input or hide; finalisation rules.
+//! One module per metric, like web-vitals' `onCLS.ts` … `onTTFB.ts`. The algorithms of the
+//! three that need one ([`cls`], [`inp`], [`lcp`]) are pure Rust over plain entry values, tested
+//! natively with synthetic entry sequences; each module's second half is the thin browser glue
+//! that feeds them.
+//! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution.
+//! - [`fetch`]: the `fetch` wrapper (`api` metrics). [`measure`]: `record()` and user timing.
+//! - [`queue`], [`transport`]: batching, payload splitting, `sendBeacon` / `fetch keepalive`.
+//! - [`session`]: session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
+//! - `agent`: the running agent and its lifecycle (hide, bfcache restore, shutdown).
+//! - `browser`: helpers over the page's APIs.
+//!
+//! The JavaScript API is [`init`], returning a [`Pulse`] handle.
 
+mod agent;
+mod browser;
 pub mod cls;
+pub mod config;
+pub mod fcp;
+pub mod fetch;
+pub mod fid;
 pub mod inp;
 pub mod lcp;
+pub mod measure;
+pub mod queue;
+pub mod routes;
+pub mod session;
+pub mod transport;
+pub mod ttfb;
+
+use std::collections::BTreeMap;
+
+use wasm_bindgen::prelude::*;
+
+pub use agent::Stats;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** Options of `init`. */
+export interface PulseConfig {
+  /** The collector's beacon URL, absolute or relative to the page (e.g. "/v1/beacon"). */
+  endpoint: string;
+  /** The site key the collector knows this site by. */
+  site: string;
+  /** Your release or version, to compare releases. */
+  release?: string;
+  /** Environment name (production, staging …). */
+  env?: string;
+  /** Share of sessions measured, 0..1 (default 1); decided once per session. */
+  sampleRate?: number;
+  /** Send when this many metrics are waiting (1..500, default 50). */
+  batchSize?: number;
+  /** Send at least this often while metrics wait, ms (1000..600000, default 30000). */
+  flushInterval?: number;
+  /** fetch calls whose absolute URL contains one of these strings or matches one of these RegExps are not timed. */
+  ignoreUrls?: (string | RegExp)[];
+  /** Path templates: "/products/:slug" (one segment), "/docs/*" (the rest). */
+  routes?: string[];
+  /** Sees each metric before it is queued: return it (possibly changed), or null/false to drop it. */
+  beforeSend?: (metric: PulseMetric) => PulseMetric | null | false | undefined;
+  /** Time the page's fetch calls (default true). */
+  trackFetch?: boolean;
+  /** Record performance.measure() entries as custom metrics (default true). */
+  trackMeasures?: boolean;
+}
+
+/** One measurement, as sent to the collector. */
+export interface PulseMetric {
+  /** FCP, LCP, CLS, FID, INP, TTFB; "api" for fetch calls; or a custom name. */
+  name: string;
+  value: number;
+  /** Epoch ms when measured. */
+  at: number;
+  rating?: "good" | "needs-improvement" | "poor";
+  delta?: number;
+  id?: string;
+  attribution?: Record<string, string | number>;
+  route?: string;
+  method?: string;
+  status?: number;
+  ok?: boolean;
+  error?: string;
+  server_timing?: { name: string; dur?: number; desc?: string }[];
+  tags?: Record<string, string>;
+}
+
+/** What the agent has done so far. */
+export interface PulseStats {
+  measured: number;
+  sent: number;
+  beacons: number;
+  retried: number;
+  droppedUnsampled: number;
+  droppedByBeforeSend: number;
+  beforeSendErrors: number;
+  droppedQueueFull: number;
+  droppedTooLarge: number;
+  rejectedRecords: number;
+}
+"#;
+
+/// Starts measuring. Throws an `Error` naming the option when the options are wrong, or when the
+/// agent is already running.
+#[wasm_bindgen]
+pub fn init(#[wasm_bindgen(unchecked_param_type = "PulseConfig")] options: JsValue) -> Result<Pulse, JsError> {
+    let config = config::Config::from_js(&options).map_err(|e| JsError::new(&e.message()))?;
+    agent::start(config).map_err(JsError::new)?;
+    Ok(Pulse { _private: () })
+}
+
+/// The handle `init` returns.
+#[wasm_bindgen]
+#[derive(Debug, Clone)]
+pub struct Pulse {
+    _private: (),
+}
+
+#[wasm_bindgen]
+impl Pulse {
+    /// Records a custom metric: `record('cart.items', 3, { plan: 'pro' })`. Throws an `Error`
+    /// saying what is wrong with a bad name, value or tags (and counts it in `stats()`).
+    pub fn record(
+        &self,
+        name: JsValue,
+        value: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] tags: JsValue,
+    ) -> Result<(), JsError> {
+        let agent = agent::current().ok_or_else(|| JsError::new("pulse.record: the agent has been shut down"))?;
+        let checked = read_record(&name, &value, &tags).and_then(|(name, value, tags)| {
+            measure::check(&name, value, &tags)?;
+            Ok((name, value, tags))
+        });
+        match checked {
+            Ok((name, value, tags)) => {
+                agent.emit(measure::metric(name, value, browser::epoch_ms(), tags));
+                Ok(())
+            }
+            Err(message) => {
+                agent.stats.borrow_mut().rejected_records += 1;
+                Err(JsError::new(message))
+            }
+        }
+    }
+
+    /// Sends everything waiting now.
+    pub fn flush(&self) {
+        if let Some(agent) = agent::current() {
+            agent.flush();
+        }
+    }
+
+    /// Sends what is waiting, stops every observer and listener, and restores the page's `fetch`.
+    pub fn shutdown(&self) {
+        agent::shutdown();
+    }
+
+    /// Calls `callback` with every metric measured (vitals when they are reported, API calls,
+    /// custom metrics), whether or not the session is sampled.
+    #[wasm_bindgen(js_name = onMetric)]
+    pub fn on_metric(&self, #[wasm_bindgen(unchecked_param_type = "(metric: PulseMetric) => void")] callback: js_sys::Function) {
+        if let Some(agent) = agent::current() {
+            agent.add_listener(callback);
+        }
+    }
+
+    /// Counts of what the agent measured, sent and dropped.
+    #[wasm_bindgen(unchecked_return_type = "PulseStats")]
+    pub fn stats(&self) -> JsValue {
+        agent::current().map_or(JsValue::NULL, |a| transport::to_js(&*a.stats.borrow()))
+    }
+
+    /// Whether this session is sampled (its metrics are sent).
+    #[wasm_bindgen(getter)]
+    pub fn sampled(&self) -> bool {
+        agent::current().is_some_and(|a| a.sampled())
+    }
+
+    /// The session id (kept in `sessionStorage` across page views of the tab).
+    #[wasm_bindgen(getter)]
+    pub fn session(&self) -> Option<String> {
+        agent::current().map(|a| a.session_id())
+    }
+
+    /// The page-view id.
+    #[wasm_bindgen(getter)]
+    pub fn page(&self) -> Option<String> {
+        agent::current().map(|a| a.page_id())
+    }
+}
+
+fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, BTreeMap<String, String>), &'static str> {
+    let name = name.as_string().ok_or("pulse.record: name must be a string")?;
+    let value = value.as_f64().ok_or("pulse.record: value must be a number")?;
+    let mut map = BTreeMap::new();
+    if !(tags.is_undefined() || tags.is_null()) {
+        if !tags.is_object() || js_sys::Array::is_array(tags) {
+            return Err("pulse.record: tags must be an object of strings");
+        }
+        for entry in js_sys::Object::entries(tags.unchecked_ref()).iter() {
+            let key = browser::get(&entry, "0").as_string().unwrap_or_default();
+            let value = browser::get(&entry, "1").as_string().ok_or("pulse.record: tag values must be strings")?;
+            map.insert(key, value);
+        }
+    }
+    Ok((name, value, map))
+}

@@ -83,7 +83,7 @@ fn is_uuid(b: &[u8]) -> bool {
 }
 
 /// Cuts `s` to at most `max` bytes, on a char boundary.
-pub(crate) fn truncate(mut s: String, max: usize) -> String {
+pub fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {

@@ -1,0 +1,259 @@
+//! What a page passes to `init`, checked once: a wrong option is a clear `Error` naming it, never
+//! a silent default or a crash later.
+//!
+//! Options (camelCase, as JavaScript users write them): `endpoint` and `site` (required),
+//! `release`, `env`, `sampleRate` (0..=1, default 1), `batchSize` (1..=500, default 50),
+//! `flushInterval` (ms, 1000..=600000, default 30000), `ignoreUrls` (strings matched as substrings
+//! of the absolute URL, or `RegExp`s), `routes` (path templates such as `/products/:slug` or
+//! `/docs/*`), `beforeSend` (function), `trackFetch` and `trackMeasures` (default true).
+
+use js_sys::{Array, Function, Object, RegExp};
+use pulse_protocol::limits::{MAX_METRICS_PER_BEACON, MAX_SHORT_LEN};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::browser::get;
+
+pub const DEFAULT_BATCH_SIZE: usize = 50;
+pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 30_000;
+const OPTIONS: [&str; 12] = [
+    "endpoint",
+    "site",
+    "release",
+    "env",
+    "sampleRate",
+    "batchSize",
+    "flushInterval",
+    "ignoreUrls",
+    "routes",
+    "beforeSend",
+    "trackFetch",
+    "trackMeasures",
+];
+
+/// A URL the fetch wrapper does not time.
+#[derive(Debug, Clone)]
+pub enum Ignore {
+    Contains(String),
+    Matches(RegExp),
+}
+
+impl Ignore {
+    pub fn matches(&self, url: &str) -> bool {
+        match self {
+            Ignore::Contains(part) => url.contains(part.as_str()),
+            Ignore::Matches(re) => {
+                // A global or sticky RegExp keeps state between tests; start each match fresh.
+                re.set_last_index(0);
+                re.test(url)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute beacon URL (`https://rum.example.com/v1/beacon`), resolved against the page.
+    pub endpoint: String,
+    pub site: String,
+    pub release: Option<String>,
+    pub env: Option<String>,
+    pub sample_rate: f64,
+    pub batch_size: usize,
+    pub flush_interval_ms: u32,
+    pub ignore: Vec<Ignore>,
+    pub routes: Vec<String>,
+    pub before_send: Option<Function>,
+    pub track_fetch: bool,
+    pub track_measures: bool,
+}
+
+/// Why `init` refused its options: the option and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub option: String,
+    pub problem: &'static str,
+}
+
+impl ConfigError {
+    fn new(option: &str, problem: &'static str) -> ConfigError {
+        ConfigError { option: option.to_owned(), problem }
+    }
+
+    pub fn message(&self) -> String {
+        let mut out = String::from("pulse.init: `");
+        out.push_str(&self.option);
+        out.push_str("` ");
+        out.push_str(self.problem);
+        out
+    }
+}
+
+impl Config {
+    /// Reads and checks the options object.
+    pub fn from_js(options: &JsValue) -> Result<Config, ConfigError> {
+        if !options.is_object() || options.is_function() || Array::is_array(options) {
+            return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
+        }
+        for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !OPTIONS.contains(&key.as_str()) {
+                return Err(ConfigError { option: key, problem: "is not an option (see PulseConfig in the types)" });
+            }
+        }
+        let endpoint = string(options, "endpoint")?.ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
+        let endpoint = resolve(&endpoint).ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
+        let config = Config {
+            endpoint,
+            site: string(options, "site")?.ok_or(ConfigError::new("site", "is required: the site key"))?,
+            release: string(options, "release")?,
+            env: string(options, "env")?,
+            sample_rate: number(options, "sampleRate")?.unwrap_or(1.0),
+            batch_size: number(options, "batchSize")?.map_or(DEFAULT_BATCH_SIZE as f64, |n| n) as usize,
+            flush_interval_ms: number(options, "flushInterval")?.map_or(f64::from(DEFAULT_FLUSH_INTERVAL_MS), |n| n) as u32,
+            ignore: ignore_list(&get(options, "ignoreUrls"))?,
+            routes: routes(&get(options, "routes"))?,
+            before_send: match get(options, "beforeSend") {
+                v if v.is_undefined() || v.is_null() => None,
+                v => Some(v.dyn_into::<Function>().map_err(|_| ConfigError::new("beforeSend", "must be a function"))?),
+            },
+            track_fetch: boolean(options, "trackFetch")?.unwrap_or(true),
+            track_measures: boolean(options, "trackMeasures")?.unwrap_or(true),
+        };
+        // Checked on the raw numbers so 0.5 batches or NaN are refused, not rounded.
+        let raw_batch = number(options, "batchSize")?;
+        if raw_batch.is_some_and(|n| n.fract() != 0.0) {
+            return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The range checks, separate from reading JavaScript values so they are tested natively.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let token_ok = |s: &str| !s.is_empty() && s.len() <= MAX_SHORT_LEN && s.bytes().all(|b| b.is_ascii_graphic());
+        if !token_ok(&self.site) {
+            return Err(ConfigError::new("site", "must be a non-empty site key without spaces"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(ConfigError::new("sampleRate", "must be a number from 0 to 1"));
+        }
+        if !(1..=MAX_METRICS_PER_BEACON).contains(&self.batch_size) {
+            return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
+        }
+        if !(1_000..=600_000).contains(&self.flush_interval_ms) {
+            return Err(ConfigError::new("flushInterval", "must be milliseconds from 1000 to 600000"));
+        }
+        for (name, value) in [("release", &self.release), ("env", &self.env)] {
+            if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > MAX_SHORT_LEN) {
+                return Err(ConfigError::new(name, "must be 1 to 256 characters"));
+            }
+        }
+        if let Some(bad) = self.routes.iter().find(|r| !r.starts_with('/')) {
+            return Err(ConfigError { option: "routes".to_owned() + " (" + bad + ")", problem: "must hold path templates starting with /" });
+        }
+        Ok(())
+    }
+}
+
+fn string(options: &JsValue, key: &str) -> Result<Option<String>, ConfigError> {
+    match get(options, key) {
+        v if v.is_undefined() || v.is_null() => Ok(None),
+        v => v.as_string().map(Some).ok_or(ConfigError::new(key, "must be a string")),
+    }
+}
+
+fn number(options: &JsValue, key: &str) -> Result<Option<f64>, ConfigError> {
+    match get(options, key) {
+        v if v.is_undefined() || v.is_null() => Ok(None),
+        v => match v.as_f64() {
+            Some(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(ConfigError::new(key, "must be a finite number")),
+        },
+    }
+}
+
+fn boolean(options: &JsValue, key: &str) -> Result<Option<bool>, ConfigError> {
+    match get(options, key) {
+        v if v.is_undefined() || v.is_null() => Ok(None),
+        v => v.as_bool().map(Some).ok_or(ConfigError::new(key, "must be true or false")),
+    }
+}
+
+fn list(value: &JsValue, key: &'static str) -> Result<Vec<JsValue>, ConfigError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(Vec::new());
+    }
+    if !Array::is_array(value) {
+        return Err(ConfigError::new(key, "must be an array"));
+    }
+    Ok(value.unchecked_ref::<Array>().iter().collect())
+}
+
+fn ignore_list(value: &JsValue) -> Result<Vec<Ignore>, ConfigError> {
+    list(value, "ignoreUrls")?
+        .into_iter()
+        .map(|item| match item.as_string() {
+            Some(s) if !s.is_empty() => Ok(Ignore::Contains(s)),
+            _ => item.dyn_into::<RegExp>().map(Ignore::Matches).map_err(|_| ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps")),
+        })
+        .collect()
+}
+
+fn routes(value: &JsValue) -> Result<Vec<String>, ConfigError> {
+    list(value, "routes")?.into_iter().map(|item| item.as_string().ok_or(ConfigError::new("routes", "must hold strings"))).collect()
+}
+
+/// `url` made absolute against the page's address.
+pub(crate) fn resolve(url: &str) -> Option<String> {
+    let base = crate::browser::window()?.location().href().ok()?;
+    web_sys::Url::new_with_base(url, &base).ok().map(|u| u.href())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            endpoint: "https://rum.example/v1/beacon".into(),
+            site: "shop".into(),
+            release: None,
+            env: None,
+            sample_rate: 1.0,
+            batch_size: DEFAULT_BATCH_SIZE,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            ignore: Vec::new(),
+            routes: Vec::new(),
+            before_send: None,
+            track_fetch: true,
+            track_measures: true,
+        }
+    }
+
+    #[test]
+    fn defaults_pass() {
+        assert_eq!(config().check(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_option() {
+        type Break = fn(&mut Config);
+        let cases: [(Break, &str); 7] = [
+            (|c| c.sample_rate = 1.5, "sampleRate"),
+            (|c| c.sample_rate = -0.1, "sampleRate"),
+            (|c| c.batch_size = 0, "batchSize"),
+            (|c| c.batch_size = 501, "batchSize"),
+            (|c| c.flush_interval_ms = 10, "flushInterval"),
+            (|c| c.site = "my site".into(), "site"),
+            (|c| c.release = Some(String::new()), "release"),
+        ];
+        for (break_it, option) in cases {
+            let mut c = config();
+            break_it(&mut c);
+            assert_eq!(c.check().map_err(|e| e.option), Err(option.to_owned()));
+        }
+        let mut c = config();
+        c.routes = vec!["products/:id".into()];
+        assert!(c.check().is_err_and(|e| e.message().contains("products/:id")));
+    }
+}

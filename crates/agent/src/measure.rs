@@ -1,0 +1,106 @@
+//! Custom metrics: `record(name, value, tags)` from the page, and user-timing `measure` entries
+//! (`performance.measure('checkout:render', …)`), each becoming a metric of that name.
+
+use std::collections::BTreeMap;
+
+use pulse_protocol::limits::{MAX_CUSTOM_VALUE, MAX_SHORT_LEN, MAX_TAGS, MAX_TAG_KEY_LEN};
+use pulse_protocol::metric::{is_custom_name, API};
+use pulse_protocol::Metric;
+
+use crate::agent::{current, Agent};
+use crate::browser::{self, num, Observer};
+
+/// Checks a `record` call; the error says what is wrong.
+pub fn check(name: &str, value: f64, tags: &BTreeMap<String, String>) -> Result<(), &'static str> {
+    if !is_custom_name(name) || name == API {
+        return Err("pulse.record: name must match [a-z][a-z0-9_.:-]{0,63} and not be `api`");
+    }
+    if !value.is_finite() || value.abs() > MAX_CUSTOM_VALUE {
+        return Err("pulse.record: value must be a finite number within ±1e12");
+    }
+    if tags.len() > MAX_TAGS {
+        return Err("pulse.record: at most 16 tags");
+    }
+    for (key, value) in tags {
+        if !is_custom_name(key) || key.len() > MAX_TAG_KEY_LEN {
+            return Err("pulse.record: tag keys must match [a-z][a-z0-9_.:-]{0,63}");
+        }
+        if value.len() > MAX_SHORT_LEN {
+            return Err("pulse.record: tag values must be strings of at most 256 bytes");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn metric(name: String, value: f64, at: f64, tags: BTreeMap<String, String>) -> Metric {
+    Metric { name, value: Some(value), at, tags: (!tags.is_empty()).then_some(tags), ..Metric::default() }
+}
+
+/// A user-timing name as a custom metric name: lower case, other characters as `_`, starting
+/// with a letter, at most 64 characters (`Checkout Render` → `checkout_render`).
+pub fn measure_name(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().min(64));
+    for c in raw.chars() {
+        let c = c.to_ascii_lowercase();
+        out.push(if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | ':' | '-') { c } else { '_' });
+    }
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "m_");
+    }
+    if out == API {
+        out.push('_');
+    }
+    pulse_protocol::route::truncate(out, 64)
+}
+
+pub(crate) fn start(agent: &Agent) {
+    if let Some(observer) = Observer::new("measure", &[], |entries| {
+        let Some(agent) = current() else { return };
+        for entry in entries.iter() {
+            let Some(name) = browser::text(&entry, "name") else { continue };
+            let duration = num(&entry, "duration");
+            if duration.is_nan() || duration < 0.0 {
+                continue;
+            }
+            let mut tags = BTreeMap::new();
+            tags.insert("source".to_owned(), "measure".to_owned());
+            let end = num(&entry, "startTime") + duration;
+            agent.emit(metric(measure_name(&name), duration, browser::epoch_of(end), tags));
+        }
+    }) {
+        agent.hook(observer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_checks_name_value_and_tags() {
+        let none = BTreeMap::new();
+        assert_eq!(check("cart.items", 3.0, &none), Ok(()));
+        for bad in ["", "Cart", "1st", "api", "a b", &"x".repeat(65)] {
+            assert!(check(bad, 1.0, &none).is_err(), "{bad:?}");
+        }
+        assert!(check("x", f64::NAN, &none).is_err());
+        assert!(check("x", 2e12, &none).is_err());
+        let tags: BTreeMap<String, String> = [("Plan".to_owned(), "pro".to_owned())].into();
+        assert!(check("x", 1.0, &tags).is_err());
+        let tags: BTreeMap<String, String> = (0..17).map(|i| (format!("t{i}"), String::new())).collect();
+        assert!(check("x", 1.0, &tags).is_err());
+    }
+
+    #[test]
+    fn measure_names_become_custom_names() {
+        assert_eq!(measure_name("checkout:render"), "checkout:render");
+        assert_eq!(measure_name("Checkout Render"), "checkout_render");
+        assert_eq!(measure_name("Next.js-hydration"), "next.js-hydration");
+        assert_eq!(measure_name("⚡ boot"), "m___boot");
+        assert_eq!(measure_name("api"), "api_");
+        assert_eq!(measure_name(&"A".repeat(100)).len(), 64);
+        for raw in ["x", "Mixed Case 123", "<script>", "", "9"] {
+            assert!(is_custom_name(&measure_name(raw)), "{raw:?}");
+        }
+    }
+}

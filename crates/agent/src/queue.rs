@@ -1,0 +1,107 @@
+//! The metrics waiting to be sent: flushed when `batch_size` are waiting or the flush interval
+//! passes (the agent's timer), and on hide. Metrics whose send failed go back to the front; the
+//! queue never holds more than [`MAX_QUEUED`], dropping the oldest (and counting them) beyond that,
+//! so a page whose collector is down does not grow without bound.
+
+use std::collections::VecDeque;
+
+/// The most metrics held, waiting or waiting again after a failed send.
+pub const MAX_QUEUED: usize = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct Queue<T> {
+    items: VecDeque<T>,
+    batch_size: usize,
+    capacity: usize,
+    /// Metrics dropped because the queue was full.
+    pub dropped: u32,
+}
+
+impl<T> Queue<T> {
+    pub fn new(batch_size: usize) -> Queue<T> {
+        Queue::with_capacity(batch_size, MAX_QUEUED)
+    }
+
+    pub fn with_capacity(batch_size: usize, capacity: usize) -> Queue<T> {
+        Queue { items: VecDeque::new(), batch_size, capacity: capacity.max(batch_size), dropped: 0 }
+    }
+
+    /// Adds a metric; returns `true` when a full batch is waiting (time to send).
+    pub fn push(&mut self, item: T) -> bool {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+            self.dropped += 1;
+        }
+        self.items.push_back(item);
+        self.items.len() >= self.batch_size
+    }
+
+    /// Everything waiting, oldest first.
+    pub fn take(&mut self) -> Vec<T> {
+        self.items.drain(..).collect()
+    }
+
+    /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
+    pub fn requeue(&mut self, failed: Vec<T>) {
+        for item in failed.into_iter().rev() {
+            if self.items.len() == self.capacity {
+                self.dropped += 1;
+                continue;
+            }
+            self.items.push_front(item);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_batch_asks_to_be_sent() {
+        let mut q = Queue::new(3);
+        assert!(!q.push(1));
+        assert!(!q.push(2));
+        assert!(q.push(3));
+        assert_eq!(q.take(), vec![1, 2, 3]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn failed_sends_go_back_in_front_of_newer_metrics() {
+        let mut q = Queue::new(10);
+        q.push(1);
+        q.push(2);
+        let sending = q.take();
+        q.push(3);
+        q.requeue(sending);
+        assert_eq!(q.take(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_drops_are_counted() {
+        let mut q = Queue::with_capacity(2, 4);
+        for i in 0..6 {
+            q.push(i);
+        }
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.dropped, 2);
+        assert_eq!(q.take(), vec![2, 3, 4, 5], "the oldest went first");
+
+        for i in 10..14 {
+            q.push(i);
+        }
+        q.requeue(vec![0, 1, 2]);
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.dropped, 5);
+        assert_eq!(q.take(), vec![10, 11, 12, 13], "a failed send does not push out newer metrics");
+    }
+}

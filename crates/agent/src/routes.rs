@@ -1,0 +1,41 @@
+//! Route templates from the config (`/products/:slug`, `/docs/*`): a page or API path that
+//! matches one is reported as the template, so pages whose ids the default normalisation cannot
+//! recognise (slugs, names) still group. `:name` matches one segment, a final `*` the rest.
+
+/// The first template matching `path` (query and fragment ignored).
+pub fn apply(templates: &[String], path: &str) -> Option<String> {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    templates.iter().find(|t| matches(t, path)).cloned()
+}
+
+fn matches(template: &str, path: &str) -> bool {
+    let mut wanted = template.split('/').filter(|s| !s.is_empty());
+    let mut got = path.split('/').filter(|s| !s.is_empty());
+    loop {
+        match (wanted.next(), got.next()) {
+            (Some("*"), _) => return wanted.next().is_none(),
+            (Some(w), Some(g)) if w.starts_with(':') || w == g => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_segments_and_rests() {
+        let t: Vec<String> = ["/products/:slug", "/docs/*", "/", "/a/:x/b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(apply(&t, "/products/blue-shoe").as_deref(), Some("/products/:slug"));
+        assert_eq!(apply(&t, "/products/blue-shoe/").as_deref(), Some("/products/:slug"));
+        assert_eq!(apply(&t, "/products/blue-shoe/reviews"), None);
+        assert_eq!(apply(&t, "/products"), None);
+        assert_eq!(apply(&t, "/docs").as_deref(), Some("/docs/*"));
+        assert_eq!(apply(&t, "/docs/intro/setup?x=1").as_deref(), Some("/docs/*"));
+        assert_eq!(apply(&t, "/").as_deref(), Some("/"));
+        assert_eq!(apply(&t, "/a/1/b").as_deref(), Some("/a/:x/b"));
+        assert_eq!(apply(&t, "/a/1/c"), None);
+    }
+}

@@ -1,0 +1,541 @@
+//! The agent in real browsers (`wasm-pack test --headless --chrome` and `--firefox`).
+//!
+//! Each test starts the agent on the test runner's page, drives it (records, fetches, DOM
+//! changes that paint and shift, lifecycle events) and reads what it would have sent.
+//! `navigator.sendBeacon` is replaced by a recorder here — the one stand-in, so the payloads can
+//! be read; the end-to-end tests send real beacons to a real collector.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Reflect};
+use pulse_agent::{init, Pulse};
+use pulse_protocol::{AttrValue, Beacon, Metric, NavigationType};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen(inline_js = r#"
+export function record_beacons(accept) {
+  window.__beacons = [];
+  window.__accept = accept;
+  Object.defineProperty(navigator, 'sendBeacon', {
+    configurable: true, writable: true,
+    value: function (url, body) { if (window.__accept) { window.__beacons.push({ url, body: String(body) }); } return window.__accept; },
+  });
+}
+export function accept_beacons(accept) { window.__accept = accept; }
+// Only the payloads the browser accepted.
+export function beacon_bodies() { return window.__beacons.map(b => b.body); }
+export function beacon_urls() { return window.__beacons.map(b => b.url); }
+
+// A stand-in for the page's fetch, installed before init so the agent wraps it.
+export function fake_fetch(mode) {
+  window.__realFetch = window.__realFetch || window.fetch;
+  window.__fetchCalls = [];
+  window.fetch = function (input, init) {
+    window.__fetchCalls.push({ input, init });
+    if (mode === 'throw') { throw (window.__thrown = new Error('thrown synchronously')); }
+    if (mode === 'reject') { return Promise.reject(new TypeError('offline')); }
+    if (mode === 'pending') { return (window.__pending = new Promise(() => {})); }
+    return Promise.resolve(new Response('', { status: 202 }));
+  };
+}
+export function real_fetch() { if (window.__realFetch) { window.fetch = window.__realFetch; } }
+export function fetch_calls() { return window.__fetchCalls; }
+export function page_fetch(input, init) { return window.fetch(input, init); }
+export function pending_promise() { return window.__pending; }
+export function thrown_error() { return window.__thrown; }
+
+export function supports(type) {
+  return (PerformanceObserver.supportedEntryTypes || []).includes(type);
+}
+export function dispatch(type, persisted) {
+  const event = persisted === undefined ? new Event(type) : new PageTransitionEvent(type, { persisted });
+  (type === 'visibilitychange' ? document : window).dispatchEvent(event);
+}
+export function next_frame() { return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); }
+
+// Content that paints (a large block of text becomes the LCP), then a banner pushed in above it
+// so it shifts.
+export async function paint_and_shift() {
+  const main = document.createElement('main');
+  main.id = 'content';
+  main.innerHTML = '<p class="hero big" style="font-size:48px;line-height:1.2;margin:0">' + 'Pulse measures what people feel. '.repeat(12) + '</p>';
+  document.body.prepend(main);
+  await next_frame();
+  await new Promise(r => setTimeout(r, 300));
+  const banner = document.createElement('div');
+  banner.className = 'banner';
+  banner.style.height = '300px';
+  main.prepend(banner);
+  await next_frame();
+  await new Promise(r => setTimeout(r, 300));
+}
+export function measure(name, ms) {
+  performance.mark(name + ':start', { startTime: performance.now() - ms });
+  performance.measure(name, name + ':start');
+}
+"#)]
+extern "C" {
+    fn record_beacons(accept: bool);
+    fn accept_beacons(accept: bool);
+    fn beacon_bodies() -> Vec<String>;
+    fn beacon_urls() -> Vec<String>;
+    fn fake_fetch(mode: &str);
+    fn real_fetch();
+    fn fetch_calls() -> js_sys::Array;
+    #[wasm_bindgen(catch)]
+    fn page_fetch(input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue>;
+    fn pending_promise() -> JsValue;
+    fn thrown_error() -> JsValue;
+    fn supports(kind: &str) -> bool;
+    fn dispatch(kind: &str, persisted: Option<bool>);
+    fn next_frame() -> js_sys::Promise;
+    fn paint_and_shift() -> js_sys::Promise;
+    fn measure(name: &str, ms: f64);
+}
+
+/// The running agent; shut down when dropped so one failing test does not leave it running.
+struct Agent(Pulse);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+fn options(extra: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    let set = |k: &str, v: JsValue| Reflect::set(&o, &k.into(), &v).expect("set");
+    set("endpoint", "/collect".into());
+    set("site", "test-site".into());
+    set("flushInterval", 600_000.into());
+    for (k, v) in extra {
+        set(k, v.clone());
+    }
+    o.into()
+}
+
+thread_local! {
+    /// The last agent started: a failed test aborts without dropping its handle, so the next
+    /// test stops it first instead of failing for it.
+    static LAST: RefCell<Option<Pulse>> = const { RefCell::new(None) };
+}
+
+fn start(extra: &[(&str, JsValue)]) -> Agent {
+    if let Some(left_running) = LAST.with(|l| l.borrow_mut().take()) {
+        left_running.shutdown();
+    }
+    record_beacons(true);
+    storage().clear().expect("clear sessionStorage");
+    let agent = init(options(extra)).map_err(JsValue::from).expect("init");
+    let agent = Agent(agent);
+    LAST.with(|l| *l.borrow_mut() = Some(agent.0.clone()));
+    agent
+}
+
+fn storage() -> web_sys::Storage {
+    web_sys::window().expect("window").session_storage().expect("storage").expect("storage")
+}
+
+fn sent() -> Vec<Beacon> {
+    beacon_bodies().iter().map(|b| serde_json::from_str(b).expect("a beacon is wire-format JSON")).collect()
+}
+
+fn sent_metrics() -> Vec<Metric> {
+    sent().into_iter().flat_map(|b| b.metrics).collect()
+}
+
+fn named<'a>(metrics: &'a [Metric], name: &str) -> Vec<&'a Metric> {
+    metrics.iter().filter(|m| m.name == name).collect()
+}
+
+fn record(agent: &Agent, name: &str, value: f64) {
+    agent.0.record(name.into(), value.into(), JsValue::UNDEFINED).map_err(JsValue::from).expect("record");
+}
+
+fn error_message(result: Result<Pulse, JsError>) -> String {
+    let error = JsValue::from(result.expect_err("an error"));
+    Reflect::get(&error, &"message".into()).expect("message").as_string().expect("a string")
+}
+
+async fn sleep(ms: u32) {
+    gloo_timers::future::TimeoutFuture::new(ms).await;
+}
+
+fn stat(agent: &Agent, key: &str) -> f64 {
+    Reflect::get(&agent.0.stats(), &key.into()).expect("stat").as_f64().expect("a number")
+}
+
+fn num(v: f64) -> JsValue {
+    JsValue::from_f64(v)
+}
+
+// ---- config ----
+
+#[wasm_bindgen_test]
+fn bad_options_are_refused_with_the_option_named() {
+    let cases: [(JsValue, &str); 8] = [
+        (JsValue::from_str("https://x"), "`options` must be an object"),
+        (options(&[("sampleRate", num(2.0))]), "`sampleRate` must be a number from 0 to 1"),
+        (options(&[("batchSize", num(0.0))]), "`batchSize` must be a whole number"),
+        (options(&[("batchSize", num(2.5))]), "`batchSize` must be a whole number"),
+        (options(&[("flushInterval", "soon".into())]), "`flushInterval` must be a finite number"),
+        (options(&[("sampelRate", num(0.5))]), "`sampelRate` is not an option"),
+        (options(&[("beforeSend", "drop".into())]), "`beforeSend` must be a function"),
+        (options(&[("ignoreUrls", "/health".into())]), "`ignoreUrls` must be an array"),
+    ];
+    for (opts, expected) in cases {
+        let message = error_message(init(opts));
+        assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+    }
+    let without_site = Object::new();
+    Reflect::set(&without_site, &"endpoint".into(), &"/collect".into()).expect("set");
+    assert!(error_message(init(without_site.into())).contains("`site` is required"));
+
+    let agent = start(&[]);
+    assert!(error_message(init(options(&[]))).contains("already running"));
+    drop(agent);
+    let again = init(options(&[])).map_err(JsValue::from).expect("init works again after shutdown");
+    again.shutdown();
+}
+
+// ---- queue, timer, transport ----
+
+#[wasm_bindgen_test]
+fn a_full_batch_is_sent_as_one_beacon() {
+    let agent = start(&[("batchSize", num(3.0)), ("trackMeasures", JsValue::FALSE), ("release", "1.4.2".into())]);
+    record(&agent, "cart.items", 1.0);
+    record(&agent, "cart.items", 2.0);
+    assert!(sent().is_empty(), "two of three: nothing sent yet");
+    record(&agent, "cart.items", 3.0);
+    let beacons = sent();
+    assert_eq!(beacons.len(), 1);
+    let b = &beacons[0];
+    assert_eq!((b.v, b.site.as_str(), b.release.as_deref()), (1, "test-site", Some("1.4.2")));
+    assert_eq!(b.metrics.iter().filter_map(|m| m.value).collect::<Vec<_>>(), vec![1.0, 2.0, 3.0]);
+    assert_eq!(b.session, agent.0.session().expect("session"));
+    assert_eq!(b.page, agent.0.page().expect("page"));
+    assert!(b.url.starts_with('/'));
+    assert!(b.viewport.is_some() && b.dpr.is_some());
+    let now = js_sys::Date::now();
+    assert!((b.sent_at - now).abs() < 60_000.0);
+    assert!(beacon_urls()[0].ends_with("/collect") && beacon_urls()[0].starts_with("http"), "endpoint resolved against the page");
+    assert_eq!(stat(&agent, "sent"), 3.0);
+    assert_eq!(stat(&agent, "beacons"), 1.0);
+}
+
+#[wasm_bindgen_test]
+async fn the_flush_interval_sends_what_waits() {
+    let agent = start(&[("flushInterval", num(1_000.0)), ("trackMeasures", JsValue::FALSE)]);
+    record(&agent, "tick", 1.0);
+    sleep(400).await;
+    assert!(sent().is_empty());
+    sleep(1_000).await;
+    assert_eq!(named(&sent_metrics(), "tick").len(), 1, "sent by the timer");
+}
+
+#[wasm_bindgen_test]
+fn hide_and_pagehide_send_and_flush_sends() {
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    record(&agent, "a", 1.0);
+    dispatch("pagehide", Some(false));
+    assert_eq!(named(&sent_metrics(), "a").len(), 1);
+    record(&agent, "b", 1.0);
+    agent.0.flush();
+    assert_eq!(named(&sent_metrics(), "b").len(), 1);
+}
+
+#[wasm_bindgen_test]
+fn large_batches_are_split_under_the_keepalive_budget() {
+    let agent = start(&[("batchSize", num(500.0)), ("trackMeasures", JsValue::FALSE)]);
+    let tags = Object::new();
+    for key in ["a", "b", "c", "d"] {
+        Reflect::set(&tags, &key.into(), &"x".repeat(250).into()).expect("set");
+    }
+    for i in 0..300 {
+        agent.0.record("big".into(), num(f64::from(i)), tags.clone().into()).map_err(JsValue::from).expect("record");
+    }
+    agent.0.flush();
+    let bodies = beacon_bodies();
+    assert!(bodies.len() >= 5, "300 metrics of ~1 KB need several payloads, got {}", bodies.len());
+    assert!(bodies.iter().all(|b| b.len() <= 60_000), "every payload under 60 000 bytes");
+    let values: Vec<f64> = sent_metrics().iter().filter_map(|m| m.value).collect();
+    assert_eq!(values, (0..300).map(f64::from).collect::<Vec<_>>(), "all sent once, in order");
+}
+
+#[wasm_bindgen_test]
+async fn refused_beacons_fall_back_to_fetch_keepalive_and_failures_are_kept() {
+    fake_fetch("reject");
+    let agent = start(&[("trackMeasures", JsValue::FALSE), ("trackFetch", JsValue::FALSE)]);
+    accept_beacons(false);
+    record(&agent, "kept", 7.0);
+    agent.0.flush();
+    let calls = fetch_calls();
+    assert_eq!(calls.length(), 1, "sendBeacon refused: fetch used");
+    let init = Reflect::get(&calls.get(0), &"init".into()).expect("init");
+    assert_eq!(Reflect::get(&init, &"keepalive".into()).expect("keepalive"), JsValue::TRUE);
+    assert_eq!(Reflect::get(&init, &"method".into()).expect("method").as_string().as_deref(), Some("POST"));
+    sleep(50).await;
+    assert_eq!(stat(&agent, "retried"), 1.0, "the rejected send is queued again");
+    accept_beacons(true);
+    agent.0.flush();
+    assert_eq!(named(&sent_metrics(), "kept").len(), 1, "the next send carries it");
+    drop(agent);
+    real_fetch();
+}
+
+// ---- session and sampling ----
+
+#[wasm_bindgen_test]
+fn the_session_survives_page_views_and_rolls_over_after_thirty_idle_minutes() {
+    let agent = start(&[]);
+    let first = agent.0.session().expect("session");
+    drop(agent);
+    // A second page view in the same tab (the agent starts again with the storage left as is).
+    let second = init(options(&[])).map_err(JsValue::from).expect("init");
+    assert_eq!(second.session().as_deref(), Some(first.as_str()));
+    let page = second.page();
+    second.shutdown();
+
+    let stale = js_sys::Date::now() - 31.0 * 60_000.0;
+    storage().set_item("pulse:session", &format!("{first}|{}|1", stale as u64)).expect("set");
+    let third = init(options(&[])).map_err(JsValue::from).expect("init");
+    assert_ne!(third.session().as_deref(), Some(first.as_str()), "idle for 31 minutes: a new session");
+    assert_ne!(third.page(), page, "a new page view id per load");
+    third.shutdown();
+}
+
+#[wasm_bindgen_test]
+fn an_unsampled_session_measures_but_sends_nothing() {
+    let agent = start(&[("sampleRate", num(0.0)), ("trackMeasures", JsValue::FALSE)]);
+    assert!(!agent.0.sampled());
+    let seen = Rc::new(RefCell::new(0));
+    let counter = seen.clone();
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |_| *counter.borrow_mut() += 1);
+    agent.0.on_metric(listener.as_ref().unchecked_ref::<Function>().clone());
+    record(&agent, "x", 1.0);
+    agent.0.flush();
+    assert!(sent().is_empty());
+    assert_eq!(*seen.borrow(), 1, "onMetric still sees it");
+    assert_eq!(stat(&agent, "droppedUnsampled"), 1.0);
+    drop(agent);
+    // The decision is kept for the session: a sample rate of 1 on the next page view does not
+    // turn an unsampled session on.
+    let next = init(options(&[("sampleRate", num(1.0))])).map_err(JsValue::from).expect("init");
+    assert!(!next.sampled());
+    next.shutdown();
+}
+
+// ---- beforeSend and record ----
+
+#[wasm_bindgen_test]
+fn before_send_drops_scrubs_and_survives_errors() {
+    let hook = Function::new_with_args(
+        "m",
+        "if (m.name === 'secret') return null; if (m.name === 'boom') throw new Error('bug'); \
+         if (m.tags) { m.tags.email = '[redacted]'; } return m;",
+    );
+    let agent = start(&[("beforeSend", hook.into()), ("trackMeasures", JsValue::FALSE)]);
+    record(&agent, "secret", 1.0);
+    record(&agent, "boom", 1.0);
+    let tags = Object::new();
+    Reflect::set(&tags, &"email".into(), &"a@b.c".into()).expect("set");
+    agent.0.record("signup".into(), num(1.0), tags.into()).map_err(JsValue::from).expect("record");
+    agent.0.flush();
+    let metrics = sent_metrics();
+    assert_eq!(metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["signup"]);
+    assert_eq!(metrics[0].tags.as_ref().and_then(|t| t.get("email")).map(String::as_str), Some("[redacted]"));
+    assert_eq!(stat(&agent, "droppedByBeforeSend"), 1.0);
+    assert_eq!(stat(&agent, "beforeSendErrors"), 1.0);
+}
+
+#[wasm_bindgen_test]
+fn bad_records_throw_and_are_counted() {
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    let bad: [(JsValue, JsValue, JsValue, &str); 5] = [
+        ("Cart".into(), num(1.0), JsValue::UNDEFINED, "name must match"),
+        ("api".into(), num(1.0), JsValue::UNDEFINED, "name must match"),
+        ("x".into(), num(f64::NAN), JsValue::UNDEFINED, "finite"),
+        ("x".into(), "3".into(), JsValue::UNDEFINED, "value must be a number"),
+        ("x".into(), num(1.0), "tag".into(), "tags must be an object"),
+    ];
+    for (name, value, tags, expected) in bad {
+        let error = JsValue::from(agent.0.record(name, value, tags).expect_err("refused"));
+        let message = Reflect::get(&error, &"message".into()).expect("message").as_string().unwrap_or_default();
+        assert!(message.contains(expected), "{message:?} should contain {expected:?}");
+    }
+    assert_eq!(stat(&agent, "rejectedRecords"), 5.0);
+    agent.0.flush();
+    assert!(sent().is_empty());
+}
+
+#[wasm_bindgen_test]
+async fn measures_become_custom_metrics() {
+    let agent = start(&[]);
+    measure("Checkout Render", 120.0);
+    sleep(100).await;
+    agent.0.flush();
+    let metrics = sent_metrics();
+    let m = named(&metrics, "checkout_render");
+    assert_eq!(m.len(), 1, "{metrics:?}");
+    assert!((m[0].value.unwrap_or_default() - 120.0).abs() < 5.0);
+    assert_eq!(m[0].tags.as_ref().and_then(|t| t.get("source")).map(String::as_str), Some("measure"));
+}
+
+// ---- fetch ----
+
+#[wasm_bindgen_test]
+async fn fetches_are_timed_with_status_route_and_method() {
+    real_fetch();
+    let agent = start(&[("trackMeasures", JsValue::FALSE), ("ignoreUrls", js_sys::Array::of1(&"/ignored".into()).into()), ("routes", js_sys::Array::of1(&"/shop/:slug".into()).into())]);
+    let get = |input: JsValue, init: JsValue| async move {
+        let promise = page_fetch(&input, &init).expect("fetch returns a promise");
+        JsFuture::from(js_sys::Promise::from(promise)).await
+    };
+    let response = get("/api/items/123?color=red".into(), JsValue::UNDEFINED).await.expect("a response");
+    assert!(response.is_instance_of::<web_sys::Response>(), "the page gets its Response");
+    let post = web_sys::Request::new_with_str("/shop/blue-shoe").expect("request");
+    let init = Object::new();
+    Reflect::set(&init, &"method".into(), &"post".into()).expect("set");
+    let _ = get(post.into(), init.into()).await;
+    let url = web_sys::Url::new_with_base("/api/things/550e8400-e29b-41d4-a716-446655440000", &web_sys::window().expect("w").location().href().expect("href")).expect("url");
+    let _ = get(url.into(), JsValue::UNDEFINED).await;
+    let _ = get("/ignored/ping".into(), JsValue::UNDEFINED).await;
+    let failed = get("http://127.0.0.1:9/unreachable".into(), JsValue::UNDEFINED).await;
+    let error = failed.expect_err("the page still sees the network error");
+    assert_eq!(Reflect::get(&error, &"name".into()).expect("name").as_string().as_deref(), Some("TypeError"));
+    sleep(50).await;
+    agent.0.flush();
+    let metrics = sent_metrics();
+    let calls = named(&metrics, "api");
+    type Summary<'a> = (Option<&'a str>, Option<&'a str>, Option<u16>, Option<bool>, Option<&'a str>);
+    let summary: Vec<Summary> =
+        calls.iter().map(|m| (m.route.as_deref(), m.method.as_deref(), m.status, m.ok, m.error.as_deref())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Some("/api/items/:id"), Some("GET"), Some(404), Some(false), None),
+            (Some("/shop/:slug"), Some("POST"), Some(404), Some(false), None),
+            (Some("/api/things/:id"), Some("GET"), Some(404), Some(false), None),
+            (Some("127.0.0.1:9/unreachable"), Some("GET"), Some(0), Some(false), Some("network")),
+        ],
+        "the ignored URL and the beacons are not timed"
+    );
+    assert!(calls.iter().all(|m| m.value.is_some_and(|v| (0.0..30_000.0).contains(&v))));
+}
+
+#[wasm_bindgen_test]
+fn the_wrapper_returns_what_fetch_returns_and_rethrows_what_it_throws() {
+    fake_fetch("pending");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    let returned = page_fetch(&"/x".into(), &JsValue::UNDEFINED).expect("returns");
+    assert!(Object::is(&returned, &pending_promise()), "the very same promise object");
+    drop(agent);
+
+    fake_fetch("throw");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    let thrown = page_fetch(&"/x".into(), &JsValue::UNDEFINED).expect_err("rethrown");
+    assert!(Object::is(&thrown, &thrown_error()), "the very same error object");
+    drop(agent);
+
+    fake_fetch("resolve");
+    let before = Reflect::get(&web_sys::window().expect("w"), &"fetch".into()).expect("fetch");
+    let agent = start(&[]);
+    let wrapped = Reflect::get(&web_sys::window().expect("w"), &"fetch".into()).expect("fetch");
+    assert!(!Object::is(&before, &wrapped), "wrapped while running");
+    drop(agent);
+    let after = Reflect::get(&web_sys::window().expect("w"), &"fetch".into()).expect("fetch");
+    assert!(Object::is(&before, &after), "shutdown restores the page's fetch");
+    real_fetch();
+}
+
+// ---- vitals on a page that paints and shifts ----
+
+#[wasm_bindgen_test]
+async fn vitals_are_observed_and_reported_on_hide() {
+    let agent = start(&[("batchSize", num(500.0)), ("trackFetch", JsValue::FALSE)]);
+    let seen: Rc<RefCell<Vec<JsValue>>> = Rc::default();
+    let sink = seen.clone();
+    let listener = Closure::<dyn FnMut(JsValue)>::new(move |m| sink.borrow_mut().push(m));
+    agent.0.on_metric(listener.as_ref().unchecked_ref::<Function>().clone());
+    JsFuture::from(paint_and_shift()).await.expect("page content");
+    sleep(200).await;
+    dispatch("pagehide", Some(false));
+    let metrics = sent_metrics();
+
+    let fcp = named(&metrics, "FCP");
+    assert_eq!(fcp.len(), 1, "{metrics:?}");
+    let fcp = fcp[0];
+    assert!(fcp.value.is_some_and(|v| v > 0.0 && v < 60_000.0));
+    assert_eq!(fcp.delta, fcp.value, "first report: delta = value");
+    assert!(fcp.id.as_deref().is_some_and(|id| id.starts_with("v1-")));
+    assert!(matches!(fcp.rating.as_deref(), Some("good" | "needs-improvement" | "poor")));
+
+    let ttfb = named(&metrics, "TTFB");
+    assert_eq!(ttfb.len(), 1);
+    assert!(ttfb[0].value.is_some_and(|v| v >= 0.0 && v <= fcp.value.unwrap_or_default()), "TTFB ≤ FCP");
+    let attribution = ttfb[0].attribution.as_ref().expect("TTFB attribution");
+    let parts: f64 = ["waitingDuration", "cacheDuration", "dnsDuration", "connectionDuration", "requestDuration"]
+        .iter()
+        .map(|k| match attribution.get(*k) {
+            Some(AttrValue::Num(n)) => *n,
+            _ => panic!("TTFB attribution lacks {k}"),
+        })
+        .sum();
+    assert!((parts - ttfb[0].value.unwrap_or_default()).abs() < 0.01, "phases add up to TTFB");
+
+    if supports("largest-contentful-paint") {
+        let lcp = named(&metrics, "LCP");
+        assert_eq!(lcp.len(), 1, "LCP reported once, on hide");
+        assert!(lcp[0].value.unwrap_or_default() >= fcp.value.unwrap_or_default(), "LCP ≥ FCP");
+        let target = lcp[0].attribution.as_ref().and_then(|a| a.get("element"));
+        assert!(matches!(target, Some(AttrValue::Str(s)) if s.contains("p.hero.big")), "{target:?}");
+    } else {
+        assert!(named(&metrics, "LCP").is_empty());
+    }
+    if supports("layout-shift") {
+        let cls = named(&metrics, "CLS");
+        assert_eq!(cls.len(), 1);
+        assert!(cls[0].value.is_some_and(|v| v > 0.0), "the banner shifted the text");
+        let target = cls[0].attribution.as_ref().and_then(|a| a.get("largestShiftTarget"));
+        assert!(matches!(target, Some(AttrValue::Str(s)) if s.contains("hero")), "{target:?}");
+    } else {
+        assert!(named(&metrics, "CLS").is_empty(), "no layout-shift entries: no CLS, and nothing threw");
+    }
+    assert!(named(&metrics, "INP").is_empty(), "no interaction: no INP");
+    assert_eq!(seen.borrow().len(), metrics.len(), "onMetric saw each metric sent");
+
+    // Hidden again with nothing new: CLS and LCP are not reported twice.
+    dispatch("pagehide", Some(false));
+    assert_eq!(sent_metrics().len(), metrics.len());
+}
+
+#[wasm_bindgen_test]
+async fn a_back_forward_cache_restore_starts_a_new_page_view() {
+    let agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(100).await;
+    dispatch("pagehide", Some(true));
+    let first_page = agent.0.page().expect("page");
+    dispatch("pageshow", Some(true));
+    JsFuture::from(next_frame()).await.expect("frame");
+    sleep(50).await;
+    dispatch("pagehide", Some(true));
+    assert_ne!(agent.0.page().expect("page"), first_page);
+    let beacons = sent();
+    let restored: Vec<&Beacon> = beacons.iter().filter(|b| b.nav == NavigationType::BackForwardCache).collect();
+    assert!(!restored.is_empty());
+    let metrics: Vec<&Metric> = restored.iter().flat_map(|b| &b.metrics).collect();
+    let ttfb: Vec<_> = metrics.iter().filter(|m| m.name == "TTFB").collect();
+    assert_eq!(ttfb.len(), 1);
+    assert_eq!(ttfb[0].value, Some(0.0), "TTFB is 0 after a restore");
+    let fcp: Vec<_> = metrics.iter().filter(|m| m.name == "FCP").collect();
+    assert_eq!(fcp.len(), 1, "FCP measured to the next paint");
+    assert!(fcp[0].value.is_some_and(|v| (0.0..5_000.0).contains(&v)));
+    assert!(restored.iter().all(|b| b.page != first_page));
+    assert!(beacons.iter().any(|b| b.page == first_page && b.nav != NavigationType::BackForwardCache));
+}
