@@ -7,13 +7,16 @@ CLICKHOUSE_DIR ?= .pulse/clickhouse
 CLICKHOUSE_HTTP_PORT ?= 8123
 CLICKHOUSE_TCP_PORT ?= 9000
 
-.PHONY: help setup run stop test lint fmt
+.PHONY: help setup agent run stop test test-wasm lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: ## Install what is missing (Debian ClickHouse, curl, clippy, rustfmt); idempotent
+setup: ## Install what is missing (ClickHouse, browsers, wasm tools, clippy, rustfmt); idempotent
 	@scripts/setup.sh
+
+agent: setup ## Build the browser agent into target/agent/pkg and print its sizes
+	@scripts/build-agent.sh
 
 run: setup ## Start a local ClickHouse and the collector on 127.0.0.1:8080 (site `demo`, read key `dev-read-key`)
 	@scripts/clickhouse.sh start $(CLICKHOUSE_DIR) $(CLICKHOUSE_HTTP_PORT) $(CLICKHOUSE_TCP_PORT)
@@ -22,14 +25,20 @@ run: setup ## Start a local ClickHouse and the collector on 127.0.0.1:8080 (site
 stop: ## Stop the local ClickHouse started by `make run`
 	@scripts/clickhouse.sh stop $(CLICKHOUSE_DIR)
 
-test: setup lint ## Run every test (unit, router, integration on a throwaway ClickHouse)
+test: setup lint ## Run every test: unit, integration on a throwaway ClickHouse, the agent in Chromium and Firefox
 	@mkdir -p target
 	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
+	set -o pipefail; $(MAKE) --no-print-directory test-wasm 2>&1 | tee -a target/test.log
 	@scripts/test-summary.sh target/test.log
+
+test-wasm: ## The agent's tests in headless Chromium and Firefox (wasm-pack test)
+	wasm-pack test --headless --chrome crates/agent
+	wasm-pack test --headless --firefox crates/agent
 
 lint: ## rustfmt and clippy, warnings denied
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p pulse-agent --all-targets --target wasm32-unknown-unknown -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all

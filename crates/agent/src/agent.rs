@@ -262,6 +262,7 @@ impl Agent {
         self.stats.borrow_mut().measured += 1;
         let listeners = self.listeners.borrow().clone();
         if !listeners.is_empty() {
+            // Their own copy: a listener changing it does not change what is sent.
             let object = transport::to_js(&metric);
             for listener in listeners {
                 if let Err(error) = listener.call1(&JsValue::NULL, &object) {
@@ -274,7 +275,7 @@ impl Agent {
             self.stats.borrow_mut().dropped_unsampled += 1;
             return;
         }
-        let Some(metric) = self.before_send(metric) else { return };
+        let Some(metric) = self.before_send(transport::to_js(&metric), &metric.name) else { return };
         let full = {
             let mut queue = self.queue.borrow_mut();
             let dropped = queue.dropped;
@@ -311,17 +312,19 @@ impl Agent {
         context.clone()
     }
 
-    fn before_send(&self, metric: Metric) -> Option<Metric> {
+    /// Runs `beforeSend`. What it returns is sent as it is (the collector validates every field);
+    /// it must stay the same metric, so the name may not change.
+    fn before_send(&self, metric: JsValue, name: &str) -> Option<JsValue> {
         let Some(hook) = &self.config.before_send else { return Some(metric) };
-        let outcome = hook.call1(&JsValue::NULL, &transport::to_js(&metric));
+        let outcome = hook.call1(&JsValue::NULL, &metric);
         let mut stats = self.stats.borrow_mut();
         match outcome {
             Ok(v) if v.is_null() || v.is_undefined() || v == JsValue::FALSE => {
                 stats.dropped_by_before_send += 1;
                 None
             }
-            Ok(v) => match serde_wasm_bindgen::from_value::<Metric>(v) {
-                Ok(changed) if changed.name == metric.name => Some(changed),
+            Ok(v) => match browser::text(&v, "name") {
+                Some(changed) if changed == name => Some(v),
                 _ => {
                     stats.before_send_errors += 1;
                     web_sys::console::warn_1(&JsValue::from_str(
@@ -352,9 +355,9 @@ impl Agent {
             config.batch_size,
             MAX_PAYLOAD_BYTES,
             |group| {
-                let mut beacon = transport::envelope(config, &group[0].0, group.iter().map(|(_, m)| m).collect());
+                let mut beacon = transport::envelope(config, &group[0].0);
                 transport::describe_device(&mut beacon);
-                transport::to_json(&beacon).unwrap_or_default()
+                transport::to_json(&beacon, group).unwrap_or_default()
             },
         );
         self.stats.borrow_mut().dropped_too_large += too_large.len() as u32;

@@ -193,12 +193,8 @@ impl Observer {
             set(&options, key, &JsValue::from_f64(*value));
         }
         // Some browsers throw for options they do not know; then this metric is simply not measured.
-        let observed = Reflect::get(&observer, &JsValue::from_str("observe"))
-            .ok()?
-            .dyn_into::<Function>()
-            .ok()?
-            .call1(&observer, &options)
-            .is_ok();
+        let observed =
+            Reflect::get(&observer, &JsValue::from_str("observe")).ok()?.dyn_into::<Function>().ok()?.call1(&observer, &options).is_ok();
         observed.then_some(Observer { observer, _callback: callback })
     }
 

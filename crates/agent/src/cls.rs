@@ -151,9 +151,11 @@ pub(crate) fn report(agent: &Agent) {
         let value = watch.cls.value();
         let attribution = match watch.cls.largest_shift() {
             Some(largest) => {
-                let entry = watch.entries.iter().rev().find(|e| num(e, "startTime") == largest.start_time && num(e, "value") == largest.value);
+                let entry =
+                    watch.entries.iter().rev().find(|e| num(e, "startTime") == largest.start_time && num(e, "value") == largest.value);
                 // The first source that is an element (web-vitals' choice), else the first.
-                let sources: Vec<JsValue> = entry.map(|e| get(e, "sources")).filter(Array::is_array).map_or_else(Vec::new, |s| Array::from(&s).iter().collect());
+                let sources: Vec<JsValue> =
+                    entry.map(|e| get(e, "sources")).filter(Array::is_array).map_or_else(Vec::new, |s| Array::from(&s).iter().collect());
                 let source = sources.iter().find(|s| num(&get(s, "node"), "nodeType") == 1.0).or(sources.first());
                 Attribution::default()
                     .text("largestShiftTarget", source.and_then(|s| browser::selector(&get(s, "node"))))

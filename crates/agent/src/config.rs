@@ -149,7 +149,10 @@ impl Config {
             }
         }
         if let Some(bad) = self.routes.iter().find(|r| !r.starts_with('/')) {
-            return Err(ConfigError { option: "routes".to_owned() + " (" + bad + ")", problem: "must hold path templates starting with /" });
+            return Err(ConfigError {
+                option: "routes".to_owned() + " (" + bad + ")",
+                problem: "must hold path templates starting with /",
+            });
         }
         Ok(())
     }
@@ -194,7 +197,10 @@ fn ignore_list(value: &JsValue) -> Result<Vec<Ignore>, ConfigError> {
         .into_iter()
         .map(|item| match item.as_string() {
             Some(s) if !s.is_empty() => Ok(Ignore::Contains(s)),
-            _ => item.dyn_into::<RegExp>().map(Ignore::Matches).map_err(|_| ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps")),
+            _ => item
+                .dyn_into::<RegExp>()
+                .map(Ignore::Matches)
+                .map_err(|_| ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps")),
         })
         .collect()
 }

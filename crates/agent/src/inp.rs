@@ -75,8 +75,13 @@ impl Inp {
         } else {
             return;
         }
-        // Stable sort: among equal latencies the earlier interaction stays first, as in web-vitals.
-        self.longest.sort_by(|a, b| b.latency.total_cmp(&a.latency));
+        // Keep longest first; among equal latencies the earlier interaction stays first, as in
+        // web-vitals. The list is short and only one item moved: an insertion pass, not a sort.
+        for i in (1..self.longest.len()).rev() {
+            if self.longest[i].latency > self.longest[i - 1].latency {
+                self.longest.swap(i, i - 1);
+            }
+        }
         self.longest.truncate(MAX_INTERACTIONS);
     }
 
@@ -221,10 +226,15 @@ pub(crate) fn report(agent: &Agent) {
         let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
         let (target, name) = watch.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
         let kind = name.map(|n| if n.starts_with("key") { "keyboard" } else { "pointer" }.to_owned());
-        let mut attribution =
-            Attribution::default().text("interactionTarget", target).text("interactionType", kind).text("loadState", Some(browser::load_state(start_time).to_owned()));
+        let mut attribution = Attribution::default()
+            .text("interactionTarget", target)
+            .text("interactionType", kind)
+            .text("loadState", Some(browser::load_state(start_time).to_owned()));
         if let Some(p) = phases {
-            attribution = attribution.num("inputDelay", p.input_delay).num("processingDuration", p.processing_duration).num("presentationDelay", p.presentation_delay);
+            attribution = attribution
+                .num("inputDelay", p.input_delay)
+                .num("processingDuration", p.processing_duration)
+                .num("presentationDelay", p.presentation_delay);
         }
         watch.instance.metric(Vital::Inp, value, attribution)
     };

@@ -93,7 +93,13 @@ pub(crate) struct Watch {
 
 impl Watch {
     pub(crate) fn new(first_hidden: f64) -> Watch {
-        Watch { lcp: Lcp::new(0.0, first_hidden), instance: Instance::new(), observer: None, entry: JsValue::UNDEFINED, listeners: Vec::new() }
+        Watch {
+            lcp: Lcp::new(0.0, first_hidden),
+            instance: Instance::new(),
+            observer: None,
+            entry: JsValue::UNDEFINED,
+            listeners: Vec::new(),
+        }
     }
 
     fn take(&mut self, entries: Array) {

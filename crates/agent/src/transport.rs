@@ -27,8 +27,9 @@ pub struct Context {
     pub nav: NavigationType,
 }
 
-/// A metric waiting to be sent, with the page view it was measured in.
-pub type Queued = (Rc<Context>, Metric);
+/// A metric waiting to be sent — as the JavaScript object `beforeSend` returned, so it is never
+/// converted back — with the page view it was measured in.
+pub type Queued = (Rc<Context>, JsValue);
 
 /// Splits `items` into payloads: consecutive items of the same context, at most `max_count` per
 /// payload, each encoding to at most `max_bytes` (halving a group until it fits). Returns the
@@ -67,8 +68,8 @@ pub fn split<T: Clone>(
     (payloads, too_large)
 }
 
-/// Builds the envelope for one page view.
-pub fn envelope<'a>(config: &crate::config::Config, context: &Context, metrics: Vec<&'a Metric>) -> Beacon<&'a Metric> {
+/// Builds the envelope for one page view (its metrics are added as JavaScript objects).
+pub fn envelope(config: &crate::config::Config, context: &Context) -> Beacon<Metric> {
     Beacon {
         v: VERSION,
         site: config.site.clone(),
@@ -84,12 +85,12 @@ pub fn envelope<'a>(config: &crate::config::Config, context: &Context, metrics: 
         cores: None,
         ect: None,
         sent_at: 0.0,
-        metrics,
+        metrics: Vec::new(),
     }
 }
 
 /// Adds what the browser says about the device, and the send time.
-pub(crate) fn describe_device(beacon: &mut Beacon<&Metric>) {
+pub(crate) fn describe_device(beacon: &mut Beacon<Metric>) {
     let Some(window) = browser::window() else { return };
     let (w, h) = (num(&window, "innerWidth"), num(&window, "innerHeight"));
     if w.is_finite() && h.is_finite() {
@@ -104,9 +105,11 @@ pub(crate) fn describe_device(beacon: &mut Beacon<&Metric>) {
     beacon.sent_at = browser::epoch_ms();
 }
 
-/// JSON of any serialisable value, made by the browser.
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Option<String> {
-    let object = value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).ok()?;
+/// The JSON payload of one beacon: the envelope with `metrics` set to the queued objects.
+pub(crate) fn to_json(beacon: &Beacon<Metric>, metrics: &[Queued]) -> Option<String> {
+    let object = to_js(beacon);
+    let list: js_sys::Array = metrics.iter().map(|(_, m)| m).collect();
+    browser::set(&object, "metrics", &list);
     js_sys::JSON::stringify(&object).ok()?.as_string()
 }
 

@@ -392,7 +392,11 @@ async fn measures_become_custom_metrics() {
 #[wasm_bindgen_test]
 async fn fetches_are_timed_with_status_route_and_method() {
     real_fetch();
-    let agent = start(&[("trackMeasures", JsValue::FALSE), ("ignoreUrls", js_sys::Array::of1(&"/ignored".into()).into()), ("routes", js_sys::Array::of1(&"/shop/:slug".into()).into())]);
+    let agent = start(&[
+        ("trackMeasures", JsValue::FALSE),
+        ("ignoreUrls", js_sys::Array::of1(&"/ignored".into()).into()),
+        ("routes", js_sys::Array::of1(&"/shop/:slug".into()).into()),
+    ]);
     let get = |input: JsValue, init: JsValue| async move {
         let promise = page_fetch(&input, &init).expect("fetch returns a promise");
         JsFuture::from(js_sys::Promise::from(promise)).await
@@ -403,7 +407,11 @@ async fn fetches_are_timed_with_status_route_and_method() {
     let init = Object::new();
     Reflect::set(&init, &"method".into(), &"post".into()).expect("set");
     let _ = get(post.into(), init.into()).await;
-    let url = web_sys::Url::new_with_base("/api/things/550e8400-e29b-41d4-a716-446655440000", &web_sys::window().expect("w").location().href().expect("href")).expect("url");
+    let url = web_sys::Url::new_with_base(
+        "/api/things/550e8400-e29b-41d4-a716-446655440000",
+        &web_sys::window().expect("w").location().href().expect("href"),
+    )
+    .expect("url");
     let _ = get(url.into(), JsValue::UNDEFINED).await;
     let _ = get("/ignored/ping".into(), JsValue::UNDEFINED).await;
     let failed = get("http://127.0.0.1:9/unreachable".into(), JsValue::UNDEFINED).await;
