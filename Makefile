@@ -18,7 +18,8 @@ setup: ## Install what is missing (ClickHouse, browsers, wasm tools, clippy, rus
 agent: setup ## Build the browser agent into target/agent/pkg and print its sizes
 	@scripts/build-agent.sh
 
-run: setup ## Start a local ClickHouse and the collector on 127.0.0.1:8080 (site `demo`, read key `dev-read-key`)
+run: setup ## Build the agent, start a local ClickHouse and the collector on 127.0.0.1:8080 (demo page at /, dashboard at /dashboard.html)
+	@scripts/build-agent.sh
 	@scripts/clickhouse.sh start $(CLICKHOUSE_DIR) $(CLICKHOUSE_HTTP_PORT) $(CLICKHOUSE_TCP_PORT)
 	PULSE_CLICKHOUSE_URL=http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT) cargo run -p pulse-collector
 
@@ -27,6 +28,7 @@ stop: ## Stop the local ClickHouse started by `make run`
 
 test: setup lint ## Run every test: unit, integration on a throwaway ClickHouse, the agent in Chromium and Firefox
 	@mkdir -p target
+	@scripts/build-agent.sh
 	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
 	set -o pipefail; $(MAKE) --no-print-directory test-wasm 2>&1 | tee -a target/test.log
 	@scripts/test-summary.sh target/test.log

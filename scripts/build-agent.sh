@@ -22,6 +22,39 @@ wasm-pack --quiet build crates/agent --target web --profile release-wasm --no-op
   "$out/pulse_bg.wasm" -o "$out/pulse_bg.wasm"
 rm -f "$out/.gitignore"
 
+# The distributable (served by the collector at /agent/, and the npm package's files): the glue
+# and the wasm under content-hashed names, cached forever, behind a small `pulse.js` entry whose
+# `init` loads the wasm once and starts the agent.
+dist="${DIST_DIR:-$root/target/agent/dist}"
+rm -rf "$dist" && mkdir -p "$dist"
+wasm_hash="$(sha256sum "$out/pulse_bg.wasm" | cut -c1-10)"
+cp "$out/pulse_bg.wasm" "$dist/pulse_bg.$wasm_hash.wasm"
+sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" "$out/pulse.js" >"$dist/glue.tmp.js"
+glue_hash="$(sha256sum "$dist/glue.tmp.js" | cut -c1-10)"
+mv "$dist/glue.tmp.js" "$dist/pulse.$glue_hash.js"
+cp "$out/pulse.d.ts" "$dist/pulse.$glue_hash.d.ts"
+cat >"$dist/pulse.js" <<JS
+// Pulse real-user monitoring agent. Usage:
+//   import { init } from './pulse.js';
+//   const pulse = await init({ endpoint: '/v1/beacon', site: 'my-site' });
+import load, { start } from './pulse.$glue_hash.js';
+
+let loading;
+
+/** Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. */
+export async function init(options) {
+  loading = loading || load();
+  await loading;
+  return start(options);
+}
+JS
+cat >"$dist/pulse.d.ts" <<TS
+import type { Pulse, PulseConfig } from './pulse.$glue_hash.js';
+export type { Pulse, PulseConfig, PulseMetric, PulseStats } from './pulse.$glue_hash.js';
+/** Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. */
+export function init(options: PulseConfig): Promise<Pulse>;
+TS
+
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9c "$@" | wc -c | tr -d ' '; }
 br() { cat "$@" | brotli -q 11 -c | wc -c | tr -d ' '; }

@@ -60,6 +60,13 @@ pub struct Config {
     pub raw_max_hours: u32,
     /// Directory of static files served at `/` (demo page, dashboard). Default `www`.
     pub www_dir: PathBuf,
+    /// Directory of the built browser agent (`scripts/build-agent.sh`), served at `/agent/`:
+    /// content-hashed files cached for a year, the `pulse.js` entry revalidated. Default
+    /// `target/agent/dist`.
+    pub agent_dir: PathBuf,
+    /// Serve `/demo/api/{ok,fail,slow}`, the endpoints the demo page calls. Default true; turn it
+    /// off in production.
+    pub demo_api: bool,
     /// On SIGTERM/SIGINT, how long the writer keeps retrying to store queued rows, s. Default 15.
     pub shutdown_grace_seconds: u64,
     /// Log format: `text` or `json`. Default `text`.
@@ -110,6 +117,8 @@ impl Default for Config {
             geoip_database: None,
             raw_max_hours: 24,
             www_dir: PathBuf::from("www"),
+            agent_dir: PathBuf::from("target/agent/dist"),
+            demo_api: true,
             shutdown_grace_seconds: 15,
             log_format: LogFormat::Text,
         }
@@ -270,6 +279,12 @@ pub struct Args {
     /// Static files served at / [default: www].
     #[arg(long, env = "PULSE_WWW_DIR")]
     pub www_dir: Option<PathBuf>,
+    /// Built agent served at /agent/ [default: target/agent/dist].
+    #[arg(long, env = "PULSE_AGENT_DIR")]
+    pub agent_dir: Option<PathBuf>,
+    /// Serve the demo page's API endpoints under /demo/api/ [default: true].
+    #[arg(long, env = "PULSE_DEMO_API")]
+    pub demo_api: Option<bool>,
     /// Seconds the writer keeps retrying queued rows at shutdown [default: 15].
     #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
@@ -298,6 +313,8 @@ impl Args {
             site_rate_per_second,
             raw_max_hours,
             www_dir,
+            agent_dir,
+            demo_api,
             shutdown_grace_seconds,
             log_format
         );

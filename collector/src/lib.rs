@@ -15,6 +15,7 @@
 //! Errors of both request boundaries are mapped to HTTP in [`errors`]. [`config`] documents every
 //! setting and its default.
 
+pub mod assets;
 pub mod config;
 pub mod enrich;
 pub mod errors;
@@ -92,8 +93,11 @@ pub fn router(app: Arc<App>) -> Router {
         .allow_credentials(true)
         .max_age(Duration::from_secs(86_400));
     let ingest = Router::new().route("/v1/beacon", post(ingest::beacon)).layer(cors);
-    Router::new()
-        .merge(ingest)
+    let mut router = Router::new().merge(ingest).nest_service("/agent", assets::agent(&app.config.agent_dir));
+    if app.config.demo_api {
+        router = router.merge(assets::demo_api());
+    }
+    router
         .route("/v1/vitals", get(query::vitals))
         .route("/v1/vitals/series", get(query::series))
         .route("/v1/api-calls", get(query::api_calls))

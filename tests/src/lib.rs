@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+pub mod browser;
 pub mod http;
 
 /// A ClickHouse server for this test process.

@@ -104,8 +104,9 @@ export interface PulseStats {
 "#;
 
 /// Starts measuring. Throws an `Error` naming the option when the options are wrong, or when the
-/// agent is already running.
-#[wasm_bindgen]
+/// agent is already running. JavaScript calls it `start`; the package's entry module wraps it as
+/// `init`, which first loads the WebAssembly.
+#[wasm_bindgen(js_name = start)]
 pub fn init(#[wasm_bindgen(unchecked_param_type = "PulseConfig")] options: JsValue) -> Result<Pulse, JsError> {
     let config = config::Config::from_js(&options).map_err(|e| JsError::new(&e.message()))?;
     agent::start(config).map_err(JsError::new)?;

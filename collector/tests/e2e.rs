@@ -1,0 +1,164 @@
+//! End to end on real parts: ClickHouse, the collector serving the demo page and the built agent,
+//! and headless Chromium clicking through the page like a person. The agent's beacons travel
+//! on the real unload path (`pagehide` → `sendBeacon`); the numbers are read back through the
+//! public query API.
+//!
+//! Needs the built agent (`scripts/build-agent.sh`, which `make test` runs first).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pulse_collector::config::Config;
+use pulse_testkit::browser::{chromium, Browser, Locator};
+use pulse_testkit::clickhouse;
+use pulse_testkit::http::get;
+use serde_json::Value;
+
+const AUTH: (&str, &str) = ("authorization", "Bearer dev-read-key");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Stack {
+    running: pulse_collector::Running,
+    base: String,
+    db: String,
+}
+
+async fn stack(test: &str) -> Stack {
+    let agent_dir = repo().join("target/agent/dist");
+    assert!(agent_dir.join("pulse.js").exists(), "{} is missing: build the agent with scripts/build-agent.sh (make test does)", agent_dir.display());
+    let ch = clickhouse();
+    let db = ch.fresh_database(test);
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: ch.url.clone(),
+        clickhouse_database: db.clone(),
+        flush_interval_ms: 100,
+        www_dir: repo().join("www"),
+        agent_dir,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    Stack { running, base, db }
+}
+
+impl Stack {
+    async fn read(&self, path_and_query: &str) -> Value {
+        let r = get(&format!("{}{path_and_query}", self.base), &[AUTH]).await;
+        assert_eq!(r.status, 200, "{path_and_query}: {}", r.text());
+        r.json()
+    }
+
+    /// The single `group_by=none` row of a metric, once at least `count` values arrived (20 s at most).
+    async fn metric(&self, name: &str, count: u64) -> Value {
+        for _ in 0..200 {
+            let answer = self.read(&format!("/v1/vitals?site=demo&metric={name}&group_by=none")).await;
+            if let Some(row) = answer["rows"].as_array().and_then(|r| r.first()) {
+                if row["count"].as_u64().unwrap_or(0) >= count {
+                    return row.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name}: fewer than {count} values arrived");
+    }
+}
+
+async fn click(browser: &Browser, id: &str) {
+    browser.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}")).click().await.unwrap_or_else(|e| panic!("click #{id}: {e}"));
+}
+
+fn number(row: &Value, key: &str) -> f64 {
+    row[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {row}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
+    let stack = stack("e2e_demo").await;
+    let browser = chromium().await;
+
+    browser.client.goto(&format!("{}/", stack.base)).await.expect("open the demo page");
+    browser.wait_for("return !!window.pulse").await;
+    let first_session = browser.js("return window.pulse.session").await;
+    let first_page = browser.js("return window.pulse.page").await;
+    // Let the promotion banner shift the page (it appears 400 ms after the agent starts).
+    browser.wait_for("return !!document.getElementById('promo')").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A real (trusted) click on a handler that blocks the main thread for 300 ms.
+    click(&browser, "slow-button").await;
+    browser.wait_for("return document.getElementById('slow-result').textContent === 'blocked 300 ms'").await;
+    for id in ["fetch-ok", "fetch-fail", "fetch-slow"] {
+        click(&browser, id).await;
+    }
+    browser.wait_for("return document.getElementById('fetch-result').dataset.done === '3'").await;
+    click(&browser, "custom").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A second page view in the same tab; leaving the first sends its beacon on pagehide.
+    click(&browser, "next-page").await;
+    browser.wait_for("return !!window.pulse && location.search === '?page=2'").await;
+    let second_session = browser.js("return window.pulse.session").await;
+    let second_page = browser.js("return window.pulse.page").await;
+    assert_eq!(second_session, first_session, "the session id is kept across page views of the tab");
+    assert_ne!(second_page, first_page, "each page view has its own id");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.client.goto("about:blank").await.expect("leave the page");
+    browser.close().await;
+
+    // Both page views: FCP and TTFB each, with plausible values.
+    let fcp = stack.metric("FCP", 2).await;
+    assert!(number(&fcp, "min") > 0.0 && number(&fcp, "max") < 10_000.0, "{fcp}");
+    let ttfb = stack.metric("TTFB", 2).await;
+    assert!(number(&ttfb, "max") <= number(&fcp, "max"), "TTFB before FCP: {ttfb} {fcp}");
+    let lcp = stack.metric("LCP", 2).await;
+    assert!(number(&lcp, "min") >= number(&fcp, "min"), "LCP ≥ FCP: {lcp} {fcp}");
+    let cls = stack.metric("CLS", 2).await;
+    assert!(number(&cls, "max") > 0.0, "the promotion shifted the page: {cls}");
+    // The blocking handler: 300 ms of processing inside the interaction.
+    let inp = stack.metric("INP", 1).await;
+    assert!(number(&inp, "max") >= 300.0, "INP includes the 300 ms handler: {inp}");
+    let fid = stack.metric("FID", 1).await;
+    assert!(number(&fid, "max") >= 0.0 && number(&fid, "max") < number(&inp, "max"), "FID is the delay before the handler: {fid}");
+
+    for (name, row) in [("FCP", &fcp), ("LCP", &lcp), ("CLS", &cls), ("INP", &inp), ("FID", &fid), ("TTFB", &ttfb)] {
+        eprintln!("e2e: {name:<5} count {} min {} max {}", row["count"], row["min"], row["max"]);
+    }
+
+    // Custom metric and user-timing measure.
+    let clicks = stack.metric("demo.clicks", 1).await;
+    assert_eq!(number(&clicks, "max"), 1.0);
+    let render = stack.metric("demo:render", 2).await;
+    assert!(number(&render, "min") >= 0.0);
+
+    // The three API calls: status, errors and the slow one's duration.
+    let mut routes = Value::Null;
+    for _ in 0..100 {
+        routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
+        if routes["rows"].as_array().is_some_and(|r| r.len() >= 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = |route: &str| {
+        routes["rows"].as_array().and_then(|rows| rows.iter().find(|r| r["group"] == route)).cloned().unwrap_or_else(|| panic!("{route} missing in {routes}"))
+    };
+    let (ok, fail, slow) = (row("/demo/api/ok"), row("/demo/api/fail"), row("/demo/api/slow"));
+    assert_eq!((number(&ok, "count"), number(&ok, "error_rate")), (1.0, 0.0), "{ok}");
+    assert_eq!((number(&fail, "count"), number(&fail, "error_rate")), (1.0, 1.0), "{fail}");
+    assert!(number(&slow, "p50") >= 800.0, "the slow endpoint waited 800 ms: {slow}");
+    let statuses = stack.read("/v1/api-calls?site=demo&group_by=status").await;
+    let groups: Vec<String> = statuses["rows"].as_array().map(|r| r.iter().map(|g| g["group"].to_string()).collect()).unwrap_or_default();
+    assert!(groups.iter().any(|g| g.contains("500")) && groups.iter().any(|g| g.contains("200")), "{statuses}");
+
+    // Stored under one session with two page views, as the browser reported.
+    let ch = clickhouse();
+    let sessions = ch.sql(&format!("SELECT DISTINCT session FROM {}.metrics WHERE site = 'demo'", stack.db));
+    assert_eq!(sessions.trim(), first_session.as_str().unwrap_or_default());
+    assert_eq!(ch.count(&format!("SELECT uniqExact(page) FROM {}.metrics WHERE site = 'demo'", stack.db)), 2);
+    stack.running.stop().await;
+}
