@@ -162,3 +162,90 @@ async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
     assert_eq!(ch.count(&format!("SELECT uniqExact(page) FROM {}.metrics WHERE site = 'demo'", stack.db)), 2);
     stack.running.stop().await;
 }
+
+/// The dashboard's `format`: ms below a second, seconds above, CLS to three decimals.
+fn shown(metric: &str, value: f64) -> String {
+    if metric == "CLS" {
+        format!("{value:.3}")
+    } else if value < 1000.0 {
+        format!("{} ms", value.round())
+    } else {
+        format!("{:.2} s", value / 1000.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_what_the_api_answers() {
+    use pulse_testkit::{api_call, beacon, metric};
+    let stack = stack("e2e_dashboard").await;
+    // Known data on two pages: LCP 1000..=3900 ms, INP, CLS, and two API routes, one failing.
+    for (i, url) in ["/", "/checkout"].iter().enumerate() {
+        let mut metrics = Vec::new();
+        for k in 0..30 {
+            let k = f64::from(k);
+            metrics.push(metric("LCP", 1000.0 + 100.0 * k + 50.0 * i as f64, 1000.0));
+            metrics.push(metric("INP", 40.0 + 10.0 * k, 1000.0));
+            metrics.push(metric("CLS", 0.01 * k, 1000.0));
+            metrics.push(metric("FCP", 500.0 + 20.0 * k, 1000.0));
+            metrics.push(metric("TTFB", 100.0 + 5.0 * k, 1000.0));
+        }
+        metrics.push(metric("FID", 12.0, 1000.0));
+        for k in 0..10 {
+            metrics.push(api_call("/api/cart", "GET", if k < 2 { 500 } else { 200 }, 100.0 + 10.0 * f64::from(k)));
+            metrics.push(api_call("/api/items/:id", "GET", 200, 40.0));
+        }
+        let body = beacon("demo", url, metrics).to_string();
+        let r = pulse_testkit::http::send("POST", &format!("{}/v1/beacon", stack.base), &[("content-type", "text/plain"), ("origin", "http://127.0.0.1")], body).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    stack.metric("LCP", 60).await;
+    stack.metric("FID", 2).await;
+
+    let browser = chromium().await;
+    browser.client.goto(&format!("{}/dashboard.html", stack.base)).await.expect("open the dashboard");
+    browser.wait_for("return document.body.dataset.loaded === 'true' && !!document.querySelector('#chart svg')").await;
+
+    for vital in ["LCP", "INP", "CLS", "FCP", "TTFB", "FID"] {
+        let api = stack.read(&format!("/v1/vitals?site=demo&metric={vital}&group_by=none")).await;
+        let p75 = api["rows"][0]["p75"].as_f64().expect("p75");
+        let text = browser.js(&format!("return document.querySelector('[data-metric={vital}] .p75').textContent")).await;
+        assert_eq!(text.as_str(), Some(shown(vital, p75).as_str()), "{vital} card shows the API's p75");
+        let value = browser.js(&format!("return Number(document.querySelector('[data-metric={vital}] .p75').dataset.value)")).await;
+        assert_eq!(value.as_f64(), Some(p75));
+    }
+
+    // The pages table: one row per page with the API's p75 LCP.
+    let by_url = stack.read("/v1/vitals?site=demo&metric=LCP&group_by=url").await;
+    let rows = browser.js("return [...document.querySelectorAll('#pages tbody tr')].map(r => [...r.cells].map(c => c.textContent))").await;
+    let rows = rows.as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for api_row in by_url["rows"].as_array().expect("rows") {
+        let page = api_row["group"].as_str().expect("group");
+        let shown_row = rows.iter().find(|r| r[0] == page).unwrap_or_else(|| panic!("{page} missing in {rows:?}"));
+        assert_eq!(shown_row[1].as_str(), Some(shown("LCP", api_row["p75"].as_f64().expect("p75")).as_str()));
+        assert_eq!(shown_row[4].as_str(), Some(api_row["count"].to_string().as_str()));
+    }
+
+    // The API routes table: p95 and error rate as the API answers them.
+    let routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
+    let shown_routes = browser.js("return [...document.querySelectorAll('#routes tbody tr')].map(r => [...r.cells].map(c => c.textContent))").await;
+    let cart = shown_routes.as_array().and_then(|r| r.iter().find(|r| r[0] == "/api/cart")).cloned().expect("/api/cart row");
+    let api_cart = routes["rows"].as_array().and_then(|r| r.iter().find(|r| r["group"] == "/api/cart")).cloned().expect("/api/cart");
+    assert_eq!(cart[1].as_str(), Some("20"));
+    assert_eq!(cart[3].as_str(), Some(shown("api", api_cart["p95"].as_f64().expect("p95")).as_str()));
+    assert_eq!(cart[4].as_str(), Some("20 %"), "4 of 20 calls failed");
+
+    let out = repo().join("target/e2e");
+    std::fs::create_dir_all(&out).expect("target/e2e");
+    let png = browser.client.screenshot().await.expect("screenshot");
+    std::fs::write(out.join("dashboard.png"), png).expect("write the screenshot");
+
+    // Filters: phones only has no data here, and the dashboard says so.
+    browser.js("const d = document.getElementById('device'); d.value = 'mobile'; d.dispatchEvent(new Event('change')); return true").await;
+    browser.wait_for("return document.querySelector('[data-metric=LCP] small').textContent === 'No data in this range'").await;
+    // A wrong read key is an error the page explains.
+    browser.js("const k = document.getElementById('key'); k.value = 'wrong'; k.dispatchEvent(new Event('change')); return true").await;
+    browser.wait_for("return document.getElementById('status').textContent.includes('check the read key')").await;
+    browser.close().await;
+    stack.running.stop().await;
+}
