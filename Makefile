@@ -7,7 +7,7 @@ CLICKHOUSE_DIR ?= .pulse/clickhouse
 CLICKHOUSE_HTTP_PORT ?= 8123
 CLICKHOUSE_TCP_PORT ?= 9000
 
-.PHONY: help setup agent run stop test test-wasm lint fmt
+.PHONY: help setup agent npm run stop test test-wasm lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ setup: ## Install what is missing (ClickHouse, browsers, wasm tools, clippy, rus
 
 agent: setup ## Build the browser agent into target/agent/pkg and print its sizes
 	@scripts/build-agent.sh
+
+npm: agent ## Pack the npm package (target/npm/) and build the Vite example with it
+	@scripts/build-npm.sh
 
 run: setup ## Build the agent, start a local ClickHouse and the collector on 127.0.0.1:8080 (demo page at /, dashboard at /dashboard.html)
 	@scripts/build-agent.sh
@@ -29,6 +32,7 @@ stop: ## Stop the local ClickHouse started by `make run`
 test: setup lint ## Run every test: unit, integration on a throwaway ClickHouse, the agent in Chromium and Firefox
 	@mkdir -p target
 	@scripts/build-agent.sh
+	@scripts/build-npm.sh
 	set -o pipefail; cargo test --workspace 2>&1 | tee target/test.log
 	set -o pipefail; $(MAKE) --no-print-directory test-wasm 2>&1 | tee -a target/test.log
 	@scripts/test-summary.sh target/test.log

@@ -54,7 +54,10 @@ pub fn demo_api<S: Clone + Send + Sync + 'static>() -> Router<S> {
 
 async fn ok() -> impl IntoResponse {
     (
-        [(header::HeaderName::from_static("server-timing"), "db;dur=12.5;desc=\"orders\", app;dur=3"), (header::HeaderName::from_static("access-control-expose-headers"), "server-timing")],
+        [
+            (header::HeaderName::from_static("server-timing"), "db;dur=12.5;desc=\"orders\", app;dur=3"),
+            (header::HeaderName::from_static("access-control-expose-headers"), "server-timing"),
+        ],
         Json(serde_json::json!({"items": [{"id": 1, "name": "espresso"}, {"id": 2, "name": "flat white"}]})),
     )
 }

@@ -28,8 +28,16 @@ struct Stack {
 }
 
 async fn stack(test: &str) -> Stack {
+    stack_serving(test, repo().join("www")).await
+}
+
+async fn stack_serving(test: &str, www_dir: PathBuf) -> Stack {
     let agent_dir = repo().join("target/agent/dist");
-    assert!(agent_dir.join("pulse.js").exists(), "{} is missing: build the agent with scripts/build-agent.sh (make test does)", agent_dir.display());
+    assert!(
+        agent_dir.join("pulse.js").exists(),
+        "{} is missing: build the agent with scripts/build-agent.sh (make test does)",
+        agent_dir.display()
+    );
     let ch = clickhouse();
     let db = ch.fresh_database(test);
     let config = Config {
@@ -37,7 +45,7 @@ async fn stack(test: &str) -> Stack {
         clickhouse_url: ch.url.clone(),
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
-        www_dir: repo().join("www"),
+        www_dir,
         agent_dir,
         ..Config::default()
     };
@@ -69,7 +77,14 @@ impl Stack {
 }
 
 async fn click(browser: &Browser, id: &str) {
-    browser.client.find(Locator::Id(id)).await.unwrap_or_else(|e| panic!("#{id}: {e}")).click().await.unwrap_or_else(|e| panic!("click #{id}: {e}"));
+    browser
+        .client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click #{id}: {e}"));
 }
 
 fn number(row: &Value, key: &str) -> f64 {
@@ -145,7 +160,11 @@ async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let row = |route: &str| {
-        routes["rows"].as_array().and_then(|rows| rows.iter().find(|r| r["group"] == route)).cloned().unwrap_or_else(|| panic!("{route} missing in {routes}"))
+        routes["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["group"] == route))
+            .cloned()
+            .unwrap_or_else(|| panic!("{route} missing in {routes}"))
     };
     let (ok, fail, slow) = (row("/demo/api/ok"), row("/demo/api/fail"), row("/demo/api/slow"));
     assert_eq!((number(&ok, "count"), number(&ok, "error_rate")), (1.0, 0.0), "{ok}");
@@ -195,7 +214,13 @@ async fn the_dashboard_shows_what_the_api_answers() {
             metrics.push(api_call("/api/items/:id", "GET", 200, 40.0));
         }
         let body = beacon("demo", url, metrics).to_string();
-        let r = pulse_testkit::http::send("POST", &format!("{}/v1/beacon", stack.base), &[("content-type", "text/plain"), ("origin", "http://127.0.0.1")], body).await;
+        let r = pulse_testkit::http::send(
+            "POST",
+            &format!("{}/v1/beacon", stack.base),
+            &[("content-type", "text/plain"), ("origin", "http://127.0.0.1")],
+            body,
+        )
+        .await;
         assert_eq!(r.status, 202, "{}", r.text());
     }
     stack.metric("LCP", 60).await;
@@ -228,7 +253,8 @@ async fn the_dashboard_shows_what_the_api_answers() {
 
     // The API routes table: p95 and error rate as the API answers them.
     let routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
-    let shown_routes = browser.js("return [...document.querySelectorAll('#routes tbody tr')].map(r => [...r.cells].map(c => c.textContent))").await;
+    let shown_routes =
+        browser.js("return [...document.querySelectorAll('#routes tbody tr')].map(r => [...r.cells].map(c => c.textContent))").await;
     let cart = shown_routes.as_array().and_then(|r| r.iter().find(|r| r[0] == "/api/cart")).cloned().expect("/api/cart row");
     let api_cart = routes["rows"].as_array().and_then(|r| r.iter().find(|r| r["group"] == "/api/cart")).cloned().expect("/api/cart");
     assert_eq!(cart[1].as_str(), Some("20"));
@@ -247,5 +273,45 @@ async fn the_dashboard_shows_what_the_api_answers() {
     browser.js("const k = document.getElementById('key'); k.value = 'wrong'; k.dispatchEvent(new Event('change')); return true").await;
     browser.wait_for("return document.getElementById('status').textContent.includes('check the read key')").await;
     browser.close().await;
+    stack.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vite_app_using_the_npm_package_reports_too() {
+    let app = repo().join("tests/vite-app/dist");
+    assert!(app.join("index.html").exists(), "{} is missing: run scripts/build-npm.sh (make test does)", app.display());
+    let stack = stack_serving("e2e_vite", app).await;
+    let browser = chromium().await;
+    browser.client.goto(&format!("{}/", stack.base)).await.expect("open the Vite app");
+    browser.wait_for("return !!window.pulse").await;
+    let session = browser.js("return window.pulse.session").await;
+    click(&browser, "slow-button").await;
+    click(&browser, "fetch-ok").await;
+    click(&browser, "fetch-fail").await;
+    browser.wait_for("return document.getElementById('result').dataset.done === '2'").await;
+    browser.client.goto(&format!("{}/?again", stack.base)).await.expect("reload");
+    browser.wait_for("return !!window.pulse").await;
+    assert_eq!(browser.js("return window.pulse.session").await, session, "same tab, same session");
+    browser.client.goto("about:blank").await.expect("leave the page");
+    browser.close().await;
+
+    let fcp = stack.metric("FCP", 2).await;
+    assert!(number(&fcp, "min") > 0.0, "{fcp}");
+    stack.metric("TTFB", 2).await;
+    stack.metric("LCP", 2).await;
+    let inp = stack.metric("INP", 1).await;
+    assert!(number(&inp, "max") >= 250.0, "the 250 ms handler: {inp}");
+    stack.metric("vite.loaded", 2).await;
+    let mut routes = Value::Null;
+    for _ in 0..100 {
+        routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
+        if routes["rows"].as_array().is_some_and(|r| r.len() >= 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rate =
+        |route: &str| routes["rows"].as_array().and_then(|r| r.iter().find(|r| r["group"] == route)).map(|r| number(r, "error_rate"));
+    assert_eq!((rate("/demo/api/ok"), rate("/demo/api/fail")), (Some(0.0), Some(1.0)), "{routes}");
     stack.running.stop().await;
 }
