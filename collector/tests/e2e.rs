@@ -31,6 +31,10 @@ async fn stack(test: &str) -> Stack {
     stack_serving(test, repo().join("www")).await
 }
 
+/// One browser at a time: three Chromiums beside ClickHouse on a two-core machine make timing
+/// unrealistic for every one of them.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn stack_serving(test: &str, www_dir: PathBuf) -> Stack {
     let agent_dir = repo().join("target/agent/dist");
     assert!(
@@ -93,6 +97,7 @@ fn number(row: &Value, key: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
+    let _one = ONE_BROWSER.lock().await;
     let stack = stack("e2e_demo").await;
     let browser = chromium().await;
 
@@ -196,6 +201,7 @@ fn shown(metric: &str, value: f64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_what_the_api_answers() {
     use pulse_testkit::{api_call, beacon, metric};
+    let _one = ONE_BROWSER.lock().await;
     let stack = stack("e2e_dashboard").await;
     // Known data on two pages: LCP 1000..=3900 ms, INP, CLS, and two API routes, one failing.
     for (i, url) in ["/", "/checkout"].iter().enumerate() {
@@ -280,6 +286,7 @@ async fn the_dashboard_shows_what_the_api_answers() {
 async fn a_vite_app_using_the_npm_package_reports_too() {
     let app = repo().join("tests/vite-app/dist");
     assert!(app.join("index.html").exists(), "{} is missing: run scripts/build-npm.sh (make test does)", app.display());
+    let _one = ONE_BROWSER.lock().await;
     let stack = stack_serving("e2e_vite", app).await;
     let browser = chromium().await;
     browser.client.goto(&format!("{}/", stack.base)).await.expect("open the Vite app");

@@ -48,6 +48,10 @@ pub struct Stats {
     pub dropped_too_large: u32,
     /// `record` calls refused for bad input.
     pub rejected_records: u32,
+    /// Main-thread time spent in agent code (callbacks, wrapper, API calls), ms.
+    pub busy_ms: f64,
+    /// The longest single stretch of agent code, ms.
+    pub longest_ms: f64,
 }
 
 /// One instance of a metric (web-vitals' `id`): what was last reported, for `delta`.
@@ -152,6 +156,7 @@ pub(crate) fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         fid: RefCell::new(fid::Watch::new()),
     });
     save_session(&agent.session.borrow());
+    browser::reset_clock();
     CURRENT.with(|c| *c.borrow_mut() = Some(agent.clone()));
     if browser::prerendering() {
         // A prerendered page is measured from its activation (web-vitals' whenActivated).
@@ -219,7 +224,7 @@ impl Agent {
         }
         self.hook(gloo_timers::callback::Interval::new(self.config.flush_interval_ms, || {
             if let Some(agent) = current() {
-                agent.flush();
+                browser::timed(|| agent.flush());
             }
         }));
     }
@@ -229,6 +234,8 @@ impl Agent {
         if self.first_hidden.get() == f64::INFINITY {
             self.first_hidden.set(browser::now());
         }
+        fcp::take_pending(self);
+        fid::take_pending(self);
         lcp::finalize(self, crate::lcp::Finalizer::Hidden);
         cls::report(self);
         inp::report(self);

@@ -10,6 +10,38 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Document, Event, EventTarget, PerformanceObserver, PerformanceObserverEntryList, Window};
 
+thread_local! {
+    /// The agent's own clock: nesting depth, start of the outermost timed call, total and
+    /// longest main-thread time spent in agent code, ms.
+    static CLOCK: std::cell::Cell<(u32, f64, f64, f64)> = const { std::cell::Cell::new((0, 0.0, 0.0, 0.0)) };
+}
+
+/// Runs `f` (agent code called by the browser or the page) on the agent's clock.
+pub(crate) fn timed<R>(f: impl FnOnce() -> R) -> R {
+    let (depth, start, busy, longest) = CLOCK.get();
+    let start = if depth == 0 { now() } else { start };
+    CLOCK.set((depth + 1, start, busy, longest));
+    let result = f();
+    let (depth, start, busy, longest) = CLOCK.get();
+    if depth == 1 {
+        let spent = now() - start;
+        CLOCK.set((0, 0.0, busy + spent, longest.max(spent)));
+    } else {
+        CLOCK.set((depth - 1, start, busy, longest));
+    }
+    result
+}
+
+/// Total and longest main-thread time spent in agent code since [`reset_clock`], ms.
+pub(crate) fn clock() -> (f64, f64) {
+    let (_, _, busy, longest) = CLOCK.get();
+    (busy, longest)
+}
+
+pub(crate) fn reset_clock() {
+    CLOCK.set((0, 0.0, 0.0, 0.0));
+}
+
 pub(crate) fn window() -> Option<Window> {
     web_sys::window()
 }
@@ -149,7 +181,8 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub(crate) fn new(target: &EventTarget, kind: &'static str, capture: bool, f: impl FnMut(Event) + 'static) -> Listener {
-        let callback = Closure::<dyn FnMut(Event)>::new(f);
+        let mut f = f;
+        let callback = Closure::<dyn FnMut(Event)>::new(move |event| timed(|| f(event)));
         let _ = target.add_event_listener_with_callback_and_bool(kind, callback.as_ref().unchecked_ref(), capture);
         Listener { target: target.clone(), kind, capture, callback }
     }
@@ -183,7 +216,7 @@ impl Observer {
             return None;
         }
         let callback = Closure::<dyn FnMut(PerformanceObserverEntryList)>::new(move |list: PerformanceObserverEntryList| {
-            f(list.get_entries());
+            timed(|| f(list.get_entries()));
         });
         let observer = PerformanceObserver::new(callback.as_ref().unchecked_ref()).ok()?;
         let options = Object::new();
@@ -222,7 +255,7 @@ pub(crate) fn after_next_paint(f: impl FnOnce() + 'static) {
     let Some(w) = window() else { return };
     let second = Closure::once_into_js(move || {
         if let Some(w) = window() {
-            let _ = w.request_animation_frame(Closure::once_into_js(f).unchecked_ref());
+            let _ = w.request_animation_frame(Closure::once_into_js(move || timed(f)).unchecked_ref());
         }
     });
     let _ = w.request_animation_frame(second.unchecked_ref());
@@ -232,7 +265,7 @@ pub(crate) fn after_next_paint(f: impl FnOnce() + 'static) {
 /// leaves the page's own handling of the same promise unchanged).
 pub(crate) fn on_settle(promise: &JsValue, f: impl FnOnce(JsValue) + 'static) {
     let promise = js_sys::Promise::resolve(promise);
-    let settle = Closure::once_into_js(f);
+    let settle = Closure::once_into_js(move |outcome| timed(|| f(outcome)));
     if let Ok(then) = get(&promise, "then").dyn_into::<Function>() {
         let _ = then.call2(&promise, &settle, &settle);
     }

@@ -24,14 +24,28 @@ impl Watch {
 
 pub(crate) fn start(agent: &Agent) {
     let observer = Observer::new("paint", &[], |entries| {
-        let Some(agent) = current() else { return };
-        for entry in entries.iter() {
-            if browser::text(&entry, "name").as_deref() == Some("first-contentful-paint") {
-                paint(&agent, num(&entry, "startTime"));
-            }
+        if let Some(agent) = current() {
+            take(&agent, entries);
         }
     });
     agent.fcp.borrow_mut().observer = observer;
+}
+
+fn take(agent: &Agent, entries: js_sys::Array) {
+    for entry in entries.iter() {
+        if browser::text(&entry, "name").as_deref() == Some("first-contentful-paint") {
+            paint(agent, num(&entry, "startTime"));
+        }
+    }
+}
+
+/// On hide: a paint the observer has recorded but not yet delivered still counts (a visitor who
+/// leaves right after the first paint would otherwise take FCP, and CLS with it, away).
+pub(crate) fn take_pending(agent: &Agent) {
+    let pending = agent.fcp.borrow().observer.as_ref().map(Observer::take_records);
+    if let Some(entries) = pending {
+        take(agent, entries);
+    }
 }
 
 fn paint(agent: &Agent, start_time: f64) {

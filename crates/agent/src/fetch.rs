@@ -39,11 +39,11 @@ pub(crate) fn install(agent: &Agent) {
     let wrapper = Closure::<dyn FnMut(JsValue, JsValue) -> Result<JsValue, JsValue>>::new(move |input: JsValue, init: JsValue| {
         let this = browser::window().map_or(JsValue::UNDEFINED, JsValue::from);
         let Some(agent) = current() else { return inner.call2(&this, &input, &init) };
-        let call = describe(&agent, &input, &init);
+        let call = browser::timed(|| describe(&agent, &input, &init));
         let started = browser::now();
         let result = inner.call2(&this, &input, &init)?;
         if let Some(call) = call {
-            watch(call, started, &result);
+            browser::timed(|| watch(call, started, &result));
         }
         Ok(result)
     });

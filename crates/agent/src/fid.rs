@@ -30,6 +30,14 @@ pub(crate) fn start(agent: &Agent) {
     agent.fid.borrow_mut().observer = observer;
 }
 
+/// On hide: a first input recorded but not yet delivered still counts.
+pub(crate) fn take_pending(agent: &Agent) {
+    let pending = agent.fid.borrow().observer.as_ref().map(Observer::take_records);
+    if let Some(entry) = pending.and_then(|entries| entries.iter().next()) {
+        input(agent, &entry);
+    }
+}
+
 fn input(agent: &Agent, entry: &wasm_bindgen::JsValue) {
     let start_time = num(entry, "startTime");
     let metric = {

@@ -100,6 +100,10 @@ export interface PulseStats {
   droppedQueueFull: number;
   droppedTooLarge: number;
   rejectedRecords: number;
+  /** Main-thread time spent in agent code (callbacks, the fetch wrapper, API calls), ms. */
+  busyMs: number;
+  /** The longest single stretch of agent code, ms. */
+  longestMs: number;
 }
 "#;
 
@@ -130,27 +134,13 @@ impl Pulse {
         value: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] tags: JsValue,
     ) -> Result<(), JsError> {
-        let agent = agent::current().ok_or_else(|| JsError::new("pulse.record: the agent has been shut down"))?;
-        let checked = read_record(&name, &value, &tags).and_then(|(name, value, tags)| {
-            measure::check(&name, value, &tags)?;
-            Ok((name, value, tags))
-        });
-        match checked {
-            Ok((name, value, tags)) => {
-                agent.emit(measure::metric(name, value, browser::epoch_ms(), tags));
-                Ok(())
-            }
-            Err(message) => {
-                agent.stats.borrow_mut().rejected_records += 1;
-                Err(JsError::new(message))
-            }
-        }
+        browser::timed(|| self.record_timed(&name, &value, &tags))
     }
 
     /// Sends everything waiting now.
     pub fn flush(&self) {
         if let Some(agent) = agent::current() {
-            agent.flush();
+            browser::timed(|| agent.flush());
         }
     }
 
@@ -168,10 +158,14 @@ impl Pulse {
         }
     }
 
-    /// Counts of what the agent measured, sent and dropped.
+    /// Counts of what the agent measured, sent and dropped, and the time it spent.
     #[wasm_bindgen(unchecked_return_type = "PulseStats")]
     pub fn stats(&self) -> JsValue {
-        agent::current().map_or(JsValue::NULL, |a| transport::to_js(&*a.stats.borrow()))
+        agent::current().map_or(JsValue::NULL, |a| {
+            let mut stats = a.stats.borrow().clone();
+            (stats.busy_ms, stats.longest_ms) = browser::clock();
+            transport::to_js(&stats)
+        })
     }
 
     /// Whether this session is sampled (its metrics are sent).
@@ -190,6 +184,26 @@ impl Pulse {
     #[wasm_bindgen(getter)]
     pub fn page(&self) -> Option<String> {
         agent::current().map(|a| a.page_id())
+    }
+}
+
+impl Pulse {
+    fn record_timed(&self, name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(), JsError> {
+        let agent = agent::current().ok_or_else(|| JsError::new("pulse.record: the agent has been shut down"))?;
+        let checked = read_record(name, value, tags).and_then(|(name, value, tags)| {
+            measure::check(&name, value, &tags)?;
+            Ok((name, value, tags))
+        });
+        match checked {
+            Ok((name, value, tags)) => {
+                agent.emit(measure::metric(name, value, browser::epoch_ms(), tags));
+                Ok(())
+            }
+            Err(message) => {
+                agent.stats.borrow_mut().rejected_records += 1;
+                Err(JsError::new(message))
+            }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) fn start(agent: &Agent) {
 
 /// After the current task, so `loadEventEnd` is set when the entry is read.
 fn later(f: fn()) {
-    gloo_timers::callback::Timeout::new(0, f).forget();
+    gloo_timers::callback::Timeout::new(0, move || crate::browser::timed(f)).forget();
 }
 
 fn report() {

@@ -227,6 +227,8 @@ fn a_full_batch_is_sent_as_one_beacon() {
     assert!(beacon_urls()[0].ends_with("/collect") && beacon_urls()[0].starts_with("http"), "endpoint resolved against the page");
     assert_eq!(stat(&agent, "sent"), 3.0);
     assert_eq!(stat(&agent, "beacons"), 1.0);
+    let (busy, longest) = (stat(&agent, "busyMs"), stat(&agent, "longestMs"));
+    assert!(busy >= longest && longest >= 0.0, "the agent's own clock: {busy} ≥ {longest} ≥ 0");
 }
 
 #[wasm_bindgen_test]

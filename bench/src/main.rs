@@ -1,0 +1,43 @@
+//! `make bench`: Pulse measured against its limits, each figure beside a baseline measured in the
+//! same run. Prints a table and writes `target/bench/results.json`. Nothing here passes or fails.
+//!
+//! 1. Agent weight: wasm + glue (raw, gzip -9, brotli -q 11) beside web-vitals and other agents.
+//! 2. Agent cost in the page (headless Chromium): init, main-thread time, per-fetch overhead.
+//! 3. Ingest throughput: realistic beacons on loopback → stored metrics/s, latency, peak RSS;
+//!    beside RowBinary inserts straight into ClickHouse; with 1 and 2 collector worker threads.
+//! 4. Query latency over 1 M and 10 M synthetic rows (30 days): the API (rollups) beside the same
+//!    question asked of the raw table.
+//!
+//! `--quick` (under 2 minutes) shortens every run and uses 100 k / 1 M rows.
+
+mod agent;
+mod ingest;
+mod query;
+mod report;
+
+use std::path::PathBuf;
+
+use report::Report;
+
+/// The repository root (the bench runs from anywhere).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let started = std::time::Instant::now();
+    let mut report = Report::new(quick);
+
+    eprintln!("bench: 1/4 agent weight");
+    agent::weight(&mut report);
+    eprintln!("bench: 2/4 agent cost in Chromium");
+    agent::in_page(&mut report, quick).await;
+    eprintln!("bench: 3/4 ingest throughput");
+    ingest::run(&mut report, quick).await;
+    eprintln!("bench: 4/4 query latency");
+    query::run(&mut report, quick).await;
+
+    report.finish(started.elapsed());
+}
