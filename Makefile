@@ -7,7 +7,7 @@ CLICKHOUSE_DIR ?= .pulse/clickhouse
 CLICKHOUSE_HTTP_PORT ?= 8123
 CLICKHOUSE_TCP_PORT ?= 9000
 
-.PHONY: help setup agent npm run stop test test-wasm lint fmt
+.PHONY: help setup agent npm bench run stop test test-wasm lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ test: setup lint ## Run every test: unit, integration on a throwaway ClickHouse,
 test-wasm: ## The agent's tests in headless Chromium and Firefox (wasm-pack test)
 	wasm-pack test --headless --chrome crates/agent
 	wasm-pack test --headless --firefox crates/agent
+
+bench: setup ## Benchmarks with baselines from the same run (table + target/bench/results.json); ARGS=--quick for < 2 min
+	@scripts/build-agent.sh
+	@command -v twiggy >/dev/null || cargo install twiggy --locked --quiet
+	cargo build --profile perf -p pulse-collector -p pulse-bench
+	target/perf/pulse-bench $(ARGS)
 
 lint: ## rustfmt and clippy, warnings denied
 	cargo fmt --all --check

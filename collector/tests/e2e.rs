@@ -292,10 +292,30 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     browser.client.goto(&format!("{}/", stack.base)).await.expect("open the Vite app");
     browser.wait_for("return !!window.pulse").await;
     let session = browser.js("return window.pulse.session").await;
+    // The late banner shifts the page before any input (shifts right after input do not count).
+    browser.wait_for("return !!document.getElementById('late-banner')").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     click(&browser, "slow-button").await;
     click(&browser, "fetch-ok").await;
     click(&browser, "fetch-fail").await;
     browser.wait_for("return document.getElementById('result').dataset.done === '2'").await;
+
+    // Hide the page the way a person does — another tab comes to the front — so both Pulse and
+    // Google's web-vitals (loaded on the same page) report, then compare their numbers.
+    let page = browser.client.window().await.expect("window");
+    let tab = browser.client.new_window(true).await.expect("new tab");
+    browser.client.switch_to_window(tab.handle).await.expect("switch to the new tab");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.client.switch_to_window(page).await.expect("back to the page");
+    let pulse_values = browser.js("return window.pulseVitals").await;
+    let google_values = browser.js("return window.webVitals").await;
+    for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
+        let (ours, theirs) = (pulse_values[name].as_f64(), google_values[name].as_f64());
+        eprintln!("e2e: {name:<5} pulse {ours:?} web-vitals {theirs:?}");
+        let (Some(ours), Some(theirs)) = (ours, theirs) else { panic!("{name}: pulse {pulse_values} web-vitals {google_values}") };
+        assert!((ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0), "{name}: pulse {ours} ≠ web-vitals {theirs}");
+    }
+
     browser.client.goto(&format!("{}/?again", stack.base)).await.expect("reload");
     browser.wait_for("return !!window.pulse").await;
     assert_eq!(browser.js("return window.pulse.session").await, session, "same tab, same session");

@@ -1,6 +1,15 @@
 import { init } from '@pulse-rum/agent';
+// Google's web-vitals on the same page load, so the end-to-end test can compare the numbers.
+import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals';
 
+window.webVitals = {};
+for (const on of [onCLS, onFCP, onINP, onLCP, onTTFB]) {
+  on((metric) => { window.webVitals[metric.name] = metric.value; });
+}
+
+window.pulseVitals = {};
 init({ endpoint: '/v1/beacon', site: 'demo', release: 'vite-example' }).then((pulse) => {
+  pulse.onMetric((metric) => { window.pulseVitals[metric.name] = metric.value; });
   window.pulse = pulse;
   pulse.record('vite.loaded', 1, { bundler: 'vite' });
 });
@@ -18,3 +27,12 @@ for (const [id, path] of [['fetch-ok', '/demo/api/ok'], ['fetch-fail', '/demo/ap
     result.dataset.done = String(Number(result.dataset.done || 0) + 1);
   });
 }
+
+// Content that shifts after the first paint, so CLS is not zero.
+setTimeout(() => {
+  const banner = document.createElement('div');
+  banner.style.height = '80px';
+  banner.id = 'late-banner';
+  banner.textContent = 'A late banner';
+  document.body.prepend(banner);
+}, 300);
