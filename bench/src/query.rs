@@ -88,11 +88,11 @@ pub async fn run(report: &mut Report, quick: bool) {
             )
         };
         let questions = [
-            ("p75 LCP by page, 24 h", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-24h", raw("86400", "url")),
-            ("p75 LCP by page, 30 days", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-30d", raw("2592000", "url")),
+            ("p75 LCP by page, 24 h", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-24h&to=now", raw("86400", "url")),
+            ("p75 LCP by page, 30 days", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-30d&to=now", raw("2592000", "url")),
             (
                 "p75 LCP by hour, 30 days (series)",
-                "/v1/vitals/series?site=demo&metric=LCP&interval=1h&percentile=75&from=now-30d",
+                "/v1/vitals/series?site=demo&metric=LCP&interval=1h&percentile=75&from=now-30d&to=now",
                 raw("2592000", "toStartOfHour(event_time)"),
             ),
         ];
@@ -110,8 +110,11 @@ pub async fn run(report: &mut Report, quick: bool) {
     }
 }
 
-/// `from=now-24h` / `now-30d` as epoch ms (the API takes RFC 3339 or epoch ms).
+/// `now-24h` / `now-30d` / `now` as epoch ms (the API takes RFC 3339 or epoch ms), so the range
+/// is exactly what it says (a range a little over 24 h would be answered from rollups).
 fn relative_times(path: &str) -> String {
     let now = pulse_testkit::now_ms() as u64;
-    path.replace("from=now-24h", &format!("from={}", now - 86_400_000)).replace("from=now-30d", &format!("from={}", now - 2_592_000_000))
+    path.replace("from=now-24h", &format!("from={}", now - 86_400_000))
+        .replace("from=now-30d", &format!("from={}", now - 2_592_000_000))
+        .replace("to=now", &format!("to={now}"))
 }
