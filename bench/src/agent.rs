@@ -225,6 +225,7 @@ pub async fn in_page(report: &mut Report, quick: bool) {
         get("callWithoutMs"),
     );
     report.add(SECTION_PAGE, "synchronous overhead per fetch() call", (get("callWithMs") - get("callWithoutMs")) * 1000.0, "µs");
+    report.add(SECTION_PAGE, "  of which inside agent code (its own clock)", get("callOwnMs") * 1000.0, "µs");
     report.add(SECTION_PAGE, "scripted session: page time (200 records, 30 fetches, 10 shifts, 20 measures, hide)", get("sessionMs"), "ms");
     report.add(SECTION_PAGE, "  of which main-thread time inside the agent (its own clock)", get("busyMs"), "ms");
     report.add(SECTION_PAGE, "  longest single agent task", get("longestMs"), "ms");
