@@ -109,6 +109,8 @@ impl Attribution {
 #[derive(Debug)]
 pub(crate) struct Agent {
     pub config: Config,
+    /// The page's origin (`https://shop.example`), read once.
+    pub origin: String,
     /// `activationStart` of the navigation (prerendered pages measure from activation).
     pub activation_start: Cell<f64>,
     /// `performance.now()` time the page was first hidden; 0 if it loaded hidden, ∞ while visible.
@@ -140,6 +142,7 @@ pub(crate) fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
     let context = Context { session: session.id.clone(), page: browser::random_id(), url: page_url(&config), nav };
     let agent = Rc::new(Agent {
         queue: RefCell::new(Queue::new(config.batch_size)),
+        origin: browser::window().and_then(|w| w.location().origin().ok()).unwrap_or_default(),
         config,
         activation_start: Cell::new(browser::activation_start()),
         first_hidden: Cell::new(if browser::is_hidden() && !browser::prerendering() { 0.0 } else { f64::INFINITY }),

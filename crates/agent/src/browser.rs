@@ -50,9 +50,14 @@ pub(crate) fn document() -> Option<Document> {
     window()?.document()
 }
 
-/// `obj[key]`, or `undefined`.
+/// `obj[key]`, or `undefined`. Primitives (`undefined`, strings …) give `undefined` without
+/// calling `Reflect.get`, which would throw — and a thrown error costs far more than the lookup.
 pub(crate) fn get(obj: &impl AsRef<JsValue>, key: &str) -> JsValue {
-    Reflect::get(obj.as_ref(), &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+    let obj = obj.as_ref();
+    if !obj.is_object() && !obj.is_function() {
+        return JsValue::UNDEFINED;
+    }
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// `obj[key]` as a number; `NaN` when it is missing or not a number.

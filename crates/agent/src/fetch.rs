@@ -69,18 +69,20 @@ fn describe(agent: &Agent, input: &JsValue, init: &JsValue) -> Option<Call> {
         // URL objects and anything else `fetch` would stringify.
         (None, None) => String::from(input.unchecked_ref::<Object>().to_string()),
     };
-    let location = browser::window()?.location();
-    let page_origin = location.origin().ok()?;
-    let url = web_sys::Url::new_with_base(&url, &location.href().ok()?).ok()?;
-    let href = url.href();
+    // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
+    let (href, same_origin_path) = if url.starts_with('/') && !url.starts_with("//") {
+        (agent.origin.clone() + &url, Some(url))
+    } else {
+        let parsed = web_sys::Url::new_with_base(&url, &browser::window()?.location().href().ok()?).ok()?;
+        let same_origin = parsed.origin() == agent.origin;
+        (parsed.href(), same_origin.then(|| parsed.pathname()))
+    };
     if href.starts_with(&agent.config.endpoint) || agent.config.ignore.iter().any(|i| i.matches(&href)) {
         return None;
     }
-    let route = if url.origin() == page_origin {
-        let path = url.pathname();
-        crate::routes::apply(&agent.config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path))
-    } else {
-        pulse_protocol::route::normalise_route(&href)
+    let route = match same_origin_path {
+        Some(path) => crate::routes::apply(&agent.config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
+        None => pulse_protocol::route::normalise_route(&href),
     };
     let method = text(init, "method").or_else(|| request.map(Request::method)).unwrap_or_else(|| "GET".to_owned());
     Some(Call { route, method: method.to_ascii_uppercase() })
