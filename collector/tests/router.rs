@@ -324,3 +324,37 @@ async fn health_is_unhealthy_without_clickhouse_and_metrics_are_served() {
     assert!(text.contains("pulse_http_requests_total{route=\"/healthz\",status=\"503\"} 1"), "{text}");
     assert!(text.contains("pulse_queue_depth 0"), "{text}");
 }
+
+#[tokio::test]
+async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
+    let dir = std::env::temp_dir().join(format!("pulse-agent-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("pulse.js"), "export async function init() {}").expect("entry");
+    std::fs::write(dir.join("pulse.0123abcd89.js"), "export default 1;").expect("glue");
+    std::fs::write(dir.join("pulse_bg.0123abcd89.wasm"), b"\0asm\x01\0\0\0").expect("wasm");
+    let h = harness(Config { agent_dir: dir.clone(), ..test_config() });
+    let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+
+    let entry = call(&h.router, get("/agent/pulse.js")).await;
+    assert_eq!(entry.status, StatusCode::OK);
+    assert_eq!(entry.header("content-type"), Some("text/javascript"));
+    assert_eq!(entry.header("cache-control"), Some("no-cache"), "the entry is revalidated so new builds show at once");
+    let glue = call(&h.router, get("/agent/pulse.0123abcd89.js")).await;
+    assert_eq!(glue.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    let wasm = call(&h.router, get("/agent/pulse_bg.0123abcd89.wasm")).await;
+    assert_eq!(wasm.header("content-type"), Some("application/wasm"), "needed for streaming compilation");
+    assert_eq!(wasm.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(wasm.body, b"\0asm\x01\0\0\0");
+    let missing = call(&h.router, get("/agent/nope.js")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.header("cache-control"), None, "a 404 is not cached for a year");
+
+    // The demo endpoints, on by default and off when configured so.
+    let ok = call(&h.router, get("/demo/api/ok")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(ok.header("server-timing").is_some_and(|v| v.contains("db;dur=")));
+    assert_eq!(call(&h.router, get("/demo/api/fail")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let off = harness(Config { agent_dir: dir.clone(), demo_api: false, ..test_config() });
+    assert_eq!(call(&off.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
+    let _ = std::fs::remove_dir_all(&dir);
+}
