@@ -25,7 +25,8 @@ pub(crate) fn start(agent: &Agent) {
     }
 }
 
-/// After the current task, so `loadEventEnd` is set when the entry is read.
+/// After the current task, so `loadEventEnd` is set when the entry is read. The one-shot timer is
+/// deliberately not kept: it runs once, and after `shutdown` it finds no agent and does nothing.
 fn later(f: fn()) {
     gloo_timers::callback::Timeout::new(0, move || crate::browser::timed(f)).forget();
 }
