@@ -21,6 +21,10 @@ use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
 use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb};
 
+/// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
+/// idle rollover, so a page that dies without a hide loses nothing that matters).
+const SESSION_SAVE_INTERVAL_MS: f64 = 5_000.0;
+
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Agent>>> = const { RefCell::new(None) };
 }
@@ -117,6 +121,8 @@ pub(crate) struct Agent {
     first_hidden: Cell<f64>,
     context: RefCell<Rc<Context>>,
     session: RefCell<Session>,
+    /// When the session was last written to `sessionStorage`, epoch ms.
+    session_saved_at: Cell<f64>,
     queue: RefCell<Queue<Queued>>,
     pub stats: RefCell<Stats>,
     listeners: RefCell<Vec<Function>>,
@@ -148,6 +154,7 @@ pub(crate) fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         first_hidden: Cell::new(if browser::is_hidden() && !browser::prerendering() { 0.0 } else { f64::INFINITY }),
         context: RefCell::new(Rc::new(context)),
         session: RefCell::new(session),
+        session_saved_at: Cell::new(now),
         stats: RefCell::default(),
         listeners: RefCell::default(),
         hooks: RefCell::default(),
@@ -304,11 +311,17 @@ impl Agent {
         let now = browser::epoch_ms();
         let session_id = {
             let mut session = self.session.borrow_mut();
-            if session.expired(now) {
+            let rolled = session.expired(now);
+            if rolled {
                 *session = Session::start(browser::random_id(), now, self.config.sample_rate, js_sys::Math::random());
             }
             session.last_active = now;
-            save_session(&session);
+            // Storage writes are the costliest part of taking a metric: write a new session at
+            // once, activity at most every few seconds (and at every send, see `flush`).
+            if rolled || now - self.session_saved_at.get() >= SESSION_SAVE_INTERVAL_MS {
+                save_session(&session);
+                self.session_saved_at.set(now);
+            }
             session.id.clone()
         };
         let url = page_url(&self.config);
@@ -354,6 +367,8 @@ impl Agent {
 
     /// Sends everything waiting.
     pub(crate) fn flush(&self) {
+        save_session(&self.session.borrow());
+        self.session_saved_at.set(browser::epoch_ms());
         let items = self.queue.borrow_mut().take();
         if items.is_empty() {
             return;
