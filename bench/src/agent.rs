@@ -204,7 +204,7 @@ pub async fn in_page(report: &mut Report, quick: bool) {
     report.add(SECTION_PAGE, "start: init to observers registered (wasm loaded), median", get("startMs"), "ms");
     report.compare(
         SECTION_PAGE,
-        format!("fetch round trip, median of {} calls, with agent", calls * 3),
+        format!("fetch round trip, median of {} calls, with agent", calls * 5),
         get("fetchWithMs"),
         "ms",
         "without agent (same page, interleaved)",

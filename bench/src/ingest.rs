@@ -19,7 +19,7 @@ use pulse_testkit::{clickhouse, free_port, now_ms};
 use serde_json::{json, Value};
 
 use crate::repo;
-use crate::report::{percentile, Report};
+use crate::report::{median, percentile, Report};
 
 const SECTION: &str = "3. ingest throughput (loopback, ClickHouse on the same machine)";
 const CONNECTIONS: usize = 16;
@@ -173,40 +173,46 @@ fn stored(db: &str) -> u64 {
 }
 
 pub async fn run(report: &mut Report, quick: bool) {
-    let seconds = if quick { 4.0 } else { 15.0 };
+    // Three repetitions of 8 s per setting (medians reported); `--quick`: one of 3 s.
+    let (repeats, seconds) = if quick { (1, 3.0) } else { (3, 8.0) };
     let bodies = Arc::new(beacons(2_000));
     let mut last_accepted = 0;
     for threads in [1usize, 2] {
-        let db = clickhouse().fresh_database(&format!("bench_ingest_{threads}"));
-        let collector = spawn_collector(&db, threads).await;
-        // Warm up (schema ready, connections open), then measure from an empty database.
-        let _ = fire(&collector.base, bodies.clone(), 0.5).await;
-        let before = wait_stored(&db, 0, Duration::from_secs(30)).await;
-        let load = fire(&collector.base, bodies.clone(), seconds).await;
-        let expected = before + load.accepted;
-        let started = Instant::now();
-        let after = wait_stored(&db, expected, Duration::from_secs(120)).await;
-        let drain = started.elapsed().as_secs_f64();
         let label = format!("{threads} worker thread{}", if threads == 1 { "" } else { "s" });
-        report.add(
-            SECTION,
-            format!("{label}: metrics accepted and stored per second"),
-            load.accepted as f64 / (load.seconds + drain),
-            "/s",
-        );
-        report.add(SECTION, format!("{label}: metrics accepted per second (during load)"), load.accepted as f64 / load.seconds, "/s");
-        report.add(SECTION, format!("{label}: response latency p50"), percentile(&load.latencies_ms, 0.5), "ms");
-        report.add(SECTION, format!("{label}: response latency p99"), percentile(&load.latencies_ms, 0.99), "ms");
-        report.add(SECTION, format!("{label}: collector peak RSS"), collector.peak_rss_mib(), "MiB");
-        report.add(SECTION, format!("{label}: rows stored − rows accepted (0 = nothing lost)"), after as f64 - expected as f64, "rows");
-        if load.refused > 0 {
-            report.note(format!(
-                "{label}: {} requests answered 503 (queue full: back-pressure while ClickHouse catches up) or failed",
-                load.refused
-            ));
+        let (mut stored_rate, mut accept_rate, mut p50, mut p99, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut lost, mut refused) = (0i64, 0u64);
+        for repeat in 0..repeats {
+            let db = clickhouse().fresh_database(&format!("bench_ingest_{threads}_{repeat}"));
+            let collector = spawn_collector(&db, threads).await;
+            // Warm up (schema ready, connections open), then measure.
+            let _ = fire(&collector.base, bodies.clone(), 0.5).await;
+            let before = wait_stored(&db, 0, Duration::from_secs(30)).await;
+            let load = fire(&collector.base, bodies.clone(), seconds).await;
+            let expected = before + load.accepted;
+            let started = Instant::now();
+            let after = wait_stored(&db, expected, Duration::from_secs(120)).await;
+            let drain = started.elapsed().as_secs_f64();
+            stored_rate.push(load.accepted as f64 / (load.seconds + drain));
+            accept_rate.push(load.accepted as f64 / load.seconds);
+            p50.push(percentile(&load.latencies_ms, 0.5));
+            p99.push(percentile(&load.latencies_ms, 0.99));
+            rss.push(collector.peak_rss_mib());
+            lost += after as i64 - expected as i64;
+            refused += load.refused;
+            last_accepted = load.accepted;
+            drop(collector);
+            let _ = clickhouse().sql(&format!("DROP DATABASE IF EXISTS {db}"));
         }
-        last_accepted = load.accepted;
-        drop(collector);
+        let runs = if repeats > 1 { format!(" (median of {repeats})") } else { String::new() };
+        report.add(SECTION, format!("{label}: metrics accepted and stored per second{runs}"), median(&mut stored_rate), "/s");
+        report.add(SECTION, format!("{label}: metrics accepted per second, during load{runs}"), median(&mut accept_rate), "/s");
+        report.add(SECTION, format!("{label}: response latency p50{runs}"), median(&mut p50), "ms");
+        report.add(SECTION, format!("{label}: response latency p99{runs}"), median(&mut p99), "ms");
+        report.add(SECTION, format!("{label}: collector peak RSS (largest)"), rss.iter().copied().fold(f64::NAN, f64::max), "MiB");
+        report.add(SECTION, format!("{label}: rows stored − rows accepted, all runs (0 = nothing lost)"), lost as f64, "rows");
+        if refused > 0 {
+            report.note(format!("{label}: {refused} requests answered 503 (queue full: back-pressure while ClickHouse catches up) or failed"));
+        }
     }
     direct(report, last_accepted.clamp(100_000, 2_000_000)).await;
 }
