@@ -179,6 +179,12 @@ async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
     let groups: Vec<String> = statuses["rows"].as_array().map(|r| r.iter().map(|g| g["group"].to_string()).collect()).unwrap_or_default();
     assert!(groups.iter().any(|g| g.contains("500")) && groups.iter().any(|g| g.contains("200")), "{statuses}");
 
+    // The ok endpoint's Server-Timing header travelled with its call.
+    let timing = clickhouse().sql(&format!("SELECT server_timing FROM {}.api_calls WHERE route = '/demo/api/ok'", stack.db));
+    assert!(timing.contains("\"db\"") && timing.contains("12.5"), "{timing}");
+    let error = clickhouse().sql(&format!("SELECT status, ok FROM {}.api_calls WHERE route = '/demo/api/fail'", stack.db));
+    assert_eq!(error.split_whitespace().collect::<Vec<_>>(), vec!["500", "0"], "{error}");
+
     // Stored under one session with two page views, as the browser reported.
     let ch = clickhouse();
     let sessions = ch.sql(&format!("SELECT DISTINCT session FROM {}.metrics WHERE site = 'demo'", stack.db));

@@ -11,7 +11,6 @@ use std::rc::Rc;
 
 use js_sys::Function;
 use pulse_protocol::{AttrValue, Metric, NavigationType, Vital};
-use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::browser::{self, Listener};
@@ -19,7 +18,7 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
-use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb};
+use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb, wire};
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
 /// idle rollover, so a page that dies without a hide loses nothing that matters).
@@ -35,8 +34,7 @@ pub(crate) fn current() -> Option<Rc<Agent>> {
 }
 
 /// What the agent did, for the page (`stats()`) and for tests.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// Metrics measured or recorded (before sampling and `beforeSend`).
     pub measured: u32,
@@ -280,7 +278,7 @@ impl Agent {
         let listeners = self.listeners.borrow().clone();
         if !listeners.is_empty() {
             // Their own copy: a listener changing it does not change what is sent.
-            let object = transport::to_js(&metric);
+            let object = wire::metric(&metric);
             for listener in listeners {
                 if let Err(error) = listener.call1(&JsValue::NULL, &object) {
                     web_sys::console::error_2(&JsValue::from_str("pulse: an onMetric callback threw"), &error);
@@ -292,7 +290,7 @@ impl Agent {
             self.stats.borrow_mut().dropped_unsampled += 1;
             return;
         }
-        let Some(metric) = self.before_send(transport::to_js(&metric), &metric.name) else { return };
+        let Some(metric) = self.before_send(wire::metric(&metric), &metric.name) else { return };
         let full = {
             let mut queue = self.queue.borrow_mut();
             let dropped = queue.dropped;

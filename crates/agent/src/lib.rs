@@ -12,7 +12,7 @@
 //! - [`queue`], [`transport`]: batching, payload splitting, `sendBeacon` / `fetch keepalive`.
 //! - [`session`]: session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
 //! - `agent`: the running agent and its lifecycle (hide, bfcache restore, shutdown).
-//! - `browser`: helpers over the page's APIs.
+//! - `browser`: helpers over the page's APIs. `wire`: the wire format as JavaScript objects.
 //!
 //! The JavaScript API is [`init`], returning a [`Pulse`] handle.
 
@@ -31,6 +31,7 @@ pub mod routes;
 pub mod session;
 pub mod transport;
 pub mod ttfb;
+mod wire;
 
 use std::collections::BTreeMap;
 
@@ -164,7 +165,7 @@ impl Pulse {
         agent::current().map_or(JsValue::NULL, |a| {
             let mut stats = a.stats.borrow().clone();
             (stats.busy_ms, stats.longest_ms) = browser::clock();
-            transport::to_js(&stats)
+            wire::stats(&stats)
         })
     }
 

@@ -2,14 +2,13 @@
 //! split so no payload exceeds [`MAX_PAYLOAD_BYTES`], and sent with `navigator.sendBeacon` as
 //! `text/plain` (no CORS preflight), falling back to `fetch` with `keepalive`.
 //!
-//! JSON is made by the browser (`JSON.stringify` of the object serde-wasm-bindgen builds from the
-//! protocol's `Beacon`), which keeps a JSON serialiser and float formatting out of the wasm.
+//! JSON is made by the browser (`JSON.stringify` of the objects [`crate::wire`] builds in the
+//! protocol's shape), which keeps a JSON serialiser and float formatting out of the wasm.
 
 use std::rc::Rc;
 
 use js_sys::{Function, Object};
 use pulse_protocol::{Beacon, Metric, NavigationType, Viewport, VERSION};
-use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::browser::{self, get, num};
@@ -107,15 +106,8 @@ pub(crate) fn describe_device(beacon: &mut Beacon<Metric>) {
 
 /// The JSON payload of one beacon: the envelope with `metrics` set to the queued objects.
 pub(crate) fn to_json(beacon: &Beacon<Metric>, metrics: &[Queued]) -> Option<String> {
-    let object = to_js(beacon);
-    let list: js_sys::Array = metrics.iter().map(|(_, m)| m).collect();
-    browser::set(&object, "metrics", &list);
+    let object = crate::wire::beacon(beacon, metrics.iter().map(|(_, m)| m));
     js_sys::JSON::stringify(&object).ok()?.as_string()
-}
-
-/// A plain JavaScript object of a metric (what `onMetric` and `beforeSend` see).
-pub(crate) fn to_js<T: Serialize>(value: &T) -> JsValue {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
 }
 
 /// Sends one payload. `sendBeacon` first; if the browser refuses it (over its budget, or no
