@@ -33,6 +33,9 @@ sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" "$out/pulse.js" >"$dist/glue.t
 glue_hash="$(sha256sum "$dist/glue.tmp.js" | cut -c1-10)"
 mv "$dist/glue.tmp.js" "$dist/pulse.$glue_hash.js"
 cp "$out/pulse.d.ts" "$dist/pulse.$glue_hash.d.ts"
+# The agent's small JS shims (wasm-bindgen snippets), imported by the glue by relative path; their
+# folder name carries a hash of the crate.
+[ -d "$out/snippets" ] && cp -r "$out/snippets" "$dist/"
 cat >"$dist/pulse.js" <<JS
 // Pulse real-user monitoring agent. Usage:
 //   import { init } from './pulse.js';
@@ -60,8 +63,10 @@ gz() { gzip -9c "$@" | wc -c | tr -d ' '; }
 br() { cat "$@" | brotli -q 11 -c | wc -c | tr -d ' '; }
 printf 'agent: %-22s %8s %8s %8s\n' "" raw gzip brotli
 printf 'agent: %-22s %8s %8s %8s\n' pulse_bg.wasm "$(size "$out/pulse_bg.wasm")" "$(gz "$out/pulse_bg.wasm")" "$(br "$out/pulse_bg.wasm")"
-printf 'agent: %-22s %8s %8s %8s\n' pulse.js "$(size "$out/pulse.js")" "$(gz "$out/pulse.js")" "$(br "$out/pulse.js")"
+js_files=("$out/pulse.js")
+while IFS= read -r -d '' f; do js_files+=("$f"); done < <(find "$out/snippets" -name '*.js' -print0 2>/dev/null)
+printf 'agent: %-22s %8s %8s %8s\n' "pulse.js + snippets" "$(cat "${js_files[@]}" | wc -c | tr -d ' ')" "$(cat "${js_files[@]}" | gzip -9c | wc -c | tr -d ' ')" "$(cat "${js_files[@]}" | brotli -q 11 -c | wc -c | tr -d ' ')"
 printf 'agent: %-22s %8s %8s %8s\n' "wasm + js (separately)" \
-  "$(( $(size "$out/pulse_bg.wasm") + $(size "$out/pulse.js") ))" \
-  "$(( $(gz "$out/pulse_bg.wasm") + $(gz "$out/pulse.js") ))" \
-  "$(( $(br "$out/pulse_bg.wasm") + $(br "$out/pulse.js") ))"
+  "$(( $(size "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | wc -c) ))" \
+  "$(( $(gz "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | gzip -9c | wc -c) ))" \
+  "$(( $(br "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | brotli -q 11 -c | wc -c) ))"

@@ -211,7 +211,9 @@ pub async fn run(report: &mut Report, quick: bool) {
         report.add(SECTION, format!("{label}: collector peak RSS (largest)"), rss.iter().copied().fold(f64::NAN, f64::max), "MiB");
         report.add(SECTION, format!("{label}: rows stored − rows accepted, all runs (0 = nothing lost)"), lost as f64, "rows");
         if refused > 0 {
-            report.note(format!("{label}: {refused} requests answered 503 (queue full: back-pressure while ClickHouse catches up) or failed"));
+            report.note(format!(
+                "{label}: {refused} requests answered 503 (queue full: back-pressure while ClickHouse catches up) or failed"
+            ));
         }
     }
     direct(report, last_accepted.clamp(100_000, 2_000_000)).await;

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
-use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb, wire};
+use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb, wire, xhr};
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
 /// idle rollover, so a page that dies without a hide loses nothing that matters).
@@ -202,6 +202,7 @@ impl Agent {
         ttfb::start(self);
         if self.config.track_fetch {
             fetch::install(self);
+            xhr::install(self);
         }
         if self.config.track_measures {
             measure::start(self);

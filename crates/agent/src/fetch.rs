@@ -56,7 +56,7 @@ pub(crate) fn install(agent: &Agent) {
 }
 
 /// What is known about a call before it starts.
-struct Call {
+pub(crate) struct Call {
     route: String,
     method: String,
 }
@@ -69,6 +69,13 @@ fn describe(agent: &Agent, input: &JsValue, init: &JsValue) -> Option<Call> {
         // URL objects and anything else `fetch` would stringify.
         (None, None) => String::from(input.unchecked_ref::<Object>().to_string()),
     };
+    let method = text(init, "method").or_else(|| request.map(Request::method)).unwrap_or_else(|| "GET".to_owned());
+    call(agent, url, method)
+}
+
+/// The route and method of a call to `url`, or `None` for the collector's own beacons and the
+/// ignore list.
+pub(crate) fn call(agent: &Agent, url: String, method: String) -> Option<Call> {
     // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
     let (href, same_origin_path) = if url.starts_with('/') && !url.starts_with("//") {
         (agent.origin.clone() + &url, Some(url))
@@ -84,38 +91,53 @@ fn describe(agent: &Agent, input: &JsValue, init: &JsValue) -> Option<Call> {
         Some(path) => crate::routes::apply(&agent.config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
         None => pulse_protocol::route::normalise_route(&href),
     };
-    let method = text(init, "method").or_else(|| request.map(Request::method)).unwrap_or_else(|| "GET".to_owned());
     Some(Call { route, method: method.to_ascii_uppercase() })
+}
+
+/// How a timed call ended.
+pub(crate) enum Outcome {
+    /// A response: status, ok, the `Server-Timing` header if exposed.
+    Response(u16, bool, Option<String>),
+    /// No response: a short reason (network, abort, timeout).
+    Failed(&'static str),
+}
+
+/// Reports one timed call as an `api` metric.
+pub(crate) fn report(call: Call, started: f64, outcome: Outcome) {
+    let duration = browser::now() - started;
+    let mut metric = Metric {
+        name: pulse_protocol::metric::API.to_owned(),
+        value: Some(duration.max(0.0)),
+        at: browser::epoch_of(started),
+        route: Some(call.route),
+        method: Some(call.method),
+        ..Metric::default()
+    };
+    match outcome {
+        Outcome::Response(status, ok, header) => {
+            metric.status = Some(status);
+            metric.ok = Some(ok);
+            metric.server_timing = header.map(|h| parse_server_timing(&h, js_sys::Number::parse_float)).filter(|t| !t.is_empty());
+        }
+        Outcome::Failed(why) => {
+            metric.status = Some(0);
+            metric.ok = Some(false);
+            metric.error = Some(why.to_owned());
+        }
+    }
+    if let Some(agent) = current() {
+        agent.emit(metric);
+    }
 }
 
 fn watch(call: Call, started: f64, result: &JsValue) {
     browser::on_settle(result, move |outcome: JsValue| {
-        let duration = browser::now() - started;
-        let mut metric = Metric {
-            name: pulse_protocol::metric::API.to_owned(),
-            value: Some(duration.max(0.0)),
-            at: browser::epoch_of(started),
-            route: Some(call.route),
-            method: Some(call.method),
-            ..Metric::default()
-        };
-        match outcome.dyn_ref::<Response>() {
+        let outcome = match outcome.dyn_ref::<Response>() {
             Some(response) if response.type_() == web_sys::ResponseType::Opaque => return,
-            Some(response) => {
-                metric.status = Some(response.status());
-                metric.ok = Some(response.ok());
-                let header = response.headers().get("server-timing").ok().flatten();
-                metric.server_timing = header.map(|h| parse_server_timing(&h, js_sys::Number::parse_float)).filter(|t| !t.is_empty());
-            }
-            None => {
-                metric.status = Some(0);
-                metric.ok = Some(false);
-                metric.error = Some(error_kind(&outcome).to_owned());
-            }
-        }
-        if let Some(agent) = current() {
-            agent.emit(metric);
-        }
+            Some(response) => Outcome::Response(response.status(), response.ok(), response.headers().get("server-timing").ok().flatten()),
+            None => Outcome::Failed(error_kind(&outcome)),
+        };
+        report(call, started, outcome);
     });
 }
 

@@ -8,7 +8,8 @@
 //! natively with synthetic entry sequences; each module's second half is the thin browser glue
 //! that feeds them.
 //! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution.
-//! - [`fetch`]: the `fetch` wrapper (`api` metrics). [`measure`]: `record()` and user timing.
+//! - [`fetch`], [`xhr`]: `fetch` and `XMLHttpRequest` timing (`api` metrics). [`measure`]:
+//!   `record()` and user timing.
 //! - [`queue`], [`transport`]: batching, payload splitting, `sendBeacon` / `fetch keepalive`.
 //! - [`session`]: session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
 //! - `agent`: the running agent and its lifecycle (hide, bfcache restore, shutdown).
@@ -32,6 +33,7 @@ pub mod session;
 pub mod transport;
 pub mod ttfb;
 mod wire;
+pub mod xhr;
 
 use std::collections::BTreeMap;
 

@@ -50,6 +50,16 @@ export function page_fetch(input, init) { return window.fetch(input, init); }
 export function pending_promise() { return window.__pending; }
 export function thrown_error() { return window.__thrown; }
 
+export function xhr(method, url) {
+  return new Promise((resolve) => {
+    const x = new XMLHttpRequest();
+    x.open(method, url);
+    x.addEventListener('loadend', () => resolve(x.status));
+    x.send();
+  });
+}
+export function xhr_wrapped() { return XMLHttpRequest.prototype.open.toString().includes('__pulse'); }
+
 export function supports(type) {
   return (PerformanceObserver.supportedEntryTypes || []).includes(type);
 }
@@ -93,6 +103,8 @@ extern "C" {
     fn pending_promise() -> JsValue;
     fn thrown_error() -> JsValue;
     fn supports(kind: &str) -> bool;
+    fn xhr(method: &str, url: &str) -> js_sys::Promise;
+    fn xhr_wrapped() -> bool;
     fn dispatch(kind: &str, persisted: Option<bool>);
     fn next_frame() -> js_sys::Promise;
     fn paint_and_shift() -> js_sys::Promise;
@@ -437,6 +449,34 @@ async fn fetches_are_timed_with_status_route_and_method() {
         "the ignored URL and the beacons are not timed"
     );
     assert!(calls.iter().all(|m| m.value.is_some_and(|v| (0.0..30_000.0).contains(&v))));
+}
+
+#[wasm_bindgen_test]
+async fn xml_http_requests_are_timed_too() {
+    let agent = start(&[("trackMeasures", JsValue::FALSE), ("ignoreUrls", js_sys::Array::of1(&"/ignored".into()).into())]);
+    assert!(xhr_wrapped());
+    for (method, url) in
+        [("GET", "/api/orders/42?full=1"), ("post", "/api/orders"), ("GET", "/ignored/x"), ("GET", "http://127.0.0.1:9/down")]
+    {
+        let status = JsFuture::from(xhr(method, url)).await.expect("the page's request completes");
+        assert_eq!(status.as_f64(), Some(if url.contains(":9/") { 0.0 } else { 404.0 }), "the page sees its own status");
+    }
+    sleep(50).await;
+    agent.0.flush();
+    let metrics = sent_metrics();
+    type Call<'a> = (Option<&'a str>, Option<&'a str>, Option<u16>, Option<&'a str>);
+    let calls: Vec<Call> =
+        named(&metrics, "api").iter().map(|m| (m.route.as_deref(), m.method.as_deref(), m.status, m.error.as_deref())).collect();
+    assert_eq!(
+        calls,
+        vec![
+            (Some("/api/orders/:id"), Some("GET"), Some(404), None),
+            (Some("/api/orders"), Some("POST"), Some(404), None),
+            (Some("127.0.0.1:9/down"), Some("GET"), Some(0), Some("network")),
+        ]
+    );
+    drop(agent);
+    assert!(!xhr_wrapped(), "shutdown restores XMLHttpRequest");
 }
 
 #[wasm_bindgen_test]
