@@ -161,10 +161,10 @@ async fn percentiles_match_the_values_sent_exactly_from_raw_and_closely_from_rol
         let (lo, hi) = (exact[rank.saturating_sub(9)], exact[(rank + 9).min(299)]);
         assert!(got >= lo - 1.0 && got <= hi + 1.0, "rollup p{p} = {got}, exact {} (allowed {lo}..{hi})", exact_percentile(&exact, p));
     }
-    // A long range is answered by the hour rollup with the same counts.
+    // A long range is answered by the day and hour rollups with the same counts.
     let now = now_ms() as u64;
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", now - 30 * 86_400_000, now + 3_600_000)).await;
-    assert_eq!(body["source"], "rollup_1h");
+    assert_eq!(body["source"], "rollup_1d+1h");
     assert_eq!(body["rows"][0]["count"], 300);
     c.running.stop().await;
 }
@@ -453,13 +453,14 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
             .await
             .expect("retention runs");
     let tables: Vec<&str> = dropped.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tables, vec!["metrics", "metrics_1m"], "old day partitions dropped; the hour rollup keeps 400 days");
+    assert_eq!(tables, vec!["metrics", "metrics_1m"], "old day partitions dropped; the hour and day rollups keep 400 days");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2);
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 1);
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 2, "migrations 1 and 2, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1d", c.db)), 2, "the day rollup keeps 400 days too");
     c.running.stop().await;
 }
 
@@ -512,4 +513,85 @@ async fn rows_given_up_at_shutdown_are_counted() {
     running.stop().await;
     let text = app.telemetry.render();
     assert!(text.contains("pulse_rows_dropped_total{reason=\"shutdown_while_clickhouse_failing\",table=\"metrics\"} 2"), "{text}");
+}
+
+/// Rows written straight into the raw table (the views fill every rollup), `per_hour` values an
+/// hour for `hours` hours ending at the last whole hour; returns the values, oldest first.
+fn history(db: &str, hours: u32, per_hour: u32) -> (Vec<f64>, u32) {
+    let last_hour = (now_ms() / 1000.0) as u32 / 3600 * 3600 - 3600;
+    let first = last_hour - (hours - 1) * 3600;
+    let mut values = Vec::new();
+    let mut rows = Vec::new();
+    for h in 0..hours {
+        for k in 0..per_hour {
+            let v = f64::from(1000 + (h * 37 + k * 101) % 3000);
+            values.push(v);
+            rows.push(format!("('demo', toDateTime({}), 'LCP', {v}, 'good', '/p', 'desktop')", first + h * 3600 + k * 60));
+        }
+    }
+    clickhouse().sql(&format!("INSERT INTO {db}.metrics (site, event_time, name, value, rating, url, device) VALUES {}", rows.join(",")));
+    (values, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
+    let c = collector("day_rollup").await;
+    // Ten days of hourly values: the range below covers the whole days in between from the day
+    // rollup and the partial days at both ends from the hour rollup.
+    let (values, first) = history(&c.db, 240, 3);
+    let ch = clickhouse();
+    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.metrics_1d", c.db)), 720, "the view fills the day rollup");
+    let (from, to) = (u64::from(first + 5 * 3600) * 1000, u64::from(first + 230 * 3600) * 1000);
+    let inside: Vec<f64> = values[15..690].to_vec();
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={from}&to={to}")).await;
+    assert_eq!(body["source"], "rollup_1d+1h");
+    let row = &body["rows"][0];
+    assert_eq!(row["count"], inside.len(), "exact to the hour: no day is widened");
+    let mut sorted = inside.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!((f(&row["min"]), f(&row["max"])), (sorted[0], sorted[sorted.len() - 1]));
+    let p75 = f(&row["p75"]);
+    let rank = sorted.partition_point(|v| *v < p75);
+    let expected = (0.75 * sorted.len() as f64) as usize;
+    assert!(rank.abs_diff(expected) <= sorted.len() / 33, "rollup p75 {p75} at rank {rank}, exact rank {expected}");
+    let raw = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={from}&to={to}&source=raw")).await;
+    assert_eq!(raw["rows"][0]["count"], row["count"]);
+
+    // Daily points come from the day rollup, each day's count exact.
+    let body = c
+        .read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1d&from={}&to={}", u64::from(first) * 1000, now_ms() as u64))
+        .await;
+    assert_eq!(body["source"], "rollup_1d");
+    let total: u64 = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).sum();
+    assert_eq!(total, 720);
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_day_rollup_is_filled_from_the_hour_rollup_once() {
+    let c = collector("day_backfill").await;
+    let ch = clickhouse();
+    // Back to a database that has only migration 1: no day rollup, history in the hour rollup.
+    for sql in ["DROP TABLE {db}.metrics_1d_mv", "DROP TABLE {db}.metrics_1d", "DROP TABLE {db}.schema_migrations"] {
+        ch.sql(&sql.replace("{db}", &c.db));
+    }
+    ch.sql(&format!("CREATE TABLE {}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog", c.db));
+    ch.sql(&format!("INSERT INTO {}.schema_migrations VALUES (1, 'raw tables and minute/hour rollups', now())", c.db));
+    history(&c.db, 72, 2);
+    let config = Config { clickhouse_url: ch.url.clone(), clickhouse_database: c.db.clone(), ..Config::default() };
+    pulse_collector::storage::schema::migrate(&config).await.expect("migration 2");
+    let day_count = format!("SELECT countMerge(count_state) FROM {}.metrics_1d", c.db);
+    assert_eq!(ch.count(&day_count), 144, "history copied from the hour rollup");
+    let per_day = ch.sql(&format!("SELECT sum(n) FROM (SELECT countMerge(count_state) AS n FROM {}.metrics_1d GROUP BY bucket)", c.db));
+    assert_eq!(per_day.trim(), "144");
+    // Applying the migration again (as after an interruption) copies nothing twice.
+    ch.sql(&format!("DROP TABLE {}.schema_migrations", c.db));
+    ch.sql(&format!("CREATE TABLE {}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog", c.db));
+    ch.sql(&format!("INSERT INTO {}.schema_migrations VALUES (1, 'raw tables and minute/hour rollups', now())", c.db));
+    pulse_collector::storage::schema::migrate(&config).await.expect("migration 2 again");
+    assert_eq!(ch.count(&day_count), 144);
+    // And new rows flow into it through the view.
+    history(&c.db, 1, 5);
+    assert_eq!(ch.count(&day_count), 149);
+    c.running.stop().await;
 }

@@ -42,6 +42,10 @@ enum Source {
     Raw,
     Minute,
     Hour,
+    Day,
+    /// Whole days from the day rollup, the hours before the first and after the last whole day
+    /// from the hour rollup (summaries of long ranges: exact to the hour, a 24th of the states).
+    DayAndHour,
 }
 
 impl Source {
@@ -50,6 +54,8 @@ impl Source {
             Source::Raw => "raw",
             Source::Minute => "rollup_1m",
             Source::Hour => "rollup_1h",
+            Source::Day => "rollup_1d",
+            Source::DayAndHour => "rollup_1d+1h",
         }
     }
 
@@ -57,7 +63,8 @@ impl Source {
         match self {
             Source::Raw => 1,
             Source::Minute => 60,
-            Source::Hour => 3_600,
+            Source::Hour | Source::DayAndHour => 3_600,
+            Source::Day => 86_400,
         }
     }
 
@@ -66,6 +73,9 @@ impl Source {
             Source::Raw => "metrics",
             Source::Minute => "metrics_1m",
             Source::Hour => "metrics_1h",
+            Source::Day => "metrics_1d",
+            // Two tables: see `from_clause`.
+            Source::DayAndHour => "metrics_1h",
         }
     }
 
@@ -93,6 +103,41 @@ fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], f
         _ if !in_rollup || range.seconds() <= i64::from(app.config.raw_max_hours) * 3_600 => Ok(Source::Raw),
         _ => Ok(rollup),
     }
+}
+
+/// The `FROM … WHERE` of a query on `source` over `range` for one site and metric, and the times
+/// to bind after `site` and `name` in each part (the day-and-hour source has two parts).
+fn from_clause(source: Source, range: TimeRange) -> (String, Vec<Vec<i64>>) {
+    if let (Source::DayAndHour, Some((first_day, last_day))) = (source, whole_days(range)) {
+        let sql = "(SELECT * FROM metrics_1d WHERE site = ? AND name = ? AND bucket >= toDateTime(?) AND bucket < toDateTime(?)
+            UNION ALL
+            SELECT * FROM metrics_1h WHERE site = ? AND name = ?
+                AND ((bucket >= toDateTime(?) AND bucket < toDateTime(?)) OR (bucket >= toDateTime(?) AND bucket < toDateTime(?))))
+            WHERE 1 = 1";
+        return (sql.to_owned(), vec![vec![first_day, last_day], vec![range.from, first_day, last_day, range.to]]);
+    }
+    let (table, time) = (source.table(), source.time_column());
+    (
+        format!("{table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
+        vec![vec![range.from, range.to]],
+    )
+}
+
+/// The first and the end of the whole UTC days inside `range`, if there is at least one.
+fn whole_days(range: TimeRange) -> Option<(i64, i64)> {
+    const DAY: i64 = 86_400;
+    let (first, end) = ((range.from + DAY - 1).div_euclid(DAY) * DAY, range.to.div_euclid(DAY) * DAY);
+    (end > first).then_some((first, end))
+}
+
+fn bind_from(mut query: clickhouse::query::Query, site: &str, metric: &str, parts: &[Vec<i64>]) -> clickhouse::query::Query {
+    for times in parts {
+        query = query.bind(site).bind(metric);
+        for t in times {
+            query = query.bind(*t);
+        }
+    }
+    query
 }
 
 /// 1-based index of a percentile in the rollup's quantile array.
@@ -192,7 +237,10 @@ pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
     let filters = dimension_filters(&params)?;
     let limit = params.limit()?;
     let requested = params.range(OffsetDateTime::now_utc())?;
-    let source = choose_source(&params, &app, requested, &percentiles, 86_400)?;
+    let source = match choose_source(&params, &app, requested, &percentiles, 86_400)? {
+        Source::Hour if whole_days(requested.aligned(3_600)).is_some() => Source::DayAndHour,
+        other => other,
+    };
     let range = requested.aligned(source.step());
 
     let group_sql = if group_by == "none" { "''" } else { group_by };
@@ -217,13 +265,9 @@ pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
             ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect(),
         ),
     };
-    let sql = format!(
-        "{select} FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){filters}{group_clause}",
-        table = source.table(),
-        time = source.time_column(),
-        filters = filter_sql(&filters),
-    );
-    let mut q = bind_levels(app.clickhouse.query(&sql), &levels).bind(site).bind(metric.as_str()).bind(range.from).bind(range.to);
+    let (from_sql, times) = from_clause(source, range);
+    let sql = format!("{select} FROM {from_sql}{filters}{group_clause}", filters = filter_sql(&filters));
+    let mut q = bind_from(bind_levels(app.clickhouse.query(&sql), &levels), site, &metric, &times);
     q = bind_filters(q, &filters);
     if group_by != "none" {
         q = q.bind(limit);
@@ -304,7 +348,11 @@ pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
             format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval"),
         ));
     }
-    let source = choose_source(&params, &app, range, &[percentile], step)?;
+    let source = match choose_source(&params, &app, range, &[percentile], step)? {
+        // Daily points come straight from the day rollup.
+        Source::Hour if step == 86_400 => Source::Day,
+        other => other,
+    };
 
     let value_sql = match (source, rollup_index(percentile)) {
         (Source::Raw, _) | (_, None) => "quantileExact(?)(value)".to_owned(),

@@ -7,12 +7,13 @@ use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime};
 
 /// Tables, how long each keeps rows, and its partition granularity.
-fn tables(raw_days: u32, rollup_days: u32) -> [(&'static str, u32, Granularity); 4] {
+fn tables(raw_days: u32, rollup_days: u32) -> [(&'static str, u32, Granularity); 5] {
     [
         ("metrics", raw_days, Granularity::Day),
         ("api_calls", raw_days, Granularity::Day),
         ("metrics_1m", raw_days, Granularity::Day),
         ("metrics_1h", rollup_days, Granularity::Month),
+        ("metrics_1d", rollup_days, Granularity::Month),
     ]
 }
 

@@ -5,9 +5,10 @@
 //! Tables:
 //! - `metrics`, `api_calls`: raw rows, one day per partition (retention drops whole days),
 //!   ordered by the common filters.
-//! - `metrics_1m`, `metrics_1h`: `AggregatingMergeTree` rollups fed by materialized views, holding
-//!   count / sum / min / max, good / needs-improvement / poor counts and a t-digest of the values
-//!   per minute (hour) and per group-by dimension. A week of p75 per page reads these.
+//! - `metrics_1m`, `metrics_1h`, `metrics_1d`: `AggregatingMergeTree` rollups fed by materialized
+//!   views, holding count / sum / min / max, good / needs-improvement / poor counts and a t-digest
+//!   of the values per minute (hour, day) and per group-by dimension. A week of p75 per page reads
+//!   the whole days from the day rollup and the hours at either end from the hour rollup.
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -64,11 +65,12 @@ fn rollup_view(table: &str, bucket_seconds: u32) -> String {
 }
 
 fn migrations() -> Vec<Migration> {
-    vec![Migration {
-        version: 1,
-        name: "raw tables and minute/hour rollups",
-        statements: vec![
-            "CREATE TABLE IF NOT EXISTS metrics (
+    vec![
+        Migration {
+            version: 1,
+            name: "raw tables and minute/hour rollups",
+            statements: vec![
+                "CREATE TABLE IF NOT EXISTS metrics (
                 site String,
                 event_time DateTime,
                 received_at DateTime,
@@ -98,8 +100,8 @@ fn migrations() -> Vec<Migration> {
             ) ENGINE = MergeTree()
             PARTITION BY toYYYYMMDD(event_time)
             ORDER BY (site, name, url, event_time)"
-                .to_owned(),
-            "CREATE TABLE IF NOT EXISTS api_calls (
+                    .to_owned(),
+                "CREATE TABLE IF NOT EXISTS api_calls (
                 site String,
                 event_time DateTime,
                 received_at DateTime,
@@ -123,13 +125,37 @@ fn migrations() -> Vec<Migration> {
             ) ENGINE = MergeTree()
             PARTITION BY toYYYYMMDD(event_time)
             ORDER BY (site, route, event_time)"
-                .to_owned(),
-            rollup_table("metrics_1m", "toYYYYMMDD"),
-            rollup_view("metrics_1m", 60),
-            rollup_table("metrics_1h", "toYYYYMM"),
-            rollup_view("metrics_1h", 3600),
-        ],
-    }]
+                    .to_owned(),
+                rollup_table("metrics_1m", "toYYYYMMDD"),
+                rollup_view("metrics_1m", 60),
+                rollup_table("metrics_1h", "toYYYYMM"),
+                rollup_view("metrics_1h", 3600),
+            ],
+        },
+        Migration {
+            version: 2,
+            name: "day rollup",
+            statements: vec![
+                rollup_table("metrics_1d", "toYYYYMM"),
+                // History from the hour rollup (it keeps as long as the day rollup), once: only while
+                // the day rollup is still empty, so a migration interrupted after this step and run
+                // again does not count anything twice. Then the view takes new rows. The collector
+                // migrates before it accepts beacons; rows another instance inserts between the two
+                // steps would be missing from the day rollup only.
+                format!(
+                    "INSERT INTO metrics_1d
+                SELECT site, name, toDateTime(intDiv(toUInt32(bucket), 86400) * 86400) AS day, {ROLLUP_DIMENSIONS},
+                    countMergeState(count_state), sumMergeState(sum_state), minMergeState(min_state), maxMergeState(max_state),
+                    sumMergeState(good_state), sumMergeState(ni_state), sumMergeState(poor_state),
+                    quantilesTDigestMergeState(0.5, 0.75, 0.95, 0.99)(quantiles_state)
+                FROM metrics_1h
+                WHERE (SELECT count() FROM metrics_1d) = 0
+                GROUP BY site, name, day, {ROLLUP_DIMENSIONS}"
+                ),
+                rollup_view("metrics_1d", 86_400),
+            ],
+        },
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]
