@@ -58,10 +58,10 @@ if [ -n "$bindgen_version" ] && ! "$cargo_bin/wasm-bindgen" --version 2>/dev/nul
     cargo install wasm-bindgen-cli --version "$bindgen_version" --force --quiet
 fi
 tools="$root/.pulse/tools"
-if [ ! -x "$tools/node_modules/.bin/wasm-opt" ]; then
-  say "npm install binaryen (wasm-opt) into .pulse/tools"
+if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
+  say "npm install binaryen (wasm-opt) and esbuild (minifies the JS glue) into .pulse/tools"
   mkdir -p "$tools"
-  npm install --prefix "$tools" --no-audit --no-fund --silent binaryen@132 >/dev/null
+  npm install --prefix "$tools" --no-audit --no-fund --silent binaryen@132 esbuild@0.25.12 >/dev/null
 fi
 
 # Browsers for the wasm tests (Chromium and Firefox, headless) and their WebDriver servers.

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::Function;
-use pulse_protocol::{AttrValue, Metric, NavigationType, Vital};
+use pulse_protocol::{AttrValue, NavigationType, Vital};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::browser::{self, Listener};
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
+use crate::wire::Metric;
 use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb, wire, xhr};
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
@@ -79,10 +80,10 @@ impl Instance {
             name: vital.name().to_owned(),
             value: Some(value),
             at: browser::epoch_ms(),
-            rating: Some(vital.thresholds().rate(value).as_str().to_owned()),
+            rating: Some(vital.thresholds().rate(value).as_str()),
             delta: Some(delta),
             id: Some(self.id.clone()),
-            attribution: (!attribution.0.is_empty()).then_some(attribution.0),
+            attribution: attribution.0,
             ..Metric::default()
         })
     }
@@ -90,19 +91,19 @@ impl Instance {
 
 /// Attribution details of one vital (web-vitals' attribution build, flattened).
 #[derive(Debug, Default)]
-pub(crate) struct Attribution(std::collections::BTreeMap<String, AttrValue>);
+pub(crate) struct Attribution(Vec<(&'static str, AttrValue)>);
 
 impl Attribution {
-    pub(crate) fn num(mut self, key: &str, value: f64) -> Attribution {
+    pub(crate) fn num(mut self, key: &'static str, value: f64) -> Attribution {
         if value.is_finite() {
-            self.0.insert(key.to_owned(), AttrValue::Num(value));
+            self.0.push((key, AttrValue::Num(value)));
         }
         self
     }
 
-    pub(crate) fn text(mut self, key: &str, value: Option<String>) -> Attribution {
+    pub(crate) fn text(mut self, key: &'static str, value: Option<String>) -> Attribution {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
-            self.0.insert(key.to_owned(), AttrValue::Str(value));
+            self.0.push((key, AttrValue::Str(value)));
         }
         self
     }

@@ -8,13 +8,14 @@
 //! no status, so they are not reported.
 
 use js_sys::{Function, Object};
-use pulse_protocol::{Metric, ServerTiming};
+use pulse_protocol::ServerTiming;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Request, Response};
 
 use crate::agent::{current, Agent};
 use crate::browser::{self, get, text};
+use crate::wire::Metric;
 
 /// Puts the original `fetch` back when dropped, if the page's `fetch` is still the wrapper.
 #[derive(Debug)]
@@ -122,7 +123,7 @@ pub(crate) fn report(call: Call, started: f64, outcome: Outcome) {
         Outcome::Failed(why) => {
             metric.status = Some(0);
             metric.ok = Some(false);
-            metric.error = Some(why.to_owned());
+            metric.error = Some(why);
         }
     }
     if let Some(agent) = current() {
@@ -184,18 +185,12 @@ pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> 
 }
 
 fn split_outside_quotes(s: &str, separator: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, c) in s.char_indices() {
-        if c == '"' {
-            quoted = !quoted;
-        } else if c == separator && !quoted {
-            parts.push(&s[start..i]);
-            start = i + 1;
-        }
-    }
-    parts.push(&s[start..]);
-    parts
+    let mut quoted = false;
+    s.split(|c| {
+        quoted ^= c == '"';
+        c == separator && !quoted
+    })
+    .collect()
 }
 
 #[cfg(test)]

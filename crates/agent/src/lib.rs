@@ -35,7 +35,10 @@ pub mod ttfb;
 mod wire;
 pub mod xhr;
 
-use std::collections::BTreeMap;
+// A smaller allocator than the default dlmalloc (the agent's heap is small and short-lived).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 use wasm_bindgen::prelude::*;
 
@@ -210,10 +213,10 @@ impl Pulse {
     }
 }
 
-fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, BTreeMap<String, String>), &'static str> {
+fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, measure::Tags), &'static str> {
     let name = name.as_string().ok_or("pulse.record: name must be a string")?;
     let value = value.as_f64().ok_or("pulse.record: value must be a number")?;
-    let mut map = BTreeMap::new();
+    let mut list = Vec::new();
     if !(tags.is_undefined() || tags.is_null()) {
         if !tags.is_object() || js_sys::Array::is_array(tags) {
             return Err("pulse.record: tags must be an object of strings");
@@ -221,8 +224,8 @@ fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(Strin
         for entry in js_sys::Object::entries(tags.unchecked_ref()).iter() {
             let key = browser::get(&entry, "0").as_string().unwrap_or_default();
             let value = browser::get(&entry, "1").as_string().ok_or("pulse.record: tag values must be strings")?;
-            map.insert(key, value);
+            list.push((key, value));
         }
     }
-    Ok((name, value, map))
+    Ok((name, value, list))
 }

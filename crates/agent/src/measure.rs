@@ -1,17 +1,18 @@
 //! Custom metrics: `record(name, value, tags)` from the page, and user-timing `measure` entries
 //! (`performance.measure('checkout:render', …)`), each becoming a metric of that name.
 
-use std::collections::BTreeMap;
-
 use pulse_protocol::limits::{MAX_CUSTOM_VALUE, MAX_SHORT_LEN, MAX_TAGS, MAX_TAG_KEY_LEN};
 use pulse_protocol::metric::{is_custom_name, API};
-use pulse_protocol::Metric;
 
 use crate::agent::{current, Agent};
 use crate::browser::{self, num, Observer};
+use crate::wire::Metric;
+
+/// A custom metric's tags, as the page gave them (keys unique: an object's own keys).
+pub type Tags = Vec<(String, String)>;
 
 /// Checks a `record` call; the error says what is wrong.
-pub fn check(name: &str, value: f64, tags: &BTreeMap<String, String>) -> Result<(), &'static str> {
+pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'static str> {
     if !is_custom_name(name) || name == API {
         return Err("pulse.record: name must match [a-z][a-z0-9_.:-]{0,63} and not be `api`");
     }
@@ -32,8 +33,8 @@ pub fn check(name: &str, value: f64, tags: &BTreeMap<String, String>) -> Result<
     Ok(())
 }
 
-pub(crate) fn metric(name: String, value: f64, at: f64, tags: BTreeMap<String, String>) -> Metric {
-    Metric { name, value: Some(value), at, tags: (!tags.is_empty()).then_some(tags), ..Metric::default() }
+pub(crate) fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
+    Metric { name, value: Some(value), at, tags, ..Metric::default() }
 }
 
 /// A user-timing name as a custom metric name: lower case, other characters as `_`, starting
@@ -62,8 +63,7 @@ pub(crate) fn start(agent: &Agent) {
             if duration.is_nan() || duration < 0.0 {
                 continue;
             }
-            let mut tags = BTreeMap::new();
-            tags.insert("source".to_owned(), "measure".to_owned());
+            let tags = vec![("source".to_owned(), "measure".to_owned())];
             let end = num(&entry, "startTime") + duration;
             agent.emit(metric(measure_name(&name), duration, browser::epoch_of(end), tags));
         }
@@ -78,16 +78,16 @@ mod tests {
 
     #[test]
     fn record_checks_name_value_and_tags() {
-        let none = BTreeMap::new();
+        let none = Vec::new();
         assert_eq!(check("cart.items", 3.0, &none), Ok(()));
         for bad in ["", "Cart", "1st", "api", "a b", &"x".repeat(65)] {
             assert!(check(bad, 1.0, &none).is_err(), "{bad:?}");
         }
         assert!(check("x", f64::NAN, &none).is_err());
         assert!(check("x", 2e12, &none).is_err());
-        let tags: BTreeMap<String, String> = [("Plan".to_owned(), "pro".to_owned())].into();
+        let tags = vec![("Plan".to_owned(), "pro".to_owned())];
         assert!(check("x", 1.0, &tags).is_err());
-        let tags: BTreeMap<String, String> = (0..17).map(|i| (format!("t{i}"), String::new())).collect();
+        let tags: Tags = (0..17).map(|i| (format!("t{i}"), String::new())).collect();
         assert!(check("x", 1.0, &tags).is_err());
     }
 

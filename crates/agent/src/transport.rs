@@ -8,7 +8,7 @@
 use std::rc::Rc;
 
 use js_sys::{Function, Object};
-use pulse_protocol::{Beacon, Metric, NavigationType, Viewport, VERSION};
+use pulse_protocol::{Beacon, NavigationType, Viewport, VERSION};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::browser::{self, get, num};
@@ -68,7 +68,7 @@ pub fn split<T: Clone>(
 }
 
 /// Builds the envelope for one page view (its metrics are added as JavaScript objects).
-pub fn envelope(config: &crate::config::Config, context: &Context) -> Beacon<Metric> {
+pub fn envelope(config: &crate::config::Config, context: &Context) -> Beacon<()> {
     Beacon {
         v: VERSION,
         site: config.site.clone(),
@@ -89,7 +89,7 @@ pub fn envelope(config: &crate::config::Config, context: &Context) -> Beacon<Met
 }
 
 /// Adds what the browser says about the device, and the send time.
-pub(crate) fn describe_device(beacon: &mut Beacon<Metric>) {
+pub(crate) fn describe_device(beacon: &mut Beacon<()>) {
     let Some(window) = browser::window() else { return };
     let (w, h) = (num(&window, "innerWidth"), num(&window, "innerHeight"));
     if w.is_finite() && h.is_finite() {
@@ -105,7 +105,7 @@ pub(crate) fn describe_device(beacon: &mut Beacon<Metric>) {
 }
 
 /// The JSON payload of one beacon: the envelope with `metrics` set to the queued objects.
-pub(crate) fn to_json(beacon: &Beacon<Metric>, metrics: &[Queued]) -> Option<String> {
+pub(crate) fn to_json(beacon: &Beacon<()>, metrics: &[Queued]) -> Option<String> {
     let object = crate::wire::beacon(beacon, metrics.iter().map(|(_, m)| m));
     js_sys::JSON::stringify(&object).ok()?.as_string()
 }

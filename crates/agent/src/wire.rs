@@ -3,10 +3,8 @@
 //! those types. Building the objects directly instead of through serde + serde-wasm-bindgen keeps
 //! about 16 KB of generic serialisation code out of the wasm.
 
-use std::collections::BTreeMap;
-
 use js_sys::{Array, Object};
-use pulse_protocol::{AttrValue, Beacon, Metric};
+use pulse_protocol::{AttrValue, Beacon, ServerTiming};
 use wasm_bindgen::JsValue;
 
 use crate::agent::Stats;
@@ -24,12 +22,25 @@ fn put_num(o: &Object, key: &str, value: Option<f64>) {
     }
 }
 
-fn strings(map: &BTreeMap<String, String>) -> Object {
-    let o = Object::new();
-    for (k, v) in map {
-        set(&o, k, &JsValue::from_str(v));
-    }
-    o
+/// One measured metric on its way to becoming a JavaScript object: the protocol's `Metric`, with
+/// attribution and tags as short lists rather than maps (no map code in the wasm; their keys are
+/// unique by construction: fixed attribution names, and the keys of the page's tags object).
+#[derive(Debug, Default)]
+pub(crate) struct Metric {
+    pub name: String,
+    pub value: Option<f64>,
+    pub at: f64,
+    pub rating: Option<&'static str>,
+    pub delta: Option<f64>,
+    pub id: Option<String>,
+    pub attribution: Vec<(&'static str, AttrValue)>,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub ok: Option<bool>,
+    pub error: Option<&'static str>,
+    pub server_timing: Option<Vec<ServerTiming>>,
+    pub tags: crate::measure::Tags,
 }
 
 /// A metric as the page sees it (`onMetric`, `beforeSend`) and as it is sent.
@@ -39,12 +50,12 @@ pub(crate) fn metric(m: &Metric) -> JsValue {
     // `null` for a missing value, as `JSON.stringify(NaN)` would give.
     set(&o, "value", &m.value.map_or(JsValue::NULL, JsValue::from_f64));
     put_num(&o, "at", Some(m.at));
-    put_str(&o, "rating", m.rating.as_deref());
+    put_str(&o, "rating", m.rating);
     put_num(&o, "delta", m.delta);
     put_str(&o, "id", m.id.as_deref());
-    if let Some(attribution) = &m.attribution {
+    if !m.attribution.is_empty() {
         let a = Object::new();
-        for (k, v) in attribution {
+        for (k, v) in &m.attribution {
             match v {
                 AttrValue::Num(n) => put_num(&a, k, Some(*n)),
                 AttrValue::Str(s) => put_str(&a, k, Some(s)),
@@ -58,7 +69,7 @@ pub(crate) fn metric(m: &Metric) -> JsValue {
     if let Some(ok) = m.ok {
         set(&o, "ok", &JsValue::from_bool(ok));
     }
-    put_str(&o, "error", m.error.as_deref());
+    put_str(&o, "error", m.error);
     if let Some(timings) = &m.server_timing {
         let list = Array::new();
         for t in timings {
@@ -70,14 +81,18 @@ pub(crate) fn metric(m: &Metric) -> JsValue {
         }
         set(&o, "server_timing", &list);
     }
-    if let Some(tags) = &m.tags {
-        set(&o, "tags", &strings(tags));
+    if !m.tags.is_empty() {
+        let t = Object::new();
+        for (k, v) in &m.tags {
+            set(&t, k, &JsValue::from_str(v));
+        }
+        set(&o, "tags", &t);
     }
     o.into()
 }
 
 /// The envelope of one beacon, with `metrics` set to the queued objects.
-pub(crate) fn beacon<'a>(b: &Beacon<Metric>, metrics: impl Iterator<Item = &'a JsValue>) -> Object {
+pub(crate) fn beacon<'a>(b: &Beacon<()>, metrics: impl Iterator<Item = &'a JsValue>) -> Object {
     let o = Object::new();
     put_num(&o, "v", Some(f64::from(b.v)));
     put_str(&o, "site", Some(&b.site));

@@ -31,19 +31,20 @@ pub fn normalise_route(url: &str) -> String {
 /// Splits `scheme://host[:port]/path` into (`host[:port]`, `/path`); a relative URL has no host.
 fn split_origin(url: &str) -> (Option<&str>, &str) {
     let url = url.trim();
-    let Some(scheme_end) = url.find("://") else {
+    // Neither a substring searcher nor indexing by position: both bring `str`'s panic formatting
+    // (with Unicode tables) into the wasm agent, which uses this module.
+    let at = url.as_bytes().windows(3).position(|w| w == b"://");
+    let Some((scheme, rest)) = at.and_then(|i| url.get(..i).zip(url.get(i + 3..))) else {
         return (None, url);
     };
-    let scheme = &url[..scheme_end];
     if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
         return (None, url);
     }
-    let rest = &url[scheme_end + 3..];
-    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let path = rest.trim_start_matches(|c| !matches!(c, '/' | '?' | '#'));
+    let authority = rest.strip_suffix(path).unwrap_or(rest);
     // Drop any `user:password@` from the authority: it must never be stored.
-    let authority = &rest[..host_end];
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    (Some(host), &rest[host_end..])
+    (Some(host), path)
 }
 
 fn normalise_segments(path: &str, mut out: String) -> String {
