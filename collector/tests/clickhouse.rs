@@ -95,6 +95,11 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// The `count` of each point of a `/v1/vitals/series` answer.
+fn point_counts(body: &Value) -> Vec<u64> {
+    body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).collect()
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -200,11 +205,11 @@ async fn series_buckets_hold_the_right_values() {
 
     let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1m&{}&source=rollup", range())).await;
     assert_eq!(body["source"], "rollup_1m");
-    let counts: Vec<u64> = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).collect();
+    let counts = point_counts(&body);
     assert_eq!(counts, vec![5, 4, 3, 2, 1]);
 
     let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1h&{}", range())).await;
-    let total: u64 = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).sum();
+    let total: u64 = point_counts(&body).iter().sum();
     assert_eq!(total, 15);
     c.running.stop().await;
 }
@@ -562,7 +567,7 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
         .read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1d&from={}&to={}", u64::from(first) * 1000, now_ms() as u64))
         .await;
     assert_eq!(body["source"], "rollup_1d");
-    let total: u64 = body["points"].as_array().expect("points").iter().map(|p| p["count"].as_u64().expect("count")).sum();
+    let total: u64 = point_counts(&body).iter().sum();
     assert_eq!(total, 720);
     c.running.stop().await;
 }

@@ -5,6 +5,7 @@
 //!
 //! Needs the built agent (`scripts/build-agent.sh`, which `make test` runs first).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +78,24 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{name}: fewer than {count} values arrived");
+    }
+
+    /// The `group_by=route` rows of `/v1/api-calls` by route, once at least `routes` routes
+    /// arrived (10 s at most; the caller's assertions say what is missing after that).
+    async fn api_routes(&self, routes: usize) -> HashMap<String, Value> {
+        let mut rows = HashMap::new();
+        for _ in 0..100 {
+            let answer = self.read("/v1/api-calls?site=demo&group_by=route").await;
+            rows = answer["rows"]
+                .as_array()
+                .map(|r| r.iter().map(|row| (row["group"].as_str().unwrap_or_default().to_owned(), row.clone())).collect())
+                .unwrap_or_default();
+            if rows.len() >= routes {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        rows
     }
 }
 
@@ -156,21 +175,8 @@ async fn the_demo_page_reports_vitals_api_calls_and_custom_metrics() {
     assert!(number(&render, "min") >= 0.0);
 
     // The three API calls: status, errors and the slow one's duration.
-    let mut routes = Value::Null;
-    for _ in 0..100 {
-        routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
-        if routes["rows"].as_array().is_some_and(|r| r.len() >= 3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let row = |route: &str| {
-        routes["rows"]
-            .as_array()
-            .and_then(|rows| rows.iter().find(|r| r["group"] == route))
-            .cloned()
-            .unwrap_or_else(|| panic!("{route} missing in {routes}"))
-    };
+    let routes = stack.api_routes(3).await;
+    let row = |route: &str| routes.get(route).cloned().unwrap_or_else(|| panic!("{route} missing in {routes:?}"));
     let (ok, fail, slow) = (row("/demo/api/ok"), row("/demo/api/fail"), row("/demo/api/slow"));
     assert_eq!((number(&ok, "count"), number(&ok, "error_rate")), (1.0, 0.0), "{ok}");
     assert_eq!((number(&fail, "count"), number(&fail, "error_rate")), (1.0, 1.0), "{fail}");
@@ -335,16 +341,8 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     let inp = stack.metric("INP", 1).await;
     assert!(number(&inp, "max") >= 250.0, "the 250 ms handler: {inp}");
     stack.metric("vite.loaded", 2).await;
-    let mut routes = Value::Null;
-    for _ in 0..100 {
-        routes = stack.read("/v1/api-calls?site=demo&group_by=route").await;
-        if routes["rows"].as_array().is_some_and(|r| r.len() >= 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let rate =
-        |route: &str| routes["rows"].as_array().and_then(|r| r.iter().find(|r| r["group"] == route)).map(|r| number(r, "error_rate"));
-    assert_eq!((rate("/demo/api/ok"), rate("/demo/api/fail")), (Some(0.0), Some(1.0)), "{routes}");
+    let routes = stack.api_routes(2).await;
+    let rate = |route: &str| routes.get(route).map(|r| number(r, "error_rate"));
+    assert_eq!((rate("/demo/api/ok"), rate("/demo/api/fail")), (Some(0.0), Some(1.0)), "{routes:?}");
     stack.running.stop().await;
 }

@@ -40,8 +40,7 @@ pub enum Ignore {
 impl Ignore {
     pub fn matches(&self, url: &str) -> bool {
         match self {
-            // A byte-window search rather than `str::contains`, whose searcher costs ~4 KB of wasm.
-            Ignore::Contains(part) => part.is_empty() || url.as_bytes().windows(part.len()).any(|w| w == part.as_bytes()),
+            Ignore::Contains(part) => pulse_protocol::route::find(url, part).is_some(),
             Ignore::Matches(re) => {
                 // A global or sticky RegExp keeps state between tests; start each match fresh.
                 re.set_last_index(0);
