@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser agent for pages: wasm-pack (size-first `release-wasm` profile: opt-level z,
-# LTO, panic=abort), then wasm-opt -Oz from npm's binaryen (wasm-pack's own would be downloaded).
+# Builds the browser agent for pages: cargo (size-first `release-wasm` profile: opt-level z, LTO,
+# panic=abort), wasm-bindgen (the JS glue), then wasm-opt -Oz from npm's binaryen and esbuild.
 #
 #   scripts/build-agent.sh [OUT_DIR]     # default target/agent/pkg: pulse.js, pulse_bg.wasm, pulse.d.ts
 #
@@ -10,18 +10,19 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/target/agent/pkg}"
 wasm_opt="$root/.pulse/tools/node_modules/.bin/wasm-opt"
 esbuild="$root/.pulse/tools/node_modules/.bin/esbuild"
-[ -x "$wasm_opt" ] && [ -x "$esbuild" ] || "$root/scripts/setup.sh"
+wasm_bindgen="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen"
+[ -x "$wasm_opt" ] && [ -x "$esbuild" ] && [ -x "$wasm_bindgen" ] || PULSE_SETUP_QUIET=1 "$root/scripts/setup.sh" run
 
 cd "$root"
-wasm-pack --quiet build crates/agent --target web --profile release-wasm --no-opt \
-  --out-dir "$out" --out-name pulse --no-pack 2>&1 | grep -v '^\[INFO\]' || true
-[ -f "$out/pulse_bg.wasm" ] || { echo "build-agent: wasm-pack produced no $out/pulse_bg.wasm" >&2; exit 1; }
+cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profile release-wasm
+rm -rf "$out" && mkdir -p "$out"
+"$wasm_bindgen" --target web --out-dir "$out" --out-name pulse \
+  "${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
 # The features the Rust target emits (wasm-opt must be told; it defaults to MVP).
 "$wasm_opt" -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
   --enable-reference-types --enable-multivalue \
   "$out/pulse_bg.wasm" -o "$out/pulse_bg.wasm"
-rm -f "$out/.gitignore"
 # The glue and the shims, minified (comments and whitespace are a third of the glue's brotli size;
 # the types live in the .d.ts). `new URL('….wasm', import.meta.url)` stays intact for bundlers.
 minify() { "$esbuild" "$1" --minify --format=esm --log-level=warning --outfile="$1.min" && mv "$1.min" "$1"; }
@@ -42,27 +43,11 @@ cp "$out/pulse.d.ts" "$dist/pulse.$glue_hash.d.ts"
 # The agent's small JS shims (wasm-bindgen snippets), imported by the glue by relative path; their
 # folder name carries a hash of the crate.
 [ -d "$out/snippets" ] && cp -r "$out/snippets" "$dist/"
-cat >"$dist/pulse.js" <<JS
-// Pulse real-user monitoring agent. Usage:
-//   import { init } from './pulse.js';
-//   const pulse = await init({ endpoint: '/v1/beacon', site: 'my-site' });
-import load, { start } from './pulse.$glue_hash.js';
-
-let loading;
-
-/** Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. */
-export async function init(options) {
-  loading = loading || load();
-  await loading;
-  return start(options);
-}
-JS
-cat >"$dist/pulse.d.ts" <<TS
-import type { Pulse, PulseConfig } from './pulse.$glue_hash.js';
-export type { Pulse, PulseConfig, PulseMetric, PulseStats } from './pulse.$glue_hash.js';
-/** Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. */
-export function init(options: PulseConfig): Promise<Pulse>;
-TS
+# The entry and its types are files of the agent crate (crates/agent/js) naming the glue
+# `./pulse_glue.js`; here they are pointed at the hashed glue.
+sed "s#\./pulse_glue\.js#./pulse.$glue_hash.js#g" "$root/crates/agent/js/pulse.js" >"$dist/pulse.js"
+sed "s#\./pulse_glue\.js#./pulse.$glue_hash.js#g" "$root/crates/agent/js/pulse.d.ts" >"$dist/pulse.d.ts"
+grep -q "pulse.$glue_hash.js" "$dist/pulse.js" || { echo "build-agent: the entry does not import ./pulse_glue.js" >&2; exit 1; }
 
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9c "$@" | wc -c | tr -d ' '; }

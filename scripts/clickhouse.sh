@@ -3,21 +3,18 @@
 #
 #   scripts/clickhouse.sh start DIR HTTP_PORT TCP_PORT   # idempotent: returns at once if it already answers
 #   scripts/clickhouse.sh stop DIR
+#   scripts/clickhouse.sh config DIR HTTP_PORT TCP_PORT  # only writes DIR/config.xml (the test harness
+#                                                        # runs the server itself, under a watchdog)
 #
 # The config is written into DIR on every start, so a changed port takes effect on the next start.
+# This is the one place the server's XML config is written.
 set -euo pipefail
 
-cmd=${1:?usage: clickhouse.sh start|stop DIR [HTTP_PORT TCP_PORT]}
+cmd=${1:?usage: clickhouse.sh start|stop|config DIR [HTTP_PORT TCP_PORT]}
 dir=$(mkdir -p "${2:?data directory}" && cd "$2" && pwd)
 
-case "$cmd" in
-start)
-  http_port=${3:-8123}
-  tcp_port=${4:-9000}
-  if curl -fsS "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1; then
-    echo "clickhouse: already answering on 127.0.0.1:${http_port}"
-    exit 0
-  fi
+write_config() {
+  local http_port=$1 tcp_port=$2
   mkdir -p "$dir/data" "$dir/tmp" "$dir/log" "$dir/format_schemas" "$dir/user_files"
   cat >"$dir/config.xml" <<XML
 <?xml version="1.0"?>
@@ -44,6 +41,20 @@ start)
   <mlock_executable>false</mlock_executable>
 </yandex>
 XML
+}
+
+case "$cmd" in
+config)
+  write_config "${3:?http port}" "${4:?tcp port}"
+  ;;
+start)
+  http_port=${3:-8123}
+  tcp_port=${4:-9000}
+  if curl -fsS "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1; then
+    echo "clickhouse: already answering on 127.0.0.1:${http_port}"
+    exit 0
+  fi
+  write_config "$http_port" "$tcp_port"
   clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/clickhouse.pid" --daemon
   for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:${http_port}/ping" >/dev/null 2>&1; then

@@ -1,10 +1,34 @@
 #!/usr/bin/env bash
-# Installs what Pulse needs and is missing; safe to run again (every step checks first).
+# Installs what Pulse needs and is missing; safe to run again (every step checks first and is
+# skipped, silently, when its tool is already there).
 #
-#   scripts/setup.sh           # what `make run` and `make test` need: ClickHouse, curl, Rust tools
+#   scripts/setup.sh run     # what `make run` needs: ClickHouse, the wasm target, wasm-bindgen,
+#                            # wasm-opt and esbuild (the agent build), brotli (its size report)
+#   scripts/setup.sh check   # the above, plus clippy and rustfmt (`make check`)
+#   scripts/setup.sh test    # the above, plus Chromium + chromedriver, Firefox + geckodriver
+#                            # (`make test`, `make bench`)
+#
+# Each step that runs says what it installs and roughly how long it takes, then how long it took.
 set -euo pipefail
 
+profile=${1:-test}
+case "$profile" in run | check | test) ;; *) echo "usage: setup.sh run|check|test" >&2; exit 2 ;; esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+tools="$root/.pulse/tools"
+
 say() { printf 'setup: %s\n' "$*"; }
+
+# step "what" "about how long" command…: runs one install with a progress line before and after.
+step() {
+  local what=$1 eta=$2 started
+  shift 2
+  started=$(date +%s)
+  say "$what (about $eta) …"
+  "$@"
+  say "$what: done in $(($(date +%s) - started)) s"
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -15,62 +39,82 @@ as_root() {
 apt_updated=0
 apt_install() {
   if [ "$apt_updated" -eq 0 ]; then
-    say "apt-get update"
     as_root apt-get update -qq
     apt_updated=1
   fi
-  say "installing $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
-
-command -v curl >/dev/null || apt_install curl
-if ! command -v clickhouse-server >/dev/null || ! command -v clickhouse-client >/dev/null; then
-  apt_install clickhouse-server clickhouse-client
-fi
 
 if ! command -v cargo >/dev/null; then
   say "cargo is missing: install Rust with rustup (https://rustup.rs) first"; exit 1
 fi
-for component in clippy rustfmt; do
-  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
-    say "adding rustup component ${component}"
-    rustup component add "${component}"
-  fi
-done
-# The wasm agent: target, wasm-pack, the wasm-bindgen CLI matching Cargo.lock, and a current wasm-opt
-# (Debian's binaryen is too old for today's wasm features; npm's `binaryen` is current).
+
+# --- what running needs ------------------------------------------------------------------------
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v brotli >/dev/null || missing+=(brotli)
+command -v clickhouse-server >/dev/null && command -v clickhouse-client >/dev/null ||
+  missing+=(clickhouse-server clickhouse-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt: ${missing[*]}" "30 s" apt_install "${missing[@]}"
+fi
+
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  say "adding rustup target wasm32-unknown-unknown"
-  rustup target add wasm32-unknown-unknown
+  step "rustup target wasm32-unknown-unknown" "20 s" rustup target add wasm32-unknown-unknown
 fi
-cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
-if ! command -v wasm-pack >/dev/null && [ ! -x "$cargo_bin/wasm-pack" ]; then
-  say "cargo install wasm-pack (about 2 minutes)"
-  cargo install wasm-pack --locked --quiet
+
+# npm's binaryen (wasm-opt; Debian's is too old for today's wasm features) and esbuild (minifies the
+# JS glue). Started in the background: it only waits on the network, the next step on the CPU.
+npm_pid=
+if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
+  mkdir -p "$tools"
+  say "npm: binaryen (wasm-opt) and esbuild into .pulse/tools (about 20 s, in the background) …"
+  npm install --prefix "$tools" --no-audit --no-fund --silent binaryen@132 esbuild@0.25.12 \
+    >"$tools/npm-install.log" 2>&1 &
+  npm_pid=$!
 fi
-root="$(cd "$(dirname "$0")/.." && pwd)"
+
+# The wasm-bindgen CLI of exactly the version in Cargo.lock (the generated glue must match the
+# crate). It also brings `wasm-bindgen-test-runner`, which runs the agent's browser tests.
 bindgen_version="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print; exit}' "$root/Cargo.lock")"
-if [ -n "$bindgen_version" ] && ! "$cargo_bin/wasm-bindgen" --version 2>/dev/null | grep -q " $bindgen_version\b"; then
-  say "cargo install wasm-bindgen-cli $bindgen_version (about 2 minutes)"
+install_bindgen() {
   # --locked first; its lockfile has named a crate version the registry mirror lacked, then a
   # fresh resolution within the same semver ranges works.
-  cargo install wasm-bindgen-cli --version "$bindgen_version" --locked --force --quiet ||
+  cargo install wasm-bindgen-cli --version "$bindgen_version" --locked --force --quiet 2>/dev/null ||
     cargo install wasm-bindgen-cli --version "$bindgen_version" --force --quiet
-fi
-tools="$root/.pulse/tools"
-if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
-  say "npm install binaryen (wasm-opt) and esbuild (minifies the JS glue) into .pulse/tools"
-  mkdir -p "$tools"
-  npm install --prefix "$tools" --no-audit --no-fund --silent binaryen@132 esbuild@0.25.12 >/dev/null
+}
+if ! "$cargo_bin/wasm-bindgen" --version 2>/dev/null | grep -q " $bindgen_version\b"; then
+  step "cargo install wasm-bindgen-cli $bindgen_version" "2 minutes" install_bindgen
 fi
 
-# Browsers for the wasm tests (Chromium and Firefox, headless) and their WebDriver servers.
-command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
-command -v firefox >/dev/null || command -v firefox-esr >/dev/null || apt_install firefox-esr
-command -v brotli >/dev/null || apt_install brotli
-if ! command -v geckodriver >/dev/null && [ ! -x "$cargo_bin/geckodriver" ]; then
-  say "cargo install geckodriver (about 2 minutes)"
-  cargo install geckodriver --locked --quiet
+if [ -n "$npm_pid" ]; then
+  if ! wait "$npm_pid"; then
+    cat "$tools/npm-install.log" >&2
+    say "npm install of binaryen and esbuild failed"; exit 1
+  fi
+  say "npm: binaryen and esbuild: done"
 fi
 
-say "ok ($(clickhouse-server --help >/dev/null 2>&1; dpkg-query -W -f='clickhouse ${Version}' clickhouse-server 2>/dev/null || echo clickhouse), $(cargo --version))"
+# --- what checking and testing need ----------------------------------------------------------------
+if [ "$profile" != run ]; then
+  for component in clippy rustfmt; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+      step "rustup component ${component}" "15 s" rustup component add "${component}"
+    fi
+  done
+fi
+if [ "$profile" = test ]; then
+  browsers=()
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null || browsers+=(chromium chromium-driver)
+  command -v firefox >/dev/null || command -v firefox-esr >/dev/null || browsers+=(firefox-esr)
+  if [ ${#browsers[@]} -gt 0 ]; then
+    step "apt: ${browsers[*]}" "1 minute" apt_install "${browsers[@]}"
+  fi
+  if ! command -v geckodriver >/dev/null && [ ! -x "$cargo_bin/geckodriver" ]; then
+    step "cargo install geckodriver (Firefox's WebDriver server)" "90 s" cargo install geckodriver --locked --quiet
+  fi
+fi
+
+if [ -z "${PULSE_SETUP_QUIET:-}" ]; then
+  say "ok ($profile: $(dpkg-query -W -f='clickhouse ${Version}' clickhouse-server 2>/dev/null || echo clickhouse), $(cargo --version | cut -d' ' -f1-2))"
+fi

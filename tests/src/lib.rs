@@ -72,35 +72,26 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// The repository's root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+}
+
 fn start_clickhouse() -> Result<ClickHouse, String> {
     let dir = std::env::temp_dir().join(format!("pulse-test-clickhouse-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
     let (http_port, tcp_port) = (free_port(), free_port());
     let d = dir.display();
-    let config = format!(
-        r#"<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>{d}/log/server.log</log><errorlog>{d}/log/error.log</errorlog><size>10M</size><count>1</count></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <http_port>{http_port}</http_port>
-  <tcp_port>{tcp_port}</tcp_port>
-  <path>{d}/data/</path>
-  <tmp_path>{d}/tmp/</tmp_path>
-  <user_files_path>{d}/user_files/</user_files_path>
-  <format_schema_path>{d}/format_schemas/</format_schema_path>
-  <users_config>/etc/clickhouse-server/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size>
-  <mlock_executable>false</mlock_executable>
-</yandex>
-"#
-    );
+    // The server's XML config has one author, the script `make run` uses too.
+    let script = repo_root().join("scripts/clickhouse.sh");
+    let out = Command::new(&script)
+        .args(["config", &d.to_string(), &http_port.to_string(), &tcp_port.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} config failed: {}", script.display(), String::from_utf8_lossy(&out.stderr)));
+    }
     let config_path = dir.join("config.xml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     // The watchdog: runs the server in the foreground of a shell that kills it, and removes its
     // directory, as soon as this test process is gone.
     let script = format!(
