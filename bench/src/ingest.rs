@@ -271,6 +271,8 @@ async fn direct(report: &mut Report, rows: u64) {
         viewport_w: 1280,
         viewport_h: 800,
         dpr: 2.0,
+        memory: 8.0,
+        cores: 8,
         skew_ms: 0,
         attribution: r#"{"element":"main>div.hero>img","url":"https://cdn.example/hero.jpg","timeToFirstByte":210.5}"#.into(),
         tag_keys: vec![],

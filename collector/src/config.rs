@@ -1,134 +1,289 @@
 //! Configuration: documented defaults, then an optional TOML file, then `PULSE_*` environment
 //! variables and command-line flags (flags win). With nothing set, the collector runs the dev setup
 //! that the README's quick start relies on: site `demo` for localhost pages, read key `dev-read-key`.
+//!
+//! Each setting is declared once, in [`settings!`] below: its name (the TOML key), type, default
+//! and doc. The environment variable (`PULSE_` + the name in capitals), the flag (`--` + the name
+//! with dashes; singular for lists), the `--help` text and the README's table row are derived from
+//! that one declaration; a test holds the README to it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde::Deserialize;
+
+use crate::origin::OriginPattern;
 
 /// The dev site key that `make run` and the demo page use.
 pub const DEV_SITE: &str = "demo";
 /// The dev read key for the query API.
 pub const DEV_READ_KEY: &str = "dev-read-key";
 
-/// Everything the collector can be told. Each field's doc states its unit and default.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Address to listen on. Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// ClickHouse HTTP endpoint. Default `http://127.0.0.1:8123`.
-    pub clickhouse_url: String,
-    /// Database holding Pulse's tables; created at start. Default `pulse`.
-    pub clickhouse_database: String,
-    /// ClickHouse user. Default `default`.
-    pub clickhouse_user: String,
-    /// ClickHouse password. Default empty.
-    pub clickhouse_password: String,
-    /// Sites allowed to send beacons. Default: the dev site `demo` for localhost origins.
-    pub sites: Vec<SiteConfig>,
-    /// Bearer keys accepted by the read API. Default `["dev-read-key"]`.
-    pub read_keys: Vec<String>,
-    /// Beacons held in memory between the ingest route and the writer; when full, ingest answers
-    /// 503. Default 10 000.
-    pub queue_capacity: usize,
-    /// Rows per ClickHouse insert at most. Default 20 000.
-    pub batch_rows: usize,
-    /// Longest time rows wait before being inserted, ms. Default 1 000.
-    pub flush_interval_ms: u64,
-    /// Days of raw rows and per-minute rollups kept; older day partitions are dropped. Default 30.
-    pub retention_days: u32,
-    /// Days of per-hour rollups kept (whole months are dropped). Default 400.
-    pub rollup_retention_days: u32,
-    /// Beacons per second allowed from one client IP (burst: twice this). Default 20.
-    pub ip_rate_per_second: u32,
-    /// Beacons per second allowed for one site unless the site sets its own (burst: twice). Default 2 000.
-    pub site_rate_per_second: u32,
-    /// Header carrying the client IP when behind a trusted proxy (first entry of e.g.
-    /// `x-forwarded-for`). Default none: the socket peer address is used.
-    pub client_ip_header: Option<String>,
-    /// Header carrying the visitor's ISO country code, set by a trusted CDN (e.g. `cf-ipcountry`).
-    /// Default none.
-    pub country_header: Option<String>,
-    /// MaxMind GeoIP2/GeoLite2 country database used when no country header is present. Default none.
-    pub geoip_database: Option<PathBuf>,
-    /// Query ranges up to this many hours read raw rows (exact percentiles); longer ones read
-    /// rollups. Default 24.
-    pub raw_max_hours: u32,
-    /// Directory of static files served at `/` (demo page, dashboard). Default `www`.
-    pub www_dir: PathBuf,
-    /// Directory of the built browser agent (`scripts/build-agent.sh`), served at `/agent/`:
-    /// content-hashed files cached for a year, the `pulse.js` entry revalidated. Default
-    /// `target/agent/dist`.
-    pub agent_dir: PathBuf,
-    /// Serve `/demo/api/{ok,fail,slow}`, the endpoints the demo page calls. Default true; turn it
-    /// off in production.
-    pub demo_api: bool,
-    /// On SIGTERM/SIGINT, how long the writer keeps retrying to store queued rows, s. Default 15.
-    pub shutdown_grace_seconds: u64,
-    /// Log format: `text` or `json`. Default `text`.
-    pub log_format: LogFormat,
+/// One setting as the outside world sees it: names, default and doc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// TOML key and field name.
+    pub key: &'static str,
+    /// One-line description (unit included).
+    pub doc: String,
+    /// The default, as it would be written in the environment variable.
+    pub default: String,
+    /// Lists: the separator between items in the environment variable; the flag may repeat.
+    pub delimiter: Option<char>,
+    /// Values never shown in `--help` (passwords, keys).
+    pub secret: bool,
+}
+
+impl Setting {
+    /// `PULSE_` + the key in capitals.
+    pub fn env(&self) -> String {
+        format!("PULSE_{}", self.key.to_ascii_uppercase())
+    }
+
+    /// The flag without its dashes: the key with `-`, singular for lists (`--site`, `--read-key`).
+    pub fn flag(&self) -> String {
+        let name = self.key.replace('_', "-");
+        match self.delimiter {
+            Some(_) => name.strip_suffix('s').map(str::to_owned).unwrap_or(name),
+            None => name,
+        }
+    }
+}
+
+/// A setting's value type: read from text (the flag or environment variable) and written back
+/// as text (the documented default).
+pub trait SettingValue: Sized {
+    /// Separator between list items (lists only).
+    const DELIMITER: Option<char> = None;
+    /// Parses the values given (one, or for lists each item).
+    fn parse(items: &[&str]) -> Result<Self, String>;
+    /// The value as it would be given.
+    fn show(&self) -> String;
+}
+
+fn one<'a>(items: &[&'a str]) -> Result<&'a str, String> {
+    match items {
+        [item] => Ok(item),
+        _ => Err("takes exactly one value".into()),
+    }
+}
+
+macro_rules! from_str_values {
+    ($($ty:ty),*) => {$(
+        impl SettingValue for $ty {
+            fn parse(items: &[&str]) -> Result<Self, String> {
+                let item = one(items)?;
+                item.parse().map_err(|e| format!("{item:?}: {e}"))
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+from_str_values!(SocketAddr, String, u32, u64, usize, bool);
+
+impl SettingValue for PathBuf {
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        one(items).map(PathBuf::from)
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl<T: SettingValue> SettingValue for Option<T> {
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        T::parse(items).map(Some)
+    }
+    fn show(&self) -> String {
+        self.as_ref().map_or_else(|| "none".into(), T::show)
+    }
+}
+
+impl SettingValue for Vec<String> {
+    const DELIMITER: Option<char> = Some(',');
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        Ok(items.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    }
+    fn show(&self) -> String {
+        self.join(",")
+    }
+}
+
+impl SettingValue for Vec<SiteConfig> {
+    const DELIMITER: Option<char> = Some(';');
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        items.iter().filter(|s| !s.trim().is_empty()).map(|s| SiteConfig::parse(s)).collect()
+    }
+    fn show(&self) -> String {
+        self.iter().map(SiteConfig::show).collect::<Vec<_>>().join(";")
+    }
+}
+
+impl SettingValue for LogFormat {
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        match one(items)? {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not text or json")),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        }
+    }
+}
+
+/// Declares the settings: the [`Config`] struct, its `Default`, the [`settings`] table and the
+/// setter that flags and environment variables go through.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])* $(#[secret $secret:tt])? $name:ident: $ty:ty = $default:expr; )*) => {
+        /// Everything the collector can be told. Defaults are in [`Config::default`]; the README's
+        /// configuration table lists them.
+        #[derive(Debug, Clone, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        /// Every setting, in declaration order, with its default.
+        pub fn settings() -> Vec<Setting> {
+            let defaults = Config::default();
+            vec![$(
+                Setting {
+                    key: stringify!($name),
+                    doc: one_line(&[$($doc),*]),
+                    default: SettingValue::show(&defaults.$name),
+                    delimiter: <$ty as SettingValue>::DELIMITER,
+                    secret: false $( || stringify!($secret) == "true" )?,
+                },
+            )*]
+        }
+
+        impl Config {
+            /// Sets one setting from the text of its flag or environment variable.
+            fn set(&mut self, key: &str, items: &[&str]) -> Result<(), String> {
+                match key {
+                    $( stringify!($name) => self.$name = SettingValue::parse(items)?, )*
+                    _ => return Err("is not a setting".into()),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// ClickHouse HTTP endpoint.
+    clickhouse_url: String = "http://127.0.0.1:8123".into();
+    /// Database holding Pulse's tables (created at start).
+    clickhouse_database: String = "pulse".into();
+    /// ClickHouse user.
+    clickhouse_user: String = "default".into();
+    /// ClickHouse password.
+    #[secret true]
+    clickhouse_password: String = String::new();
+    /// Site keys and the origins that may send for each (`KEY=ORIGIN,ORIGIN;…`): exact
+    /// (`https://shop.example`), any port (`http://localhost:*`) or any subdomain
+    /// (`https://*.shop.example`); TOML sites may set `rate_per_second`.
+    sites: Vec<SiteConfig> = vec![SiteConfig::dev()];
+    /// Bearer keys of the read API.
+    #[secret true]
+    read_keys: Vec<String> = vec![DEV_READ_KEY.into()];
+    /// Beacons held in memory before ingest answers 503.
+    queue_capacity: usize = 10_000;
+    /// Rows per ClickHouse insert at most.
+    batch_rows: usize = 20_000;
+    /// Longest wait before queued rows are inserted, ms.
+    flush_interval_ms: u64 = 1_000;
+    /// Days of raw rows and minute rollups kept (whole days dropped).
+    retention_days: u32 = 30;
+    /// Days of hour rollups kept (whole months dropped).
+    rollup_retention_days: u32 = 400;
+    /// Beacons per second per client IP (burst twice this).
+    ip_rate_per_second: u32 = 20;
+    /// Beacons per second per site unless the site sets its own (burst twice this).
+    site_rate_per_second: u32 = 2_000;
+    /// Trusted header with the client IP (its first entry), e.g. `x-forwarded-for`; none: the
+    /// socket's peer address.
+    client_ip_header: Option<String> = None;
+    /// Trusted header with the visitor's country code, e.g. `cf-ipcountry`.
+    country_header: Option<String> = None;
+    /// MaxMind country database (`.mmdb`) for IP → country when no country header is present.
+    geoip_database: Option<PathBuf> = None;
+    /// Ranges up to this many hours are answered from raw rows (exact percentiles).
+    raw_max_hours: u32 = 24;
+    /// Static files served at `/` (demo page, dashboard).
+    www_dir: PathBuf = PathBuf::from("www");
+    /// The built agent, served at `/agent/` (content-hashed files cached for a year).
+    agent_dir: PathBuf = PathBuf::from("target/agent/dist");
+    /// Serve `/demo/api/{ok,fail,slow}` for the demo page; turn it off in production.
+    demo_api: bool = true;
+    /// How long queued rows are retried at shutdown, s.
+    shutdown_grace_seconds: u64 = 15;
+    /// Log format, `text` or `json`; the level comes from `PULSE_LOG` (e.g. `debug`).
+    log_format: LogFormat = LogFormat::Text;
+}
+
+/// Doc-comment lines as one line.
+fn one_line(lines: &[&str]) -> String {
+    lines.iter().flat_map(|l| l.split_whitespace()).collect::<Vec<_>>().join(" ")
 }
 
 /// One site that may send beacons.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
-    /// Public site key (`site` in beacons).
+    /// Public site key (`site` in beacons); the wire format's rule
+    /// ([`pulse_protocol::validate::site_key`]).
     pub key: String,
-    /// Origins allowed to send for this site: exact (`https://shop.example`), any port
-    /// (`http://localhost:*`) or any subdomain (`https://*.shop.example`). Beacons without an
-    /// `Origin` header (server-side senders, curl) are accepted.
-    pub origins: Vec<String>,
+    /// Origins allowed to send for this site. Beacons without an `Origin` header (server-side
+    /// senders, curl) are accepted.
+    pub origins: Vec<OriginPattern>,
     /// Beacons per second for this site; default: the global `site_rate_per_second`.
     #[serde(default)]
     pub rate_per_second: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            clickhouse_url: "http://127.0.0.1:8123".into(),
-            clickhouse_database: "pulse".into(),
-            clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
-            sites: vec![SiteConfig::dev()],
-            read_keys: vec![DEV_READ_KEY.into()],
-            queue_capacity: 10_000,
-            batch_rows: 20_000,
-            flush_interval_ms: 1_000,
-            retention_days: 30,
-            rollup_retention_days: 400,
-            ip_rate_per_second: 20,
-            site_rate_per_second: 2_000,
-            client_ip_header: None,
-            country_header: None,
-            geoip_database: None,
-            raw_max_hours: 24,
-            www_dir: PathBuf::from("www"),
-            agent_dir: PathBuf::from("target/agent/dist"),
-            demo_api: true,
-            shutdown_grace_seconds: 15,
-            log_format: LogFormat::Text,
-        }
-    }
-}
-
 impl SiteConfig {
     /// The dev site: key `demo`, pages on localhost or 127.0.0.1 at any port.
     pub fn dev() -> Self {
-        SiteConfig { key: DEV_SITE.into(), origins: vec!["http://localhost:*".into(), "http://127.0.0.1:*".into()], rate_per_second: None }
+        SiteConfig::parse("demo=http://localhost:*,http://127.0.0.1:*").unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// `KEY=ORIGIN[,ORIGIN…]` → a site.
+    pub fn parse(spec: &str) -> Result<SiteConfig, String> {
+        let (key, origins) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not KEY=ORIGIN[,ORIGIN…]"))?;
+        Ok(SiteConfig {
+            key: key.trim().to_owned(),
+            origins: origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(OriginPattern::parse).collect::<Result<_, _>>()?,
+            rate_per_second: None,
+        })
+    }
+
+    fn show(&self) -> String {
+        let origins: Vec<String> = self.origins.iter().map(ToString::to_string).collect();
+        format!("{}={}", self.key, origins.join(","))
     }
 }
 
@@ -142,20 +297,31 @@ impl Config {
         self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k == DEV_READ_KEY)
     }
 
-    /// Reads a TOML file whose keys are this struct's field names.
+    /// Reads a TOML file whose keys are the settings' names.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e))
     }
 
-    /// Builds the configuration from the command line and environment (`Args`), reading the file
-    /// it names, then checks it.
-    pub fn load(args: Args) -> Result<Config, ConfigError> {
-        let mut config = match &args.config {
-            Some(path) => Config::from_file(path)?,
+    /// Builds the configuration from the process's flags and environment, reading the file they
+    /// name, then checks it. `--help` and `--version` print and exit here.
+    pub fn from_env_and_args() -> Result<Config, ConfigError> {
+        Config::load(command().get_matches())
+    }
+
+    /// Builds the configuration from parsed flags and environment ([`command`]), reading the file
+    /// they name, then checks it.
+    pub fn load(matches: ArgMatches) -> Result<Config, ConfigError> {
+        let mut config = match matches.get_one::<String>("config") {
+            Some(path) => Config::from_file(Path::new(path))?,
             None => Config::default(),
         };
-        args.apply(&mut config)?;
+        for setting in settings() {
+            if let Some(values) = matches.get_many::<String>(setting.key) {
+                let items: Vec<&str> = values.map(String::as_str).collect();
+                config.set(setting.key, &items).map_err(|why| ConfigError::Invalid { field: setting.key, why })?;
+            }
+        }
         config.check()?;
         Ok(config)
     }
@@ -167,12 +333,8 @@ impl Config {
             return bad("sites", "at least one site is needed".into());
         }
         for site in &self.sites {
-            if site.key.is_empty() || site.key.len() > 64 || !site.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return bad("sites.key", format!("{:?} must be 1..=64 letters, digits, _ or -", site.key));
-            }
-            for origin in &site.origins {
-                crate::sites::OriginPattern::parse(origin).map_err(|why| ConfigError::Invalid { field: "sites.origins", why })?;
+            if let Err(why) = pulse_protocol::validate::site_key(&site.key) {
+                return bad("sites.key", format!("{:?} {why}", site.key));
             }
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
@@ -214,144 +376,54 @@ pub enum ConfigError {
     Invalid { field: &'static str, why: String },
 }
 
-/// Command line and environment. Every flag also reads `PULSE_<NAME>`; flags override the file.
-#[derive(Debug, Default, Parser)]
-#[command(name = "pulse-collector", version, about = "Pulse collector: beacons in, percentiles out.", long_about = None)]
-pub struct Args {
-    /// TOML configuration file (keys as in the README's configuration table).
-    #[arg(long, env = "PULSE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "PULSE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// ClickHouse HTTP URL [default: http://127.0.0.1:8123].
-    #[arg(long, env = "PULSE_CLICKHOUSE_URL")]
-    pub clickhouse_url: Option<String>,
-    /// ClickHouse database [default: pulse].
-    #[arg(long, env = "PULSE_CLICKHOUSE_DATABASE")]
-    pub clickhouse_database: Option<String>,
-    /// ClickHouse user [default: default].
-    #[arg(long, env = "PULSE_CLICKHOUSE_USER")]
-    pub clickhouse_user: Option<String>,
-    /// ClickHouse password [default: empty].
-    #[arg(long, env = "PULSE_CLICKHOUSE_PASSWORD", hide_env_values = true)]
-    pub clickhouse_password: Option<String>,
-    /// A site as KEY=ORIGIN[,ORIGIN…]; repeat the flag, or separate sites with ';' in PULSE_SITES.
-    /// Replaces the configured sites [default: demo=http://localhost:*,http://127.0.0.1:*].
-    #[arg(long = "site", env = "PULSE_SITES", value_delimiter = ';')]
-    pub sites: Vec<String>,
-    /// Read API bearer key; repeat, or comma-separate in PULSE_READ_KEYS [default: dev-read-key].
-    #[arg(long = "read-key", env = "PULSE_READ_KEYS", value_delimiter = ',', hide_env_values = true)]
-    pub read_keys: Vec<String>,
-    /// Beacons queued in memory before ingest answers 503 [default: 10000].
-    #[arg(long, env = "PULSE_QUEUE_CAPACITY")]
-    pub queue_capacity: Option<usize>,
-    /// Rows per ClickHouse insert at most [default: 20000].
-    #[arg(long, env = "PULSE_BATCH_ROWS")]
-    pub batch_rows: Option<usize>,
-    /// Longest wait before queued rows are inserted, ms [default: 1000].
-    #[arg(long, env = "PULSE_FLUSH_INTERVAL_MS")]
-    pub flush_interval_ms: Option<u64>,
-    /// Days of raw rows and per-minute rollups kept [default: 30].
-    #[arg(long, env = "PULSE_RETENTION_DAYS")]
-    pub retention_days: Option<u32>,
-    /// Days of per-hour rollups kept [default: 400].
-    #[arg(long, env = "PULSE_ROLLUP_RETENTION_DAYS")]
-    pub rollup_retention_days: Option<u32>,
-    /// Beacons per second per client IP [default: 20].
-    #[arg(long, env = "PULSE_IP_RATE_PER_SECOND")]
-    pub ip_rate_per_second: Option<u32>,
-    /// Beacons per second per site [default: 2000].
-    #[arg(long, env = "PULSE_SITE_RATE_PER_SECOND")]
-    pub site_rate_per_second: Option<u32>,
-    /// Trusted header with the client IP, e.g. x-forwarded-for [default: socket address].
-    #[arg(long, env = "PULSE_CLIENT_IP_HEADER")]
-    pub client_ip_header: Option<String>,
-    /// Trusted header with the visitor's country code, e.g. cf-ipcountry [default: none].
-    #[arg(long, env = "PULSE_COUNTRY_HEADER")]
-    pub country_header: Option<String>,
-    /// MaxMind country database (.mmdb) for IP → country [default: none].
-    #[arg(long, env = "PULSE_GEOIP_DATABASE")]
-    pub geoip_database: Option<PathBuf>,
-    /// Ranges up to this many hours are answered from raw rows [default: 24].
-    #[arg(long, env = "PULSE_RAW_MAX_HOURS")]
-    pub raw_max_hours: Option<u32>,
-    /// Static files served at / [default: www].
-    #[arg(long, env = "PULSE_WWW_DIR")]
-    pub www_dir: Option<PathBuf>,
-    /// Built agent served at /agent/ [default: target/agent/dist].
-    #[arg(long, env = "PULSE_AGENT_DIR")]
-    pub agent_dir: Option<PathBuf>,
-    /// Serve the demo page's API endpoints under /demo/api/ [default: true].
-    #[arg(long, env = "PULSE_DEMO_API")]
-    pub demo_api: Option<bool>,
-    /// Seconds the writer keeps retrying queued rows at shutdown [default: 15].
-    #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECONDS")]
-    pub shutdown_grace_seconds: Option<u64>,
-    /// Log format [default: text].
-    #[arg(long, env = "PULSE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-}
-
-impl Args {
-    fn apply(self, c: &mut Config) -> Result<(), ConfigError> {
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
-        }
-        set!(
-            listen,
-            clickhouse_url,
-            clickhouse_database,
-            clickhouse_user,
-            clickhouse_password,
-            queue_capacity,
-            batch_rows,
-            flush_interval_ms,
-            retention_days,
-            rollup_retention_days,
-            ip_rate_per_second,
-            site_rate_per_second,
-            raw_max_hours,
-            www_dir,
-            agent_dir,
-            demo_api,
-            shutdown_grace_seconds,
-            log_format
+/// The command line: `--config FILE` and one flag per setting, each also read from its
+/// environment variable. Flags and variables override the file.
+pub fn command() -> Command {
+    let mut command =
+        Command::new("pulse-collector").version(env!("CARGO_PKG_VERSION")).about("Pulse collector: beacons in, percentiles out.").arg(
+            Arg::new("config")
+                .long("config")
+                .env("PULSE_CONFIG")
+                .value_name("FILE")
+                .help("TOML configuration file (keys as in the README's configuration table)"),
         );
-        if self.client_ip_header.is_some() {
-            c.client_ip_header = self.client_ip_header;
+    for setting in settings() {
+        let default = if setting.default.is_empty() { "empty".to_owned() } else { setting.default.clone() };
+        let mut arg = Arg::new(setting.key)
+            .long(setting.flag())
+            .env(setting.env())
+            .value_name(setting.key.to_ascii_uppercase())
+            .help(format!("{} [default: {default}]", setting.doc));
+        if let Some(delimiter) = setting.delimiter {
+            arg = arg.action(ArgAction::Append).value_delimiter(delimiter);
         }
-        if self.country_header.is_some() {
-            c.country_header = self.country_header;
+        if setting.secret {
+            arg = arg.hide_env_values(true);
         }
-        if self.geoip_database.is_some() {
-            c.geoip_database = self.geoip_database;
-        }
-        if !self.sites.is_empty() {
-            c.sites = self.sites.iter().map(|s| parse_site(s)).collect::<Result<_, _>>()?;
-        }
-        if !self.read_keys.is_empty() {
-            c.read_keys = self.read_keys;
-        }
-        Ok(())
+        command = command.arg(arg);
     }
+    command
 }
 
-/// `KEY=ORIGIN[,ORIGIN…]` → a site.
-fn parse_site(spec: &str) -> Result<SiteConfig, ConfigError> {
-    let (key, origins) = spec
-        .split_once('=')
-        .ok_or_else(|| ConfigError::Invalid { field: "site", why: format!("{spec:?} is not KEY=ORIGIN[,ORIGIN…]") })?;
-    Ok(SiteConfig {
-        key: key.trim().to_owned(),
-        origins: origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect(),
-        rate_per_second: None,
-    })
+/// The README's configuration table (rows of key, variable / flag, default, meaning).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key (TOML) | env / flag | default | meaning |\n|---|---|---|---|\n");
+    for s in settings() {
+        let default = if s.default.is_empty() { "empty".to_owned() } else { format!("`{}`", s.default) };
+        out.push_str(&format!("| `{}` | `{}` / `--{}` | {default} | {} |\n", s.key, s.env(), s.flag(), s.doc));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["pulse-collector"];
+        argv.extend_from_slice(args);
+        Config::load(command().try_get_matches_from(argv).expect("flags parse"))
+    }
 
     #[test]
     fn defaults_are_the_dev_setup() {
@@ -372,23 +444,62 @@ mod tests {
             "listen = \"0.0.0.0:9000\"\nbatch_rows = 5\n[[sites]]\nkey = \"shop\"\norigins = [\"https://*.shop.example\"]\n",
         )
         .expect("write");
-        let args = Args::parse_from(["pulse-collector", "--config", file.to_str().expect("utf8"), "--batch-rows", "7"]);
-        let c = Config::load(args).expect("loads");
+        let c = load(&["--config", file.to_str().expect("utf8"), "--batch-rows", "7"]).expect("loads");
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.batch_rows, 7);
         assert_eq!(c.sites.len(), 1);
-        assert_eq!(c.sites[0].origins, vec!["https://*.shop.example"]);
+        assert!(c.sites[0].origins[0].matches("https://www.shop.example"));
+    }
+
+    #[test]
+    fn lists_take_repeated_flags() {
+        let c = load(&["--site", "a=https://a.example", "--site", "b=https://b.example,http://localhost:*", "--read-key", "k1,k2"])
+            .expect("loads");
+        assert_eq!(c.sites.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(c.sites[1].origins.len(), 2);
+        assert_eq!(c.read_keys, ["k1", "k2"]);
     }
 
     #[test]
     fn bad_settings_are_named() {
         let err = Config { batch_rows: 0, ..Config::default() }.check().expect_err("zero batch");
         assert_eq!(err.to_string(), "config: batch_rows: must be greater than 0");
-        let args = Args::parse_from(["pulse-collector", "--site", "shop"]);
-        assert!(Config::load(args).expect_err("no origins").to_string().contains("KEY=ORIGIN"));
-        let args = Args::parse_from(["pulse-collector", "--site", "shop=ftp://x"]);
-        assert!(Config::load(args).expect_err("bad origin").to_string().contains("sites.origins"));
+        assert!(load(&["--site", "shop"]).expect_err("no origins").to_string().contains("KEY=ORIGIN"));
+        let err = load(&["--site", "shop=ftp://x"]).expect_err("bad origin").to_string();
+        assert!(err.starts_with("config: sites: ") && err.contains("ftp://x"), "{err}");
+        let err = load(&["--site", "a b=https://a.example"]).expect_err("bad key").to_string();
+        assert!(err.starts_with("config: sites.key: "), "{err}");
         let err = toml::from_str::<Config>("unknown_key = 1").expect_err("unknown keys are refused");
         assert!(err.to_string().contains("unknown_key"), "{err}");
+        let err = toml::from_str::<Config>("[[sites]]\nkey = \"shop\"\norigins = [\"shop.example\"]\n").expect_err("bad origin");
+        assert!(err.to_string().contains("shop.example"), "{err}");
+    }
+
+    /// The names are derived from the key, so none can drift from another.
+    #[test]
+    fn names_follow_the_key() {
+        let all = settings();
+        let find = |key: &str| all.iter().find(|s| s.key == key).expect("setting");
+        assert_eq!(find("batch_rows").env(), "PULSE_BATCH_ROWS");
+        assert_eq!(find("batch_rows").flag(), "batch-rows");
+        assert_eq!(find("sites").flag(), "site");
+        assert_eq!(find("read_keys").flag(), "read-key");
+        assert_eq!(find("batch_rows").default, "20000");
+        assert_eq!(find("sites").default, "demo=http://localhost:*,http://127.0.0.1:*");
+        // Every default, given back as its flag, yields the default again.
+        let mut argv = vec!["pulse-collector".to_owned()];
+        for s in all.iter().filter(|s| !s.default.is_empty() && s.default != "none") {
+            argv.push(format!("--{}={}", s.flag(), s.default));
+        }
+        let c = Config::load(command().try_get_matches_from(argv).expect("flags parse")).expect("loads");
+        assert_eq!(c, Config::default());
+    }
+
+    /// The README's configuration table is the one derived from the declarations.
+    #[test]
+    fn readme_lists_every_setting() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+        let table = markdown_table();
+        assert!(readme.contains(&table), "README.md's configuration table is out of date; it should read:\n\n{table}");
     }
 }

@@ -187,6 +187,8 @@ struct PageContext<'a> {
     ect: &'a str,
     viewport: (u32, u32),
     dpr: f32,
+    memory: f32,
+    cores: u16,
     sent_at: f64,
     received_ms: i64,
     /// `received_ms` in epoch seconds, for the `received_at` columns.
@@ -209,6 +211,9 @@ impl<'a> PageContext<'a> {
             ect: beacon.ect.as_deref().unwrap_or(""),
             viewport: beacon.viewport.map_or((0, 0), |v| (v.w, v.h)),
             dpr: beacon.dpr.unwrap_or(0.0) as f32,
+            memory: beacon.memory.unwrap_or(0.0) as f32,
+            // Validation bounds it by `MAX_CORES`.
+            cores: beacon.cores.map_or(0, |c| u16::try_from(c).unwrap_or(u16::MAX)),
             sent_at: beacon.sent_at,
             received_ms,
             received_at: epoch_seconds(received_ms),
@@ -304,6 +309,8 @@ impl<'a> PageContext<'a> {
             viewport_w: self.viewport.0,
             viewport_h: self.viewport.1,
             dpr: self.dpr,
+            memory: self.memory,
+            cores: self.cores,
             skew_ms: self.received_ms - self.sent_at.round() as i64,
             attribution,
             tag_keys,

@@ -21,6 +21,7 @@ pub mod enrich;
 pub mod errors;
 pub mod health;
 pub mod ingest;
+pub mod origin;
 pub mod query;
 pub mod sites;
 pub mod storage;

@@ -421,10 +421,13 @@ async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
     let mut sql = beacon("demo", sneaky_url, vec![metric("LCP", 1.0, 0.0)]);
     sql["metrics"][0]["name"] = json!("evil.tag");
     sql["metrics"][0]["tags"] = json!({"q": "'); DROP TABLE metrics; --"});
+    sql["memory"] = json!(4);
+    sql["cores"] = json!(8);
     assert_eq!(c.post(&sql, DESKTOP).await["accepted"], 1);
     c.wait_rows("metrics", goods + 1).await;
-    let stored = clickhouse().sql(&format!("SELECT url, tag_values[1] FROM {}.metrics WHERE name = 'evil.tag' FORMAT TSVRaw", c.db));
-    assert_eq!(stored.trim_end(), format!("{sneaky_url}\t'); DROP TABLE metrics; --"));
+    let stored =
+        clickhouse().sql(&format!("SELECT url, tag_values[1], memory, cores FROM {}.metrics WHERE name = 'evil.tag' FORMAT TSVRaw", c.db));
+    assert_eq!(stored.trim_end(), format!("{sneaky_url}\t'); DROP TABLE metrics; --\t4\t8"), "device memory and cores are stored too");
     let q = format!("/v1/vitals?site=demo&metric=evil.tag&url={}&{}", "%2Fx%27%3B%20DROP%20TABLE%20metrics%3B%20--", range());
     assert_eq!(c.read(&q).await["rows"][0]["count"], 1, "the filter value is bound, not spliced");
     let q = format!("/v1/vitals?site=demo&metric=TTFB&device=%27%20OR%20%271%27%3D%271&{}", range());
@@ -464,7 +467,10 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 2, "migrations 1 and 2, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 3, "migrations 1 to 3, once each");
+    let added =
+        format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
+    assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1d", c.db)), 2, "the day rollup keeps 400 days too");
     c.running.stop().await;
 }

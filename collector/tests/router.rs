@@ -37,10 +37,7 @@ fn test_config() -> Config {
         // Nothing listens here: the router tests never reach ClickHouse.
         clickhouse_url: "http://127.0.0.1:9".into(),
         country_header: Some("cf-ipcountry".into()),
-        sites: vec![
-            SiteConfig::dev(),
-            SiteConfig { key: "shop".into(), origins: vec!["https://*.shop.example".into()], rate_per_second: None },
-        ],
+        sites: vec![SiteConfig::dev(), SiteConfig::parse("shop=https://*.shop.example").expect("valid site")],
         ..Config::default()
     }
 }
@@ -283,6 +280,9 @@ async fn read_api_needs_the_key_and_checks_parameters_before_any_query() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
     assert_eq!(call(&h.router, get("/v1/vitals?site=demo&metric=LCP", Some("wrong"))).await.status, StatusCode::UNAUTHORIZED);
+    for near_miss in ["dev-read-kez", "dev-read-key2", "dev-read-ke"] {
+        assert_eq!(call(&h.router, get("/v1/vitals?site=demo&metric=LCP", Some(near_miss))).await.status, StatusCode::UNAUTHORIZED);
+    }
 
     let cases = [
         ("/v1/vitals?site=demo&metric=XYZ", "metric"),

@@ -41,6 +41,10 @@ pub struct MetricRow {
     pub viewport_w: u32,
     pub viewport_h: u32,
     pub dpr: f32,
+    /// `navigator.deviceMemory`, GiB; 0 when not sent.
+    pub memory: f32,
+    /// `navigator.hardwareConcurrency`; 0 when not sent.
+    pub cores: u16,
     /// Server receive time minus client `sent_at`, ms.
     pub skew_ms: i64,
     /// Attribution as a JSON object (text; 18.16 has no `Map`).

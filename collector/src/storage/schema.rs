@@ -21,11 +21,26 @@ pub const ROLLUP_LEVELS: [f64; 4] = [0.5, 0.75, 0.95, 0.99];
 /// Dimensions kept in the rollups (every `group_by` and filter of the vitals API).
 pub const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav";
 
-/// One migration: a version and its statements.
+/// One migration: a version and its steps.
 struct Migration {
     version: u32,
     name: &'static str,
-    statements: Vec<String>,
+    statements: Vec<Step>,
+}
+
+/// One idempotent step of a migration.
+enum Step {
+    /// A statement that is idempotent by itself (`IF NOT EXISTS`).
+    Sql(String),
+    /// `ALTER TABLE … ADD COLUMN`, skipped when the column exists (18.16 has no
+    /// `ADD COLUMN IF NOT EXISTS`).
+    AddColumn { table: &'static str, column: &'static str, definition: &'static str },
+}
+
+impl From<String> for Step {
+    fn from(sql: String) -> Step {
+        Step::Sql(sql)
+    }
 }
 
 fn rollup_table(name: &str, partition: &str) -> String {
@@ -130,7 +145,10 @@ fn migrations() -> Vec<Migration> {
                 rollup_view("metrics_1m", 60),
                 rollup_table("metrics_1h", "toYYYYMM"),
                 rollup_view("metrics_1h", 3600),
-            ],
+            ]
+            .into_iter()
+            .map(Step::from)
+            .collect(),
         },
         Migration {
             version: 2,
@@ -153,6 +171,18 @@ fn migrations() -> Vec<Migration> {
                 GROUP BY site, name, day, {ROLLUP_DIMENSIONS}"
                 ),
                 rollup_view("metrics_1d", 86_400),
+            ]
+            .into_iter()
+            .map(Step::from)
+            .collect(),
+        },
+        Migration {
+            version: 3,
+            name: "device memory and cores",
+            statements: vec![
+                // `navigator.deviceMemory` (GiB, 0 when not sent) and `hardwareConcurrency` (0 when not sent).
+                Step::AddColumn { table: "metrics", column: "memory", definition: "Float32 DEFAULT 0 AFTER dpr" },
+                Step::AddColumn { table: "metrics", column: "cores", definition: "UInt16 DEFAULT 0 AFTER memory" },
             ],
         },
     ]
@@ -196,8 +226,23 @@ pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
             continue;
         }
         tracing::info!(version = migration.version, name = migration.name, "applying schema migration");
-        for statement in &migration.statements {
-            client.query(statement).execute().await.map_err(err(&format!("migration {}", migration.version)))?;
+        for step in &migration.statements {
+            let failed = err(&format!("migration {}", migration.version));
+            match step {
+                Step::Sql(sql) => client.query(sql).execute().await.map_err(failed)?,
+                Step::AddColumn { table, column, definition } => {
+                    let exists = client
+                        .query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?")
+                        .bind(table)
+                        .bind(column)
+                        .fetch_one::<u64>()
+                        .await
+                        .map_err(err("reading system.columns"))?;
+                    if exists == 0 {
+                        client.query(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")).execute().await.map_err(failed)?;
+                    }
+                }
+            }
         }
         client
             .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")

@@ -130,10 +130,8 @@ impl Config {
 
     /// The range checks, separate from reading JavaScript values so they are tested natively.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let token_ok = |s: &str| !s.is_empty() && s.len() <= MAX_SHORT_LEN && s.bytes().all(|b| b.is_ascii_graphic());
-        if !token_ok(&self.site) {
-            return Err(ConfigError::new("site", "must be a non-empty site key without spaces"));
-        }
+        // The wire format's rule: a key the collector would refuse on every beacon fails here, loudly.
+        pulse_protocol::validate::site_key(&self.site).map_err(|rule| ConfigError::new("site", rule))?;
         if !(0.0..=1.0).contains(&self.sample_rate) {
             return Err(ConfigError::new("sampleRate", "must be a number from 0 to 1"));
         }

@@ -196,8 +196,12 @@ impl Pulse {
 impl Pulse {
     fn record_timed(&self, name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(), JsError> {
         let agent = agent::current().ok_or_else(|| JsError::new("pulse.record: the agent has been shut down"))?;
-        let checked = read_record(name, value, tags).and_then(|(name, value, tags)| {
-            measure::check(&name, value, &tags)?;
+        let checked = read_record(name, value, tags).map_err(String::from).and_then(|(name, value, tags)| {
+            measure::check(&name, value, &tags).map_err(|rule| {
+                let mut message = String::from("pulse.record: ");
+                message.push_str(rule);
+                message
+            })?;
             Ok((name, value, tags))
         });
         match checked {
@@ -207,7 +211,7 @@ impl Pulse {
             }
             Err(message) => {
                 agent.stats.borrow_mut().rejected_records += 1;
-                Err(JsError::new(message))
+                Err(JsError::new(&message))
             }
         }
     }

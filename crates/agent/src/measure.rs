@@ -1,8 +1,9 @@
 //! Custom metrics: `record(name, value, tags)` from the page, and user-timing `measure` entries
 //! (`performance.measure('checkout:render', …)`), each becoming a metric of that name.
 
-use pulse_protocol::limits::{MAX_CUSTOM_VALUE, MAX_SHORT_LEN, MAX_TAGS, MAX_TAG_KEY_LEN};
-use pulse_protocol::metric::{is_custom_name, API};
+use pulse_protocol::limits::MAX_CUSTOM_NAME_LEN;
+use pulse_protocol::metric::API;
+use pulse_protocol::validate;
 
 use crate::agent::{current, Agent};
 use crate::browser::{self, num, Observer};
@@ -11,26 +12,10 @@ use crate::wire::Metric;
 /// A custom metric's tags, as the page gave them (keys unique: an object's own keys).
 pub type Tags = Vec<(String, String)>;
 
-/// Checks a `record` call; the error says what is wrong.
+/// Checks a `record` call against the wire format's custom-metric rules (the collector applies
+/// the same ones); the error says what is wrong.
 pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'static str> {
-    if !is_custom_name(name) || name == API {
-        return Err("pulse.record: name must match [a-z][a-z0-9_.:-]{0,63} and not be `api`");
-    }
-    if !value.is_finite() || value.abs() > MAX_CUSTOM_VALUE {
-        return Err("pulse.record: value must be a finite number within ±1e12");
-    }
-    if tags.len() > MAX_TAGS {
-        return Err("pulse.record: at most 16 tags");
-    }
-    for (key, value) in tags {
-        if !is_custom_name(key) || key.len() > MAX_TAG_KEY_LEN {
-            return Err("pulse.record: tag keys must match [a-z][a-z0-9_.:-]{0,63}");
-        }
-        if value.len() > MAX_SHORT_LEN {
-            return Err("pulse.record: tag values must be strings of at most 256 bytes");
-        }
-    }
-    Ok(())
+    validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, _)| problem.message())
 }
 
 pub(crate) fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
@@ -40,7 +25,7 @@ pub(crate) fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
 /// A user-timing name as a custom metric name: lower case, other characters as `_`, starting
 /// with a letter, at most 64 characters (`Checkout Render` → `checkout_render`).
 pub fn measure_name(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len().min(64));
+    let mut out = String::with_capacity(raw.len().min(MAX_CUSTOM_NAME_LEN));
     for c in raw.chars() {
         let c = c.to_ascii_lowercase();
         out.push(if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | ':' | '-') { c } else { '_' });
@@ -51,7 +36,7 @@ pub fn measure_name(raw: &str) -> String {
     if out == API {
         out.push('_');
     }
-    pulse_protocol::route::truncate(out, 64)
+    pulse_protocol::route::truncate(out, MAX_CUSTOM_NAME_LEN)
 }
 
 pub(crate) fn start(agent: &Agent) {
@@ -100,6 +85,7 @@ mod tests {
         assert_eq!(measure_name("api"), "api_");
         assert_eq!(measure_name(&"A".repeat(100)).len(), 64);
         for raw in ["x", "Mixed Case 123", "<script>", "", "9"] {
+            use pulse_protocol::metric::is_custom_name;
             assert!(is_custom_name(&measure_name(raw)), "{raw:?}");
         }
     }

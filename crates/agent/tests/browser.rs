@@ -1,4 +1,5 @@
-//! The agent in real browsers (`wasm-pack test --headless --chrome` and `--firefox`).
+//! The agent in real browsers (`make test-wasm`: headless Chromium and Firefox through
+//! `wasm-bindgen-test-runner`).
 //!
 //! Each test starts the agent on the test runner's page, drives it (records, fetches, DOM
 //! changes that paint and shift, lifecycle events) and reads what it would have sent.

@@ -13,7 +13,9 @@ pub const MAX_DURATION_MS: f64 = 3_600_000.0;
 pub const MAX_CLS: f64 = 10.0;
 /// Largest magnitude of a custom metric value.
 pub const MAX_CUSTOM_VALUE: f64 = 1e12;
-/// Longest site key, session id, page id or metric id.
+/// Longest site key (`[A-Za-z0-9_-]`, see `validate::site_key`).
+pub const MAX_SITE_KEY_LEN: usize = 64;
+/// Longest session id, page id or metric id.
 pub const MAX_ID_LEN: usize = 128;
 /// Longest URL or route before normalisation.
 pub const MAX_URL_LEN: usize = 2048;
@@ -23,6 +25,22 @@ pub const MAX_ROUTE_LEN: usize = 512;
 pub const MAX_SHORT_LEN: usize = 256;
 /// Longest error message of a failed API call.
 pub const MAX_ERROR_LEN: usize = 512;
+/// Longest custom metric name (`[a-z][a-z0-9_.:-]{0,63}`).
+pub const MAX_CUSTOM_NAME_LEN: usize = 64;
+/// Longest HTTP method of an API call.
+pub const MAX_METHOD_LEN: usize = 16;
+/// Longest effective connection type (`4g`, `slow-2g`).
+pub const MAX_ECT_LEN: usize = 16;
+/// Largest plausible device pixel ratio.
+pub const MAX_DPR: f64 = 16.0;
+/// Largest plausible `navigator.deviceMemory`, GiB (browsers report at most 8 today).
+pub const MAX_MEMORY_GIB: f64 = 1024.0;
+/// Most plausible `navigator.hardwareConcurrency`.
+pub const MAX_CORES: u32 = 1024;
+/// Widest or tallest plausible viewport, CSS pixels.
+pub const MAX_VIEWPORT_PX: u32 = 100_000;
+/// Longest attribution key (`[A-Za-z0-9_]`).
+pub const MAX_ATTRIBUTION_KEY_LEN: usize = 64;
 /// Most tags on a custom metric.
 pub const MAX_TAGS: usize = 16;
 /// Longest tag key (tag keys follow the custom-name pattern).

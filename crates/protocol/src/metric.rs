@@ -99,7 +99,7 @@ pub fn is_custom_name(name: &str) -> bool {
     match bytes.split_first() {
         Some((first, rest)) => {
             first.is_ascii_lowercase()
-                && rest.len() <= 63
+                && rest.len() < crate::limits::MAX_CUSTOM_NAME_LEN
                 && rest.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-'))
         }
         None => false,

@@ -97,7 +97,14 @@ pub fn envelope<M>(beacon: &Beacon<M>) -> Result<(), Invalid> {
     if beacon.v != crate::VERSION {
         return Err(Invalid::new("v", Reason::UnsupportedVersion { got: beacon.v }));
     }
-    token("site", &beacon.site, 64)?;
+    if site_key(&beacon.site).is_err() {
+        let reason = match beacon.site.len() {
+            0 => Reason::Empty,
+            n if n > MAX_SITE_KEY_LEN => Reason::TooLong { max: MAX_SITE_KEY_LEN },
+            _ => Reason::BadCharacters,
+        };
+        return Err(Invalid::new("site", reason));
+    }
     token("session", &beacon.session, MAX_ID_LEN)?;
     token("page", &beacon.page, MAX_ID_LEN)?;
     text("url", &beacon.url, MAX_URL_LEN)?;
@@ -108,17 +115,20 @@ pub fn envelope<M>(beacon: &Beacon<M>) -> Result<(), Invalid> {
         text("env", env, MAX_SHORT_LEN)?;
     }
     if let Some(ect) = &beacon.ect {
-        text("ect", ect, 16)?;
+        text("ect", ect, MAX_ECT_LEN)?;
     }
     if let Some(dpr) = beacon.dpr {
-        range("dpr", dpr, 16.0)?;
+        range("dpr", dpr, MAX_DPR)?;
     }
     if let Some(memory) = beacon.memory {
-        range("memory", memory, 1024.0)?;
+        range("memory", memory, MAX_MEMORY_GIB)?;
+    }
+    if let Some(cores) = beacon.cores {
+        range("cores", f64::from(cores), f64::from(MAX_CORES))?;
     }
     if let Some(viewport) = beacon.viewport {
-        if viewport.w > 100_000 || viewport.h > 100_000 {
-            return Err(Invalid::new("viewport", Reason::TooLarge { max: 100_000.0 }));
+        if viewport.w > MAX_VIEWPORT_PX || viewport.h > MAX_VIEWPORT_PX {
+            return Err(Invalid::new("viewport", Reason::TooLarge { max: f64::from(MAX_VIEWPORT_PX) }));
         }
     }
     if !beacon.sent_at.is_finite() {
@@ -217,7 +227,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
             text("route", &route, MAX_URL_LEN)?;
             let method = match m.method {
                 Some(method) => {
-                    if method.is_empty() || method.len() > 16 || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    if method.is_empty() || method.len() > MAX_METHOD_LEN || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
                         return Err(Invalid::new("method", Reason::BadValue("must be an HTTP method such as GET")));
                     }
                     method.to_ascii_uppercase()
@@ -249,26 +259,111 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
             }
         }
         MetricName::Custom(name) => {
-            if !value.is_finite() {
-                return Err(Invalid::new("value", Reason::NotFinite));
-            }
-            if value.abs() > MAX_CUSTOM_VALUE {
-                return Err(Invalid::new("value", Reason::TooLarge { max: MAX_CUSTOM_VALUE }));
-            }
             let tags = m.tags.unwrap_or_default();
-            if tags.len() > MAX_TAGS {
-                return Err(Invalid::new("tags", Reason::TooMany { max: MAX_TAGS }));
-            }
-            for (key, value) in &tags {
-                if !is_custom_name(key) || key.len() > MAX_TAG_KEY_LEN {
-                    return Err(Invalid::new(format!("tags.{key}"), Reason::BadValue("tag keys must match [a-z][a-z0-9_.:-]{0,63}")));
-                }
-                text(&format!("tags.{key}"), value, MAX_SHORT_LEN)?;
-            }
+            custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, key)| {
+                let field = match key {
+                    Some(key) => format!("tags.{key}"),
+                    None => problem.field().to_owned(),
+                };
+                let reason = match problem {
+                    CustomProblem::Name => Reason::UnknownName,
+                    CustomProblem::NotFinite => Reason::NotFinite,
+                    CustomProblem::TooLarge => Reason::TooLarge { max: MAX_CUSTOM_VALUE },
+                    CustomProblem::TooManyTags => Reason::TooMany { max: MAX_TAGS },
+                    CustomProblem::TagValueTooLong => Reason::TooLong { max: MAX_SHORT_LEN },
+                    CustomProblem::TagValueBadCharacters => Reason::BadCharacters,
+                    CustomProblem::TagKey => Reason::BadValue(problem.message()),
+                };
+                Invalid::new(field, reason)
+            })?;
             Kind::Custom { name: name.to_owned(), value, tags }
         }
     };
     Ok(Measurement { at: m.at, kind })
+}
+
+/// The site key rule, shared by the agent's `init`, the collector's configuration and every
+/// beacon: 1 to [`MAX_SITE_KEY_LEN`] ASCII letters, digits, `_` or `-`. The error completes
+/// "the site key …".
+pub fn site_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > MAX_SITE_KEY_LEN || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(SITE_KEY_RULE);
+    }
+    Ok(())
+}
+
+/// The site key rule in words (its numbers are [`MAX_SITE_KEY_LEN`]; a test holds them together).
+pub const SITE_KEY_RULE: &str = "must be 1 to 64 ASCII letters, digits, _ or -";
+
+/// What is wrong with a custom metric. The collector turns it into an [`Invalid`]; the agent's
+/// `record()` shows [`CustomProblem::message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomProblem {
+    Name,
+    NotFinite,
+    TooLarge,
+    TooManyTags,
+    TagKey,
+    TagValueTooLong,
+    TagValueBadCharacters,
+}
+
+impl CustomProblem {
+    /// The field at fault (tag problems name the tag key instead, when there is one).
+    pub const fn field(self) -> &'static str {
+        match self {
+            CustomProblem::Name => "name",
+            CustomProblem::NotFinite | CustomProblem::TooLarge => "value",
+            _ => "tags",
+        }
+    }
+
+    /// The rule broken, in words. The numbers are the limits of [`crate::limits`]; a test holds
+    /// them together (the agent carries no number formatting).
+    pub const fn message(self) -> &'static str {
+        match self {
+            CustomProblem::Name => "name must match [a-z][a-z0-9_.:-]{0,63} and not be `api`",
+            CustomProblem::NotFinite => "value must be a finite number",
+            CustomProblem::TooLarge => "value must be within ±1e12",
+            CustomProblem::TooManyTags => "at most 16 tags",
+            CustomProblem::TagKey => "tag keys must match [a-z][a-z0-9_.:-]{0,63}",
+            CustomProblem::TagValueTooLong => "tag values must be at most 256 bytes",
+            CustomProblem::TagValueBadCharacters => "tag values must not contain control characters",
+        }
+    }
+}
+
+/// The rules of a custom metric (`record(name, value, tags)` in the agent, `tags` in the wire
+/// format). On error, the problem and the tag key it concerns, if any.
+pub fn custom<'a>(
+    name: &str,
+    value: f64,
+    tags: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), (CustomProblem, Option<&'a str>)> {
+    if !is_custom_name(name) || name == crate::metric::API {
+        return Err((CustomProblem::Name, None));
+    }
+    if !value.is_finite() {
+        return Err((CustomProblem::NotFinite, None));
+    }
+    if value.abs() > MAX_CUSTOM_VALUE {
+        return Err((CustomProblem::TooLarge, None));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err((CustomProblem::TooManyTags, None));
+    }
+    for (key, value) in tags {
+        if !is_custom_name(key) || key.len() > MAX_TAG_KEY_LEN {
+            return Err((CustomProblem::TagKey, Some(key)));
+        }
+        if value.len() > MAX_SHORT_LEN {
+            return Err((CustomProblem::TagValueTooLong, Some(key)));
+        }
+        if value.chars().any(char::is_control) {
+            return Err((CustomProblem::TagValueBadCharacters, Some(key)));
+        }
+    }
+    Ok(())
 }
 
 fn attribution(map: BTreeMap<String, AttrValue>) -> Result<BTreeMap<String, AttrValue>, Invalid> {
@@ -277,7 +372,7 @@ fn attribution(map: BTreeMap<String, AttrValue>) -> Result<BTreeMap<String, Attr
     }
     map.into_iter()
         .map(|(key, value)| {
-            if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            if key.is_empty() || key.len() > MAX_ATTRIBUTION_KEY_LEN || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(Invalid::new("attribution", Reason::BadValue("keys must be 1..=64 ASCII letters, digits or _")));
             }
             let value = match value {
@@ -387,7 +482,10 @@ mod tests {
             (Box::new(|b| b.url = "/".repeat(3000)), "url", "too_long"),
             (Box::new(|b| b.sent_at = f64::NAN), "sent_at", "not_finite"),
             (Box::new(|b| b.sent_at = 1_700_000_000.0), "sent_at", "bad_value"),
+            (Box::new(|b| b.site = "shop.example".into()), "site", "bad_characters"),
             (Box::new(|b| b.dpr = Some(-1.0)), "dpr", "negative"),
+            (Box::new(|b| b.cores = Some(MAX_CORES + 1)), "cores", "too_large"),
+            (Box::new(|b| b.memory = Some(MAX_MEMORY_GIB * 2.0)), "memory", "too_large"),
             (Box::new(|b| b.metrics = vec![Metric::default(); MAX_METRICS_PER_BEACON + 1]), "metrics", "too_many"),
         ];
         for (change, field, code) in cases {
@@ -510,5 +608,50 @@ mod tests {
             let s = serde_json::to_string(&nav).expect("serialises");
             assert_eq!(s, format!("\"{}\"", nav.as_str()));
         }
+    }
+
+    #[test]
+    fn site_key_rule_is_one_rule() {
+        for good in ["demo", "shop-eu_2", &"k".repeat(MAX_SITE_KEY_LEN)] {
+            assert_eq!(site_key(good), Ok(()), "{good}");
+        }
+        for bad in ["", "my site", "shop.example", "ké", &"k".repeat(MAX_SITE_KEY_LEN + 1)] {
+            assert_eq!(site_key(bad), Err(SITE_KEY_RULE), "{bad}");
+        }
+        assert!(SITE_KEY_RULE.contains(&format!(" {MAX_SITE_KEY_LEN} ")), "the words name the limit");
+        let b = |site: &str| Beacon::<Metric> {
+            site: site.into(),
+            ..serde_json::from_str(
+                r#"{"v":1,"site":"x","session":"s","page":"p","url":"/","nav":"navigate","sent_at":1800000000000,"metrics":[]}"#,
+            )
+            .expect("parses")
+        };
+        assert_eq!(envelope(&b("shop.example")).expect_err("refused").field, "site");
+        assert_eq!(envelope(&b("shop-eu")), Ok(()));
+    }
+
+    /// The custom-metric messages (static text for the agent, which formats no numbers) state
+    /// the limits of `limits.rs`.
+    #[test]
+    fn custom_metric_messages_state_the_limits() {
+        let says = |p: CustomProblem, n: String| assert!(p.message().contains(&n), "{:?}: {:?} should mention {n}", p, p.message());
+        says(CustomProblem::TooManyTags, format!(" {MAX_TAGS} "));
+        says(CustomProblem::TagValueTooLong, format!(" {MAX_SHORT_LEN} "));
+        says(CustomProblem::Name, format!("{{0,{}}}", MAX_CUSTOM_NAME_LEN - 1));
+        says(CustomProblem::TagKey, format!("{{0,{}}}", MAX_TAG_KEY_LEN - 1));
+        assert_eq!(MAX_CUSTOM_VALUE, 1e12, "CustomProblem::TooLarge says ±1e12");
+        assert!(is_custom_name(&"a".repeat(MAX_CUSTOM_NAME_LEN)) && !is_custom_name(&"a".repeat(MAX_CUSTOM_NAME_LEN + 1)));
+
+        let none: [(&str, &str); 0] = [];
+        assert_eq!(custom("checkout", 1.0, none.iter().copied()), Ok(()));
+        assert_eq!(custom("api", 1.0, none.iter().copied()), Err((CustomProblem::Name, None)));
+        assert_eq!(custom("x", f64::NAN, none.iter().copied()), Err((CustomProblem::NotFinite, None)));
+        assert_eq!(custom("x", -2e12, none.iter().copied()), Err((CustomProblem::TooLarge, None)));
+        let many: Vec<(String, String)> = (0..=MAX_TAGS).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(custom("x", 1.0, many.iter().map(|(k, v)| (k.as_str(), v.as_str()))), Err((CustomProblem::TooManyTags, None)));
+        assert_eq!(custom("x", 1.0, [("Bad", "v")].into_iter()), Err((CustomProblem::TagKey, Some("Bad"))));
+        let long = "v".repeat(MAX_SHORT_LEN + 1);
+        assert_eq!(custom("x", 1.0, [("k", long.as_str())].into_iter()), Err((CustomProblem::TagValueTooLong, Some("k"))));
+        assert_eq!(custom("x", 1.0, [("k", "a\nb")].into_iter()), Err((CustomProblem::TagValueBadCharacters, Some("k"))));
     }
 }
