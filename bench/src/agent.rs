@@ -179,6 +179,7 @@ pub async fn in_page(report: &mut Report, quick: bool) {
         www_dir: repo().join("bench/www"),
         agent_dir: repo().join("target/agent/dist"),
         ip_rate_per_second: 10_000,
+        spool_dir: pulse_testkit::temp_dir("bench-agent-spool"),
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

@@ -54,6 +54,7 @@ pub async fn run(report: &mut Report, quick: bool) {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             clickhouse_url: ch.url.clone(),
             clickhouse_database: db.clone(),
+            spool_dir: pulse_testkit::temp_dir("bench-query-spool"),
             ..Config::default()
         };
         let running = pulse_collector::start(config).await.expect("collector starts");

@@ -203,11 +203,18 @@ settings! {
     /// Bearer keys of the read API.
     #[secret true]
     read_keys: Vec<String> = vec![DEV_READ_KEY.into()];
-    /// Beacons held in memory before ingest answers 503.
+    /// Directory of the disk spool, where accepted beacons wait (synced) until ClickHouse has them.
+    spool_dir: PathBuf = PathBuf::from(".pulse/spool");
+    /// Most bytes the spool may hold; beyond it ingest answers 503 with `Retry-After`.
+    spool_max_bytes: u64 = 1 << 30;
+    /// Sync each spool commit to disk before answering 202. Turn off only to measure what
+    /// durability costs (`make bench`): a crash then loses the beacons of the last commits.
+    spool_fsync: bool = true;
+    /// Beacons waiting for the spool's next disk commit before ingest answers 503.
     queue_capacity: usize = 10_000;
     /// Rows per ClickHouse insert at most.
     batch_rows: usize = 20_000;
-    /// Longest wait before queued rows are inserted, ms.
+    /// Longest wait before spooled rows are inserted, ms.
     flush_interval_ms: u64 = 1_000;
     /// Days of raw rows and minute rollups kept (whole days dropped).
     retention_days: u32 = 30;
@@ -232,7 +239,8 @@ settings! {
     agent_dir: PathBuf = PathBuf::from("target/agent/dist");
     /// Serve `/demo/api/{ok,fail,slow}` for the demo page; turn it off in production.
     demo_api: bool = true;
-    /// How long queued rows are retried at shutdown, s.
+    /// How long the shipper keeps trying to store the spool's rows at shutdown, s (what is left
+    /// stays in the spool for the next start).
     shutdown_grace_seconds: u64 = 15;
     /// Log format, `text` or `json`; the level comes from `PULSE_LOG` (e.g. `debug`).
     log_format: LogFormat = LogFormat::Text;
@@ -345,6 +353,7 @@ impl Config {
         }
         for (field, value) in [
             ("queue_capacity", self.queue_capacity as u64),
+            ("spool_max_bytes", self.spool_max_bytes),
             ("batch_rows", self.batch_rows as u64),
             ("flush_interval_ms", self.flush_interval_ms),
             ("retention_days", u64::from(self.retention_days)),

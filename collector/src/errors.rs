@@ -34,6 +34,10 @@ pub enum IngestError {
     RateLimited(Throttled),
     #[error("the collector is overloaded; retry later")]
     Overloaded,
+    #[error("the collector's spool is full; retry later")]
+    SpoolFull,
+    #[error("the collector cannot store beacons right now; retry later")]
+    Storage,
     #[error("the collector is shutting down; retry later")]
     ShuttingDown,
 }
@@ -52,6 +56,8 @@ impl IngestError {
             IngestError::RateLimited(t) if t.scope == "ip" => "rate_limited_ip",
             IngestError::RateLimited(_) => "rate_limited_site",
             IngestError::Overloaded => "overloaded",
+            IngestError::SpoolFull => "spool_full",
+            IngestError::Storage => "storage_error",
             IngestError::ShuttingDown => "shutting_down",
         }
     }
@@ -63,7 +69,9 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::UnknownSite(_) | IngestError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Overloaded | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Overloaded | IngestError::SpoolFull | IngestError::Storage | IngestError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -80,6 +88,9 @@ impl IngestError {
         match self {
             IngestError::RateLimited(t) => Some(t.retry_after),
             IngestError::Overloaded => Some(Duration::from_secs(1)),
+            // A full spool drains at ClickHouse's pace: come back in a while, not at once.
+            IngestError::SpoolFull => Some(Duration::from_secs(30)),
+            IngestError::Storage => Some(Duration::from_secs(5)),
             IngestError::ShuttingDown => Some(Duration::from_secs(5)),
             _ => None,
         }

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::App;
 
-/// `healthy` when ClickHouse answers and the queue flows; `degraded` when inserts are failing or
-/// the queue is over 80 % full (beacons may soon get 503); `unhealthy` (HTTP 503) when ClickHouse
-/// does not answer.
+/// `healthy` when ClickHouse answers and the spool drains; `degraded` when ClickHouse does not
+/// answer or inserts fail (beacons are still accepted: they wait in the spool) or the spool is
+/// over 80 % full; `unhealthy` (HTTP 503) when the spool cannot take beacons (full or closed).
 pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::ping(&app.clickhouse)).await;
     let clickhouse_error = match ping {
@@ -24,12 +24,14 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
         }
         Err(_) => Some("no answer within 2 s".to_owned()),
     };
-    let capacity = app.queue.max_capacity();
-    let depth = capacity - app.queue.capacity();
+    let spool = app.spool.stats();
+    let max = app.spool.max_bytes();
+    let oldest_age = spool.oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
     let writer_failing = app.writer_status.is_failing();
-    let status = if clickhouse_error.is_some() {
+    let spool_full = spool.bytes >= max;
+    let status = if spool_full || app.spool.is_closed() {
         "unhealthy"
-    } else if writer_failing || depth * 5 >= capacity * 4 {
+    } else if clickhouse_error.is_some() || writer_failing || spool.bytes * 5 >= max * 4 {
         "degraded"
     } else {
         "healthy"
@@ -48,14 +50,32 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
                 "last_error": app.writer_status.last_error(),
             },
         },
-        "queue": { "depth": depth, "capacity": capacity },
+        "spool": {
+            "bytes": spool.bytes,
+            "max_bytes": max,
+            "rows": spool.rows,
+            "records": spool.records,
+            "oldest_age_seconds": oldest_age,
+        },
+        "queue": { "depth": spool.records, "capacity": app.config.queue_capacity },
     });
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    app.telemetry.queue_depth.set((app.queue.max_capacity() - app.queue.capacity()) as i64);
+    let spool = app.spool.stats();
+    let t = &app.telemetry;
+    t.queue_depth.set(spool.records as i64);
+    t.spool_bytes.set(spool.bytes as i64);
+    t.spool_rows.set(spool.rows as i64);
+    t.spool_oldest_age_seconds.set(spool.oldest_ms.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0));
+    let commits = app.spool.commit_stats();
+    t.spool_commits.set(commits.commits.load(std::sync::atomic::Ordering::Relaxed) as i64);
     let mut response = app.telemetry.render().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response

@@ -1,5 +1,6 @@
 //! `POST /v1/beacon`: the hot path. Limit the body, parse, check the site, validate each metric,
-//! enrich, hand the rows to the bounded queue with `try_send`, answer. No database I/O here.
+//! enrich, append the rows to the disk spool (a group commit shared with concurrent requests),
+//! answer 202 once they are synced. No ClickHouse I/O here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,10 +19,10 @@ use pulse_protocol::validate::{self, Kind, Measurement};
 use pulse_protocol::{AttrValue, Beacon, Metric};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::enrich;
 use crate::errors::IngestError;
+use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
 use crate::App;
 
@@ -84,12 +85,16 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
     }
     let accepted = batch.len();
     if accepted > 0 {
-        match app.queue.try_send(batch) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(IngestError::Overloaded),
-            Err(TrySendError::Closed(_)) => return Err(IngestError::ShuttingDown),
-        }
-        app.telemetry.queue_depth.set((app.queue.max_capacity() - app.queue.capacity()) as i64);
+        // The 202 is a promise: it waits until the rows are synced to the spool.
+        app.spool.append(&batch, u64::try_from(received_ms).unwrap_or(0)).await.map_err(|err| match err {
+            SpoolError::Full { .. } => IngestError::SpoolFull,
+            SpoolError::Busy => IngestError::Overloaded,
+            SpoolError::Closed => IngestError::ShuttingDown,
+            SpoolError::Open(..) | SpoolError::Storage(_) => {
+                tracing::error!(%err, "spool append failed");
+                IngestError::Storage
+            }
+        })?;
     }
     Ok(Receipt { accepted, rejected })
 }

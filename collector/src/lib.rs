@@ -5,10 +5,12 @@
 //!    parses the envelope, checks the site key and the `Origin` ([`sites`]), validates the envelope
 //!    and then every metric on its own with `pulse_protocol::validate` (a bad metric is dropped and
 //!    reported, the rest kept), enriches each row ([`enrich`]: browser / OS / device class,
-//!    country, skew-corrected time) and hands the rows to a bounded queue with `try_send`. A full
-//!    queue answers 503. No database I/O happens in the request.
-//! 2. [`storage::writer`] drains the queue and inserts rows into ClickHouse in batches, retrying
-//!    with backoff; materialized views fill the minute and hour rollups ([`storage::schema`]).
+//!    country, skew-corrected time) and appends the rows to the disk [`spool`]; the 202 waits
+//!    until they are synced (one fsync shared by the concurrent requests). A full spool answers
+//!    503. No ClickHouse I/O happens in the request.
+//! 2. [`storage::writer`] ships the spool's records into ClickHouse in batches, oldest first,
+//!    retrying with backoff, and removes them from the spool only once ClickHouse has them;
+//!    materialized views fill the minute, hour and day rollups ([`storage::schema`]).
 //! 3. [`query`] answers percentile questions from raw rows or rollups; [`health`] reports on the
 //!    collector itself; [`storage::retention`] drops partitions past their age.
 //!
@@ -24,6 +26,7 @@ pub mod ingest;
 pub mod origin;
 pub mod query;
 pub mod sites;
+pub mod spool;
 pub mod storage;
 pub mod telemetry;
 
@@ -37,7 +40,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -45,7 +48,7 @@ use tower_http::services::ServeDir;
 use crate::config::Config;
 use crate::enrich::Geo;
 use crate::sites::Sites;
-use crate::storage::rows::Batch;
+use crate::spool::{Spool, SpoolError};
 use crate::storage::writer::{Shutdown, Writer, WriterStatus};
 use crate::telemetry::Telemetry;
 
@@ -56,17 +59,17 @@ pub struct App {
     pub sites: Sites,
     pub geo: Geo,
     pub telemetry: Telemetry,
-    /// The ingest side of the writer's queue.
-    pub queue: mpsc::Sender<Batch>,
+    /// Where accepted rows wait, on disk, until ClickHouse has them.
+    pub spool: Spool,
     pub clickhouse: clickhouse::Client,
     pub clickhouse_version: String,
     pub writer_status: Arc<WriterStatus>,
 }
 
 impl App {
-    /// State without a running writer: the caller owns the queue's receiving end. Used by
-    /// [`start`] and by tests that drive the router directly.
-    pub fn new(config: Config, queue: mpsc::Sender<Batch>) -> Result<App, StartError> {
+    /// State without a running shipper: what ingest appends stays in the spool. Used by [`start`]
+    /// and by tests that drive the router directly.
+    pub fn new(config: Config, spool: Spool) -> Result<App, StartError> {
         config.check()?;
         Ok(App {
             sites: Sites::new(&config),
@@ -76,7 +79,7 @@ impl App {
             clickhouse: storage::client(&config),
             clickhouse_version: String::new(),
             writer_status: Arc::default(),
-            queue,
+            spool,
             config,
         })
     }
@@ -124,6 +127,8 @@ pub enum StartError {
     Schema(#[from] storage::schema::SchemaError),
     #[error("cannot open GeoIP database {0}: {1}")]
     GeoIp(std::path::PathBuf, #[source] maxminddb::MaxMindDbError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, #[source] std::io::Error),
 }
@@ -146,17 +151,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.check()?;
     let version = storage::schema::migrate(&config).await?;
     tracing::info!(url = %config.clickhouse_url, database = %config.clickhouse_database, %version, "ClickHouse schema ready");
-    let (tx, rx) = storage::writer::queue(config.queue_capacity);
-    let mut app = App::new(config, tx)?;
+    let spool = Spool::open_with(&config.spool_dir, config.spool_max_bytes, config.queue_capacity, config.spool_fsync)?;
+    let waiting = spool.stats();
+    if waiting.records > 0 {
+        tracing::info!(rows = waiting.rows, records = waiting.records, "the spool holds rows from an earlier run; shipping them first");
+    }
+    let deduplicate = storage::schema::supports_deduplication_token(&version);
+    let mut app = App::new(config, spool)?;
     app.clickhouse_version = version;
     let (writer_shutdown, writer) = Writer {
         client: app.clickhouse.clone(),
+        spool: app.spool.clone(),
         batch_rows: app.config.batch_rows,
         flush_interval: app.config.flush_interval(),
         telemetry: app.telemetry.clone(),
         status: app.writer_status.clone(),
+        deduplicate,
     }
-    .spawn(rx);
+    .spawn();
     let app = Arc::new(app);
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
 
@@ -183,8 +195,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
-    /// Stops accepting requests, lets in-flight ones finish, then stores every queued row
-    /// (retrying for up to `shutdown_grace_seconds`) before returning.
+    /// Stops accepting requests, lets in-flight ones finish, then ships what the spool holds
+    /// (retrying for up to `shutdown_grace_seconds`; the rest stays in the spool) before returning.
     pub async fn stop(self) {
         let _ = self.stop_server.send(());
         match self.server.await {
@@ -192,15 +204,15 @@ impl Running {
             Ok(Err(err)) => tracing::error!(%err, "server stopped with an error"),
             Err(err) => tracing::error!(%err, "server task failed"),
         }
-        tracing::info!(
-            queued = self.app.queue.max_capacity() - self.app.queue.capacity(),
-            "no longer accepting beacons; flushing the queue"
-        );
+        let waiting = self.app.spool.stats_fast();
+        tracing::info!(rows = waiting.rows, "no longer accepting beacons; shipping the spool");
         self.writer_shutdown.begin(Duration::from_secs(self.app.config.shutdown_grace_seconds));
         if let Err(err) = self.writer.await {
             tracing::error!(%err, "writer task failed");
         }
         self.housekeeping.abort();
+        let spool = self.app.spool.clone();
+        let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! The collector's own metrics, served as Prometheus text at `GET /metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every counter the collector keeps. One instance per running app (tests run several).
 #[derive(Debug, Clone)]
@@ -17,8 +17,16 @@ pub struct Telemetry {
     pub metrics_rejected: IntCounterVec,
     /// Whole beacons refused, by reason (`too_large`, `malformed`, `unknown_site`, …).
     pub beacons_rejected: IntCounterVec,
-    /// Beacons waiting in the queue.
+    /// Beacons (spool records) not yet in ClickHouse.
     pub queue_depth: IntGauge,
+    /// Bytes, rows and the oldest record's age (s) in the disk spool.
+    pub spool_bytes: IntGauge,
+    pub spool_rows: IntGauge,
+    pub spool_oldest_age_seconds: Gauge,
+    /// Durable spool commits so far (each shared by every beacon waiting at that moment).
+    pub spool_commits: IntGauge,
+    /// Spool records that could not be decoded and were skipped. Should stay 0.
+    pub spool_records_skipped: IntCounter,
     /// Rows per ClickHouse insert, by table.
     pub batch_rows: HistogramVec,
     /// Seconds per ClickHouse insert (including retries), by table.
@@ -44,8 +52,17 @@ impl Telemetry {
             registry.register(Box::new(h.clone())).expect("unique histogram");
             h
         };
-        let queue_depth = IntGauge::new("queue_depth", "Beacons waiting for the ClickHouse writer.").expect("valid gauge");
-        registry.register(Box::new(queue_depth.clone())).expect("unique gauge");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("unique gauge");
+            g
+        };
+        let queue_depth = gauge("queue_depth", "Beacons in the spool, not yet in ClickHouse.");
+        let spool_oldest_age_seconds =
+            Gauge::new("spool_oldest_age_seconds", "Age of the oldest row waiting in the spool, s.").expect("valid gauge");
+        registry.register(Box::new(spool_oldest_age_seconds.clone())).expect("unique gauge");
+        let skipped = IntCounter::new("spool_records_skipped_total", "Damaged spool records skipped.").expect("valid counter");
+        registry.register(Box::new(skipped.clone())).expect("unique counter");
         let accepted = counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]);
         Telemetry {
             accepted_vital: accepted.with_label_values(&["vital"]),
@@ -55,6 +72,11 @@ impl Telemetry {
             metrics_rejected: counter("metrics_rejected_total", "Metrics dropped from a beacon, by reason.", &["reason"]),
             beacons_rejected: counter("beacons_rejected_total", "Whole beacons refused, by reason.", &["reason"]),
             queue_depth,
+            spool_bytes: gauge("spool_bytes", "Bytes in the disk spool."),
+            spool_rows: gauge("spool_rows", "Rows in the disk spool, not yet in ClickHouse."),
+            spool_commits: gauge("spool_commits", "Durable spool commits since start."),
+            spool_oldest_age_seconds,
+            spool_records_skipped: skipped,
             batch_rows: histogram(
                 "insert_batch_rows",
                 "Rows per ClickHouse insert.",

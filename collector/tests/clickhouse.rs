@@ -29,6 +29,7 @@ async fn collector(test: &str) -> Collector {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");
@@ -502,7 +503,7 @@ async fn failed_inserts_are_retried_until_clickhouse_takes_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_given_up_at_shutdown_are_counted() {
+async fn rows_not_stored_by_shutdown_stay_in_the_spool_for_the_next_start() {
     let ch = clickhouse();
     let db = ch.fresh_database("give_up");
     let config = Config {
@@ -511,9 +512,10 @@ async fn rows_given_up_at_shutdown_are_counted() {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         shutdown_grace_seconds: 1,
+        spool_dir: pulse_testkit::temp_dir("spool-give-up"),
         ..Config::default()
     };
-    let running = pulse_collector::start(config).await.expect("starts");
+    let running = pulse_collector::start(config.clone()).await.expect("starts");
     let app = running.app.clone();
     ch.sql(&format!("RENAME TABLE {db}.metrics TO {db}.metrics_away"));
     let base = format!("http://{}", running.addr);
@@ -523,7 +525,20 @@ async fn rows_given_up_at_shutdown_are_counted() {
     );
     running.stop().await;
     let text = app.telemetry.render();
-    assert!(text.contains("pulse_rows_dropped_total{reason=\"shutdown_while_clickhouse_failing\",table=\"metrics\"} 2"), "{text}");
+    assert!(!text.contains("pulse_rows_dropped_total{"), "nothing is given up: {text}");
+    assert_eq!(app.spool.stats().rows, 2, "the rows wait in the spool");
+    drop(app);
+
+    // The next start ships them.
+    ch.sql(&format!("RENAME TABLE {db}.metrics_away TO {db}.metrics"));
+    let running = pulse_collector::start(config).await.expect("starts again");
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.metrics")) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the spooled rows were not shipped after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.stop().await;
+    assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics")), 2, "once each");
 }
 
 /// Rows written straight into the raw table (the views fill every rollup), `per_hour` values an

@@ -52,6 +52,7 @@ async fn stack_serving(test: &str, www_dir: PathBuf) -> Stack {
         flush_interval_ms: 100,
         www_dir,
         agent_dir,
+        spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

@@ -1,5 +1,5 @@
 //! Every status code of the ingest and query contract, driven through the router with `oneshot`.
-//! No database: the test holds the queue's receiving end and inspects what ingest hands over.
+//! No ClickHouse and no shipper: the test reads what ingest appended to the spool.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +10,11 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use pulse_collector::config::{Config, SiteConfig};
+use pulse_collector::spool::Spool;
 use pulse_collector::storage::rows::Batch;
-use pulse_collector::storage::writer::queue;
 use pulse_collector::{router, App};
 use pulse_testkit::{api_call, beacon, metric};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -23,13 +22,21 @@ const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) App
 struct Harness {
     router: Router,
     app: Arc<App>,
-    rx: mpsc::Receiver<Batch>,
 }
 
 fn harness(config: Config) -> Harness {
-    let (tx, rx) = queue(config.queue_capacity);
-    let app = Arc::new(App::new(config, tx).expect("valid config"));
-    Harness { router: router(app.clone()), app, rx }
+    let dir = pulse_testkit::temp_dir("router-spool");
+    let spool = Spool::open(&dir, config.spool_max_bytes, config.queue_capacity).expect("spool opens");
+    let app = Arc::new(App::new(Config { spool_dir: dir, ..config }, spool).expect("valid config"));
+    Harness { router: router(app.clone()), app }
+}
+
+impl Harness {
+    /// Every beacon's rows in the spool, oldest first.
+    fn spooled(&self) -> Vec<Batch> {
+        let records = self.app.spool.read(None, u64::MAX, None).expect("spool reads");
+        records.into_iter().map(|r| r.batch.expect("record decodes")).collect()
+    }
 }
 
 fn test_config() -> Config {
@@ -81,7 +88,7 @@ fn localhost() -> [(&'static str, &'static str); 2] {
 
 #[tokio::test]
 async fn accepted_beacons_are_validated_enriched_and_queued() {
-    let mut h = harness(test_config());
+    let h = harness(test_config());
     let body = beacon(
         "demo",
         "https://example.com/users/42/orders?tab=1",
@@ -105,7 +112,9 @@ async fn accepted_beacons_are_validated_enriched_and_queued() {
     let parse_error = receipt["rejected"][1]["error"].as_str().unwrap_or("");
     assert!(parse_error.starts_with("value: invalid type: string \"slow\", expected f64"), "{parse_error}");
 
-    let batch = h.rx.try_recv().expect("rows were queued");
+    let spooled = h.spooled();
+    assert_eq!(spooled.len(), 1, "one record per beacon");
+    let batch = &spooled[0];
     assert_eq!(batch.metrics.len(), 2);
     let lcp = &batch.metrics[0];
     assert_eq!(
@@ -227,19 +236,29 @@ async fn floods_are_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn a_full_queue_is_503_and_a_closed_one_too() {
-    let mut h = harness(Config { queue_capacity: 1, ..test_config() });
+async fn a_full_spool_is_503_and_a_closed_one_too() {
+    let h = harness(Config { spool_max_bytes: 2_000, ..test_config() });
     let body = beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]).to_string();
     assert_eq!(call(&h.router, post(body.clone(), &localhost())).await.status, StatusCode::ACCEPTED);
-    let reply = call(&h.router, post(body.clone(), &localhost())).await;
+    let mut accepted = 1;
+    let reply = loop {
+        let reply = call(&h.router, post(body.clone(), &localhost())).await;
+        if reply.status != StatusCode::ACCEPTED {
+            break reply;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "a 2 000-byte spool never filled");
+    };
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(reply.header("retry-after"), Some("1"));
-    assert!(reply.json()["error"].as_str().unwrap_or("").contains("overloaded"));
-    h.rx.close();
-    let _ = h.rx.try_recv();
+    assert_eq!(reply.header("retry-after"), Some("30"));
+    assert!(reply.json()["error"].as_str().unwrap_or("").contains("spool is full"));
+    assert_eq!(h.spooled().len(), accepted, "everything acknowledged is in the spool");
+    h.app.spool.close();
     let reply = call(&h.router, post(body, &localhost())).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.header("retry-after"), Some("5"));
+    let reply = call(&h.router, Request::get("/healthz").body(Body::empty()).expect("request")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "a closed spool takes no beacons: unhealthy");
 }
 
 #[tokio::test]
@@ -309,20 +328,27 @@ async fn read_api_needs_the_key_and_checks_parameters_before_any_query() {
 }
 
 #[tokio::test]
-async fn health_is_unhealthy_without_clickhouse_and_metrics_are_served() {
+async fn health_is_degraded_without_clickhouse_and_metrics_are_served() {
     let h = harness(test_config());
+    let body = beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0), metric("FCP", 900.0, 0.0)]).to_string();
+    assert_eq!(call(&h.router, post(body, &localhost())).await.status, StatusCode::ACCEPTED);
     let reply = call(&h.router, Request::get("/healthz").body(Body::empty()).expect("request")).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::OK, "beacons are still accepted into the spool");
     let health = reply.json();
-    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["status"], "degraded");
     assert_eq!(health["services"]["clickhouse"]["status"], "down");
-    assert_eq!(health["queue"]["capacity"], 10_000);
+    assert_eq!(health["spool"]["rows"], 2);
+    assert_eq!(health["spool"]["records"], 1);
+    assert!(health["spool"]["bytes"].as_u64().unwrap_or(0) > 0);
+    assert!(health["spool"]["oldest_age_seconds"].as_f64().is_some_and(|a| (0.0..60.0).contains(&a)), "{health}");
 
     let reply = call(&h.router, Request::get("/metrics").body(Body::empty()).expect("request")).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = String::from_utf8(reply.body).expect("utf8");
-    assert!(text.contains("pulse_http_requests_total{route=\"/healthz\",status=\"503\"} 1"), "{text}");
-    assert!(text.contains("pulse_queue_depth 0"), "{text}");
+    assert!(text.contains("pulse_http_requests_total{route=\"/healthz\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("pulse_queue_depth 1"), "{text}");
+    assert!(text.contains("pulse_spool_rows 2"), "{text}");
+    assert!(text.contains("pulse_spool_oldest_age_seconds"), "{text}");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ async fn beacons_accepted_before_sigterm_are_stored_after_exit() {
         .env("PULSE_LISTEN", format!("127.0.0.1:{port}"))
         .env("PULSE_CLICKHOUSE_URL", &ch.url)
         .env("PULSE_CLICKHOUSE_DATABASE", &db)
+        .env("PULSE_SPOOL_DIR", pulse_testkit::temp_dir("spool-shutdown"))
         // Nothing is flushed by size or time before the signal: only shutdown can store the rows.
         .env("PULSE_FLUSH_INTERVAL_MS", "600000")
         .env("PULSE_BATCH_ROWS", "1000000")

@@ -80,8 +80,8 @@ pub struct ApiCallRow {
     pub country: String,
 }
 
-/// The rows of one accepted beacon: the unit that travels through the ingest queue.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// The rows of one accepted beacon: the unit that ingest stores in the spool, one record each.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub metrics: Vec<MetricRow>,
     pub api_calls: Vec<ApiCallRow>,

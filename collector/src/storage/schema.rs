@@ -188,6 +188,18 @@ fn migrations() -> Vec<Migration> {
     ]
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deduplication_tokens_need_22_2() {
+        for (version, ok) in
+            [("18.16.1", false), ("22.1.3.7", false), ("22.2.2.1", true), ("24.8.4.13", true), ("26.9.1", true), ("", false)]
+        {
+            assert_eq!(super::supports_deduplication_token(version), ok, "{version}");
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("ClickHouse at {url} is not reachable or refused {what}: {source}")]
@@ -252,7 +264,26 @@ pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
             .await
             .map_err(err("recording a migration"))?;
     }
+    if supports_deduplication_token(&version) {
+        // Plain MergeTree keeps no insert hashes unless told to: the last 1 000 inserts' tokens
+        // are remembered, so a batch sent again after a crash is dropped by the server.
+        for table in ["metrics", "api_calls"] {
+            client
+                .query(&format!("ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000"))
+                .execute()
+                .await
+                .map_err(err("setting the deduplication window"))?;
+        }
+    }
     Ok(version)
+}
+
+/// Whether the server takes `insert_deduplication_token` (ClickHouse 22.2 and later; the
+/// `MergeTree` tables are given a deduplication window at start).
+pub fn supports_deduplication_token(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (22, 2)
 }
 
 async fn applied_versions(client: &Client) -> Result<Vec<u32>, clickhouse::error::Error> {

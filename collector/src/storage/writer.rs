@@ -1,10 +1,17 @@
-//! The batch writer: drains the ingest queue into ClickHouse, one insert per table per batch,
-//! when `batch_rows` rows are waiting or `flush_interval` has passed, whichever comes first.
+//! The shipper: moves rows from the disk spool ([`crate::spool`]) into ClickHouse, one insert per
+//! table per batch, when `batch_rows` rows are waiting or `flush_interval` has passed, oldest
+//! first. Records leave the spool only after ClickHouse confirmed their inserts.
 //!
 //! Failed inserts are retried with exponential backoff (100 ms doubling to 10 s) for as long as
-//! the collector runs: while the writer retries it stops draining, the queue fills and ingest
-//! answers 503, which tells agents to keep their metrics. Rows are only given up at shutdown, once
-//! the grace period is over; they are then counted in `pulse_rows_dropped_total` and logged.
+//! the collector runs; meanwhile ingest keeps accepting into the spool, which grows until
+//! `spool_max_bytes`. At shutdown the shipper keeps trying for the grace period; what it could not
+//! ship stays in the spool and is shipped at the next start — nothing accepted is dropped.
+//!
+//! On servers that support it (ClickHouse ≥ 22), each batch carries an
+//! `insert_deduplication_token` made of the spool's id and the batch's key range, and the range is
+//! recorded in the spool before the insert: after a crash between the insert and the removal, the
+//! same batch is sent again with the same token and the server drops the copy. Older servers
+//! (18.16) store such a batch twice (at least once delivery; see the README).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,20 +19,16 @@ use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row, RowWrite};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::rows::Batch;
+use crate::spool::{Record, Spool};
 use crate::telemetry::Telemetry;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Creates the bounded queue between the ingest route and the writer (capacity in beacons).
-pub fn queue(capacity: usize) -> (mpsc::Sender<Batch>, mpsc::Receiver<Batch>) {
-    mpsc::channel(capacity)
-}
-
-/// What `/healthz` needs to know about the writer.
+/// What `/healthz` needs to know about the shipper.
 #[derive(Debug, Default)]
 pub struct WriterStatus {
     failing: AtomicBool,
@@ -33,7 +36,7 @@ pub struct WriterStatus {
 }
 
 impl WriterStatus {
-    /// Whether the last insert attempt failed (the writer is retrying).
+    /// Whether the last insert attempt failed (the shipper is retrying).
     pub fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
     }
@@ -52,8 +55,8 @@ impl WriterStatus {
     }
 }
 
-/// Tells a running writer to stop: it closes the queue, stores what is in it, and gives up on
-/// rows it cannot store once `grace` has passed.
+/// Tells a running shipper to stop: it ships what the spool holds, trying until `grace` has
+/// passed, and leaves the rest in the spool.
 #[derive(Debug, Clone)]
 pub struct Shutdown(watch::Sender<Option<Instant>>);
 
@@ -63,102 +66,184 @@ impl Shutdown {
     }
 }
 
+/// The shipping ran past the shutdown deadline; the rest stays in the spool.
+struct GaveUp;
+
 #[derive(Debug)]
 pub struct Writer {
     pub client: Client,
+    pub spool: Spool,
     pub batch_rows: usize,
     pub flush_interval: Duration,
     pub telemetry: Telemetry,
     pub status: Arc<WriterStatus>,
+    /// Send `insert_deduplication_token`s (the server supports them).
+    pub deduplicate: bool,
 }
 
 impl Writer {
-    /// Starts the writer on its own task. Await the handle after [`Shutdown::begin`].
-    pub fn spawn(self, rx: mpsc::Receiver<Batch>) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    /// Starts the shipper on its own task. Await the handle after [`Shutdown::begin`].
+    pub fn spawn(self) -> (Shutdown, tokio::task::JoinHandle<()>) {
         let (tx, deadline) = watch::channel(None);
-        let handle = tokio::spawn(self.run(rx, deadline));
+        let handle = tokio::spawn(self.run(deadline));
         (Shutdown(tx), handle)
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Batch>, mut deadline: watch::Receiver<Option<Instant>>) {
-        let mut pending = Batch::default();
+    async fn run(self, mut deadline: watch::Receiver<Option<Instant>>) {
+        // A batch the previous run was inserting when it stopped goes first, exactly as it was,
+        // so its deduplication token matches.
+        match self.spool.inflight() {
+            Ok(Some((_, last))) => {
+                if let Ok(records) = self.read(Some(last)).await {
+                    if !records.is_empty() && self.ship(records, &deadline).await.is_err() {
+                        return self.stopped();
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::error!(%err, "cannot read the spool's in-flight mark"),
+        }
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut due = false;
             tokio::select! {
-                received = rx.recv() => match received {
-                    Some(batch) => {
-                        self.telemetry.queue_depth.set(rx.len() as i64);
-                        append(&mut pending, batch);
-                        if pending.len() >= self.batch_rows {
-                            self.flush(&mut pending, &deadline).await;
-                        }
-                    }
-                    None => break,
-                },
-                _ = ticker.tick() => {
-                    if !pending.is_empty() {
-                        self.flush(&mut pending, &deadline).await;
-                    }
+                _ = self.spool.appended().notified() => {}
+                _ = ticker.tick() => due = true,
+                _ = deadline.changed() => {}
+            }
+            let stopping = deadline.borrow().is_some();
+            let waiting = self.spool.stats_fast().rows;
+            if waiting == 0 {
+                if stopping {
+                    break;
                 }
-                _ = deadline.changed() => break,
+                continue;
+            }
+            if waiting as usize >= self.batch_rows || due || stopping {
+                if self.ship_all(&deadline).await.is_err() || stopping {
+                    break;
+                }
+                ticker.reset();
             }
         }
-        // Shutting down: refuse new beacons, then store everything already accepted.
-        rx.close();
-        while let Some(batch) = rx.recv().await {
-            append(&mut pending, batch);
-            if pending.len() >= self.batch_rows {
-                self.flush(&mut pending, &deadline).await;
+        self.stopped();
+    }
+
+    fn stopped(&self) {
+        let left = self.spool.stats_fast();
+        if left.rows > 0 {
+            tracing::warn!(
+                rows = left.rows,
+                records = left.records,
+                "shipper stopped; these rows stay in the spool and are shipped at the next start"
+            );
+        } else {
+            tracing::info!("shipper stopped; the spool is empty");
+        }
+    }
+
+    /// Ships every record the spool holds, batch after batch (a backlog drains back to back).
+    async fn ship_all(&self, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
+        loop {
+            let records = match self.read(None).await {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::error!(%err, "cannot read the spool");
+                    return Ok(());
+                }
+            };
+            if records.is_empty() {
+                return Ok(());
+            }
+            self.ship(records, deadline).await?;
+        }
+    }
+
+    /// The oldest records, up to `batch_rows` rows (or exactly through `until`).
+    async fn read(&self, until: Option<u64>) -> Result<Vec<Record>, String> {
+        let spool = self.spool.clone();
+        let max_rows = self.batch_rows as u64;
+        tokio::task::spawn_blocking(move || spool.read(None, max_rows, until).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    async fn ship(&self, records: Vec<Record>, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
+        let (Some(first), Some(last)) = (records.first().map(|r| r.key), records.last().map(|r| r.key)) else {
+            return Ok(());
+        };
+        let mut batch = Batch::default();
+        for record in records {
+            match record.batch {
+                Ok(mut rows) => {
+                    batch.metrics.append(&mut rows.metrics);
+                    batch.api_calls.append(&mut rows.api_calls);
+                }
+                Err(why) => {
+                    tracing::error!(key = record.key, rows = record.rows, bytes = record.bytes, %why, "skipping a damaged spool record");
+                    self.telemetry.spool_records_skipped.inc();
+                    self.telemetry.rows_dropped.with_label_values(&["spool", "damaged_record"]).inc_by(record.rows);
+                }
             }
         }
-        self.telemetry.queue_depth.set(0);
-        self.flush(&mut pending, &deadline).await;
-        tracing::info!("writer stopped; queue flushed");
+        if self.deduplicate {
+            if let Err(err) = self.spool.mark_inflight(Some((first, last))).await {
+                tracing::warn!(%err, "cannot mark the batch in flight; a crash now could store it twice");
+            }
+        }
+        let token = |table: &str| format!("pulse-{}-{table}-{first}-{last}", self.spool.id());
+        self.store("metrics", &batch.metrics, token("metrics"), deadline).await?;
+        self.store("api_calls", &batch.api_calls, token("api_calls"), deadline).await?;
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(err) = self.spool.remove_through(last).await {
+            // The rows are in ClickHouse; if they stay in the spool they are shipped again.
+            tracing::error!(%err, "cannot remove shipped records from the spool; retrying");
+            if deadline.borrow().is_some_and(|d| Instant::now() + backoff > d) {
+                return Err(GaveUp);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        Ok(())
     }
 
-    async fn flush(&self, pending: &mut Batch, deadline: &watch::Receiver<Option<Instant>>) {
-        self.store("metrics", &mut pending.metrics, deadline).await;
-        self.store("api_calls", &mut pending.api_calls, deadline).await;
-    }
-
-    /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes; empties `rows`.
-    async fn store<T>(&self, table: &'static str, rows: &mut Vec<T>, deadline: &watch::Receiver<Option<Instant>>)
+    /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes.
+    async fn store<T>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        token: String,
+        deadline: &watch::Receiver<Option<Instant>>,
+    ) -> Result<(), GaveUp>
     where
         T: Row + RowWrite + Serialize + Send + Sync + 'static,
         for<'a> T: Row<Value<'a> = T>,
     {
         if rows.is_empty() {
-            return;
+            return Ok(());
         }
+        let client =
+            if self.deduplicate { self.client.clone().with_setting("insert_deduplication_token", token) } else { self.client.clone() };
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut deadline = deadline.clone();
         loop {
-            match insert(&self.client, table, rows).await {
+            match insert(&client, table, rows).await {
                 Ok(()) => {
                     self.status.record(None);
                     self.telemetry.batch_rows.with_label_values(&[table]).observe(rows.len() as f64);
                     self.telemetry.insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
                     self.telemetry.rows_written.with_label_values(&[table]).inc_by(rows.len() as u64);
-                    rows.clear();
-                    return;
+                    return Ok(());
                 }
                 Err(err) => {
                     self.telemetry.clickhouse_errors.with_label_values(&["insert"]).inc();
                     self.status.record(Some(err.to_string()));
                     let until = *deadline.borrow();
                     if until.is_some_and(|d| Instant::now() + backoff > d) {
-                        tracing::error!(
-                            table, rows = rows.len(), %err,
-                            "shutdown grace period over and ClickHouse still refuses the insert: dropping these rows"
-                        );
-                        self.telemetry
-                            .rows_dropped
-                            .with_label_values(&[table, "shutdown_while_clickhouse_failing"])
-                            .inc_by(rows.len() as u64);
-                        rows.clear();
-                        return;
+                        tracing::warn!(table, rows = rows.len(), %err, "shutdown grace period over and ClickHouse still refuses the insert");
+                        return Err(GaveUp);
                     }
                     tracing::warn!(table, rows = rows.len(), %err, retry_in_ms = backoff.as_millis() as u64, "ClickHouse insert failed; retrying");
                     // Wake early when shutdown starts, so the deadline is honoured.
@@ -171,11 +256,6 @@ impl Writer {
             }
         }
     }
-}
-
-fn append(pending: &mut Batch, mut batch: Batch) {
-    pending.metrics.append(&mut batch.metrics);
-    pending.api_calls.append(&mut batch.api_calls);
 }
 
 async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>

@@ -1,0 +1,684 @@
+//! The disk spool: where an accepted beacon's rows live from its 202 until ClickHouse has them.
+//!
+//! # The path of a record
+//! 1. Ingest encodes a beacon's rows as one record and [`Spool::append`]s it. The record goes to
+//!    the committer thread, which writes every record waiting at that moment in one `redb` write
+//!    transaction and commits it durably (fsync): concurrent requests share one sync (group
+//!    commit). Only then does ingest answer 202.
+//! 2. The shipper ([`crate::storage::writer`]) reads records in key order ([`Spool::read`]),
+//!    inserts their rows into ClickHouse and, once ClickHouse has confirmed, removes them
+//!    ([`Spool::remove_through`]) — that removal is the persisted cursor. At start, whatever is
+//!    still in the spool is shipped first (oldest first), so nothing acknowledged is lost to a
+//!    crash, a ClickHouse outage or a restart. Delivery is at least once: a crash between the
+//!    insert and the removal ships those records again (see `insert_deduplication_token`).
+//! 3. A full spool (`spool_max_bytes`) refuses new records; ingest answers 503 with `Retry-After`.
+//!
+//! # Record format (the value; the key is a sequence number that never repeats)
+//! `[format: u8 = 1][received_ms: u64 LE][rows: u32 LE][crc32 of payload: u32 LE][payload]`, the
+//! payload being the rows as `postcard`. `redb` keeps each commit atomic and checksummed; the
+//! record's own CRC catches a damaged value that still reads, so a bad record is skipped, counted
+//! and logged instead of stopping the shipper.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+
+use crate::storage::rows::Batch;
+
+/// Records by sequence number.
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// Small facts that must survive restarts: the next sequence number, the spool's id, and the
+/// key range of the batch being inserted (so a retry after a crash sends the same batch).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const FORMAT: u8 = 1;
+const HEADER_BYTES: usize = 1 + 8 + 4 + 4;
+/// Encoded records waiting for the committer, at most (a memory bound under overload: beyond it
+/// ingest answers 503 at once instead of queueing).
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+/// Most records in one commit.
+const MAX_GROUP: usize = 4096;
+
+/// A record read back from the spool.
+#[derive(Debug)]
+pub struct Record {
+    pub key: u64,
+    pub received_ms: u64,
+    /// The decoded rows, or why they could not be decoded.
+    pub batch: Result<Batch, String>,
+    /// Stored size in bytes.
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// What the spool holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    pub records: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Receive time of the oldest record, epoch ms.
+    pub oldest_ms: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full ({bytes} of {max} bytes)")]
+    Full { bytes: u64, max: u64 },
+    #[error("too many beacons are waiting for the disk")]
+    Busy,
+    #[error("the spool is closed")]
+    Closed,
+    #[error("cannot open the spool at {0}: {1}")]
+    Open(PathBuf, String),
+    #[error("spool storage error: {0}")]
+    Storage(String),
+}
+
+fn storage(e: impl std::fmt::Display) -> SpoolError {
+    SpoolError::Storage(e.to_string())
+}
+
+enum Request {
+    Append { record: Vec<u8>, rows: u64, done: oneshot::Sender<Result<u64, SpoolError>> },
+    Remove { through: u64, done: oneshot::Sender<Result<(), SpoolError>> },
+    MarkInflight { range: Option<(u64, u64)>, done: oneshot::Sender<Result<(), SpoolError>> },
+}
+
+/// Counters kept beside the database so `/healthz` and the full check need no transaction.
+#[derive(Debug, Default)]
+struct Totals {
+    records: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    /// Encoded records in flight to the committer (reserved against `max_bytes` too).
+    reserved: AtomicU64,
+}
+
+/// Group-commit figures, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub commits: AtomicU64,
+    pub records: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+/// A handle on the spool; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    id: String,
+    max_bytes: u64,
+    totals: Arc<Totals>,
+    /// Sender to the committer; `None` once closed.
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    pending: Arc<Semaphore>,
+    /// Woken after every commit that added records.
+    pub appended: Arc<Notify>,
+    pub commit_stats: Arc<CommitStats>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir` and starts its committer thread. `capacity` is the
+    /// most records that may wait for a commit.
+    pub fn open(dir: &Path, max_bytes: u64, capacity: usize) -> Result<Spool, SpoolError> {
+        Spool::open_with(dir, max_bytes, capacity, true)
+    }
+
+    /// [`Spool::open`], choosing whether commits are synced to disk (`fsync = false` only for
+    /// measuring what durability costs).
+    pub fn open_with(dir: &Path, max_bytes: u64, capacity: usize, fsync: bool) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open(dir.to_owned(), e.to_string()))?;
+        let path = dir.join("spool.redb");
+        let db = Database::create(&path).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
+        let (id, next_key, totals) = recover(&db).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
+        let db = Arc::new(db);
+        let totals = Arc::new(totals);
+        let appended = Arc::new(Notify::new());
+        let commit_stats = Arc::new(CommitStats::default());
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let committer = {
+            let (db, totals, appended, stats) = (db.clone(), totals.clone(), appended.clone(), commit_stats.clone());
+            std::thread::Builder::new()
+                .name("pulse-spool".into())
+                .spawn(move || commit_loop(&db, rx, next_key, fsync, &totals, &appended, &stats))
+                .map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?
+        };
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                id,
+                max_bytes,
+                totals,
+                requests: Mutex::new(Some(tx)),
+                pending: Arc::new(Semaphore::new(MAX_PENDING_BYTES)),
+                appended,
+                commit_stats,
+                committer: Mutex::new(Some(committer)),
+            }),
+        })
+    }
+
+    /// The spool's file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// A random id made when the spool was created (part of the insert deduplication tokens).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    pub fn commit_stats(&self) -> &CommitStats {
+        &self.inner.commit_stats
+    }
+
+    /// Woken after each commit that added records.
+    pub fn appended(&self) -> &Notify {
+        &self.inner.appended
+    }
+
+    /// Whether [`Spool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.requests.lock().map_or(true, |tx| tx.is_none())
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Request>, SpoolError> {
+        self.inner.requests.lock().map_err(storage)?.clone().ok_or(SpoolError::Closed)
+    }
+
+    /// Stores one beacon's rows durably; returns once they are synced to disk.
+    pub async fn append(&self, batch: &Batch, received_ms: u64) -> Result<(), SpoolError> {
+        let tx = self.sender()?;
+        let record = encode(batch, received_ms);
+        let size = record.len() as u64;
+        let totals = &self.inner.totals;
+        let reserved = totals.reserved.fetch_add(size, Ordering::AcqRel) + size;
+        let release = || totals.reserved.fetch_sub(size, Ordering::AcqRel);
+        let held = totals.bytes.load(Ordering::Acquire) + reserved;
+        if held > self.inner.max_bytes {
+            release();
+            return Err(SpoolError::Full { bytes: held - size, max: self.inner.max_bytes });
+        }
+        let permits = u32::try_from(record.len()).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.inner.pending.clone().try_acquire_many_owned(permits) else {
+            release();
+            return Err(SpoolError::Busy);
+        };
+        let (done, answer) = oneshot::channel();
+        let sent = tx.try_send(Request::Append { record, rows: batch.len() as u64, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SpoolError::Busy,
+            mpsc::error::TrySendError::Closed(_) => SpoolError::Closed,
+        });
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or(Err(SpoolError::Closed)).map(|_| ()),
+            Err(e) => Err(e),
+        };
+        release();
+        result
+    }
+
+    /// Removes every record up to and including `through` (they are in ClickHouse), and clears
+    /// the in-flight mark, in one durable commit.
+    pub async fn remove_through(&self, through: u64) -> Result<(), SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.sender()?.send(Request::Remove { through, done }).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Records (durably) the key range about to be inserted, or clears it.
+    pub async fn mark_inflight(&self, range: Option<(u64, u64)>) -> Result<(), SpoolError> {
+        let (done, answer) = oneshot::channel();
+        self.sender()?.send(Request::MarkInflight { range, done }).await.map_err(|_| SpoolError::Closed)?;
+        answer.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// The in-flight range left by the previous run, if it stopped between an insert and the
+    /// removal of its records.
+    pub fn inflight(&self) -> Result<Option<(u64, u64)>, SpoolError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        Ok(meta.get("inflight").map_err(storage)?.and_then(|v| decode_range(v.value())))
+    }
+
+    /// Reads records in key order after `after` (all when `None`), up to `max_rows` rows (at
+    /// least one record) or through `until` when given.
+    pub fn read(&self, after: Option<u64>, max_rows: u64, until: Option<u64>) -> Result<Vec<Record>, SpoolError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let start = after.map_or(0, |k| k.saturating_add(1));
+        let mut out = Vec::new();
+        let mut rows = 0u64;
+        for entry in table.range(start..).map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let key = key.value();
+            if until.is_some_and(|u| key > u) {
+                break;
+            }
+            let record = decode(key, value.value());
+            if until.is_none() && !out.is_empty() && rows + record.rows > max_rows {
+                break;
+            }
+            rows += record.rows;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// What the spool holds, with the oldest record's receive time (reads the database).
+    pub fn stats(&self) -> SpoolStats {
+        SpoolStats { oldest_ms: self.oldest_ms(), ..self.stats_fast() }
+    }
+
+    /// What the spool holds, from the counters alone (`oldest_ms` is `None`).
+    pub fn stats_fast(&self) -> SpoolStats {
+        let t = &self.inner.totals;
+        SpoolStats {
+            records: t.records.load(Ordering::Acquire),
+            rows: t.rows.load(Ordering::Acquire),
+            bytes: t.bytes.load(Ordering::Acquire),
+            oldest_ms: None,
+        }
+    }
+
+    fn oldest_ms(&self) -> Option<u64> {
+        let txn = self.inner.db.begin_read().ok()?;
+        let table = txn.open_table(RECORDS).ok()?;
+        let (key, value) = table.first().ok()??;
+        Some(decode(key.value(), value.value()).received_ms)
+    }
+
+    /// Refuses new records and waits for the committer to finish what it was given.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.inner.requests.lock() {
+            tx.take();
+        }
+        let handle = self.inner.committer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            if handle.join().is_err() {
+                tracing::error!("the spool's committer thread panicked");
+            }
+        }
+    }
+}
+
+fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
+    // Encoding plain structs into a Vec cannot fail; an empty payload would be caught at decode.
+    let payload = postcard::to_stdvec(batch).unwrap_or_default();
+    let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
+    record.push(FORMAT);
+    record.extend_from_slice(&received_ms.to_le_bytes());
+    record.extend_from_slice(&u32::try_from(batch.len()).unwrap_or(u32::MAX).to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    record
+}
+
+/// Decodes a stored record; a damaged one comes back with an error in `batch`.
+pub fn decode(key: u64, value: &[u8]) -> Record {
+    let bytes = value.len() as u64;
+    let bad = |why: String| Record { key, received_ms: 0, batch: Err(why), bytes, rows: 0 };
+    if value.len() < HEADER_BYTES {
+        return bad(format!("record of {} bytes is shorter than its header", value.len()));
+    }
+    let (header, payload) = value.split_at(HEADER_BYTES);
+    if header[0] != FORMAT {
+        return bad(format!("unknown record format {}", header[0]));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
+    let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or_default());
+    let (received_ms, rows, crc) = (u64_at(1), u64::from(u32_at(9)), u32_at(13));
+    if crc32fast::hash(payload) != crc {
+        return Record { received_ms, rows, ..bad("checksum mismatch".into()) };
+    }
+    match postcard::from_bytes::<Batch>(payload) {
+        Ok(batch) => Record { key, received_ms, rows: batch.len() as u64, batch: Ok(batch), bytes },
+        Err(e) => Record { received_ms, rows, ..bad(format!("undecodable rows: {e}")) },
+    }
+}
+
+fn encode_range(range: (u64, u64)) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&range.0.to_le_bytes());
+    out[8..].copy_from_slice(&range.1.to_le_bytes());
+    out
+}
+
+fn decode_range(value: &[u8]) -> Option<(u64, u64)> {
+    let first = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    let last = u64::from_le_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((first, last))
+}
+
+/// Reads the spool's id, next key and totals at start (one pass over the records).
+fn recover(db: &Database) -> Result<(String, u64, Totals), Box<dyn std::error::Error>> {
+    let txn = db.begin_write()?;
+    let id;
+    let mut next_key;
+    let totals = Totals::default();
+    {
+        let mut meta = txn.open_table(META)?;
+        let stored_id = meta.get("id")?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        id = match stored_id {
+            Some(id) => id,
+            None => {
+                let id = new_id();
+                meta.insert("id", id.as_bytes())?;
+                id
+            }
+        };
+        next_key = meta.get("next_key")?.and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)).unwrap_or(0);
+        let records = txn.open_table(RECORDS)?;
+        for entry in records.iter()? {
+            let (key, value) = entry?;
+            let value = value.value();
+            let rows =
+                if value.len() >= HEADER_BYTES { u64::from(u32::from_le_bytes(value[9..13].try_into().unwrap_or_default())) } else { 0 };
+            totals.records.fetch_add(1, Ordering::Relaxed);
+            totals.rows.fetch_add(rows, Ordering::Relaxed);
+            totals.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+            next_key = next_key.max(key.value() + 1);
+        }
+        debug_assert_eq!(records.len()?, totals.records.load(Ordering::Relaxed));
+    }
+    txn.commit()?;
+    Ok((id, next_key, totals))
+}
+
+/// 16 hex characters from the system's randomness (the std hasher's random keys) and the clock.
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// The committer: one write transaction per group of waiting requests.
+fn commit_loop(
+    db: &Database,
+    mut rx: mpsc::Receiver<Request>,
+    mut next_key: u64,
+    fsync: bool,
+    totals: &Totals,
+    appended: &Notify,
+    stats: &CommitStats,
+) {
+    let mut group = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let outcome = commit(db, &group, next_key, fsync);
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(applied) => {
+                next_key = applied.next_key;
+                totals.records.fetch_add(applied.added_records, Ordering::AcqRel);
+                totals.rows.fetch_add(applied.added_rows, Ordering::AcqRel);
+                totals.bytes.fetch_add(applied.added_bytes, Ordering::AcqRel);
+                totals.records.fetch_sub(applied.removed_records, Ordering::AcqRel);
+                totals.rows.fetch_sub(applied.removed_rows, Ordering::AcqRel);
+                totals.bytes.fetch_sub(applied.removed_bytes, Ordering::AcqRel);
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.records.fetch_add(applied.added_records, Ordering::Relaxed);
+                stats.micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                let mut key = applied.first_key;
+                for request in group.drain(..) {
+                    match request {
+                        Request::Append { done, .. } => {
+                            let _ = done.send(Ok(key));
+                            key += 1;
+                        }
+                        Request::Remove { done, .. } | Request::MarkInflight { done, .. } => {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                }
+                if applied.added_records > 0 {
+                    appended.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, requests = group.len(), "spool commit failed; the requests are refused");
+                for request in group.drain(..) {
+                    let e = || SpoolError::Storage(err.to_string());
+                    match request {
+                        Request::Append { done, .. } => {
+                            let _ = done.send(Err(e()));
+                        }
+                        Request::Remove { done, .. } | Request::MarkInflight { done, .. } => {
+                            let _ = done.send(Err(e()));
+                        }
+                    }
+                }
+                // A failing disk: do not spin.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Applied {
+    first_key: u64,
+    next_key: u64,
+    added_records: u64,
+    added_rows: u64,
+    added_bytes: u64,
+    removed_records: u64,
+    removed_rows: u64,
+    removed_bytes: u64,
+}
+
+fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Result<Applied, Box<dyn std::error::Error>> {
+    let mut txn = db.begin_write()?;
+    if !fsync {
+        txn.set_durability(redb::Durability::None)?;
+    }
+    let mut applied = Applied { first_key: next_key, next_key, ..Applied::default() };
+    {
+        let mut records = txn.open_table(RECORDS)?;
+        let mut meta = txn.open_table(META)?;
+        for request in group {
+            match request {
+                Request::Append { record, rows, .. } => {
+                    records.insert(applied.next_key, record.as_slice())?;
+                    applied.next_key += 1;
+                    applied.added_records += 1;
+                    applied.added_rows += rows;
+                    applied.added_bytes += record.len() as u64;
+                }
+                Request::Remove { through, .. } => {
+                    let (mut n, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+                    records.retain_in(..=*through, |_, value| {
+                        n += 1;
+                        bytes += value.len() as u64;
+                        if value.len() >= HEADER_BYTES {
+                            rows += u64::from(u32::from_le_bytes(value[9..13].try_into().unwrap_or_default()));
+                        }
+                        false
+                    })?;
+                    applied.removed_records += n;
+                    applied.removed_rows += rows;
+                    applied.removed_bytes += bytes;
+                    meta.remove("inflight")?;
+                }
+                Request::MarkInflight { range, .. } => match range {
+                    Some(range) => {
+                        meta.insert("inflight", encode_range(*range).as_slice())?;
+                    }
+                    None => {
+                        meta.remove("inflight")?;
+                    }
+                },
+            }
+        }
+        if applied.next_key != next_key {
+            meta.insert("next_key", applied.next_key.to_le_bytes().as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::rows::{ApiCallRow, MetricRow};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pulse-spool-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn metric(value: f64) -> MetricRow {
+        MetricRow {
+            site: "demo".into(),
+            event_time: 1_800_000_000,
+            received_at: 1_800_000_000,
+            name: "LCP".into(),
+            value,
+            delta: value,
+            rating: 1,
+            metric_id: format!("v-{value}"),
+            session: "s".into(),
+            page: "p".into(),
+            url: "/".into(),
+            nav: "navigate".into(),
+            release: String::new(),
+            env: String::new(),
+            device: "desktop".into(),
+            browser: "Chrome".into(),
+            os: "Linux".into(),
+            country: String::new(),
+            ect: String::new(),
+            viewport_w: 0,
+            viewport_h: 0,
+            dpr: 0.0,
+            memory: 0.0,
+            cores: 0,
+            skew_ms: 0,
+            attribution: "{}".into(),
+            tag_keys: vec![],
+            tag_values: vec![],
+        }
+    }
+
+    fn batch(values: &[f64]) -> Batch {
+        Batch { metrics: values.iter().map(|&v| metric(v)).collect(), api_calls: Vec::<ApiCallRow>::new() }
+    }
+
+    fn values(records: &[Record]) -> Vec<f64> {
+        records.iter().flat_map(|r| r.batch.as_ref().expect("decodes").metrics.iter().map(|m| m.value)).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_survive_reopening_until_removed() {
+        let dir = temp_dir("reopen");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        let id = spool.id().to_owned();
+        for i in 0..5 {
+            spool.append(&batch(&[f64::from(i), f64::from(i) + 0.5]), 1_000 + i as u64).await.expect("appends");
+        }
+        let stats = spool.stats();
+        assert_eq!((stats.records, stats.rows, stats.oldest_ms), (5, 10, Some(1_000)));
+        spool.remove_through(1).await.expect("removes");
+        spool.close();
+        drop(spool);
+
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("reopens");
+        assert_eq!(spool.id(), id, "the id is kept");
+        let stats = spool.stats();
+        assert_eq!((stats.records, stats.rows, stats.oldest_ms), (3, 6, Some(1_002)), "totals are recovered");
+        let records = spool.read(None, 1_000, None).expect("reads");
+        assert_eq!(values(&records), vec![2.0, 2.5, 3.0, 3.5, 4.0, 4.5]);
+        // Keys never repeat, even after the records before them were removed and the spool reopened.
+        spool.append(&batch(&[9.0]), 2_000).await.expect("appends");
+        let keys: Vec<u64> = spool.read(None, 1_000, None).expect("reads").iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec![2, 3, 4, 5]);
+        // Reads stop at the row budget, but always return at least one record.
+        assert_eq!(spool.read(None, 3, None).expect("reads").len(), 1);
+        assert_eq!(spool.read(Some(2), 4, None).expect("reads").len(), 2);
+        assert_eq!(spool.read(None, 1, Some(3)).expect("reads").len(), 2, "`until` reads a fixed range");
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_spool_refuses_and_accepts_again_once_drained() {
+        let dir = temp_dir("full");
+        let one = encode(&batch(&[1.0]), 0).len() as u64;
+        let spool = Spool::open(&dir, one * 3, 100).expect("opens");
+        for _ in 0..3 {
+            spool.append(&batch(&[1.0]), 0).await.expect("room");
+        }
+        assert!(matches!(spool.append(&batch(&[1.0]), 0).await, Err(SpoolError::Full { .. })));
+        spool.remove_through(0).await.expect("removes");
+        spool.append(&batch(&[1.0]), 0).await.expect("room again");
+        spool.close();
+        assert!(matches!(spool.append(&batch(&[1.0]), 0).await, Err(SpoolError::Closed)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_commits() {
+        let dir = temp_dir("group");
+        let spool = Spool::open(&dir, 1 << 30, 10_000).expect("opens");
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.append(&batch(&[f64::from(i)]), 0).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("joins").expect("appends");
+        }
+        let mut got = values(&spool.read(None, u64::MAX, None).expect("reads"));
+        got.sort_by(f64::total_cmp);
+        assert_eq!(got, (0..200).map(f64::from).collect::<Vec<_>>(), "every record, once");
+        let commits = spool.commit_stats().commits.load(Ordering::Relaxed);
+        assert!(commits < 200, "{commits} commits for 200 concurrent appends: no group commit");
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_records_are_reported_not_decoded() {
+        let good = encode(&batch(&[1.0, 2.0]), 7);
+        let r = decode(3, &good);
+        assert_eq!((r.key, r.received_ms, r.rows), (3, 7, 2));
+        assert!(r.batch.is_ok());
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert_eq!(decode(3, &flipped).batch.expect_err("damaged"), "checksum mismatch");
+        assert_eq!(decode(3, &flipped).rows, 2, "the header still says how many rows were lost");
+        assert!(decode(3, &good[..10]).batch.is_err());
+        let mut future = good;
+        future[0] = 9;
+        assert!(decode(3, &future).batch.expect_err("unknown format").contains("format 9"));
+    }
+}
