@@ -13,7 +13,8 @@ use crate::App;
 
 /// `healthy` when ClickHouse answers and the spool drains; `degraded` when ClickHouse does not
 /// answer or inserts fail (beacons are still accepted: they wait in the spool) or the spool is
-/// over 80 % full; `unhealthy` (HTTP 503) when the spool cannot take beacons (full or closed).
+/// over 80 % full; `unhealthy` (HTTP 503) when the spool cannot take beacons (it refused one for
+/// want of space, or is closed).
 pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::ping(&app.clickhouse)).await;
     let clickhouse_error = match ping {
@@ -28,7 +29,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let max = app.spool.max_bytes();
     let oldest_age = spool.oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
     let writer_failing = app.writer_status.is_failing();
-    let spool_full = spool.bytes >= max;
+    let spool_full = spool.bytes >= max || app.spool.is_full();
     let status = if spool_full || app.spool.is_closed() {
         "unhealthy"
     } else if clickhouse_error.is_some() || writer_failing || spool.bytes * 5 >= max * 4 {
@@ -56,6 +57,10 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             "rows": spool.rows,
             "records": spool.records,
             "oldest_age_seconds": oldest_age,
+            "full": spool_full,
+            "salvaged_at_start": app.spool.salvage().map(|s| json!({
+                "moved_to": s.moved_to.display().to_string(), "why": s.why, "cut_bytes": s.cut_bytes, "records": s.records,
+            })),
         },
         "queue": { "depth": spool.records, "capacity": app.config.queue_capacity },
     });

@@ -157,7 +157,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracing::info!(rows = waiting.rows, records = waiting.records, "the spool holds rows from an earlier run; shipping them first");
     }
     let deduplicate = storage::schema::supports_deduplication_token(&version);
+    let salvaged = spool.salvage().is_some();
     let mut app = App::new(config, spool)?;
+    if salvaged {
+        app.telemetry.spool_files_salvaged.inc();
+    }
     app.clickhouse_version = version;
     let (writer_shutdown, writer) = Writer {
         client: app.clickhouse.clone(),

@@ -97,6 +97,8 @@ struct Totals {
     bytes: AtomicU64,
     /// Encoded records in flight to the committer (reserved against `max_bytes` too).
     reserved: AtomicU64,
+    /// The last append was refused for want of space (cleared by the next commit).
+    full: std::sync::atomic::AtomicBool,
 }
 
 /// Group-commit figures, for `/metrics` and the benchmark.
@@ -127,6 +129,20 @@ struct Inner {
     pub appended: Arc<Notify>,
     pub commit_stats: Arc<CommitStats>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    salvage: Option<Salvage>,
+}
+
+/// What happened when the spool file could not be opened as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvage {
+    /// Where the damaged file was moved (kept for inspection).
+    pub moved_to: PathBuf,
+    /// Why `redb` refused it.
+    pub why: String,
+    /// Bytes cut from its end to make it readable.
+    pub cut_bytes: u64,
+    /// Records copied into the new spool.
+    pub records: u64,
 }
 
 impl Spool {
@@ -141,7 +157,14 @@ impl Spool {
     pub fn open_with(dir: &Path, max_bytes: u64, capacity: usize, fsync: bool) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open(dir.to_owned(), e.to_string()))?;
         let path = dir.join("spool.redb");
-        let db = Database::create(&path).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
+        let (db, salvage) = match Database::create(&path) {
+            Ok(db) => (db, None),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) => {
+                let (db, report) = salvage(&path, &why).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
+                (db, Some(report))
+            }
+            Err(e) => return Err(SpoolError::Open(path.clone(), e.to_string())),
+        };
         let (id, next_key, totals) = recover(&db).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
         let db = Arc::new(db);
         let totals = Arc::new(totals);
@@ -167,8 +190,14 @@ impl Spool {
                 appended,
                 commit_stats,
                 committer: Mutex::new(Some(committer)),
+                salvage,
             }),
         })
+    }
+
+    /// Set when the spool file was damaged at open and its records were copied into a new one.
+    pub fn salvage(&self) -> Option<&Salvage> {
+        self.inner.salvage.as_ref()
     }
 
     /// The spool's file.
@@ -194,6 +223,12 @@ impl Spool {
         &self.inner.appended
     }
 
+    /// Whether the last append was refused because the spool is full (until records are added
+    /// or removed again).
+    pub fn is_full(&self) -> bool {
+        self.inner.totals.full.load(Ordering::Acquire)
+    }
+
     /// Whether [`Spool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.requests.lock().map_or(true, |tx| tx.is_none())
@@ -214,6 +249,7 @@ impl Spool {
         let held = totals.bytes.load(Ordering::Acquire) + reserved;
         if held > self.inner.max_bytes {
             release();
+            totals.full.store(true, Ordering::Release);
             return Err(SpoolError::Full { bytes: held - size, max: self.inner.max_bytes });
         }
         let permits = u32::try_from(record.len()).unwrap_or(u32::MAX);
@@ -316,6 +352,70 @@ impl Spool {
             }
         }
     }
+}
+
+/// Page size of the spool file: `redb` only ever sizes its file in whole pages.
+const PAGE: u64 = 4096;
+/// How far back from the end a readable prefix of a damaged file is looked for.
+const SALVAGE_MAX_CUT: u64 = 16 << 20;
+
+/// A spool file `redb` refuses (a torn tail: bytes past the last layout it wrote, as a crash while
+/// the file grew can leave): it is moved aside, the longest prefix `redb` accepts is found, and its
+/// records (and meta, so keys never repeat) are copied into a new spool file. With no readable
+/// prefix the new spool starts empty and the damaged file stays for inspection.
+fn salvage(path: &Path, why: &str) -> Result<(Database, Salvage), Box<dyn std::error::Error>> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let moved_to = path.with_extension(format!("redb.damaged-{stamp}"));
+    std::fs::rename(path, &moved_to)?;
+    tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %why, "the spool file is damaged; salvaging its records");
+    let len = std::fs::metadata(&moved_to)?.len();
+    let probe = path.with_extension("redb.salvage");
+    let mut report = Salvage { moved_to: moved_to.clone(), why: why.to_owned(), cut_bytes: 0, records: 0 };
+    let fresh = Database::create(path)?;
+    // One copy, cut shorter page by page (a failed open does not write to the file).
+    std::fs::copy(&moved_to, &probe)?;
+    let mut candidate = len / PAGE * PAGE;
+    while candidate > 0 && len - candidate <= SALVAGE_MAX_CUT {
+        std::fs::OpenOptions::new().write(true).open(&probe)?.set_len(candidate)?;
+        if let Ok(old) = Database::create(&probe) {
+            report.cut_bytes = len - candidate;
+            report.records = copy_spool(&old, &fresh)?;
+            break;
+        }
+        candidate -= PAGE;
+    }
+    let _ = std::fs::remove_file(&probe);
+    if report.records == 0 && report.cut_bytes == 0 {
+        tracing::error!(moved_to = %moved_to.display(), "no readable prefix found; the spool starts empty");
+    } else {
+        tracing::warn!(records = report.records, cut_bytes = report.cut_bytes, "spool salvaged");
+    }
+    Ok((fresh, report))
+}
+
+fn copy_spool(from: &Database, to: &Database) -> Result<u64, Box<dyn std::error::Error>> {
+    let read = from.begin_read()?;
+    let txn = to.begin_write()?;
+    let mut n = 0;
+    {
+        let mut records = txn.open_table(RECORDS)?;
+        if let Ok(old) = read.open_table(RECORDS) {
+            for entry in old.iter()? {
+                let (key, value) = entry?;
+                records.insert(key.value(), value.value())?;
+                n += 1;
+            }
+        }
+        let mut meta = txn.open_table(META)?;
+        if let Ok(old) = read.open_table(META) {
+            for entry in old.iter()? {
+                let (key, value) = entry?;
+                meta.insert(key.value(), value.value())?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(n)
 }
 
 fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
@@ -441,6 +541,9 @@ fn commit_loop(
                 totals.records.fetch_sub(applied.removed_records, Ordering::AcqRel);
                 totals.rows.fetch_sub(applied.removed_rows, Ordering::AcqRel);
                 totals.bytes.fetch_sub(applied.removed_bytes, Ordering::AcqRel);
+                if applied.added_records > 0 || applied.removed_records > 0 {
+                    totals.full.store(false, Ordering::Release);
+                }
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.records.fetch_add(applied.added_records, Ordering::Relaxed);
                 stats.micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);

@@ -27,6 +27,8 @@ pub struct Telemetry {
     pub spool_commits: IntGauge,
     /// Spool records that could not be decoded and were skipped. Should stay 0.
     pub spool_records_skipped: IntCounter,
+    /// Damaged spool files set aside at start (their readable records copied). Should stay 0.
+    pub spool_files_salvaged: IntCounter,
     /// Rows per ClickHouse insert, by table.
     pub batch_rows: HistogramVec,
     /// Seconds per ClickHouse insert (including retries), by table.
@@ -61,8 +63,13 @@ impl Telemetry {
         let spool_oldest_age_seconds =
             Gauge::new("spool_oldest_age_seconds", "Age of the oldest row waiting in the spool, s.").expect("valid gauge");
         registry.register(Box::new(spool_oldest_age_seconds.clone())).expect("unique gauge");
-        let skipped = IntCounter::new("spool_records_skipped_total", "Damaged spool records skipped.").expect("valid counter");
-        registry.register(Box::new(skipped.clone())).expect("unique counter");
+        let plain_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid counter");
+            registry.register(Box::new(c.clone())).expect("unique counter");
+            c
+        };
+        let skipped = plain_counter("spool_records_skipped_total", "Damaged spool records skipped.");
+        let salvaged = plain_counter("spool_files_salvaged_total", "Damaged spool files set aside at start, their readable records kept.");
         let accepted = counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]);
         Telemetry {
             accepted_vital: accepted.with_label_values(&["vital"]),
@@ -77,6 +84,7 @@ impl Telemetry {
             spool_commits: gauge("spool_commits", "Durable spool commits since start."),
             spool_oldest_age_seconds,
             spool_records_skipped: skipped,
+            spool_files_salvaged: salvaged,
             batch_rows: histogram(
                 "insert_batch_rows",
                 "Rows per ClickHouse insert.",

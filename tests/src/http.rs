@@ -28,19 +28,24 @@ impl Response {
     }
 }
 
-/// Sends one request. `headers` are (name, value) pairs.
+/// Sends one request. `headers` are (name, value) pairs. Panics when no answer comes.
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+    try_send(method, url, headers, body).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Sends one request; an error when the connection fails or breaks before the whole answer.
+pub async fn try_send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Response, String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(body.into())).expect("valid request");
-    let response = client.request(request).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let request = request.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("response body").to_bytes();
-    Response { status, headers, body }
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Response { status, headers, body })
 }
 
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Response {

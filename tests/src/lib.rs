@@ -67,6 +67,71 @@ impl ClickHouse {
     }
 }
 
+/// A ClickHouse server of one test's own, which the test may stop and start again (same ports,
+/// same data) to play an outage. Started by `scripts/clickhouse.sh`; a watchdog stops it and
+/// removes its directory when the test process is gone, however it ends.
+#[derive(Debug)]
+pub struct StoppableClickHouse {
+    pub server: ClickHouse,
+    http_port: u16,
+    tcp_port: u16,
+}
+
+impl StoppableClickHouse {
+    pub fn start(name: &str) -> StoppableClickHouse {
+        let dir = temp_dir(&format!("clickhouse-{name}"));
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let server = ClickHouse { url: format!("http://127.0.0.1:{http_port}"), dir };
+        let ch = StoppableClickHouse { server, http_port, tcp_port };
+        ch.resume();
+        let watchdog = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; '{script}' stop '{d}'; rm -rf '{d}'",
+            parent = std::process::id(),
+            script = repo_root().join("scripts/clickhouse.sh").display(),
+            d = ch.server.dir.display(),
+        );
+        Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("watchdog shell starts");
+        ch
+    }
+
+    /// Starts the server (again) and waits until it answers.
+    pub fn resume(&self) {
+        let script = repo_root().join("scripts/clickhouse.sh");
+        let dir = self.server.dir.display().to_string();
+        let out = Command::new(&script)
+            .args(["start", &dir, &self.http_port.to_string(), &self.tcp_port.to_string()])
+            .output()
+            .expect("scripts/clickhouse.sh runs");
+        assert!(
+            out.status.success(),
+            "ClickHouse did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (the data stays).
+    pub fn stop(&self) {
+        let script = repo_root().join("scripts/clickhouse.sh");
+        let out =
+            Command::new(&script).args(["stop", &self.server.dir.display().to_string()]).output().expect("scripts/clickhouse.sh runs");
+        assert!(out.status.success(), "ClickHouse did not stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for StoppableClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.server.dir);
+    }
+}
+
 /// A fresh, empty directory under the system's temp directory, unique to this call (spools,
 /// agent builds). Removed by the OS's temp cleaning, or by the test.
 pub fn temp_dir(name: &str) -> PathBuf {
