@@ -75,6 +75,8 @@ pub struct StoppableClickHouse {
     pub server: ClickHouse,
     http_port: u16,
     tcp_port: u16,
+    /// Stops the server and removes its directory once this process is gone; never waited for.
+    _watchdog: std::process::Child,
 }
 
 impl StoppableClickHouse {
@@ -82,21 +84,21 @@ impl StoppableClickHouse {
         let dir = temp_dir(&format!("clickhouse-{name}"));
         let (http_port, tcp_port) = (free_port(), free_port());
         let server = ClickHouse { url: format!("http://127.0.0.1:{http_port}"), dir };
-        let ch = StoppableClickHouse { server, http_port, tcp_port };
-        ch.resume();
         let watchdog = format!(
             "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; '{script}' stop '{d}'; rm -rf '{d}'",
             parent = std::process::id(),
             script = repo_root().join("scripts/clickhouse.sh").display(),
-            d = ch.server.dir.display(),
+            d = server.dir.display(),
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", &watchdog])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("watchdog shell starts");
+        let ch = StoppableClickHouse { server, http_port, tcp_port, _watchdog: watchdog };
+        ch.resume();
         ch
     }
 
