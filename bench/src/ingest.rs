@@ -314,7 +314,7 @@ async fn wait_stored(db: &str, expected: u64, limit: Duration) -> u64 {
 }
 
 /// The storage's own limit: `rows` metric rows inserted with RowBinary from one client in
-/// batches of 20 000 (the collector's batch size), rollup views included.
+/// batches of the collector's default `batch_rows`, rollup views included.
 async fn direct(report: &mut Report, rows: u64) {
     let db = clickhouse().fresh_database("bench_direct");
     let config = Config {
@@ -359,7 +359,7 @@ async fn direct(report: &mut Report, rows: u64) {
     let started = Instant::now();
     let mut i = 0;
     while i < rows {
-        let end = (i + 20_000).min(rows);
+        let end = (i + Config::default().batch_rows as u64).min(rows);
         let mut insert = client.insert::<MetricRow>("metrics").await.expect("insert");
         for k in i..end {
             insert.write(&row(k)).await.expect("write");

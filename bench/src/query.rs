@@ -67,7 +67,7 @@ pub async fn run(report: &mut Report, quick: bool) {
              if(number % 5 = 2, ((number * 7919) % 1000) / 1000, toFloat64((number * 7919) % 6000)), 0, 1, \
              concat('v1-', toString(number)), concat('s-', toString(number % 50000)), concat('p-', toString(intDiv(number, 20))), \
              concat('/page/', toString(number % 50)), 'navigate', '1.2.3', '', arrayElement(['desktop','mobile','tablet'], number % 3 + 1), \
-             'Chrome', 'Linux', '', '4g', 1280, 800, 2, 0, '', [], [] FROM numbers({rows})"
+             'Chrome', 'Linux', '', '4g', 1280, 800, 2, 8, 8, 0, '', [], [] FROM numbers({rows})"
         );
         let started = Instant::now();
         let (status, body) = request(&client, "POST", &format!("{}/", ch.url), None, &load).await;

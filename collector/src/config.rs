@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde::Deserialize;
 
+use crate::alerts::rules::{self, AlertRuleConfig, Notifier, NotifierConfig, Rule};
 use crate::origin::OriginPattern;
 
 /// The dev site key that `make run` and the demo page use.
@@ -140,20 +141,26 @@ impl SettingValue for LogFormat {
 }
 
 /// Declares the settings: the [`Config`] struct, its `Default`, the [`settings`] table and the
-/// setter that flags and environment variables go through.
+/// setter that flags and environment variables go through. Settings after `@toml_only` are
+/// tables of the config file (notifiers, alert rules): no variable, no flag.
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])* $(#[secret $secret:tt])? $name:ident: $ty:ty = $default:expr; )*) => {
+    (
+        $( $(#[doc = $doc:literal])* $(#[secret $secret:tt])? $name:ident: $ty:ty = $default:expr; )*
+        @toml_only
+        $( $(#[doc = $tdoc:literal])* $tname:ident: $tty:ty = $tdefault:expr; )*
+    ) => {
         /// Everything the collector can be told. Defaults are in [`Config::default`]; the README's
         /// configuration table lists them.
         #[derive(Debug, Clone, Deserialize, PartialEq)]
         #[serde(default, deny_unknown_fields)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $name: $ty, )*
+            $( $(#[doc = $tdoc])* pub $tname: $tty, )*
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $( $name: $default, )* }
+                Config { $( $name: $default, )* $( $tname: $tdefault, )* }
             }
         }
 
@@ -245,6 +252,19 @@ settings! {
     shutdown_grace_seconds: u64 = 15;
     /// Log format, `text` or `json`; the level comes from `PULSE_LOG` (e.g. `debug`).
     log_format: LogFormat = LogFormat::Text;
+    /// How often alert rules are evaluated, s.
+    alert_interval_seconds: u64 = 60;
+    /// Run the alert evaluation loop here. Any number of collectors may: a lease in ClickHouse
+    /// lets exactly one evaluate at a time.
+    alert_evaluator: bool = true;
+    /// Base URL of this collector as people reach it, for the dashboard links in notifications;
+    /// none: `http://` + `listen`.
+    public_url: Option<String> = None;
+    @toml_only
+    /// `[[notifiers]]`: where alert notifications go (README, "Alerts").
+    notifiers: Vec<NotifierConfig> = Vec::new();
+    /// `[[alert_rules]]`: what to watch (README, "Alerts").
+    alert_rules: Vec<AlertRuleConfig> = Vec::new();
 }
 
 /// Doc-comment lines as one line.
@@ -265,6 +285,10 @@ pub struct SiteConfig {
     /// Beacons per second for this site; default: the global `site_rate_per_second`.
     #[serde(default)]
     pub rate_per_second: Option<u32>,
+    /// Watch this site's Core Web Vitals with the default rules (p75 over an hour at
+    /// web-vitals' needs-improvement / poor thresholds), notifying every notifier.
+    #[serde(default)]
+    pub default_alerts: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -287,6 +311,7 @@ impl SiteConfig {
             key: key.trim().to_owned(),
             origins: origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(OriginPattern::parse).collect::<Result<_, _>>()?,
             rate_per_second: None,
+            default_alerts: false,
         })
     }
 
@@ -366,6 +391,15 @@ impl Config {
                 return bad(field, "must be greater than 0".into());
             }
         }
+        if self.alert_interval_seconds == 0 {
+            return bad("alert_interval_seconds", "must be greater than 0".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return bad("public_url", format!("{url:?} must start with http:// or https://"));
+            }
+        }
+        self.alert_rules()?;
         if !self.clickhouse_url.starts_with("http://") && !self.clickhouse_url.starts_with("https://") {
             return bad("clickhouse_url", format!("{:?} must start with http:// or https://", self.clickhouse_url));
         }
@@ -373,6 +407,33 @@ impl Config {
             return bad("clickhouse_database", format!("{:?} must be letters, digits and _", self.clickhouse_database));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The checked notifiers and alert rules (the configured ones, then each site's defaults).
+    pub fn alert_rules(&self) -> Result<(Vec<Rule>, Vec<Notifier>), ConfigError> {
+        let invalid = |(field, why): (String, String)| ConfigError::Rule { field, why };
+        let notifiers = rules::check_notifiers(&self.notifiers).map_err(invalid)?;
+        let sites: Vec<&str> = self.sites.iter().map(|s| s.key.as_str()).collect();
+        let mut configs = self.alert_rules.clone();
+        for site in self.sites.iter().filter(|s| s.default_alerts) {
+            configs.extend(rules::default_rules(&site.key, &notifiers));
+        }
+        let mut checked: Vec<Rule> = Vec::new();
+        for config in &configs {
+            let rule = rules::check_rule(config, &sites, &notifiers).map_err(invalid)?;
+            if checked.iter().any(|r| r.name == rule.name) {
+                return Err(ConfigError::Rule { field: format!("alert_rules[{}].name", rule.name), why: "is used by two rules".into() });
+            }
+            checked.push(rule);
+        }
+        Ok((checked, notifiers))
+    }
+
+    /// Where people reach this collector (dashboard links).
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
     }
 }
 
@@ -384,6 +445,9 @@ pub enum ConfigError {
     Parse(PathBuf, #[source] toml::de::Error),
     #[error("config: {field}: {why}")]
     Invalid { field: &'static str, why: String },
+    /// A notifier or alert rule, named in `field` (`alert_rules[checkout-lcp].window`).
+    #[error("config: {field}: {why}")]
+    Rule { field: String, why: String },
 }
 
 /// The command line: `--config FILE` and one flag per setting, each also read from its

@@ -11,12 +11,14 @@
 //! 2. [`storage::writer`] ships the spool's records into ClickHouse in batches, oldest first,
 //!    retrying with backoff, and removes them from the spool only once ClickHouse has them;
 //!    materialized views fill the minute, hour and day rollups ([`storage::schema`]).
-//! 3. [`query`] answers percentile questions from raw rows or rollups; [`health`] reports on the
-//!    collector itself; [`storage::retention`] drops partitions past their age.
+//! 3. [`query`] answers percentile questions from raw rows or rollups; [`alerts`] evaluates the
+//!    alert rules through it and notifies people; [`health`] reports on the collector itself;
+//!    [`storage::retention`] drops partitions past their age.
 //!
 //! Errors of both request boundaries are mapped to HTTP in [`errors`]. [`config`] documents every
 //! setting and its default.
 
+pub mod alerts;
 pub mod assets;
 pub mod config;
 pub mod enrich;
@@ -61,6 +63,7 @@ pub struct App {
     pub telemetry: Telemetry,
     /// Where accepted rows wait, on disk, until ClickHouse has them.
     pub spool: Spool,
+    pub alerts: Arc<alerts::Alerts>,
     pub clickhouse: clickhouse::Client,
     pub clickhouse_version: String,
     pub writer_status: Arc<WriterStatus>,
@@ -71,7 +74,9 @@ impl App {
     /// and by tests that drive the router directly.
     pub fn new(config: Config, spool: Spool) -> Result<App, StartError> {
         config.check()?;
+        let (rules, notifiers) = config.alert_rules()?;
         Ok(App {
+            alerts: Arc::new(alerts::Alerts::new(rules, notifiers, config.public_url())),
             sites: Sites::new(&config),
             geo: Geo::new(config.country_header.clone(), config.geoip_database.as_deref())
                 .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
@@ -105,6 +110,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/vitals", get(query::vitals))
         .route("/v1/vitals/series", get(query::series))
         .route("/v1/api-calls", get(query::api_calls))
+        .route("/v1/alerts", get(alerts::api::alerts))
+        .route("/v1/alerts/history", get(alerts::api::history))
+        .route("/v1/alerts/rules", get(alerts::api::rules))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback_service(ServeDir::new(&app.config.www_dir))
@@ -144,6 +152,7 @@ pub struct Running {
     writer_shutdown: Shutdown,
     writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
+    alerting: JoinHandle<()>,
 }
 
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
@@ -175,6 +184,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .spawn();
     let app = Arc::new(app);
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
+    let alerting = tokio::spawn(alerting(app.clone()));
 
     let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
@@ -195,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config::DEV_READ_KEY
         );
     }
-    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping })
+    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping, alerting })
 }
 
 impl Running {
@@ -215,6 +225,7 @@ impl Running {
             tracing::error!(%err, "writer task failed");
         }
         self.housekeeping.abort();
+        self.alerting.abort();
         let spool = self.app.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     }
@@ -238,6 +249,23 @@ async fn housekeeping(app: Arc<App>) {
         if let Err(err) = result {
             app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
             tracing::warn!(%err, "retention pass failed; will retry in an hour");
+        }
+    }
+}
+
+/// Evaluates the alert rules every `alert_interval_seconds`, with the wall clock as `now`.
+async fn alerting(app: Arc<App>) {
+    if app.alerts.rules.is_empty() || !app.config.alert_evaluator {
+        return;
+    }
+    let period = Duration::from_secs(app.config.alert_interval_seconds);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = app.alerts.evaluate(&app, time::OffsetDateTime::now_utc()).await {
+            app.telemetry.alert_evaluations.with_label_values(&["error"]).inc();
+            tracing::warn!(%err, "alert evaluation failed; retrying at the next interval");
         }
     }
 }

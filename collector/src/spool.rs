@@ -502,7 +502,7 @@ fn recover(db: &Database) -> Result<(String, u64, Totals), Box<dyn std::error::E
 }
 
 /// 16 hex characters from the system's randomness (the std hasher's random keys) and the clock.
-fn new_id() -> String {
+pub fn new_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));

@@ -37,6 +37,10 @@ pub struct Telemetry {
     pub rows_written: IntCounterVec,
     /// Rows accepted but given up on, by table and reason. Should stay 0.
     pub rows_dropped: IntCounterVec,
+    /// Alert rule evaluations by outcome (`ok`, `error`).
+    pub alert_evaluations: IntCounterVec,
+    /// Alert notifications by notifier and outcome (`delivered`, `failed` after the retries).
+    pub alert_notifications: IntCounterVec,
     /// ClickHouse errors by operation (`insert`, `query`, `schema`, `retention`, `ping`).
     pub clickhouse_errors: IntCounterVec,
 }
@@ -97,6 +101,12 @@ impl Telemetry {
             ),
             rows_written: counter("rows_written_total", "Rows stored in ClickHouse, by table.", &["table"]),
             rows_dropped: counter("rows_dropped_total", "Accepted rows given up on, by table and reason.", &["table", "reason"]),
+            alert_evaluations: counter("alert_evaluations_total", "Alert rule evaluations, by outcome.", &["outcome"]),
+            alert_notifications: counter(
+                "alert_notifications_total",
+                "Alert notifications, by notifier and outcome.",
+                &["notifier", "outcome"],
+            ),
             clickhouse_errors: counter("clickhouse_errors_total", "ClickHouse errors, by operation.", &["op"]),
             registry,
         }

@@ -146,7 +146,7 @@ fn rollup_index(percentile: f64) -> Option<usize> {
     ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9).map(|i| i + 1)
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError> {
+pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -226,16 +226,23 @@ struct StatsRow {
 /// `GET /v1/vitals`: percentiles, count, mean, min, max and rating shares, per group.
 pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
-    let params = Params::parse(query.as_deref(), &[&VITALS_PARAMS, &DIMENSIONS])?;
-    let site = site(&params, &app)?;
+    let (table, format) = vitals_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
+    Ok(table.render(format))
+}
+
+/// The answer of `/v1/vitals` for a query string, with `now` as the default end of the range
+/// (the alert evaluator reads through here with the time it is evaluating).
+pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -> Result<(Table, Format), QueryError> {
+    let params = Params::parse(query, &[&VITALS_PARAMS, &DIMENSIONS])?;
+    let site = site(&params, app)?;
     let (metric, vital) = metric_name(&params)?;
     let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "release", "nav"])?;
     let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
     let format = Format::from_name(params.choice("format", &Format::NAMES)?);
     let filters = dimension_filters(&params)?;
     let limit = params.limit()?;
-    let requested = params.range(OffsetDateTime::now_utc())?;
-    let source = match choose_source(&params, &app, requested, &percentiles, 86_400)? {
+    let requested = params.range(now)?;
+    let source = match choose_source(&params, app, requested, &percentiles, 86_400)? {
         Source::Hour if whole_days(requested.aligned(3_600)).is_some() => Source::DayAndHour,
         other => other,
     };
@@ -301,16 +308,18 @@ pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
         let t = vital.thresholds();
         meta.insert("thresholds".into(), json!({"good": t.good, "poor": t.poor}));
     }
-    Ok(Table {
-        family: "pulse_vitals",
-        rows_key: "rows",
-        meta,
-        labels: vec![("site", site.to_owned()), ("metric", metric), ("group_by", group_by.to_owned())],
-        label_column: Some("group"),
-        columns,
-        rows: table_rows,
-    }
-    .render(format))
+    Ok((
+        Table {
+            family: "pulse_vitals",
+            rows_key: "rows",
+            meta,
+            labels: vec![("site", site.to_owned()), ("metric", metric), ("group_by", group_by.to_owned())],
+            label_column: Some("group"),
+            columns,
+            rows: table_rows,
+        },
+        format,
+    ))
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -405,13 +414,19 @@ struct ApiRow {
 /// Always read from raw rows (there is no API-call rollup yet).
 pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
-    let params = Params::parse(query.as_deref(), &[&API_CALLS_PARAMS, &DIMENSIONS])?;
-    let site = site(&params, &app)?;
+    let (table, format) = api_calls_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
+    Ok(table.render(format))
+}
+
+/// The answer of `/v1/api-calls` for a query string, with `now` as the default end of the range.
+pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime) -> Result<(Table, Format), QueryError> {
+    let params = Params::parse(query, &[&API_CALLS_PARAMS, &DIMENSIONS])?;
+    let site = site(&params, app)?;
     let group_by = params.choice("group_by", &["route", "method", "status"])?;
     let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
     let format = Format::from_name(params.choice("format", &Format::NAMES)?);
     let limit = params.limit()?;
-    let range = params.range(OffsetDateTime::now_utc())?;
+    let range = params.range(now)?;
     let mut filters = dimension_filters(&params)?;
     if let Some(route) = params.get("route") {
         filters.push(("route", pulse_protocol::route::normalise_route(route)));
@@ -455,16 +470,18 @@ pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery
     meta.insert("group_by".into(), group_by.into());
     meta.insert("percentiles".into(), json!(percentiles));
     meta.insert("unit".into(), "ms".into());
-    Ok(Table {
-        family: "pulse_api_calls",
-        rows_key: "rows",
-        meta,
-        labels: vec![("site", site.to_owned()), ("group_by", group_by.to_owned())],
-        label_column: Some("group"),
-        columns,
-        rows: table_rows,
-    }
-    .render(format))
+    Ok((
+        Table {
+            family: "pulse_api_calls",
+            rows_key: "rows",
+            meta,
+            labels: vec![("site", site.to_owned()), ("group_by", group_by.to_owned())],
+            label_column: Some("group"),
+            columns,
+            rows: table_rows,
+        },
+        format,
+    ))
 }
 
 #[cfg(test)]

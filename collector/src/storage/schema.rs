@@ -185,6 +185,28 @@ fn migrations() -> Vec<Migration> {
                 Step::AddColumn { table: "metrics", column: "cores", definition: "UInt16 DEFAULT 0 AFTER memory" },
             ],
         },
+        Migration {
+            version: 4,
+            name: "alert events and the evaluator lease",
+            statements: vec![
+                // Every transition and notification of every alert; the latest row per rule and
+                // group is the alert's state after a restart.
+                Step::Sql(
+                    "CREATE TABLE IF NOT EXISTS alert_events (
+                        rule String, grp String, site String, at DateTime, at_ms UInt64,
+                        phase String, severity String, notice String,
+                        value Float64, threshold Float64, samples UInt64, since DateTime, notified_at DateTime
+                    ) ENGINE = MergeTree() PARTITION BY toYYYYMM(at) ORDER BY (site, rule, grp, at_ms)"
+                        .to_owned(),
+                ),
+                // Heartbeats of the collectors that may evaluate; merges keep the latest per holder.
+                Step::Sql(
+                    "CREATE TABLE IF NOT EXISTS alert_lease (holder String, first_ms UInt64, at_ms UInt64)
+                    ENGINE = ReplacingMergeTree(at_ms) ORDER BY holder"
+                        .to_owned(),
+                ),
+            ],
+        },
     ]
 }
 

@@ -1,0 +1,456 @@
+//! Alerts: Pulse tells people when real users' experience gets worse.
+//!
+//! # The path of an evaluation
+//! 1. Every `alert_interval_seconds` the evaluator ([`Alerts::evaluate`], which takes `now`)
+//!    first renews its lease: several collectors may run, and only the one holding the lease
+//!    (the longest-running live one; see [`Alerts::is_leader`]) evaluates.
+//! 2. For each rule it asks the query layer ([`crate::query::vitals_table`] or
+//!    [`crate::query::api_calls_table`]) for the statistic over the window ending at `now`, per
+//!    group: exact from raw rows for windows up to `raw_max_hours`, from rollups beyond.
+//! 3. Each rule × group has a state machine ([`state::Alert`]); its transitions are written to
+//!    the `alert_events` table in ClickHouse, so a restart (or another collector taking over)
+//!    neither forgets a firing alert nor announces it again.
+//! 4. Transitions someone should hear about go to the rule's notifiers ([`notify`]), delivered in
+//!    the background with retries.
+
+pub mod api;
+pub mod notify;
+pub mod rules;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use self::notify::Message;
+use self::rules::{Notifier, Rule, Stat};
+use self::state::{Alert, Notice, Observation, Phase, Severity};
+use crate::query::params::format_time;
+use crate::App;
+
+/// One rule × group being watched.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracked {
+    pub rule: String,
+    pub site: String,
+    pub group: String,
+    pub alert: Alert,
+    /// The last delivery failure of a notification of this alert, if the last one failed.
+    pub delivery_error: Option<String>,
+}
+
+/// A row of `alert_events`: one transition or notification of one alert.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    pub rule: String,
+    pub grp: String,
+    pub site: String,
+    /// Epoch seconds.
+    pub at: u32,
+    /// Epoch ms, orders events of the same second.
+    pub at_ms: u64,
+    pub phase: String,
+    pub severity: String,
+    /// `firing`, `severity_changed`, `reminder`, `resolved`, or empty for a silent transition.
+    pub notice: String,
+    /// NaN when there was no data.
+    pub value: f64,
+    pub threshold: f64,
+    pub samples: u64,
+    pub since: u32,
+    pub notified_at: u32,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct LeaseRow {
+    holder: String,
+    first: u64,
+}
+
+/// The alerting engine of one collector.
+#[derive(Debug)]
+pub struct Alerts {
+    pub rules: Vec<Rule>,
+    pub notifiers: Vec<Notifier>,
+    tracked: Mutex<BTreeMap<(String, String), Tracked>>,
+    restored: AtomicBool,
+    /// This collector led the last evaluation (its in-memory states are current).
+    evaluating: AtomicBool,
+    /// This collector's lease identity, and its first heartbeat (epoch ms).
+    holder: String,
+    first_ms: Mutex<Option<u64>>,
+    client: notify::HttpClient,
+    /// Base of the dashboard links in notifications.
+    public_url: String,
+}
+
+impl Alerts {
+    pub fn new(rules: Vec<Rule>, notifiers: Vec<Notifier>, public_url: String) -> Alerts {
+        Alerts {
+            rules,
+            notifiers,
+            tracked: Mutex::new(BTreeMap::new()),
+            restored: AtomicBool::new(false),
+            evaluating: AtomicBool::new(false),
+            holder: crate::spool::new_id(),
+            first_ms: Mutex::new(None),
+            client: notify::client(),
+            public_url,
+        }
+    }
+
+    /// Every watched alert (a copy): this collector's own states when it evaluates, otherwise the
+    /// last recorded ones from `alert_events` (another collector evaluates).
+    pub async fn current(&self, app: &App) -> Result<Vec<Tracked>, String> {
+        if !self.evaluating.load(Ordering::Acquire) {
+            self.restore(app).await?;
+        }
+        Ok(self.tracked.lock().map(|t| t.values().cloned().collect()).unwrap_or_default())
+    }
+
+    /// One evaluation of every rule at `now`. Returns whether this collector evaluated (it holds
+    /// the lease).
+    pub async fn evaluate(&self, app: &App, now: OffsetDateTime) -> Result<bool, String> {
+        if self.rules.is_empty() {
+            return Ok(false);
+        }
+        if !self.restored.load(Ordering::Acquire) {
+            self.restore(app).await?;
+            self.restored.store(true, Ordering::Release);
+        }
+        if !self.is_leader(app, now).await? {
+            // Another collector evaluates; what it decides is read back when this one leads.
+            self.restored.store(false, Ordering::Release);
+            self.evaluating.store(false, Ordering::Release);
+            return Ok(false);
+        }
+        self.evaluating.store(true, Ordering::Release);
+        let t = now.unix_timestamp();
+        for rule in &self.rules {
+            let observed = match observe(app, rule, now).await {
+                Ok(observed) => observed,
+                Err(err) => {
+                    app.telemetry.alert_evaluations.with_label_values(&["error"]).inc();
+                    tracing::warn!(rule = %rule.name, %err, "alert rule could not be evaluated; its state is kept");
+                    continue;
+                }
+            };
+            app.telemetry.alert_evaluations.with_label_values(&["ok"]).inc();
+            // Groups seen before but absent now have no data in this window.
+            let mut groups: BTreeMap<String, Observation> = observed;
+            if let Ok(tracked) = self.tracked.lock() {
+                for (r, g) in tracked.keys() {
+                    if r == &rule.name {
+                        groups.entry(g.clone()).or_insert(Observation { value: None, samples: 0 });
+                    }
+                }
+            }
+            if rule.group_by.is_none() {
+                groups.entry(String::new()).or_insert(Observation { value: None, samples: 0 });
+            }
+            for (group, observation) in groups {
+                let (step, tracked) = {
+                    let Ok(mut all) = self.tracked.lock() else { continue };
+                    let entry = all.entry((rule.name.clone(), group.clone())).or_insert_with(|| Tracked {
+                        rule: rule.name.clone(),
+                        site: rule.site.clone(),
+                        group: group.clone(),
+                        alert: Alert::default(),
+                        delivery_error: None,
+                    });
+                    let step = entry.alert.step(&rule.limits, observation, t);
+                    (step, entry.clone())
+                };
+                if !step.changed && step.notice.is_none() {
+                    continue;
+                }
+                let event = event_row(rule, &tracked, step.notice, now);
+                if let Err(err) = store_event(app, &event).await {
+                    tracing::error!(rule = %rule.name, %err, "cannot record an alert transition");
+                }
+                if let Some(notice) = step.notice {
+                    self.announce(app, rule, &tracked, notice, now);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends the notice to the rule's notifiers in the background.
+    fn announce(&self, app: &App, rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime) {
+        let message = message(rule, tracked, notice, now, &self.public_url);
+        tracing::info!(rule = %rule.name, group = %tracked.group, notice = notice.as_str(), summary = %message.summary, "alert");
+        for name in &rule.notify {
+            let Some(notifier) = self.notifiers.iter().find(|n| &n.name == name).cloned() else { continue };
+            let (client, message, telemetry) = (self.client.clone(), message.clone(), app.telemetry.clone());
+            let key = (rule.name.clone(), tracked.group.clone());
+            let alerts = app.alerts.clone();
+            tokio::spawn(async move {
+                let outcome = notify::deliver(&client, &notifier, &message).await;
+                let label = if outcome.is_ok() { "delivered" } else { "failed" };
+                telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
+                if let Ok(mut all) = alerts.tracked.lock() {
+                    if let Some(t) = all.get_mut(&key) {
+                        t.delivery_error = outcome.err().map(|e| format!("{}: {e}", notifier.name));
+                    }
+                }
+            });
+        }
+    }
+
+    /// The lease: each evaluator writes a heartbeat every evaluation. The leader is, among the
+    /// live holders (a heartbeat within three intervals) that have been around for at least one
+    /// interval, the one that started first (ties by id). A collector that joins never takes over
+    /// from a live leader, and two that start together both wait one interval, by which time each
+    /// sees the other's heartbeat and they agree.
+    pub async fn is_leader(&self, app: &App, now: OffsetDateTime) -> Result<bool, String> {
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+        let interval_ms = app.config.alert_interval_seconds.max(1) * 1_000;
+        let first = self.first_heartbeat(now_ms);
+        app.clickhouse
+            .query("INSERT INTO alert_lease (holder, first_ms, at_ms) VALUES (?, ?, ?)")
+            .bind(&self.holder)
+            .bind(first)
+            .bind(now_ms)
+            .execute()
+            .await
+            .map_err(|e| e.to_string())?;
+        let leader = app
+            .clickhouse
+            .query(
+                "SELECT holder, min(first_ms) AS first FROM alert_lease GROUP BY holder
+                 HAVING max(at_ms) >= ? AND first <= ? ORDER BY first, holder LIMIT 1",
+            )
+            .bind(now_ms.saturating_sub(3 * interval_ms))
+            .bind(now_ms.saturating_sub(interval_ms))
+            .fetch_all::<LeaseRow>()
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(l) = leader.first() {
+            tracing::debug!(leader = %l.holder, since_ms = l.first, me = %self.holder, "alert lease");
+        }
+        Ok(leader.first().is_some_and(|l| l.holder == self.holder))
+    }
+
+    fn first_heartbeat(&self, now_ms: u64) -> u64 {
+        let mut first = self.first_ms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *first.get_or_insert(now_ms)
+    }
+
+    /// Reads every alert's last recorded state from `alert_events`.
+    async fn restore(&self, app: &App) -> Result<(), String> {
+        let rows = app
+            .clickhouse
+            .query(
+                // Aliases differ from the columns: an alias named like a column would be read by
+                // the other aggregates (rows decode by position, not by name).
+                "SELECT rule, grp, argMax(site, at_ms) AS l_site, max(at) AS l_at, max(at_ms) AS l_at_ms,
+                    argMax(phase, at_ms) AS l_phase, argMax(severity, at_ms) AS l_severity, argMax(notice, at_ms) AS l_notice,
+                    argMax(value, at_ms) AS l_value, argMax(threshold, at_ms) AS l_threshold, argMax(samples, at_ms) AS l_samples,
+                    argMax(since, at_ms) AS l_since, argMax(notified_at, at_ms) AS l_notified_at
+                 FROM alert_events GROUP BY rule, grp",
+            )
+            .fetch_all::<EventRow>()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tracked = self.tracked.lock().map_err(|e| e.to_string())?;
+        tracked.clear();
+        for row in rows {
+            if !self.rules.iter().any(|r| r.name == row.rule) {
+                continue;
+            }
+            let phase = match row.phase.as_str() {
+                "firing" => Phase::Firing,
+                "pending" => Phase::Pending,
+                _ => Phase::Normal,
+            };
+            let alert = Alert {
+                phase,
+                severity: Severity::parse(&row.severity),
+                since: i64::from(row.since),
+                recovering_since: None,
+                notified_at: (row.notified_at > 0).then_some(i64::from(row.notified_at)),
+                value: row.value.is_finite().then_some(row.value),
+                samples: row.samples,
+                insufficient: false,
+                no_data: !row.value.is_finite(),
+            };
+            tracked.insert(
+                (row.rule.clone(), row.grp.clone()),
+                Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_error: None },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The statistic per group over the rule's window ending at `now`, through the query layer.
+async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap<String, Observation>, String> {
+    let to = now.unix_timestamp_nanos() / 1_000_000;
+    let from = to - rule.window.as_millis() as i128;
+    let mut query = vec![("site", rule.site.clone()), ("from", from.to_string()), ("to", to.to_string())];
+    let api = rule.metric == pulse_protocol::metric::API;
+    if !api {
+        query.push(("metric", rule.metric.clone()));
+    }
+    query.push(("group_by", rule.group_by.clone().unwrap_or_else(|| if api { "method".into() } else { "none".into() })));
+    query.push(("limit", rule.max_groups.to_string()));
+    if let Stat::Percentile(p) = rule.stat {
+        query.push(("percentiles", p.to_string()));
+    }
+    let mut text = serde_urlencoded::to_string(&query).map_err(|e| e.to_string())?;
+    if !rule.filters.is_empty() {
+        text.push('&');
+        text.push_str(&serde_urlencoded::to_string(&rule.filters).map_err(|e| e.to_string())?);
+    }
+    let (table, _) = if api {
+        crate::query::api_calls_table(app, Some(&text), now).await
+    } else {
+        crate::query::vitals_table(app, Some(&text), now).await
+    }
+    .map_err(|e| e.to_string())?;
+    let column = |name: &str| table.columns.iter().position(|c| c == name);
+    let (group_col, count_col) = (column("group"), column("count"));
+    let stat_col = column(&rule.stat.column()).ok_or_else(|| format!("the answer has no column {}", rule.stat.column()))?;
+    let mut out: BTreeMap<String, Observation> = BTreeMap::new();
+    for row in &table.rows {
+        let group =
+            if rule.group_by.is_some() { group_col.and_then(|i| row[i].as_str()).unwrap_or_default().to_owned() } else { String::new() };
+        let samples = count_col.and_then(|i| row[i].as_u64()).unwrap_or(0);
+        let value = row.get(stat_col).and_then(Value::as_f64);
+        // For `api` without group_by the groups are methods: sum them into one.
+        let entry = out.entry(group).or_insert(Observation { value: None, samples: 0 });
+        match (entry.value, value) {
+            (Some(prev), Some(v)) if api && rule.group_by.is_none() => {
+                // Weighted by calls (exact for averages and error rates; percentiles of the
+                // busiest method dominate — a documented approximation).
+                let total = entry.samples + samples;
+                entry.value = Some((prev * entry.samples as f64 + v * samples as f64) / total.max(1) as f64);
+                entry.samples = total;
+            }
+            _ => {
+                entry.value = value;
+                entry.samples += samples;
+            }
+        }
+    }
+    if rule.stat == Stat::Count {
+        for o in out.values_mut() {
+            o.value = Some(o.samples as f64);
+        }
+    }
+    Ok(out)
+}
+
+fn event_row(rule: &Rule, tracked: &Tracked, notice: Option<Notice>, now: OffsetDateTime) -> EventRow {
+    let a = &tracked.alert;
+    let severity = a.severity;
+    EventRow {
+        rule: rule.name.clone(),
+        grp: tracked.group.clone(),
+        site: rule.site.clone(),
+        at: now.unix_timestamp() as u32,
+        at_ms: (now.unix_timestamp_nanos() / 1_000_000) as u64,
+        phase: a.phase.as_str().into(),
+        severity: severity.map(Severity::as_str).unwrap_or_default().into(),
+        notice: notice.map(Notice::as_str).unwrap_or_default().into(),
+        value: a.value.unwrap_or(f64::NAN),
+        threshold: severity.map_or(rule.limits.resolve, |s| rule.limits.threshold(s)),
+        samples: a.samples,
+        since: a.since.max(0) as u32,
+        notified_at: a.notified_at.unwrap_or(0).max(0) as u32,
+    }
+}
+
+async fn store_event(app: &App, event: &EventRow) -> Result<(), clickhouse::error::Error> {
+    let mut insert = app.clickhouse.insert::<EventRow>("alert_events").await?;
+    insert.write(event).await?;
+    insert.end().await
+}
+
+/// A number as people read it: up to three decimals, no trailing zeros.
+fn human(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, public_url: &str) -> Message {
+    let a = &tracked.alert;
+    let resolved = notice == Notice::Resolved;
+    let severity = if resolved { None } else { a.severity };
+    let threshold = severity.map_or(rule.limits.resolve, |s| rule.limits.threshold(s));
+    let unit = pulse_protocol::Vital::from_name(&rule.metric).map_or("", |v| if v.unit() == "ms" { " ms" } else { "" });
+    let unit = match rule.stat {
+        Stat::GoodShare | Stat::PoorShare | Stat::ErrorRate | Stat::Count => "",
+        _ if rule.metric == pulse_protocol::metric::API => " ms",
+        _ => unit,
+    };
+    let subject = {
+        let mut s = format!("{} {}", rule.stat.name(), rule.metric);
+        if !rule.filters.is_empty() {
+            let filters: Vec<String> = rule.filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!(" ({})", filters.join(", ")));
+        }
+        if let Some(g) = &rule.group_by {
+            s.push_str(&format!(" for {g} {}", tracked.group));
+        }
+        s
+    };
+    let value = a.value.map_or_else(|| "no data".to_owned(), |v| format!("{}{unit}", human(v)));
+    let window = format!("{} min", rule.window.as_secs() / 60);
+    let summary = match (notice, severity) {
+        (Notice::Resolved, _) => format!(
+            "Resolved: {subject} is {value}, back on the good side of {}{unit} ({window} window, {} samples)",
+            human(threshold),
+            a.samples
+        ),
+        (_, Some(s)) => format!(
+            "{}: {subject} is {value}, {} the {} threshold {}{unit} ({window} window, {} samples)",
+            if notice == Notice::Reminder { "Still firing" } else { "Firing" },
+            if rule.limits.above { "over" } else { "under" },
+            s.as_str(),
+            human(threshold),
+            a.samples
+        ),
+        (_, None) => format!("{subject} is {value}"),
+    };
+    let mut dashboard = format!("{}/dashboard.html?site={}&metric={}", public_url.trim_end_matches('/'), rule.site, rule.metric);
+    if let Some(url) = rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| v) {
+        dashboard.push_str(&format!("&url={}", serde_urlencoded::to_string([("", url)]).unwrap_or_default().trim_start_matches('=')));
+    }
+    Message {
+        version: 1,
+        status: if resolved { "resolved" } else { "firing" },
+        notice: notice.as_str(),
+        rule: rule.name.clone(),
+        site: rule.site.clone(),
+        group: tracked.group.clone(),
+        metric: rule.metric.clone(),
+        stat: rule.stat.name(),
+        severity: severity.map(Severity::as_str),
+        value: a.value,
+        threshold,
+        samples: a.samples,
+        window: format!("{}s", rule.window.as_secs()),
+        started_at: format_time(a.since),
+        at: format_time(now.unix_timestamp()),
+        summary,
+        dashboard,
+        fingerprint: fingerprint(&rule.name, &tracked.group),
+    }
+}
+
+/// Stable id of an alert (rule × group): 16 hex digits of FNV-1a.
+pub fn fingerprint(rule: &str, group: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in rule.bytes().chain([0u8]).chain(group.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

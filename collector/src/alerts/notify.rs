@@ -1,0 +1,198 @@
+//! Notifications: one message per alert transition, shaped for each kind of receiver, delivered
+//! with retries.
+//!
+//! - `webhook`: Pulse's JSON ([`Message`]); with a `secret`, the body's HMAC-SHA256 in
+//!   `X-Pulse-Signature: sha256=<hex>`.
+//! - `slack`: an incoming-webhook payload (`text` and a `blocks` section).
+//! - `pagerduty`: Events API v2 — `trigger` for firing, severity changes and reminders, `resolve`
+//!   when resolved, with the alert's fingerprint as `dedup_key`, so PagerDuty keeps one incident
+//!   per alert.
+//!
+//! Delivery is retried with backoff (1 s doubling, 5 attempts); failures are counted in
+//! `pulse_alert_notifications_total{outcome="failed"}` and shown on the alert. URLs are logged
+//! without their path or query (Slack and PagerDuty put secrets there).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::rules::{Notifier, NotifierKind};
+
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one alert transition says; the webhook body as is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub version: u32,
+    /// `firing` or `resolved`.
+    pub status: &'static str,
+    /// `firing`, `severity_changed`, `reminder` or `resolved`.
+    pub notice: &'static str,
+    pub rule: String,
+    pub site: String,
+    pub group: String,
+    pub metric: String,
+    pub stat: String,
+    pub severity: Option<&'static str>,
+    pub value: Option<f64>,
+    pub threshold: f64,
+    pub samples: u64,
+    pub window: String,
+    /// RFC 3339: when the alert started firing.
+    pub started_at: String,
+    /// RFC 3339: this evaluation.
+    pub at: String,
+    pub summary: String,
+    pub dashboard: String,
+    /// Stable per rule and group: PagerDuty's `dedup_key`.
+    pub fingerprint: String,
+}
+
+/// The HTTP client of the notifiers (HTTPS with the webpki roots, or plain HTTP).
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// The body a notifier receives for `message`.
+pub fn body(notifier: &Notifier, message: &Message) -> Value {
+    match notifier.kind {
+        NotifierKind::Webhook => serde_json::to_value(message).unwrap_or(Value::Null),
+        NotifierKind::Slack => {
+            let icon = match (message.status, message.severity) {
+                ("resolved", _) => ":large_green_circle:",
+                (_, Some("critical")) => ":red_circle:",
+                _ => ":large_orange_circle:",
+            };
+            json!({
+                "text": format!("{icon} {}", message.summary),
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} *{}* — {}", message.rule, message.summary)}},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("<{}|Open the Pulse dashboard> · site {} · {}", message.dashboard, message.site, message.notice)}]},
+                ],
+            })
+        }
+        NotifierKind::PagerDuty => {
+            let routing_key = notifier.routing_key.clone().unwrap_or_default();
+            if message.status == "resolved" {
+                json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": message.fingerprint})
+            } else {
+                json!({
+                    "routing_key": routing_key,
+                    "event_action": "trigger",
+                    "dedup_key": message.fingerprint,
+                    "payload": {
+                        "summary": message.summary,
+                        "source": format!("pulse/{}", message.site),
+                        "severity": message.severity.unwrap_or("warning"),
+                        "timestamp": message.at,
+                        "component": message.site,
+                        "group": message.group,
+                        "class": message.metric,
+                        "custom_details": serde_json::to_value(message).unwrap_or(Value::Null),
+                    },
+                    "links": [{"href": message.dashboard, "text": "Pulse dashboard"}],
+                })
+            }
+        }
+    }
+}
+
+/// `sha256=<hex>` of the body under the secret.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::from("sha256=");
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// The URL without path and query, for logs.
+pub fn redacted(url: &str) -> String {
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{}://{host}/…", &url[..i])
+        }
+        None => "…".into(),
+    }
+}
+
+/// Sends `message` to `notifier`, retrying; `Err` holds the last failure.
+pub async fn deliver(client: &HttpClient, notifier: &Notifier, message: &Message) -> Result<(), String> {
+    let body = serde_json::to_vec(&body(notifier, message)).map_err(|e| e.to_string())?;
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match send(client, notifier, &body).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(notifier = %notifier.name, url = %redacted(&notifier.url), attempt, %err, "notification not delivered");
+                last = err;
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+    Err(last)
+}
+
+async fn send(client: &HttpClient, notifier: &Notifier, body: &[u8]) -> Result<(), String> {
+    let mut request = hyper::Request::post(&notifier.url).header("content-type", "application/json").header("user-agent", "pulse-alerts");
+    if let (NotifierKind::Webhook, Some(secret)) = (notifier.kind, &notifier.secret) {
+        request = request.header("x-pulse-signature", signature(secret, body));
+    }
+    let request = request.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn logged_urls_hide_paths_and_credentials() {
+        assert_eq!(redacted("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+        assert_eq!(redacted("https://user:pw@hooks.example/x?token=1"), "https://hooks.example/…");
+    }
+}

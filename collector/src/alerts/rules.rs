@@ -1,0 +1,490 @@
+//! Alert rules and notifiers as written in the config file, and their checked form. A bad rule
+//! stops the collector at start with the rule's name and the field at fault.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pulse_protocol::metric::{is_custom_name, API};
+use pulse_protocol::Vital;
+use serde::{Deserialize, Serialize};
+
+use super::state::{Limits, NoData};
+
+/// `[[notifiers]]`: where notifications go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub name: String,
+    /// `webhook`, `slack` or `pagerduty`.
+    pub kind: String,
+    /// Where to POST (PagerDuty: default `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Webhook: the key of the HMAC-SHA256 signature of each body.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PagerDuty: the integration's routing key.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+/// `[[alert_rules]]`: one rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    pub name: String,
+    pub site: String,
+    /// A vital, a custom metric name, or `api`.
+    pub metric: String,
+    /// `p50 p75 p90 p95 p99 avg good_share poor_share error_rate count`; default `p75`.
+    #[serde(default)]
+    pub stat: Option<String>,
+    /// The query API's filters (`url device browser os country release nav`; `route method
+    /// status` too for `api`).
+    #[serde(default, rename = "where")]
+    pub filters: BTreeMap<String, String>,
+    /// One alert per value of this dimension (at most `max_groups`, the busiest first).
+    #[serde(default)]
+    pub group_by: Option<String>,
+    #[serde(default)]
+    pub max_groups: Option<usize>,
+    /// Evaluation window, e.g. `15m`; default `15m`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// How long a breach must last before the alert fires; default `5m`.
+    #[serde(default, rename = "for")]
+    pub pending_for: Option<String>,
+    /// How long the value must stay on the good side before the alert resolves; default `0s`.
+    #[serde(default)]
+    pub keep_firing_for: Option<String>,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// Where the good side starts when resolving; default the lowest threshold.
+    pub resolve: Option<f64>,
+    /// Fewer samples than this hold the state ("insufficient data"); default ⌈10/(1−p)⌉ for
+    /// percentiles (p75 → 40, p95 → 200), 10 for averages, shares and error rates, 0 for counts.
+    pub min_samples: Option<u64>,
+    /// `keep` (default), `ok` or `alert`.
+    #[serde(default)]
+    pub no_data: Option<String>,
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Reminder period while firing at each severity; defaults `1h` (warning) and `5m` (critical).
+    #[serde(default)]
+    pub repeat_warning: Option<String>,
+    #[serde(default)]
+    pub repeat_critical: Option<String>,
+}
+
+/// The statistic a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    Percentile(f64),
+    Avg,
+    GoodShare,
+    PoorShare,
+    ErrorRate,
+    Count,
+}
+
+impl Stat {
+    pub fn parse(text: &str) -> Option<Stat> {
+        Some(match text {
+            "p50" => Stat::Percentile(50.0),
+            "p75" => Stat::Percentile(75.0),
+            "p90" => Stat::Percentile(90.0),
+            "p95" => Stat::Percentile(95.0),
+            "p99" => Stat::Percentile(99.0),
+            "avg" => Stat::Avg,
+            "good_share" => Stat::GoodShare,
+            "poor_share" => Stat::PoorShare,
+            "error_rate" => Stat::ErrorRate,
+            "count" => Stat::Count,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Stat::Percentile(p) => format!("p{p}"),
+            Stat::Avg => "avg".into(),
+            Stat::GoodShare => "good_share".into(),
+            Stat::PoorShare => "poor_share".into(),
+            Stat::ErrorRate => "error_rate".into(),
+            Stat::Count => "count".into(),
+        }
+    }
+
+    /// The column of the query API's answer that holds it.
+    pub fn column(self) -> String {
+        match self {
+            Stat::Percentile(p) => format!("p{p}"),
+            Stat::Avg => "avg".into(),
+            Stat::GoodShare => "good".into(),
+            Stat::PoorShare => "poor".into(),
+            Stat::ErrorRate => "error_rate".into(),
+            Stat::Count => "count".into(),
+        }
+    }
+
+    fn default_min_samples(self) -> u64 {
+        match self {
+            // CloudWatch's rule: a percentile needs 10/(1−p) points to mean anything.
+            Stat::Percentile(p) => (10.0 / (1.0 - p / 100.0)).ceil() as u64,
+            Stat::Count => 0,
+            _ => 10,
+        }
+    }
+}
+
+/// A checked rule, ready to evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub site: String,
+    pub metric: String,
+    pub stat: Stat,
+    pub filters: Vec<(String, String)>,
+    pub group_by: Option<String>,
+    pub max_groups: usize,
+    pub window: Duration,
+    pub limits: Limits,
+    pub notify: Vec<String>,
+}
+
+/// A checked notifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifier {
+    pub name: String,
+    pub kind: NotifierKind,
+    pub url: String,
+    pub secret: Option<String>,
+    pub routing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifierKind {
+    Webhook,
+    Slack,
+    PagerDuty,
+}
+
+impl NotifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifierKind::Webhook => "webhook",
+            NotifierKind::Slack => "slack",
+            NotifierKind::PagerDuty => "pagerduty",
+        }
+    }
+}
+
+const PAGE_FILTERS: [&str; 7] = ["url", "device", "browser", "os", "country", "release", "nav"];
+const API_FILTERS: [&str; 3] = ["route", "method", "status"];
+const DEFAULT_MAX_GROUPS: usize = 50;
+const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// `30s`, `15m`, `1h`, `1d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3_600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+/// Checks the notifiers; the error names the notifier and the field.
+pub fn check_notifiers(configs: &[NotifierConfig]) -> Result<Vec<Notifier>, (String, String)> {
+    let mut out: Vec<Notifier> = Vec::new();
+    for c in configs {
+        let field = |f: &str| format!("notifiers[{}].{f}", c.name);
+        if c.name.is_empty() {
+            return Err(("notifiers.name".into(), "must not be empty".into()));
+        }
+        if out.iter().any(|n| n.name == c.name) {
+            return Err((field("name"), "is used by two notifiers".into()));
+        }
+        let kind = match c.kind.as_str() {
+            "webhook" => NotifierKind::Webhook,
+            "slack" => NotifierKind::Slack,
+            "pagerduty" => NotifierKind::PagerDuty,
+            other => return Err((field("kind"), format!("{other:?} is not webhook, slack or pagerduty"))),
+        };
+        let url = match (&c.url, kind) {
+            (Some(url), _) => url.clone(),
+            (None, NotifierKind::PagerDuty) => "https://events.pagerduty.com/v2/enqueue".into(),
+            (None, _) => return Err((field("url"), "is required".into())),
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
+            return Err((field("url"), "must be an http:// or https:// URL".into()));
+        }
+        if kind == NotifierKind::PagerDuty && c.routing_key.as_deref().is_none_or(str::is_empty) {
+            return Err((field("routing_key"), "is required for pagerduty (the integration key)".into()));
+        }
+        if c.secret.as_deref() == Some("") {
+            return Err((field("secret"), "must not be empty (leave it out for unsigned webhooks)".into()));
+        }
+        out.push(Notifier { name: c.name.clone(), kind, url, secret: c.secret.clone(), routing_key: c.routing_key.clone() });
+    }
+    Ok(out)
+}
+
+/// Checks one rule against the configured sites and notifiers.
+pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -> Result<Rule, (String, String)> {
+    let field = |f: &str| format!("alert_rules[{}].{f}", c.name);
+    let bad = |f: &str, why: String| Err((field(f), why));
+    if c.name.is_empty() {
+        return Err(("alert_rules.name".into(), "must not be empty".into()));
+    }
+    if !sites.contains(&c.site.as_str()) {
+        return bad("site", format!("{:?} is not a configured site", c.site));
+    }
+    let api = c.metric == API;
+    let vital = Vital::from_name(&c.metric);
+    if !api && vital.is_none() && !is_custom_name(&c.metric) {
+        return bad("metric", format!("{:?} is not a vital (FCP LCP CLS FID INP TTFB), a custom metric name or api", c.metric));
+    }
+    let stat_text = c.stat.as_deref().unwrap_or("p75");
+    let Some(stat) = Stat::parse(stat_text) else {
+        return bad("stat", format!("{stat_text:?} is not one of p50 p75 p90 p95 p99 avg good_share poor_share error_rate count"));
+    };
+    match stat {
+        Stat::ErrorRate if !api => return bad("stat", "error_rate applies to metric = \"api\" only".into()),
+        Stat::GoodShare | Stat::PoorShare if vital.is_none() => {
+            return bad("stat", format!("{stat_text} needs a vital with rating thresholds"));
+        }
+        _ => {}
+    }
+    let allowed: Vec<&str> = if api { PAGE_FILTERS.iter().chain(&API_FILTERS).copied().collect() } else { PAGE_FILTERS.to_vec() };
+    for key in c.filters.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return bad("where", format!("{key:?} is not a filter here (one of {})", allowed.join(" ")));
+        }
+    }
+    let groupable: &[&str] = if api { &API_FILTERS } else { &PAGE_FILTERS };
+    if let Some(g) = &c.group_by {
+        if !groupable.contains(&g.as_str()) {
+            return bad("group_by", format!("{g:?} is not one of {}", groupable.join(" ")));
+        }
+    }
+    let duration = |f: &str, value: &Option<String>, default: &str| -> Result<Duration, (String, String)> {
+        let text = value.as_deref().unwrap_or(default);
+        parse_duration(text).ok_or_else(|| (field(f), format!("{text:?} is not a duration like 30s, 15m, 1h or 1d")))
+    };
+    let window = duration("window", &c.window, "15m")?;
+    if window.is_zero() || window > MAX_WINDOW {
+        return bad("window", "must be from 1s to 1d".into());
+    }
+    let pending_for = duration("for", &c.pending_for, "5m")?;
+    let keep_firing_for = duration("keep_firing_for", &c.keep_firing_for, "0s")?;
+    let repeat_warning = duration("repeat_warning", &c.repeat_warning, "1h")?;
+    let repeat_critical = duration("repeat_critical", &c.repeat_critical, "5m")?;
+    for (name, d) in [("repeat_warning", repeat_warning), ("repeat_critical", repeat_critical)] {
+        if d.is_zero() {
+            return bad(name, "must be longer than 0s".into());
+        }
+    }
+    // Shares of good experiences alert when they fall; everything else when it rises.
+    let above = stat != Stat::GoodShare;
+    let (warning, critical) = (c.warning, c.critical);
+    if warning.is_none() && critical.is_none() {
+        return bad("warning", "a rule needs warning, critical or both".into());
+    }
+    for (name, t) in [("warning", warning), ("critical", critical), ("resolve", c.resolve)] {
+        if t.is_some_and(|t| !t.is_finite()) {
+            return bad(name, "must be a finite number".into());
+        }
+    }
+    if let (Some(w), Some(cr)) = (warning, critical) {
+        if (above && cr < w) || (!above && cr > w) {
+            let order = if above { "at least" } else { "at most" };
+            return bad(
+                "critical",
+                format!("{cr} must be {order} warning {w} ({stat_text} alerts when it {})", if above { "rises" } else { "falls" }),
+            );
+        }
+    }
+    // The first threshold crossed on the way from good to bad.
+    let lowest = warning.or(critical).unwrap_or(0.0);
+    let resolve = c.resolve.unwrap_or(lowest);
+    if (above && resolve > lowest) || (!above && resolve < lowest) {
+        return bad("resolve", format!("{resolve} must be on the good side of the lowest threshold {lowest}"));
+    }
+    let no_data = match c.no_data.as_deref().unwrap_or("keep") {
+        "keep" => NoData::Keep,
+        "ok" => NoData::Ok,
+        "alert" => NoData::Alert,
+        other => return bad("no_data", format!("{other:?} is not keep, ok or alert")),
+    };
+    for name in &c.notify {
+        if !notifiers.iter().any(|n| &n.name == name) {
+            return bad("notify", format!("{name:?} is not a configured notifier"));
+        }
+    }
+    let max_groups = c.max_groups.unwrap_or(DEFAULT_MAX_GROUPS);
+    if max_groups == 0 || max_groups > 1_000 {
+        return bad("max_groups", "must be from 1 to 1000".into());
+    }
+    Ok(Rule {
+        name: c.name.clone(),
+        site: c.site.clone(),
+        metric: c.metric.clone(),
+        stat,
+        filters: c.filters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        group_by: c.group_by.clone(),
+        max_groups,
+        window,
+        limits: Limits {
+            warning,
+            critical,
+            resolve,
+            above,
+            pending_for: pending_for.as_secs() as i64,
+            keep_firing_for: keep_firing_for.as_secs() as i64,
+            min_samples: c.min_samples.unwrap_or_else(|| stat.default_min_samples()),
+            no_data,
+            repeat_warning: repeat_warning.as_secs() as i64,
+            repeat_critical: repeat_critical.as_secs() as i64,
+        },
+        notify: c.notify.clone(),
+    })
+}
+
+/// The Core Web Vitals rules of a site with `default_alerts = true`: p75 over an hour at
+/// web-vitals' needs-improvement (warning) and poor (critical) thresholds, notifying every
+/// notifier.
+pub fn default_rules(site: &str, notifiers: &[Notifier]) -> Vec<AlertRuleConfig> {
+    [Vital::Lcp, Vital::Inp, Vital::Cls, Vital::Fcp, Vital::Ttfb]
+        .into_iter()
+        .map(|vital| {
+            let t = vital.thresholds();
+            AlertRuleConfig {
+                name: format!("{site}-{}-p75", vital.name().to_ascii_lowercase()),
+                site: site.to_owned(),
+                metric: vital.name().to_owned(),
+                stat: Some("p75".into()),
+                filters: BTreeMap::new(),
+                group_by: None,
+                max_groups: None,
+                window: Some("1h".into()),
+                pending_for: Some("10m".into()),
+                keep_firing_for: None,
+                warning: Some(t.good),
+                critical: Some(t.poor),
+                resolve: None,
+                min_samples: None,
+                no_data: None,
+                notify: notifiers.iter().map(|n| n.name.clone()).collect(),
+                repeat_warning: None,
+                repeat_critical: None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(toml_text: &str) -> AlertRuleConfig {
+        toml::from_str(toml_text).expect("rule parses")
+    }
+
+    fn base() -> String {
+        "name = \"checkout-lcp\"\nsite = \"shop\"\nmetric = \"LCP\"\nwarning = 2500\ncritical = 4000\n".to_owned()
+    }
+
+    fn check(extra: &str) -> Result<Rule, (String, String)> {
+        let notifiers = check_notifiers(&[NotifierConfig {
+            name: "ops".into(),
+            kind: "webhook".into(),
+            url: Some("https://hooks.example/pulse".into()),
+            secret: Some("s".into()),
+            routing_key: None,
+        }])
+        .expect("notifier");
+        check_rule(&rule(&format!("{}{extra}", base())), &["shop"], &notifiers)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let r = check("").expect("valid");
+        assert_eq!(r.stat, Stat::Percentile(75.0));
+        assert_eq!(r.limits.min_samples, 40, "p75 → ⌈10/0.25⌉");
+        assert_eq!((r.window.as_secs(), r.limits.pending_for), (900, 300));
+        assert_eq!((r.limits.repeat_critical, r.limits.repeat_warning), (300, 3600));
+        assert_eq!(r.limits.resolve, 2500.0);
+        assert_eq!(check("stat = \"p95\"").expect("valid").limits.min_samples, 200);
+        assert_eq!(check("stat = \"p99\"").expect("valid").limits.min_samples, 1000);
+    }
+
+    #[test]
+    fn bad_rules_name_the_rule_and_field() {
+        let cases = [
+            ("metric = \"Nope\"", "metric"),
+            ("stat = \"p42\"", "stat"),
+            ("stat = \"error_rate\"", "stat"),
+            ("window = \"15x\"", "window"),
+            ("for = \"soon\"", "for"),
+            ("critical = 2000", "critical"),
+            ("notify = [\"pager\"]", "notify"),
+            ("no_data = \"panic\"", "no_data"),
+            ("group_by = \"route\"", "group_by"),
+            ("resolve = 3000", "resolve"),
+        ];
+        for (extra, field) in cases {
+            // Later keys replace the base's (toml refuses duplicates, so rebuild the text).
+            let key = extra.split(' ').next().unwrap_or_default();
+            let text: String = base().lines().filter(|l| !l.starts_with(&format!("{key} "))).map(|l| format!("{l}\n")).collect();
+            let err = check_rule(&rule(&format!("{text}{extra}")), &["shop"], &[]).expect_err(extra);
+            assert_eq!(err.0, format!("alert_rules[checkout-lcp].{field}"), "{extra}: {}", err.1);
+        }
+        let err = check_rule(&rule(&base().replace("\"shop\"", "\"blog\"")), &["shop"], &[]).expect_err("unknown site");
+        assert_eq!(err.0, "alert_rules[checkout-lcp].site");
+    }
+
+    #[test]
+    fn notifiers_are_checked() {
+        let n = |kind: &str, url: Option<&str>, key: Option<&str>| NotifierConfig {
+            name: "n".into(),
+            kind: kind.into(),
+            url: url.map(String::from),
+            secret: None,
+            routing_key: key.map(String::from),
+        };
+        assert!(check_notifiers(&[n("webhook", Some("ftp://x.example/hook"), None)]).expect_err("scheme").0.ends_with(".url"));
+        assert!(check_notifiers(&[n("sms", Some("https://x.example"), None)]).expect_err("kind").0.ends_with(".kind"));
+        assert!(check_notifiers(&[n("pagerduty", None, None)]).expect_err("key").0.ends_with(".routing_key"));
+        let pd = check_notifiers(&[n("pagerduty", None, Some("R0UT1NG"))]).expect("valid");
+        assert_eq!(pd[0].url, "https://events.pagerduty.com/v2/enqueue");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        for bad in ["", "m", "15", "1w", "-5m", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_rules_are_valid_core_web_vitals_rules() {
+        let rules = default_rules("shop", &[]);
+        assert_eq!(rules.len(), 5);
+        for r in &rules {
+            let checked = check_rule(r, &["shop"], &[]).expect("valid");
+            assert_eq!(checked.window.as_secs(), 3_600);
+        }
+        assert_eq!((rules[0].warning, rules[0].critical), (Some(2500.0), Some(4000.0)));
+    }
+}

@@ -1,0 +1,281 @@
+//! Alerts end to end on real parts: a real ClickHouse, the collector, and a real local HTTP
+//! receiver standing in for the webhook, Slack and PagerDuty endpoints.
+//!
+//! Time is driven: the beacons are placed in the past (their `at` times), and the test calls the
+//! evaluator once per minute of a simulated hour with that minute as `now` — as the collector's
+//! own loop does with the wall clock — instead of waiting.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use hmac::{Hmac, Mac};
+use pulse_collector::alerts::rules::{AlertRuleConfig, NotifierConfig};
+use pulse_collector::config::Config;
+use pulse_collector::Running;
+use pulse_testkit::http::{get, post_beacon};
+use pulse_testkit::{clickhouse, now_ms, temp_dir};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+const AUTH: (&str, &str) = ("authorization", "Bearer dev-read-key");
+const SECRET: &str = "webhook-secret";
+
+/// What the receiver got: path, headers, body.
+type Received = Arc<Mutex<Vec<(String, HeaderMap, Value)>>>;
+
+/// A local HTTP server that records every POST and answers 200.
+async fn receiver() -> (String, Received) {
+    let got: Received = Arc::default();
+    async fn record(State(got): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        // Keep the raw body for signature checks.
+        let mut headers = headers;
+        headers.insert("x-test-raw-body", String::from_utf8_lossy(&body).parse().expect("header value"));
+        got.lock().expect("received").push((uri.path().to_owned(), headers, value));
+        StatusCode::OK
+    }
+    let app = Router::new().route("/{*path}", post(record)).with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver serves") });
+    (format!("http://{addr}"), got)
+}
+
+fn rule(toml_text: &str) -> AlertRuleConfig {
+    toml::from_str(toml_text).expect("rule")
+}
+
+fn config(db: &str, hooks: &str) -> Config {
+    let notifier = |name: &str, kind: &str, path: &str| NotifierConfig {
+        name: name.into(),
+        kind: kind.into(),
+        url: Some(format!("{hooks}/{path}")),
+        secret: (kind == "webhook").then(|| SECRET.to_owned()),
+        routing_key: (kind == "pagerduty").then(|| "R0UTING".to_owned()),
+    };
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: clickhouse().url.clone(),
+        clickhouse_database: db.into(),
+        flush_interval_ms: 100,
+        ip_rate_per_second: 100_000,
+        spool_dir: temp_dir("spool-alerts"),
+        // The test drives the evaluator itself.
+        alert_evaluator: false,
+        alert_interval_seconds: 60,
+        notifiers: vec![notifier("ops", "webhook", "hook"), notifier("chat", "slack", "slack"), notifier("pager", "pagerduty", "pd")],
+        alert_rules: vec![
+            rule(
+                r#"name = "checkout-lcp"
+                site = "demo"
+                metric = "LCP"
+                stat = "p75"
+                where = { url = "/checkout" }
+                window = "10m"
+                for = "5m"
+                warning = 2500
+                critical = 4000
+                notify = ["ops", "chat", "pager"]"#,
+            ),
+            rule(
+                r#"name = "quiet-page"
+                site = "demo"
+                metric = "LCP"
+                where = { url = "/quiet" }
+                window = "10m"
+                for = "0s"
+                warning = 100
+                notify = ["ops"]"#,
+            ),
+        ],
+        ..Config::default()
+    }
+}
+
+/// Ten LCP values a minute on /checkout, `m` minutes before `base` for m in 52..=1: warning-level
+/// (3 000 ms) first, then critical (4 500 ms), then good (1 000 ms); and two slow views of /quiet.
+async fn history(base: &str, now: f64) {
+    for m in 1..=52u32 {
+        let value = match m {
+            36..=52 => 3000.0,
+            22..=35 => 4500.0,
+            _ => 1000.0,
+        };
+        let at = now - f64::from(m) * 60_000.0;
+        let metrics: Vec<Value> =
+            (0..10).map(|i| json!({"name": "LCP", "value": value, "at": at + f64::from(i), "id": format!("l-{m}-{i}")})).collect();
+        let beacon = json!({"v": 1, "site": "demo", "session": "s", "page": format!("p-{m}"), "url": "/checkout", "nav": "navigate",
+                            "sent_at": now, "metrics": metrics});
+        assert_eq!(post_beacon(base, beacon.to_string()).await.status, 202);
+    }
+    let quiet = json!({"v": 1, "site": "demo", "session": "s", "page": "q", "url": "/quiet", "nav": "navigate", "sent_at": now,
+                       "metrics": [{"name": "LCP", "value": 9000, "at": now - 1_920_000.0}, {"name": "LCP", "value": 9100, "at": now - 1_860_000.0}]});
+    assert_eq!(post_beacon(base, quiet.to_string()).await.status, 202);
+}
+
+async fn wait_stored(db: &str, n: u64) {
+    let started = std::time::Instant::now();
+    while clickhouse().count(&format!("SELECT count() FROM {db}.metrics")) < n {
+        assert!(started.elapsed() < Duration::from_secs(20), "rows not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn at(now: f64, minutes_before: u32) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos((now as i128 - i128::from(minutes_before) * 60_000) * 1_000_000).expect("time")
+}
+
+/// Waits until the receiver holds `n` webhook bodies (deliveries run in the background).
+async fn webhooks(got: &Received, n: usize) -> Vec<Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let hooks: Vec<Value> = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/hook").map(|(_, _, v)| v.clone()).collect();
+        if hooks.len() >= n || started.elapsed() > Duration::from_secs(10) {
+            return hooks;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn notices(hooks: &[Value]) -> Vec<(String, String)> {
+    hooks.iter().map(|h| (h["notice"].as_str().unwrap_or("").to_owned(), h["severity"].as_str().unwrap_or("-").to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_fires_escalates_reminds_survives_a_restart_and_resolves() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts");
+    let mut running: Running = pulse_collector::start(config(&db, &hooks)).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    let now = now_ms();
+    history(&base, now).await;
+    wait_stored(&db, 52 * 10 + 2).await;
+
+    let mut fired_once_at = None;
+    for minutes_before in (1..=60u32).rev() {
+        if minutes_before == 25 {
+            // A restart while firing: the new process reads the state back and pages nobody again.
+            let before = webhooks(&got, 0).await.len();
+            running.stop().await;
+            running = pulse_collector::start(config(&db, &hooks)).await.expect("collector restarts");
+            assert_eq!(webhooks(&got, 0).await.len(), before);
+        }
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+        if fired_once_at.is_none() && !webhooks(&got, 0).await.is_empty() {
+            fired_once_at = Some(minutes_before);
+        }
+        if minutes_before == 30 {
+            // Firing now: the API lists it with a summary; the quiet page is held for want of samples.
+            let body = get(&format!("{}/v1/alerts?site=demo", running_url(&running)), &[AUTH]).await.json();
+            assert_eq!(body["summary"]["total"], 1, "{body}");
+            let alert = &body["alerts"][0];
+            assert_eq!((alert["rule"].as_str(), alert["state"].as_str()), (Some("checkout-lcp"), Some("firing")), "{body}");
+            assert!(alert["samples"].as_u64().unwrap_or(0) >= 40, "{body}");
+            assert_eq!(body["insufficient_data"][0]["rule"], "quiet-page", "{body}");
+        }
+    }
+    // Ten views a minute from 52 min before now: the window first holds min_samples (40) views at
+    // 48 min before (until then "insufficient data" holds the state), pending from there, firing
+    // after `for` (5 min) at 43.
+    assert_eq!(fired_once_at, Some(43));
+    let hooks_seen = webhooks(&got, 6).await;
+    let seen = notices(&hooks_seen);
+    let kinds: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"firing"), "{seen:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "firing").count(), 1, "one page, even across the restart: {seen:?}");
+    assert_eq!(seen[0].1, "warning");
+    assert_eq!(seen[1], ("severity_changed".to_owned(), "critical".to_owned()), "{seen:?}");
+    let reminders = kinds.iter().filter(|k| **k == "reminder").count();
+    assert!((2..=4).contains(&reminders), "critical reminders every 5 minutes for ~15 minutes: {seen:?}");
+    assert_eq!(kinds.last(), Some(&"resolved"), "{seen:?}");
+    assert_eq!(kinds.len(), 2 + reminders + 1, "nothing else: {seen:?}");
+
+    // The webhook's contract and signature.
+    let (_, headers, first) = got.lock().expect("received").iter().find(|(p, _, _)| p == "/hook").cloned().expect("a webhook");
+    for key in ["status", "rule", "severity", "value", "threshold", "site", "group", "started_at", "summary", "dashboard"] {
+        assert!(first.get(key).is_some(), "webhook lacks {key}: {first}");
+    }
+    assert_eq!((first["status"].as_str(), first["threshold"].as_f64()), (Some("firing"), Some(2500.0)));
+    assert!(first["summary"].as_str().unwrap_or("").contains("p75 LCP (url=/checkout)"), "{first}");
+    assert!(first["dashboard"].as_str().unwrap_or("").contains("/dashboard.html?site=demo&metric=LCP"), "{first}");
+    let raw = headers.get("x-test-raw-body").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(raw.as_bytes());
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(headers.get("x-pulse-signature").and_then(|v| v.to_str().ok()), Some(format!("sha256={expected}").as_str()));
+
+    // Slack: an incoming-webhook payload. PagerDuty: Events v2, one dedup key from trigger to resolve.
+    let received = got.lock().expect("received").clone();
+    let slack: Vec<&Value> = received.iter().filter(|(p, _, _)| p == "/slack").map(|(_, _, v)| v).collect();
+    assert_eq!(slack.len(), kinds.len());
+    assert!(slack[0]["text"].as_str().is_some_and(|t| t.contains("Firing")) && slack[0]["blocks"].is_array(), "{}", slack[0]);
+    let pd: Vec<&Value> = received.iter().filter(|(p, _, _)| p == "/pd").map(|(_, _, v)| v).collect();
+    assert_eq!(pd.first().map(|e| e["event_action"].as_str()), Some(Some("trigger")));
+    assert_eq!(pd.last().map(|e| e["event_action"].as_str()), Some(Some("resolve")));
+    assert!(pd.iter().all(|e| e["routing_key"] == "R0UTING" && e["dedup_key"] == pd[0]["dedup_key"]), "{pd:?}");
+    assert_eq!(pd[0]["payload"]["severity"], "warning");
+    assert!(pd[0]["payload"]["summary"].is_string() && pd[0]["payload"]["source"].is_string());
+
+    // The quiet page (2 views, min_samples 40) never fired.
+    assert!(hooks_seen.iter().all(|h| h["rule"] == "checkout-lcp"));
+    let history = get(
+        &format!("{}/v1/alerts/history?site=demo&from={}&to={}", running_url(&running), now as u64 - 7_200_000, now as u64 + 60_000),
+        &[AUTH],
+    )
+    .await
+    .json();
+    let events = history["events"].as_array().cloned().unwrap_or_default();
+    assert!(events.iter().any(|e| e["notice"] == "resolved") && events.iter().any(|e| e["state"] == "pending"), "{history}");
+    let rules = get(&format!("{}/v1/alerts/rules?site=demo", running_url(&running)), &[AUTH]).await.json();
+    assert_eq!(rules["rules"][0]["min_samples"], 40, "{rules}");
+    let metrics = get(&format!("{}/metrics", running_url(&running)), &[]).await.text();
+    assert!(metrics.contains("pulse_alert_notifications_total{notifier=\"ops\",outcome=\"delivered\"}"), "{metrics}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_send_one_notification() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_two");
+    let a = pulse_collector::start(config(&db, &hooks)).await.expect("collector a");
+    let b = pulse_collector::start(config(&db, &hooks)).await.expect("collector b");
+    let now = now_ms();
+    history(&format!("http://{}", a.addr), now).await;
+    wait_stored(&db, 52 * 10 + 2).await;
+    for minutes_before in (40..=60u32).rev() {
+        let t = at(now, minutes_before);
+        let (ra, rb) = tokio::join!(a.app.alerts.evaluate(&a.app, t), b.app.alerts.evaluate(&b.app, t));
+        let (ra, rb) = (ra.expect("a evaluates"), rb.expect("b evaluates"));
+        assert!(!(ra && rb), "both collectors evaluated at {minutes_before} min before now");
+    }
+    let hooks_seen = webhooks(&got, 2).await;
+    assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "exactly one page");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A config that cannot work refuses to start, naming the rule and the field.
+#[test]
+fn bad_alert_config_is_refused_with_the_rule_and_field() {
+    let mut c = config("x", "http://127.0.0.1:9");
+    c.alert_rules[0].window = Some("ten minutes".into());
+    let err = c.check().expect_err("bad window").to_string();
+    assert_eq!(err, "config: alert_rules[checkout-lcp].window: \"ten minutes\" is not a duration like 30s, 15m, 1h or 1d");
+    let mut c = config("x", "http://127.0.0.1:9");
+    c.notifiers[0].url = Some("ftp://hooks.example/x".into());
+    assert!(c.check().expect_err("bad url").to_string().starts_with("config: notifiers[ops].url:"));
+    let mut c = config("x", "http://127.0.0.1:9");
+    c.alert_rules[0].notify = vec!["nobody".into()];
+    assert!(c.check().expect_err("unknown notifier").to_string().starts_with("config: alert_rules[checkout-lcp].notify:"));
+}
+
+fn running_url(running: &Running) -> String {
+    format!("http://{}", running.addr)
+}
