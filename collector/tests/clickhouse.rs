@@ -621,3 +621,74 @@ async fn the_day_rollup_is_filled_from_the_hour_rollup_once() {
     assert_eq!(ch.count(&day_count), 149);
     c.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_are_compared_with_an_interval_and_a_verdict() {
+    let c = collector("compare").await;
+    // 300 page views per release on two pages; 2.4.1 is ~30 % slower on /checkout only.
+    let mut rng = 7u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % 1000) as f64 / 1000.0
+    };
+    let mut sent = 0;
+    for (release, slow) in [("2.4.0", 1.0), ("2.4.1", 1.3)] {
+        for url in ["/checkout", "/home"] {
+            for chunk in 0..3 {
+                let metrics: Vec<Value> = (0..100)
+                    .map(|_| {
+                        let base = 1500.0 + 1500.0 * next();
+                        metric("LCP", if url == "/checkout" { base * slow } else { base }, 1000.0)
+                    })
+                    .collect();
+                let mut b = beacon("demo", url, metrics);
+                b["release"] = json!(release);
+                b["page"] = json!(format!("{release}-{url}-{chunk}"));
+                c.post(&b, DESKTOP).await;
+                sent += 100;
+            }
+        }
+    }
+    let mut few = beacon("demo", "/rare", (0..8).map(|i| metric("LCP", 1000.0 + f64::from(i), 1000.0)).collect());
+    few["release"] = json!("2.4.1");
+    c.post(&few, DESKTOP).await;
+    c.wait_rows("metrics", sent + 8).await;
+
+    let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&url=/checkout&min_change=0.1").await;
+    assert_eq!(body["verdict"], "regression", "{body}");
+    assert_eq!((body["a"]["count"].as_u64(), body["b"]["count"].as_u64()), (Some(300), Some(300)), "{body}");
+    let (change, lo, hi) = (f(&body["change"]), f(&body["ci95"][0]), f(&body["ci95"][1]));
+    assert!(lo > 0.0 && lo < change && change < hi && (0.2..0.4).contains(&change), "{body}");
+    assert_eq!(body["source"], "raw");
+    assert!(body["method"].as_str().unwrap_or("").starts_with("bootstrap"), "{body}");
+
+    let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&url=/home").await;
+    assert_eq!(body["verdict"], "no_significant_change", "{body}");
+
+    let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&group_by=url&min_change=0.1").await;
+    let verdicts: Vec<(String, String)> = body["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap_or("").to_owned(), g["verdict"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert!(verdicts.contains(&("/checkout".into(), "regression".into())), "{verdicts:?}");
+    assert!(verdicts.contains(&("/home".into(), "no_significant_change".into())), "{verdicts:?}");
+    assert!(verdicts.contains(&("/rare".into(), "insufficient_data".into())), "{verdicts:?}");
+    let rare = body["groups"].as_array().and_then(|g| g.iter().find(|g| g["group"] == "/rare").cloned()).unwrap_or_default();
+    assert_eq!(rare["needed"]["min_samples"], 40, "{rare}");
+
+    for (query, field) in [
+        ("a=2.4.0&b=release:2.4.1", "a"),
+        ("a=release:2.4.0", "b"),
+        ("a=release:1&b=range:5..1", "b"),
+        ("a=release:1&b=release:2&stat=p42", "stat"),
+    ] {
+        let r = get(&format!("{}/v1/compare?site=demo&metric=LCP&{query}", c.base), &[AUTH]).await;
+        assert_eq!((r.status, r.json()["field"].as_str().map(str::to_owned)), (400, Some(field.to_owned())), "{query}: {}", r.text());
+    }
+    c.running.stop().await;
+}

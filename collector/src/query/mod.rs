@@ -1,12 +1,15 @@
-//! The read API: `/v1/vitals`, `/v1/vitals/series`, `/v1/api-calls`.
+//! The read API: `/v1/vitals`, `/v1/vitals/series`, `/v1/api-calls`, and `/v1/compare`
+//! ([`compare`], with the statistics of [`stats`]).
 //!
 //! Each handler checks the bearer key, parses and checks its parameters ([`params`]), picks the
 //! source that can answer (raw rows for short ranges and exact percentiles, minute or hour rollups
 //! for long ranges), runs one SQL query with every user value bound as data, and renders the rows
 //! ([`render`]). Column and table names in the SQL come only from fixed lists in this module.
 
+pub mod compare;
 pub mod params;
 pub mod render;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -165,7 +168,7 @@ pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError
     }
 }
 
-fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryError> {
+pub(crate) fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryError> {
     let site = params.required("site")?;
     if app.sites.get(site).is_none() {
         return Err(QueryError::bad("site", format!("{site:?} is not a configured site")));
@@ -174,11 +177,11 @@ fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryError> {
 }
 
 /// Appends `AND column = ?` for each filter (columns come from [`DIMENSIONS`]).
-fn filter_sql(filters: &[(&'static str, String)]) -> String {
+pub(crate) fn filter_sql(filters: &[(&'static str, String)]) -> String {
     filters.iter().map(|(column, _)| format!(" AND {column} = ?")).collect()
 }
 
-fn bind_filters(mut query: clickhouse::query::Query, filters: &[(&'static str, String)]) -> clickhouse::query::Query {
+pub(crate) fn bind_filters(mut query: clickhouse::query::Query, filters: &[(&'static str, String)]) -> clickhouse::query::Query {
     for (_, value) in filters {
         query = query.bind(value.as_str());
     }

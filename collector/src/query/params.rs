@@ -118,7 +118,7 @@ impl TimeRange {
     }
 }
 
-fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, QueryError> {
+pub fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, QueryError> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i128 = value.parse().map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"))?;
         return OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)

@@ -1,0 +1,210 @@
+//! `GET /v1/compare`: did release 2.4.1 make checkout slower? Two sides — `release:X` (within
+//! `from`..`to`, default the last 7 days) or `range:FROM..TO` — compared on one statistic with a
+//! bootstrap confidence interval ([`super::stats`]), overall and optionally per group.
+//!
+//! Always answered from raw rows (`source: "raw"`), so the values are exact; each side reads at
+//! most `MAX_ROWS` rows (the newest), and the bootstrap uses at most
+//! [`super::stats::MAX_VALUES`] of them per side (an even subsample of the sorted values).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use clickhouse::Row;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::params::{dimension_filters, format_time, metric_name, parse_time, Params, DIMENSIONS};
+use super::stats::{self, Statistic, Verdict};
+use super::{authorize, bind_filters, filter_sql, site};
+use crate::errors::QueryError;
+use crate::App;
+
+const PARAMS: [&str; 11] = ["site", "metric", "a", "b", "from", "to", "stat", "min_change", "group_by", "limit", "min_samples"];
+const MAX_ROWS: u64 = 1_000_000;
+const DEFAULT_DAYS: i64 = 7;
+
+/// One side of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+struct Side {
+    label: String,
+    release: Option<String>,
+    from: i64,
+    to: i64,
+}
+
+fn side(params: &Params, name: &'static str, default_range: (i64, i64)) -> Result<Side, QueryError> {
+    let text = params.required(name)?;
+    if let Some(release) = text.strip_prefix("release:") {
+        if release.is_empty() || release.len() > 256 {
+            return Err(QueryError::bad(name, "release:<version> needs a version"));
+        }
+        return Ok(Side { label: text.to_owned(), release: Some(release.to_owned()), from: default_range.0, to: default_range.1 });
+    }
+    if let Some(range) = text.strip_prefix("range:") {
+        let (from, to) = range.split_once("..").ok_or_else(|| QueryError::bad(name, "range:FROM..TO takes two times"))?;
+        let (from, to) = (parse_time(name, from)?.unix_timestamp(), parse_time(name, to)?.unix_timestamp());
+        if from >= to {
+            return Err(QueryError::bad(name, "range:FROM..TO needs FROM before TO"));
+        }
+        return Ok(Side { label: text.to_owned(), release: None, from, to });
+    }
+    Err(QueryError::bad(name, format!("{text:?} is neither release:<version> nor range:FROM..TO")))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ValueRow {
+    grp: String,
+    value: f64,
+}
+
+/// The values of one side, by group.
+async fn values(
+    app: &App,
+    site: &str,
+    metric: &str,
+    side: &Side,
+    group: &str,
+    filters: &[(&'static str, String)],
+) -> Result<BTreeMap<String, Vec<f64>>, QueryError> {
+    let group_sql = if group == "none" { "''" } else { group };
+    let sql = format!(
+        "SELECT {group_sql} AS grp, value FROM metrics
+         WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?){}{}
+         ORDER BY event_time DESC LIMIT ?",
+        if side.release.is_some() { " AND release = ?" } else { "" },
+        filter_sql(filters),
+    );
+    let mut q = app.clickhouse.query(&sql).bind(site).bind(metric).bind(side.from).bind(side.to);
+    if let Some(release) = &side.release {
+        q = q.bind(release.as_str());
+    }
+    let rows = bind_filters(q, filters).bind(MAX_ROWS).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for row in rows {
+        out.entry(row.grp).or_default().push(row.value);
+    }
+    Ok(out)
+}
+
+fn summary(label: &str, values: &[f64]) -> Value {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let num = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
+    json!({
+        "label": label,
+        "count": sorted.len(),
+        "p50": num(stats::statistic(&sorted, Statistic::Percentile(50.0))),
+        "p75": num(stats::statistic(&sorted, Statistic::Percentile(75.0))),
+        "p95": num(stats::statistic(&sorted, Statistic::Percentile(95.0))),
+        "avg": num(stats::statistic(&sorted, Statistic::Mean)),
+    })
+}
+
+fn seed(site: &str, metric: &str, group: &str) -> u64 {
+    site.bytes()
+        .chain(metric.bytes())
+        .chain(group.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// One comparison as JSON (`change`, `ci95`, `verdict`, and what is missing when insufficient).
+fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], stat: Statistic, min_change: f64, min_samples: u64, seed: u64) -> Value {
+    let c = stats::compare(av.to_vec(), bv.to_vec(), stat, true, min_change, min_samples, seed);
+    let num = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
+    let mut out = json!({
+        "a": summary(&a.label, av),
+        "b": summary(&b.label, bv),
+        "change": num(c.change),
+        "ci95": [num(c.ci95.0), num(c.ci95.1)],
+        "verdict": c.verdict.as_str(),
+    });
+    if c.verdict == Verdict::InsufficientData {
+        out["needed"] = json!({"min_samples": min_samples, "a": av.len(), "b": bv.len()});
+    }
+    out
+}
+
+pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
+    authorize(&app, &headers)?;
+    let params = Params::parse(query.as_deref(), &[&PARAMS, &DIMENSIONS])?;
+    let site = site(&params, &app)?;
+    let (metric, _) = metric_name(&params)?;
+    let stat_text = params.choice("stat", &["p75", "p50", "p90", "p95", "p99", "avg"])?;
+    let stat = match stat_text {
+        "avg" => Statistic::Mean,
+        p => Statistic::Percentile(p[1..].parse().unwrap_or(75.0)),
+    };
+    let min_change: f64 = match params.get("min_change") {
+        None => 0.2,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|c: &f64| (0.0..=10.0).contains(c))
+            .ok_or_else(|| QueryError::bad("min_change", format!("{v:?} is not a number from 0 to 10")))?,
+    };
+    let min_samples: u64 = match params.get("min_samples") {
+        None => stats::min_samples(stat),
+        Some(v) => {
+            v.parse().ok().filter(|n| *n >= 2).ok_or_else(|| QueryError::bad("min_samples", format!("{v:?} is not a whole number ≥ 2")))?
+        }
+    };
+    let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "nav"])?;
+    let limit = params.limit()?.min(200) as usize;
+    let now = OffsetDateTime::now_utc();
+    let default_range = if params.get("from").is_some() || params.get("to").is_some() {
+        let r = params.range(now)?;
+        (r.from, r.to)
+    } else {
+        let to = now.unix_timestamp();
+        (to - DEFAULT_DAYS * 86_400, to)
+    };
+    let (a, b) = (side(&params, "a", default_range)?, side(&params, "b", default_range)?);
+    let filters = dimension_filters(&params)?;
+    if filters.iter().any(|(c, _)| *c == "release") && (a.release.is_some() || b.release.is_some()) {
+        return Err(QueryError::bad("release", "a release filter and release:<version> sides do not mix"));
+    }
+    let (av, bv) =
+        tokio::try_join!(values(&app, site, &metric, &a, group_by, &filters), values(&app, site, &metric, &b, group_by, &filters))?;
+    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
+    let (all_a, all_b) = (all(&av), all(&bv));
+    let mut answer = compared(&a, &all_a, &b, &all_b, stat, min_change, min_samples, seed(site, &metric, ""));
+    answer["site"] = json!(site);
+    answer["metric"] = json!(metric);
+    answer["stat"] = json!(stat_text);
+    answer["min_change"] = json!(min_change);
+    answer["min_samples"] = json!(min_samples);
+    answer["source"] = json!("raw");
+    answer["method"] = json!(format!(
+        "bootstrap over page views: {} resamples of each side (at most {} values each), percentile interval",
+        stats::RESAMPLES,
+        stats::MAX_VALUES
+    ));
+    answer["a"]["from"] = json!(format_time(a.from));
+    answer["a"]["to"] = json!(format_time(a.to));
+    answer["b"]["from"] = json!(format_time(b.from));
+    answer["b"]["to"] = json!(format_time(b.to));
+    if group_by != "none" {
+        // The busiest groups of side b, each compared on its own.
+        let mut groups: Vec<(&String, &Vec<f64>)> = bv.iter().collect();
+        groups.sort_by(|x, y| y.1.len().cmp(&x.1.len()).then(x.0.cmp(y.0)));
+        let empty = Vec::new();
+        let rows: Vec<Value> = groups
+            .into_iter()
+            .take(limit)
+            .map(|(group, values_b)| {
+                let values_a = av.get(group).unwrap_or(&empty);
+                let mut row = compared(&a, values_a, &b, values_b, stat, min_change, min_samples, seed(site, &metric, group));
+                row["group"] = json!(group);
+                row
+            })
+            .collect();
+        answer["group_by"] = json!(group_by);
+        answer["groups"] = json!(rows);
+    }
+    Ok(Json(answer).into_response())
+}
