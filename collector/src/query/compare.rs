@@ -112,8 +112,17 @@ fn seed(site: &str, metric: &str, group: &str) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// What every comparison of one request uses.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    stat: Statistic,
+    min_change: f64,
+    min_samples: u64,
+}
+
 /// One comparison as JSON (`change`, `ci95`, `verdict`, and what is missing when insufficient).
-fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], stat: Statistic, min_change: f64, min_samples: u64, seed: u64) -> Value {
+fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], terms: Terms, seed: u64) -> Value {
+    let Terms { stat, min_change, min_samples } = terms;
     let c = stats::compare(av.to_vec(), bv.to_vec(), stat, true, min_change, min_samples, seed);
     let num = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
     let mut out = json!({
@@ -172,7 +181,8 @@ pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(q
         tokio::try_join!(values(&app, site, &metric, &a, group_by, &filters), values(&app, site, &metric, &b, group_by, &filters))?;
     let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
     let (all_a, all_b) = (all(&av), all(&bv));
-    let mut answer = compared(&a, &all_a, &b, &all_b, stat, min_change, min_samples, seed(site, &metric, ""));
+    let terms = Terms { stat, min_change, min_samples };
+    let mut answer = compared(&a, &all_a, &b, &all_b, terms, seed(site, &metric, ""));
     answer["site"] = json!(site);
     answer["metric"] = json!(metric);
     answer["stat"] = json!(stat_text);
@@ -198,7 +208,7 @@ pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(q
             .take(limit)
             .map(|(group, values_b)| {
                 let values_a = av.get(group).unwrap_or(&empty);
-                let mut row = compared(&a, values_a, &b, values_b, stat, min_change, min_samples, seed(site, &metric, group));
+                let mut row = compared(&a, values_a, &b, values_b, terms, seed(site, &metric, group));
                 row["group"] = json!(group);
                 row
             })

@@ -1,0 +1,100 @@
+//! `pulse budget check` against a real collector and ClickHouse: exit codes and formats.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pulse_collector::config::Config;
+use pulse_testkit::http::post_beacon;
+use pulse_testkit::{beacon, clickhouse, metric, temp_dir};
+use serde_json::{json, Value};
+
+fn pulse(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pulse")).args(args).env_remove("PULSE_READ_KEY").output().expect("pulse runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_pass_fail_and_error_with_their_exit_codes() {
+    let ch = clickhouse();
+    let db = ch.fresh_database("cli");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: ch.url.clone(),
+        clickhouse_database: db.clone(),
+        flush_interval_ms: 100,
+        spool_dir: temp_dir("spool-cli"),
+        alert_evaluator: false,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let endpoint = format!("http://{}", running.addr);
+    // /checkout: 100 page views, LCP 1000..=1990 ms (p75 = 1750); /rare: 3 views.
+    let metrics: Vec<Value> = (0..100).map(|i| metric("LCP", 1000.0 + f64::from(i) * 10.0, 1000.0)).collect();
+    assert_eq!(post_beacon(&endpoint, beacon("demo", "/checkout", metrics).to_string()).await.status, 202);
+    let rare: Vec<Value> = (0..3).map(|_| metric("LCP", 9000.0, 1000.0)).collect();
+    assert_eq!(post_beacon(&endpoint, beacon("demo", "/rare", rare).to_string()).await.status, 202);
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.metrics")) < 103 {
+        assert!(started.elapsed() < Duration::from_secs(20), "rows not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let dir = temp_dir("budgets");
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write budgets");
+        path.display().to_string()
+    };
+    let holds = file(
+        "holds.toml",
+        "site = \"demo\"\nwindow = \"24h\"\n[[budgets]]\nmetric = \"LCP\"\nmax = 2500\nwhere = { url = \"/checkout\" }\n",
+    );
+    let blown = file("blown.toml", "site = \"demo\"\nwindow = \"24h\"\n[[budgets]]\nmetric = \"LCP\"\nmax = 1500\nwhere = { url = \"/checkout\" }\n[[budgets]]\nname = \"rare page\"\nmetric = \"LCP\"\nmax = 2500\nwhere = { url = \"/rare\" }\n");
+    let rare_only = file("rare.toml", "site = \"demo\"\n[[budgets]]\nmetric = \"LCP\"\nmax = 2500\nwhere = { url = \"/rare\" }\n");
+    let broken = file("broken.toml", "site = \"demo\"\n[[budgets]]\nmetric = \"LCP\"\nstat = \"p42\"\nmax = 2500\n");
+    let key = ["--endpoint", endpoint.as_str(), "--key", "dev-read-key"];
+    let check = |f: &str, extra: &[&str]| {
+        let mut args = vec!["budget", "check", f];
+        args.extend_from_slice(&key);
+        args.extend_from_slice(extra);
+        pulse(&args)
+    };
+
+    let (code, out, err) = check(&holds, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("LCP p75 url=/checkout") && out.contains("1750") && out.contains("pass"), "{out}");
+
+    let (code, out, _) = check(&blown, &["--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(doc["results"][0]["verdict"], "fail");
+    assert_eq!(doc["results"][0]["margin"], json!(-250.0));
+    assert_eq!(doc["results"][1]["verdict"], "insufficient_data", "3 views < 40");
+    let (_, junit, _) = check(&blown, &["--format", "junit"]);
+    assert!(junit.contains("tests=\"2\" failures=\"1\" skipped=\"1\"") && junit.contains("<failure"), "{junit}");
+    let (_, md, _) = check(&blown, &["--format", "markdown"]);
+    assert!(md.contains("| ❌ | LCP p75 url=/checkout | 1750 | 1500 | -250 | 100 |") && md.contains("⚠️"), "{md}");
+
+    // Too little data passes unless --strict.
+    assert_eq!(check(&rare_only, &[]).0, 0);
+    assert_eq!(check(&rare_only, &["--strict"]).0, 1);
+
+    // Errors: a bad file (named budget and field), a wrong key, an unreachable collector.
+    let (code, _, err) = check(&broken, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("budgets[0] (LCP p42).stat"), "{err}");
+    let (code, _, err) = pulse(&["budget", "check", &holds, "--endpoint", &endpoint, "--key", "wrong"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = pulse(&["budget", "check", &holds, "--endpoint", "http://127.0.0.1:9", "--key", "k"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the collector"), "{err}");
+
+    // The terminal client.
+    let (code, out, err) =
+        pulse(&["vitals", "--site", "demo", "--metric", "LCP", "--group-by", "url", "--endpoint", &endpoint, "--key", "dev-read-key"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/checkout") && out.contains("source: raw"), "{out}");
+    running.stop().await;
+}
