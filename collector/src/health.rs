@@ -43,7 +43,8 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
         "services": {
             "clickhouse": {
                 "status": if clickhouse_error.is_none() { "up" } else { "down" },
-                "version": app.clickhouse_version,
+                "version": app.clickhouse_version.get(),
+                "schema": if app.clickhouse_version.get().is_some() { "ready" } else { "waiting for ClickHouse" },
                 "error": clickhouse_error,
             },
             "writer": {

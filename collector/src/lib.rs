@@ -65,7 +65,8 @@ pub struct App {
     pub spool: Spool,
     pub alerts: Arc<alerts::Alerts>,
     pub clickhouse: clickhouse::Client,
-    pub clickhouse_version: String,
+    /// The server's version, once the schema is in place (the collector accepts beacons before).
+    pub clickhouse_version: std::sync::OnceLock<String>,
     pub writer_status: Arc<WriterStatus>,
 }
 
@@ -82,7 +83,7 @@ impl App {
                 .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
             telemetry: Telemetry::new(),
             clickhouse: storage::client(&config),
-            clickhouse_version: String::new(),
+            clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
             spool,
             config,
@@ -132,8 +133,6 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    Schema(#[from] storage::schema::SchemaError),
     #[error("cannot open GeoIP database {0}: {1}")]
     GeoIp(std::path::PathBuf, #[source] maxminddb::MaxMindDbError),
     #[error(transparent)]
@@ -159,31 +158,59 @@ pub struct Running {
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     config.check()?;
-    let version = storage::schema::migrate(&config).await?;
-    tracing::info!(url = %config.clickhouse_url, database = %config.clickhouse_database, %version, "ClickHouse schema ready");
     let spool = Spool::open_with(&config.spool_dir, config.spool_max_bytes, config.queue_capacity, config.spool_fsync)?;
     let waiting = spool.stats();
     if waiting.records > 0 {
         tracing::info!(rows = waiting.rows, records = waiting.records, "the spool holds rows from an earlier run; shipping them first");
     }
-    let deduplicate = storage::schema::supports_deduplication_token(&version);
     let salvaged = spool.salvage().is_some();
-    let mut app = App::new(config, spool)?;
+    let app = App::new(config, spool)?;
     if salvaged {
         app.telemetry.spool_files_salvaged.inc();
     }
-    app.clickhouse_version = version;
-    let (writer_shutdown, writer) = Writer {
-        client: app.clickhouse.clone(),
-        spool: app.spool.clone(),
-        batch_rows: app.config.batch_rows,
-        flush_interval: app.config.flush_interval(),
-        telemetry: app.telemetry.clone(),
-        status: app.writer_status.clone(),
-        deduplicate,
-    }
-    .spawn();
     let app = Arc::new(app);
+    // Beacons are accepted into the spool from the start; the schema is migrated and the shipper
+    // started as soon as ClickHouse answers, so a restart during a ClickHouse outage loses nothing.
+    // One attempt before serving: with ClickHouse up (the usual case) the schema is in place when
+    // `start` returns.
+    let ready = match storage::schema::migrate(&app.config).await {
+        Ok(version) => {
+            tracing::info!(url = %app.config.clickhouse_url, database = %app.config.clickhouse_database, %version, "ClickHouse schema ready");
+            Some(version)
+        }
+        Err(err) => {
+            app.telemetry.clickhouse_errors.with_label_values(&["schema"]).inc();
+            app.writer_status.record_error(err.to_string());
+            tracing::warn!(%err, "ClickHouse not reachable at start; accepting beacons into the spool and retrying");
+            None
+        }
+    };
+    let (writer_shutdown, deadline) = storage::writer::shutdown_channel();
+    let writer = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let version = match ready {
+                Some(version) => version,
+                None => match migrate_when_reachable(&app, &deadline).await {
+                    Some(version) => version,
+                    None => return,
+                },
+            };
+            let deduplicate = storage::schema::supports_deduplication_token(&version);
+            let _ = app.clickhouse_version.set(version);
+            Writer {
+                client: app.clickhouse.clone(),
+                spool: app.spool.clone(),
+                batch_rows: app.config.batch_rows,
+                flush_interval: app.config.flush_interval(),
+                telemetry: app.telemetry.clone(),
+                status: app.writer_status.clone(),
+                deduplicate,
+            }
+            .run(deadline)
+            .await;
+        }
+    });
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
     let alerting = tokio::spawn(alerting(app.clone()));
 
@@ -229,6 +256,34 @@ impl Running {
         self.alerting.abort();
         let spool = self.app.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+    }
+}
+
+/// Migrates the schema, retrying with backoff (1 s doubling to 30 s) while ClickHouse does not
+/// answer; `None` when shutdown begins first.
+async fn migrate_when_reachable(app: &App, deadline: &tokio::sync::watch::Receiver<Option<std::time::Instant>>) -> Option<String> {
+    let mut backoff = Duration::from_secs(1);
+    let mut deadline = deadline.clone();
+    loop {
+        match storage::schema::migrate(&app.config).await {
+            Ok(version) => {
+                tracing::info!(url = %app.config.clickhouse_url, database = %app.config.clickhouse_database, %version, "ClickHouse schema ready");
+                return Some(version);
+            }
+            Err(err) => {
+                app.telemetry.clickhouse_errors.with_label_values(&["schema"]).inc();
+                app.writer_status.record_error(err.to_string());
+                tracing::warn!(%err, retry_in_s = backoff.as_secs(), "ClickHouse not ready; beacons wait in the spool");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = deadline.changed() => {}
+        }
+        if deadline.borrow().is_some() {
+            return None;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -31,6 +31,9 @@ use crate::storage::rows::Batch;
 
 /// Records by sequence number.
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// Intact records this collector could not read (another format version), kept for a collector
+/// that can.
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
 /// Small facts that must survive restarts: the next sequence number, the spool's id, and the
 /// key range of the batch being inserted (so a retry after a crash sends the same batch).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -53,6 +56,11 @@ pub struct Record {
     /// Stored size in bytes.
     pub bytes: u64,
     pub rows: u64,
+    /// The CRC-32 of the rows as stored.
+    pub crc: u32,
+    /// The record is intact but this collector cannot read it (another format version): it is
+    /// moved to the spool's quarantine table rather than deleted.
+    pub foreign: bool,
 }
 
 /// What the spool holds now.
@@ -85,7 +93,7 @@ fn storage(e: impl std::fmt::Display) -> SpoolError {
 
 enum Request {
     Append { record: Vec<u8>, rows: u64, done: oneshot::Sender<Result<u64, SpoolError>> },
-    Remove { through: u64, done: oneshot::Sender<Result<(), SpoolError>> },
+    Remove { through: u64, quarantine: Vec<u64>, done: oneshot::Sender<Result<(), SpoolError>> },
     MarkInflight { range: Option<(u64, u64)>, done: oneshot::Sender<Result<(), SpoolError>> },
 }
 
@@ -258,23 +266,24 @@ impl Spool {
             return Err(SpoolError::Busy);
         };
         let (done, answer) = oneshot::channel();
-        let sent = tx.try_send(Request::Append { record, rows: batch.len() as u64, done }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SpoolError::Busy,
-            mpsc::error::TrySendError::Closed(_) => SpoolError::Closed,
-        });
-        let result = match sent {
-            Ok(()) => answer.await.unwrap_or(Err(SpoolError::Closed)).map(|_| ()),
-            Err(e) => Err(e),
-        };
-        release();
-        result
+        if let Err(e) = tx.try_send(Request::Append { record, rows: batch.len() as u64, done }) {
+            release();
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => SpoolError::Busy,
+                mpsc::error::TrySendError::Closed(_) => SpoolError::Closed,
+            });
+        }
+        // From here the committer owns the reservation: it turns it into stored bytes (or
+        // gives it back) at commit, also when this request is abandoned (the client went away).
+        answer.await.unwrap_or(Err(SpoolError::Closed)).map(|_| ())
     }
 
-    /// Removes every record up to and including `through` (they are in ClickHouse), and clears
-    /// the in-flight mark, in one durable commit.
-    pub async fn remove_through(&self, through: u64) -> Result<(), SpoolError> {
+    /// Removes every record up to and including `through` (they are in ClickHouse), moving the
+    /// `quarantine` ones to the quarantine table, and clears the in-flight mark, in one durable
+    /// commit.
+    pub async fn remove_through(&self, through: u64, quarantine: Vec<u64>) -> Result<(), SpoolError> {
         let (done, answer) = oneshot::channel();
-        self.sender()?.send(Request::Remove { through, done }).await.map_err(|_| SpoolError::Closed)?;
+        self.sender()?.send(Request::Remove { through, quarantine, done }).await.map_err(|_| SpoolError::Closed)?;
         answer.await.unwrap_or(Err(SpoolError::Closed))
     }
 
@@ -364,33 +373,41 @@ const SALVAGE_MAX_CUT: u64 = 16 << 20;
 /// records (and meta, so keys never repeat) are copied into a new spool file. With no readable
 /// prefix the new spool starts empty and the damaged file stays for inspection.
 fn salvage(path: &Path, why: &str) -> Result<(Database, Salvage), Box<dyn std::error::Error>> {
+    tracing::error!(path = %path.display(), %why, "the spool file is damaged; salvaging its records");
+    // Crash-safe order: the salvaged copy is built and committed beside the damaged file, and
+    // only then do the renames happen, so a crash mid-way leaves the damaged file in place and
+    // the next start salvages again.
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let moved_to = path.with_extension(format!("redb.damaged-{stamp}"));
-    std::fs::rename(path, &moved_to)?;
-    tracing::error!(path = %path.display(), moved_to = %moved_to.display(), %why, "the spool file is damaged; salvaging its records");
-    let len = std::fs::metadata(&moved_to)?.len();
-    let probe = path.with_extension("redb.salvage");
+    let probe = path.with_extension("redb.probe");
+    let salvaging = path.with_extension("redb.salvaging");
+    let _ = std::fs::remove_file(&salvaging);
+    let len = std::fs::metadata(path)?.len();
     let mut report = Salvage { moved_to: moved_to.clone(), why: why.to_owned(), cut_bytes: 0, records: 0 };
-    let fresh = Database::create(path)?;
-    // One copy, cut shorter page by page (a failed open does not write to the file).
-    std::fs::copy(&moved_to, &probe)?;
-    let mut candidate = len / PAGE * PAGE;
-    while candidate > 0 && len - candidate <= SALVAGE_MAX_CUT {
-        std::fs::OpenOptions::new().write(true).open(&probe)?.set_len(candidate)?;
-        if let Ok(old) = Database::create(&probe) {
-            report.cut_bytes = len - candidate;
-            report.records = copy_spool(&old, &fresh)?;
-            break;
+    {
+        let fresh = Database::create(&salvaging)?;
+        // One copy, cut shorter page by page (a failed open does not write to the file).
+        std::fs::copy(path, &probe)?;
+        let mut candidate = len / PAGE * PAGE;
+        while candidate > 0 && len - candidate <= SALVAGE_MAX_CUT {
+            std::fs::OpenOptions::new().write(true).open(&probe)?.set_len(candidate)?;
+            if let Ok(old) = Database::create(&probe) {
+                report.cut_bytes = len - candidate;
+                report.records = copy_spool(&old, &fresh)?;
+                break;
+            }
+            candidate -= PAGE;
         }
-        candidate -= PAGE;
+        let _ = std::fs::remove_file(&probe);
     }
-    let _ = std::fs::remove_file(&probe);
+    std::fs::rename(path, &moved_to)?;
+    std::fs::rename(&salvaging, path)?;
     if report.records == 0 && report.cut_bytes == 0 {
         tracing::error!(moved_to = %moved_to.display(), "no readable prefix found; the spool starts empty");
     } else {
-        tracing::warn!(records = report.records, cut_bytes = report.cut_bytes, "spool salvaged");
+        tracing::warn!(records = report.records, cut_bytes = report.cut_bytes, moved_to = %moved_to.display(), "spool salvaged");
     }
-    Ok((fresh, report))
+    Ok((Database::create(path)?, report))
 }
 
 fn copy_spool(from: &Database, to: &Database) -> Result<u64, Box<dyn std::error::Error>> {
@@ -430,26 +447,27 @@ fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
     record
 }
 
-/// Decodes a stored record; a damaged one comes back with an error in `batch`.
+/// Decodes a stored record; a damaged or foreign one comes back with an error in `batch`.
 pub fn decode(key: u64, value: &[u8]) -> Record {
     let bytes = value.len() as u64;
-    let bad = |why: String| Record { key, received_ms: 0, batch: Err(why), bytes, rows: 0 };
+    let bad = |why: String| Record { key, received_ms: 0, batch: Err(why), bytes, rows: 0, crc: 0, foreign: false };
     if value.len() < HEADER_BYTES {
         return bad(format!("record of {} bytes is shorter than its header", value.len()));
     }
     let (header, payload) = value.split_at(HEADER_BYTES);
     if header[0] != FORMAT {
-        return bad(format!("unknown record format {}", header[0]));
+        return Record { foreign: true, ..bad(format!("unknown record format {}", header[0])) };
     }
     let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
     let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or_default());
     let (received_ms, rows, crc) = (u64_at(1), u64::from(u32_at(9)), u32_at(13));
     if crc32fast::hash(payload) != crc {
-        return Record { received_ms, rows, ..bad("checksum mismatch".into()) };
+        return Record { received_ms, rows, crc, ..bad("checksum mismatch".into()) };
     }
     match postcard::from_bytes::<Batch>(payload) {
-        Ok(batch) => Record { key, received_ms, rows: batch.len() as u64, batch: Ok(batch), bytes },
-        Err(e) => Record { received_ms, rows, ..bad(format!("undecodable rows: {e}")) },
+        Ok(batch) => Record { key, received_ms, rows: batch.len() as u64, batch: Ok(batch), bytes, crc, foreign: false },
+        // Intact (the checksum holds) but not readable as this version's rows.
+        Err(e) => Record { received_ms, rows, crc, foreign: true, ..bad(format!("undecodable rows: {e}")) },
     }
 }
 
@@ -538,6 +556,7 @@ fn commit_loop(
                 totals.records.fetch_add(applied.added_records, Ordering::AcqRel);
                 totals.rows.fetch_add(applied.added_rows, Ordering::AcqRel);
                 totals.bytes.fetch_add(applied.added_bytes, Ordering::AcqRel);
+                totals.reserved.fetch_sub(applied.added_bytes, Ordering::AcqRel);
                 totals.records.fetch_sub(applied.removed_records, Ordering::AcqRel);
                 totals.rows.fetch_sub(applied.removed_rows, Ordering::AcqRel);
                 totals.bytes.fetch_sub(applied.removed_bytes, Ordering::AcqRel);
@@ -565,6 +584,9 @@ fn commit_loop(
             }
             Err(err) => {
                 tracing::error!(%err, requests = group.len(), "spool commit failed; the requests are refused");
+                let reserved: u64 =
+                    group.iter().map(|r| if let Request::Append { record, .. } = r { record.len() as u64 } else { 0 }).sum();
+                totals.reserved.fetch_sub(reserved, Ordering::AcqRel);
                 for request in group.drain(..) {
                     let e = || SpoolError::Storage(err.to_string());
                     match request {
@@ -613,7 +635,16 @@ fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Resul
                     applied.added_rows += rows;
                     applied.added_bytes += record.len() as u64;
                 }
-                Request::Remove { through, .. } => {
+                Request::Remove { through, quarantine, .. } => {
+                    if !quarantine.is_empty() {
+                        let mut kept = txn.open_table(QUARANTINE)?;
+                        for key in quarantine {
+                            if let Some(value) = records.get(*key)? {
+                                let value = value.value().to_vec();
+                                kept.insert(*key, value.as_slice())?;
+                            }
+                        }
+                    }
                     let (mut n, mut rows, mut bytes) = (0u64, 0u64, 0u64);
                     records.retain_in(..=*through, |_, value| {
                         n += 1;
@@ -708,7 +739,7 @@ mod tests {
         }
         let stats = spool.stats();
         assert_eq!((stats.records, stats.rows, stats.oldest_ms), (5, 10, Some(1_000)));
-        spool.remove_through(1).await.expect("removes");
+        spool.remove_through(1, vec![]).await.expect("removes");
         spool.close();
         drop(spool);
 
@@ -739,7 +770,7 @@ mod tests {
             spool.append(&batch(&[1.0]), 0).await.expect("room");
         }
         assert!(matches!(spool.append(&batch(&[1.0]), 0).await, Err(SpoolError::Full { .. })));
-        spool.remove_through(0).await.expect("removes");
+        spool.remove_through(0, vec![]).await.expect("removes");
         spool.append(&batch(&[1.0]), 0).await.expect("room again");
         spool.close();
         assert!(matches!(spool.append(&batch(&[1.0]), 0).await, Err(SpoolError::Closed)));
@@ -779,9 +810,51 @@ mod tests {
         flipped[last] ^= 0xff;
         assert_eq!(decode(3, &flipped).batch.expect_err("damaged"), "checksum mismatch");
         assert_eq!(decode(3, &flipped).rows, 2, "the header still says how many rows were lost");
+        assert!(!decode(3, &flipped).foreign, "damage is not a foreign format");
         assert!(decode(3, &good[..10]).batch.is_err());
         let mut future = good;
         future[0] = 9;
         assert!(decode(3, &future).batch.expect_err("unknown format").contains("format 9"));
+        assert!(decode(3, &future).foreign, "a newer format is kept, not dropped");
     }
+
+    /// The record format is the rows' postcard encoding, which carries no field names: a change
+    /// to `Batch`, `MetricRow` or `ApiCallRow` silently changes what old records mean. This
+    /// golden encoding fails first; then bump `FORMAT` (old records are quarantined, not misread).
+    #[test]
+    fn the_record_format_changes_only_with_its_number() {
+        let mut b = batch(&[1.5]);
+        b.api_calls.push(ApiCallRow {
+            site: "s".into(),
+            event_time: 1,
+            received_at: 2,
+            route: "/r".into(),
+            method: "GET".into(),
+            status: 200,
+            ok: 1,
+            error: String::new(),
+            duration: 3.0,
+            server_timing: "[]".into(),
+            session: "x".into(),
+            page: "p".into(),
+            url: "/".into(),
+            nav: "navigate".into(),
+            release: String::new(),
+            env: String::new(),
+            device: "desktop".into(),
+            browser: "b".into(),
+            os: "o".into(),
+            country: String::new(),
+        });
+        let payload = postcard::to_stdvec(&b).expect("encodes");
+        let hex: String = payload.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(
+            (FORMAT, crc32fast::hash(&payload), payload.len()),
+            (1, GOLDEN_CRC, GOLDEN_LEN),
+            "the rows' encoding changed: bump FORMAT and update the golden values (encoding: {hex})"
+        );
+    }
+
+    const GOLDEN_CRC: u32 = 39_262_938;
+    const GOLDEN_LEN: usize = 157;
 }

@@ -27,6 +27,8 @@ pub struct Telemetry {
     pub spool_commits: IntGauge,
     /// Spool records that could not be decoded and were skipped. Should stay 0.
     pub spool_records_skipped: IntCounter,
+    /// Intact spool records of another format version, moved to the spool's quarantine table.
+    pub spool_records_quarantined: IntCounter,
     /// Damaged spool files set aside at start (their readable records copied). Should stay 0.
     pub spool_files_salvaged: IntCounter,
     /// Rows per ClickHouse insert, by table.
@@ -73,6 +75,7 @@ impl Telemetry {
             c
         };
         let skipped = plain_counter("spool_records_skipped_total", "Damaged spool records skipped.");
+        let quarantined = plain_counter("spool_records_quarantined_total", "Spool records of another format version, kept aside.");
         let salvaged = plain_counter("spool_files_salvaged_total", "Damaged spool files set aside at start, their readable records kept.");
         let accepted = counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]);
         Telemetry {
@@ -89,6 +92,7 @@ impl Telemetry {
             spool_oldest_age_seconds,
             spool_records_skipped: skipped,
             spool_files_salvaged: salvaged,
+            spool_records_quarantined: quarantined,
             batch_rows: histogram(
                 "insert_batch_rows",
                 "Rows per ClickHouse insert.",

@@ -195,6 +195,7 @@ async fn an_alert_fires_escalates_reminds_survives_a_restart_and_resolves() {
     let reminders = kinds.iter().filter(|k| **k == "reminder").count();
     assert!((2..=4).contains(&reminders), "critical reminders every 5 minutes for ~15 minutes: {seen:?}");
     assert_eq!(kinds.last(), Some(&"resolved"), "{seen:?}");
+    assert_eq!(hooks_seen.last().map(|h| &h["started_at"]), Some(&hooks_seen[0]["started_at"]), "resolved says when it started firing");
     assert_eq!(kinds.len(), 2 + reminders + 1, "nothing else: {seen:?}");
 
     // The webhook's contract and signature.

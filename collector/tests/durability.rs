@@ -354,3 +354,40 @@ async fn a_damaged_spool_keeps_every_complete_record() {
     );
     collector.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_collector_starts_and_accepts_while_clickhouse_is_down() {
+    let own = StoppableClickHouse::start("down-at-start");
+    let ch = &own.server;
+    let db = ch.fresh_database("down_at_start");
+    own.stop();
+    let collector = Collector::start(ch, &db, &temp_dir("spool-down-at-start"), &[]);
+    let health = {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = try_send("GET", &format!("{}/healthz", collector.base()), &[], "").await {
+                break r;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no /healthz answer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let body = health.json();
+    assert_eq!((health.status, body["status"].as_str()), (200, Some("degraded")), "{body}");
+    assert_eq!(body["services"]["clickhouse"]["schema"], "waiting for ClickHouse", "{body}");
+    let mut acked = Vec::new();
+    for seq in 0..20 {
+        let (beacon, ids) = beacon(0, seq);
+        assert_eq!(pulse_testkit::http::post_beacon(&collector.base(), beacon.to_string()).await.status, 202);
+        acked.extend(ids);
+    }
+    own.resume();
+    // The collector retries the schema with backoff (at most 30 s apart), then ships the spool.
+    let started = Instant::now();
+    while get(&format!("{}/healthz", collector.base()), &[]).await.json()["services"]["clickhouse"]["schema"] != "ready" {
+        assert!(started.elapsed() < Duration::from_secs(90), "the schema was not created after ClickHouse came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (rows, duplicates) = every_ack_is_stored(ch, &db, &acked, Duration::from_secs(90)).await;
+    assert_eq!((rows, duplicates), (acked.len() as u64, 0));
+}

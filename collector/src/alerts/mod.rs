@@ -20,7 +20,7 @@ pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,9 @@ use self::rules::{Notifier, Rule, Stat};
 use self::state::{Alert, Notice, Observation, Phase, Severity};
 use crate::query::params::format_time;
 use crate::App;
+
+/// The turn of one alert's notices at one notifier (held while delivering).
+type DeliveryTurn = Arc<tokio::sync::Mutex<()>>;
 
 /// One rule × group being watched.
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +87,11 @@ pub struct Alerts {
     /// This collector's lease identity, and its first heartbeat (epoch ms).
     holder: String,
     first_ms: Mutex<Option<u64>>,
+    /// When this collector last wrote a heartbeat (epoch s of the evaluated `now`).
+    last_heartbeat: Mutex<Option<i64>>,
+    /// One queue per alert and notifier, so notices arrive in order (a resolve never overtakes
+    /// the trigger it resolves).
+    delivery_order: Mutex<BTreeMap<(String, String), DeliveryTurn>>,
     client: notify::HttpClient,
     /// Base of the dashboard links in notifications.
     public_url: String,
@@ -99,6 +107,8 @@ impl Alerts {
             evaluating: AtomicBool::new(false),
             holder: crate::spool::new_id(),
             first_ms: Mutex::new(None),
+            last_heartbeat: Mutex::new(None),
+            delivery_order: Mutex::new(BTreeMap::new()),
             client: notify::client(),
             public_url,
         }
@@ -108,7 +118,8 @@ impl Alerts {
     /// last recorded ones from `alert_events` (another collector evaluates).
     pub async fn current(&self, app: &App) -> Result<Vec<Tracked>, String> {
         if !self.evaluating.load(Ordering::Acquire) {
-            self.restore(app).await?;
+            // Read into a copy: the evaluator's own states are never replaced by a snapshot.
+            return Ok(self.load(app).await?.into_values().collect());
         }
         Ok(self.tracked.lock().map(|t| t.values().cloned().collect()).unwrap_or_default())
     }
@@ -119,18 +130,33 @@ impl Alerts {
         if self.rules.is_empty() {
             return Ok(false);
         }
+        let t = now.unix_timestamp();
+        let lease_window = 3 * app.config.alert_interval_seconds.max(1) as i64;
+        let lapsed = self.last_heartbeat.lock().ok().and_then(|l| *l).is_some_and(|last| t - last > lease_window);
+        if lapsed {
+            // This collector was away longer than the lease: someone else may have led and
+            // notified meanwhile. Start over as a newcomer, from the recorded states.
+            if let Ok(mut first) = self.first_ms.lock() {
+                *first = None;
+            }
+            self.restored.store(false, Ordering::Release);
+            self.evaluating.store(false, Ordering::Release);
+        }
         if !self.restored.load(Ordering::Acquire) {
             self.restore(app).await?;
             self.restored.store(true, Ordering::Release);
         }
-        if !self.is_leader(app, now).await? {
+        let leading = self.is_leader(app, now).await;
+        if let Ok(mut last) = self.last_heartbeat.lock() {
+            *last = leading.is_ok().then_some(t).or(*last);
+        }
+        if !leading.inspect_err(|_| self.restored.store(false, Ordering::Release))? {
             // Another collector evaluates; what it decides is read back when this one leads.
             self.restored.store(false, Ordering::Release);
             self.evaluating.store(false, Ordering::Release);
             return Ok(false);
         }
         self.evaluating.store(true, Ordering::Release);
-        let t = now.unix_timestamp();
         for rule in &self.rules {
             let observed = match observe(app, rule, now).await {
                 Ok(observed) => observed,
@@ -141,9 +167,11 @@ impl Alerts {
                 }
             };
             app.telemetry.alert_evaluations.with_label_values(&["ok"]).inc();
-            // Groups seen before but absent now have no data in this window.
+            // Groups seen before but absent now have no data in this window — unless the answer
+            // was cut at `max_groups`, when they may merely have dropped out of the busiest.
+            let complete = observed.len() < rule.max_groups;
             let mut groups: BTreeMap<String, Observation> = observed;
-            if let Ok(tracked) = self.tracked.lock() {
+            if let (true, Ok(tracked)) = (complete, self.tracked.lock()) {
                 for (r, g) in tracked.keys() {
                     if r == &rule.name {
                         groups.entry(g.clone()).or_insert(Observation { value: None, samples: 0 });
@@ -154,24 +182,34 @@ impl Alerts {
                 groups.entry(String::new()).or_insert(Observation { value: None, samples: 0 });
             }
             for (group, observation) in groups {
-                let (step, tracked) = {
+                let key = (rule.name.clone(), group.clone());
+                let (step, before, tracked) = {
                     let Ok(mut all) = self.tracked.lock() else { continue };
-                    let entry = all.entry((rule.name.clone(), group.clone())).or_insert_with(|| Tracked {
+                    let entry = all.entry(key.clone()).or_insert_with(|| Tracked {
                         rule: rule.name.clone(),
                         site: rule.site.clone(),
                         group: group.clone(),
                         alert: Alert::default(),
                         delivery_error: None,
                     });
+                    let before = entry.alert.clone();
                     let step = entry.alert.step(&rule.limits, observation, t);
-                    (step, entry.clone())
+                    (step, before, entry.clone())
                 };
                 if !step.changed && step.notice.is_none() {
                     continue;
                 }
                 let event = event_row(rule, &tracked, step.notice, now);
                 if let Err(err) = store_event(app, &event).await {
-                    tracing::error!(rule = %rule.name, %err, "cannot record an alert transition");
+                    // Unrecorded, a transition would be repeated after a restart (a second page):
+                    // undo it and try again at the next evaluation.
+                    tracing::error!(rule = %rule.name, %err, "cannot record an alert transition; it is retried next time");
+                    if let Ok(mut all) = self.tracked.lock() {
+                        if let Some(entry) = all.get_mut(&key) {
+                            entry.alert = before;
+                        }
+                    }
+                    continue;
                 }
                 if let Some(notice) = step.notice {
                     self.announce(app, rule, &tracked, notice, now);
@@ -190,7 +228,18 @@ impl Alerts {
             let (client, message, telemetry) = (self.client.clone(), message.clone(), app.telemetry.clone());
             let key = (rule.name.clone(), tracked.group.clone());
             let alerts = app.alerts.clone();
+            let order = self
+                .delivery_order
+                .lock()
+                .map(|mut m| m.entry((message.fingerprint.clone(), notifier.name.clone())).or_default().clone())
+                .unwrap_or_default();
+            // Taken before the task starts: tokio's mutex is fair, so notices keep their order.
+            let turn = order.clone().try_lock_owned();
             tokio::spawn(async move {
+                let _turn = match turn {
+                    Ok(turn) => turn,
+                    Err(_) => order.lock_owned().await,
+                };
                 let outcome = notify::deliver(&client, &notifier, &message).await;
                 let label = if outcome.is_ok() { "delivered" } else { "failed" };
                 telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
@@ -242,8 +291,15 @@ impl Alerts {
         *first.get_or_insert(now_ms)
     }
 
-    /// Reads every alert's last recorded state from `alert_events`.
+    /// Replaces the in-memory states with the last recorded ones.
     async fn restore(&self, app: &App) -> Result<(), String> {
+        let loaded = self.load(app).await?;
+        *self.tracked.lock().map_err(|e| e.to_string())? = loaded;
+        Ok(())
+    }
+
+    /// Reads every alert's last recorded state from `alert_events`.
+    async fn load(&self, app: &App) -> Result<BTreeMap<(String, String), Tracked>, String> {
         let rows = app
             .clickhouse
             .query(
@@ -258,8 +314,7 @@ impl Alerts {
             .fetch_all::<EventRow>()
             .await
             .map_err(|e| e.to_string())?;
-        let mut tracked = self.tracked.lock().map_err(|e| e.to_string())?;
-        tracked.clear();
+        let mut tracked = BTreeMap::new();
         for row in rows {
             if !self.rules.iter().any(|r| r.name == row.rule) {
                 continue;
@@ -285,13 +340,16 @@ impl Alerts {
                 Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_error: None },
             );
         }
-        Ok(())
+        Ok(tracked)
     }
 }
 
 /// The statistic per group over the rule's window ending at `now`, through the query layer.
 async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap<String, Observation>, String> {
-    let to = now.unix_timestamp_nanos() / 1_000_000;
+    // Rows reach ClickHouse up to `flush_interval` after they were accepted: the window ends that
+    // much (and a second) before `now`, so the newest edge is not judged half-empty.
+    let lag = app.config.flush_interval_ms as i128 + 1_000;
+    let to = now.unix_timestamp_nanos() / 1_000_000 - lag;
     let from = to - rule.window.as_millis() as i128;
     let mut query = vec![("site", rule.site.clone()), ("from", from.to_string()), ("to", to.to_string())];
     let api = rule.metric == pulse_protocol::metric::API;

@@ -164,12 +164,15 @@ async fn send(client: &HttpClient, notifier: &Notifier, body: &[u8]) -> Result<(
         request = request.header("x-pulse-signature", signature(secret, body));
     }
     let request = request.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(TIMEOUT, client.request(request))
-        .await
-        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = response.status();
-    let _ = response.into_body().collect().await;
+    // The whole exchange, answer body included, within the timeout: a stalled receiver cannot
+    // hold a delivery (and the notices queued behind it) forever.
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        Ok::<_, String>(status)
+    };
+    let status = tokio::time::timeout(TIMEOUT, exchange).await.map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))??;
     if status.is_success() {
         Ok(())
     } else {

@@ -171,7 +171,7 @@ impl Notice {
 pub struct Alert {
     pub phase: Phase,
     pub severity: Option<Severity>,
-    /// When the current phase began (pending or firing); for normal, when it was last resolved.
+    /// When the current phase began (pending or firing); for normal, when the last firing began.
     pub since: i64,
     /// First evaluation on the good side while firing.
     pub recovering_since: Option<i64>,
@@ -262,9 +262,9 @@ impl Alert {
             (Phase::Firing, None) if recovered => {
                 let since = *self.recovering_since.get_or_insert(now);
                 if now - since >= limits.keep_firing_for {
+                    // `since` keeps the firing time: the resolved notice says when it started.
                     self.phase = Phase::Normal;
                     self.severity = None;
-                    self.since = now;
                     self.recovering_since = None;
                     self.notified_at = Some(now);
                     Some(Notice::Resolved)

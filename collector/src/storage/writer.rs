@@ -45,6 +45,11 @@ impl WriterStatus {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
     }
 
+    /// Marks the shipper as failing with `error` (also before it runs: the schema is not ready).
+    pub fn record_error(&self, error: String) {
+        self.record(Some(error));
+    }
+
     fn record(&self, error: Option<String>) {
         self.failing.store(error.is_some(), Ordering::Relaxed);
         if let Some(error) = error {
@@ -81,15 +86,15 @@ pub struct Writer {
     pub deduplicate: bool,
 }
 
-impl Writer {
-    /// Starts the shipper on its own task. Await the handle after [`Shutdown::begin`].
-    pub fn spawn(self) -> (Shutdown, tokio::task::JoinHandle<()>) {
-        let (tx, deadline) = watch::channel(None);
-        let handle = tokio::spawn(self.run(deadline));
-        (Shutdown(tx), handle)
-    }
+/// The shutdown signal of a shipper: [`Shutdown::begin`] on one end, [`Writer::run`] watching the other.
+pub fn shutdown_channel() -> (Shutdown, watch::Receiver<Option<Instant>>) {
+    let (tx, rx) = watch::channel(None);
+    (Shutdown(tx), rx)
+}
 
-    async fn run(self, mut deadline: watch::Receiver<Option<Instant>>) {
+impl Writer {
+    /// Ships until [`Shutdown::begin`] (then ships what it can within the grace period).
+    pub async fn run(self, mut deadline: watch::Receiver<Option<Instant>>) {
         // A batch the previous run was inserting when it stopped goes first, exactly as it was,
         // so its deduplication token matches.
         match self.spool.inflight() {
@@ -107,12 +112,14 @@ impl Writer {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut due = false;
+            let mut dropped = false;
             tokio::select! {
                 _ = self.spool.appended().notified() => {}
                 _ = ticker.tick() => due = true,
-                _ = deadline.changed() => {}
+                changed = deadline.changed() => dropped = changed.is_err(),
             }
-            let stopping = deadline.borrow().is_some();
+            // A dropped `Shutdown` handle means stop too (no one can ask any more).
+            let stopping = dropped || deadline.borrow().is_some();
             let waiting = self.spool.stats_fast().rows;
             if waiting == 0 {
                 if stopping {
@@ -174,11 +181,21 @@ impl Writer {
             return Ok(());
         };
         let mut batch = Batch::default();
+        let mut foreign = Vec::new();
+        // Part of the deduplication token: a batch's key range alone could repeat if a spool ever
+        // fell back to an older commit; its records' checksums make the token its content's.
+        let mut crcs: u32 = 0;
         for record in records {
+            crcs = crcs.rotate_left(5) ^ record.crc;
             match record.batch {
                 Ok(mut rows) => {
                     batch.metrics.append(&mut rows.metrics);
                     batch.api_calls.append(&mut rows.api_calls);
+                }
+                Err(why) if record.foreign => {
+                    tracing::error!(key = record.key, rows = record.rows, %why, "a spool record this collector cannot read is kept in the spool's quarantine table for a collector that can");
+                    self.telemetry.spool_records_quarantined.inc();
+                    foreign.push(record.key);
                 }
                 Err(why) => {
                     tracing::error!(key = record.key, rows = record.rows, bytes = record.bytes, %why, "skipping a damaged spool record");
@@ -192,11 +209,11 @@ impl Writer {
                 tracing::warn!(%err, "cannot mark the batch in flight; a crash now could store it twice");
             }
         }
-        let token = |table: &str| format!("pulse-{}-{table}-{first}-{last}", self.spool.id());
+        let token = |table: &str| format!("pulse-{}-{table}-{first}-{last}-{crcs:08x}", self.spool.id());
         self.store("metrics", &batch.metrics, token("metrics"), deadline).await?;
         self.store("api_calls", &batch.api_calls, token("api_calls"), deadline).await?;
         let mut backoff = FIRST_BACKOFF;
-        while let Err(err) = self.spool.remove_through(last).await {
+        while let Err(err) = self.spool.remove_through(last, foreign.clone()).await {
             // The rows are in ClickHouse; if they stay in the spool they are shipped again.
             tracing::error!(%err, "cannot remove shipped records from the spool; retrying");
             if deadline.borrow().is_some_and(|d| Instant::now() + backoff > d) {
