@@ -14,7 +14,7 @@ use crate::App;
 /// `healthy` when ClickHouse answers and the spool drains; `degraded` when ClickHouse does not
 /// answer or inserts fail (beacons are still accepted: they wait in the spool) or the spool is
 /// over 80 % full; `unhealthy` (HTTP 503) when the spool cannot take beacons (it refused one for
-/// want of space, or is closed).
+/// want of space, its last disk commit failed, or it is closed).
 pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::ping(&app.clickhouse)).await;
     let clickhouse_error = match ping {
@@ -30,7 +30,8 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let oldest_age = spool.oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
     let writer_failing = app.writer_status.is_failing();
     let spool_full = spool.bytes >= max || app.spool.is_full();
-    let status = if spool_full || app.spool.is_closed() {
+    let spool_error = app.spool.failure();
+    let status = if spool_full || app.spool.is_closed() || spool_error.is_some() {
         "unhealthy"
     } else if clickhouse_error.is_some() || writer_failing || spool.bytes * 5 >= max * 4 {
         "degraded"
@@ -59,6 +60,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             "records": spool.records,
             "oldest_age_seconds": oldest_age,
             "full": spool_full,
+            "error": spool_error,
             "salvaged_at_start": app.spool.salvage().map(|s| json!({
                 "moved_to": s.moved_to.display().to_string(), "why": s.why, "cut_bytes": s.cut_bytes, "records": s.records,
             })),

@@ -107,6 +107,8 @@ struct Totals {
     reserved: AtomicU64,
     /// The last append was refused for want of space (cleared by the next commit).
     full: std::sync::atomic::AtomicBool,
+    /// The last commit failed (a disk error); cleared by the next successful commit.
+    failed: Mutex<Option<String>>,
 }
 
 /// Group-commit figures, for `/metrics` and the benchmark.
@@ -235,6 +237,12 @@ impl Spool {
     /// or removed again).
     pub fn is_full(&self) -> bool {
         self.inner.totals.full.load(Ordering::Acquire)
+    }
+
+    /// The error of the last commit, when it failed (a disk error: full disk, I/O error). redb
+    /// refuses every later transaction after an I/O error, so this holds until a restart.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.totals.failed.lock().ok().and_then(|f| f.clone())
     }
 
     /// Whether [`Spool::close`] was called.
@@ -557,6 +565,9 @@ fn commit_loop(
                 totals.rows.fetch_add(applied.added_rows, Ordering::AcqRel);
                 totals.bytes.fetch_add(applied.added_bytes, Ordering::AcqRel);
                 totals.reserved.fetch_sub(applied.added_bytes, Ordering::AcqRel);
+                if let Ok(mut failed) = totals.failed.lock() {
+                    *failed = None;
+                }
                 totals.records.fetch_sub(applied.removed_records, Ordering::AcqRel);
                 totals.rows.fetch_sub(applied.removed_rows, Ordering::AcqRel);
                 totals.bytes.fetch_sub(applied.removed_bytes, Ordering::AcqRel);
@@ -584,6 +595,9 @@ fn commit_loop(
             }
             Err(err) => {
                 tracing::error!(%err, requests = group.len(), "spool commit failed; the requests are refused");
+                if let Ok(mut failed) = totals.failed.lock() {
+                    *failed = Some(err.to_string());
+                }
                 let reserved: u64 =
                     group.iter().map(|r| if let Request::Append { record, .. } = r { record.len() as u64 } else { 0 }).sum();
                 totals.reserved.fetch_sub(reserved, Ordering::AcqRel);
