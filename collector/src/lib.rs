@@ -112,6 +112,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/vitals/series", get(query::series))
         .route("/v1/api-calls", get(query::api_calls))
         .route("/v1/compare", get(query::compare::compare))
+        .route("/v1/report", get(query::report::handler))
         .route("/v1/alerts", get(alerts::api::alerts))
         .route("/v1/alerts/history", get(alerts::api::history))
         .route("/v1/alerts/rules", get(alerts::api::rules))

@@ -291,6 +291,23 @@ async fn the_dashboard_shows_what_the_api_answers() {
     // A wrong read key is an error the page explains.
     browser.js("const k = document.getElementById('key'); k.value = 'wrong'; k.dispatchEvent(new Event('change')); return true").await;
     browser.wait_for("return document.getElementById('status').textContent.includes('check the read key')").await;
+
+    // The printable report (what the dashboard's Report menu opens), rendered by Chromium.
+    let report = get(&format!("{}/v1/report?site=demo&period=day", stack.base), &[("authorization", "Bearer dev-read-key")]).await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    assert_eq!(report.header("content-type"), Some("text/html; charset=utf-8"));
+    let file = out.join("report.html");
+    std::fs::write(&file, &report.body).expect("write the report");
+    browser.client.goto(&format!("file://{}", file.display())).await.expect("open the report");
+    let api = stack.read("/v1/vitals?site=demo&metric=LCP&group_by=none").await;
+    let shown_p75 = browser.js("return Number(document.querySelector('[data-metric=LCP] b').dataset.p75)").await;
+    assert_eq!(shown_p75.as_f64(), api["rows"][0]["p75"].as_f64(), "the report's p75 LCP is the API's");
+    let routes_shown = browser.js("return [...document.querySelectorAll('#routes tbody tr')].map(r => r.cells[0].textContent)").await;
+    assert_eq!(routes_shown.as_array().and_then(|r| r.first()).and_then(Value::as_str), Some("/api/cart"), "highest error rate first");
+    let json_report = stack.read("/v1/report?site=demo&period=day&format=json").await;
+    assert_eq!(json_report["vitals"][0]["verdict"], "insufficient_data", "no previous period to compare with: {json_report}");
+    let png = browser.client.screenshot().await.expect("screenshot");
+    std::fs::write(out.join("report.png"), png).expect("write the screenshot");
     browser.close().await;
     stack.running.stop().await;
 }

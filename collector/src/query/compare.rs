@@ -138,6 +138,43 @@ fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], terms: Terms, seed: u64)
     out
 }
 
+/// Two periods compared on the p75 (min_change 0.1, the default min_samples), overall and, with
+/// `group_by`, for the busiest groups of the later period — what the report shows.
+pub(crate) async fn compare_periods(
+    app: &App,
+    site: &str,
+    metric: &str,
+    group_by: &str,
+    before: (i64, i64),
+    after: (i64, i64),
+    limit: usize,
+) -> Result<(Value, Vec<Value>), QueryError> {
+    let a = Side { label: "previous period".into(), release: None, from: before.0, to: before.1 };
+    let b = Side { label: "this period".into(), release: None, from: after.0, to: after.1 };
+    let stat = Statistic::Percentile(75.0);
+    let terms = Terms { stat, min_change: 0.1, min_samples: stats::min_samples(stat) };
+    let (av, bv) = tokio::try_join!(values(app, site, metric, &a, group_by, &[]), values(app, site, metric, &b, group_by, &[]))?;
+    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
+    let overall = compared(&a, &all(&av), &b, &all(&bv), terms, seed(site, metric, ""));
+    let mut groups: Vec<(&String, &Vec<f64>)> = bv.iter().collect();
+    groups.sort_by(|x, y| y.1.len().cmp(&x.1.len()).then(x.0.cmp(y.0)));
+    let empty = Vec::new();
+    let rows = if group_by == "none" {
+        Vec::new()
+    } else {
+        groups
+            .into_iter()
+            .take(limit)
+            .map(|(group, values_b)| {
+                let mut row = compared(&a, av.get(group).unwrap_or(&empty), &b, values_b, terms, seed(site, metric, group));
+                row["group"] = json!(group);
+                row
+            })
+            .collect()
+    };
+    Ok((overall, rows))
+}
+
 pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
     let params = Params::parse(query.as_deref(), &[&PARAMS, &DIMENSIONS])?;

@@ -9,6 +9,7 @@
 pub mod compare;
 pub mod params;
 pub mod render;
+pub mod report;
 pub mod stats;
 
 use std::sync::Arc;
