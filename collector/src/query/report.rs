@@ -248,6 +248,6 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
             esc(a["severity"].as_str().unwrap_or("–")),
         );
     }
-    let _ = write!(out, "</tbody></table><p class=\"muted\">{}</p></body></html>\n", esc(d["method"].as_str().unwrap_or("")));
+    let _ = writeln!(out, "</tbody></table><p class=\"muted\">{}</p></body></html>", esc(d["method"].as_str().unwrap_or("")));
     out
 }
