@@ -123,7 +123,11 @@ async fn history(base: &str, now: f64) {
 async fn wait_stored(db: &str, n: u64) {
     let started = std::time::Instant::now();
     while clickhouse().count(&format!("SELECT count() FROM {db}.metrics")) < n {
-        assert!(started.elapsed() < Duration::from_secs(20), "rows not stored");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "rows not stored: {} of {n}",
+            clickhouse().count(&format!("SELECT count() FROM {db}.metrics"))
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -279,4 +283,55 @@ fn bad_alert_config_is_refused_with_the_rule_and_field() {
 
 fn running_url(running: &Running) -> String {
     format!("http://{}", running.addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_release");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![rule(
+        r#"name = "release-lcp"
+        kind = "release"
+        site = "demo"
+        metric = "LCP"
+        window = "1h"
+        min_change = 0.1
+        min_samples = 100
+        notify = ["ops"]"#,
+    )];
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    let now = now_ms();
+    // 2.4.0 forty to thirty minutes ago, 2.4.1 (30 % slower) twenty to ten minutes ago.
+    for (release, scale, minutes) in [("2.4.0", 1.0, 31..=40u32), ("2.4.1", 1.3, 11..=20u32)] {
+        for m in minutes {
+            let metrics: Vec<Value> = (0..20)
+                .map(|i| json!({"name": "LCP", "value": scale * (1500.0 + 50.0 * f64::from(i)), "at": now - f64::from(m) * 60_000.0}))
+                .collect();
+            let b = json!({"v": 1, "site": "demo", "session": "s", "page": format!("{release}-{m}"), "url": "/", "nav": "navigate",
+                           "release": release, "sent_at": now, "metrics": metrics});
+            let r = post_beacon(&base, b.to_string()).await;
+            assert_eq!(r.status, 202, "{}", r.text());
+            assert_eq!(r.json()["accepted"], 20, "{}", r.text());
+        }
+    }
+    wait_stored(&db, 400).await;
+    for minutes_before in [3, 2, 1] {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    let hooks_seen = webhooks(&got, 1).await;
+    assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "one announcement for one regressed release");
+    let first = &hooks_seen[0];
+    assert_eq!(first["group"], "2.4.0 → 2.4.1");
+    let summary = first["summary"].as_str().unwrap_or("");
+    assert!(summary.starts_with("Release regression: p75 LCP of release 2.4.1 against 2.4.0: +30"), "{summary}");
+    // Two hours on, the window holds no releases: the pair resolves (no_data = ok by default).
+    for minutes_after in [120u32, 121, 122] {
+        let t = OffsetDateTime::from_unix_timestamp_nanos((now as i128 + i128::from(minutes_after) * 60_000) * 1_000_000).expect("time");
+        running.app.alerts.evaluate(&running.app, t).await.expect("evaluates");
+    }
+    let hooks_seen = webhooks(&got, 2).await;
+    assert_eq!(notices(&hooks_seen).last().map(|(n, _)| n.as_str()), Some("resolved"), "{hooks_seen:?}");
+    running.stop().await;
 }

@@ -45,6 +45,8 @@ pub struct Tracked {
     pub alert: Alert,
     /// The last delivery failure of a notification of this alert, if the last one failed.
     pub delivery_error: Option<String>,
+    /// What the last evaluation found, in words (release rules: the comparison).
+    pub detail: Option<String>,
 }
 
 /// A row of `alert_events`: one transition or notification of one alert.
@@ -158,7 +160,11 @@ impl Alerts {
         }
         self.evaluating.store(true, Ordering::Release);
         for rule in &self.rules {
-            let observed = match observe(app, rule, now).await {
+            let result = match rule.release {
+                Some(terms) => observe_release(app, rule, terms, now).await,
+                None => observe(app, rule, now).await.map(|o| (o, BTreeMap::new())),
+            };
+            let (observed, details) = match result {
                 Ok(observed) => observed,
                 Err(err) => {
                     app.telemetry.alert_evaluations.with_label_values(&["error"]).inc();
@@ -191,9 +197,13 @@ impl Alerts {
                         group: group.clone(),
                         alert: Alert::default(),
                         delivery_error: None,
+                        detail: None,
                     });
                     let before = entry.alert.clone();
                     let step = entry.alert.step(&rule.limits, observation, t);
+                    if let Some(detail) = details.get(&group) {
+                        entry.detail = Some(detail.clone());
+                    }
                     (step, before, entry.clone())
                 };
                 if !step.changed && step.notice.is_none() {
@@ -337,7 +347,7 @@ impl Alerts {
             };
             tracked.insert(
                 (row.rule.clone(), row.grp.clone()),
-                Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_error: None },
+                Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_error: None, detail: None },
             );
         }
         Ok(tracked)
@@ -403,6 +413,83 @@ async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap
         }
     }
     Ok(out)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ReleaseRow {
+    release: String,
+}
+
+/// A release rule: the newest release in the window against the one before it (by first
+/// appearance). The group is `<previous> → <newest>`; its value is the relative change while the
+/// comparison says `regression`, else at most 0. Until both releases have `min_samples` values
+/// (or while there is one release) the window holds no data and older pairs resolve quietly.
+async fn observe_release(
+    app: &App,
+    rule: &Rule,
+    (min_change, min_samples): (f64, u64),
+    now: OffsetDateTime,
+) -> Result<(BTreeMap<String, Observation>, BTreeMap<String, String>), String> {
+    let to = now.unix_timestamp() - (app.config.flush_interval_ms / 1000) as i64 - 1;
+    let from = to - rule.window.as_secs() as i64;
+    let filters: Vec<(&'static str, String)> = rule
+        .filters
+        .iter()
+        .filter_map(|(k, v)| crate::query::params::DIMENSIONS.iter().find(|d| *d == k).map(|d| (*d, v.clone())))
+        .collect();
+    let sql = format!(
+        "SELECT release FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
+            AND release != ''{} GROUP BY release ORDER BY min(event_time) DESC, release DESC LIMIT 2",
+        crate::query::filter_sql(&filters)
+    );
+    let q = app.clickhouse.query(&sql).bind(&rule.site).bind(&rule.metric).bind(from).bind(to);
+    let releases = crate::query::bind_filters(q, &filters).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
+    let mut observed = BTreeMap::new();
+    let mut details = BTreeMap::new();
+    let [newest, previous] = releases.as_slice() else { return Ok((observed, details)) };
+    let stat = match rule.stat {
+        Stat::Percentile(p) => crate::query::stats::Statistic::Percentile(p),
+        _ => crate::query::stats::Statistic::Mean,
+    };
+    let c = crate::query::compare::compare_releases(
+        app,
+        &rule.site,
+        &rule.metric,
+        stat,
+        min_change,
+        min_samples,
+        (&previous.release, &newest.release),
+        (from, to),
+        &filters,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let group = format!("{} → {}", previous.release, newest.release);
+    let (change, verdict) = (c["change"].as_f64(), c["verdict"].as_str().unwrap_or(""));
+    if verdict == "insufficient_data" {
+        return Ok((observed, details));
+    }
+    let samples = c["b"]["count"].as_u64().unwrap_or(0);
+    let value = change.map(|ch| if verdict == "regression" { ch } else { ch.min(0.0) });
+    let pct = |v: &serde_json::Value| v.as_f64().map_or_else(|| "?".to_owned(), |f| format!("{:+.1} %", f * 100.0));
+    details.insert(
+        group.clone(),
+        format!(
+            "{} {} of release {} against {}: {} (95 % interval {} to {}; {} and {} samples): {}",
+            rule.stat.name(),
+            rule.metric,
+            newest.release,
+            previous.release,
+            pct(&c["change"]),
+            pct(&c["ci95"][0]),
+            pct(&c["ci95"][1]),
+            c["a"]["count"],
+            c["b"]["count"],
+            verdict.replace('_', " ")
+        ),
+    );
+    observed.insert(group, Observation { value, samples });
+    Ok((observed, details))
 }
 
 fn event_row(rule: &Rule, tracked: &Tracked, notice: Option<Notice>, now: OffsetDateTime) -> EventRow {
@@ -476,6 +563,11 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
             a.samples
         ),
         (_, None) => format!("{subject} is {value}"),
+    };
+    let summary = match (&rule.release, &tracked.detail) {
+        (Some(_), Some(detail)) if resolved => format!("Resolved: {detail}"),
+        (Some(_), Some(detail)) => format!("Release regression: {detail}"),
+        _ => summary,
     };
     let mut dashboard = format!("{}/dashboard.html?site={}&metric={}", public_url.trim_end_matches('/'), rule.site, rule.metric);
     if let Some(url) = rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| v) {

@@ -33,6 +33,13 @@ pub struct NotifierConfig {
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleConfig {
     pub name: String,
+    /// `threshold` (default): the statistic against warning/critical. `release`: each new
+    /// release compared with the one before it (`/v1/compare`), notifying on a regression.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `release` rules: the smallest relative change that counts (default 0.2).
+    #[serde(default)]
+    pub min_change: Option<f64>,
     pub site: String,
     /// A vital, a custom metric name, or `api`.
     pub metric: String,
@@ -151,6 +158,8 @@ pub struct Rule {
     pub window: Duration,
     pub limits: Limits,
     pub notify: Vec<String>,
+    /// Set for `kind = "release"` rules: the comparison's `min_change` and `min_samples` per side.
+    pub release: Option<(f64, u64)>,
 }
 
 /// A checked notifier.
@@ -263,6 +272,21 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
         }
         _ => {}
     }
+    let release = match c.kind.as_deref().unwrap_or("threshold") {
+        "threshold" => false,
+        "release" => true,
+        other => return bad("kind", format!("{other:?} is not threshold or release")),
+    };
+    if release {
+        if api || !matches!(stat, Stat::Percentile(_) | Stat::Avg) {
+            return bad("stat", "release rules compare a percentile or avg of a vital or custom metric".into());
+        }
+        if c.warning.is_some() || c.critical.is_some() || c.group_by.is_some() {
+            return bad("kind", "release rules take min_change, not warning, critical or group_by".into());
+        }
+    } else if c.min_change.is_some() {
+        return bad("min_change", "applies to kind = \"release\" only".into());
+    }
     let allowed: Vec<&str> = if api { PAGE_FILTERS.iter().chain(&API_FILTERS).copied().collect() } else { PAGE_FILTERS.to_vec() };
     for key in c.filters.keys() {
         if !allowed.contains(&key.as_str()) {
@@ -279,22 +303,28 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
         let text = value.as_deref().unwrap_or(default);
         parse_duration(text).ok_or_else(|| (field(f), format!("{text:?} is not a duration like 30s, 15m, 1h or 1d")))
     };
-    let window = duration("window", &c.window, "15m")?;
-    if window.is_zero() || window > MAX_WINDOW {
-        return bad("window", "must be from 1s to 1d".into());
+    let window = duration("window", &c.window, if release { "7d" } else { "15m" })?;
+    let max_window = if release { MAX_WINDOW * 30 } else { MAX_WINDOW };
+    if window.is_zero() || window > max_window {
+        return bad("window", format!("must be from 1s to {}d", max_window.as_secs() / 86_400));
     }
-    let pending_for = duration("for", &c.pending_for, "5m")?;
+    let pending_for = duration("for", &c.pending_for, if release { "0s" } else { "5m" })?;
     let keep_firing_for = duration("keep_firing_for", &c.keep_firing_for, "0s")?;
-    let repeat_warning = duration("repeat_warning", &c.repeat_warning, "1h")?;
-    let repeat_critical = duration("repeat_critical", &c.repeat_critical, "5m")?;
+    let repeat_warning = duration("repeat_warning", &c.repeat_warning, if release { "1d" } else { "1h" })?;
+    let repeat_critical = duration("repeat_critical", &c.repeat_critical, if release { "1d" } else { "5m" })?;
     for (name, d) in [("repeat_warning", repeat_warning), ("repeat_critical", repeat_critical)] {
         if d.is_zero() {
             return bad(name, "must be longer than 0s".into());
         }
     }
-    // Shares of good experiences alert when they fall; everything else when it rises.
+    let min_change = c.min_change.unwrap_or(0.2);
+    if !(0.0..=10.0).contains(&min_change) {
+        return bad("min_change", "must be from 0 to 10".into());
+    }
+    // Shares of good experiences alert when they fall; everything else when it rises. A release
+    // rule watches the relative change of a regressed release (> 0 only when it is a regression).
     let above = stat != Stat::GoodShare;
-    let (warning, critical) = (c.warning, c.critical);
+    let (warning, critical) = if release { (Some(0.0), None) } else { (c.warning, c.critical) };
     if warning.is_none() && critical.is_none() {
         return bad("warning", "a rule needs warning, critical or both".into());
     }
@@ -318,7 +348,7 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
     if (above && resolve > lowest) || (!above && resolve < lowest) {
         return bad("resolve", format!("{resolve} must be on the good side of the lowest threshold {lowest}"));
     }
-    let no_data = match c.no_data.as_deref().unwrap_or("keep") {
+    let no_data = match c.no_data.as_deref().unwrap_or(if release { "ok" } else { "keep" }) {
         "keep" => NoData::Keep,
         "ok" => NoData::Ok,
         "alert" => NoData::Alert,
@@ -349,12 +379,14 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
             above,
             pending_for: pending_for.as_secs() as i64,
             keep_firing_for: keep_firing_for.as_secs() as i64,
-            min_samples: c.min_samples.unwrap_or_else(|| stat.default_min_samples()),
+            // Release rules: the comparison itself needs min_samples per side.
+            min_samples: if release { 0 } else { c.min_samples.unwrap_or_else(|| stat.default_min_samples()) },
             no_data,
             repeat_warning: repeat_warning.as_secs() as i64,
             repeat_critical: repeat_critical.as_secs() as i64,
         },
         notify: c.notify.clone(),
+        release: release.then_some((min_change, c.min_samples.unwrap_or_else(|| stat.default_min_samples()))),
     })
 }
 
@@ -367,6 +399,8 @@ pub fn default_rules(site: &str, notifiers: &[Notifier]) -> Vec<AlertRuleConfig>
         .map(|vital| {
             let t = vital.thresholds();
             AlertRuleConfig {
+                kind: None,
+                min_change: None,
                 name: format!("{site}-{}-p75", vital.name().to_ascii_lowercase()),
                 site: site.to_owned(),
                 metric: vital.name().to_owned(),
@@ -449,6 +483,19 @@ mod tests {
         }
         let err = check_rule(&rule(&base().replace("\"shop\"", "\"blog\"")), &["shop"], &[]).expect_err("unknown site");
         assert_eq!(err.0, "alert_rules[checkout-lcp].site");
+    }
+
+    #[test]
+    fn release_rules_take_min_change_not_thresholds() {
+        let release = |extra: &str| {
+            check_rule(&rule(&format!("name = \"r\"\nkind = \"release\"\nsite = \"shop\"\nmetric = \"LCP\"\n{extra}")), &["shop"], &[])
+        };
+        let r = release("").expect("valid");
+        assert_eq!(r.release, Some((0.2, 40)));
+        assert_eq!((r.window.as_secs(), r.limits.pending_for, r.limits.no_data), (7 * 86_400, 0, NoData::Ok));
+        assert_eq!(release("warning = 2500").expect_err("thresholds").0, "alert_rules[r].kind");
+        assert_eq!(release("stat = \"good_share\"").expect_err("stat").0, "alert_rules[r].stat");
+        assert_eq!(check("min_change = 0.1").expect_err("threshold rules").0, "alert_rules[checkout-lcp].min_change");
     }
 
     #[test]

@@ -175,6 +175,27 @@ pub(crate) async fn compare_periods(
     Ok((overall, rows))
 }
 
+/// Release `a` against release `b` within `range`, with `filters` — what a release alert rule
+/// evaluates. The JSON of one comparison (`a`, `b`, `change`, `ci95`, `verdict`).
+#[allow(clippy::too_many_arguments)] // One call site, each argument a distinct term of the question.
+pub(crate) async fn compare_releases(
+    app: &App,
+    site: &str,
+    metric: &str,
+    stat: Statistic,
+    min_change: f64,
+    min_samples: u64,
+    releases: (&str, &str),
+    range: (i64, i64),
+    filters: &[(&'static str, String)],
+) -> Result<Value, QueryError> {
+    let side = |release: &str| Side { label: format!("release:{release}"), release: Some(release.to_owned()), from: range.0, to: range.1 };
+    let (a, b) = (side(releases.0), side(releases.1));
+    let (av, bv) = tokio::try_join!(values(app, site, metric, &a, "none", filters), values(app, site, metric, &b, "none", filters))?;
+    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
+    Ok(compared(&a, &all(&av), &b, &all(&bv), Terms { stat, min_change, min_samples }, seed(site, metric, releases.1)))
+}
+
 pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     authorize(&app, &headers)?;
     let params = Params::parse(query.as_deref(), &[&PARAMS, &DIMENSIONS])?;
