@@ -25,6 +25,7 @@ pub mod enrich;
 pub mod errors;
 pub mod health;
 pub mod ingest;
+pub mod openapi;
 pub mod origin;
 pub mod query;
 pub mod sites;
@@ -113,6 +114,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/api-calls", get(query::api_calls))
         .route("/v1/compare", get(query::compare::compare))
         .route("/v1/report", get(query::report::handler))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/alerts", get(alerts::api::alerts))
         .route("/v1/alerts/history", get(alerts::api::history))
         .route("/v1/alerts/rules", get(alerts::api::rules))

@@ -692,3 +692,62 @@ async fn releases_are_compared_with_an_interval_and_a_verdict() {
     }
     c.running.stop().await;
 }
+
+/// Every endpoint's real answers validate against `/v1/openapi.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_openapi_document() {
+    let c = collector("openapi").await;
+    let mut sent = 0;
+    for (release, url) in [("1.0", "/"), ("1.1", "/checkout")] {
+        let mut metrics: Vec<Value> = (0..50).map(|i| metric("LCP", 1000.0 + f64::from(i) * 20.0, 1000.0)).collect();
+        metrics.push(json!({"name": "checkout.step", "value": 3.0, "at": now_ms(), "tags": {"plan": "pro"}}));
+        metrics.push(api_call("/api/cart", "GET", 500, 120.0));
+        let mut b = beacon("demo", url, metrics);
+        b["release"] = json!(release);
+        c.post(&b, DESKTOP).await;
+        sent += 51;
+    }
+    c.wait_rows("metrics", sent).await;
+    let doc = c.read("/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let errors = |path: &str, method: &str, status: u16, body: &Value| -> Vec<String> {
+        let response = &doc["paths"][path][method]["responses"][status.to_string()];
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {path} {status} is not in the document");
+        let root = json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "components": doc["components"], "allOf": [schema]});
+        let validator = jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{path}: the document's schema does not compile: {e}"));
+        validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+    };
+    let check = |path: &str, method: &str, status: u16, body: &Value| {
+        let found = errors(path, method, status, body);
+        assert!(found.is_empty(), "{method} {path} {status} does not match the document: {found:?}\n{body}");
+    };
+    // The check can fail: a count given as text is caught.
+    let mut wrong = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}", range())).await;
+    wrong["rows"][0]["count"] = json!("many");
+    assert!(!errors("/v1/vitals", "get", 200, &wrong).is_empty(), "a wrong answer passed: {wrong}");
+    let range = range();
+    for path in [
+        format!("/v1/vitals?site=demo&metric=LCP&group_by=url&{range}"),
+        format!("/v1/vitals?site=demo&metric=checkout.step&percentiles=50,99.9&{range}"),
+        format!("/v1/vitals/series?site=demo&metric=LCP&interval=1m&{range}"),
+        format!("/v1/api-calls?site=demo&group_by=route&{range}"),
+        "/v1/compare?site=demo&metric=LCP&a=release:1.0&b=release:1.1&group_by=url&min_samples=10".to_owned(),
+        "/v1/report?site=demo&period=day&format=json".to_owned(),
+        "/v1/alerts?site=demo".to_owned(),
+        "/v1/alerts/history?site=demo".to_owned(),
+        "/v1/alerts/rules".to_owned(),
+    ] {
+        let body = c.read(&path).await;
+        check(path.split('?').next().unwrap_or(""), "get", 200, &body);
+    }
+    check("/healthz", "get", 200, &get(&format!("{}/healthz", c.base), &[]).await.json());
+    let receipt = c.post(&beacon("demo", "/", vec![metric("LCP", 1.0, 0.0), metric("LCP", -1.0, 0.0)]), DESKTOP).await;
+    check("/v1/beacon", "post", 202, &receipt);
+    let refused = send("POST", &format!("{}/v1/beacon", c.base), &[("content-type", "text/plain")], "{\"v\": 1}").await;
+    check("/v1/beacon", "post", 400, &refused.json());
+    let unauthorized = get(&format!("{}/v1/vitals?site=demo&metric=LCP", c.base), &[]).await;
+    check("/v1/vitals", "get", 401, &unauthorized.json());
+    c.running.stop().await;
+}
