@@ -60,6 +60,9 @@ impl Collector {
             assert!(started.elapsed() < Duration::from_secs(30), "collector did not listen within 30 s");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Listening, and ours: a collector that could not bind has exited.
+        let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        assert!(exited.is_none(), "the collector exited ({exited:?}); another process holds port {}", self.port);
     }
 
     /// SIGKILL: no shutdown code runs.

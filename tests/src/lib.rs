@@ -145,9 +145,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and that no other caller in this process got: a test that
+/// restarts a server on its port (the kill tests) leaves it free for a moment, and must not find
+/// another test's server there when it comes back.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The repository's root (this crate lives in `tests/`).
