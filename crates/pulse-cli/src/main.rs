@@ -25,6 +25,20 @@ struct Connection {
     key: String,
 }
 
+/// The collector, and what to ask it about.
+#[derive(Debug, Args)]
+struct Question {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    site: String,
+    #[arg(long, default_value = "LCP")]
+    metric: String,
+    /// Filters as NAME=VALUE (url=/checkout, device=mobile …); repeat.
+    #[arg(long = "where", value_name = "NAME=VALUE")]
+    filters: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Performance budgets.
@@ -35,17 +49,10 @@ enum Command {
     /// Percentiles of a metric (`/v1/vitals`), as a table.
     Vitals {
         #[command(flatten)]
-        connection: Connection,
-        #[arg(long)]
-        site: String,
-        #[arg(long, default_value = "LCP")]
-        metric: String,
+        question: Question,
         /// none, url, device, browser, os, country, release or nav.
         #[arg(long, default_value = "none")]
         group_by: String,
-        /// Filters as NAME=VALUE (url=/checkout, device=mobile …); repeat.
-        #[arg(long = "where", value_name = "NAME=VALUE")]
-        filters: Vec<String>,
         /// How far back from now, e.g. 24h, 7d.
         #[arg(long, default_value = "24h")]
         window: String,
@@ -53,11 +60,7 @@ enum Command {
     /// Compare two releases or ranges (`/v1/compare`).
     Compare {
         #[command(flatten)]
-        connection: Connection,
-        #[arg(long)]
-        site: String,
-        #[arg(long, default_value = "LCP")]
-        metric: String,
+        question: Question,
         /// release:<version> or range:FROM..TO
         #[arg(long)]
         a: String,
@@ -66,8 +69,6 @@ enum Command {
         b: String,
         #[arg(long, default_value = "p75")]
         stat: String,
-        #[arg(long = "where", value_name = "NAME=VALUE")]
-        filters: Vec<String>,
     },
 }
 
@@ -123,7 +124,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", render(&budgets.site, &outcomes, &format, strict));
             Ok(exit_code(&outcomes, strict))
         }
-        Command::Vitals { connection, site, metric, group_by, filters: pairs, window } => {
+        Command::Vitals { question: Question { connection, site, metric, filters: pairs }, group_by, window } => {
             let client = Client::new(&connection.endpoint, &connection.key)?;
             let (from, to) = window_ms(&window)?;
             let mut query =
@@ -145,7 +146,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             println!("source: {}", answer["source"].as_str().unwrap_or("?"));
             Ok(0)
         }
-        Command::Compare { connection, site, metric, a, b, stat, filters: pairs } => {
+        Command::Compare { question: Question { connection, site, metric, filters: pairs }, a, b, stat } => {
             let client = Client::new(&connection.endpoint, &connection.key)?;
             let mut query = vec![("site", site), ("metric", metric.clone()), ("a", a), ("b", b), ("stat", stat.clone())];
             query.extend(filters(&pairs)?);
