@@ -26,18 +26,30 @@ pub fn repo() -> PathBuf {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only weight|page|ingest|query`: one section (while working on it).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
     let started = std::time::Instant::now();
     let mut report = Report::new(quick);
 
-    eprintln!("bench: 1/4 agent weight");
-    agent::weight(&mut report);
-    eprintln!("bench: 2/4 agent cost in Chromium");
-    agent::in_page(&mut report, quick).await;
-    eprintln!("bench: 3/4 ingest throughput");
-    ingest::run(&mut report, quick).await;
-    eprintln!("bench: 4/4 query latency");
-    query::run(&mut report, quick).await;
+    if runs("weight") {
+        eprintln!("bench: 1/4 agent weight");
+        agent::weight(&mut report);
+    }
+    if runs("page") {
+        eprintln!("bench: 2/4 agent cost in Chromium");
+        agent::in_page(&mut report, quick).await;
+    }
+    if runs("ingest") {
+        eprintln!("bench: 3/4 ingest throughput");
+        ingest::run(&mut report, quick).await;
+    }
+    if runs("query") {
+        eprintln!("bench: 4/4 query latency");
+        query::run(&mut report, quick).await;
+    }
 
     report.finish(started.elapsed());
 }
