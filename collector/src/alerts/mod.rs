@@ -69,6 +69,9 @@ pub struct EventRow {
     pub samples: u64,
     pub since: u32,
     pub notified_at: u32,
+    /// First evaluation back on the good side while firing (0: none), so a restart does not
+    /// restart `keep_firing_for`.
+    pub recovering_since: u32,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -206,7 +209,8 @@ impl Alerts {
                     }
                     (step, before, entry.clone())
                 };
-                if !step.changed && step.notice.is_none() {
+                let recovering_moved = before.recovering_since != tracked.alert.recovering_since;
+                if !step.changed && step.notice.is_none() && !recovering_moved {
                     continue;
                 }
                 let event = event_row(rule, &tracked, step.notice, now);
@@ -318,7 +322,8 @@ impl Alerts {
                 "SELECT rule, grp, argMax(site, at_ms) AS l_site, max(at) AS l_at, max(at_ms) AS l_at_ms,
                     argMax(phase, at_ms) AS l_phase, argMax(severity, at_ms) AS l_severity, argMax(notice, at_ms) AS l_notice,
                     argMax(value, at_ms) AS l_value, argMax(threshold, at_ms) AS l_threshold, argMax(samples, at_ms) AS l_samples,
-                    argMax(since, at_ms) AS l_since, argMax(notified_at, at_ms) AS l_notified_at
+                    argMax(since, at_ms) AS l_since, argMax(notified_at, at_ms) AS l_notified_at,
+                    argMax(recovering_since, at_ms) AS l_recovering_since
                  FROM alert_events GROUP BY rule, grp",
             )
             .fetch_all::<EventRow>()
@@ -338,7 +343,7 @@ impl Alerts {
                 phase,
                 severity: Severity::parse(&row.severity),
                 since: i64::from(row.since),
-                recovering_since: None,
+                recovering_since: (row.recovering_since > 0).then_some(i64::from(row.recovering_since)),
                 notified_at: (row.notified_at > 0).then_some(i64::from(row.notified_at)),
                 value: row.value.is_finite().then_some(row.value),
                 samples: row.samples,
@@ -509,6 +514,7 @@ fn event_row(rule: &Rule, tracked: &Tracked, notice: Option<Notice>, now: Offset
         samples: a.samples,
         since: a.since.max(0) as u32,
         notified_at: a.notified_at.unwrap_or(0).max(0) as u32,
+        recovering_since: a.recovering_since.unwrap_or(0).max(0) as u32,
     }
 }
 

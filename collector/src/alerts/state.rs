@@ -214,9 +214,18 @@ impl Alert {
         self.samples = obs.samples;
         self.no_data = obs.value.is_none();
         self.insufficient = false;
+        // A pending alert needs `for` of *continuous* breach: a gap in the data (held below)
+        // ends the pending period quietly, and the count starts again with the next breach.
+        let hold = |alert: &mut Alert| {
+            if alert.phase == Phase::Pending {
+                alert.phase = Phase::Normal;
+                alert.severity = None;
+            }
+            Step { changed: (alert.phase, alert.severity) != before, notice: None }
+        };
         let breach = match obs.value {
             None => match limits.no_data {
-                NoData::Keep => return Step { changed: false, notice: None },
+                NoData::Keep => return hold(self),
                 NoData::Ok => None,
                 NoData::Alert => Some(limits.lowest_severity()),
             },
@@ -225,7 +234,7 @@ impl Alert {
                 if obs.samples < limits.min_samples {
                     // Too few page views for the statistic to mean anything: hold.
                     self.insufficient = true;
-                    return Step { changed: false, notice: None };
+                    return hold(self);
                 }
                 limits.severity(value)
             }
@@ -388,6 +397,20 @@ mod tests {
         let mut a = Alert::default();
         let values = [3000.0, 2000.0, 2000.0, 3000.0, 2000.0, 2000.0, 2000.0];
         assert_eq!(run(&l, &mut a, &values), vec![(0, Notice::Firing), (360, Notice::Resolved)]);
+    }
+
+    #[test]
+    fn a_gap_in_the_data_restarts_the_pending_period() {
+        let mut a = Alert::default();
+        let l = limits();
+        a.step(&l, seen(3000.0), 0);
+        assert_eq!(a.phase, Phase::Pending);
+        a.step(&l, Observation { value: None, samples: 0 }, 120);
+        assert_eq!(a.phase, Phase::Normal, "no data while pending");
+        // Breached again at 180: `for` (300 s) counts from there, not from 0.
+        assert_eq!(a.step(&l, seen(3000.0), 180).notice, None);
+        assert_eq!(a.step(&l, seen(3000.0), 360).notice, None);
+        assert_eq!(a.step(&l, seen(3000.0), 480).notice, Some(Notice::Firing));
     }
 
     #[test]

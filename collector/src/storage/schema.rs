@@ -200,12 +200,18 @@ fn migrations() -> Vec<Migration> {
                         .to_owned(),
                 ),
                 // Heartbeats of the collectors that may evaluate; merges keep the latest per holder.
+                // (`alert_events.recovering_since` comes with migration 5.)
                 Step::Sql(
                     "CREATE TABLE IF NOT EXISTS alert_lease (holder String, first_ms UInt64, at_ms UInt64)
                     ENGINE = ReplacingMergeTree(at_ms) ORDER BY holder"
                         .to_owned(),
                 ),
             ],
+        },
+        Migration {
+            version: 5,
+            name: "alert recovery start",
+            statements: vec![Step::AddColumn { table: "alert_events", column: "recovering_since", definition: "DateTime DEFAULT 0" }],
         },
     ]
 }
