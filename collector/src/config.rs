@@ -114,6 +114,56 @@ impl SettingValue for Vec<String> {
     }
 }
 
+/// A read key, and the sites it may read (all when `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ReadKeyConfig {
+    Key(String),
+    Scoped { key: String, sites: Vec<String> },
+}
+
+/// A read key of the query API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "ReadKeyConfig")]
+pub struct ReadKey {
+    pub key: String,
+    /// The sites this key may read; `None`: every site.
+    pub sites: Option<Vec<String>>,
+}
+
+impl From<ReadKeyConfig> for ReadKey {
+    fn from(c: ReadKeyConfig) -> ReadKey {
+        match c {
+            ReadKeyConfig::Key(key) => ReadKey { key, sites: None },
+            ReadKeyConfig::Scoped { key, sites } => ReadKey { key, sites: Some(sites) },
+        }
+    }
+}
+
+impl SettingValue for Vec<ReadKey> {
+    const DELIMITER: Option<char> = Some(',');
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        Ok(items
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.split_once('@') {
+                Some((key, sites)) => ReadKey { key: key.to_owned(), sites: Some(sites.split('+').map(str::to_owned).collect()) },
+                None => ReadKey { key: s.to_owned(), sites: None },
+            })
+            .collect())
+    }
+    fn show(&self) -> String {
+        self.iter()
+            .map(|k| match &k.sites {
+                Some(sites) => format!("{}@{}", k.key, sites.join("+")),
+                None => k.key.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl SettingValue for Vec<SiteConfig> {
     const DELIMITER: Option<char> = Some(';');
     fn parse(items: &[&str]) -> Result<Self, String> {
@@ -207,9 +257,10 @@ settings! {
     /// (`https://shop.example`), any port (`http://localhost:*`) or any subdomain
     /// (`https://*.shop.example`); TOML sites may set `rate_per_second`.
     sites: Vec<SiteConfig> = vec![SiteConfig::dev()];
-    /// Bearer keys of the read API.
+    /// Bearer keys of the read API; `KEY@SITE+SITE` limits a key to those sites (TOML:
+    /// `{ key = "…", sites = ["shop"] }`).
     #[secret true]
-    read_keys: Vec<String> = vec![DEV_READ_KEY.into()];
+    read_keys: Vec<ReadKey> = vec![ReadKey { key: DEV_READ_KEY.into(), sites: None }];
     /// Directory of the disk spool, where accepted beacons wait (synced) until ClickHouse has them.
     spool_dir: PathBuf = PathBuf::from(".pulse/spool");
     /// Most bytes the spool may hold; beyond it ingest answers 503 with `Retry-After`.
@@ -328,7 +379,7 @@ impl Config {
 
     /// Whether the dev site or dev read key is in use (said loudly at start).
     pub fn uses_dev_credentials(&self) -> bool {
-        self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k == DEV_READ_KEY)
+        self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
     }
 
     /// Reads a TOML file whose keys are the settings' names.
@@ -374,8 +425,15 @@ impl Config {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
             }
         }
-        if self.read_keys.is_empty() || self.read_keys.iter().any(String::is_empty) {
+        if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {
             return bad("read_keys", "at least one non-empty read key is needed".into());
+        }
+        for key in &self.read_keys {
+            for site in key.sites.iter().flatten() {
+                if !self.sites.iter().any(|s| &s.key == site) {
+                    return bad("read_keys", format!("a key is limited to {site:?}, which is not a configured site"));
+                }
+            }
         }
         for (field, value) in [
             ("queue_capacity", self.queue_capacity as u64),
@@ -531,7 +589,15 @@ mod tests {
             .expect("loads");
         assert_eq!(c.sites.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(c.sites[1].origins.len(), 2);
-        assert_eq!(c.read_keys, ["k1", "k2"]);
+        assert_eq!(c.read_keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+        let c = load(&["--site", "a=https://a.example", "--site", "b=https://b.example", "--read-key", "all,mine@a,both@a+b"])
+            .expect("scoped keys");
+        assert_eq!(c.read_keys[1], ReadKey { key: "mine".into(), sites: Some(vec!["a".into()]) });
+        assert_eq!(c.read_keys[2].sites.as_deref(), Some(&["a".to_owned(), "b".to_owned()][..]));
+        let err = load(&["--site", "a=https://a.example", "--read-key", "k@nope"]).expect_err("unknown site");
+        assert!(err.to_string().starts_with("config: read_keys: "), "{err}");
+        let toml_keys: Config = toml::from_str("read_keys = [\"all\", { key = \"shop-key\", sites = [\"demo\"] }]").expect("TOML keys");
+        assert_eq!(toml_keys.read_keys[1].sites, Some(vec!["demo".to_owned()]));
     }
 
     #[test]

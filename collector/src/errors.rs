@@ -123,6 +123,8 @@ pub enum QueryError {
     BadParam { param: &'static str, message: String },
     #[error("the database could not answer")]
     Storage(#[source] clickhouse::error::Error),
+    #[error("this read key may not read site {0:?}")]
+    Forbidden(String),
 }
 
 impl QueryError {
@@ -139,6 +141,7 @@ impl IntoResponse for QueryError {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             }
+            QueryError::Forbidden(_) => error_response(StatusCode::FORBIDDEN, self.to_string(), Some("site".to_owned())),
             QueryError::BadParam { param, .. } => {
                 tracing::debug!(error = %self, "query refused");
                 error_response(StatusCode::BAD_REQUEST, self.to_string(), Some((*param).to_owned()))

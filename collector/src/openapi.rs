@@ -335,27 +335,27 @@ fn beacon() {}
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn vitals() {}
 
 #[utoipa::path(get, path = "/v1/vitals/series", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("metric" = String, Query), ("interval" = Option<String>, Query, description = "1m 1h 1d"),
         ("percentile" = Option<f64>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn series() {}
 
 #[utoipa::path(get, path = "/v1/api-calls", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("group_by" = Option<String>, Query, description = "route method status"),
         ("route" = Option<String>, Query), ("method" = Option<String>, Query), ("status" = Option<u16>, Query),
         ("percentiles" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn api_calls() {}
 
 #[utoipa::path(get, path = "/v1/compare", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("metric" = String, Query), ("a" = String, Query, description = "release:<version> or range:FROM..TO"),
         ("b" = String, Query), ("stat" = Option<String>, Query, description = "p50 p75 p90 p95 p99 avg"),
         ("min_change" = Option<f64>, Query), ("min_samples" = Option<u64>, Query), ("group_by" = Option<String>, Query)),
-    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn compare() {}
 
 #[utoipa::path(get, path = "/v1/report", tag = "query", security(("read_key" = [])),
@@ -364,16 +364,16 @@ fn compare() {}
 fn report() {}
 
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
-    responses((status = 200, body = AlertsAnswer), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = AlertsAnswer), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn alerts() {}
 
 #[utoipa::path(get, path = "/v1/alerts/history", tag = "alerts", security(("read_key" = [])),
     params(("site" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = AlertHistory), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = AlertHistory), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn alert_history() {}
 
 #[utoipa::path(get, path = "/v1/alerts/rules", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
-    responses((status = 200, body = AlertRules), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = AlertRules), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn alert_rules() {}
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",

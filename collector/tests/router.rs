@@ -384,3 +384,27 @@ async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
     assert_eq!(call(&off.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_read_key_limited_to_a_site_reads_only_that_site() {
+    use pulse_collector::config::ReadKey;
+    let keys = vec![ReadKey { key: "all".into(), sites: None }, ReadKey { key: "shop-only".into(), sites: Some(vec!["shop".into()]) }];
+    let h = harness(Config { read_keys: keys, ..test_config() });
+    let get =
+        |uri: &str, key: &str| Request::get(uri).header("authorization", format!("Bearer {key}")).body(Body::empty()).expect("request");
+    assert_eq!(call(&h.router, get("/v1/alerts/rules?site=shop", "shop-only")).await.status, StatusCode::OK);
+    let reply = call(&h.router, get("/v1/alerts/rules?site=demo", "shop-only")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json()["field"], "site");
+    // Every read endpoint refuses the other site, and a question about all sites.
+    for uri in [
+        "/v1/vitals?site=demo&metric=LCP",
+        "/v1/compare?site=demo&metric=LCP&a=release:1&b=release:2",
+        "/v1/report?site=demo",
+        "/v1/alerts",
+    ] {
+        assert_eq!(call(&h.router, get(uri, "shop-only")).await.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "all")).await.status, StatusCode::OK);
+    assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "nobody")).await.status, StatusCode::UNAUTHORIZED);
+}

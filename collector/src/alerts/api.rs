@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -12,8 +11,8 @@ use time::OffsetDateTime;
 use super::state::Phase;
 use super::EventRow;
 use crate::errors::QueryError;
-use crate::query::authorize;
 use crate::query::params::{format_time, Params};
+use crate::query::ReadAccess;
 use crate::App;
 
 fn site_param<'a>(params: &'a Params, app: &App) -> Result<Option<&'a str>, QueryError> {
@@ -29,8 +28,7 @@ fn num(v: Option<f64>) -> Value {
 
 /// `GET /v1/alerts?site=`: pending and firing alerts with a severity summary; alerts held for
 /// want of samples are listed under `insufficient_data`.
-pub async fn alerts(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn alerts(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&["site"]])?;
     let site = site_param(&params, &app)?;
     let tracked = app.alerts.current(&app).await.map_err(|e| QueryError::bad("site", format!("alert state unavailable: {e}")))?;
@@ -71,8 +69,7 @@ pub async fn alerts(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(qu
 }
 
 /// `GET /v1/alerts/history?site=&from=&to=`: every recorded transition, newest first.
-pub async fn history(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn history(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&["site", "from", "to", "limit"]])?;
     let site = site_param(&params, &app)?;
     let range = params.range(OffsetDateTime::now_utc())?;
@@ -102,8 +99,7 @@ pub async fn history(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(q
 }
 
 /// `GET /v1/alerts/rules?site=`: the rules as checked (defaults filled in).
-pub async fn rules(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn rules(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&["site"]])?;
     let site = site_param(&params, &app)?;
     let rules: Vec<Value> = app

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clickhouse::Row;
@@ -20,7 +19,7 @@ use time::OffsetDateTime;
 
 use super::params::{dimension_filters, format_time, metric_name, parse_time, Params, DIMENSIONS};
 use super::stats::{self, Statistic, Verdict};
-use super::{authorize, bind_filters, filter_sql, site};
+use super::{bind_filters, filter_sql, site, ReadAccess};
 use crate::errors::QueryError;
 use crate::App;
 
@@ -196,8 +195,7 @@ pub(crate) async fn compare_releases(
     Ok(compared(&a, &all(&av), &b, &all(&bv), Terms { stat, min_change, min_samples }, seed(site, metric, releases.1)))
 }
 
-pub async fn compare(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn compare(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&PARAMS, &DIMENSIONS])?;
     let site = site(&params, &app)?;
     let (metric, _) = metric_name(&params)?;

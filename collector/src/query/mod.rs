@@ -150,7 +150,41 @@ fn rollup_index(percentile: f64) -> Option<usize> {
     ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9).map(|i| i + 1)
 }
 
-pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError> {
+/// What the presented read key may read: every site, or the ones it is limited to. An extractor:
+/// handlers that take it are authorized before they run.
+#[derive(Debug, Clone)]
+pub struct ReadAccess {
+    sites: Option<Vec<String>>,
+}
+
+impl ReadAccess {
+    pub fn may_read(&self, site: &str) -> bool {
+        self.sites.as_ref().is_none_or(|sites| sites.iter().any(|s| s == site))
+    }
+
+    /// Refuses a query string whose `site` this key may not read (403).
+    pub fn check_query(&self, raw: Option<&str>) -> Result<(), QueryError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+        match pairs.iter().find(|(k, _)| k == "site") {
+            Some((_, site)) if !self.may_read(site) => Err(QueryError::Forbidden(site.clone())),
+            // A key limited to sites must name one where the endpoint would read them all.
+            None if self.sites.is_some() => Err(QueryError::Forbidden(String::new())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for ReadAccess {
+    type Rejection = QueryError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, QueryError> {
+        let access = authorize(app, &parts.headers)?;
+        access.check_query(parts.uri.query())?;
+        Ok(access)
+    }
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<ReadAccess, QueryError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -158,15 +192,14 @@ pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), QueryError
         .ok_or(QueryError::Unauthorized)?;
     // Compare against every key without stopping early, each in time independent of where the
     // bytes differ (`subtle`).
-    let mut ok = subtle::Choice::from(0);
+    let mut found: Option<&crate::config::ReadKey> = None;
     for key in &app.config.read_keys {
-        ok |= key.as_bytes().ct_eq(token.trim().as_bytes());
+        let equal = key.key.as_bytes().ct_eq(token.trim().as_bytes());
+        if bool::from(equal) {
+            found = Some(key);
+        }
     }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(QueryError::Unauthorized)
-    }
+    found.map(|k| ReadAccess { sites: k.sites.clone() }).ok_or(QueryError::Unauthorized)
 }
 
 pub(crate) fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryError> {
@@ -228,8 +261,7 @@ struct StatsRow {
 }
 
 /// `GET /v1/vitals`: percentiles, count, mean, min, max and rating shares, per group.
-pub async fn vitals(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn vitals(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let (table, format) = vitals_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
     Ok(table.render(format))
 }
@@ -334,8 +366,7 @@ struct PointRow {
 }
 
 /// `GET /v1/vitals/series`: one percentile per time bucket.
-pub async fn series(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&SERIES_PARAMS, &DIMENSIONS])?;
     let site = site(&params, &app)?;
     let (metric, vital) = metric_name(&params)?;
@@ -416,8 +447,7 @@ struct ApiRow {
 
 /// `GET /v1/api-calls`: duration percentiles, count, error rate and rate per second per group.
 /// Always read from raw rows (there is no API-call rollup yet).
-pub async fn api_calls(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn api_calls(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let (table, format) = api_calls_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
     Ok(table.render(format))
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use clickhouse::Row;
@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::compare::compare_periods;
 use super::params::{format_time, Params};
-use super::{api_calls_table, authorize, site, vitals_table};
+use super::{api_calls_table, site, vitals_table, ReadAccess};
 use crate::errors::QueryError;
 use crate::App;
 
@@ -114,8 +114,7 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
     }))
 }
 
-pub async fn handler(State(app): State<Arc<App>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    authorize(&app, &headers)?;
+pub async fn handler(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let params = Params::parse(query.as_deref(), &[&["site", "period", "format"]])?;
     let site = site(&params, &app)?;
     let period = params.choice("period", &["day", "week"])?;
