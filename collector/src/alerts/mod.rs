@@ -442,13 +442,14 @@ async fn observe_release(
         .iter()
         .filter_map(|(k, v)| crate::query::params::DIMENSIONS.iter().find(|d| *d == k).map(|d| (*d, v.clone())))
         .collect();
-    let sql = format!(
-        "SELECT release FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
-            AND release != ''{} GROUP BY release ORDER BY min(event_time) DESC, release DESC LIMIT 2",
-        crate::query::filter_sql(&filters)
-    );
-    let q = app.clickhouse.query(&sql).bind(&rule.site).bind(&rule.metric).bind(from).bind(to);
-    let releases = crate::query::bind_filters(q, &filters).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
+    let mut sql = crate::query::sql::Sql::new();
+    sql.push(
+        "SELECT release FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?) AND release != ''",
+        [rule.site.as_str().into(), rule.metric.as_str().into(), from.into(), to.into()],
+    )
+    .push_filters(&filters)
+    .push(" GROUP BY release ORDER BY min(event_time) DESC, release DESC LIMIT 2", []);
+    let releases = sql.query(&app.clickhouse).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
     let mut observed = BTreeMap::new();
     let mut details = BTreeMap::new();
     let [newest, previous] = releases.as_slice() else { return Ok((observed, details)) };

@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::params::{dimension_filters, format_time, metric_name, parse_time, Params, DIMENSIONS};
+use super::sql::Sql;
 use super::stats::{self, Statistic, Verdict};
-use super::{bind_filters, filter_sql, site, ReadAccess};
+use super::{site, ReadAccess};
 use crate::errors::QueryError;
 use crate::App;
 
@@ -71,18 +72,16 @@ async fn values(
     filters: &[(&'static str, String)],
 ) -> Result<BTreeMap<String, Vec<f64>>, QueryError> {
     let group_sql = if group == "none" { "''" } else { group };
-    let sql = format!(
-        "SELECT {group_sql} AS grp, value FROM metrics
-         WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?){}{}
-         ORDER BY event_time DESC LIMIT ?",
-        if side.release.is_some() { " AND release = ?" } else { "" },
-        filter_sql(filters),
+    let mut sql = Sql::new();
+    sql.push(
+        &format!("SELECT {group_sql} AS grp, value FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"),
+        [site.into(), metric.into(), side.from.into(), side.to.into()],
     );
-    let mut q = app.clickhouse.query(&sql).bind(site).bind(metric).bind(side.from).bind(side.to);
     if let Some(release) = &side.release {
-        q = q.bind(release.as_str());
+        sql.push(" AND release = ?", [release.into()]);
     }
-    let rows = bind_filters(q, filters).bind(MAX_ROWS).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
+    sql.push_filters(filters).push(" ORDER BY event_time DESC LIMIT ?", [MAX_ROWS.into()]);
+    let rows = sql.query(&app.clickhouse).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for row in rows {
         out.entry(row.grp).or_default().push(row.value);

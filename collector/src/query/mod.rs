@@ -10,6 +10,7 @@ pub mod compare;
 pub mod params;
 pub mod render;
 pub mod report;
+pub mod sql;
 pub mod stats;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use time::OffsetDateTime;
 
 use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange, DIMENSIONS};
 use self::render::{num, Format, Table};
+use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
 use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
@@ -110,22 +112,27 @@ fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], f
     }
 }
 
-/// The `FROM … WHERE` of a query on `source` over `range` for one site and metric, and the times
-/// to bind after `site` and `name` in each part (the day-and-hour source has two parts).
-fn from_clause(source: Source, range: TimeRange) -> (String, Vec<Vec<i64>>) {
+/// Appends the `FROM … WHERE` of a query on `source` over `range` for one site and metric (the
+/// day-and-hour source reads two tables).
+fn push_from(sql: &mut Sql, source: Source, range: TimeRange, site: &str, metric: &str) {
     if let (Source::DayAndHour, Some((first_day, last_day))) = (source, whole_days(range)) {
-        let sql = "(SELECT * FROM metrics_1d WHERE site = ? AND name = ? AND bucket >= toDateTime(?) AND bucket < toDateTime(?)
-            UNION ALL
-            SELECT * FROM metrics_1h WHERE site = ? AND name = ?
+        sql.push(
+            "(SELECT * FROM metrics_1d WHERE site = ? AND name = ? AND bucket >= toDateTime(?) AND bucket < toDateTime(?)",
+            [site.into(), metric.into(), first_day.into(), last_day.into()],
+        )
+        .push(
+            " UNION ALL SELECT * FROM metrics_1h WHERE site = ? AND name = ?
                 AND ((bucket >= toDateTime(?) AND bucket < toDateTime(?)) OR (bucket >= toDateTime(?) AND bucket < toDateTime(?))))
-            WHERE 1 = 1";
-        return (sql.to_owned(), vec![vec![first_day, last_day], vec![range.from, first_day, last_day, range.to]]);
+            WHERE 1 = 1",
+            [site.into(), metric.into(), range.from.into(), first_day.into(), last_day.into(), range.to.into()],
+        );
+        return;
     }
     let (table, time) = (source.table(), source.time_column());
-    (
-        format!("{table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
-        vec![vec![range.from, range.to]],
-    )
+    sql.push(
+        &format!("{table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
+        [site.into(), metric.into(), range.from.into(), range.to.into()],
+    );
 }
 
 /// The first and the end of the whole UTC days inside `range`, if there is at least one.
@@ -133,16 +140,6 @@ fn whole_days(range: TimeRange) -> Option<(i64, i64)> {
     const DAY: i64 = 86_400;
     let (first, end) = ((range.from + DAY - 1).div_euclid(DAY) * DAY, range.to.div_euclid(DAY) * DAY);
     (end > first).then_some((first, end))
-}
-
-fn bind_from(mut query: clickhouse::query::Query, site: &str, metric: &str, parts: &[Vec<i64>]) -> clickhouse::query::Query {
-    for times in parts {
-        query = query.bind(site).bind(metric);
-        for t in times {
-            query = query.bind(*t);
-        }
-    }
-    query
 }
 
 /// 1-based index of a percentile in the rollup's quantile array.
@@ -210,27 +207,9 @@ pub(crate) fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryEr
     Ok(site)
 }
 
-/// Appends `AND column = ?` for each filter (columns come from [`DIMENSIONS`]).
-pub(crate) fn filter_sql(filters: &[(&'static str, String)]) -> String {
-    filters.iter().map(|(column, _)| format!(" AND {column} = ?")).collect()
-}
-
-pub(crate) fn bind_filters(mut query: clickhouse::query::Query, filters: &[(&'static str, String)]) -> clickhouse::query::Query {
-    for (_, value) in filters {
-        query = query.bind(value.as_str());
-    }
-    query
-}
-
-fn levels_sql(levels: &[f64]) -> String {
-    vec!["?"; levels.len()].join(", ")
-}
-
-fn bind_levels(mut query: clickhouse::query::Query, levels: &[f64]) -> clickhouse::query::Query {
-    for p in levels {
-        query = query.bind(p / 100.0);
-    }
-    query
+/// The percentile levels (in %) as the fractions ClickHouse's quantile functions take.
+fn fractions(levels: &[f64]) -> impl Iterator<Item = Bind> + '_ {
+    levels.iter().map(|p| Bind::from(p / 100.0))
 }
 
 fn percentile_column(p: f64) -> String {
@@ -285,34 +264,33 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     let range = requested.aligned(source.step());
 
     let group_sql = if group_by == "none" { "''" } else { group_by };
-    let group_clause = if group_by == "none" { "" } else { " GROUP BY grp ORDER BY n DESC, grp LIMIT ?" };
-    let (select, levels): (String, Vec<f64>) = match source {
-        Source::Raw => (
-            format!(
-                "SELECT {group_sql} AS grp, count() AS n, quantilesExact({})(value) AS q, avg(value) AS mean, min(value) AS lo, max(value) AS hi,
+    let levels: Vec<f64> = if source == Source::Raw { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
+    let mut sql = Sql::new();
+    if source == Source::Raw {
+        sql.push(&format!("SELECT {group_sql} AS grp, count() AS n, quantilesExact("), []).push_list(fractions(&levels)).push(
+            ")(value) AS q, avg(value) AS mean, min(value) AS lo, max(value) AS hi,
                     countIf(rating = 'good') AS good, countIf(rating = 'needs-improvement') AS ni, countIf(rating = 'poor') AS poor",
-                levels_sql(&percentiles)
-            ),
-            percentiles.clone(),
-        ),
-        _ => (
-            format!(
-                "SELECT {group_sql} AS grp, countMerge(count_state) AS n,
-                    arrayMap(x -> toFloat64(x), quantilesTDigestMerge({})(quantiles_state)) AS q,
-                    sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
+            [],
+        );
+    } else {
+        sql.push(
+            &format!("SELECT {group_sql} AS grp, countMerge(count_state) AS n, arrayMap(x -> toFloat64(x), quantilesTDigestMerge("),
+            [],
+        )
+        .push_list(fractions(&levels))
+        .push(
+            ")(quantiles_state)) AS q, sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
                     sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor",
-                levels_sql(&ROLLUP_LEVELS)
-            ),
-            ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect(),
-        ),
-    };
-    let (from_sql, times) = from_clause(source, range);
-    let sql = format!("{select} FROM {from_sql}{filters}{group_clause}", filters = filter_sql(&filters));
-    let mut q = bind_from(bind_levels(app.clickhouse.query(&sql), &levels), site, &metric, &times);
-    q = bind_filters(q, &filters);
-    if group_by != "none" {
-        q = q.bind(limit);
+            [],
+        );
     }
+    sql.push(" FROM ", []);
+    push_from(&mut sql, source, range, site, &metric);
+    sql.push_filters(&filters);
+    if group_by != "none" {
+        sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
+    }
+    let q = sql.query(&app.clickhouse);
     let rows = q.fetch_all::<StatsRow>().await.map_err(QueryError::Storage)?;
 
     let mut columns = vec!["group".to_owned(), "count".to_owned()];
@@ -396,22 +374,23 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
         other => other,
     };
 
-    let value_sql = match (source, rollup_index(percentile)) {
-        (Source::Raw, _) | (_, None) => "quantileExact(?)(value)".to_owned(),
-        (_, Some(i)) => format!("toFloat64(quantilesTDigestMerge({})(quantiles_state)[{i}])", levels_sql(&ROLLUP_LEVELS)),
-    };
+    let (time, table) = (source.time_column(), source.table());
     let count_sql = if source == Source::Raw { "count()" } else { "countMerge(count_state)" };
-    let sql = format!(
-        "SELECT toUInt32(intDiv(toUInt32({time}), ?) * ?) AS t, {count_sql} AS n, {value_sql} AS v
-         FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?){filters}
-         GROUP BY t ORDER BY t",
-        time = source.time_column(),
-        table = source.table(),
-        filters = filter_sql(&filters),
+    let mut sql = Sql::new();
+    sql.push(&format!("SELECT toUInt32(intDiv(toUInt32({time}), ?) * ?) AS t, {count_sql} AS n, "), [step.into(), step.into()]);
+    match (source, rollup_index(percentile)) {
+        (Source::Raw, _) | (_, None) => sql.push("quantileExact(?)(value)", [(percentile / 100.0).into()]),
+        (_, Some(i)) => sql
+            .push("toFloat64(quantilesTDigestMerge(", [])
+            .push_list(fractions(&ROLLUP_LEVELS.map(|l| l * 100.0)))
+            .push(&format!(")(quantiles_state)[{i}])"), []),
+    };
+    sql.push(
+        &format!(" AS v FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
+        [site.into(), metric.as_str().into(), range.from.into(), range.to.into()],
     );
-    let mut q = app.clickhouse.query(&sql).bind(step).bind(step);
-    q = if source == Source::Raw { q.bind(percentile / 100.0) } else { bind_levels(q, &ROLLUP_LEVELS.map(|l| l * 100.0)) };
-    q = bind_filters(q.bind(site).bind(metric.as_str()).bind(range.from).bind(range.to), &filters);
+    sql.push_filters(&filters).push(" GROUP BY t ORDER BY t", []);
+    let q = sql.query(&app.clickhouse);
     let points = q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)?;
 
     let mut meta = base_meta(site, range, source);
@@ -473,19 +452,21 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
         status_filter = Some(status.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{status:?} is not an HTTP status")))?);
     }
     let group_sql = if group_by == "status" { "toString(status)" } else { group_by };
-    let sql = format!(
-        "SELECT {group_sql} AS grp, count() AS n, quantilesExact({})(duration) AS q, avg(duration) AS mean, countIf(ok = 0) AS errors
-         FROM api_calls WHERE site = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?){}{}
-         GROUP BY grp ORDER BY n DESC, grp LIMIT ?",
-        levels_sql(&percentiles),
-        filter_sql(&filters),
-        if status_filter.is_some() { " AND status = ?" } else { "" },
-    );
-    let mut q = bind_filters(bind_levels(app.clickhouse.query(&sql), &percentiles).bind(site).bind(range.from).bind(range.to), &filters);
+    let mut sql = Sql::new();
+    sql.push(&format!("SELECT {group_sql} AS grp, count() AS n, quantilesExact("), [])
+        .push_list(fractions(&percentiles))
+        .push(
+            ")(duration) AS q, avg(duration) AS mean, countIf(ok = 0) AS errors
+             FROM api_calls WHERE site = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+            [site.into(), range.from.into(), range.to.into()],
+        )
+        .push_filters(&filters);
     if let Some(status) = status_filter {
-        q = q.bind(status);
+        sql.push(" AND status = ?", [status.into()]);
     }
-    let rows = q.bind(limit).fetch_all::<ApiRow>().await.map_err(QueryError::Storage)?;
+    sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
+    let q = sql.query(&app.clickhouse);
+    let rows = q.fetch_all::<ApiRow>().await.map_err(QueryError::Storage)?;
 
     let seconds = range.seconds() as f64;
     let mut columns = vec!["group".to_owned(), "count".to_owned()];
