@@ -256,7 +256,12 @@ pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
         .map_err(err("CREATE DATABASE"))?;
     let client = super::client(config);
     client
-        .query("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog")
+        // A MergeTree (not TinyLog, which ClickHouse Cloud refuses). Databases made by earlier
+        // versions keep their TinyLog table; both answer the same queries.
+        .query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime)
+             ENGINE = MergeTree() ORDER BY version",
+        )
         .execute()
         .await
         .map_err(err("CREATE TABLE schema_migrations"))?;
