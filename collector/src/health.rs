@@ -72,7 +72,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    u64::try_from(crate::ingest::now_ms()).unwrap_or(0)
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {

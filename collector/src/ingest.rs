@@ -332,7 +332,8 @@ fn attribution_json(attribution: &BTreeMap<String, AttrValue>) -> String {
     }
 }
 
-fn now_ms() -> i64 {
+/// The wall clock, epoch ms.
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 

@@ -446,15 +446,25 @@ fn copy_spool(from: &Database, to: &Database) -> Result<u64, Box<dyn std::error:
     Ok(n)
 }
 
+/// The row count a record's header states (0 for a value shorter than a header).
+fn header_rows(value: &[u8]) -> u64 {
+    value.get(9..13).and_then(|b| b.try_into().ok()).map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+}
+
 fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
-    // Encoding plain structs into a Vec cannot fail; an empty payload would be caught at decode.
-    let payload = postcard::to_stdvec(batch).unwrap_or_default();
-    let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
+    // One buffer on the ingest path: the header, then the rows encoded straight after it, then
+    // the payload's checksum written into the header.
+    let mut record = Vec::with_capacity(HEADER_BYTES + 256 * batch.len());
     record.push(FORMAT);
     record.extend_from_slice(&received_ms.to_le_bytes());
     record.extend_from_slice(&u32::try_from(batch.len()).unwrap_or(u32::MAX).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
+    record.extend_from_slice(&[0; 4]);
+    // Encoding plain structs into a Vec cannot fail; an empty payload would be caught at decode.
+    let mut record = postcard::to_extend(batch, record).unwrap_or_default();
+    if record.len() >= HEADER_BYTES {
+        let crc = crc32fast::hash(&record[HEADER_BYTES..]);
+        record[13..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    }
     record
 }
 
@@ -471,7 +481,7 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
     }
     let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
     let u32_at = |i: usize| u32::from_le_bytes(header[i..i + 4].try_into().unwrap_or_default());
-    let (received_ms, rows, crc) = (u64_at(1), u64::from(u32_at(9)), u32_at(13));
+    let (received_ms, rows, crc) = (u64_at(1), header_rows(value), u32_at(13));
     if crc32fast::hash(payload) != crc {
         return Record { received_ms, rows, crc, ..bad("checksum mismatch".into()) };
     }
@@ -517,8 +527,7 @@ fn recover(db: &Database) -> Result<(String, u64, Totals), Box<dyn std::error::E
         for entry in records.iter()? {
             let (key, value) = entry?;
             let value = value.value();
-            let rows =
-                if value.len() >= HEADER_BYTES { u64::from(u32::from_le_bytes(value[9..13].try_into().unwrap_or_default())) } else { 0 };
+            let rows = header_rows(value);
             totals.records.fetch_add(1, Ordering::Relaxed);
             totals.rows.fetch_add(rows, Ordering::Relaxed);
             totals.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
@@ -673,9 +682,7 @@ fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Resul
                     records.retain_in(..=*through, |_, value| {
                         n += 1;
                         bytes += value.len() as u64;
-                        if value.len() >= HEADER_BYTES {
-                            rows += u64::from(u32::from_le_bytes(value[9..13].try_into().unwrap_or_default()));
-                        }
+                        rows += header_rows(value);
                         false
                     })?;
                     applied.removed_records += n;

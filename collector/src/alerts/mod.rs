@@ -359,12 +359,16 @@ impl Alerts {
     }
 }
 
+/// Where an evaluation window ends, epoch ms. Rows reach ClickHouse up to `flush_interval` after
+/// they were accepted: the window ends that much (and a second) before `now`, so the newest edge
+/// is not judged half-empty.
+fn window_end_ms(app: &App, now: OffsetDateTime) -> i64 {
+    (now.unix_timestamp_nanos() / 1_000_000) as i64 - app.config.flush_interval_ms as i64 - 1_000
+}
+
 /// The statistic per group over the rule's window ending at `now`, through the query layer.
 async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap<String, Observation>, String> {
-    // Rows reach ClickHouse up to `flush_interval` after they were accepted: the window ends that
-    // much (and a second) before `now`, so the newest edge is not judged half-empty.
-    let lag = app.config.flush_interval_ms as i128 + 1_000;
-    let to = now.unix_timestamp_nanos() / 1_000_000 - lag;
+    let to = i128::from(window_end_ms(app, now));
     let from = to - rule.window.as_millis() as i128;
     let mut query = vec![("site", rule.site.clone()), ("from", from.to_string()), ("to", to.to_string())];
     let api = rule.metric == pulse_protocol::metric::API;
@@ -435,7 +439,7 @@ async fn observe_release(
     (min_change, min_samples): (f64, u64),
     now: OffsetDateTime,
 ) -> Result<(BTreeMap<String, Observation>, BTreeMap<String, String>), String> {
-    let to = now.unix_timestamp() - (app.config.flush_interval_ms / 1000) as i64 - 1;
+    let to = window_end_ms(app, now).div_euclid(1000);
     let from = to - rule.window.as_secs() as i64;
     let filters: Vec<(&'static str, String)> = rule
         .filters
@@ -604,10 +608,5 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
 
 /// Stable id of an alert (rule × group): 16 hex digits of FNV-1a.
 pub fn fingerprint(rule: &str, group: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in rule.bytes().chain([0u8]).chain(group.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::query::stats::fnv1a(&[rule, "\0", group]))
 }

@@ -104,10 +104,7 @@ fn summary(label: &str, values: &[f64]) -> Value {
 }
 
 fn seed(site: &str, metric: &str, group: &str) -> u64 {
-    site.bytes()
-        .chain(metric.bytes())
-        .chain(group.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    stats::fnv1a(&[site, metric, group])
 }
 
 /// What every comparison of one request uses.

@@ -77,6 +77,12 @@ pub fn min_samples(stat: Statistic) -> u64 {
     }
 }
 
+/// FNV-1a over the parts' bytes, in order: a stable 64-bit hash (alert fingerprints, bootstrap
+/// seeds), the same in every process and version.
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    parts.iter().flat_map(|p| p.bytes()).fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// A small, seeded generator (xorshift64*): deterministic answers for the same data.
 struct Rng(u64);
 
