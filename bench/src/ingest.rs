@@ -355,6 +355,7 @@ async fn direct(report: &mut Report, rows: u64) {
         attribution: r#"{"element":"main>div.hero>img","url":"https://cdn.example/hero.jpg","timeToFirstByte":210.5}"#.into(),
         tag_keys: vec![],
         tag_values: vec![],
+        seq: i,
     };
     let started = Instant::now();
     let mut i = 0;

@@ -274,10 +274,17 @@ settings! {
     batch_rows: usize = 20_000;
     /// Longest wait before spooled rows are inserted, ms.
     flush_interval_ms: u64 = 1_000;
-    /// Days of raw rows and minute rollups kept (whole days dropped).
+    /// Days of raw rows and final values (`metrics_final`) kept (whole days dropped).
     retention_days: u32 = 30;
-    /// Days of hour rollups kept (whole months dropped).
+    /// Days of hour and day rollups kept (whole days dropped).
     rollup_retention_days: u32 = 400;
+    /// Minutes after an hour ends before its values are final (re-reported CLS and INP of its
+    /// page views counted with their last value) and rolled up; reports arriving later stay in
+    /// the raw table only (`pulse_late_reports_total`).
+    final_grace_minutes: u32 = 30;
+    /// How often the finalizer looks for hours to make final, s. Any number of collectors may
+    /// run it: a lease in ClickHouse lets one at a time.
+    finalize_interval_seconds: u64 = 60;
     /// Beacons per second per client IP (burst twice this). Sized for a large office or campus
     /// behind one NAT address: 5 000 people on the site at once send about 200 beacons/s.
     ip_rate_per_second: u32 = 500;
@@ -451,6 +458,9 @@ impl Config {
         }
         if self.alert_interval_seconds == 0 {
             return bad("alert_interval_seconds", "must be greater than 0".into());
+        }
+        if self.finalize_interval_seconds == 0 {
+            return bad("finalize_interval_seconds", "must be greater than 0".into());
         }
         if let Some(url) = &self.public_url {
             if !url.starts_with("http://") && !url.starts_with("https://") {

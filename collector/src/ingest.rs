@@ -76,7 +76,7 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
     let mut rejected = Vec::new();
     for (index, raw) in beacon.metrics.iter().enumerate() {
         match parse_metric(raw).and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string()))) {
-            Ok(measurement) => page.add(measurement, &mut batch, &app.telemetry),
+            Ok(measurement) => page.add(measurement, index, &mut batch, &app.telemetry),
             Err((reason, error)) => {
                 app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
                 rejected.push(Rejected { index, error });
@@ -198,6 +198,8 @@ struct PageContext<'a> {
     received_ms: i64,
     /// `received_ms` in epoch seconds, for the `received_at` columns.
     received_at: u32,
+    /// Values first reported before this (epoch s) are final; a report from then is late.
+    final_until: i64,
 }
 
 impl<'a> PageContext<'a> {
@@ -222,11 +224,19 @@ impl<'a> PageContext<'a> {
             sent_at: beacon.sent_at,
             received_ms,
             received_at: epoch_seconds(received_ms),
+            final_until: app.finalizer.final_until().unwrap_or(0),
         }
     }
 
-    fn add(&self, m: Measurement, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
+    /// Adds one measurement, the `index`-th metric of its beacon.
+    fn add(&self, m: Measurement, index: usize, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
         let event_time = epoch_seconds(enrich::corrected_time_ms(m.at, self.sent_at, self.received_ms));
+        if i64::from(event_time) < self.final_until {
+            telemetry.late_reports.inc();
+        }
+        // Arrival order: the receive time, then the position in the beacon (at most
+        // `MAX_METRICS_PER_BEACON` < 1 024). Breaks ties between reports of one id in one second.
+        let seq = (u64::try_from(self.received_ms).unwrap_or(0) << 10) | (index as u64 & 1023);
         let counter = match m.kind {
             Kind::Vital { vital, value, delta, rating, id, attribution } => {
                 batch.metrics.push(self.metric_row(
@@ -238,11 +248,22 @@ impl<'a> PageContext<'a> {
                     id,
                     attribution_json(&attribution),
                     BTreeMap::new(),
+                    seq,
                 ));
                 &telemetry.accepted_vital
             }
             Kind::Custom { name, value, tags } => {
-                batch.metrics.push(self.metric_row(event_time, name, value, value, rating_code(None), String::new(), String::new(), tags));
+                batch.metrics.push(self.metric_row(
+                    event_time,
+                    name,
+                    value,
+                    value,
+                    rating_code(None),
+                    String::new(),
+                    String::new(),
+                    tags,
+                    seq,
+                ));
                 &telemetry.accepted_custom
             }
             Kind::Api { route, method, status, ok, error, duration, server_timing } => {
@@ -289,6 +310,7 @@ impl<'a> PageContext<'a> {
         metric_id: String,
         attribution: String,
         tags: BTreeMap<String, String>,
+        seq: u64,
     ) -> MetricRow {
         let (tag_keys, tag_values) = tags.into_iter().unzip();
         MetricRow {
@@ -320,6 +342,7 @@ impl<'a> PageContext<'a> {
             attribution,
             tag_keys,
             tag_values,
+            seq,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct App {
     /// The server's version, once the schema is in place (the collector accepts beacons before).
     pub clickhouse_version: std::sync::OnceLock<String>,
     pub writer_status: Arc<WriterStatus>,
+    /// Makes hours final and rolls them up (one collector at a time), and knows how far they are.
+    pub finalizer: storage::finalize::Finalizer,
 }
 
 impl App {
@@ -86,6 +88,7 @@ impl App {
             clickhouse: storage::client(&config),
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
+            finalizer: storage::finalize::Finalizer::default(),
             spool,
             config,
         })
@@ -156,6 +159,7 @@ pub struct Running {
     writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
     alerting: JoinHandle<()>,
+    finalizing: JoinHandle<()>,
 }
 
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
@@ -216,6 +220,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
     let alerting = tokio::spawn(alerting(app.clone()));
+    let finalizing = tokio::spawn(storage::finalize::run_forever(app.clone()));
 
     let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
@@ -236,7 +241,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config::DEV_READ_KEY
         );
     }
-    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping, alerting })
+    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping, alerting, finalizing })
 }
 
 impl Running {
@@ -257,6 +262,7 @@ impl Running {
         }
         self.housekeeping.abort();
         self.alerting.abort();
+        self.finalizing.abort();
         let spool = self.app.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     }

@@ -43,8 +43,15 @@ pub struct Telemetry {
     pub alert_evaluations: IntCounterVec,
     /// Alert notifications by notifier and outcome (`delivered`, `failed` after the retries).
     pub alert_notifications: IntCounterVec,
-    /// ClickHouse errors by operation (`insert`, `query`, `schema`, `retention`, `ping`).
+    /// ClickHouse errors by operation (`insert`, `query`, `schema`, `retention`, `ping`, `finalize`).
     pub clickhouse_errors: IntCounterVec,
+    /// Reports whose own time falls in an hour already final when they arrived: kept in the raw
+    /// table, not in answers.
+    pub late_reports: IntCounter,
+    /// Hours made final by this collector's finalizer.
+    pub hours_finalized: IntCounter,
+    /// Everything first reported before this time (epoch s) is final.
+    pub final_until_seconds: IntGauge,
 }
 
 impl Telemetry {
@@ -78,6 +85,9 @@ impl Telemetry {
         let quarantined = plain_counter("spool_records_quarantined_total", "Spool records of another format version, kept aside.");
         let salvaged = plain_counter("spool_files_salvaged_total", "Damaged spool files set aside at start, their readable records kept.");
         let accepted = counter("metrics_accepted_total", "Metrics accepted, by kind.", &["kind"]);
+        let late_reports =
+            plain_counter("late_reports_total", "Reports that arrived after their hour was final (kept raw, not in answers).");
+        let hours_finalized = plain_counter("hours_finalized_total", "Hours made final (metrics_final and rollups) by this collector.");
         Telemetry {
             accepted_vital: accepted.with_label_values(&["vital"]),
             accepted_api: accepted.with_label_values(&["api"]),
@@ -112,6 +122,9 @@ impl Telemetry {
                 &["notifier", "outcome"],
             ),
             clickhouse_errors: counter("clickhouse_errors_total", "ClickHouse errors, by operation.", &["op"]),
+            late_reports,
+            hours_finalized,
+            final_until_seconds: gauge("final_until_seconds", "Everything first reported before this time (epoch s) is final."),
             registry,
         }
     }

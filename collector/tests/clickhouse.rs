@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pulse_collector::config::Config;
+use pulse_collector::storage::finalize::Outcome;
 use pulse_collector::Running;
 use pulse_testkit::http::{get, post_beacon, send};
 use pulse_testkit::{api_call, beacon, clickhouse, exact_percentile, metric, now_ms};
@@ -56,15 +57,25 @@ impl Collector {
         r.json()
     }
 
-    /// Waits until `table` holds `n` rows (the writer flushes every 100 ms). For `metrics`, also
-    /// waits for both rollups: the views write them just after the raw part is committed.
+    /// Waits until `table` holds `n` rows (the writer flushes every 100 ms).
     async fn wait_rows(&self, table: &str, n: u64) {
         self.wait_count(&format!("SELECT count() FROM {}.{table}", self.db), table, n).await;
-        if table == "metrics" {
-            for rollup in ["metrics_1m", "metrics_1h"] {
-                self.wait_count(&format!("SELECT countMerge(count_state) FROM {}.{rollup}", self.db), rollup, n).await;
-            }
+    }
+
+    /// Makes every hour up to now final: the finalizer driven at `now + ahead` (the current hour
+    /// over and its grace period passed when `ahead` is 2 h).
+    async fn finalize_at(&self, ahead: time::Duration) -> Outcome {
+        let app = &self.running.app;
+        let now = time::OffsetDateTime::now_utc() + ahead;
+        match app.finalizer.run(app, now).await.expect("finalizer runs") {
+            // The lease goes to a collector that has been around for an interval.
+            Outcome::NotLeader => app.finalizer.run(app, now + time::Duration::minutes(2)).await.expect("finalizer runs"),
+            outcome => outcome,
         }
+    }
+
+    async fn finalize(&self) -> Outcome {
+        self.finalize_at(time::Duration::hours(2)).await
     }
 
     async fn wait_count(&self, sql: &str, table: &str, n: u64) {
@@ -153,25 +164,35 @@ async fn percentiles_match_the_values_sent_exactly_from_raw_and_closely_from_rol
     assert_eq!(row["count"], phones.len());
     assert_eq!(f(&row["p75"]), exact_percentile(&sorted(phones), 75.0));
 
-    // The minute rollup: counts, shares, min and max exact; percentiles within t-digest error,
-    // checked by rank (the answer must lie within ±3 % of ranks of the exact one).
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&source=rollup", range())).await;
-    assert_eq!(body["source"], "rollup_1m");
-    let row = &body["rows"][0];
-    assert_eq!(row["count"], 300);
-    assert_eq!((f(&row["good"]), f(&row["needs_improvement"]), f(&row["poor"])), (good, ni, poor));
-    assert_eq!((f(&row["min"]), f(&row["max"])), (exact[0], exact[299]));
-    for p in [50.0, 75.0, 95.0, 99.0] {
-        let got = f(&row[format!("p{p}")]);
-        let rank = (p / 100.0 * 300.0) as usize;
-        let (lo, hi) = (exact[rank.saturating_sub(9)], exact[(rank + 9).min(299)]);
-        assert!(got >= lo - 1.0 && got <= hi + 1.0, "rollup p{p} = {got}, exact {} (allowed {lo}..{hi})", exact_percentile(&exact, p));
+    // Rollups, before the hour is final (states made from raw rows at query time) and after (the
+    // finalizer's rollups): counts, shares, min and max exact; percentiles within t-digest
+    // error, checked by rank (the answer must lie within ±3 % of ranks of the exact one).
+    for finalized in [false, true] {
+        if finalized {
+            assert!(matches!(c.finalize().await, Outcome::Finalized { .. }));
+        }
+        let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&source=rollup", range())).await;
+        assert_eq!(body["source"], "rollup_site");
+        assert_eq!(body["final_until"].is_string(), finalized, "{body}");
+        let row = &body["rows"][0];
+        assert_eq!(row["count"], 300);
+        assert_eq!((f(&row["good"]), f(&row["needs_improvement"]), f(&row["poor"])), (good, ni, poor));
+        assert_eq!((f(&row["min"]), f(&row["max"])), (exact[0], exact[299]));
+        for p in [50.0, 75.0, 95.0, 99.0] {
+            let got = f(&row[format!("p{p}")]);
+            let rank = (p / 100.0 * 300.0) as usize;
+            let (lo, hi) = (exact[rank.saturating_sub(9)], exact[(rank + 9).min(299)]);
+            assert!(got >= lo - 1.0 && got <= hi + 1.0, "rollup p{p} = {got}, exact {} (allowed {lo}..{hi})", exact_percentile(&exact, p));
+        }
+        // A long range is answered by the day rollup with the same counts; exact answers too.
+        let now = now_ms() as u64;
+        let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", now - 30 * 86_400_000, now + 3_600_000)).await;
+        assert_eq!(body["source"], "rollup_site");
+        assert_eq!(body["rows"][0]["count"], 300);
+        let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&{}&source=raw&group_by=url", range())).await;
+        let counts: Vec<u64> = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).collect();
+        assert_eq!(counts, vec![150, 150]);
     }
-    // A long range is answered by the day and hour rollups with the same counts.
-    let now = now_ms() as u64;
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", now - 30 * 86_400_000, now + 3_600_000)).await;
-    assert_eq!(body["source"], "rollup_1d+1h");
-    assert_eq!(body["rows"][0]["count"], 300);
     c.running.stop().await;
 }
 
@@ -204,14 +225,23 @@ async fn series_buckets_hold_the_right_values() {
     let times: Vec<i64> = points.iter().map(|p| p["t"].as_i64().expect("t")).collect();
     assert!(times.windows(2).all(|w| w[1] - w[0] == 60_000), "{times:?}");
 
-    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1m&{}&source=rollup", range())).await;
-    assert_eq!(body["source"], "rollup_1m");
-    let counts = point_counts(&body);
-    assert_eq!(counts, vec![5, 4, 3, 2, 1]);
+    // Rollups hold whole hours.
+    let r = get(&format!("{}/v1/vitals/series?site=demo&metric=INP&interval=1m&{}&source=rollup", c.base, range()), &[AUTH]).await;
+    assert_eq!((r.status, r.json()["field"].as_str()), (400, Some("source")), "{}", r.text());
 
-    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1h&{}", range())).await;
-    let total: u64 = point_counts(&body).iter().sum();
-    assert_eq!(total, 15);
+    for finalized in [false, true] {
+        if finalized {
+            c.finalize().await;
+        }
+        for source in ["raw", "rollup"] {
+            let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1h&{}&source={source}", range())).await;
+            let total: u64 = point_counts(&body).iter().sum();
+            assert_eq!(total, 15, "{body}");
+        }
+        // The minute series is exact after finalizing too (read from the final values).
+        let body = c.read(&format!("/v1/vitals/series?site=demo&metric=INP&interval=1m&percentile=75&{}", range())).await;
+        assert_eq!(point_counts(&body), vec![5, 4, 3, 2, 1]);
+    }
     c.running.stop().await;
 }
 
@@ -452,27 +482,32 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
     let ch = clickhouse();
     let old = (now_ms() / 1000.0) as u64 - 60 * 86_400;
     let new = (now_ms() / 1000.0) as u64;
+    for table in ["metrics", "metrics_final"] {
+        ch.sql(&format!(
+            "INSERT INTO {db}.{table} (site, event_time, name, value) VALUES ('demo', {old}, 'LCP', 1), ('demo', {new}, 'LCP', 2)",
+            db = c.db
+        ));
+    }
     ch.sql(&format!(
-        "INSERT INTO {db}.metrics (site, event_time, received_at, name, value) VALUES ('demo', {old}, {old}, 'LCP', 1), ('demo', {new}, {new}, 'LCP', 2)",
+        "INSERT INTO {db}.rollup_page_1h (site, name, bucket, url, count_state) SELECT 'demo', 'LCP', toDateTime(t), '/', countState() FROM (SELECT arrayJoin([{old}, {new}]) AS t) GROUP BY t",
         db = c.db
     ));
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2, "the views filled the rollups");
     let dropped =
         pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
             .await
             .expect("retention runs");
-    let tables: Vec<&str> = dropped.iter().map(|(t, _)| *t).collect();
-    assert_eq!(tables, vec!["metrics", "metrics_1m"], "old day partitions dropped; the hour and day rollups keep 400 days");
+    let tables: Vec<&str> = dropped.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tables, vec!["metrics", "metrics_final"], "old day partitions dropped; the rollups keep 400 days");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1h", c.db)), 2);
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final", c.db)), 1);
+    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_page_1h", c.db)), 2);
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 5, "migrations 1 to 5, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 6, "migrations 1 to 6, once each");
     let added =
         format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
     assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_1d", c.db)), 2, "the day rollup keeps 400 days too");
     c.running.stop().await;
 }
 
@@ -541,8 +576,8 @@ async fn rows_not_stored_by_shutdown_stay_in_the_spool_for_the_next_start() {
     assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics")), 2, "once each");
 }
 
-/// Rows written straight into the raw table (the views fill every rollup), `per_hour` values an
-/// hour for `hours` hours ending at the last whole hour; returns the values, oldest first.
+/// Rows written straight into the raw table, `per_hour` values an hour for `hours` hours ending
+/// at the last whole hour; returns the values, oldest first, and the first hour.
 fn history(db: &str, hours: u32, per_hour: u32) -> (Vec<f64>, u32) {
     let last_hour = (now_ms() / 1000.0) as u32 / 3600 * 3600 - 3600;
     let first = last_hour - (hours - 1) * 3600;
@@ -565,14 +600,26 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
     // Ten days of hourly values: the range below covers the whole days in between from the day
     // rollup and the partial days at both ends from the hour rollup.
     let (values, first) = history(&c.db, 240, 3);
+    assert!(matches!(c.finalize().await, Outcome::Finalized { hours, .. } if hours >= 240));
     let ch = clickhouse();
-    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.metrics_1d", c.db)), 720, "the view fills the day rollup");
-    let (from, to) = (u64::from(first + 5 * 3600) * 1000, u64::from(first + 230 * 3600) * 1000);
-    let inside: Vec<f64> = values[15..690].to_vec();
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={from}&to={to}")).await;
-    assert_eq!(body["source"], "rollup_1d+1h");
+    assert_eq!(
+        ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_page_1d", c.db)),
+        720,
+        "the finalizer fills the day rollup"
+    );
+    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_site_1h", c.db)), 720);
+    // Over a week: from the start of its first day (in the answer), the days from the day rollup.
+    let (from, to) = (i64::from(first + 5 * 3600), i64::from(first + 230 * 3600));
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", from * 1000, to * 1000)).await;
+    assert_eq!(body["source"], "rollup_page");
+    let start = time::OffsetDateTime::parse(body["from"].as_str().expect("from"), &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+        .unix_timestamp();
+    assert_eq!(start, from.div_euclid(86_400) * 86_400, "a long range starts at a whole day");
+    let at = |i: usize| i64::from(first) + (i as i64 / 3) * 3600 + (i as i64 % 3) * 60;
+    let inside: Vec<f64> = (0..values.len()).filter(|&i| at(i) >= start && at(i) < to).map(|i| values[i]).collect();
     let row = &body["rows"][0];
-    assert_eq!(row["count"], inside.len(), "exact to the hour: no day is widened");
+    assert_eq!(row["count"], inside.len());
     let mut sorted = inside.clone();
     sorted.sort_by(f64::total_cmp);
     assert_eq!((f(&row["min"]), f(&row["max"])), (sorted[0], sorted[sorted.len() - 1]));
@@ -580,14 +627,20 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
     let rank = sorted.partition_point(|v| *v < p75);
     let expected = (0.75 * sorted.len() as f64) as usize;
     assert!(rank.abs_diff(expected) <= sorted.len() / 33, "rollup p75 {p75} at rank {rank}, exact rank {expected}");
-    let raw = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={from}&to={to}&source=raw")).await;
+    let raw = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}&source=raw", start * 1000, to * 1000)).await;
     assert_eq!(raw["rows"][0]["count"], row["count"]);
+    // Up to a week: exact to the hour, the whole days from the day rollup, the hours around them
+    // from the hour rollup.
+    let (from, to) = (i64::from(first + 5 * 3600), i64::from(first + 100 * 3600));
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", from * 1000, to * 1000)).await;
+    assert_eq!(body["source"], "rollup_site");
+    assert_eq!(body["rows"][0]["count"], 95 * 3, "{body}");
 
     // Daily points come from the day rollup, each day's count exact.
     let body = c
         .read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1d&from={}&to={}", u64::from(first) * 1000, now_ms() as u64))
         .await;
-    assert_eq!(body["source"], "rollup_1d");
+    assert_eq!(body["source"], "rollup_site");
     let total: u64 = point_counts(&body).iter().sum();
     assert_eq!(total, 720);
     c.running.stop().await;
@@ -598,12 +651,21 @@ async fn the_day_rollup_is_filled_from_the_hour_rollup_once() {
     let c = collector("day_backfill").await;
     let ch = clickhouse();
     // Back to a database that has only migration 1: no day rollup, history in the hour rollup.
-    for sql in ["DROP TABLE {db}.metrics_1d_mv", "DROP TABLE {db}.metrics_1d", "DROP TABLE {db}.schema_migrations"] {
+    for sql in ["DROP TABLE IF EXISTS {db}.metrics_1d_mv", "DROP TABLE {db}.metrics_1d", "DROP TABLE {db}.schema_migrations"] {
         ch.sql(&sql.replace("{db}", &c.db));
     }
     ch.sql(&format!("CREATE TABLE {}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = TinyLog", c.db));
     ch.sql(&format!("INSERT INTO {}.schema_migrations VALUES (1, 'raw tables and minute/hour rollups', now())", c.db));
     history(&c.db, 72, 2);
+    // What schema 1's hour view wrote (migration 6 dropped the views).
+    ch.sql(&format!(
+        "INSERT INTO {db}.metrics_1h SELECT site, name, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS bucket,
+            url, device, browser, os, country, release, nav, countState(), sumState(value), minState(value), maxState(value),
+            sumState(toUInt64(rating = 'good')), sumState(toUInt64(rating = 'needs-improvement')), sumState(toUInt64(rating = 'poor')),
+            quantilesTDigestState(0.5, 0.75, 0.95, 0.99)(value)
+         FROM {db}.metrics GROUP BY site, name, bucket, url, device, browser, os, country, release, nav",
+        db = c.db
+    ));
     let config = Config { clickhouse_url: ch.url.clone(), clickhouse_database: c.db.clone(), ..Config::default() };
     pulse_collector::storage::schema::migrate(&config).await.expect("migration 2");
     let day_count = format!("SELECT countMerge(count_state) FROM {}.metrics_1d", c.db);
@@ -616,9 +678,9 @@ async fn the_day_rollup_is_filled_from_the_hour_rollup_once() {
     ch.sql(&format!("INSERT INTO {}.schema_migrations VALUES (1, 'raw tables and minute/hour rollups', now())", c.db));
     pulse_collector::storage::schema::migrate(&config).await.expect("migration 2 again");
     assert_eq!(ch.count(&day_count), 144);
-    // And new rows flow into it through the view.
+    // Migration 6 (applied again with it) drops the views again: schema 1's rollups take no new rows.
     history(&c.db, 1, 5);
-    assert_eq!(ch.count(&day_count), 149);
+    assert_eq!(ch.count(&day_count), 144);
     c.running.stop().await;
 }
 
@@ -749,5 +811,158 @@ async fn every_answer_matches_the_openapi_document() {
     check("/v1/beacon", "post", 400, &refused.json());
     let unauthorized = get(&format!("{}/v1/vitals?site=demo&metric=LCP", c.base), &[]).await;
     check("/v1/vitals", "get", 401, &unauthorized.json());
+    c.running.stop().await;
+}
+
+/// CLS of `n` page views reported twice (web-vitals re-reports on a later hide when it grew): a
+/// partial value, then the final one. Returns the final values and the beacons (first reports,
+/// then final reports, 50 page views each), pages `/a` and `/b` alternating by page view.
+fn re_reported_cls(n: usize) -> (Vec<f64>, Vec<Value>) {
+    let finals: Vec<f64> = (0..n as u64).map(|i| ((i * 7_919) % 1_000) as f64 / 1_000.0 * 0.6).collect();
+    let mut beacons = Vec::new();
+    for (report, ago) in [(0, 600_000.0), (1, 300_000.0)] {
+        for (chunk, ids) in (0..n).collect::<Vec<_>>().chunks(25).enumerate() {
+            for url in ["/a", "/b"] {
+                let metrics: Vec<Value> = ids
+                    .iter()
+                    .filter(|&&i| (i % 2 == 0) == (url == "/a"))
+                    .map(|&i| {
+                        let value = if report == 0 { finals[i] * 0.4 } else { finals[i] };
+                        json!({"name": "CLS", "value": value, "id": format!("v5-{i}"), "at": now_ms() - ago})
+                    })
+                    .collect();
+                let mut b = beacon("demo", url, metrics);
+                b["page"] = json!(format!("pv-{url}-{chunk}"));
+                beacons.push(b);
+            }
+        }
+    }
+    (finals, beacons)
+}
+
+/// Checks every answer counts each page view once with its final value: raw and rollup
+/// summaries, `group_by`, both series.
+async fn assert_counted_once(c: &Collector, finals: &[f64]) {
+    let n = finals.len();
+    let exact = sorted(finals.to_vec());
+    let now = now_ms() as u64;
+    let day = format!("from={}&to={}", now - 86_400_000, now + 60_000);
+    let three_days = format!("from={}&to={}", now - 3 * 86_400_000, now + 3_600_000);
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{day}&source=raw")).await;
+    let row = &body["rows"][0];
+    assert_eq!(row["count"], n, "{body}");
+    for p in [50.0, 75.0, 95.0] {
+        assert_eq!(f(&row[format!("p{p}")]), exact_percentile(&exact, p), "p{p}: {body}");
+    }
+    let poor = finals.iter().filter(|v| **v > 0.25).count() as f64 / n as f64;
+    assert_eq!(f(&row["poor"]), poor);
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{day}&source=raw&group_by=url")).await;
+    let counts: Vec<u64> = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).collect();
+    assert_eq!(counts, vec![n as u64 / 2, n as u64 / 2], "{body}");
+
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{three_days}")).await;
+    assert_eq!(body["source"], "rollup_site");
+    let row = &body["rows"][0];
+    assert_eq!(row["count"], n, "{body}");
+    let p75 = f(&row["p75"]);
+    let rank = exact.partition_point(|v| *v < p75);
+    assert!(rank.abs_diff(3 * n / 4) <= n / 33, "rollup p75 {p75} at rank {rank} of the final values");
+    assert_eq!(f(&row["poor"]), poor);
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{three_days}&group_by=url")).await;
+    assert_eq!(body["source"], "rollup_page");
+    let counts: Vec<u64> = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).collect();
+    assert_eq!(counts, vec![n as u64 / 2, n as u64 / 2], "{body}");
+    for source in ["raw", "rollup"] {
+        let body = c.read(&format!("/v1/vitals/series?site=demo&metric=CLS&interval=1h&{three_days}&source={source}")).await;
+        assert_eq!(point_counts(&body).iter().sum::<u64>(), n as u64, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_view_counts_once_with_its_last_value() {
+    let c = collector("final_values").await;
+    let (finals, beacons) = re_reported_cls(400);
+    for b in &beacons {
+        c.post(b, DESKTOP).await;
+    }
+    // A final report delivered twice (a retried beacon) is still one page view.
+    c.post(beacons.last().expect("beacons"), DESKTOP).await;
+    // Custom metrics have no id: three equal ones in one beacon are three.
+    let custom = (0..3).map(|_| json!({"name": "cart.items", "value": 2.0, "at": now_ms() - 1_000.0})).collect();
+    c.post(&beacon("demo", "/a", custom), DESKTOP).await;
+    let duplicate = beacons.last().expect("beacons")["metrics"].as_array().expect("metrics").len() as u64;
+    c.wait_rows("metrics", 800 + duplicate + 3).await;
+
+    // Not yet final: deduplicated from raw rows at query time.
+    assert_counted_once(&c, &finals).await;
+    // Final: `metrics_final` and the rollups hold one row per page view.
+    assert!(matches!(c.finalize().await, Outcome::Finalized { .. }));
+    let ch = clickhouse();
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final WHERE name = 'CLS'", c.db)), 400);
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final WHERE name = 'CLS' AND reports >= 2", c.db)), 400);
+    assert_counted_once(&c, &finals).await;
+    let now = now_ms() as u64;
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=cart.items&from={}&to={}", now - 3_600_000, now + 60_000)).await;
+    assert_eq!(body["rows"][0]["count"], 3);
+
+    // A report arriving after its hour is final is kept raw, counted as late, and changes nothing.
+    let late = json!({"name": "CLS", "value": 0.9, "id": "v5-0", "at": now_ms() - 60_000.0});
+    c.post(&beacon("demo", "/a", vec![late]), DESKTOP).await;
+    c.wait_rows("metrics", 800 + duplicate + 4).await;
+    assert_counted_once(&c, &finals).await;
+    let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+    assert!(metrics.contains("pulse_late_reports_total 1"), "{metrics}");
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizing_survives_a_crash_mid_way_and_a_second_collector() {
+    let c = collector("finalizer_crash").await;
+    let (finals, beacons) = re_reported_cls(100);
+    for b in &beacons {
+        c.post(b, DESKTOP).await;
+    }
+    c.wait_rows("metrics", 200).await;
+    assert!(matches!(c.finalize().await, Outcome::Finalized { rebuilt_day: false, .. }));
+    assert_counted_once(&c, &finals).await;
+
+    // A run that died mid-way: its span recorded as started and part of it written twice.
+    let ch = clickhouse();
+    let db = &c.db;
+    let hour = (now_ms() / 1000.0 - 300.0) as i64 / 3600 * 3600;
+    let next_at = ch.count(&format!("SELECT max(at_ms) + 1 FROM {db}.finalizer_progress"));
+    ch.sql(&format!(
+        "INSERT INTO {db}.finalizer_progress VALUES ({next_at}, 'crashed', 'started', toDateTime({hour}), toDateTime({}))",
+        hour + 3600
+    ));
+    for table in ["metrics_final", "rollup_site_1h", "rollup_site_1d", "rollup_page_1d"] {
+        ch.sql(&format!("INSERT INTO {db}.{table} SELECT * FROM {db}.{table}"));
+    }
+    let doubled = c.read("/v1/vitals?site=demo&metric=CLS&source=raw").await;
+    assert_eq!(doubled["rows"][0]["count"], 200, "the damage shows before the next run");
+    // The next run rebuilds the day from the raw rows.
+    assert!(matches!(c.finalize_at(time::Duration::minutes(125)).await, Outcome::Finalized { rebuilt_day: true, .. }));
+    assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics_final")), 100);
+    assert_counted_once(&c, &finals).await;
+
+    // Two collectors on one database run the finalizer at the same moments: one leads, nothing
+    // is written twice.
+    let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..c.running.app.config.clone() };
+    let config = Config { spool_dir: pulse_testkit::temp_dir("spool-finalizer-second"), ..config };
+    let second = pulse_collector::start(config).await.expect("second collector starts");
+    // Both keep their heartbeats going (every minute, as they do when running): one leads
+    // throughout, the other never writes.
+    let t0 = time::OffsetDateTime::now_utc() + time::Duration::minutes(130);
+    c.running.app.finalizer.run(&c.running.app, t0).await.expect("first runs");
+    second.app.finalizer.run(&second.app, t0).await.expect("second runs");
+    for minutes in 1..=70 {
+        let now = t0 + time::Duration::minutes(minutes);
+        let (a, b) = tokio::join!(c.running.app.finalizer.run(&c.running.app, now), second.app.finalizer.run(&second.app, now));
+        let (a, b) = (a.expect("first runs"), b.expect("second runs"));
+        assert!(a == Outcome::NotLeader || b == Outcome::NotLeader, "{a:?} and {b:?}");
+    }
+    assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics_final")), 100);
+    assert_counted_once(&c, &finals).await;
+    second.stop().await;
     c.running.stop().await;
 }

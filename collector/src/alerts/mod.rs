@@ -3,7 +3,7 @@
 //! # The path of an evaluation
 //! 1. Every `alert_interval_seconds` the evaluator ([`Alerts::evaluate`], which takes `now`)
 //!    first renews its lease: several collectors may run, and only the one holding the lease
-//!    (the longest-running live one; see [`Alerts::is_leader`]) evaluates.
+//!    (the longest-running live one; see [`Lease`]) evaluates.
 //! 2. For each rule it asks the query layer ([`crate::query::vitals_table`] or
 //!    [`crate::query::api_calls_table`]) for the statistic over the window ending at `now`, per
 //!    group: exact from raw rows for windows up to `raw_max_hours`, from rollups beyond.
@@ -31,6 +31,7 @@ use self::notify::Message;
 use self::rules::{Notifier, Rule, Stat};
 use self::state::{Alert, Notice, Observation, Phase, Severity};
 use crate::query::params::format_time;
+use crate::storage::lease::Lease;
 use crate::App;
 
 /// The turn of one alert's notices at one notifier (held while delivering).
@@ -74,12 +75,6 @@ pub struct EventRow {
     pub recovering_since: u32,
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct LeaseRow {
-    holder: String,
-    first: u64,
-}
-
 /// The alerting engine of one collector.
 #[derive(Debug)]
 pub struct Alerts {
@@ -89,9 +84,8 @@ pub struct Alerts {
     restored: AtomicBool,
     /// This collector led the last evaluation (its in-memory states are current).
     evaluating: AtomicBool,
-    /// This collector's lease identity, and its first heartbeat (epoch ms).
-    holder: String,
-    first_ms: Mutex<Option<u64>>,
+    /// This collector's place in the evaluator lease.
+    lease: Lease,
     /// When this collector last wrote a heartbeat (epoch s of the evaluated `now`).
     last_heartbeat: Mutex<Option<i64>>,
     /// One queue per alert and notifier, so notices arrive in order (a resolve never overtakes
@@ -110,8 +104,7 @@ impl Alerts {
             tracked: Mutex::new(BTreeMap::new()),
             restored: AtomicBool::new(false),
             evaluating: AtomicBool::new(false),
-            holder: crate::spool::new_id(),
-            first_ms: Mutex::new(None),
+            lease: Lease::new("alert_lease"),
             last_heartbeat: Mutex::new(None),
             delivery_order: Mutex::new(BTreeMap::new()),
             client: notify::client(),
@@ -141,9 +134,7 @@ impl Alerts {
         if lapsed {
             // This collector was away longer than the lease: someone else may have led and
             // notified meanwhile. Start over as a newcomer, from the recorded states.
-            if let Ok(mut first) = self.first_ms.lock() {
-                *first = None;
-            }
+            self.lease.rejoin();
             self.restored.store(false, Ordering::Release);
             self.evaluating.store(false, Ordering::Release);
         }
@@ -266,43 +257,11 @@ impl Alerts {
         }
     }
 
-    /// The lease: each evaluator writes a heartbeat every evaluation. The leader is, among the
-    /// live holders (a heartbeat within three intervals) that have been around for at least one
-    /// interval, the one that started first (ties by id). A collector that joins never takes over
-    /// from a live leader, and two that start together both wait one interval, by which time each
-    /// sees the other's heartbeat and they agree.
+    /// Writes this collector's heartbeat and answers whether it leads (see [`Lease`]).
     pub async fn is_leader(&self, app: &App, now: OffsetDateTime) -> Result<bool, String> {
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
         let interval_ms = app.config.alert_interval_seconds.max(1) * 1_000;
-        let first = self.first_heartbeat(now_ms);
-        app.clickhouse
-            .query("INSERT INTO alert_lease (holder, first_ms, at_ms) VALUES (?, ?, ?)")
-            .bind(&self.holder)
-            .bind(first)
-            .bind(now_ms)
-            .execute()
-            .await
-            .map_err(|e| e.to_string())?;
-        let leader = app
-            .clickhouse
-            .query(
-                "SELECT holder, min(first_ms) AS first FROM alert_lease GROUP BY holder
-                 HAVING max(at_ms) >= ? AND first <= ? ORDER BY first, holder LIMIT 1",
-            )
-            .bind(now_ms.saturating_sub(3 * interval_ms))
-            .bind(now_ms.saturating_sub(interval_ms))
-            .fetch_all::<LeaseRow>()
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(l) = leader.first() {
-            tracing::debug!(leader = %l.holder, since_ms = l.first, me = %self.holder, "alert lease");
-        }
-        Ok(leader.first().is_some_and(|l| l.holder == self.holder))
-    }
-
-    fn first_heartbeat(&self, now_ms: u64) -> u64 {
-        let mut first = self.first_ms.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *first.get_or_insert(now_ms)
+        self.lease.renew(&app.clickhouse, now_ms, interval_ms, 0).await.map_err(|e| e.to_string())
     }
 
     /// Replaces the in-memory states with the last recorded ones.

@@ -2,8 +2,9 @@
 //! `from`..`to`, default the last 7 days) or `range:FROM..TO` — compared on one statistic with a
 //! bootstrap confidence interval ([`super::stats`]), overall and optionally per group.
 //!
-//! Always answered from raw rows (`source: "raw"`), so the values are exact; each side reads at
-//! most `MAX_ROWS` rows (the newest), and the bootstrap uses at most
+//! Always answered from exact values (`source: "raw"`: final values, and raw rows deduplicated
+//! for the hours not yet final; each metric id once); each side reads at most `MAX_ROWS` values
+//! (the newest), and the bootstrap uses at most
 //! [`super::stats::MAX_VALUES`] of them per side (an even subsample of the sorted values).
 
 use std::collections::BTreeMap;
@@ -17,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::params::{dimension_filters, format_time, metric_name, parse_time, Params, DIMENSIONS};
+use super::params::{dimension_filters, format_time, metric_name, parse_time, Params, TimeRange, DIMENSIONS};
+use super::plan::Scope;
 use super::sql::Sql;
 use super::stats::{self, Statistic, Verdict};
 use super::{site, ReadAccess};
@@ -71,16 +73,23 @@ async fn values(
     group: &str,
     filters: &[(&'static str, String)],
 ) -> Result<BTreeMap<String, Vec<f64>>, QueryError> {
-    let group_sql = if group == "none" { "''" } else { group };
-    let mut sql = Sql::new();
-    sql.push(
-        &format!("SELECT {group_sql} AS grp, value FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"),
-        [site.into(), metric.into(), side.from.into(), side.to.into()],
-    );
+    let mut filters = filters.to_vec();
     if let Some(release) = &side.release {
-        sql.push(" AND release = ?", [release.into()]);
+        filters.push(("release", release.clone()));
     }
-    sql.push_filters(filters).push(" ORDER BY event_time DESC LIMIT ?", [MAX_ROWS.into()]);
+    let scope = Scope {
+        site,
+        metric,
+        filters: &filters,
+        range: TimeRange { from: side.from, to: side.to },
+        final_until: app.finalizer.final_until(),
+        group: if group == "none" { "''" } else { group },
+        step: Some(1),
+    };
+    let mut sql = Sql::new();
+    sql.push("SELECT grp, v FROM ", []);
+    scope.push_values(&mut sql);
+    sql.push(" ORDER BY t DESC LIMIT ?", [MAX_ROWS.into()]);
     let rows = sql.query(&app.clickhouse).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for row in rows {

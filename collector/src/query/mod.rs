@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod params;
+pub mod plan;
 pub mod render;
 pub mod report;
 pub mod sql;
@@ -26,6 +27,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange, DIMENSIONS};
+use self::plan::{rollup_index, Need, Scope, Source};
 use self::render::{num, Format, Table};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
@@ -33,118 +35,24 @@ use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
 
 const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
-/// Ranges up to this long are answered from the minute rollup; longer ones from the hour rollup.
-const MINUTE_ROLLUP_MAX_SECONDS: i64 = 3 * 86_400;
 /// Most points one series may have.
 const MAX_POINTS: i64 = 10_000;
+/// Rollup summaries of ranges longer than this start at a whole UTC day (the day rollup answers
+/// them; hours before the first whole day would cost more than all the days).
+const WHOLE_DAYS_AFTER_SECONDS: i64 = 7 * 86_400;
 
 /// Parameters of each endpoint besides the page filters ([`DIMENSIONS`]).
 const VITALS_PARAMS: [&str; 9] = ["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit"];
 const SERIES_PARAMS: [&str; 8] = ["site", "metric", "from", "to", "interval", "percentile", "format", "source"];
 const API_CALLS_PARAMS: [&str; 10] = ["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status"];
 
-/// Where an answer comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Raw,
-    Minute,
-    Hour,
-    Day,
-    /// Whole days from the day rollup, the hours before the first and after the last whole day
-    /// from the hour rollup (summaries of long ranges: exact to the hour, a 24th of the states).
-    DayAndHour,
-}
-
-impl Source {
-    fn name(self) -> &'static str {
-        match self {
-            Source::Raw => "raw",
-            Source::Minute => "rollup_1m",
-            Source::Hour => "rollup_1h",
-            Source::Day => "rollup_1d",
-            Source::DayAndHour => "rollup_1d+1h",
-        }
+/// The dimensions a query groups (`group_by`, unless `none`) and filters by.
+fn dims_of<'a>(group_by: &'a str, filters: &[(&'static str, String)]) -> Vec<&'a str> {
+    let mut dims: Vec<&str> = filters.iter().map(|(column, _)| *column).collect();
+    if group_by != "none" && !dims.contains(&group_by) {
+        dims.push(group_by);
     }
-
-    fn step(self) -> i64 {
-        match self {
-            Source::Raw => 1,
-            Source::Minute => 60,
-            Source::Hour | Source::DayAndHour => 3_600,
-            Source::Day => 86_400,
-        }
-    }
-
-    fn table(self) -> &'static str {
-        match self {
-            Source::Raw => "metrics",
-            Source::Minute => "metrics_1m",
-            Source::Hour => "metrics_1h",
-            Source::Day => "metrics_1d",
-            // Two tables: see `from_clause`.
-            Source::DayAndHour => "metrics_1h",
-        }
-    }
-
-    fn time_column(self) -> &'static str {
-        match self {
-            Source::Raw => "event_time",
-            _ => "bucket",
-        }
-    }
-}
-
-/// Picks the source for a range: `source=raw|rollup|auto` (default auto). Rollups hold only the
-/// levels in [`ROLLUP_LEVELS`] and answer in whole buckets; `finest` is the smallest bucket the
-/// caller needs in seconds (a 1-minute series cannot come from the hour rollup; a whole-range
-/// summary needs none finer than a day).
-fn choose_source(params: &Params, app: &App, range: TimeRange, levels: &[f64], finest: i64) -> Result<Source, QueryError> {
-    let in_rollup = levels.iter().all(|p| rollup_index(*p).is_some());
-    let rollup = if range.seconds() <= MINUTE_ROLLUP_MAX_SECONDS || finest < 3_600 { Source::Minute } else { Source::Hour };
-    match params.choice("source", &["auto", "raw", "rollup"])? {
-        "raw" => Ok(Source::Raw),
-        "rollup" if !in_rollup => {
-            Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles"))
-        }
-        "rollup" => Ok(rollup),
-        _ if !in_rollup || range.seconds() <= i64::from(app.config.raw_max_hours) * 3_600 => Ok(Source::Raw),
-        _ => Ok(rollup),
-    }
-}
-
-/// Appends the `FROM … WHERE` of a query on `source` over `range` for one site and metric (the
-/// day-and-hour source reads two tables).
-fn push_from(sql: &mut Sql, source: Source, range: TimeRange, site: &str, metric: &str) {
-    if let (Source::DayAndHour, Some((first_day, last_day))) = (source, whole_days(range)) {
-        sql.push(
-            "(SELECT * FROM metrics_1d WHERE site = ? AND name = ? AND bucket >= toDateTime(?) AND bucket < toDateTime(?)",
-            [site.into(), metric.into(), first_day.into(), last_day.into()],
-        )
-        .push(
-            " UNION ALL SELECT * FROM metrics_1h WHERE site = ? AND name = ?
-                AND ((bucket >= toDateTime(?) AND bucket < toDateTime(?)) OR (bucket >= toDateTime(?) AND bucket < toDateTime(?))))
-            WHERE 1 = 1",
-            [site.into(), metric.into(), range.from.into(), first_day.into(), last_day.into(), range.to.into()],
-        );
-        return;
-    }
-    let (table, time) = (source.table(), source.time_column());
-    sql.push(
-        &format!("{table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
-        [site.into(), metric.into(), range.from.into(), range.to.into()],
-    );
-}
-
-/// The first and the end of the whole UTC days inside `range`, if there is at least one.
-fn whole_days(range: TimeRange) -> Option<(i64, i64)> {
-    const DAY: i64 = 86_400;
-    let (first, end) = ((range.from + DAY - 1).div_euclid(DAY) * DAY, range.to.div_euclid(DAY) * DAY);
-    (end > first).then_some((first, end))
-}
-
-/// 1-based index of a percentile in the rollup's quantile array.
-fn rollup_index(percentile: f64) -> Option<usize> {
-    ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9).map(|i| i + 1)
+    dims
 }
 
 /// What the presented read key may read: every site, or the ones it is limited to. An extractor:
@@ -207,6 +115,11 @@ pub(crate) fn site<'a>(params: &'a Params, app: &App) -> Result<&'a str, QueryEr
     Ok(site)
 }
 
+/// Ranges up to this long are answered exactly by default.
+fn raw_max_seconds(app: &App) -> i64 {
+    i64::from(app.config.raw_max_hours) * 3_600
+}
+
 /// The percentile levels (in %) as the fractions ClickHouse's quantile functions take.
 fn fractions(levels: &[f64]) -> impl Iterator<Item = Bind> + '_ {
     levels.iter().map(|p| Bind::from(p / 100.0))
@@ -216,13 +129,19 @@ fn percentile_column(p: f64) -> String {
     format!("p{}", p.to_string().replace('.', "_"))
 }
 
-fn base_meta(site: &str, range: TimeRange, source: Source) -> Map<String, Value> {
+fn base_meta(site: &str, range: TimeRange, source: &str) -> Map<String, Value> {
     let mut meta = Map::new();
     meta.insert("site".into(), site.into());
     meta.insert("from".into(), format_time(range.from).into());
     meta.insert("to".into(), format_time(range.to).into());
-    meta.insert("source".into(), source.name().into());
+    meta.insert("source".into(), source.into());
     meta
+}
+
+/// `final_until` in an answer's metadata: values first reported before it were read final
+/// (re-reports counted once), the rest deduplicated from raw rows at query time.
+fn final_meta(meta: &mut Map<String, Value>, app: &App) {
+    meta.insert("final_until".into(), app.finalizer.final_until().map_or(Value::Null, |t| format_time(t).into()));
 }
 
 /// One group of `/v1/vitals`.
@@ -257,38 +176,50 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     let filters = dimension_filters(&params)?;
     let limit = params.limit()?;
     let requested = params.range(now)?;
-    let source = match choose_source(&params, app, requested, &percentiles, 86_400)? {
-        Source::Hour if whole_days(requested.aligned(3_600)).is_some() => Source::DayAndHour,
-        other => other,
+    let dims = dims_of(group_by, &filters);
+    let need = Need { levels: &percentiles, dims: &dims, finest: 86_400 };
+    let source = plan::choose(params.choice("source", &["auto", "raw", "rollup"])?, requested, &need, raw_max_seconds(app))?;
+    let range = match source {
+        Source::Exact => requested,
+        Source::Rollup(_) => match requested.aligned(3_600) {
+            r if r.seconds() > WHOLE_DAYS_AFTER_SECONDS => TimeRange { from: r.from.div_euclid(86_400) * 86_400, ..r },
+            r => r,
+        },
     };
-    let range = requested.aligned(source.step());
-
-    let group_sql = if group_by == "none" { "''" } else { group_by };
-    let levels: Vec<f64> = if source == Source::Raw { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
+    let scope = Scope {
+        site,
+        metric: &metric,
+        filters: &filters,
+        range,
+        final_until: app.finalizer.final_until(),
+        group: if group_by == "none" { "''" } else { group_by },
+        step: None,
+    };
+    let levels: Vec<f64> = if source == Source::Exact { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
     let mut sql = Sql::new();
-    if source == Source::Raw {
-        sql.push(&format!("SELECT {group_sql} AS grp, count() AS n, quantilesExact("), []).push_list(fractions(&levels)).push(
-            ")(value) AS q, avg(value) AS mean, min(value) AS lo, max(value) AS hi,
-                    countIf(rating = 'good') AS good, countIf(rating = 'needs-improvement') AS ni, countIf(rating = 'poor') AS poor",
-            [],
-        );
-    } else {
-        sql.push(
-            &format!("SELECT {group_sql} AS grp, countMerge(count_state) AS n, arrayMap(x -> toFloat64(x), quantilesTDigestMerge("),
-            [],
-        )
-        .push_list(fractions(&levels))
-        .push(
-            ")(quantiles_state)) AS q, sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
-                    sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor",
-            [],
-        );
+    match source {
+        Source::Exact => {
+            sql.push("SELECT grp, count() AS n, quantilesExact(", []).push_list(fractions(&levels)).push(
+                ")(v) AS q, avg(v) AS mean, min(v) AS lo, max(v) AS hi,
+                    countIf(r = 'good') AS good, countIf(r = 'needs-improvement') AS ni, countIf(r = 'poor') AS poor FROM ",
+                [],
+            );
+            scope.push_values(&mut sql);
+        }
+        Source::Rollup(shape) => {
+            sql.push("SELECT grp, countMerge(count_state) AS n, arrayMap(x -> toFloat64(x), quantilesTDigestMerge(", [])
+                .push_list(fractions(&levels))
+                .push(
+                    ")(quantiles_state)) AS q, sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
+                    sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor FROM ",
+                    [],
+                );
+            scope.push_states(&mut sql, shape);
+        }
     }
-    sql.push(" FROM ", []);
-    push_from(&mut sql, source, range, site, &metric);
-    sql.push_filters(&filters);
+    sql.push(" GROUP BY grp", []);
     if group_by != "none" {
-        sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
+        sql.push(" ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
     }
     let q = sql.query(&app.clickhouse);
     let rows = q.fetch_all::<StatsRow>().await.map_err(QueryError::Storage)?;
@@ -313,7 +244,8 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         })
         .collect();
 
-    let mut meta = base_meta(site, range, source);
+    let mut meta = base_meta(site, range, &source.name());
+    final_meta(&mut meta, app);
     meta.insert("metric".into(), metric.clone().into());
     meta.insert("group_by".into(), group_by.into());
     meta.insert("percentiles".into(), json!(percentiles));
@@ -368,32 +300,30 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
             format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval"),
         ));
     }
-    let source = match choose_source(&params, &app, range, &[percentile], step)? {
-        // Daily points come straight from the day rollup.
-        Source::Hour if step == 86_400 => Source::Day,
-        other => other,
-    };
-
-    let (time, table) = (source.time_column(), source.table());
-    let count_sql = if source == Source::Raw { "count()" } else { "countMerge(count_state)" };
+    let dims = dims_of("none", &filters);
+    let need = Need { levels: &[percentile], dims: &dims, finest: step };
+    let source = plan::choose(params.choice("source", &["auto", "raw", "rollup"])?, range, &need, raw_max_seconds(&app))?;
+    let scope =
+        Scope { site, metric: &metric, filters: &filters, range, final_until: app.finalizer.final_until(), group: "''", step: Some(step) };
     let mut sql = Sql::new();
-    sql.push(&format!("SELECT toUInt32(intDiv(toUInt32({time}), ?) * ?) AS t, {count_sql} AS n, "), [step.into(), step.into()]);
     match (source, rollup_index(percentile)) {
-        (Source::Raw, _) | (_, None) => sql.push("quantileExact(?)(value)", [(percentile / 100.0).into()]),
-        (_, Some(i)) => sql
-            .push("toFloat64(quantilesTDigestMerge(", [])
-            .push_list(fractions(&ROLLUP_LEVELS.map(|l| l * 100.0)))
-            .push(&format!(")(quantiles_state)[{i}])"), []),
-    };
-    sql.push(
-        &format!(" AS v FROM {table} WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
-        [site.into(), metric.as_str().into(), range.from.into(), range.to.into()],
-    );
-    sql.push_filters(&filters).push(" GROUP BY t ORDER BY t", []);
+        (Source::Rollup(shape), Some(i)) => {
+            sql.push("SELECT t, countMerge(count_state) AS n, toFloat64(quantilesTDigestMerge(", [])
+                .push_list(fractions(&ROLLUP_LEVELS.map(|l| l * 100.0)))
+                .push(&format!(")(quantiles_state)[{i}]) AS pv FROM "), []);
+            scope.push_states(&mut sql, shape);
+        }
+        _ => {
+            sql.push("SELECT t, count() AS n, quantileExact(?)(v) AS pv FROM ", [(percentile / 100.0).into()]);
+            scope.push_values(&mut sql);
+        }
+    }
+    sql.push(" GROUP BY t ORDER BY t", []);
     let q = sql.query(&app.clickhouse);
     let points = q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)?;
 
-    let mut meta = base_meta(site, range, source);
+    let mut meta = base_meta(site, range, &source.name());
+    final_meta(&mut meta, &app);
     meta.insert("metric".into(), metric.clone().into());
     meta.insert("interval".into(), interval.into());
     meta.insert("percentile".into(), num(percentile));
@@ -481,7 +411,7 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
             row
         })
         .collect();
-    let mut meta = base_meta(site, range, Source::Raw);
+    let mut meta = base_meta(site, range, "raw");
     meta.insert("group_by".into(), group_by.into());
     meta.insert("percentiles".into(), json!(percentiles));
     meta.insert("unit".into(), "ms".into());
@@ -502,6 +432,13 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dims_are_the_group_and_the_filters() {
+        assert_eq!(dims_of("none", &[("url", "/a".into())]), vec!["url"]);
+        assert_eq!(dims_of("device", &[("url", "/a".into())]), vec!["url", "device"]);
+        assert_eq!(dims_of("url", &[("url", "/a".into())]), vec!["url"]);
+    }
 
     #[test]
     fn rollup_levels_map_to_percentiles() {

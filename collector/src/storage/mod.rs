@@ -5,6 +5,8 @@
 //! Debian server) and modern servers accept: no `DateTime64`, `TTL`, `LowCardinality`, `Map` or
 //! server-side parameters. Values from users are always bound with `.bind()`.
 
+pub mod finalize;
+pub mod lease;
 pub mod retention;
 pub mod rows;
 pub mod schema;

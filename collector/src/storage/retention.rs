@@ -1,26 +1,38 @@
 //! Retention: whole partitions past their age are dropped (cheap in ClickHouse, and works on
-//! 18.16, which has no `TTL`). Raw tables and the minute rollup are partitioned by day, the hour
-//! rollup by month; a month is dropped once all of it is past the cutoff.
+//! 18.16, which has no `TTL`). Raw tables are partitioned by day (`YYYYMMDD`), `metrics_final`
+//! and the rollups by UTC day number, schema 1's rollups by day or month; a month is dropped once
+//! all of it is past the cutoff.
 
 use clickhouse::Client;
 use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime};
 
 /// Tables, how long each keeps rows, and its partition granularity.
-fn tables(raw_days: u32, rollup_days: u32) -> [(&'static str, u32, Granularity); 5] {
-    [
-        ("metrics", raw_days, Granularity::Day),
-        ("api_calls", raw_days, Granularity::Day),
-        ("metrics_1m", raw_days, Granularity::Day),
-        ("metrics_1h", rollup_days, Granularity::Month),
-        ("metrics_1d", rollup_days, Granularity::Month),
-    ]
+fn tables(raw_days: u32, rollup_days: u32) -> Vec<(String, u32, Granularity)> {
+    let mut tables = vec![
+        ("metrics".to_owned(), raw_days, Granularity::Day),
+        ("api_calls".to_owned(), raw_days, Granularity::Day),
+        ("metrics_final".to_owned(), raw_days, Granularity::DayNumber),
+        ("metrics_1m".to_owned(), raw_days, Granularity::Day),
+        ("metrics_1h".to_owned(), rollup_days, Granularity::Month),
+        ("metrics_1d".to_owned(), rollup_days, Granularity::Month),
+    ];
+    for shape in super::schema::SHAPES {
+        for grain in [super::schema::Grain::Hour, super::schema::Grain::Day] {
+            tables.push((shape.table(grain), rollup_days, Granularity::DayNumber));
+        }
+    }
+    tables
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Granularity {
+    /// `toYYYYMMDD`.
     Day,
+    /// `toYYYYMM`.
     Month,
+    /// Days since 1970-01-01 (UTC).
+    DayNumber,
 }
 
 /// The partition id holding `date` (`YYYYMMDD` or `YYYYMM`).
@@ -29,6 +41,7 @@ fn partition_id(date: Date, granularity: Granularity) -> u32 {
     match granularity {
         Granularity::Day => ym * 100 + u32::from(date.day()),
         Granularity::Month => ym,
+        Granularity::DayNumber => (date.to_julian_day() - time::macros::date!(1970 - 01 - 01).to_julian_day()) as u32,
     }
 }
 
@@ -45,25 +58,25 @@ pub async fn drop_expired(
     now: OffsetDateTime,
     raw_days: u32,
     rollup_days: u32,
-) -> Result<Vec<(&'static str, u32)>, clickhouse::error::Error> {
+) -> Result<Vec<(String, u32)>, clickhouse::error::Error> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Part {
         partition: String,
     }
-    let mut dropped = Vec::new();
+    let mut dropped: Vec<(String, u32)> = Vec::new();
     for (table, keep_days, granularity) in tables(raw_days, rollup_days) {
         let parts = client
             .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
             .bind(database)
-            .bind(table)
+            .bind(&table)
             .fetch_all::<Part>()
             .await?;
         let ids: Vec<u32> = parts.iter().filter_map(|p| p.partition.trim_matches('\'').parse().ok()).collect();
         for id in expired(&ids, now, keep_days, granularity) {
             // `id` is a number we parsed, never text from a request.
             client.query(&format!("ALTER TABLE {table} DROP PARTITION {id}")).execute().await?;
-            tracing::info!(table, partition = id, "dropped partition past retention");
-            dropped.push((table, id));
+            tracing::info!(%table, partition = id, "dropped partition past retention");
+            dropped.push((table.clone(), id));
         }
     }
     Ok(dropped)
@@ -82,5 +95,8 @@ mod tests {
         let months = [202509, 202510, 202511];
         // 400 days before 2026-11-23 is 2025-10-19: September 2025 is wholly older, October is not.
         assert_eq!(expired(&months, now, 400, Granularity::Month), vec![202509]);
+        // Day numbers: 2026-10-22 is day 20 748 since 1970-01-01.
+        assert_eq!(partition_id(time::macros::date!(2026 - 10 - 22), Granularity::DayNumber), 20_748);
+        assert_eq!(expired(&[20_747, 20_748, 20_749], now, 31, Granularity::DayNumber), vec![20_747, 20_748]);
     }
 }

@@ -51,6 +51,9 @@ pub struct MetricRow {
     pub attribution: String,
     pub tag_keys: Vec<String>,
     pub tag_values: Vec<String>,
+    /// Arrival order (receive time in ms, then the position in the beacon): of two reports of
+    /// one metric id in the same second, the later arrival is the newer.
+    pub seq: u64,
 }
 
 /// One timed `fetch`/XHR (`api_calls` table).
@@ -94,5 +97,95 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Rows as spool record format 1 stored them (before `seq`), read so that records spooled by an
+/// older collector are shipped, not quarantined, after an upgrade.
+pub mod v1 {
+    use serde::Deserialize;
+
+    use super::ApiCallRow;
+
+    #[derive(Debug, Deserialize)]
+    pub struct MetricRow {
+        site: String,
+        event_time: u32,
+        received_at: u32,
+        name: String,
+        value: f64,
+        delta: f64,
+        rating: i8,
+        metric_id: String,
+        session: String,
+        page: String,
+        url: String,
+        nav: String,
+        release: String,
+        env: String,
+        device: String,
+        browser: String,
+        os: String,
+        country: String,
+        ect: String,
+        viewport_w: u32,
+        viewport_h: u32,
+        dpr: f32,
+        memory: f32,
+        cores: u16,
+        skew_ms: i64,
+        attribution: String,
+        tag_keys: Vec<String>,
+        tag_values: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Batch {
+        metrics: Vec<MetricRow>,
+        api_calls: Vec<ApiCallRow>,
+    }
+
+    impl Batch {
+        /// Today's rows, with the arrival order ingest would have given them (`received_ms` is
+        /// the record's receive time).
+        pub fn upgrade(self, received_ms: u64) -> super::Batch {
+            let metrics = self
+                .metrics
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| super::MetricRow {
+                    site: m.site,
+                    event_time: m.event_time,
+                    received_at: m.received_at,
+                    name: m.name,
+                    value: m.value,
+                    delta: m.delta,
+                    rating: m.rating,
+                    metric_id: m.metric_id,
+                    session: m.session,
+                    page: m.page,
+                    url: m.url,
+                    nav: m.nav,
+                    release: m.release,
+                    env: m.env,
+                    device: m.device,
+                    browser: m.browser,
+                    os: m.os,
+                    country: m.country,
+                    ect: m.ect,
+                    viewport_w: m.viewport_w,
+                    viewport_h: m.viewport_h,
+                    dpr: m.dpr,
+                    memory: m.memory,
+                    cores: m.cores,
+                    skew_ms: m.skew_ms,
+                    attribution: m.attribution,
+                    tag_keys: m.tag_keys,
+                    tag_values: m.tag_values,
+                    seq: (received_ms << 10) | (i as u64 & 1023),
+                })
+                .collect();
+            super::Batch { metrics, api_calls: self.api_calls }
+        }
     }
 }

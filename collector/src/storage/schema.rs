@@ -3,12 +3,18 @@
 //! (`IF NOT EXISTS`), so a migration interrupted half-way is simply applied again.
 //!
 //! Tables:
-//! - `metrics`, `api_calls`: raw rows, one day per partition (retention drops whole days),
-//!   ordered by the common filters.
-//! - `metrics_1m`, `metrics_1h`, `metrics_1d`: `AggregatingMergeTree` rollups fed by materialized
-//!   views, holding count / sum / min / max, good / needs-improvement / poor counts and a t-digest
-//!   of the values per minute (hour, day) and per group-by dimension. A week of p75 per page reads
-//!   the whole days from the day rollup and the hours at either end from the hour rollup.
+//! - `metrics`, `api_calls`: raw rows, every report as it arrived (kept for audit), one day per
+//!   partition (retention drops whole days), ordered by the common filters.
+//! - `metrics_final`: one row per metric id once its hour is final (see
+//!   [`super::finalize`]): the id's last reported value at the time of its first report.
+//! - `rollup_<shape>_1h`, `rollup_<shape>_1d`: `AggregatingMergeTree` rollups of
+//!   `metrics_final`, one per query shape ([`SHAPES`]), holding count / sum / min / max,
+//!   good / needs-improvement / poor counts and a t-digest per hour (day) and per value of the
+//!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
+//! - `finalizer_progress`, `finalizer_lease`: how far the rollups are final, and which
+//!   collector builds them.
+//! - `metrics_1m`, `metrics_1h`, `metrics_1d`: the rollups of schema 1–5 (insert-time views, which
+//!   counted every report); no longer written or read, dropped by retention as they age.
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -18,8 +24,101 @@ use crate::config::Config;
 /// Percentile levels kept in the rollups' t-digest states. Queries for other levels read raw rows.
 pub const ROLLUP_LEVELS: [f64; 4] = [0.5, 0.75, 0.95, 0.99];
 
-/// Dimensions kept in the rollups (every `group_by` and filter of the vitals API).
-pub const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav";
+/// Dimensions of the rollups of schema 1 (every `group_by` and filter of the vitals API).
+const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav";
+
+/// One rollup shape: the dimensions it keeps. A query is answered from the smallest shape that
+/// holds every dimension it groups or filters by, or from raw rows when none does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub name: &'static str,
+    pub dims: &'static [&'static str],
+}
+
+impl Shape {
+    pub fn table(self, grain: Grain) -> String {
+        format!("rollup_{}_{}", self.name, grain.suffix())
+    }
+
+    pub fn holds(self, dims: &[&str]) -> bool {
+        dims.iter().all(|d| self.dims.contains(d))
+    }
+}
+
+/// The shapes, smallest first. What the API and the dashboard ask: totals and series for a site
+/// (`site`); by page, or one page's series (`page`); pages on one device class (`page_device`);
+/// browsers and systems (`client`); countries (`geo`); releases and navigation types (`release`).
+pub const SHAPES: [Shape; 6] = [
+    Shape { name: "site", dims: &[] },
+    Shape { name: "page", dims: &["url"] },
+    Shape { name: "page_device", dims: &["url", "device"] },
+    Shape { name: "geo", dims: &["device", "country"] },
+    Shape { name: "client", dims: &["device", "browser", "os"] },
+    Shape { name: "release", dims: &["release", "nav", "device"] },
+];
+
+/// The smallest shape holding `dims`.
+pub fn shape_for(dims: &[&str]) -> Option<Shape> {
+    SHAPES.iter().copied().find(|s| s.holds(dims))
+}
+
+/// A rollup's bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub fn seconds(self) -> i64 {
+        match self {
+            Grain::Hour => 3_600,
+            Grain::Day => 86_400,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Grain::Hour => "1h",
+            Grain::Day => "1d",
+        }
+    }
+}
+
+/// The aggregate states of a rollup row, in column order (the finalizer writes them, queries
+/// merge them; the recent, not yet final part is turned into the same states at query time).
+pub const STATE_COLUMNS: &str = "count_state, sum_state, min_state, max_state, good_state, ni_state, poor_state, quantiles_state";
+
+/// The expressions that make [`STATE_COLUMNS`] from a `value` and a `rating` column.
+pub fn state_expressions(value: &str, rating: &str) -> String {
+    format!(
+        "countState() AS count_state, sumState({value}) AS sum_state, minState({value}) AS min_state, maxState({value}) AS max_state,
+         sumState(toUInt64({rating} = 'good')) AS good_state, sumState(toUInt64({rating} = 'needs-improvement')) AS ni_state,
+         sumState(toUInt64({rating} = 'poor')) AS poor_state, quantilesTDigestState(0.5, 0.75, 0.95, 0.99)({value}) AS quantiles_state"
+    )
+}
+
+/// A shape's rollup table, partitioned by UTC day number (the finalizer drops and rebuilds a day).
+fn shape_table(shape: Shape, grain: Grain) -> String {
+    let dims: String = shape.dims.iter().map(|d| format!("{d} String, ")).collect();
+    let order: String = shape.dims.iter().map(|d| format!("{d}, ")).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            site String, name String, bucket DateTime, {dims}
+            count_state AggregateFunction(count),
+            sum_state AggregateFunction(sum, Float64),
+            min_state AggregateFunction(min, Float64),
+            max_state AggregateFunction(max, Float64),
+            good_state AggregateFunction(sum, UInt64),
+            ni_state AggregateFunction(sum, UInt64),
+            poor_state AggregateFunction(sum, UInt64),
+            quantiles_state AggregateFunction(quantilesTDigest(0.5, 0.75, 0.95, 0.99), Float64)
+        ) ENGINE = AggregatingMergeTree()
+        PARTITION BY intDiv(toUInt32(bucket), 86400)
+        ORDER BY (site, name, {order}bucket)",
+        table = shape.table(grain)
+    )
+}
 
 /// One migration: a version and its steps.
 struct Migration {
@@ -213,7 +312,47 @@ fn migrations() -> Vec<Migration> {
             name: "alert recovery start",
             statements: vec![Step::AddColumn { table: "alert_events", column: "recovering_since", definition: "DateTime DEFAULT 0" }],
         },
+        Migration { version: 6, name: "final values: arrival order, metrics_final, rollups per query shape", statements: final_values() },
     ]
+}
+
+fn final_values() -> Vec<Step> {
+    let mut steps = vec![
+        Step::AddColumn { table: "metrics", column: "seq", definition: "UInt64 DEFAULT 0" },
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS metrics_final (
+                site String, name String, event_time DateTime, metric_id String, value Float64,
+                rating Enum8('none' = 0, 'good' = 1, 'needs-improvement' = 2, 'poor' = 3),
+                reports UInt32, session String, page String,
+                url String, nav String, release String, env String, device String, browser String, os String, country String
+            ) ENGINE = MergeTree()
+            PARTITION BY intDiv(toUInt32(event_time), 86400)
+            ORDER BY (site, name, url, event_time)"
+                .to_owned(),
+        ),
+        // Each finalizer span writes `started`, then `done`; the last `done` is the watermark.
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS finalizer_progress (at_ms UInt64, holder String, phase String, span_from DateTime, span_to DateTime)
+            ENGINE = MergeTree() ORDER BY at_ms"
+                .to_owned(),
+        ),
+        // Heartbeats of every collector: the lease, and the oldest row each still has to ship.
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS finalizer_lease (holder String, first_ms UInt64, at_ms UInt64, backlog_ms UInt64)
+            ENGINE = ReplacingMergeTree(at_ms) ORDER BY holder"
+                .to_owned(),
+        ),
+        Step::AddColumn { table: "alert_lease", column: "backlog_ms", definition: "UInt64 DEFAULT 0" },
+    ];
+    for shape in SHAPES {
+        steps.push(Step::Sql(shape_table(shape, Grain::Hour)));
+        steps.push(Step::Sql(shape_table(shape, Grain::Day)));
+    }
+    // The insert-time views counted every report of an id; the finalizer replaces them.
+    for view in ["metrics_1m_mv", "metrics_1h_mv", "metrics_1d_mv"] {
+        steps.push(Step::Sql(format!("DROP TABLE IF EXISTS {view}")));
+    }
+    steps
 }
 
 #[cfg(test)]

@@ -1,0 +1,250 @@
+//! Where an answer comes from, and the SQL that reads it.
+//!
+//! Every metric id counts once, with its last reported value, at the time of its first report
+//! ([`crate::storage::finalize`]). Hours before the finalizer's watermark are final: exact
+//! answers read them from `metrics_final`, rollup answers from the rollup of the smallest shape
+//! that holds the query's dimensions. Hours after it are read from raw rows, deduplicated the same
+//! way at query time (for rollup answers, turned into the same aggregate states and merged).
+
+use super::params::TimeRange;
+use super::sql::Sql;
+use crate::errors::QueryError;
+use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY};
+use crate::storage::schema::{shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
+
+const HOUR: i64 = 3_600;
+const DAY: i64 = 86_400;
+
+/// Where an answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Exact percentiles: final values from `metrics_final`, the rest from raw rows.
+    Exact,
+    /// t-digest percentiles (p50, p75, p95, p99) from one rollup shape, the rest from raw rows.
+    Rollup(Shape),
+}
+
+impl Source {
+    pub fn name(self) -> String {
+        match self {
+            Source::Exact => "raw".to_owned(),
+            Source::Rollup(shape) => format!("rollup_{}", shape.name),
+        }
+    }
+}
+
+/// What a query asks of its source.
+#[derive(Debug)]
+pub struct Need<'a> {
+    /// Percentile levels in %.
+    pub levels: &'a [f64],
+    /// Dimensions it groups or filters by.
+    pub dims: &'a [&'a str],
+    /// The finest bucket it needs, s (a 1-minute series cannot come from an hour rollup).
+    pub finest: i64,
+}
+
+/// Picks the source: `choice` is the `source` parameter (`auto`, `raw`, `rollup`); `raw_max_seconds`
+/// the longest range answered exactly by default.
+pub fn choose(choice: &str, range: TimeRange, need: &Need, raw_max_seconds: i64) -> Result<Source, QueryError> {
+    let in_rollup = need.levels.iter().all(|p| rollup_index(*p).is_some());
+    let shape = shape_for(need.dims);
+    match choice {
+        "raw" => Ok(Source::Exact),
+        "rollup" if !in_rollup => {
+            Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles"))
+        }
+        "rollup" if need.finest < HOUR => Err(QueryError::bad("source", "rollups hold whole hours; use source=raw for minutes")),
+        "rollup" => shape
+            .map(Source::Rollup)
+            .ok_or_else(|| QueryError::bad("source", format!("no rollup keeps {} together; use source=raw", need.dims.join(" and ")))),
+        _ if !in_rollup || need.finest < HOUR || range.seconds() <= raw_max_seconds => Ok(Source::Exact),
+        _ => Ok(shape.map_or(Source::Exact, Source::Rollup)),
+    }
+}
+
+/// 1-based index of a percentile in the rollup's quantile array.
+pub fn rollup_index(percentile: f64) -> Option<usize> {
+    ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9).map(|i| i + 1)
+}
+
+/// One query's reading of the store: the site, metric and filters, the range, the watermark.
+#[derive(Debug)]
+pub struct Scope<'a> {
+    pub site: &'a str,
+    pub metric: &'a str,
+    pub filters: &'a [(&'static str, String)],
+    pub range: TimeRange,
+    /// Everything first reported before this is final (epoch s); `None`: nothing is yet.
+    pub final_until: Option<i64>,
+    /// The grouping expression (a column name from the code's fixed lists, or `''`).
+    pub group: &'a str,
+    /// Bucket size of a series, s; `None` for a summary (every row in bucket 0).
+    pub step: Option<i64>,
+}
+
+impl Scope<'_> {
+    /// `[from, final_until)` and `[final_until, to)`, each if not empty.
+    fn split(&self) -> (Option<TimeRange>, Option<TimeRange>) {
+        let TimeRange { from, to } = self.range;
+        let w = self.final_until.unwrap_or(i64::MIN).clamp(from, to);
+        ((w > from).then_some(TimeRange { from, to: w }), (to > w).then_some(TimeRange { from: w, to }))
+    }
+
+    fn bucket(&self, column: &str) -> String {
+        match self.step {
+            Some(step) => format!("toUInt32(intDiv(toUInt32({column}), {step}) * {step})"),
+            None => "toUInt32(0)".to_owned(),
+        }
+    }
+
+    fn push_where(&self, sql: &mut Sql, time: &str, range: TimeRange) {
+        sql.push(
+            &format!(" WHERE site = ? AND name = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)"),
+            [self.site.into(), self.metric.into(), range.from.into(), range.to.into()],
+        );
+        sql.push_filters(self.filters);
+    }
+
+    /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`).
+    fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
+        sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
+        sql.push(
+            &format!(
+                "SELECT min(event_time) AS first_time, argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r,
+                    any({group}) AS grp
+                 FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+                group = self.group
+            ),
+            [self.site.into(), self.metric.into(), (range.from - LOOKBACK_SECONDS).into(), (range.to + LOOKBACK_SECONDS).into()],
+        );
+        sql.push_filters(self.filters);
+        sql.push(
+            &format!(" GROUP BY {REPORT_KEY} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?))"),
+            [range.from.into(), range.to.into()],
+        );
+    }
+
+    /// One row per metric id first reported in the range (`grp`, `t`, `v`, `r`): final ones from
+    /// `metrics_final`, the rest deduplicated from raw rows.
+    pub fn push_values(&self, sql: &mut Sql) {
+        let (done, recent) = self.split();
+        sql.push("(", []);
+        if let Some(done) = done {
+            sql.push(
+                &format!("SELECT {} AS grp, {} AS t, value AS v, rating AS r FROM metrics_final", self.group, self.bucket("event_time")),
+                [],
+            );
+            self.push_where(sql, "event_time", done);
+            if recent.is_some() {
+                sql.push(" UNION ALL ", []);
+            }
+        }
+        if let Some(recent) = recent {
+            self.push_recent(sql, recent);
+        }
+        sql.push(")", []);
+    }
+
+    /// Aggregate states ([`STATE_COLUMNS`]) by `grp` and `t`: final hours from `shape`'s rollups
+    /// (whole days from the day rollup where the buckets allow), the rest from raw rows.
+    pub fn push_states(&self, sql: &mut Sql, shape: Shape) {
+        let (done, recent) = self.split();
+        let mut parts: Vec<(Grain, TimeRange)> = Vec::new();
+        if let Some(done) = done {
+            match self.step {
+                Some(step) if step < DAY => parts.push((Grain::Hour, done)),
+                Some(_) => parts.push((Grain::Day, done)),
+                None => {
+                    let (days, hours) = day_segments(done, self.final_until);
+                    parts.extend(days.map(|d| (Grain::Day, d)));
+                    parts.extend(hours.into_iter().map(|h| (Grain::Hour, h)));
+                }
+            }
+        }
+        sql.push("(", []);
+        for (i, (grain, part)) in parts.iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ", []);
+            }
+            sql.push(
+                &format!("SELECT {} AS grp, {} AS t, {STATE_COLUMNS} FROM {}", self.group, self.bucket("bucket"), shape.table(*grain)),
+                [],
+            );
+            self.push_where(sql, "bucket", *part);
+        }
+        if let Some(recent) = recent {
+            if !parts.is_empty() {
+                sql.push(" UNION ALL ", []);
+            }
+            sql.push(&format!("SELECT grp, t, {} FROM (", state_expressions("v", "r")), []);
+            self.push_recent(sql, recent);
+            sql.push(") GROUP BY grp, t", []);
+        }
+        sql.push(")", []);
+    }
+}
+
+/// The final part `[from, to)` of a summary as whole days (from the day rollup) and the hours
+/// around them. The day rollup's last day holds only the hours before `final_until`, so when the
+/// part ends there, that partial day is read from it too.
+fn day_segments(part: TimeRange, final_until: Option<i64>) -> (Option<TimeRange>, Vec<TimeRange>) {
+    let TimeRange { from, to } = part;
+    let first_day = (from + DAY - 1).div_euclid(DAY) * DAY;
+    let days_end = if final_until == Some(to) { (to + DAY - 1).div_euclid(DAY) * DAY } else { to.div_euclid(DAY) * DAY };
+    if first_day >= days_end || first_day >= to {
+        return (None, vec![part]);
+    }
+    let mut hours = Vec::new();
+    if from < first_day {
+        hours.push(TimeRange { from, to: first_day });
+    }
+    if days_end < to {
+        hours.push(TimeRange { from: days_end, to });
+    }
+    (Some(TimeRange { from: first_day, to: days_end }), hours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: i64 = 86_400;
+    const H: i64 = 3_600;
+
+    fn r(from: i64, to: i64) -> TimeRange {
+        TimeRange { from, to }
+    }
+
+    #[test]
+    fn summaries_read_whole_days_and_the_hours_around_them() {
+        // Ends before the watermark: the last partial day from hours.
+        assert_eq!(
+            day_segments(r(10 * D + 5 * H, 14 * D + 3 * H), Some(20 * D)),
+            (Some(r(11 * D, 14 * D)), vec![r(10 * D + 5 * H, 11 * D), r(14 * D, 14 * D + 3 * H)])
+        );
+        // Ends at the watermark: the day rollup's last day holds exactly the final hours.
+        assert_eq!(day_segments(r(10 * D, 14 * D + 3 * H), Some(14 * D + 3 * H)), (Some(r(10 * D, 15 * D)), vec![]));
+        // Less than a day: hours only.
+        assert_eq!(day_segments(r(10 * D + H, 10 * D + 5 * H), Some(20 * D)), (None, vec![r(10 * D + H, 10 * D + 5 * H)]));
+    }
+
+    #[test]
+    fn the_smallest_shape_that_holds_the_dimensions_answers() {
+        let need = |dims: &'static [&'static str]| Need { levels: &[75.0], dims, finest: DAY };
+        let long = r(0, 30 * D);
+        let name = |s: Source| s.name();
+        assert_eq!(name(choose("auto", long, &need(&[]), D).expect("ok")), "rollup_site");
+        assert_eq!(name(choose("auto", long, &need(&["url"]), D).expect("ok")), "rollup_page");
+        assert_eq!(name(choose("auto", long, &need(&["url", "device"]), D).expect("ok")), "rollup_page_device");
+        assert_eq!(name(choose("auto", long, &need(&["browser"]), D).expect("ok")), "rollup_client");
+        assert_eq!(name(choose("auto", long, &need(&["nav"]), D).expect("ok")), "rollup_release");
+        // No shape keeps a page and a country together: raw rows answer, or a clear error.
+        assert_eq!(choose("auto", long, &need(&["url", "country"]), D).expect("ok"), Source::Exact);
+        let err = choose("rollup", long, &need(&["url", "country"]), D).expect_err("no shape");
+        assert!(err.to_string().contains("url and country"), "{err}");
+        // Short ranges and other percentiles are exact.
+        assert_eq!(choose("auto", r(0, D), &need(&[]), D).expect("ok"), Source::Exact);
+        assert_eq!(choose("auto", long, &Need { levels: &[90.0], dims: &[], finest: DAY }, D).expect("ok"), Source::Exact);
+    }
+}

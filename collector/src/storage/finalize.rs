@@ -1,0 +1,340 @@
+//! The finalizer: makes whole hours final, once every report of their page views can be
+//! expected to have arrived, and rolls them up.
+//!
+//! Web-vitals reports CLS and INP again (same id, new value) on each later hide when they grew.
+//! The raw table keeps every report; answers count each metric id once, with its last value:
+//!
+//! - An id belongs to the time of its **first** report; its value is that of its **last** report
+//!   (latest event time, ties by arrival order `seq`) among the reports up to [`LOOKBACK_SECONDS`]
+//!   around it. [`REPORT_KEY`] is the id (a custom metric, which has none, is its own row).
+//! - `final_grace_minutes` after an hour ends (and once no collector still holds unshipped rows
+//!   from before that), the leader of the `finalizer_lease` writes the hour's ids, one row each,
+//!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1h` and
+//!   `_1d`). Queries read final hours from there and the rest from raw rows, deduplicated the
+//!   same way ([`crate::query`]).
+//! - Reports that arrive after their hour is final stay in the raw table, are counted in
+//!   `pulse_late_reports_total`, and change no answer.
+//!
+//! Crash safety: each span (whole hours within one UTC day) is recorded as `started` in
+//! `finalizer_progress` before anything is written and `done` after. A run that finds its last
+//! span `started` (a crash, a lost connection, a collector killed mid-way) drops that day's
+//! partitions (and any later day's) of every derived table (all are partitioned by UTC day) and
+//! rebuilds from the start of that day from the raw table, so no hour is ever counted twice. Several collectors may run: a lease lets one
+//! at a time finalize.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::lease::Lease;
+use super::schema::{state_expressions, Grain, SHAPES};
+use crate::App;
+
+/// How far apart the reports of one id may be and still be counted as one: reports more than a
+/// day after an id's first are counted as their own. Also how far back queries look for an id's
+/// first report.
+pub const LOOKBACK_SECONDS: i64 = 86_400;
+
+/// What identifies one metric of one page view: its id, or, for custom metrics (which have none),
+/// the row's arrival order (rows stored before `seq` existed: a hash of the row).
+pub const REPORT_KEY: &str =
+    "metric_id, if(metric_id = '', if(seq = 0, cityHash64(page, event_time, value, received_at), seq), toUInt64(0))";
+
+const HOUR: i64 = 3_600;
+const DAY: i64 = 86_400;
+
+/// The columns of `metrics_final` besides the value, in order, as the finalizer takes them from
+/// raw rows (aliases: 18.16 refuses an aggregate's alias that shadows a column).
+const CARRIED: [&str; 10] = ["session", "page", "url", "nav", "release", "env", "device", "browser", "os", "country"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizeError {
+    #[error("ClickHouse refused {what}: {source}")]
+    ClickHouse {
+        what: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+}
+
+fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> FinalizeError {
+    move |source| FinalizeError::ClickHouse { what, source }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Another collector finalizes.
+    NotLeader,
+    /// Nothing to finalize yet (no rows, or no hour past its grace period).
+    Idle,
+    /// Hours made final; everything first reported before `until` (epoch s) now is.
+    Finalized { hours: i64, until: i64, rebuilt_day: bool },
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ProgressRow {
+    at_ms: u64,
+    phase: String,
+    span_from: u32,
+    span_to: u32,
+}
+
+/// One collector's finalizer.
+#[derive(Debug)]
+pub struct Finalizer {
+    lease: Lease,
+    /// One run at a time in this process (the background loop and tests driving `now`).
+    running: tokio::sync::Mutex<()>,
+    /// Everything first reported before this (epoch s, a whole hour) is final; 0: nothing yet.
+    final_until: AtomicI64,
+}
+
+impl Default for Finalizer {
+    fn default() -> Finalizer {
+        Finalizer { lease: Lease::new("finalizer_lease"), running: tokio::sync::Mutex::new(()), final_until: AtomicI64::new(0) }
+    }
+}
+
+impl Finalizer {
+    /// Everything first reported before this time (epoch s) is final, as far as this collector
+    /// knows (another collector's finalizer may be ahead; behind is always safe to read).
+    pub fn final_until(&self) -> Option<i64> {
+        Some(self.final_until.load(Ordering::Acquire)).filter(|t| *t > 0)
+    }
+
+    fn publish(&self, app: &App, until: i64) {
+        self.final_until.store(until, Ordering::Release);
+        app.telemetry.final_until_seconds.set(until);
+    }
+
+    /// One run at `now`: renews the lease, learns how far the values are final, and, when this
+    /// collector leads, finalizes every whole hour that is due.
+    pub async fn run(&self, app: &App, now: OffsetDateTime) -> Result<Outcome, FinalizeError> {
+        let _one = self.running.lock().await;
+        let client = &app.clickhouse;
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let interval_ms = app.config.finalize_interval_seconds.max(1) * 1_000;
+        let backlog_ms = app.spool.stats().oldest_ms.unwrap_or(0);
+        let leading = self.lease.renew(client, now_ms, interval_ms, backlog_ms).await.map_err(ch("the finalizer lease"))?;
+        let last = last_progress(client).await?;
+        if let Some(done) = last.as_ref().filter(|p| p.phase == "done") {
+            self.publish(app, i64::from(done.span_to));
+        }
+        if !leading {
+            return Ok(Outcome::NotLeader);
+        }
+        let mut at_ms = last.as_ref().map_or(0, |p| p.at_ms);
+        let mut next_at = || {
+            at_ms = now_ms.max(at_ms + 1);
+            at_ms
+        };
+
+        // A span left `started`: rebuild its whole day (and any later one, should there be any).
+        let mut rebuilt_day = false;
+        let mut expected_after_rebuild = None;
+        let mut from = match &last {
+            Some(p) if p.phase == "started" => {
+                let day = i64::from(p.span_from).div_euclid(DAY) * DAY;
+                tracing::warn!(day = %crate::query::params::format_time(day), "the last finalizer run stopped mid-way; rebuilding its day");
+                drop_days_from(client, day).await?;
+                let done_at = next_at();
+                record(client, done_at, self.lease.holder(), "done", day, day).await?;
+                expected_after_rebuild = Some(done_at);
+                rebuilt_day = true;
+                day
+            }
+            Some(p) => i64::from(p.span_to),
+            None => match first_day(client).await? {
+                Some(day) => day,
+                None => return Ok(Outcome::Idle),
+            },
+        };
+
+        // Due: whole hours that ended a grace period ago, and before any row still waiting in a
+        // live collector's spool (a row may be up to a grace period older than its receipt).
+        let grace = i64::from(app.config.final_grace_minutes) * 60;
+        let mut due = (now.unix_timestamp() - grace).div_euclid(HOUR) * HOUR;
+        if let Some(oldest_ms) = self.lease.oldest_backlog(client, now_ms, interval_ms).await.map_err(ch("the spool backlogs"))? {
+            due = due.min(((oldest_ms / 1_000) as i64 - grace).div_euclid(HOUR) * HOUR);
+        }
+        let start = from;
+        let mut expected = expected_after_rebuild.or(last.as_ref().map(|p| p.at_ms));
+        while from < due {
+            // Another finalizer wrote since (two leaders for a moment, after a heartbeat gap):
+            // leave the rest to it.
+            let now_last = last_progress(client).await?;
+            if now_last.as_ref().map(|p| p.at_ms) != expected {
+                tracing::warn!("another collector is finalizing; stopping this run");
+                break;
+            }
+            let to = due.min((from.div_euclid(DAY) + 1) * DAY);
+            record(client, next_at(), self.lease.holder(), "started", from, to).await?;
+            finalize_span(client, from, to).await?;
+            let done_at = next_at();
+            record(client, done_at, self.lease.holder(), "done", from, to).await?;
+            expected = Some(done_at);
+            app.telemetry.hours_finalized.inc_by(((to - from) / HOUR) as u64);
+            self.publish(app, to);
+            from = to;
+        }
+        if from > start || rebuilt_day {
+            self.publish(app, from);
+            return Ok(Outcome::Finalized { hours: (from - start) / HOUR, until: from, rebuilt_day });
+        }
+        Ok(Outcome::Idle)
+    }
+}
+
+async fn last_progress(client: &Client) -> Result<Option<ProgressRow>, FinalizeError> {
+    let rows = client
+        .query(
+            "SELECT at_ms, phase, toUInt32(span_from) AS span_from, toUInt32(span_to) AS span_to
+             FROM finalizer_progress ORDER BY at_ms DESC LIMIT 1",
+        )
+        .fetch_all::<ProgressRow>()
+        .await
+        .map_err(ch("reading finalizer_progress"))?;
+    Ok(rows.into_iter().next())
+}
+
+async fn record(client: &Client, at_ms: u64, holder: &str, phase: &str, from: i64, to: i64) -> Result<(), FinalizeError> {
+    client
+        .query("INSERT INTO finalizer_progress (at_ms, holder, phase, span_from, span_to) VALUES (?, ?, ?, toDateTime(?), toDateTime(?))")
+        .bind(at_ms)
+        .bind(holder)
+        .bind(phase)
+        .bind(from)
+        .bind(to)
+        .execute()
+        .await
+        .map_err(ch("recording finalizer progress"))
+}
+
+/// The UTC day of the oldest raw row, where finalizing starts in a new database.
+async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
+    let (n, first) = client
+        .query("SELECT count(), toUInt32(min(event_time)) FROM metrics")
+        .fetch_one::<(u64, u32)>()
+        .await
+        .map_err(ch("reading the oldest raw row"))?;
+    Ok((n > 0).then(|| i64::from(first).div_euclid(DAY) * DAY))
+}
+
+/// Every table the finalizer writes.
+fn derived_tables() -> Vec<String> {
+    let mut tables = vec!["metrics_final".to_owned()];
+    for shape in SHAPES {
+        tables.push(shape.table(Grain::Hour));
+        tables.push(shape.table(Grain::Day));
+    }
+    tables
+}
+
+/// Drops the UTC day `day` and every later one from every derived table (each is partitioned
+/// by day number): whatever was finalized from there on is rebuilt.
+async fn drop_days_from(client: &Client, day: i64) -> Result<(), FinalizeError> {
+    #[derive(Debug, Row, Deserialize)]
+    struct Part {
+        table: String,
+        partition: String,
+    }
+    let parts = client
+        .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = currentDatabase() AND active AND has(?, table)")
+        .bind(derived_tables())
+        .fetch_all::<Part>()
+        .await
+        .map_err(ch("listing the finalized days"))?;
+    for part in parts {
+        // Partition ids of these tables are day numbers; the table name comes from our own list.
+        let Ok(number) = part.partition.trim_matches('\'').parse::<i64>() else { continue };
+        if number >= day / DAY {
+            client
+                .query(&format!("ALTER TABLE {} DROP PARTITION {number}", part.table))
+                .execute()
+                .await
+                .map_err(ch("dropping a partly finalized day"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The `SELECT` of one row per id first reported in `[from, to)`: its last value and rating,
+/// its report count and the page view's columns. Binds: `from - LOOKBACK`, `to + LOOKBACK`,
+/// `from`, `to`.
+pub fn final_rows_sql(filters: &str) -> String {
+    let carried: String = CARRIED.iter().map(|c| format!(", any({c}) AS c_{c}")).collect();
+    format!(
+        "SELECT site, name, min(event_time) AS first_time, any(metric_id) AS id,
+            argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r, toUInt32(count()) AS n{carried}
+         FROM metrics
+         WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?){filters}
+         GROUP BY site, name, {REPORT_KEY}
+         HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?)"
+    )
+}
+
+/// Makes `[from, to)` (whole hours within one UTC day) final: its ids into `metrics_final`, then
+/// its states into every rollup.
+async fn finalize_span(client: &Client, from: i64, to: i64) -> Result<(), FinalizeError> {
+    let carried_out: String = CARRIED.iter().map(|c| format!(", c_{c}")).collect();
+    let carried_in: String = CARRIED.iter().map(|c| format!(", {c}")).collect();
+    client
+        .query(&format!(
+            "INSERT INTO metrics_final (site, name, event_time, metric_id, value, rating, reports{carried_in})
+             SELECT site, name, first_time, id, v, r, n{carried_out} FROM ({})",
+            final_rows_sql("")
+        ))
+        .bind(from - LOOKBACK_SECONDS)
+        .bind(to + LOOKBACK_SECONDS)
+        .bind(from)
+        .bind(to)
+        .execute()
+        .await
+        .map_err(ch("writing metrics_final"))?;
+    let states = state_expressions("value", "rating");
+    for shape in SHAPES {
+        let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
+        for grain in [Grain::Hour, Grain::Day] {
+            let step = grain.seconds();
+            client
+                .query(&format!(
+                    "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}
+                     FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                     GROUP BY site, name, bucket{dims}",
+                    table = shape.table(grain)
+                ))
+                .bind(from)
+                .bind(to)
+                .execute()
+                .await
+                .map_err(ch("writing a rollup"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the finalizer every `finalize_interval_seconds` with the wall clock as `now`.
+pub async fn run_forever(app: std::sync::Arc<App>) {
+    let period = std::time::Duration::from_secs(app.config.finalize_interval_seconds.max(1));
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if app.clickhouse_version.get().is_none() {
+            continue; // the schema is not in place yet
+        }
+        match app.finalizer.run(&app, OffsetDateTime::now_utc()).await {
+            Ok(Outcome::Finalized { hours, until, rebuilt_day }) => {
+                tracing::info!(hours, until = %crate::query::params::format_time(until), rebuilt_day, "values final");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                app.telemetry.clickhouse_errors.with_label_values(&["finalize"]).inc();
+                tracing::warn!(%err, "finalizing failed; retrying at the next interval");
+            }
+        }
+    }
+}
