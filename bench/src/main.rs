@@ -5,10 +5,12 @@
 //! 2. Agent cost in the page (headless Chromium): init, main-thread time, per-fetch overhead.
 //! 3. Ingest throughput: realistic beacons on loopback → stored metrics/s, latency, peak RSS;
 //!    beside RowBinary inserts straight into ClickHouse; with 1 and 2 collector worker threads.
-//! 4. Query latency over 1 M and 10 M synthetic rows (30 days): the API (rollups) beside the same
-//!    question asked of the raw table.
+//! 4. Query latency over 1 M and 10 M realistic synthetic rows (30 days): the API (exact answers
+//!    and rollups per query shape) beside the same question asked of the raw table; the
+//!    finalizer's time and disk bytes per stored metric.
 //!
-//! `--quick` (under 2 minutes) shortens every run and uses 100 k / 1 M rows.
+//! `--quick` (under 2 minutes) shortens every run and uses 100 k / 1 M rows; `--big` queries
+//! 10 M and 100 M rows.
 
 mod agent;
 mod ingest;
@@ -28,6 +30,7 @@ pub fn repo() -> PathBuf {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let big = args.iter().any(|a| a == "--big");
     // `--only weight|page|ingest|query`: one section (while working on it).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let runs = |section: &str| only.as_deref().is_none_or(|o| o == section);
@@ -48,7 +51,7 @@ async fn main() {
     }
     if runs("query") {
         eprintln!("bench: 4/4 query latency");
-        query::run(&mut report, quick).await;
+        query::run(&mut report, quick, big).await;
     }
 
     report.finish(started.elapsed());

@@ -1,6 +1,10 @@
-//! Query latency: synthetic metrics spread over 30 days (1 M and 10 M rows; `--quick`: 100 k and
-//! 1 M), loaded through the real schema so the rollup views fill as in production. The API's
-//! answers (rollups for long ranges) beside the same question asked of the raw table directly.
+//! Query latency over realistic synthetic traffic spread over 30 days (1 M and 10 M rows;
+//! `--quick`: 100 k and 1 M; `--big`: 10 M and 100 M): Zipf-distributed pages (2 000), five
+//! browsers, five systems, ten countries, three releases, three navigation types, three device
+//! classes, and 10 % of CLS and INP page views reported twice. Loaded into the raw table, made final
+//! by the collector's own finalizer (timed), then the API's answers (exact for 24 h, rollups per
+//! query shape for 30 days) beside the same question asked of the raw table with `quantileExact`.
+//! Disk bytes per stored metric, for every table, are printed too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -15,7 +19,7 @@ use serde_json::Value;
 
 use crate::report::{median, Report};
 
-const SECTION: &str = "4. query latency (median of 5; API vs the raw table in ClickHouse)";
+const SECTION: &str = "4. query latency and storage (median of 5; API vs the raw table in ClickHouse)";
 const REPEAT: usize = 5;
 
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -44,8 +48,44 @@ async fn timed(client: &Http, method: &str, url: &str, auth: Option<&str>, body:
     (median(&mut times), last)
 }
 
-pub async fn run(report: &mut Report, quick: bool) {
-    let sizes: [u64; 2] = if quick { [100_000, 1_000_000] } else { [1_000_000, 10_000_000] };
+/// Rows spread over the last 30 days, as the agent would report them (see the module docs).
+fn load_sql(db: &str, rows: u64) -> String {
+    // u(k): a uniform number in [0, 1) from the row number, one stream per k.
+    let u = |k: u32| format!("(cityHash64(number, {k}) % 1000000) / 1000000");
+    let pick = |list: &str, k: u32| format!("arrayElement([{list}], toUInt32(cityHash64(number, {k}) % length([{list}])) + 1)");
+    format!(
+        "INSERT INTO {db}.metrics (site, event_time, received_at, name, value, delta, rating, metric_id, session, page, url, nav, release,
+            device, browser, os, country, ect, seq)
+         SELECT 'demo', t, t, name, value, value, rating, id, concat('s-', toString(intDiv(pv, 4))), concat('p-', toString(pv)),
+            concat('/page/', toString(toUInt32(exp({zipf} * log(2000))) - 1)),
+            {nav}, {release}, {device}, {browser}, {os}, {country}, '4g', number
+         FROM (SELECT number, toDateTime(toUInt32(now()) - intDiv(number * 2592000, {rows})) AS t,
+                 arrayElement(['LCP', 'INP', 'CLS', 'FCP', 'TTFB'], number % 5 + 1) AS name,
+                 multiIf(name = 'CLS', {u2} * {u3} * 0.5, name = 'INP', 40 + {u2} * {u3} * 900, 300 + {u2} * {u3} * 6000) AS value,
+                 multiIf(name = 'CLS', multiIf(value <= 0.1, 1, value <= 0.25, 2, 3), name = 'INP', multiIf(value <= 200, 1, value <= 500, 2, 3),
+                     multiIf(value <= 2500, 1, value <= 4000, 2, 3)) AS rating,
+                 -- A tenth of CLS and INP page views reported twice: this row repeats the page view of the row 5 before.
+                 if((name = 'CLS' OR name = 'INP') AND number >= 5 AND cityHash64(number, 9) % 10 = 0, toUInt64(number - 5), number) AS pv,
+                 concat('v5-', toString(pv)) AS id
+               FROM numbers({rows}))",
+        zipf = u(1),
+        u2 = u(2),
+        u3 = u(3),
+        nav = pick("'navigate', 'navigate', 'navigate', 'reload', 'back-forward'", 4),
+        release = pick("'2.4.0', '2.4.1', '2.5.0'", 5),
+        device = pick("'desktop', 'mobile', 'mobile', 'tablet'", 6),
+        browser = pick("'Chrome', 'Chrome', 'Safari', 'Firefox', 'Edge', 'Samsung Internet'", 7),
+        os = pick("'Windows', 'Android', 'iOS', 'macOS', 'Linux'", 8),
+        country = pick("'US', 'DE', 'FR', 'GB', 'IN', 'BR', 'JP', 'CA', 'NL', 'ES'", 10),
+    )
+}
+
+pub async fn run(report: &mut Report, quick: bool, big: bool) {
+    let sizes: [u64; 2] = match (quick, big) {
+        (_, true) => [10_000_000, 100_000_000],
+        (true, false) => [100_000, 1_000_000],
+        (false, false) => [1_000_000, 10_000_000],
+    };
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let ch = clickhouse();
     for rows in sizes {
@@ -60,24 +100,28 @@ pub async fn run(report: &mut Report, quick: bool) {
         let running = pulse_collector::start(config).await.expect("collector starts");
         let label = if rows >= 1_000_000 { format!("{} M rows", rows / 1_000_000) } else { format!("{} k rows", rows / 1_000) };
 
-        // Spread over the last 30 days; 50 pages, three device classes, five vitals.
-        let load = format!(
-            "INSERT INTO {db}.metrics SELECT 'demo', toDateTime(toUInt32(now()) - intDiv(number * 2592000, {rows})), now(), \
-             arrayElement(['LCP','INP','CLS','FCP','TTFB'], number % 5 + 1), \
-             if(number % 5 = 2, ((number * 7919) % 1000) / 1000, toFloat64((number * 7919) % 6000)), 0, 1, \
-             concat('v1-', toString(number)), concat('s-', toString(number % 50000)), concat('p-', toString(intDiv(number, 20))), \
-             concat('/page/', toString(number % 50)), 'navigate', '1.2.3', '', arrayElement(['desktop','mobile','tablet'], number % 3 + 1), \
-             'Chrome', 'Linux', '', '4g', 1280, 800, 2, 8, 8, 0, '', [], [] FROM numbers({rows})"
-        );
         let started = Instant::now();
-        let (status, body) = request(&client, "POST", &format!("{}/", ch.url), None, &load).await;
+        let (status, body) = request(&client, "POST", &format!("{}/", ch.url), None, &load_sql(&db, rows)).await;
         assert_eq!(status, 200, "load: {}", String::from_utf8_lossy(&body));
+        report.add(SECTION, format!("{label}: load into the raw table"), started.elapsed().as_secs_f64() * 1000.0, "ms");
+
+        // The collector's finalizer over the whole history (what it does an hour at a time).
+        let started = Instant::now();
+        let app = &running.app;
+        let mut now = time::OffsetDateTime::now_utc();
+        loop {
+            match app.finalizer.run(app, now).await.expect("finalizer runs") {
+                pulse_collector::storage::finalize::Outcome::NotLeader => now += time::Duration::minutes(2),
+                _ => break,
+            }
+        }
         report.add(
             SECTION,
-            format!("{label}: load through the schema (raw + rollup views)"),
+            format!("{label}: finalize 30 days (metrics_final + 12 rollups)"),
             started.elapsed().as_secs_f64() * 1000.0,
             "ms",
         );
+        disk_figures(report, &client, &ch.url, &db, &label, rows).await;
 
         let base = format!("http://{}", running.addr);
         let api = |q: &str| format!("{base}{q}");
@@ -89,12 +133,21 @@ pub async fn run(report: &mut Report, quick: bool) {
             )
         };
         let questions = [
-            ("p75 LCP by page, 24 h", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-24h&to=now", raw("86400", "url")),
-            ("p75 LCP by page, 30 days", "/v1/vitals?site=demo&metric=LCP&group_by=url&from=now-30d&to=now", raw("2592000", "url")),
+            ("p75 LCP by page, 24 h", "/v1/vitals?site=demo&metric=LCP&group_by=url&limit=10000&from=now-24h&to=now", raw("86400", "url")),
+            (
+                "p75 LCP by page, 30 days",
+                "/v1/vitals?site=demo&metric=LCP&group_by=url&limit=10000&from=now-30d&to=now",
+                raw("2592000", "url"),
+            ),
             (
                 "p75 LCP by hour, 30 days (series)",
                 "/v1/vitals/series?site=demo&metric=LCP&interval=1h&percentile=75&from=now-30d&to=now",
                 raw("2592000", "toStartOfHour(event_time)"),
+            ),
+            (
+                "p75 LCP by browser, 30 days",
+                "/v1/vitals?site=demo&metric=LCP&group_by=browser&from=now-30d&to=now",
+                raw("2592000", "browser"),
             ),
         ];
         for (question, path, sql) in questions {
@@ -109,6 +162,34 @@ pub async fn run(report: &mut Report, quick: bool) {
         let _ = request(&client, "POST", &format!("{}/", ch.url), None, &format!("DROP DATABASE IF EXISTS {db}")).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Disk bytes per raw row: the raw table, `metrics_final`, and all rollups; and how many rows the
+/// page rollup keeps per raw row.
+async fn disk_figures(report: &mut Report, client: &Http, url: &str, db: &str, label: &str, rows: u64) {
+    let sql = format!(
+        "SELECT multiIf(table = 'metrics', 'raw', table = 'metrics_final', 'final', startsWith(table, 'rollup_'), 'rollups', 'other') AS k,
+            sum(bytes_on_disk), sum(rows)
+         FROM system.parts WHERE database = '{db}' AND active GROUP BY k ORDER BY k FORMAT TSV"
+    );
+    let (_, body) = request(client, "POST", &format!("{url}/"), None, &sql).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let mut total = 0.0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        if let [kind, bytes, _] = fields.as_slice() {
+            let bytes: f64 = bytes.parse().unwrap_or(0.0);
+            total += bytes;
+            report.add(SECTION, format!("{label}: disk bytes per stored metric, {kind}"), bytes / rows as f64, "B");
+        }
+    }
+    report.add(SECTION, format!("{label}: disk bytes per stored metric, all tables"), total / rows as f64, "B");
+    let sql = format!(
+        "SELECT (SELECT sum(rows) FROM system.parts WHERE database = '{db}' AND table = 'rollup_page_1d' AND active) / {rows} FORMAT TSV"
+    );
+    let (_, body) = request(client, "POST", &format!("{url}/"), None, &sql).await;
+    let ratio: f64 = String::from_utf8_lossy(&body).trim().parse().unwrap_or(f64::NAN);
+    report.add(SECTION, format!("{label}: page rollup (daily) rows per raw row"), ratio, "");
 }
 
 /// `now-24h` / `now-30d` / `now` as epoch ms (the API takes RFC 3339 or epoch ms), so the range

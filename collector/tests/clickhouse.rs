@@ -489,7 +489,7 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         ));
     }
     ch.sql(&format!(
-        "INSERT INTO {db}.rollup_page_1h (site, name, bucket, url, count_state) SELECT 'demo', 'LCP', toDateTime(t), '/', countState() FROM (SELECT arrayJoin([{old}, {new}]) AS t) GROUP BY t",
+        "INSERT INTO {db}.rollup_site_1h (site, name, bucket, count_state) SELECT 'demo', 'LCP', toDateTime(t), countState() FROM (SELECT arrayJoin([{old}, {new}]) AS t) GROUP BY t",
         db = c.db
     ));
     let dropped =
@@ -500,7 +500,7 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
     assert_eq!(tables, vec!["metrics", "metrics_final"], "old day partitions dropped; the rollups keep 400 days");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final", c.db)), 1);
-    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_page_1h", c.db)), 2);
+    assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_site_1h", c.db)), 2);
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
@@ -608,14 +608,18 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
         "the finalizer fills the day rollup"
     );
     assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_site_1h", c.db)), 720);
-    // Over a week: from the start of its first day (in the answer), the days from the day rollup.
+    // Over a week by page: whole days (in the answer) from the day rollup.
     let (from, to) = (i64::from(first + 5 * 3600), i64::from(first + 230 * 3600));
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", from * 1000, to * 1000)).await;
     assert_eq!(body["source"], "rollup_page");
-    let start = time::OffsetDateTime::parse(body["from"].as_str().expect("from"), &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
-        .unix_timestamp();
-    assert_eq!(start, from.div_euclid(86_400) * 86_400, "a long range starts at a whole day");
+    let time_of = |field: &str| {
+        time::OffsetDateTime::parse(body[field].as_str().expect("time"), &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+            .unix_timestamp()
+    };
+    let (start, to) = (time_of("from"), time_of("to"));
+    assert_eq!(start, from.div_euclid(86_400) * 86_400, "a long range by page is read in whole days");
+    assert_eq!(to, (i64::from(first + 230 * 3600) + 86_399).div_euclid(86_400) * 86_400);
     let at = |i: usize| i64::from(first) + (i as i64 / 3) * 3600 + (i as i64 % 3) * 60;
     let inside: Vec<f64> = (0..values.len()).filter(|&i| at(i) >= start && at(i) < to).map(|i| values[i]).collect();
     let row = &body["rows"][0];
@@ -629,8 +633,8 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
     assert!(rank.abs_diff(expected) <= sorted.len() / 33, "rollup p75 {p75} at rank {rank}, exact rank {expected}");
     let raw = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}&source=raw", start * 1000, to * 1000)).await;
     assert_eq!(raw["rows"][0]["count"], row["count"]);
-    // Up to a week: exact to the hour, the whole days from the day rollup, the hours around them
-    // from the hour rollup.
+    // Up to a week site-wide: exact to the hour, the whole days from the day rollup, the hours
+    // around them from the hour rollup.
     let (from, to) = (i64::from(first + 5 * 3600), i64::from(first + 100 * 3600));
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", from * 1000, to * 1000)).await;
     assert_eq!(body["source"], "rollup_site");
@@ -868,8 +872,14 @@ async fn assert_counted_once(c: &Collector, finals: &[f64]) {
     let rank = exact.partition_point(|v| *v < p75);
     assert!(rank.abs_diff(3 * n / 4) <= n / 33, "rollup p75 {p75} at rank {rank} of the final values");
     assert_eq!(f(&row["poor"]), poor);
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{three_days}&group_by=url")).await;
-    assert_eq!(body["source"], "rollup_page");
+    let month = format!("from={}&to={}", now - 30 * 86_400_000, now + 3_600_000);
+    for (range, source) in [(&three_days, "raw"), (&month, "rollup_page")] {
+        let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{range}&group_by=url")).await;
+        assert_eq!(body["source"], source);
+        let counts: Vec<u64> = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).collect();
+        assert_eq!(counts, vec![n as u64 / 2, n as u64 / 2], "{body}");
+    }
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=CLS&{month}&group_by=url")).await;
     let counts: Vec<u64> = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).collect();
     assert_eq!(counts, vec![n as u64 / 2, n as u64 / 2], "{body}");
     for source in ["raw", "rollup"] {

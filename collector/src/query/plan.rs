@@ -9,7 +9,7 @@
 use super::params::TimeRange;
 use super::sql::Sql;
 use crate::errors::QueryError;
-use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY};
+use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
 use crate::storage::schema::{shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
 
 const HOUR: i64 = 3_600;
@@ -40,7 +40,8 @@ pub struct Need<'a> {
     pub levels: &'a [f64],
     /// Dimensions it groups or filters by.
     pub dims: &'a [&'a str],
-    /// The finest bucket it needs, s (a 1-minute series cannot come from an hour rollup).
+    /// The finest bucket it needs, s (a 1-minute series cannot come from an hour rollup, a week
+    /// by page needs whole days).
     pub finest: i64,
 }
 
@@ -49,17 +50,24 @@ pub struct Need<'a> {
 pub fn choose(choice: &str, range: TimeRange, need: &Need, raw_max_seconds: i64) -> Result<Source, QueryError> {
     let in_rollup = need.levels.iter().all(|p| rollup_index(*p).is_some());
     let shape = shape_for(need.dims);
-    match choice {
-        "raw" => Ok(Source::Exact),
-        "rollup" if !in_rollup => {
-            Err(QueryError::bad("source", "rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles"))
-        }
-        "rollup" if need.finest < HOUR => Err(QueryError::bad("source", "rollups hold whole hours; use source=raw for minutes")),
-        "rollup" => shape
-            .map(Source::Rollup)
-            .ok_or_else(|| QueryError::bad("source", format!("no rollup keeps {} together; use source=raw", need.dims.join(" and ")))),
-        _ if !in_rollup || need.finest < HOUR || range.seconds() <= raw_max_seconds => Ok(Source::Exact),
-        _ => Ok(shape.map_or(Source::Exact, Source::Rollup)),
+    // Why no rollup can answer, if none can.
+    let refusal = if !in_rollup {
+        Some("rollups hold p50, p75, p95 and p99 only; use source=raw for other percentiles".to_owned())
+    } else if need.finest < HOUR {
+        Some("rollups hold whole hours; use source=raw for minutes".to_owned())
+    } else if shape.is_none() {
+        Some(format!("no rollup keeps {} together; use source=raw", need.dims.join(" and ")))
+    } else if need.finest < DAY && !shape.is_some_and(|s| s.keeps(Grain::Hour)) {
+        Some(format!("rollups by {} hold whole days; use interval=1d, a range over 7 days, or source=raw", need.dims.join(" and ")))
+    } else {
+        None
+    };
+    match (choice, refusal, shape) {
+        ("raw", ..) => Ok(Source::Exact),
+        ("rollup", Some(why), _) => Err(QueryError::bad("source", why)),
+        ("rollup", None, Some(shape)) => Ok(Source::Rollup(shape)),
+        (_, None, Some(shape)) if range.seconds() > raw_max_seconds => Ok(Source::Rollup(shape)),
+        _ => Ok(Source::Exact),
     }
 }
 
@@ -108,6 +116,9 @@ impl Scope<'_> {
 
     /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`).
     fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
+        // Only re-reported metrics need the reports around the range (their first report may be
+        // before it, their last after it).
+        let lookback = if RE_REPORTED.contains(&self.metric) { LOOKBACK_SECONDS } else { 0 };
         sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
         sql.push(
             &format!(
@@ -116,7 +127,7 @@ impl Scope<'_> {
                  FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
                 group = self.group
             ),
-            [self.site.into(), self.metric.into(), (range.from - LOOKBACK_SECONDS).into(), (range.to + LOOKBACK_SECONDS).into()],
+            [self.site.into(), self.metric.into(), (range.from - lookback).into(), (range.to + lookback).into()],
         );
         sql.push_filters(self.filters);
         sql.push(
@@ -232,6 +243,7 @@ mod tests {
     #[test]
     fn the_smallest_shape_that_holds_the_dimensions_answers() {
         let need = |dims: &'static [&'static str]| Need { levels: &[75.0], dims, finest: DAY };
+        let hourly = |dims: &'static [&'static str]| Need { levels: &[75.0], dims, finest: H };
         let long = r(0, 30 * D);
         let name = |s: Source| s.name();
         assert_eq!(name(choose("auto", long, &need(&[]), D).expect("ok")), "rollup_site");
@@ -243,6 +255,11 @@ mod tests {
         assert_eq!(choose("auto", long, &need(&["url", "country"]), D).expect("ok"), Source::Exact);
         let err = choose("rollup", long, &need(&["url", "country"]), D).expect_err("no shape");
         assert!(err.to_string().contains("url and country"), "{err}");
+        // Hours only site-wide: a page's hourly series is exact, or a clear error.
+        assert_eq!(name(choose("auto", long, &hourly(&[]), D).expect("ok")), "rollup_site");
+        assert_eq!(choose("auto", long, &hourly(&["url"]), D).expect("ok"), Source::Exact);
+        let err = choose("rollup", long, &hourly(&["url"]), D).expect_err("days only");
+        assert!(err.to_string().contains("whole days"), "{err}");
         // Short ranges and other percentiles are exact.
         assert_eq!(choose("auto", r(0, D), &need(&[]), D).expect("ok"), Source::Exact);
         assert_eq!(choose("auto", long, &Need { levels: &[90.0], dims: &[], finest: DAY }, D).expect("ok"), Source::Exact);

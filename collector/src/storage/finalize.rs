@@ -9,8 +9,8 @@
 //!   around it. [`REPORT_KEY`] is the id (a custom metric, which has none, is its own row).
 //! - `final_grace_minutes` after an hour ends (and once no collector still holds unshipped rows
 //!   from before that), the leader of the `finalizer_lease` writes the hour's ids, one row each,
-//!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1h` and
-//!   `_1d`). Queries read final hours from there and the rest from raw rows, deduplicated the
+//!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1d`, and
+//!   `rollup_site_1h`). Queries read final hours from there and the rest from raw rows, deduplicated the
 //!   same way ([`crate::query`]).
 //! - Reports that arrive after their hour is final stay in the raw table, are counted in
 //!   `pulse_late_reports_total`, and change no answer.
@@ -29,13 +29,17 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::lease::Lease;
-use super::schema::{state_expressions, Grain, SHAPES};
+use super::schema::{state_expressions, SHAPES};
 use crate::App;
 
 /// How far apart the reports of one id may be and still be counted as one: reports more than a
 /// day after an id's first are counted as their own. Also how far back queries look for an id's
 /// first report.
 pub const LOOKBACK_SECONDS: i64 = 86_400;
+
+/// The metrics web-vitals reports again for the same page view (when they grew). Others are
+/// reported once; their only repeats are a beacon delivered twice (same time, same `seq`).
+pub const RE_REPORTED: [&str; 2] = ["CLS", "INP"];
 
 /// What identifies one metric of one page view: its id, or, for custom metrics (which have none),
 /// the row's arrival order (rows stored before `seq` existed: a hash of the row).
@@ -227,8 +231,7 @@ async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
 fn derived_tables() -> Vec<String> {
     let mut tables = vec!["metrics_final".to_owned()];
     for shape in SHAPES {
-        tables.push(shape.table(Grain::Hour));
-        tables.push(shape.table(Grain::Day));
+        tables.extend(shape.grains.iter().map(|g| shape.table(*g)));
     }
     tables
 }
@@ -297,7 +300,7 @@ async fn finalize_span(client: &Client, from: i64, to: i64) -> Result<(), Finali
     let states = state_expressions("value", "rating");
     for shape in SHAPES {
         let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
-        for grain in [Grain::Hour, Grain::Day] {
+        for &grain in shape.grains {
             let step = grain.seconds();
             client
                 .query(&format!(

@@ -18,8 +18,8 @@ fn tables(raw_days: u32, rollup_days: u32) -> Vec<(String, u32, Granularity)> {
         ("metrics_1d".to_owned(), rollup_days, Granularity::Month),
     ];
     for shape in super::schema::SHAPES {
-        for grain in [super::schema::Grain::Hour, super::schema::Grain::Day] {
-            tables.push((shape.table(grain), rollup_days, Granularity::DayNumber));
+        for grain in shape.grains {
+            tables.push((shape.table(*grain), rollup_days, Granularity::DayNumber));
         }
     }
     tables

@@ -7,7 +7,7 @@
 //!   partition (retention drops whole days), ordered by the common filters.
 //! - `metrics_final`: one row per metric id once its hour is final (see
 //!   [`super::finalize`]): the id's last reported value at the time of its first report.
-//! - `rollup_<shape>_1h`, `rollup_<shape>_1d`: `AggregatingMergeTree` rollups of
+//! - `rollup_<shape>_1d` (and `rollup_site_1h`): `AggregatingMergeTree` rollups of
 //!   `metrics_final`, one per query shape ([`SHAPES`]), holding count / sum / min / max,
 //!   good / needs-improvement / poor counts and a t-digest per hour (day) and per value of the
 //!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
@@ -33,6 +33,10 @@ const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav
 pub struct Shape {
     pub name: &'static str,
     pub dims: &'static [&'static str],
+    /// The bucket sizes kept. Only the site-wide shape keeps hours: per page, browser or country,
+    /// an hour holds about one value (an hour rollup would be as large as the raw table);
+    /// shorter ranges with dimensions are answered exactly from `metrics_final`.
+    pub grains: &'static [Grain],
 }
 
 impl Shape {
@@ -43,18 +47,22 @@ impl Shape {
     pub fn holds(self, dims: &[&str]) -> bool {
         dims.iter().all(|d| self.dims.contains(d))
     }
+
+    pub fn keeps(self, grain: Grain) -> bool {
+        self.grains.contains(&grain)
+    }
 }
 
 /// The shapes, smallest first. What the API and the dashboard ask: totals and series for a site
 /// (`site`); by page, or one page's series (`page`); pages on one device class (`page_device`);
 /// browsers and systems (`client`); countries (`geo`); releases and navigation types (`release`).
 pub const SHAPES: [Shape; 6] = [
-    Shape { name: "site", dims: &[] },
-    Shape { name: "page", dims: &["url"] },
-    Shape { name: "page_device", dims: &["url", "device"] },
-    Shape { name: "geo", dims: &["device", "country"] },
-    Shape { name: "client", dims: &["device", "browser", "os"] },
-    Shape { name: "release", dims: &["release", "nav", "device"] },
+    Shape { name: "site", dims: &[], grains: &[Grain::Hour, Grain::Day] },
+    Shape { name: "page", dims: &["url"], grains: &[Grain::Day] },
+    Shape { name: "page_device", dims: &["url", "device"], grains: &[Grain::Day] },
+    Shape { name: "geo", dims: &["device", "country"], grains: &[Grain::Day] },
+    Shape { name: "client", dims: &["device", "browser", "os"], grains: &[Grain::Day] },
+    Shape { name: "release", dims: &["release", "nav", "device"], grains: &[Grain::Day] },
 ];
 
 /// The smallest shape holding `dims`.
@@ -345,8 +353,9 @@ fn final_values() -> Vec<Step> {
         Step::AddColumn { table: "alert_lease", column: "backlog_ms", definition: "UInt64 DEFAULT 0" },
     ];
     for shape in SHAPES {
-        steps.push(Step::Sql(shape_table(shape, Grain::Hour)));
-        steps.push(Step::Sql(shape_table(shape, Grain::Day)));
+        for grain in shape.grains {
+            steps.push(Step::Sql(shape_table(shape, *grain)));
+        }
     }
     // The insert-time views counted every report of an id; the finalizer replaces them.
     for view in ["metrics_1m_mv", "metrics_1h_mv", "metrics_1d_mv"] {
