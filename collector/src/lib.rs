@@ -183,6 +183,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ready = match storage::schema::migrate(&app.config).await {
         Ok(version) => {
             tracing::info!(url = %app.config.clickhouse_url, database = %app.config.clickhouse_database, %version, "ClickHouse schema ready");
+            if let Err(err) = app.finalizer.refresh(&app).await {
+                tracing::warn!(%err, "cannot read how far values are final; reading raw rows until the finalizer runs");
+            }
             Some(version)
         }
         Err(err) => {

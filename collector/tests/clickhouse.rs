@@ -600,7 +600,8 @@ async fn a_week_is_read_from_whole_days_and_the_hours_around_them() {
     // Ten days of hourly values: the range below covers the whole days in between from the day
     // rollup and the partial days at both ends from the hour rollup.
     let (values, first) = history(&c.db, 240, 3);
-    assert!(matches!(c.finalize().await, Outcome::Finalized { hours, .. } if hours >= 240));
+    let outcome = c.finalize().await;
+    assert!(matches!(outcome, Outcome::Finalized { hours, .. } if hours >= 240), "{outcome:?}");
     let ch = clickhouse();
     assert_eq!(
         ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_page_1d", c.db)),
@@ -974,5 +975,48 @@ async fn finalizing_survives_a_crash_mid_way_and_a_second_collector() {
     assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics_final")), 100);
     assert_counted_once(&c, &finals).await;
     second.stop().await;
+    c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_in_the_old_rollups_moves_into_the_new_ones_once() {
+    let c = collector("old_rollups").await;
+    let ch = clickhouse();
+    let db = &c.db;
+    // A database of schema 5 whose raw rows have expired: 48 hours of history only in the
+    // hour and day rollups that the views of schema 1 and 2 filled.
+    history(db, 48, 2);
+    for (table, step) in [("metrics_1h", 3_600), ("metrics_1d", 86_400)] {
+        ch.sql(&format!(
+            "INSERT INTO {db}.{table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket,
+                url, device, browser, os, country, release, nav, countState(), sumState(value), minState(value), maxState(value),
+                sumState(toUInt64(rating = 'good')), sumState(toUInt64(rating = 'needs-improvement')), sumState(toUInt64(rating = 'poor')),
+                quantilesTDigestState(0.5, 0.75, 0.95, 0.99)(value)
+             FROM {db}.metrics GROUP BY site, name, bucket, url, device, browser, os, country, release, nav"
+        ));
+    }
+    ch.sql(&format!("ALTER TABLE {db}.metrics DELETE WHERE 1 = 1"));
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.metrics")) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the raw rows were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ch.sql(&format!("ALTER TABLE {db}.schema_migrations DELETE WHERE version = 6"));
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.schema_migrations WHERE version = 6")) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "migration 6 was not forgotten");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..2 {
+        pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("migration 6");
+    }
+    // What a collector does at start, after migrating: learn how far values are final.
+    c.running.app.finalizer.refresh(&c.running.app).await.expect("progress read");
+    for table in ["rollup_site_1h", "rollup_site_1d", "rollup_page_1d", "rollup_client_1d"] {
+        assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {db}.{table}")), 96, "{table}: copied once");
+    }
+    let now = now_ms() as u64;
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={now}&group_by=url", now - 30 * 86_400_000)).await;
+    assert_eq!((body["source"].as_str(), body["rows"][0]["count"].as_u64()), (Some("rollup_page"), Some(96)), "{body}");
     c.running.stop().await;
 }

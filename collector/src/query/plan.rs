@@ -158,18 +158,21 @@ impl Scope<'_> {
     }
 
     /// Aggregate states ([`STATE_COLUMNS`]) by `grp` and `t`: final hours from `shape`'s rollups
-    /// (whole days from the day rollup where the buckets allow), the rest from raw rows.
+    /// (whole days from the day rollup where the buckets allow; hours from the hour rollup, or
+    /// from `metrics_final` for shapes without one), the rest from raw rows.
     pub fn push_states(&self, sql: &mut Sql, shape: Shape) {
         let (done, recent) = self.split();
-        let mut parts: Vec<(Grain, TimeRange)> = Vec::new();
+        let mut parts: Vec<(Option<Grain>, TimeRange)> = Vec::new();
+        let hours = if shape.keeps(Grain::Hour) { Some(Grain::Hour) } else { None };
         if let Some(done) = done {
             match self.step {
-                Some(step) if step < DAY => parts.push((Grain::Hour, done)),
-                Some(_) => parts.push((Grain::Day, done)),
-                None => {
-                    let (days, hours) = day_segments(done, self.final_until);
-                    parts.extend(days.map(|d| (Grain::Day, d)));
-                    parts.extend(hours.into_iter().map(|h| (Grain::Hour, h)));
+                Some(step) if step < DAY => parts.push((Some(Grain::Hour), done)),
+                _ => {
+                    // Only whole days are read from the day rollup: its current day may already
+                    // hold hours this reader does not count as final yet.
+                    let (days, rest) = day_segments(done);
+                    parts.extend(days.map(|d| (Some(Grain::Day), d)));
+                    parts.extend(rest.into_iter().map(|h| (hours, h)));
                 }
             }
         }
@@ -178,11 +181,33 @@ impl Scope<'_> {
             if i > 0 {
                 sql.push(" UNION ALL ", []);
             }
-            sql.push(
-                &format!("SELECT {} AS grp, {} AS t, {STATE_COLUMNS} FROM {}", self.group, self.bucket("bucket"), shape.table(*grain)),
-                [],
-            );
-            self.push_where(sql, "bucket", *part);
+            match grain {
+                Some(grain) => {
+                    sql.push(
+                        &format!(
+                            "SELECT {} AS grp, {} AS t, {STATE_COLUMNS} FROM {}",
+                            self.group,
+                            self.bucket("bucket"),
+                            shape.table(*grain)
+                        ),
+                        [],
+                    );
+                    self.push_where(sql, "bucket", *part);
+                }
+                None => {
+                    sql.push(
+                        &format!(
+                            "SELECT {} AS grp, {} AS t, {} FROM metrics_final",
+                            self.group,
+                            self.bucket("event_time"),
+                            state_expressions("value", "rating")
+                        ),
+                        [],
+                    );
+                    self.push_where(sql, "event_time", *part);
+                    sql.push(" GROUP BY grp, t", []);
+                }
+            }
         }
         if let Some(recent) = recent {
             if !parts.is_empty() {
@@ -196,14 +221,11 @@ impl Scope<'_> {
     }
 }
 
-/// The final part `[from, to)` of a summary as whole days (from the day rollup) and the hours
-/// around them. The day rollup's last day holds only the hours before `final_until`, so when the
-/// part ends there, that partial day is read from it too.
-fn day_segments(part: TimeRange, final_until: Option<i64>) -> (Option<TimeRange>, Vec<TimeRange>) {
+/// `[from, to)` as its whole UTC days and the hours before and after them.
+fn day_segments(part: TimeRange) -> (Option<TimeRange>, Vec<TimeRange>) {
     let TimeRange { from, to } = part;
-    let first_day = (from + DAY - 1).div_euclid(DAY) * DAY;
-    let days_end = if final_until == Some(to) { (to + DAY - 1).div_euclid(DAY) * DAY } else { to.div_euclid(DAY) * DAY };
-    if first_day >= days_end || first_day >= to {
+    let (first_day, days_end) = ((from + DAY - 1).div_euclid(DAY) * DAY, to.div_euclid(DAY) * DAY);
+    if first_day >= days_end {
         return (None, vec![part]);
     }
     let mut hours = Vec::new();
@@ -229,15 +251,13 @@ mod tests {
 
     #[test]
     fn summaries_read_whole_days_and_the_hours_around_them() {
-        // Ends before the watermark: the last partial day from hours.
         assert_eq!(
-            day_segments(r(10 * D + 5 * H, 14 * D + 3 * H), Some(20 * D)),
+            day_segments(r(10 * D + 5 * H, 14 * D + 3 * H)),
             (Some(r(11 * D, 14 * D)), vec![r(10 * D + 5 * H, 11 * D), r(14 * D, 14 * D + 3 * H)])
         );
-        // Ends at the watermark: the day rollup's last day holds exactly the final hours.
-        assert_eq!(day_segments(r(10 * D, 14 * D + 3 * H), Some(14 * D + 3 * H)), (Some(r(10 * D, 15 * D)), vec![]));
-        // Less than a day: hours only.
-        assert_eq!(day_segments(r(10 * D + H, 10 * D + 5 * H), Some(20 * D)), (None, vec![r(10 * D + H, 10 * D + 5 * H)]));
+        assert_eq!(day_segments(r(10 * D, 14 * D)), (Some(r(10 * D, 14 * D)), vec![]));
+        // Less than a whole day: hours only.
+        assert_eq!(day_segments(r(10 * D + H, 11 * D + 5 * H)), (None, vec![r(10 * D + H, 11 * D + 5 * H)]));
     }
 
     #[test]

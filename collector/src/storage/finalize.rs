@@ -13,7 +13,9 @@
 //!   `rollup_site_1h`). Queries read final hours from there and the rest from raw rows, deduplicated the
 //!   same way ([`crate::query`]).
 //! - Reports that arrive after their hour is final stay in the raw table, are counted in
-//!   `pulse_late_reports_total`, and change no answer.
+//!   `pulse_late_reports_total`, and change no answer: at ingest, a report whose own time is
+//!   before the watermark; in the finalizer, a re-report whose page view's first hour was due
+//!   to be final (its end plus the grace period) before the re-report arrived.
 //!
 //! Crash safety: each span (whole hours within one UTC day) is recorded as `started` in
 //! `finalizer_progress` before anything is written and `done` after. A run that finds its last
@@ -22,7 +24,7 @@
 //! rebuilds from the start of that day from the raw table, so no hour is ever counted twice. Several collectors may run: a lease lets one
 //! at a time finalize.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use clickhouse::{Client, Row};
 use serde::Deserialize;
@@ -42,9 +44,9 @@ pub const LOOKBACK_SECONDS: i64 = 86_400;
 pub const RE_REPORTED: [&str; 2] = ["CLS", "INP"];
 
 /// What identifies one metric of one page view: its id, or, for custom metrics (which have none),
-/// the row's arrival order (rows stored before `seq` existed: a hash of the row).
-pub const REPORT_KEY: &str =
-    "metric_id, if(metric_id = '', if(seq = 0, cityHash64(page, event_time, value, received_at), seq), toUInt64(0))";
+/// the row itself (its page view and arrival order; a row shipped twice is one). Rows stored
+/// before `seq` existed that are equal in every field count once.
+pub const REPORT_KEY: &str = "metric_id, if(metric_id = '', cityHash64(page, session, seq, event_time, value, received_at), toUInt64(0))";
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
@@ -55,6 +57,8 @@ const CARRIED: [&str; 10] = ["session", "page", "url", "nav", "release", "env", 
 
 #[derive(Debug, thiserror::Error)]
 pub enum FinalizeError {
+    #[error("an earlier finalizer statement is still running on the server; the rebuild waits for the next run")]
+    StillWriting,
     #[error("ClickHouse refused {what}: {source}")]
     ClickHouse {
         what: &'static str,
@@ -81,6 +85,7 @@ pub enum Outcome {
 #[derive(Debug, Row, Deserialize)]
 struct ProgressRow {
     at_ms: u64,
+    holder: String,
     phase: String,
     span_from: u32,
     span_to: u32,
@@ -94,11 +99,18 @@ pub struct Finalizer {
     running: tokio::sync::Mutex<()>,
     /// Everything first reported before this (epoch s, a whole hour) is final; 0: nothing yet.
     final_until: AtomicI64,
+    /// The `now` of this collector's last heartbeat, epoch ms (0: none yet).
+    last_heartbeat_ms: AtomicU64,
 }
 
 impl Default for Finalizer {
     fn default() -> Finalizer {
-        Finalizer { lease: Lease::new("finalizer_lease"), running: tokio::sync::Mutex::new(()), final_until: AtomicI64::new(0) }
+        Finalizer {
+            lease: Lease::new("finalizer_lease"),
+            running: tokio::sync::Mutex::new(()),
+            final_until: AtomicI64::new(0),
+            last_heartbeat_ms: AtomicU64::new(0),
+        }
     }
 }
 
@@ -119,10 +131,23 @@ impl Finalizer {
     pub async fn run(&self, app: &App, now: OffsetDateTime) -> Result<Outcome, FinalizeError> {
         let _one = self.running.lock().await;
         let client = &app.clickhouse;
-        let now_ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let began = std::time::Instant::now();
+        let start_ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        // `now`, moving on while a long run (a backfill) works.
+        let clock = || start_ms + began.elapsed().as_millis() as u64;
         let interval_ms = app.config.finalize_interval_seconds.max(1) * 1_000;
-        let backlog_ms = app.spool.stats().oldest_ms.unwrap_or(0);
-        let leading = self.lease.renew(client, now_ms, interval_ms, backlog_ms).await.map_err(ch("the finalizer lease"))?;
+        let lease_ms = 3 * interval_ms;
+        // Away longer than the lease lasts (a pause, a partition): someone else may have led
+        // meanwhile; start over as a newcomer rather than take the lease straight back.
+        let previous = self.last_heartbeat_ms.swap(start_ms, Ordering::AcqRel);
+        if previous > 0 && start_ms.saturating_sub(previous) > lease_ms {
+            self.lease.rejoin();
+        }
+        let renew = |at: u64| async move {
+            let backlog_ms = app.spool.stats().oldest_ms.unwrap_or(0);
+            self.lease.renew(client, at, interval_ms, backlog_ms).await.map_err(ch("the finalizer lease"))
+        };
+        let leading = renew(clock()).await?;
         let last = last_progress(client).await?;
         if let Some(done) = last.as_ref().filter(|p| p.phase == "done") {
             self.publish(app, i64::from(done.span_to));
@@ -132,21 +157,33 @@ impl Finalizer {
         }
         let mut at_ms = last.as_ref().map_or(0, |p| p.at_ms);
         let mut next_at = || {
-            at_ms = now_ms.max(at_ms + 1);
+            at_ms = clock().max(at_ms + 1);
             at_ms
         };
 
         // A span left `started`: rebuild its whole day (and any later one, should there be any).
         let mut rebuilt_day = false;
-        let mut expected_after_rebuild = None;
+        let mut expected = last.as_ref().map(|p| p.at_ms);
         let mut from = match &last {
             Some(p) if p.phase == "started" => {
+                if p.holder != self.lease.holder()
+                    && self.lease.is_live(client, &p.holder, clock(), interval_ms).await.map_err(ch("the finalizer lease"))?
+                {
+                    // Its writer still heartbeats: a run in progress elsewhere, not a crash.
+                    return Ok(Outcome::NotLeader);
+                }
                 let day = i64::from(p.span_from).div_euclid(DAY) * DAY;
-                tracing::warn!(day = %crate::query::params::format_time(day), "the last finalizer run stopped mid-way; rebuilding its day");
+                tracing::warn!(day = %crate::query::params::format_time(day), "the last finalizer run stopped mid-way; rebuilding from that day");
+                // Its statements may still be running on the server (the client gave up, the
+                // server did not): dropping before they end would let their rows land after.
+                wait_for_writes(client, interval_ms).await?;
+                // This collector reads the day from raw rows while it is rebuilt; others read
+                // empty final tables for the day until their next run (at most an interval).
+                self.publish(app, day);
                 drop_days_from(client, day).await?;
                 let done_at = next_at();
                 record(client, done_at, self.lease.holder(), "done", day, day).await?;
-                expected_after_rebuild = Some(done_at);
+                expected = Some(done_at);
                 rebuilt_day = true;
                 day
             }
@@ -161,22 +198,25 @@ impl Finalizer {
         // live collector's spool (a row may be up to a grace period older than its receipt).
         let grace = i64::from(app.config.final_grace_minutes) * 60;
         let mut due = (now.unix_timestamp() - grace).div_euclid(HOUR) * HOUR;
-        if let Some(oldest_ms) = self.lease.oldest_backlog(client, now_ms, interval_ms).await.map_err(ch("the spool backlogs"))? {
+        if let Some(oldest_ms) = self.lease.oldest_backlog(client, clock(), interval_ms).await.map_err(ch("the spool backlogs"))? {
             due = due.min(((oldest_ms / 1_000) as i64 - grace).div_euclid(HOUR) * HOUR);
         }
         let start = from;
-        let mut expected = expected_after_rebuild.or(last.as_ref().map(|p| p.at_ms));
         while from < due {
-            // Another finalizer wrote since (two leaders for a moment, after a heartbeat gap):
-            // leave the rest to it.
+            // Still the leader (a long run outlives a lease unless it renews), and no other
+            // finalizer wrote since (two leaders for a moment): otherwise leave the rest.
+            if !renew(clock()).await? {
+                break;
+            }
             let now_last = last_progress(client).await?;
             if now_last.as_ref().map(|p| p.at_ms) != expected {
                 tracing::warn!("another collector is finalizing; stopping this run");
                 break;
             }
             let to = due.min((from.div_euclid(DAY) + 1) * DAY);
-            record(client, next_at(), self.lease.holder(), "started", from, to).await?;
-            finalize_span(client, from, to).await?;
+            let started_at = next_at();
+            record(client, started_at, self.lease.holder(), "started", from, to).await?;
+            finalize_span(client, from, to, grace, &format!("pulse-finalize-{}-{started_at}", self.lease.holder()), app).await?;
             let done_at = next_at();
             record(client, done_at, self.lease.holder(), "done", from, to).await?;
             expected = Some(done_at);
@@ -190,13 +230,40 @@ impl Finalizer {
         }
         Ok(Outcome::Idle)
     }
+
+    /// Learns how far values are final from `finalizer_progress` (at start, before the first run).
+    pub async fn refresh(&self, app: &App) -> Result<(), FinalizeError> {
+        if let Some(done) = last_progress(&app.clickhouse).await?.filter(|p| p.phase == "done") {
+            self.publish(app, i64::from(done.span_to));
+        }
+        Ok(())
+    }
+}
+
+/// Waits (up to `limit_ms`) until no finalizer statement runs on the server.
+async fn wait_for_writes(client: &Client, limit_ms: u64) -> Result<(), FinalizeError> {
+    let began = std::time::Instant::now();
+    loop {
+        let running = client
+            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'pulse-finalize-')")
+            .fetch_one::<u64>()
+            .await
+            .map_err(ch("reading system.processes"))?;
+        if running == 0 {
+            return Ok(());
+        }
+        if began.elapsed().as_millis() as u64 > limit_ms {
+            return Err(FinalizeError::StillWriting);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn last_progress(client: &Client) -> Result<Option<ProgressRow>, FinalizeError> {
     let rows = client
         .query(
-            "SELECT at_ms, phase, toUInt32(span_from) AS span_from, toUInt32(span_to) AS span_to
-             FROM finalizer_progress ORDER BY at_ms DESC LIMIT 1",
+            "SELECT at_ms, holder, phase, toUInt32(span_from) AS span_from, toUInt32(span_to) AS span_to
+             FROM finalizer_progress ORDER BY at_ms DESC, phase DESC LIMIT 1",
         )
         .fetch_all::<ProgressRow>()
         .await
@@ -281,41 +348,68 @@ pub fn final_rows_sql(filters: &str) -> String {
 
 /// Makes `[from, to)` (whole hours within one UTC day) final: its ids into `metrics_final`, then
 /// its states into every rollup.
-async fn finalize_span(client: &Client, from: i64, to: i64) -> Result<(), FinalizeError> {
+async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id: &str, app: &App) -> Result<(), FinalizeError> {
+    // Each statement is named, so a rebuild can wait until none is still running on the server.
+    let mut statements = 0;
+    let mut named = |sql: &str| {
+        statements += 1;
+        client.query(sql).with_setting("query_id", format!("{query_id}-{statements}"))
+    };
     let carried_out: String = CARRIED.iter().map(|c| format!(", c_{c}")).collect();
     let carried_in: String = CARRIED.iter().map(|c| format!(", {c}")).collect();
-    client
-        .query(&format!(
-            "INSERT INTO metrics_final (site, name, event_time, metric_id, value, rating, reports{carried_in})
-             SELECT site, name, first_time, id, v, r, n{carried_out} FROM ({})",
-            final_rows_sql("")
-        ))
-        .bind(from - LOOKBACK_SECONDS)
-        .bind(to + LOOKBACK_SECONDS)
-        .bind(from)
-        .bind(to)
-        .execute()
-        .await
-        .map_err(ch("writing metrics_final"))?;
+    named(&format!(
+        "INSERT INTO metrics_final (site, name, event_time, metric_id, value, rating, reports{carried_in})
+         SELECT site, name, first_time, id, v, r, n{carried_out} FROM ({})",
+        final_rows_sql("")
+    ))
+    .bind(from - LOOKBACK_SECONDS)
+    .bind(to + LOOKBACK_SECONDS)
+    .bind(from)
+    .bind(to)
+    .execute()
+    .await
+    .map_err(ch("writing metrics_final"))?;
     let states = state_expressions("value", "rating");
     for shape in SHAPES {
         let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
         for &grain in shape.grains {
             let step = grain.seconds();
-            client
-                .query(&format!(
-                    "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}
-                     FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
-                     GROUP BY site, name, bucket{dims}",
-                    table = shape.table(grain)
-                ))
-                .bind(from)
-                .bind(to)
-                .execute()
-                .await
-                .map_err(ch("writing a rollup"))?;
+            named(&format!(
+                "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}
+                 FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                 GROUP BY site, name, bucket{dims}",
+                table = shape.table(grain)
+            ))
+            .bind(from)
+            .bind(to)
+            .execute()
+            .await
+            .map_err(ch("writing a rollup"))?;
         }
     }
+    // Re-reports in this span of page views first reported in an hour that was already due to be
+    // final when they arrived: kept raw, not in any answer.
+    let late = named(&format!(
+        "SELECT countIf(t >= toDateTime(?) AND t < toDateTime(?) AND a >= toDateTime(deadline))
+         FROM (SELECT intDiv(toUInt32(min(event_time)), 3600) * 3600 + 3600 + ? AS deadline,
+                      groupArray(event_time) AS times, groupArray(received_at) AS arrivals
+               FROM metrics WHERE has(?, name) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
+               GROUP BY site, name, {REPORT_KEY}
+               HAVING min(event_time) < toDateTime(?) AND max(event_time) >= toDateTime(?))
+         ARRAY JOIN times AS t, arrivals AS a"
+    ))
+    .bind(from)
+    .bind(to)
+    .bind(grace)
+    .bind(RE_REPORTED.to_vec())
+    .bind(from - LOOKBACK_SECONDS)
+    .bind(to)
+    .bind(from)
+    .bind(from)
+    .fetch_one::<u64>()
+    .await
+    .map_err(ch("counting late re-reports"))?;
+    app.telemetry.late_reports.inc_by(late);
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //! that started first (ties by id). A collector that joins never takes over from a live leader,
 //! and two that start together both wait one interval, by which time each sees the other's
 //! heartbeat and they agree. Clocks are the collectors' own: they must agree to well within an
-//! interval (NTP does).
+//! interval (NTP does). A holder's start is the one its latest heartbeat states (merges keep only
+//! the latest row per holder, and a holder that rejoins states a new start).
 
 use std::sync::Mutex;
 
@@ -57,7 +58,7 @@ impl Lease {
             .await?;
         let leader = client
             .query(&format!(
-                "SELECT holder, min(first_ms) AS first FROM {} GROUP BY holder
+                "SELECT holder, argMax(first_ms, at_ms) AS first FROM {} GROUP BY holder
                  HAVING max(at_ms) >= ? AND first <= ? ORDER BY first, holder LIMIT 1",
                 self.table
             ))
@@ -69,6 +70,17 @@ impl Lease {
             tracing::debug!(table = self.table, leader = %l.holder, since_ms = l.first, me = %self.holder, "lease");
         }
         Ok(leader.first().is_some_and(|l| l.holder == self.holder))
+    }
+
+    /// Whether `holder` has written a heartbeat within the lease (three intervals) before `now_ms`.
+    pub async fn is_live(&self, client: &Client, holder: &str, now_ms: u64, interval_ms: u64) -> Result<bool, clickhouse::error::Error> {
+        let live = client
+            .query(&format!("SELECT count() FROM {} WHERE holder = ? AND at_ms >= ?", self.table))
+            .bind(holder)
+            .bind(now_ms.saturating_sub(3 * interval_ms))
+            .fetch_one::<u64>()
+            .await?;
+        Ok(live > 0)
     }
 
     /// The oldest unshipped receive time among the live holders (epoch ms), if any has a backlog.

@@ -361,8 +361,35 @@ fn final_values() -> Vec<Step> {
     for view in ["metrics_1m_mv", "metrics_1h_mv", "metrics_1d_mv"] {
         steps.push(Step::Sql(format!("DROP TABLE IF EXISTS {view}")));
     }
+    // History older than the raw rows (which the finalizer starts from) moves from schema 1's
+    // rollups into the new ones, as it was counted then; once: only into an empty table.
+    for shape in SHAPES {
+        for &grain in shape.grains {
+            let (old, table) = (if grain == Grain::Hour { "metrics_1h" } else { "metrics_1d" }, shape.table(grain));
+            let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
+            steps.push(Step::Sql(format!(
+                "INSERT INTO {table}
+                 SELECT site, name, bucket{dims}, countMergeState(count_state), sumMergeState(sum_state), minMergeState(min_state),
+                    maxMergeState(max_state), sumMergeState(good_state), sumMergeState(ni_state), sumMergeState(poor_state),
+                    quantilesTDigestMergeState(0.5, 0.75, 0.95, 0.99)(quantiles_state)
+                 FROM {old}
+                 WHERE (SELECT count() FROM {table}) = 0 AND bucket < toDateTime({HISTORY_END})
+                 GROUP BY site, name, bucket{dims}"
+            )));
+        }
+    }
+    // The copied history is final: the finalizer starts where it ends.
+    steps.push(Step::Sql(format!(
+        "INSERT INTO finalizer_progress (at_ms, holder, phase, span_from, span_to)
+         SELECT 1, 'migration 6', 'done', toDateTime(end), toDateTime(end) FROM (SELECT {HISTORY_END} AS end)
+         WHERE (SELECT count() FROM finalizer_progress) = 0 AND (SELECT count() FROM metrics_1h) > 0"
+    )));
     steps
 }
+
+/// Where the history copied from schema 1's rollups ends: the UTC day of the oldest raw row (from
+/// there the finalizer makes values final), or today when no raw rows are left.
+const HISTORY_END: &str = "(SELECT intDiv(toUInt32(if(count() = 0, now(), min(event_time))), 86400) * 86400 FROM metrics)";
 
 #[cfg(test)]
 mod tests {
