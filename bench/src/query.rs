@@ -157,7 +157,10 @@ pub async fn run(report: &mut Report, quick: bool, big: bool) {
             report.compare(SECTION, format!("{label}: {question} — API ({source})"), api_ms, "ms", "raw table, quantileExact", raw_ms);
         }
         running.stop().await;
-        let _ = request(&client, "POST", &format!("{}/", ch.url), None, &format!("DROP DATABASE IF EXISTS {db}")).await;
+        // PULSE_BENCH_KEEP=1 keeps the databases (to look at a query's plan afterwards).
+        if std::env::var_os("PULSE_BENCH_KEEP").is_none() {
+            let _ = request(&client, "POST", &format!("{}/", ch.url), None, &format!("DROP DATABASE IF EXISTS {db}")).await;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

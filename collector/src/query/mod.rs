@@ -31,7 +31,7 @@ use self::plan::{rollup_index, Need, Scope, Source};
 use self::render::{num, Format, Table};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
-use crate::storage::schema::{Grain, ROLLUP_LEVELS};
+use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
 
 const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
@@ -183,7 +183,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     let source = plan::choose(params.choice("source", &["auto", "raw", "rollup"])?, requested, &need, raw_max_seconds(app))?;
     let range = match source {
         Source::Exact => requested,
-        Source::Rollup(shape) if !shape.keeps(Grain::Hour) => requested.aligned(86_400),
+        Source::Rollup(shape) if !shape.all_hours() => requested.aligned(86_400),
         Source::Rollup(_) => match requested.aligned(3_600) {
             r if r.seconds() > WHOLE_DAYS_AFTER_SECONDS => TimeRange { from: r.from.div_euclid(86_400) * 86_400, ..r },
             r => r,

@@ -57,7 +57,7 @@ pub fn choose(choice: &str, range: TimeRange, need: &Need, raw_max_seconds: i64)
         Some("rollups hold whole hours; use source=raw for minutes".to_owned())
     } else if shape.is_none() {
         Some(format!("no rollup keeps {} together; use source=raw", need.dims.join(" and ")))
-    } else if need.finest < DAY && !shape.is_some_and(|s| s.keeps(Grain::Hour)) {
+    } else if need.finest < DAY && !shape.is_some_and(|s| s.all_hours()) {
         Some(format!("rollups by {} hold whole days; use interval=1d, a range over 7 days, or source=raw", need.dims.join(" and ")))
     } else {
         None
@@ -163,16 +163,17 @@ impl Scope<'_> {
     pub fn push_states(&self, sql: &mut Sql, shape: Shape) {
         let (done, recent) = self.split();
         let mut parts: Vec<(Option<Grain>, TimeRange)> = Vec::new();
-        let hours = if shape.keeps(Grain::Hour) { Some(Grain::Hour) } else { None };
         if let Some(done) = done {
             match self.step {
                 Some(step) if step < DAY => parts.push((Some(Grain::Hour), done)),
                 _ => {
                     // Only whole days are read from the day rollup: its current day may already
-                    // hold hours this reader does not count as final yet.
+                    // hold hours this reader does not count as final yet. Hours around them from
+                    // the hour rollup while it keeps them, else from `metrics_final`.
                     let (days, rest) = day_segments(done);
+                    let kept_from = shape.hour_days.map_or(i64::MIN, |d| self.final_until.unwrap_or(done.to) - (i64::from(d) - 1) * DAY);
                     parts.extend(days.map(|d| (Some(Grain::Day), d)));
-                    parts.extend(rest.into_iter().map(|h| (hours, h)));
+                    parts.extend(rest.into_iter().map(|h| ((h.from >= kept_from).then_some(Grain::Hour), h)));
                 }
             }
         }

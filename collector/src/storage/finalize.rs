@@ -9,8 +9,8 @@
 //!   around it. [`REPORT_KEY`] is the id (a custom metric, which has none, is its own row).
 //! - `final_grace_minutes` after an hour ends (and once no collector still holds unshipped rows
 //!   from before that), the leader of the `finalizer_lease` writes the hour's ids, one row each,
-//!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1d`, and
-//!   `rollup_site_1h`). Queries read final hours from there and the rest from raw rows, deduplicated the
+//!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1h` and
+//!   `_1d`). Queries read final hours from there and the rest from raw rows, deduplicated the
 //!   same way ([`crate::query`]).
 //! - Reports that arrive after their hour is final stay in the raw table, are counted in
 //!   `pulse_late_reports_total`, and change no answer: at ingest, a report whose own time is
@@ -31,7 +31,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::lease::Lease;
-use super::schema::{state_expressions, SHAPES};
+use super::schema::{state_expressions, GRAINS, SHAPES};
 use crate::App;
 
 /// How far apart the reports of one id may be and still be counted as one: reports more than a
@@ -298,7 +298,7 @@ async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
 fn derived_tables() -> Vec<String> {
     let mut tables = vec!["metrics_final".to_owned()];
     for shape in SHAPES {
-        tables.extend(shape.grains.iter().map(|g| shape.table(*g)));
+        tables.extend(GRAINS.iter().map(|g| shape.table(*g)));
     }
     tables
 }
@@ -372,7 +372,7 @@ async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id
     let states = state_expressions("value", "rating");
     for shape in SHAPES {
         let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
-        for &grain in shape.grains {
+        for grain in GRAINS {
             let step = grain.seconds();
             named(&format!(
                 "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}

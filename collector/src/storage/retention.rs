@@ -18,8 +18,12 @@ fn tables(raw_days: u32, rollup_days: u32) -> Vec<(String, u32, Granularity)> {
         ("metrics_1d".to_owned(), rollup_days, Granularity::Month),
     ];
     for shape in super::schema::SHAPES {
-        for grain in shape.grains {
-            tables.push((shape.table(*grain), rollup_days, Granularity::DayNumber));
+        for grain in super::schema::GRAINS {
+            let days = match (grain, shape.hour_days) {
+                (super::schema::Grain::Hour, Some(days)) => days,
+                _ => rollup_days,
+            };
+            tables.push((shape.table(grain), days, Granularity::DayNumber));
         }
     }
     tables

@@ -7,7 +7,7 @@
 //!   partition (retention drops whole days), ordered by the common filters.
 //! - `metrics_final`: one row per metric id once its hour is final (see
 //!   [`super::finalize`]): the id's last reported value at the time of its first report.
-//! - `rollup_<shape>_1d` (and `rollup_site_1h`): `AggregatingMergeTree` rollups of
+//! - `rollup_<shape>_1d`, `rollup_<shape>_1h`: `AggregatingMergeTree` rollups of
 //!   `metrics_final`, one per query shape ([`SHAPES`]), holding count / sum / min / max,
 //!   good / needs-improvement / poor counts and a t-digest per hour (day) and per value of the
 //!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
@@ -33,10 +33,12 @@ const ROLLUP_DIMENSIONS: &str = "url, device, browser, os, country, release, nav
 pub struct Shape {
     pub name: &'static str,
     pub dims: &'static [&'static str],
-    /// The bucket sizes kept. Only the site-wide shape keeps hours: per page, browser or country,
-    /// an hour holds about one value (an hour rollup would be as large as the raw table);
-    /// shorter ranges with dimensions are answered exactly from `metrics_final`.
-    pub grains: &'static [Grain],
+    /// Days of hour buckets kept; `None`: as long as the day buckets. Only the site-wide shape
+    /// keeps every hour: per page, browser or country an hour holds about one value (an hour
+    /// rollup would be as large as the raw table), so those keep the last few days' hours, for
+    /// the partial day before the watermark; shorter ranges with dimensions are answered exactly
+    /// from `metrics_final`.
+    pub hour_days: Option<u32>,
 }
 
 impl Shape {
@@ -48,21 +50,30 @@ impl Shape {
         dims.iter().all(|d| self.dims.contains(d))
     }
 
-    pub fn keeps(self, grain: Grain) -> bool {
-        self.grains.contains(&grain)
+    /// Whether hours are kept for any range (not only the last few days).
+    pub fn all_hours(self) -> bool {
+        self.hour_days.is_none()
     }
 }
+
+/// The grains every shape has.
+pub const GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
+
+/// Days of hour buckets kept by shapes without every hour.
+pub const RECENT_HOUR_DAYS: u32 = 3;
+
+impl Shape {}
 
 /// The shapes, smallest first. What the API and the dashboard ask: totals and series for a site
 /// (`site`); by page, or one page's series (`page`); pages on one device class (`page_device`);
 /// browsers and systems (`client`); countries (`geo`); releases and navigation types (`release`).
 pub const SHAPES: [Shape; 6] = [
-    Shape { name: "site", dims: &[], grains: &[Grain::Hour, Grain::Day] },
-    Shape { name: "page", dims: &["url"], grains: &[Grain::Day] },
-    Shape { name: "page_device", dims: &["url", "device"], grains: &[Grain::Day] },
-    Shape { name: "geo", dims: &["device", "country"], grains: &[Grain::Day] },
-    Shape { name: "client", dims: &["device", "browser", "os"], grains: &[Grain::Day] },
-    Shape { name: "release", dims: &["release", "nav", "device"], grains: &[Grain::Day] },
+    Shape { name: "site", dims: &[], hour_days: None },
+    Shape { name: "page", dims: &["url"], hour_days: Some(RECENT_HOUR_DAYS) },
+    Shape { name: "page_device", dims: &["url", "device"], hour_days: Some(RECENT_HOUR_DAYS) },
+    Shape { name: "geo", dims: &["device", "country"], hour_days: Some(RECENT_HOUR_DAYS) },
+    Shape { name: "client", dims: &["device", "browser", "os"], hour_days: Some(RECENT_HOUR_DAYS) },
+    Shape { name: "release", dims: &["release", "nav", "device"], hour_days: Some(RECENT_HOUR_DAYS) },
 ];
 
 /// The smallest shape holding `dims`.
@@ -353,8 +364,8 @@ fn final_values() -> Vec<Step> {
         Step::AddColumn { table: "alert_lease", column: "backlog_ms", definition: "UInt64 DEFAULT 0" },
     ];
     for shape in SHAPES {
-        for grain in shape.grains {
-            steps.push(Step::Sql(shape_table(shape, *grain)));
+        for grain in GRAINS {
+            steps.push(Step::Sql(shape_table(shape, grain)));
         }
     }
     // The insert-time views counted every report of an id; the finalizer replaces them.
@@ -364,7 +375,7 @@ fn final_values() -> Vec<Step> {
     // History older than the raw rows (which the finalizer starts from) moves from schema 1's
     // rollups into the new ones, as it was counted then; once: only into an empty table.
     for shape in SHAPES {
-        for &grain in shape.grains {
+        for grain in GRAINS.into_iter().filter(|g| *g == Grain::Day || shape.all_hours()) {
             let (old, table) = (if grain == Grain::Hour { "metrics_1h" } else { "metrics_1d" }, shape.table(grain));
             let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
             steps.push(Step::Sql(format!(
