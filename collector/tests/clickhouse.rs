@@ -985,7 +985,10 @@ async fn history_in_the_old_rollups_moves_into_the_new_ones_once() {
     let db = &c.db;
     // A database of schema 5 whose raw rows have expired: 48 hours of history only in the
     // hour and day rollups that the views of schema 1 and 2 filled.
-    history(db, 48, 2);
+    let (_, first) = history(db, 48, 2);
+    // Without raw rows, history ends at the start of today (the finalizer starts there).
+    let today = (now_ms() / 1000.0) as u32 / 86_400 * 86_400;
+    let before_today = (0..48).filter(|h| first + h * 3600 < today).count() as u64 * 2;
     for (table, step) in [("metrics_1h", 3_600), ("metrics_1d", 86_400)] {
         ch.sql(&format!(
             "INSERT INTO {db}.{table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket,
@@ -1013,10 +1016,10 @@ async fn history_in_the_old_rollups_moves_into_the_new_ones_once() {
     // What a collector does at start, after migrating: learn how far values are final.
     c.running.app.finalizer.refresh(&c.running.app).await.expect("progress read");
     for table in ["rollup_site_1h", "rollup_site_1d", "rollup_page_1d", "rollup_client_1d"] {
-        assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {db}.{table}")), 96, "{table}: copied once");
+        assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {db}.{table}")), before_today, "{table}: copied once");
     }
     let now = now_ms() as u64;
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={now}&group_by=url", now - 30 * 86_400_000)).await;
-    assert_eq!((body["source"].as_str(), body["rows"][0]["count"].as_u64()), (Some("rollup_page"), Some(96)), "{body}");
+    assert_eq!((body["source"].as_str(), body["rows"][0]["count"].as_u64()), (Some("rollup_page"), Some(before_today)), "{body}");
     c.running.stop().await;
 }
