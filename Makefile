@@ -45,7 +45,7 @@ check: ## The inner loop: format check, clippy, unit tests and the collector's t
 	@mkdir -p target
 	@$(MAKE) --no-print-directory lint
 	set -o pipefail; PULSE_TEST_CLICKHOUSE_URL=http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT) \
-	  cargo test --workspace --exclude pulse-agent --lib --bins --test clickhouse --test router --test shutdown --test alerts --test cli 2>&1 | tee target/check.log
+	  cargo test --workspace --exclude pulse-agent --lib --bins --test clickhouse --test cluster --test router --test shutdown --test alerts --test cli 2>&1 | tee target/check.log
 	set -o pipefail; cargo test -p pulse-agent --lib 2>&1 | tee -a target/check.log
 	@for db in $$(curl -fsS http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT)/ --data-binary "SELECT name FROM system.databases WHERE name LIKE 't\\_%'"); do \
 	  curl -fsS http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT)/ --data-binary "DROP DATABASE IF EXISTS $$db" >/dev/null; done

@@ -253,6 +253,13 @@ settings! {
     /// ClickHouse password.
     #[secret true]
     clickhouse_password: String = String::new();
+    /// A cluster from the servers' `remote_servers` to spread the data over: local tables in
+    /// `<database>_local` on every shard, `Distributed` tables over them in `<database>` (README,
+    /// "Running on a cluster"). None: one server.
+    clickhouse_cluster: Option<String> = None;
+    /// With `clickhouse_cluster`: the HTTP URL of every shard (one server each), where the
+    /// collector creates the tables and builds the rollups.
+    clickhouse_shards: Vec<String> = Vec::new();
     /// Site keys and the origins that may send for each (`KEY=ORIGIN,ORIGIN;…`): exact
     /// (`https://shop.example`), any port (`http://localhost:*`) or any subdomain
     /// (`https://*.shop.example`); TOML sites may set `rate_per_second`.
@@ -473,6 +480,17 @@ impl Config {
         }
         if self.clickhouse_database.is_empty() || !self.clickhouse_database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return bad("clickhouse_database", format!("{:?} must be letters, digits and _", self.clickhouse_database));
+        }
+        match (&self.clickhouse_cluster, self.clickhouse_shards.is_empty()) {
+            (Some(cluster), _) if cluster.is_empty() || !cluster.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
+                return bad("clickhouse_cluster", format!("{cluster:?} must be letters, digits, - and _"));
+            }
+            (Some(_), true) => return bad("clickhouse_shards", "a cluster needs the HTTP URL of every shard".into()),
+            (None, false) => return bad("clickhouse_cluster", "shards were given without the cluster's name".into()),
+            _ => {}
+        }
+        if let Some(shard) = self.clickhouse_shards.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+            return bad("clickhouse_shards", format!("{shard:?} must start with http:// or https://"));
         }
         Ok(())
     }

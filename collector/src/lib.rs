@@ -66,6 +66,8 @@ pub struct App {
     pub spool: Spool,
     pub alerts: Arc<alerts::Alerts>,
     pub clickhouse: clickhouse::Client,
+    /// Each shard's own tables (on one server: that server's), for the finalizer and retention.
+    pub shards: Vec<clickhouse::Client>,
     /// The server's version, once the schema is in place (the collector accepts beacons before).
     pub clickhouse_version: std::sync::OnceLock<String>,
     pub writer_status: Arc<WriterStatus>,
@@ -86,6 +88,7 @@ impl App {
                 .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
             telemetry: Telemetry::new(),
             clickhouse: storage::client(&config),
+            shards: storage::shard_clients(&config),
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
             finalizer: storage::finalize::Finalizer::default(),
@@ -306,17 +309,18 @@ async fn housekeeping(app: Arc<App>) {
         every.tick().await;
         app.sites.forget_idle_clients();
         let now = time::OffsetDateTime::now_utc();
-        let result = storage::retention::drop_expired(
-            &app.clickhouse,
-            &app.config.clickhouse_database,
-            now,
-            app.config.retention_days,
-            app.config.rollup_retention_days,
-        )
-        .await;
-        if let Err(err) = result {
-            app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
-            tracing::warn!(%err, "retention pass failed; will retry in an hour");
+        let database = if app.config.clickhouse_cluster.is_some() {
+            storage::local_database(&app.config)
+        } else {
+            app.config.clickhouse_database.clone()
+        };
+        for shard in &app.shards {
+            let result =
+                storage::retention::drop_expired(shard, &database, now, app.config.retention_days, app.config.rollup_retention_days).await;
+            if let Err(err) = result {
+                app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
+                tracing::warn!(%err, "retention pass failed; will retry in an hour");
+            }
         }
     }
 }

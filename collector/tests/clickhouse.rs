@@ -8,7 +8,7 @@ use pulse_collector::config::Config;
 use pulse_collector::storage::finalize::Outcome;
 use pulse_collector::Running;
 use pulse_testkit::http::{get, post_beacon, send};
-use pulse_testkit::{api_call, beacon, clickhouse, exact_percentile, metric, now_ms};
+use pulse_testkit::{api_call, beacon, clickhouse, exact_percentile, metric, now_ms, re_reported_cls};
 use serde_json::{json, Value};
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -817,32 +817,6 @@ async fn every_answer_matches_the_openapi_document() {
     let unauthorized = get(&format!("{}/v1/vitals?site=demo&metric=LCP", c.base), &[]).await;
     check("/v1/vitals", "get", 401, &unauthorized.json());
     c.running.stop().await;
-}
-
-/// CLS of `n` page views reported twice (web-vitals re-reports on a later hide when it grew): a
-/// partial value, then the final one. Returns the final values and the beacons (first reports,
-/// then final reports, 50 page views each), pages `/a` and `/b` alternating by page view.
-fn re_reported_cls(n: usize) -> (Vec<f64>, Vec<Value>) {
-    let finals: Vec<f64> = (0..n as u64).map(|i| ((i * 7_919) % 1_000) as f64 / 1_000.0 * 0.6).collect();
-    let mut beacons = Vec::new();
-    for (report, ago) in [(0, 600_000.0), (1, 300_000.0)] {
-        for (chunk, ids) in (0..n).collect::<Vec<_>>().chunks(25).enumerate() {
-            for url in ["/a", "/b"] {
-                let metrics: Vec<Value> = ids
-                    .iter()
-                    .filter(|&&i| (i % 2 == 0) == (url == "/a"))
-                    .map(|&i| {
-                        let value = if report == 0 { finals[i] * 0.4 } else { finals[i] };
-                        json!({"name": "CLS", "value": value, "id": format!("v5-{i}"), "at": now_ms() - ago})
-                    })
-                    .collect();
-                let mut b = beacon("demo", url, metrics);
-                b["page"] = json!(format!("pv-{url}-{chunk}"));
-                beacons.push(b);
-            }
-        }
-    }
-    (finals, beacons)
 }
 
 /// Checks every answer counts each page view once with its final value: raw and rollup

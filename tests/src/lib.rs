@@ -81,6 +81,31 @@ pub struct StoppableClickHouse {
 
 impl StoppableClickHouse {
     pub fn start(name: &str) -> StoppableClickHouse {
+        let ch = StoppableClickHouse::prepare(name);
+        ch.resume();
+        ch
+    }
+
+    /// Two servers on loopback forming the two-shard cluster `cluster` (each server's
+    /// `config.d/cluster.xml`, beside the config `scripts/clickhouse.sh` writes, names both).
+    pub fn cluster(name: &str, cluster: &str) -> [StoppableClickHouse; 2] {
+        let servers = [StoppableClickHouse::prepare(&format!("{name}-1")), StoppableClickHouse::prepare(&format!("{name}-2"))];
+        let shards: String = servers
+            .iter()
+            .map(|s| format!("      <shard><replica><host>127.0.0.1</host><port>{}</port></replica></shard>\n", s.tcp_port))
+            .collect();
+        let xml = format!("<?xml version=\"1.0\"?>\n<yandex>\n  <remote_servers>\n    <{cluster}>\n{shards}    </{cluster}>\n  </remote_servers>\n</yandex>\n");
+        for server in &servers {
+            let dir = server.server.dir.join("config.d");
+            std::fs::create_dir_all(&dir).expect("config.d");
+            std::fs::write(dir.join("cluster.xml"), &xml).expect("cluster.xml");
+            server.resume();
+        }
+        servers
+    }
+
+    /// The server's directory, ports and watchdog, not started.
+    fn prepare(name: &str) -> StoppableClickHouse {
         let dir = temp_dir(&format!("clickhouse-{name}"));
         let (http_port, tcp_port) = (free_port(), free_port());
         let server = ClickHouse { url: format!("http://127.0.0.1:{http_port}"), dir };
@@ -97,9 +122,7 @@ impl StoppableClickHouse {
             .stderr(Stdio::null())
             .spawn()
             .expect("watchdog shell starts");
-        let ch = StoppableClickHouse { server, http_port, tcp_port, _watchdog: watchdog };
-        ch.resume();
-        ch
+        StoppableClickHouse { server, http_port, tcp_port, _watchdog: watchdog }
     }
 
     /// Starts the server (again) and waits until it answers.
@@ -231,6 +254,32 @@ pub fn beacon(site: &str, url: &str, metrics: Vec<Value>) -> Value {
 /// A vital or custom metric measured `ago_ms` before now.
 pub fn metric(name: &str, value: f64, ago_ms: f64) -> Value {
     json!({"name": name, "value": value, "at": now_ms() - ago_ms})
+}
+
+/// CLS of `n` page views reported twice (web-vitals re-reports on a later hide when it grew): a
+/// partial value, then the final one. Returns the final values and the beacons (first reports,
+/// then final reports, 50 page views each), pages `/a` and `/b` alternating by page view.
+pub fn re_reported_cls(n: usize) -> (Vec<f64>, Vec<Value>) {
+    let finals: Vec<f64> = (0..n as u64).map(|i| ((i * 7_919) % 1_000) as f64 / 1_000.0 * 0.6).collect();
+    let mut beacons = Vec::new();
+    for (report, ago) in [(0, 600_000.0), (1, 300_000.0)] {
+        for (chunk, ids) in (0..n).collect::<Vec<_>>().chunks(25).enumerate() {
+            for url in ["/a", "/b"] {
+                let metrics: Vec<Value> = ids
+                    .iter()
+                    .filter(|&&i| (i % 2 == 0) == (url == "/a"))
+                    .map(|&i| {
+                        let value = if report == 0 { finals[i] * 0.4 } else { finals[i] };
+                        json!({"name": "CLS", "value": value, "id": format!("v5-{i}"), "at": now_ms() - ago})
+                    })
+                    .collect();
+                let mut b = beacon("demo", url, metrics);
+                b["page"] = json!(format!("pv-{url}-{chunk}"));
+                beacons.push(b);
+            }
+        }
+    }
+    (finals, beacons)
 }
 
 /// An API-call metric.

@@ -176,11 +176,15 @@ impl Finalizer {
                 tracing::warn!(day = %crate::query::params::format_time(day), "the last finalizer run stopped mid-way; rebuilding from that day");
                 // Its statements may still be running on the server (the client gave up, the
                 // server did not): dropping before they end would let their rows land after.
-                wait_for_writes(client, interval_ms).await?;
+                for shard in &app.shards {
+                    wait_for_writes(shard, interval_ms).await?;
+                }
                 // This collector reads the day from raw rows while it is rebuilt; others read
                 // empty final tables for the day until their next run (at most an interval).
                 self.publish(app, day);
-                drop_days_from(client, day).await?;
+                for shard in &app.shards {
+                    drop_days_from(shard, day).await?;
+                }
                 let done_at = next_at();
                 record(client, done_at, self.lease.holder(), "done", day, day).await?;
                 expected = Some(done_at);
@@ -216,7 +220,10 @@ impl Finalizer {
             let to = due.min((from.div_euclid(DAY) + 1) * DAY);
             let started_at = next_at();
             record(client, started_at, self.lease.holder(), "started", from, to).await?;
-            finalize_span(client, from, to, grace, &format!("pulse-finalize-{}-{started_at}", self.lease.holder()), app).await?;
+            // Each shard rolls up its own rows (all reports of a page view are on one shard).
+            for (i, shard) in app.shards.iter().enumerate() {
+                finalize_span(shard, from, to, grace, &format!("pulse-finalize-{}-{started_at}-{i}", self.lease.holder()), app).await?;
+            }
             let done_at = next_at();
             record(client, done_at, self.lease.holder(), "done", from, to).await?;
             expected = Some(done_at);

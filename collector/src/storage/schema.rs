@@ -427,20 +427,91 @@ pub enum SchemaError {
 
 /// Creates the database and applies pending migrations. Returns the server version.
 pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
+    let mut version = String::new();
+    for (url, database) in super::schema_targets(config) {
+        version = migrate_server(config, &url, &database).await?;
+        if let Some(cluster) = &config.clickhouse_cluster {
+            distribute(config, &url, cluster).await?;
+        }
+    }
+    if config.clickhouse_cluster.is_some() && !config.clickhouse_shards.contains(&config.clickhouse_url) {
+        // The server this collector queries is not a shard: it gets the `Distributed` tables only.
+        distribute(config, &config.clickhouse_url, config.clickhouse_cluster.as_deref().unwrap_or_default()).await?;
+    }
+    Ok(version)
+}
+
+/// Tables of the local database that get a `Distributed` table, and their sharding keys: the rows
+/// of one page view stay on one shard (so its reports are deduplicated there); the rest spread.
+fn sharding_key(table: &str) -> &'static str {
+    match table {
+        "metrics" | "api_calls" | "metrics_final" => "cityHash64(page)",
+        _ => "rand()",
+    }
+}
+
+/// Creates on the server at `url` a `Distributed` table in the configured database over each
+/// table of the shards' local database (again, when the local table's columns changed).
+async fn distribute(config: &Config, url: &str, cluster: &str) -> Result<(), SchemaError> {
     let err = |what: &str| {
-        let url = config.clickhouse_url.clone();
+        let url = url.to_owned();
         let what = what.to_owned();
         move |source| SchemaError::ClickHouse { url, what, source }
     };
-    let server = super::server_client(config);
+    let (database, local) = (&config.clickhouse_database, super::local_database(config));
+    let server = super::bare_client_at(config, url);
+    server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(err("CREATE DATABASE"))?;
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Table {
+        name: String,
+    }
+    // The local tables as they are on the first shard (every shard is migrated the same way).
+    let first = super::bare_client_at(config, config.clickhouse_shards.first().map_or(url, String::as_str));
+    let tables = first
+        .query("SELECT name FROM system.tables WHERE database = ? AND engine NOT IN ('MaterializedView', 'View') AND NOT startsWith(name, '.inner')")
+        .bind(&local)
+        .fetch_all::<Table>()
+        .await
+        .map_err(err("listing the local tables"))?;
+    let columns = |client: &clickhouse::Client, database: &str, table: &str| {
+        client.query("SELECT count() FROM system.columns WHERE database = ? AND table = ?").bind(database).bind(table).fetch_one::<u64>()
+    };
+    for table in tables {
+        let local_columns = columns(&first, &local, &table.name).await.map_err(err("reading system.columns"))?;
+        let existing = columns(&server, database, &table.name).await.map_err(err("reading system.columns"))?;
+        if existing == local_columns {
+            continue;
+        }
+        // Names come from the local database's own tables (letters, digits, _).
+        let name = &table.name;
+        if existing > 0 {
+            server.query(&format!("DROP TABLE IF EXISTS {database}.{name}")).execute().await.map_err(err("DROP TABLE (distributed)"))?;
+        }
+        server
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS {database}.{name} AS {local}.{name} ENGINE = Distributed({cluster}, {local}, {name}, {key})",
+                key = sharding_key(name)
+            ))
+            .execute()
+            .await
+            .map_err(err("CREATE TABLE (distributed)"))?;
+    }
+    Ok(())
+}
+
+/// Creates `database` on the server at `url` and applies its pending migrations. Returns the
+/// server's version.
+async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<String, SchemaError> {
+    let err = |what: &str| {
+        let url = url.to_owned();
+        let what = what.to_owned();
+        move |source| SchemaError::ClickHouse { url, what, source }
+    };
+    let server = super::bare_client_at(config, url);
     let version = server.query("SELECT version()").fetch_one::<String>().await.map_err(err("SELECT version()"))?;
     // The database name is checked by `Config::check` (letters, digits, _), so it is safe as an identifier.
-    server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.clickhouse_database))
-        .execute()
-        .await
-        .map_err(err("CREATE DATABASE"))?;
-    let client = super::client(config);
+    server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(err("CREATE DATABASE"))?;
+    let client = super::client_at(config, url, database);
     client
         // A MergeTree (not TinyLog, which ClickHouse Cloud refuses). Databases made by earlier
         // versions keep their TinyLog table; both answer the same queries.
