@@ -116,19 +116,38 @@ impl Scope<'_> {
 
     /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`).
     fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
-        // Only re-reported metrics need the reports around the range (their first report may be
-        // before it, their last after it).
-        let lookback = if RE_REPORTED.contains(&self.metric) { LOOKBACK_SECONDS } else { 0 };
         sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
         sql.push(
             &format!(
                 "SELECT min(event_time) AS first_time, argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r,
                     any({group}) AS grp
-                 FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+                 FROM metrics WHERE site = ? AND name = ?",
                 group = self.group
             ),
-            [self.site.into(), self.metric.into(), (range.from - lookback).into(), (range.to + lookback).into()],
+            [self.site.into(), self.metric.into()],
         );
+        if RE_REPORTED.contains(&self.metric) {
+            // The reports around the range of the ids reported in it (their first report may be
+            // before it, their last after it).
+            sql.push(
+                " AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?))
+                    OR (event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                        AND metric_id IN (SELECT metric_id FROM metrics WHERE site = ? AND name = ? AND metric_id != ''
+                                          AND event_time >= toDateTime(?) AND event_time < toDateTime(?))))",
+                [
+                    range.from.into(),
+                    range.to.into(),
+                    (range.from - LOOKBACK_SECONDS).into(),
+                    (range.to + LOOKBACK_SECONDS).into(),
+                    self.site.into(),
+                    self.metric.into(),
+                    range.from.into(),
+                    range.to.into(),
+                ],
+            );
+        } else {
+            sql.push(" AND event_time >= toDateTime(?) AND event_time < toDateTime(?)", [range.from.into(), range.to.into()]);
+        }
         sql.push_filters(self.filters);
         sql.push(
             &format!(" GROUP BY {REPORT_KEY} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?))"),

@@ -17,7 +17,7 @@
 //!   before the watermark; in the finalizer, a re-report whose page view's first hour was due
 //!   to be final (its end plus the grace period) before the re-report arrived.
 //!
-//! Crash safety: each span (whole hours within one UTC day) is recorded as `started` in
+//! Crash safety: each span (whole hours within one UTC day, six at most) is recorded as `started` in
 //! `finalizer_progress` before anything is written and `done` after. A run that finds its last
 //! span `started` (a crash, a lost connection, a collector killed mid-way) drops that day's
 //! partitions (and any later day's) of every derived table (all are partitioned by UTC day) and
@@ -217,7 +217,7 @@ impl Finalizer {
                 tracing::warn!("another collector is finalizing; stopping this run");
                 break;
             }
-            let to = due.min((from.div_euclid(DAY) + 1) * DAY);
+            let to = due.min((from.div_euclid(DAY) + 1) * DAY).min(from + MAX_SPAN_SECONDS);
             let started_at = next_at();
             record(client, started_at, self.lease.holder(), "started", from, to).await?;
             // Each shard rolls up its own rows (all reports of a page view are on one shard).
@@ -339,19 +339,32 @@ async fn drop_days_from(client: &Client, day: i64) -> Result<(), FinalizeError> 
 }
 
 /// The `SELECT` of one row per id first reported in `[from, to)`: its last value and rating,
-/// its report count and the page view's columns. Binds: `from - LOOKBACK`, `to + LOOKBACK`,
-/// `from`, `to`.
-pub fn final_rows_sql(filters: &str) -> String {
+/// its report count and the page view's columns. Only re-reported metrics of ids reported in the
+/// span are read around it (a day before and after); the rest only in it. Binds: `from`, `to`,
+/// `from - LOOKBACK`, `to + LOOKBACK`, `from`, `to`, `from`, `to`.
+fn final_rows_sql() -> String {
     let carried: String = CARRIED.iter().map(|c| format!(", any({c}) AS c_{c}")).collect();
     format!(
         "SELECT site, name, min(event_time) AS first_time, any(metric_id) AS id,
             argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r, toUInt32(count()) AS n{carried}
          FROM metrics
-         WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?){filters}
+         WHERE (event_time >= toDateTime(?) AND event_time < toDateTime(?))
+            OR (has({re}, name) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                AND metric_id IN (SELECT metric_id FROM metrics WHERE has({re}, name) AND metric_id != ''
+                                  AND event_time >= toDateTime(?) AND event_time < toDateTime(?)))
          GROUP BY site, name, {REPORT_KEY}
-         HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?)"
+         HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?)",
+        re = re_reported_sql()
     )
 }
+
+/// [`RE_REPORTED`] as an SQL array literal.
+pub fn re_reported_sql() -> String {
+    format!("[{}]", RE_REPORTED.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", "))
+}
+
+/// Longest span finalized at once (memory: every id of a span is grouped in one query).
+const MAX_SPAN_SECONDS: i64 = 6 * HOUR;
 
 /// Makes `[from, to)` (whole hours within one UTC day) final: its ids into `metrics_final`, then
 /// its states into every rollup.
@@ -367,12 +380,18 @@ async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id
     named(&format!(
         "INSERT INTO metrics_final (site, name, event_time, metric_id, value, rating, reports{carried_in})
          SELECT site, name, first_time, id, v, r, n{carried_out} FROM ({})",
-        final_rows_sql("")
+        final_rows_sql()
     ))
+    .bind(from)
+    .bind(to)
     .bind(from - LOOKBACK_SECONDS)
     .bind(to + LOOKBACK_SECONDS)
     .bind(from)
     .bind(to)
+    .bind(from)
+    .bind(to)
+    // A large span groups to disk rather than fail.
+    .with_setting("max_bytes_before_external_group_by", "2000000000")
     .execute()
     .await
     .map_err(ch("writing metrics_final"))?;

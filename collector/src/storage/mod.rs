@@ -24,7 +24,9 @@ use crate::config::Config;
 pub fn client(config: &Config) -> clickhouse::Client {
     let client = server_client_at(config, &config.clickhouse_url).with_database(&config.clickhouse_database);
     if config.clickhouse_cluster.is_some() {
-        client.with_setting("insert_distributed_sync", "1")
+        // `IN (subquery)` inside a distributed query reads each shard's local table: the reports
+        // of one page view are all on one shard.
+        client.with_setting("insert_distributed_sync", "1").with_setting("distributed_product_mode", "local")
     } else {
         client
     }
