@@ -113,6 +113,17 @@ if [ "$profile" = test ]; then
   if ! command -v geckodriver >/dev/null && [ ! -x "$cargo_bin/geckodriver" ]; then
     step "cargo install geckodriver (Firefox's WebDriver server)" "90 s" cargo install geckodriver --locked --quiet
   fi
+  # chDB (a modern ClickHouse engine from PyPI) runs the collector's SQL in `tests/chdb.rs`.
+  chdb_env="$root/.pulse/chdb"
+  if ! "$chdb_env/bin/python" -c 'import chdb' 2>/dev/null; then
+    command -v python3 >/dev/null || apt_install python3
+    if ! python3 -m venv "$chdb_env" 2>/dev/null; then
+      apt_install python3-venv
+      rm -rf "$chdb_env"
+      python3 -m venv "$chdb_env"
+    fi
+    step "pip: chdb into .pulse/chdb (a modern ClickHouse engine for the SQL check)" "20 s" "$chdb_env/bin/python" -m pip install -q chdb
+  fi
 fi
 
 if [ -z "${PULSE_SETUP_QUIET:-}" ]; then

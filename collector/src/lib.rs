@@ -73,6 +73,22 @@ pub struct App {
     pub writer_status: Arc<WriterStatus>,
     /// Makes hours final and rolls them up (one collector at a time), and knows how far they are.
     pub finalizer: storage::finalize::Finalizer,
+    /// When set, the text of every read-API query is kept here as it is sent (the check that
+    /// runs the collector's SQL on a modern engine, `tests/chdb.rs`).
+    pub sql_capture: std::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl App {
+    /// The ClickHouse query of `sql`, every value bound (and its text kept when capturing).
+    pub fn query(&self, sql: &query::sql::Sql) -> clickhouse::query::Query {
+        let q = sql.query(&self.clickhouse);
+        if let Ok(mut capture) = self.sql_capture.lock() {
+            if let Some(capture) = capture.as_mut() {
+                capture.push(q.sql_display().to_string());
+            }
+        }
+        q
+    }
 }
 
 impl App {
@@ -92,6 +108,7 @@ impl App {
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
             finalizer: storage::finalize::Finalizer::default(),
+            sql_capture: std::sync::Mutex::new(None),
             spool,
             config,
         })
@@ -302,12 +319,16 @@ async fn migrate_when_reachable(app: &App, deadline: &tokio::sync::watch::Receiv
     }
 }
 
-/// Hourly chores: retention, and forgetting idle clients' rate-limit buckets.
+/// Hourly chores: forgetting idle clients' rate-limit buckets, and retention (18.16; modern
+/// servers expire rows by TTL).
 async fn housekeeping(app: Arc<App>) {
     let mut every = tokio::time::interval(Duration::from_secs(3_600));
     loop {
         every.tick().await;
         app.sites.forget_idle_clients();
+        if app.clickhouse_version.get().is_some_and(|v| storage::schema::is_modern(v)) {
+            continue; // modern servers expire rows by TTL
+        }
         let now = time::OffsetDateTime::now_utc();
         let database = if app.config.clickhouse_cluster.is_some() {
             storage::local_database(&app.config)

@@ -412,7 +412,7 @@ async fn observe_release(
     )
     .push_filters(&filters)
     .push(" GROUP BY release ORDER BY min(event_time) DESC, release DESC LIMIT 2", []);
-    let releases = sql.query(&app.clickhouse).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
+    let releases = app.query(&sql).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
     let mut observed = BTreeMap::new();
     let mut details = BTreeMap::new();
     let [newest, previous] = releases.as_slice() else { return Ok((observed, details)) };

@@ -90,7 +90,7 @@ async fn values(
     sql.push("SELECT grp, v FROM ", []);
     scope.push_values(&mut sql);
     sql.push(" ORDER BY t DESC LIMIT ?", [MAX_ROWS.into()]);
-    let rows = sql.query(&app.clickhouse).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
+    let rows = app.query(&sql).fetch_all::<ValueRow>().await.map_err(QueryError::Storage)?;
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for row in rows {
         out.entry(row.grp).or_default().push(row.value);

@@ -224,7 +224,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     if group_by != "none" {
         sql.push(" ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
     }
-    let q = sql.query(&app.clickhouse);
+    let q = app.query(&sql);
     let rows = q.fetch_all::<StatsRow>().await.map_err(QueryError::Storage)?;
 
     let mut columns = vec!["group".to_owned(), "count".to_owned()];
@@ -322,7 +322,7 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
         }
     }
     sql.push(" GROUP BY t ORDER BY t", []);
-    let q = sql.query(&app.clickhouse);
+    let q = app.query(&sql);
     let points = q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)?;
 
     let mut meta = base_meta(site, range, &source.name());
@@ -398,7 +398,7 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
         sql.push(" AND status = ?", [status.into()]);
     }
     sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
-    let q = sql.query(&app.clickhouse);
+    let q = app.query(&sql);
     let rows = q.fetch_all::<ApiRow>().await.map_err(QueryError::Storage)?;
 
     let seconds = range.seconds() as f64;

@@ -26,6 +26,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use clickhouse::query::Query;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -119,6 +120,12 @@ impl Finalizer {
     /// knows (another collector's finalizer may be ahead; behind is always safe to read).
     pub fn final_until(&self) -> Option<i64> {
         Some(self.final_until.load(Ordering::Acquire)).filter(|t| *t > 0)
+    }
+
+    /// Takes everything before `until` as final without asking ClickHouse: for building the SQL
+    /// of every query shape without a server (`tests/chdb.rs`).
+    pub fn assume_final_until(&self, app: &App, until: i64) {
+        self.publish(app, until);
     }
 
     fn publish(&self, app: &App, until: i64) {
@@ -368,16 +375,18 @@ const MAX_SPAN_SECONDS: i64 = 6 * HOUR;
 
 /// Makes `[from, to)` (whole hours within one UTC day) final: its ids into `metrics_final`, then
 /// its states into every rollup.
-async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id: &str, app: &App) -> Result<(), FinalizeError> {
-    // Each statement is named, so a rebuild can wait until none is still running on the server.
-    let mut statements = 0;
+/// The statements that make `[from, to)` final, in order: its ids into `metrics_final`, then its
+/// states into every rollup; and the query counting its late re-reports. Each is named
+/// (`query_id`), so a rebuild can wait until none is still running on the server.
+pub fn span_statements(client: &Client, from: i64, to: i64, grace: i64, query_id: &str) -> (Vec<Query>, Query) {
+    let mut n = 0;
     let mut named = |sql: &str| {
-        statements += 1;
-        client.query(sql).with_setting("query_id", format!("{query_id}-{statements}"))
+        n += 1;
+        client.query(sql).with_setting("query_id", format!("{query_id}-{n}"))
     };
     let carried_out: String = CARRIED.iter().map(|c| format!(", c_{c}")).collect();
     let carried_in: String = CARRIED.iter().map(|c| format!(", {c}")).collect();
-    named(&format!(
+    let mut writes = vec![named(&format!(
         "INSERT INTO metrics_final (site, name, event_time, metric_id, value, rating, reports{carried_in})
          SELECT site, name, first_time, id, v, r, n{carried_out} FROM ({})",
         final_rows_sql()
@@ -391,26 +400,22 @@ async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id
     .bind(from)
     .bind(to)
     // A large span groups to disk rather than fail.
-    .with_setting("max_bytes_before_external_group_by", "2000000000")
-    .execute()
-    .await
-    .map_err(ch("writing metrics_final"))?;
+    .with_setting("max_bytes_before_external_group_by", "2000000000")];
     let states = state_expressions("value", "rating");
     for shape in SHAPES {
         let dims: String = shape.dims.iter().map(|d| format!(", {d}")).collect();
         for grain in GRAINS {
             let step = grain.seconds();
-            named(&format!(
-                "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}
-                 FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
-                 GROUP BY site, name, bucket{dims}",
-                table = shape.table(grain)
-            ))
-            .bind(from)
-            .bind(to)
-            .execute()
-            .await
-            .map_err(ch("writing a rollup"))?;
+            writes.push(
+                named(&format!(
+                    "INSERT INTO {table} SELECT site, name, toDateTime(intDiv(toUInt32(event_time), {step}) * {step}) AS bucket{dims}, {states}
+                     FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                     GROUP BY site, name, bucket{dims}",
+                    table = shape.table(grain)
+                ))
+                .bind(from)
+                .bind(to),
+            );
         }
     }
     // Re-reports in this span of page views first reported in an hour that was already due to be
@@ -419,22 +424,28 @@ async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id
         "SELECT countIf(t >= toDateTime(?) AND t < toDateTime(?) AND a >= toDateTime(deadline))
          FROM (SELECT intDiv(toUInt32(min(event_time)), 3600) * 3600 + 3600 + ? AS deadline,
                       groupArray(event_time) AS times, groupArray(received_at) AS arrivals
-               FROM metrics WHERE has(?, name) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
+               FROM metrics WHERE has({re}, name) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)
                GROUP BY site, name, {REPORT_KEY}
                HAVING min(event_time) < toDateTime(?) AND max(event_time) >= toDateTime(?))
-         ARRAY JOIN times AS t, arrivals AS a"
+         ARRAY JOIN times AS t, arrivals AS a",
+        re = re_reported_sql()
     ))
     .bind(from)
     .bind(to)
     .bind(grace)
-    .bind(RE_REPORTED.to_vec())
     .bind(from - LOOKBACK_SECONDS)
     .bind(to)
     .bind(from)
-    .bind(from)
-    .fetch_one::<u64>()
-    .await
-    .map_err(ch("counting late re-reports"))?;
+    .bind(from);
+    (writes, late)
+}
+
+async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id: &str, app: &App) -> Result<(), FinalizeError> {
+    let (writes, late) = span_statements(client, from, to, grace, query_id);
+    for (i, write) in writes.into_iter().enumerate() {
+        write.execute().await.map_err(ch(if i == 0 { "writing metrics_final" } else { "writing a rollup" }))?;
+    }
+    let late = late.fetch_one::<u64>().await.map_err(ch("counting late re-reports"))?;
     app.telemetry.late_reports.inc_by(late);
     Ok(())
 }

@@ -405,6 +405,18 @@ const HISTORY_END: &str = "(SELECT intDiv(toUInt32(if(count() = 0, now(), min(ev
 #[cfg(test)]
 mod tests {
     #[test]
+    fn modern_servers_get_low_cardinality_codecs_and_ttl() {
+        assert!(!super::is_modern("18.16.1") && super::is_modern("23.3.1") && super::is_modern("26.9.2.1"));
+        let sql = "CREATE TABLE t (site String, url String, event_time DateTime, value Float64, device String) ENGINE = MergeTree()";
+        assert_eq!(super::dialect(sql, false), sql);
+        assert_eq!(
+            super::dialect(sql, true),
+            "CREATE TABLE t (site LowCardinality(String), url String, event_time DateTime CODEC(DoubleDelta, LZ4), \
+             value Float64 CODEC(Gorilla, LZ4), device LowCardinality(String)) ENGINE = MergeTree()"
+        );
+    }
+
+    #[test]
     fn deduplication_tokens_need_22_2() {
         for (version, ok) in
             [("18.16.1", false), ("22.1.3.7", false), ("22.2.2.1", true), ("24.8.4.13", true), ("26.9.1", true), ("", false)]
@@ -523,6 +535,7 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
         .await
         .map_err(err("CREATE TABLE schema_migrations"))?;
     let applied = applied_versions(&client).await.map_err(err("reading schema_migrations"))?;
+    let modern = is_modern(&version);
     for migration in migrations() {
         if applied.contains(&migration.version) {
             continue;
@@ -531,7 +544,7 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
         for step in &migration.statements {
             let failed = err(&format!("migration {}", migration.version));
             match step {
-                Step::Sql(sql) => client.query(sql).execute().await.map_err(failed)?,
+                Step::Sql(sql) => client.query(&dialect(sql, modern)).execute().await.map_err(failed)?,
                 Step::AddColumn { table, column, definition } => {
                     let exists = client
                         .query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?")
@@ -541,7 +554,8 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
                         .await
                         .map_err(err("reading system.columns"))?;
                     if exists == 0 {
-                        client.query(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")).execute().await.map_err(failed)?;
+                        let sql = dialect(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"), modern);
+                        client.query(&sql).execute().await.map_err(failed)?;
                     }
                 }
             }
@@ -565,7 +579,96 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
                 .map_err(err("setting the deduplication window"))?;
         }
     }
+    if modern {
+        // Retention by TTL (merges drop expired rows and whole parts) instead of the hourly job;
+        // set at every start, so a changed retention setting applies.
+        for (table, column, days) in ttl_tables(config) {
+            client
+                .query(&format!("ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {days} DAY"))
+                .execute()
+                .await
+                .map_err(err("setting a table's TTL"))?;
+        }
+    }
     Ok(version)
+}
+
+/// Whether the server is modern (23 or later): low-cardinality columns, codecs and TTL.
+pub fn is_modern(version: &str) -> bool {
+    version.split('.').next().and_then(|m| m.parse::<u32>().ok()).is_some_and(|major| major >= 23)
+}
+
+/// Columns that hold few distinct values (`LowCardinality` on modern servers).
+const LOW_CARDINALITY: [&str; 12] =
+    ["site", "name", "nav", "release", "env", "device", "browser", "os", "country", "ect", "method", "phase"];
+
+/// A statement as this server should run it: on modern servers, `LowCardinality(String)` for the
+/// low-cardinality columns and codecs for times and values; 18.16 gets it as written.
+pub fn dialect(sql: &str, modern: bool) -> String {
+    if !modern {
+        return sql.to_owned();
+    }
+    let mut out = sql.to_owned();
+    for column in LOW_CARDINALITY {
+        for end in [",", "\n", " DEFAULT", ")"] {
+            out = out.replace(&format!(" {column} String{end}"), &format!(" {column} LowCardinality(String){end}"));
+            out = out.replace(&format!("({column} String{end}"), &format!("({column} LowCardinality(String){end}"));
+        }
+    }
+    out = out.replace("event_time DateTime,", "event_time DateTime CODEC(DoubleDelta, LZ4),");
+    out = out.replace("received_at DateTime,", "received_at DateTime CODEC(DoubleDelta, LZ4),");
+    out = out.replace("value Float64,", "value Float64 CODEC(Gorilla, LZ4),");
+    out = out.replace("ADD COLUMN seq UInt64 DEFAULT 0", "ADD COLUMN seq UInt64 DEFAULT 0 CODEC(Delta, LZ4)");
+    out
+}
+
+/// Tables whose rows expire, their time column and days kept (modern servers: as TTL).
+fn ttl_tables(config: &Config) -> Vec<(String, &'static str, u32)> {
+    let mut tables = vec![
+        ("metrics".to_owned(), "event_time", config.retention_days),
+        ("api_calls".to_owned(), "event_time", config.retention_days),
+        ("metrics_final".to_owned(), "event_time", config.retention_days),
+    ];
+    for shape in SHAPES {
+        for grain in GRAINS {
+            let days = match (grain, shape.hour_days) {
+                (Grain::Hour, Some(days)) => days,
+                _ => config.rollup_retention_days,
+            };
+            tables.push((shape.table(grain), "bucket", days));
+        }
+    }
+    tables
+}
+
+/// Every statement of every migration as a modern server runs them, in order (with `ADD COLUMN
+/// IF NOT EXISTS`), then the TTLs: what `scripts/chdb-check.py` runs on chDB.
+pub fn modern_statements(config: &Config) -> Vec<String> {
+    let mut out = vec![
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version"
+            .to_owned(),
+    ];
+    for migration in migrations() {
+        for step in migration.statements {
+            out.push(match step {
+                Step::Sql(sql) => dialect(&sql, true),
+                Step::AddColumn { table, column, definition } => {
+                    dialect(&format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"), true)
+                }
+            });
+        }
+        out.push(format!(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ({}, '{}', now())",
+            migration.version, migration.name
+        ));
+    }
+    for table in ["metrics", "api_calls"] {
+        out.push(format!("ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000"));
+    }
+    for (table, column, days) in ttl_tables(config) {
+        out.push(format!("ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {days} DAY"));
+    }
+    out
 }
 
 /// Whether the server takes `insert_deduplication_token` (ClickHouse 22.2 and later; the
