@@ -184,7 +184,7 @@ impl Finalizer {
                 // Its statements may still be running on the server (the client gave up, the
                 // server did not): dropping before they end would let their rows land after.
                 for shard in &app.shards {
-                    wait_for_writes(shard, interval_ms).await?;
+                    wait_for_writes(shard, &statement_prefix(app), interval_ms).await?;
                 }
                 // This collector reads the day from raw rows while it is rebuilt; others read
                 // empty final tables for the day until their next run (at most an interval).
@@ -229,7 +229,8 @@ impl Finalizer {
             record(client, started_at, self.lease.holder(), "started", from, to).await?;
             // Each shard rolls up its own rows (all reports of a page view are on one shard).
             for (i, shard) in app.shards.iter().enumerate() {
-                finalize_span(shard, from, to, grace, &format!("pulse-finalize-{}-{started_at}-{i}", self.lease.holder()), app).await?;
+                let query_id = format!("{}{}-{started_at}-{i}", statement_prefix(app), self.lease.holder());
+                finalize_span(shard, from, to, grace, &query_id, app).await?;
             }
             let done_at = next_at();
             record(client, done_at, self.lease.holder(), "done", from, to).await?;
@@ -254,12 +255,18 @@ impl Finalizer {
     }
 }
 
-/// Waits (up to `limit_ms`) until no finalizer statement runs on the server.
-async fn wait_for_writes(client: &Client, limit_ms: u64) -> Result<(), FinalizeError> {
+/// The start of the `query_id` of every finalizer statement on this database.
+fn statement_prefix(app: &App) -> String {
+    format!("pulse-finalize-{}-", app.config.clickhouse_database)
+}
+
+/// Waits (up to `limit_ms`) until no finalizer statement of this database runs on the server.
+async fn wait_for_writes(client: &Client, prefix: &str, limit_ms: u64) -> Result<(), FinalizeError> {
     let began = std::time::Instant::now();
     loop {
         let running = client
-            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, 'pulse-finalize-')")
+            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+            .bind(prefix)
             .fetch_one::<u64>()
             .await
             .map_err(ch("reading system.processes"))?;
