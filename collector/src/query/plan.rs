@@ -99,10 +99,21 @@ impl Scope<'_> {
         ((w > from).then_some(TimeRange { from, to: w }), (to > w).then_some(TimeRange { from: w, to }))
     }
 
+    /// The grouping expression, never a constant (see [`Scope::bucket`]).
+    fn group_expr(&self) -> String {
+        if self.group == "''" {
+            "materialize('')".to_owned()
+        } else {
+            self.group.to_owned()
+        }
+    }
+
     fn bucket(&self, column: &str) -> String {
         match self.step {
             Some(step) => format!("toUInt32(intDiv(toUInt32({column}), {step}) * {step})"),
-            None => "toUInt32(0)".to_owned(),
+            // Not a constant: ClickHouse 18.16 refuses a constant column in a `UNION ALL` of
+            // `Distributed` reads ("non constant in source stream but must be constant").
+            None => "materialize(toUInt32(0))".to_owned(),
         }
     }
 
@@ -122,7 +133,7 @@ impl Scope<'_> {
                 "SELECT min(event_time) AS first_time, argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r,
                     any({group}) AS grp
                  FROM metrics WHERE site = ? AND name = ?",
-                group = self.group
+                group = self.group_expr()
             ),
             [self.site.into(), self.metric.into()],
         );
@@ -162,7 +173,11 @@ impl Scope<'_> {
         sql.push("(", []);
         if let Some(done) = done {
             sql.push(
-                &format!("SELECT {} AS grp, {} AS t, value AS v, rating AS r FROM metrics_final", self.group, self.bucket("event_time")),
+                &format!(
+                    "SELECT {} AS grp, {} AS t, value AS v, rating AS r FROM metrics_final",
+                    self.group_expr(),
+                    self.bucket("event_time")
+                ),
                 [],
             );
             self.push_where(sql, "event_time", done);
@@ -206,7 +221,7 @@ impl Scope<'_> {
                     sql.push(
                         &format!(
                             "SELECT {} AS grp, {} AS t, {STATE_COLUMNS} FROM {}",
-                            self.group,
+                            self.group_expr(),
                             self.bucket("bucket"),
                             shape.table(*grain)
                         ),
@@ -218,7 +233,7 @@ impl Scope<'_> {
                     sql.push(
                         &format!(
                             "SELECT {} AS grp, {} AS t, {} FROM metrics_final",
-                            self.group,
+                            self.group_expr(),
                             self.bucket("event_time"),
                             state_expressions("value", "rating")
                         ),

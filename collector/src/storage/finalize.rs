@@ -460,7 +460,9 @@ async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id
 /// Runs the finalizer every `finalize_interval_seconds` with the wall clock as `now`.
 pub async fn run_forever(app: std::sync::Arc<App>) {
     let period = std::time::Duration::from_secs(app.config.finalize_interval_seconds.max(1));
-    let mut every = tokio::time::interval(period);
+    // The first run one interval after start: the watermark was read at start, and a collector
+    // must be around for an interval before it can lead anyway.
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;

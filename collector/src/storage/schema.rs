@@ -108,6 +108,12 @@ impl Grain {
 /// merge them; the recent, not yet final part is turned into the same states at query time).
 pub const STATE_COLUMNS: &str = "count_state, sum_state, min_state, max_state, good_state, ni_state, poor_state, quantiles_state";
 
+/// The columns of [`STATE_COLUMNS`] with their types, in every rollup table.
+const STATE_TYPES: &str = "count_state AggregateFunction(count), sum_state AggregateFunction(sum, Float64),
+            min_state AggregateFunction(min, Float64), max_state AggregateFunction(max, Float64),
+            good_state AggregateFunction(sum, UInt64), ni_state AggregateFunction(sum, UInt64), poor_state AggregateFunction(sum, UInt64),
+            quantiles_state AggregateFunction(quantilesTDigest(0.5, 0.75, 0.95, 0.99), Float64)";
+
 /// The expressions that make [`STATE_COLUMNS`] from a `value` and a `rating` column.
 pub fn state_expressions(value: &str, rating: &str) -> String {
     format!(
@@ -124,14 +130,7 @@ fn shape_table(shape: Shape, grain: Grain) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {table} (
             site String, name String, bucket DateTime, {dims}
-            count_state AggregateFunction(count),
-            sum_state AggregateFunction(sum, Float64),
-            min_state AggregateFunction(min, Float64),
-            max_state AggregateFunction(max, Float64),
-            good_state AggregateFunction(sum, UInt64),
-            ni_state AggregateFunction(sum, UInt64),
-            poor_state AggregateFunction(sum, UInt64),
-            quantiles_state AggregateFunction(quantilesTDigest(0.5, 0.75, 0.95, 0.99), Float64)
+            {STATE_TYPES}
         ) ENGINE = AggregatingMergeTree()
         PARTITION BY intDiv(toUInt32(bucket), 86400)
         ORDER BY (site, name, {order}bucket)",
@@ -166,14 +165,7 @@ fn rollup_table(name: &str, partition: &str) -> String {
         "CREATE TABLE IF NOT EXISTS {name} (
             site String, name String, bucket DateTime,
             url String, device String, browser String, os String, country String, release String, nav String,
-            count_state AggregateFunction(count),
-            sum_state AggregateFunction(sum, Float64),
-            min_state AggregateFunction(min, Float64),
-            max_state AggregateFunction(max, Float64),
-            good_state AggregateFunction(sum, UInt64),
-            ni_state AggregateFunction(sum, UInt64),
-            poor_state AggregateFunction(sum, UInt64),
-            quantiles_state AggregateFunction(quantilesTDigest(0.5, 0.75, 0.95, 0.99), Float64)
+            {STATE_TYPES}
         ) ENGINE = AggregatingMergeTree()
         PARTITION BY {partition}(bucket)
         ORDER BY (site, name, bucket, {ROLLUP_DIMENSIONS})"
