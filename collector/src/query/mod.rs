@@ -11,6 +11,7 @@ pub mod params;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod request;
 pub mod sql;
 pub mod stats;
 
@@ -26,31 +27,26 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use self::params::{dimension_filters, format_time, metric_name, Params, TimeRange, DIMENSIONS};
+use self::params::{format_time, Params, TimeRange};
 use self::plan::{rollup_index, Need, Scope, Source};
 use self::render::{num, Format, Table};
+use self::request::{ApiCallsQuery, SeriesQuery, VitalsQuery};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
 use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
 
-const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
 /// Most points one series may have.
 const MAX_POINTS: i64 = 10_000;
 /// Rollup summaries of ranges longer than this start at a whole UTC day (the day rollup answers
 /// them; hours before the first whole day would cost more than all the days).
 const WHOLE_DAYS_AFTER_SECONDS: i64 = 7 * 86_400;
 
-/// Parameters of each endpoint besides the page filters ([`DIMENSIONS`]).
-const VITALS_PARAMS: [&str; 9] = ["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit"];
-const SERIES_PARAMS: [&str; 8] = ["site", "metric", "from", "to", "interval", "percentile", "format", "source"];
-const API_CALLS_PARAMS: [&str; 10] = ["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status"];
-
-/// The dimensions a query groups (`group_by`, unless `none`) and filters by.
-fn dims_of<'a>(group_by: &'a str, filters: &[(&'static str, String)]) -> Vec<&'a str> {
-    let mut dims: Vec<&str> = filters.iter().map(|(column, _)| *column).collect();
-    if group_by != "none" && !dims.contains(&group_by) {
-        dims.push(group_by);
+/// The dimensions a query groups (`group_by`, if any) and filters by.
+fn dims_of(group_by: Option<&'static str>, filters: &[(&'static str, String)]) -> Vec<&'static str> {
+    let mut dims: Vec<&'static str> = filters.iter().map(|(column, _)| *column).collect();
+    if let Some(group) = group_by.filter(|g| !dims.contains(g)) {
+        dims.push(group);
     }
     dims
 }
@@ -167,20 +163,14 @@ pub async fn vitals(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
 /// The answer of `/v1/vitals` for a query string, with `now` as the default end of the range
 /// (the alert evaluator reads through here with the time it is evaluating).
 pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -> Result<(Table, Format), QueryError> {
-    let params = Params::parse(query, &[&VITALS_PARAMS, &DIMENSIONS])?;
-    let site = site(&params, app)?;
-    let (metric, vital) = metric_name(&params)?;
-    let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "release", "nav"])?;
-    let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
-    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
-    let filters = dimension_filters(&params)?;
-    let limit = params.limit()?;
-    let requested = params.range(now)?;
-    let dims = dims_of(group_by, &filters);
+    let VitalsQuery { site, metric, vital, group_by, percentiles, format, filters, limit, range: requested, source } =
+        VitalsQuery::parse(query, now, app)?;
+    let site = site.as_str();
+    let dims = dims_of(group_by.column(), &filters);
     // Rollups answer long ranges in whole days; shorter ones need hours (site-wide only).
     let finest = if requested.seconds() > WHOLE_DAYS_AFTER_SECONDS { 86_400 } else { 3_600 };
     let need = Need { levels: &percentiles, dims: &dims, finest };
-    let source = plan::choose(params.choice("source", &["auto", "raw", "rollup"])?, requested, &need, raw_max_seconds(app))?;
+    let source = plan::choose(source, requested, &need, raw_max_seconds(app))?;
     let range = match source {
         Source::Exact => requested,
         Source::Rollup(shape) if !shape.all_hours() => requested.aligned(86_400),
@@ -195,7 +185,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         filters: &filters,
         range,
         final_until: app.finalizer.final_until(),
-        group: if group_by == "none" { "''" } else { group_by },
+        group: group_by.column().unwrap_or("''"),
         step: None,
     };
     let levels: Vec<f64> = if source == Source::Exact { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
@@ -221,7 +211,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         }
     }
     sql.push(" GROUP BY grp", []);
-    if group_by != "none" {
+    if group_by.column().is_some() {
         sql.push(" ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
     }
     let q = app.query(&sql);
@@ -250,7 +240,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     let mut meta = base_meta(site, range, &source.name());
     final_meta(&mut meta, app);
     meta.insert("metric".into(), metric.clone().into());
-    meta.insert("group_by".into(), group_by.into());
+    meta.insert("group_by".into(), group_by.name().into());
     meta.insert("percentiles".into(), json!(percentiles));
     if let Some(vital) = vital {
         meta.insert("unit".into(), vital.unit().into());
@@ -262,7 +252,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
             family: "pulse_vitals",
             rows_key: "rows",
             meta,
-            labels: vec![("site", site.to_owned()), ("metric", metric), ("group_by", group_by.to_owned())],
+            labels: vec![("site", site.to_owned()), ("metric", metric), ("group_by", group_by.name().to_owned())],
             label_column: Some("group"),
             columns,
             rows: table_rows,
@@ -280,32 +270,19 @@ struct PointRow {
 
 /// `GET /v1/vitals/series`: one percentile per time bucket.
 pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let params = Params::parse(query.as_deref(), &[&SERIES_PARAMS, &DIMENSIONS])?;
-    let site = site(&params, &app)?;
-    let (metric, vital) = metric_name(&params)?;
-    let interval = params.choice("interval", &["1h", "1m", "1d"])?;
-    let step: i64 = match interval {
-        "1m" => 60,
-        "1d" => 86_400,
-        _ => 3_600,
-    };
-    let percentile = match params.percentiles("percentile", &[75.0])?.as_slice() {
-        [p] => *p,
-        _ => return Err(QueryError::bad("percentile", "give exactly one percentile, e.g. 75")),
-    };
-    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
-    let filters = dimension_filters(&params)?;
-    let requested = params.range(OffsetDateTime::now_utc())?;
+    let SeriesQuery { site, metric, vital, interval, percentile, format, filters, range: requested, source } =
+        SeriesQuery::parse(query.as_deref(), OffsetDateTime::now_utc(), &app)?;
+    let (site, step) = (site.as_str(), interval.seconds());
     let range = requested.aligned(step);
     if range.seconds() / step > MAX_POINTS {
         return Err(QueryError::bad(
             "interval",
-            format!("{interval} over this range gives more than {MAX_POINTS} points; use a longer interval"),
+            format!("{} over this range gives more than {MAX_POINTS} points; use a longer interval", interval.name()),
         ));
     }
-    let dims = dims_of("none", &filters);
+    let dims = dims_of(None, &filters);
     let need = Need { levels: &[percentile], dims: &dims, finest: step };
-    let source = plan::choose(params.choice("source", &["auto", "raw", "rollup"])?, range, &need, raw_max_seconds(&app))?;
+    let source = plan::choose(source, range, &need, raw_max_seconds(&app))?;
     let scope =
         Scope { site, metric: &metric, filters: &filters, range, final_until: app.finalizer.final_until(), group: "''", step: Some(step) };
     let mut sql = Sql::new();
@@ -328,7 +305,7 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
     let mut meta = base_meta(site, range, &source.name());
     final_meta(&mut meta, &app);
     meta.insert("metric".into(), metric.clone().into());
-    meta.insert("interval".into(), interval.into());
+    meta.insert("interval".into(), interval.name().into());
     meta.insert("percentile".into(), num(percentile));
     if let Some(vital) = vital.map(Vital::thresholds) {
         meta.insert("thresholds".into(), json!({"good": vital.good, "poor": vital.poor}));
@@ -337,7 +314,7 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
         family: "pulse_vitals_series",
         rows_key: "points",
         meta,
-        labels: vec![("site", site.to_owned()), ("metric", metric), ("interval", interval.to_owned())],
+        labels: vec![("site", site.to_owned()), ("metric", metric), ("interval", interval.name().to_owned())],
         label_column: Some("time"),
         columns: vec!["time".into(), "t".into(), "count".into(), "value".into()],
         rows: points
@@ -366,25 +343,9 @@ pub async fn api_calls(State(app): State<Arc<App>>, _access: ReadAccess, RawQuer
 
 /// The answer of `/v1/api-calls` for a query string, with `now` as the default end of the range.
 pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime) -> Result<(Table, Format), QueryError> {
-    let params = Params::parse(query, &[&API_CALLS_PARAMS, &DIMENSIONS])?;
-    let site = site(&params, app)?;
-    let group_by = params.choice("group_by", &["route", "method", "status"])?;
-    let percentiles = params.percentiles("percentiles", &DEFAULT_PERCENTILES)?;
-    let format = Format::from_name(params.choice("format", &Format::NAMES)?);
-    let limit = params.limit()?;
-    let range = params.range(now)?;
-    let mut filters = dimension_filters(&params)?;
-    if let Some(route) = params.get("route") {
-        filters.push(("route", pulse_protocol::route::normalise_route(route)));
-    }
-    if let Some(method) = params.get("method") {
-        filters.push(("method", method.to_ascii_uppercase()));
-    }
-    let mut status_filter = None;
-    if let Some(status) = params.get("status") {
-        status_filter = Some(status.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{status:?} is not an HTTP status")))?);
-    }
-    let group_sql = if group_by == "status" { "toString(status)" } else { group_by };
+    let ApiCallsQuery { site, group_by, percentiles, format, limit, range, filters, status } = ApiCallsQuery::parse(query, now, app)?;
+    let site = site.as_str();
+    let group_sql = group_by.expression();
     let mut sql = Sql::new();
     sql.push(&format!("SELECT {group_sql} AS grp, count() AS n, quantilesExact("), [])
         .push_list(fractions(&percentiles))
@@ -394,7 +355,7 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
             [site.into(), range.from.into(), range.to.into()],
         )
         .push_filters(&filters);
-    if let Some(status) = status_filter {
+    if let Some(status) = status {
         sql.push(" AND status = ?", [status.into()]);
     }
     sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
@@ -415,7 +376,7 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
         })
         .collect();
     let mut meta = base_meta(site, range, "raw");
-    meta.insert("group_by".into(), group_by.into());
+    meta.insert("group_by".into(), group_by.name().into());
     meta.insert("percentiles".into(), json!(percentiles));
     meta.insert("unit".into(), "ms".into());
     Ok((
@@ -423,7 +384,7 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
             family: "pulse_api_calls",
             rows_key: "rows",
             meta,
-            labels: vec![("site", site.to_owned()), ("group_by", group_by.to_owned())],
+            labels: vec![("site", site.to_owned()), ("group_by", group_by.name().to_owned())],
             label_column: Some("group"),
             columns,
             rows: table_rows,
@@ -438,9 +399,9 @@ mod tests {
 
     #[test]
     fn dims_are_the_group_and_the_filters() {
-        assert_eq!(dims_of("none", &[("url", "/a".into())]), vec!["url"]);
-        assert_eq!(dims_of("device", &[("url", "/a".into())]), vec!["url", "device"]);
-        assert_eq!(dims_of("url", &[("url", "/a".into())]), vec!["url"]);
+        assert_eq!(dims_of(None, &[("url", "/a".into())]), vec!["url"]);
+        assert_eq!(dims_of(Some("device"), &[("url", "/a".into())]), vec!["url", "device"]);
+        assert_eq!(dims_of(Some("url"), &[("url", "/a".into())]), vec!["url"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! way at query time (for rollup answers, turned into the same aggregate states and merged).
 
 use super::params::TimeRange;
+use super::request::SourceChoice;
 use super::sql::Sql;
 use crate::errors::QueryError;
 use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
@@ -45,9 +46,9 @@ pub struct Need<'a> {
     pub finest: i64,
 }
 
-/// Picks the source: `choice` is the `source` parameter (`auto`, `raw`, `rollup`); `raw_max_seconds`
-/// the longest range answered exactly by default.
-pub fn choose(choice: &str, range: TimeRange, need: &Need, raw_max_seconds: i64) -> Result<Source, QueryError> {
+/// Picks the source: `choice` is the `source` parameter; `raw_max_seconds` the longest range
+/// answered exactly by default.
+pub fn choose(choice: SourceChoice, range: TimeRange, need: &Need, raw_max_seconds: i64) -> Result<Source, QueryError> {
     let in_rollup = need.levels.iter().all(|p| rollup_index(*p).is_some());
     let shape = shape_for(need.dims);
     // Why no rollup can answer, if none can.
@@ -63,9 +64,9 @@ pub fn choose(choice: &str, range: TimeRange, need: &Need, raw_max_seconds: i64)
         None
     };
     match (choice, refusal, shape) {
-        ("raw", ..) => Ok(Source::Exact),
-        ("rollup", Some(why), _) => Err(QueryError::bad("source", why)),
-        ("rollup", None, Some(shape)) => Ok(Source::Rollup(shape)),
+        (SourceChoice::Raw, ..) => Ok(Source::Exact),
+        (SourceChoice::Rollup, Some(why), _) => Err(QueryError::bad("source", why)),
+        (SourceChoice::Rollup, None, Some(shape)) => Ok(Source::Rollup(shape)),
         (_, None, Some(shape)) if range.seconds() > raw_max_seconds => Ok(Source::Rollup(shape)),
         _ => Ok(Source::Exact),
     }
@@ -301,22 +302,22 @@ mod tests {
         let hourly = |dims: &'static [&'static str]| Need { levels: &[75.0], dims, finest: H };
         let long = r(0, 30 * D);
         let name = |s: Source| s.name();
-        assert_eq!(name(choose("auto", long, &need(&[]), D).expect("ok")), "rollup_site");
-        assert_eq!(name(choose("auto", long, &need(&["url"]), D).expect("ok")), "rollup_page");
-        assert_eq!(name(choose("auto", long, &need(&["url", "device"]), D).expect("ok")), "rollup_page_device");
-        assert_eq!(name(choose("auto", long, &need(&["browser"]), D).expect("ok")), "rollup_client");
-        assert_eq!(name(choose("auto", long, &need(&["nav"]), D).expect("ok")), "rollup_release");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &need(&[]), D).expect("ok")), "rollup_site");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &need(&["url"]), D).expect("ok")), "rollup_page");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &need(&["url", "device"]), D).expect("ok")), "rollup_page_device");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &need(&["browser"]), D).expect("ok")), "rollup_client");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &need(&["nav"]), D).expect("ok")), "rollup_release");
         // No shape keeps a page and a country together: raw rows answer, or a clear error.
-        assert_eq!(choose("auto", long, &need(&["url", "country"]), D).expect("ok"), Source::Exact);
-        let err = choose("rollup", long, &need(&["url", "country"]), D).expect_err("no shape");
+        assert_eq!(choose(SourceChoice::Auto, long, &need(&["url", "country"]), D).expect("ok"), Source::Exact);
+        let err = choose(SourceChoice::Rollup, long, &need(&["url", "country"]), D).expect_err("no shape");
         assert!(err.to_string().contains("url and country"), "{err}");
         // Hours only site-wide: a page's hourly series is exact, or a clear error.
-        assert_eq!(name(choose("auto", long, &hourly(&[]), D).expect("ok")), "rollup_site");
-        assert_eq!(choose("auto", long, &hourly(&["url"]), D).expect("ok"), Source::Exact);
-        let err = choose("rollup", long, &hourly(&["url"]), D).expect_err("days only");
+        assert_eq!(name(choose(SourceChoice::Auto, long, &hourly(&[]), D).expect("ok")), "rollup_site");
+        assert_eq!(choose(SourceChoice::Auto, long, &hourly(&["url"]), D).expect("ok"), Source::Exact);
+        let err = choose(SourceChoice::Rollup, long, &hourly(&["url"]), D).expect_err("days only");
         assert!(err.to_string().contains("whole days"), "{err}");
         // Short ranges and other percentiles are exact.
-        assert_eq!(choose("auto", r(0, D), &need(&[]), D).expect("ok"), Source::Exact);
-        assert_eq!(choose("auto", long, &Need { levels: &[90.0], dims: &[], finest: DAY }, D).expect("ok"), Source::Exact);
+        assert_eq!(choose(SourceChoice::Auto, r(0, D), &need(&[]), D).expect("ok"), Source::Exact);
+        assert_eq!(choose(SourceChoice::Auto, long, &Need { levels: &[90.0], dims: &[], finest: DAY }, D).expect("ok"), Source::Exact);
     }
 }
