@@ -32,7 +32,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::lease::Lease;
-use super::schema::{state_expressions, GRAINS, SHAPES};
+use super::schema::{state_expressions, Grain, GRAINS, SHAPES};
 use crate::App;
 
 /// How far apart the reports of one id may be and still be counted as one: reports more than a
@@ -236,6 +236,13 @@ impl Finalizer {
             record(client, done_at, self.lease.holder(), "done", from, to).await?;
             expected = Some(done_at);
             app.telemetry.hours_finalized.inc_by(((to - from) / HOUR) as u64);
+            if to % DAY == 0 {
+                // A whole day is in: merge each day rollup's rows of it (one per span so far)
+                // into one per key, so long ranges merge a state per day, not per span.
+                for shard in &app.shards {
+                    compact_day(shard, to - DAY).await?;
+                }
+            }
             self.publish(app, to);
             from = to;
         }
@@ -253,6 +260,18 @@ impl Finalizer {
         }
         Ok(())
     }
+}
+
+/// Merges the day rollups' parts of the UTC day `day` (idempotent).
+async fn compact_day(client: &Client, day: i64) -> Result<(), FinalizeError> {
+    for shape in SHAPES {
+        client
+            .query(&format!("OPTIMIZE TABLE {} PARTITION {} FINAL", shape.table(Grain::Day), day / DAY))
+            .execute()
+            .await
+            .map_err(ch("merging a finished day"))?;
+    }
+    Ok(())
 }
 
 /// The start of the `query_id` of every finalizer statement on this database.
