@@ -7,15 +7,27 @@ use clickhouse::Client;
 use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime};
 
-/// Tables, how long each keeps rows, and its partition granularity.
-fn tables(raw_days: u32, rollup_days: u32) -> Vec<(String, u32, Granularity)> {
+/// One table whose rows expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub table: String,
+    /// The time column rows expire by (modern servers' `TTL`).
+    pub column: &'static str,
+    pub days: u32,
+    granularity: Granularity,
+}
+
+/// Every table whose rows expire, how long each keeps them, and its partition granularity: the
+/// partitions dropped here on 18.16, the `TTL`s of modern servers.
+pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
+    let entry = |table: String, column, days, granularity| Expiring { table, column, days, granularity };
     let mut tables = vec![
-        ("metrics".to_owned(), raw_days, Granularity::Day),
-        ("api_calls".to_owned(), raw_days, Granularity::Day),
-        ("metrics_final".to_owned(), raw_days, Granularity::DayNumber),
-        ("metrics_1m".to_owned(), raw_days, Granularity::Day),
-        ("metrics_1h".to_owned(), rollup_days, Granularity::Month),
-        ("metrics_1d".to_owned(), rollup_days, Granularity::Month),
+        entry("metrics".into(), "event_time", raw_days, Granularity::Day),
+        entry("api_calls".into(), "event_time", raw_days, Granularity::Day),
+        entry("metrics_final".into(), "event_time", raw_days, Granularity::DayNumber),
+        entry("metrics_1m".into(), "bucket", raw_days, Granularity::Day),
+        entry("metrics_1h".into(), "bucket", rollup_days, Granularity::Month),
+        entry("metrics_1d".into(), "bucket", rollup_days, Granularity::Month),
     ];
     for shape in super::schema::SHAPES {
         for grain in super::schema::GRAINS {
@@ -23,7 +35,7 @@ fn tables(raw_days: u32, rollup_days: u32) -> Vec<(String, u32, Granularity)> {
                 (super::schema::Grain::Hour, Some(days)) => days,
                 _ => rollup_days,
             };
-            tables.push((shape.table(grain), days, Granularity::DayNumber));
+            tables.push(entry(shape.table(grain), "bucket", days, Granularity::DayNumber));
         }
     }
     tables
@@ -68,7 +80,7 @@ pub async fn drop_expired(
         partition: String,
     }
     let mut dropped: Vec<(String, u32)> = Vec::new();
-    for (table, keep_days, granularity) in tables(raw_days, rollup_days) {
+    for Expiring { table, days: keep_days, granularity, .. } in expiring(raw_days, rollup_days) {
         let parts = client
             .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
             .bind(database)

@@ -574,9 +574,9 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
     if modern {
         // Retention by TTL (merges drop expired rows and whole parts) instead of the hourly job;
         // set at every start, so a changed retention setting applies.
-        for (table, column, days) in ttl_tables(config) {
+        for t in super::retention::expiring(config.retention_days, config.rollup_retention_days) {
             client
-                .query(&format!("ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {days} DAY"))
+                .query(&format!("ALTER TABLE {} MODIFY TTL {} + INTERVAL {} DAY", t.table, t.column, t.days))
                 .execute()
                 .await
                 .map_err(err("setting a table's TTL"))?;
@@ -614,25 +614,6 @@ pub fn dialect(sql: &str, modern: bool) -> String {
     out
 }
 
-/// Tables whose rows expire, their time column and days kept (modern servers: as TTL).
-fn ttl_tables(config: &Config) -> Vec<(String, &'static str, u32)> {
-    let mut tables = vec![
-        ("metrics".to_owned(), "event_time", config.retention_days),
-        ("api_calls".to_owned(), "event_time", config.retention_days),
-        ("metrics_final".to_owned(), "event_time", config.retention_days),
-    ];
-    for shape in SHAPES {
-        for grain in GRAINS {
-            let days = match (grain, shape.hour_days) {
-                (Grain::Hour, Some(days)) => days,
-                _ => config.rollup_retention_days,
-            };
-            tables.push((shape.table(grain), "bucket", days));
-        }
-    }
-    tables
-}
-
 /// Every statement of every migration as a modern server runs them, in order (with `ADD COLUMN
 /// IF NOT EXISTS`), then the TTLs: what `scripts/chdb-check.py` runs on chDB.
 pub fn modern_statements(config: &Config) -> Vec<String> {
@@ -657,8 +638,8 @@ pub fn modern_statements(config: &Config) -> Vec<String> {
     for table in ["metrics", "api_calls"] {
         out.push(format!("ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000"));
     }
-    for (table, column, days) in ttl_tables(config) {
-        out.push(format!("ALTER TABLE {table} MODIFY TTL {column} + INTERVAL {days} DAY"));
+    for t in super::retention::expiring(config.retention_days, config.rollup_retention_days) {
+        out.push(format!("ALTER TABLE {} MODIFY TTL {} + INTERVAL {} DAY", t.table, t.column, t.days));
     }
     out
 }
