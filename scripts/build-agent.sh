@@ -14,7 +14,7 @@ wasm_bindgen="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen"
 [ -x "$wasm_opt" ] && [ -x "$esbuild" ] && [ -x "$wasm_bindgen" ] || PULSE_SETUP_QUIET=1 "$root/scripts/setup.sh" run
 
 cd "$root"
-cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profile release-wasm
+cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profile release-wasm --no-default-features
 rm -rf "$out" && mkdir -p "$out"
 "$wasm_bindgen" --target web --out-dir "$out" --out-name pulse \
   "${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"

@@ -1,40 +1,67 @@
-//! The running agent: one per page, reachable from every browser callback through [`current`].
+//! The running agent: the one place that wires events to the metric modules and runs the page's
+//! callbacks.
 //!
-//! Callbacks hold no reference to the agent (so nothing keeps it alive after `shutdown`, and
-//! there are no reference cycles); they look it up when they fire and do nothing when it is gone.
-//! No `RefCell` borrow is held while calling into the page's JavaScript (`onMetric` listeners,
-//! `beforeSend`), so those may call back into the agent.
+//! Everything the page tells the agent arrives through one callback ([`Agent::dispatch`]) as a
+//! code from [`code`]. The measurement state ([`Core`]) is borrowed while an event is measured —
+//! which reads entries and the clock but never runs page code — and released before the metrics
+//! it produced are handed to `onMetric` listeners, `beforeSend` and the queue ([`Agent::deliver`])
+//! and before beacons go out, so page code called from there may call the agent again.
 
-use std::any::Any;
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::sync::atomic::{AtomicBool, Ordering};
 
-use js_sys::Function;
-use pulse_protocol::{AttrValue, NavigationType, Vital};
-use wasm_bindgen::{JsCast, JsValue};
+use pulse_protocol::NavigationType;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsValue;
 
-use crate::browser::{self, Listener};
+use crate::api::{Begin, Calls};
 use crate::config::Config;
+use crate::host::{self, Kind, DOCUMENT, WINDOW};
+use crate::lcp::Finalizer;
 use crate::queue::Queue;
+use crate::report::{Metric, Outbox, View};
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
-use crate::wire::Metric;
-use crate::{cls, fcp, fetch, fid, inp, lcp, measure, routes, ttfb, wire, xhr};
+use crate::{cls, fcp, fid, inp, lcp, measure, routes, ttfb};
+
+/// One agent per page: `init` while one runs is refused.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
 /// idle rollover, so a page that dies without a hide loses nothing that matters).
 const SESSION_SAVE_INTERVAL_MS: f64 = 5_000.0;
 
-thread_local! {
-    static CURRENT: RefCell<Option<Rc<Agent>>> = const { RefCell::new(None) };
+/// The codes the agent gives `js/host.js` for each observer, listener, timer and wrapper; the
+/// host calls back with them.
+mod code {
+    pub const PAINT: u32 = 1;
+    pub const LCP: u32 = 2;
+    pub const SHIFT: u32 = 3;
+    pub const EVENT: u32 = 4;
+    pub const FIRST_INPUT: u32 = 5;
+    pub const MEASURE: u32 = 6;
+    pub const VISIBILITY: u32 = 10;
+    pub const PAGEHIDE: u32 = 11;
+    pub const PAGESHOW: u32 = 12;
+    pub const INPUT: u32 = 13;
+    pub const PRERENDERED: u32 = 14;
+    pub const LOADED: u32 = 15;
+    pub const TICK: u32 = 20;
+    pub const TTFB: u32 = 21;
+    pub const RESTORE_PAINTED: u32 = 22;
+    pub const FETCH_BEGIN: u32 = 30;
+    pub const FETCH_END: u32 = 31;
+    pub const XHR_BEGIN: u32 = 32;
+    pub const XHR_END: u32 = 33;
+    pub const POSTED: u32 = 34;
 }
 
-/// The running agent, if any.
-pub(crate) fn current() -> Option<Rc<Agent>> {
-    CURRENT.with(|c| c.borrow().clone())
-}
+type Sink = Closure<dyn Fn(u32, JsValue, JsValue, f64) -> f64>;
 
-/// What the agent did, for the page (`stats()`) and for tests.
+/// What the agent did, for the page (`stats()`).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     /// Metrics measured or recorded (before sampling and `beforeSend`).
@@ -51,253 +78,204 @@ pub struct Stats {
     pub dropped_too_large: u32,
     /// `record` calls refused for bad input.
     pub rejected_records: u32,
-    /// Main-thread time spent in agent code (callbacks, wrapper, API calls), ms.
-    pub busy_ms: f64,
-    /// The longest single stretch of agent code, ms.
-    pub longest_ms: f64,
 }
 
-/// One instance of a metric (web-vitals' `id`): what was last reported, for `delta`.
-#[derive(Debug, Clone)]
-pub(crate) struct Instance {
-    id: String,
-    reported: Option<f64>,
+/// The measurement state: everything events change.
+#[derive(Debug)]
+struct Core {
+    view: View,
+    fcp: fcp::Watch,
+    lcp: lcp::Watch,
+    cls: cls::Watch,
+    inp: inp::Watch,
+    fid: fid::Watch,
+    calls: Calls,
+    out: Outbox,
+    context: Rc<Context>,
+    session: Session,
+    /// When the session was last written to `sessionStorage`, epoch ms.
+    session_saved_at: f64,
+    queue: Queue<Queued>,
+    stats: Stats,
+    /// `pageshow` time of a back/forward-cache restore waiting for its first paint.
+    restored_at: Option<f64>,
+    /// The browser has `layout-shift` entries (without them there is no CLS, not a CLS of 0).
+    shifts: bool,
+    /// Payloads handed to `fetch` with `keepalive`, by token, until it settles.
+    posting: Vec<(f64, Vec<Queued>)>,
+    next_token: f64,
 }
 
-impl Instance {
-    pub(crate) fn new() -> Instance {
-        Instance { id: String::from("v1-") + &browser::random_id(), reported: None }
-    }
-
-    /// The metric to report for `value`, or `None` when it equals what was last reported.
-    pub(crate) fn metric(&mut self, vital: Vital, value: f64, attribution: Attribution) -> Option<Metric> {
-        if self.reported == Some(value) || !value.is_finite() {
-            return None;
-        }
-        let delta = value - self.reported.unwrap_or(0.0);
-        self.reported = Some(value);
-        Some(Metric {
-            name: vital.name().to_owned(),
-            value: Some(value),
-            at: browser::epoch_ms(),
-            rating: Some(vital.thresholds().rate(value).as_str()),
-            delta: Some(delta),
-            id: Some(self.id.clone()),
-            attribution: attribution.0,
-            ..Metric::default()
-        })
-    }
-}
-
-/// Attribution details of one vital (web-vitals' attribution build, flattened).
+/// What an event asks of the agent once measuring is done.
 #[derive(Debug, Default)]
-pub(crate) struct Attribution(Vec<(&'static str, AttrValue)>);
-
-impl Attribution {
-    pub(crate) fn num(mut self, key: &'static str, value: f64) -> Attribution {
-        if value.is_finite() {
-            self.0.push((key, AttrValue::Num(value)));
-        }
-        self
-    }
-
-    pub(crate) fn text(mut self, key: &'static str, value: Option<String>) -> Attribution {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            self.0.push((key, AttrValue::Str(value)));
-        }
-        self
-    }
+struct Effect {
+    /// The callback's return value (a request id for the wrappers).
+    value: f64,
+    flush: bool,
 }
 
 #[derive(Debug)]
-pub(crate) struct Agent {
+pub struct Agent {
     pub config: Config,
-    /// The page's origin (`https://shop.example`), read once.
-    pub origin: String,
-    /// `activationStart` of the navigation (prerendered pages measure from activation).
-    pub activation_start: Cell<f64>,
-    /// `performance.now()` time the page was first hidden; 0 if it loaded hidden, ∞ while visible.
-    first_hidden: Cell<f64>,
-    context: RefCell<Rc<Context>>,
-    session: RefCell<Session>,
-    /// When the session was last written to `sessionStorage`, epoch ms.
-    session_saved_at: Cell<f64>,
-    queue: RefCell<Queue<Queued>>,
-    pub stats: RefCell<Stats>,
-    listeners: RefCell<Vec<Function>>,
-    /// Listeners, observers and timers that undo themselves when dropped.
-    hooks: RefCell<Vec<Box<dyn Any>>>,
-    /// The page's `fetch` before the agent wrapped it (beacons fall back to it).
-    pub original_fetch: RefCell<Option<Function>>,
-    pub fcp: RefCell<fcp::Watch>,
-    pub lcp: RefCell<lcp::Watch>,
-    pub cls: RefCell<cls::Watch>,
-    pub inp: RefCell<inp::Watch>,
-    pub fid: RefCell<fid::Watch>,
+    core: RefCell<Core>,
+    listeners: RefCell<Vec<JsValue>>,
+    sink: RefCell<Option<Sink>>,
+    running: Cell<bool>,
+    /// Nesting depth, start of the outermost timed call, total and longest main-thread time in
+    /// agent code, ms.
+    clock: Cell<(u32, f64, f64, f64)>,
 }
 
 /// Starts the agent. Fails when one is already running.
-pub(crate) fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
-    if current().is_some() {
+pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
+    if RUNNING.swap(true, Ordering::Relaxed) {
         return Err("pulse.init: the agent is already running; call shutdown() on its handle first");
     }
-    let now = browser::epoch_ms();
-    let session = load_session(&config, now);
-    let nav = navigation_type();
-    let context = Context { session: session.id.clone(), page: browser::random_id(), url: page_url(&config), nav };
+    let now = host::epoch();
+    let session = host::load(STORAGE_KEY)
+        .and_then(|stored| Session::resume(&stored, now))
+        .unwrap_or_else(|| Session::start(host::random_id(), now, config.sample_rate, host::random()));
+    let context = Context { session: session.id.clone(), page: host::random_id(), url: page_url(&config), nav: navigation_type() };
+    let view = View::new(0.0, f64::INFINITY);
+    let core = Core {
+        lcp: lcp::Watch::new(&view),
+        view,
+        fcp: fcp::Watch::default(),
+        cls: cls::Watch::default(),
+        inp: inp::Watch::default(),
+        fid: fid::Watch::default(),
+        calls: Calls::new(),
+        out: Outbox::default(),
+        context: Rc::new(context),
+        session,
+        session_saved_at: now,
+        queue: Queue::new(config.batch_size),
+        stats: Stats::default(),
+        restored_at: None,
+        shifts: false,
+        posting: Vec::new(),
+        next_token: 0.0,
+    };
+    host::save(STORAGE_KEY, &core.session.encode());
     let agent = Rc::new(Agent {
-        queue: RefCell::new(Queue::new(config.batch_size)),
-        origin: browser::window().and_then(|w| w.location().origin().ok()).unwrap_or_default(),
         config,
-        activation_start: Cell::new(browser::activation_start()),
-        first_hidden: Cell::new(if browser::is_hidden() && !browser::prerendering() { 0.0 } else { f64::INFINITY }),
-        context: RefCell::new(Rc::new(context)),
-        session: RefCell::new(session),
-        session_saved_at: Cell::new(now),
-        stats: RefCell::default(),
+        core: RefCell::new(core),
         listeners: RefCell::default(),
-        hooks: RefCell::default(),
-        original_fetch: RefCell::new(browser::window().map(|w| browser::get(&w, "fetch")).and_then(|f| f.dyn_into::<Function>().ok())),
-        fcp: RefCell::new(fcp::Watch::new()),
-        lcp: RefCell::new(lcp::Watch::new(f64::INFINITY)),
-        cls: RefCell::new(cls::Watch::new()),
-        inp: RefCell::new(inp::Watch::new()),
-        fid: RefCell::new(fid::Watch::new()),
+        sink: RefCell::default(),
+        running: Cell::new(true),
+        clock: Cell::new((0, 0.0, 0.0, 0.0)),
     });
-    save_session(&agent.session.borrow());
-    browser::reset_clock();
-    CURRENT.with(|c| *c.borrow_mut() = Some(agent.clone()));
-    if browser::prerendering() {
-        // A prerendered page is measured from its activation (web-vitals' whenActivated).
-        if let Some(document) = browser::document() {
-            agent.hook(Listener::new(&document, "prerenderingchange", true, |_| {
-                if let Some(agent) = current() {
-                    agent.activation_start.set(browser::activation_start());
-                    agent.measure();
-                }
-            }));
+    // The callback owns the agent until `shutdown` drops it.
+    let owner = agent.clone();
+    let sink: Sink = Closure::new(move |code, a, b, n| owner.dispatch(code, a, b, n));
+    host::start(sink.as_ref());
+    *agent.sink.borrow_mut() = Some(sink);
+    agent.timed(|| {
+        if host::prerendering() {
+            // A prerendered page is measured from its activation (web-vitals' whenActivated).
+            host::listen(DOCUMENT, "prerenderingchange", code::PRERENDERED);
+        } else {
+            agent.core.borrow_mut().measure(&agent.config);
         }
-    } else {
-        agent.measure();
-    }
+    });
     Ok(agent)
 }
 
 impl Agent {
-    pub(crate) fn hook<T: 'static>(&self, hook: T) {
-        self.hooks.borrow_mut().push(Box::new(hook));
+    /// Runs `f` (agent code called by the browser or the page) on the agent's clock.
+    pub fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
+        let (depth, start, busy, longest) = self.clock.get();
+        let start = if depth == 0 { host::now() } else { start };
+        self.clock.set((depth + 1, start, busy, longest));
+        let result = f();
+        let (depth, start, busy, longest) = self.clock.get();
+        if depth == 1 {
+            let spent = host::now() - start;
+            self.clock.set((0, 0.0, busy + spent, longest.max(spent)));
+        } else {
+            self.clock.set((depth - 1, start, busy, longest));
+        }
+        result
     }
 
-    pub(crate) fn first_hidden(&self) -> f64 {
-        self.first_hidden.get()
+    pub fn running(&self) -> bool {
+        self.running.get()
     }
 
-    /// Installs the observers, the fetch wrapper and the lifecycle listeners.
-    fn measure(&self) {
-        *self.lcp.borrow_mut() = lcp::Watch::new(self.first_hidden());
-        fcp::start(self);
-        lcp::start(self);
-        cls::start(self);
-        inp::start(self);
-        fid::start(self);
-        ttfb::start(self);
-        if self.config.track_fetch {
-            fetch::install(self);
-            xhr::install(self);
+    /// One event from the page.
+    fn dispatch(&self, code: u32, a: JsValue, b: JsValue, n: f64) -> f64 {
+        if !self.running.get() {
+            return 0.0;
         }
-        if self.config.track_measures {
-            measure::start(self);
-        }
-        if let Some(document) = browser::document() {
-            self.hook(Listener::new(&document, "visibilitychange", true, |_| {
-                if let Some(agent) = current() {
-                    if browser::is_hidden() {
-                        agent.hidden();
-                    }
-                }
-            }));
-        }
-        if let Some(window) = browser::window() {
-            // Safari does not always fire visibilitychange when a page is left; pagehide it does.
-            self.hook(Listener::new(&window, "pagehide", true, |_| {
-                if let Some(agent) = current() {
-                    agent.hidden();
-                }
-            }));
-            self.hook(Listener::new(&window, "pageshow", true, |event| {
-                if browser::get(&event, "persisted").is_truthy() {
-                    if let Some(agent) = current() {
-                        agent.restored(event.time_stamp());
-                    }
-                }
-            }));
-        }
-        self.hook(gloo_timers::callback::Interval::new(self.config.flush_interval_ms, || {
-            if let Some(agent) = current() {
-                browser::timed(|| agent.flush());
+        self.timed(|| {
+            // Busy only if page code run from `deliver` re-enters through an event while a
+            // measurement is under way, which the host does not do; the event is then skipped.
+            let effect = match self.core.try_borrow_mut() {
+                Ok(mut core) => core.handle(&self.config, code, a, b, n),
+                Err(_) => Effect::default(),
+            };
+            self.deliver();
+            if effect.flush {
+                self.flush();
             }
-        }));
+            effect.value
+        })
     }
 
-    /// The page was hidden (or is being left): report what is final on hide, then send.
-    pub(crate) fn hidden(&self) {
-        if self.first_hidden.get() == f64::INFINITY {
-            self.first_hidden.set(browser::now());
+    /// Hands the measured metrics to listeners, sampling, `beforeSend` and the queue.
+    pub fn deliver(&self) {
+        loop {
+            let metrics = core::mem::take(&mut self.core.borrow_mut().out.0);
+            if metrics.is_empty() {
+                return;
+            }
+            for metric in metrics {
+                self.emit(metric);
+            }
         }
-        fcp::take_pending(self);
-        fid::take_pending(self);
-        lcp::finalize(self, crate::lcp::Finalizer::Hidden);
-        cls::report(self);
-        inp::report(self);
-        self.flush();
     }
 
-    /// A back/forward-cache restore: a new page view whose metrics start over.
-    fn restored(&self, event_time: f64) {
-        self.flush();
-        {
-            let mut context = self.context.borrow_mut();
-            let mut next = (**context).clone();
-            next.page = browser::random_id();
-            next.nav = NavigationType::BackForwardCache;
-            *context = Rc::new(next);
-        }
-        self.first_hidden.set(if browser::is_hidden() { 0.0 } else { f64::INFINITY });
-        ttfb::restored(self);
-        fcp::restored(self, event_time);
-        lcp::restored(self, event_time);
-        cls::restored(self);
-        inp::restored(self);
+    /// Adds a metric the page recorded.
+    pub fn record(&self, metric: Metric) {
+        self.core.borrow_mut().out.push(metric);
+        self.deliver();
     }
 
-    pub(crate) fn add_listener(&self, callback: Function) {
-        self.listeners.borrow_mut().push(callback);
+    pub fn reject_record(&self) {
+        self.core.borrow_mut().stats.rejected_records += 1;
     }
 
-    /// Takes one measured metric: listeners, sampling, `beforeSend`, queue.
-    pub(crate) fn emit(&self, metric: Metric) {
-        self.stats.borrow_mut().measured += 1;
+    fn emit(&self, metric: Metric) {
+        self.core.borrow_mut().stats.measured += 1;
+        let json = metric.json();
         let listeners = self.listeners.borrow().clone();
         if !listeners.is_empty() {
             // Their own copy: a listener changing it does not change what is sent.
-            let object = wire::metric(&metric);
-            for listener in listeners {
-                if let Err(error) = listener.call1(&JsValue::NULL, &object) {
-                    web_sys::console::error_2(&JsValue::from_str("pulse: an onMetric callback threw"), &error);
+            let object = host::parse(&json);
+            for listener in &listeners {
+                if let Err(error) = host::invoke(listener, &object) {
+                    host::log(true, "pulse: an onMetric callback threw", &error);
                 }
             }
         }
-        let context = self.context_now();
-        if !self.session.borrow().sampled {
-            self.stats.borrow_mut().dropped_unsampled += 1;
+        let (context, sampled) = {
+            let mut core = self.core.borrow_mut();
+            let context = core.context_now(&self.config);
+            let sampled = core.session.sampled;
+            if !sampled {
+                core.stats.dropped_unsampled += 1;
+            }
+            (context, sampled)
+        };
+        if !sampled {
             return;
         }
-        let Some(metric) = self.before_send(wire::metric(&metric), &metric.name) else { return };
+        let Some(json) = self.before_send(json, &metric.name) else { return };
         let full = {
-            let mut queue = self.queue.borrow_mut();
-            let dropped = queue.dropped;
-            let full = queue.push((context, metric));
-            self.stats.borrow_mut().dropped_queue_full += queue.dropped - dropped;
+            let mut core = self.core.borrow_mut();
+            let dropped = core.queue.dropped;
+            let full = core.queue.push((context, json));
+            core.stats.dropped_queue_full += core.queue.dropped - dropped;
             full
         };
         if full {
@@ -305,173 +283,371 @@ impl Agent {
         }
     }
 
-    /// The page view a metric measured now belongs to: rolls the session over after 30 idle
-    /// minutes and follows the page's path (single-page apps change it).
-    fn context_now(&self) -> Rc<Context> {
-        let now = browser::epoch_ms();
-        let session_id = {
-            let mut session = self.session.borrow_mut();
-            let rolled = session.expired(now);
-            if rolled {
-                *session = Session::start(browser::random_id(), now, self.config.sample_rate, js_sys::Math::random());
-            }
-            session.last_active = now;
-            // Storage writes are the costliest part of taking a metric: write a new session at
-            // once, activity at most every few seconds (and at every send, see `flush`).
-            if rolled || now - self.session_saved_at.get() >= SESSION_SAVE_INTERVAL_MS {
-                save_session(&session);
-                self.session_saved_at.set(now);
-            }
-            session.id.clone()
-        };
-        let url = page_url(&self.config);
-        let mut context = self.context.borrow_mut();
-        if context.session != session_id || context.url != url {
-            let mut next = (**context).clone();
-            next.session = session_id;
-            next.url = url;
-            *context = Rc::new(next);
-        }
-        context.clone()
-    }
-
     /// Runs `beforeSend`. What it returns is sent as it is (the collector validates every field);
     /// it must stay the same metric, so the name may not change.
-    fn before_send(&self, metric: JsValue, name: &str) -> Option<JsValue> {
-        let Some(hook) = &self.config.before_send else { return Some(metric) };
-        let outcome = hook.call1(&JsValue::NULL, &metric);
-        let mut stats = self.stats.borrow_mut();
-        match outcome {
-            Ok(v) if v.is_null() || v.is_undefined() || v == JsValue::FALSE => {
-                stats.dropped_by_before_send += 1;
-                None
+    fn before_send(&self, json: String, name: &str) -> Option<String> {
+        let Some(hook) = &self.config.before_send else { return Some(json) };
+        let outcome = host::invoke(hook, &host::parse(&json));
+        let changed = match &outcome {
+            Ok(v) if matches!(host::kind_of(v), Kind::Missing | Kind::Bool(false)) => {
+                self.core.borrow_mut().stats.dropped_by_before_send += 1;
+                return None;
             }
-            Ok(v) => match browser::text(&v, "name") {
-                Some(changed) if changed == name => Some(v),
-                _ => {
-                    stats.before_send_errors += 1;
-                    web_sys::console::warn_1(&JsValue::from_str(
-                        "pulse: beforeSend must return the metric (same name, wire fields), null or false; the metric was dropped",
-                    ));
-                    None
-                }
-            },
-            Err(error) => {
-                // Dropped, not sent unscrubbed: beforeSend is where pages remove private data.
-                stats.before_send_errors += 1;
-                web_sys::console::error_2(&JsValue::from_str("pulse: beforeSend threw; the metric was dropped"), &error);
-                None
+            Ok(v) if host::text(v, "name").as_deref() == Some(name) => host::stringify(v),
+            _ => None,
+        };
+        if changed.is_none() {
+            // Dropped, not sent unscrubbed: beforeSend is where pages remove private data.
+            self.core.borrow_mut().stats.before_send_errors += 1;
+            match outcome {
+                Err(error) => host::log(true, "pulse: beforeSend threw; the metric was dropped", &error),
+                Ok(_) => host::log(
+                    false,
+                    "pulse: beforeSend must return the metric (same name, wire fields), null or false; the metric was dropped",
+                    &JsValue::UNDEFINED,
+                ),
+            }
+        }
+        changed
+    }
+
+    /// Sends everything waiting: `sendBeacon` first; if the browser refuses it (over its budget,
+    /// or no `sendBeacon`), `fetch` with `keepalive`, whose failure puts the metrics back.
+    pub fn flush(&self) {
+        let payloads = {
+            let mut core = self.core.borrow_mut();
+            core.save_session();
+            let items = core.queue.take();
+            if items.is_empty() {
+                return;
+            }
+            let config = &self.config;
+            let (payloads, too_large) = transport::split(
+                &items,
+                |a, b| Rc::ptr_eq(&a.0, &b.0) || a.0 == b.0,
+                config.batch_size,
+                MAX_PAYLOAD_BYTES,
+                |group| transport::payload(config, &group[0].0, group),
+            );
+            core.stats.dropped_too_large += too_large.len() as u32;
+            core.stats.beacons += payloads.len() as u32;
+            core.stats.sent += payloads.iter().map(|(_, g)| g.len() as u32).sum::<u32>();
+            payloads
+        };
+        for (body, group) in payloads {
+            if host::beacon(&self.config.endpoint, &body) {
+                continue;
+            }
+            let token = {
+                let mut core = self.core.borrow_mut();
+                core.next_token += 1.0;
+                let token = core.next_token;
+                core.posting.push((token, group));
+                token
+            };
+            if !host::post(&self.config.endpoint, &body, code::POSTED, token) {
+                self.core.borrow_mut().requeue(token);
             }
         }
     }
 
-    /// Sends everything waiting.
-    pub(crate) fn flush(&self) {
-        save_session(&self.session.borrow());
-        self.session_saved_at.set(browser::epoch_ms());
-        let items = self.queue.borrow_mut().take();
-        if items.is_empty() {
+    pub fn add_listener(&self, callback: JsValue) {
+        self.listeners.borrow_mut().push(callback);
+    }
+
+    /// `stats()` as JSON (camelCase, as JavaScript names things).
+    pub fn stats_json(&self) -> String {
+        let s = self.core.borrow().stats.clone();
+        let (_, _, busy, longest) = self.clock.get();
+        let mut out = String::new();
+        let mut o = crate::json::Obj::new(&mut out);
+        for (key, value) in [
+            ("measured", s.measured),
+            ("sent", s.sent),
+            ("beacons", s.beacons),
+            ("retried", s.retried),
+            ("droppedUnsampled", s.dropped_unsampled),
+            ("droppedByBeforeSend", s.dropped_by_before_send),
+            ("beforeSendErrors", s.before_send_errors),
+            ("droppedQueueFull", s.dropped_queue_full),
+            ("droppedTooLarge", s.dropped_too_large),
+            ("rejectedRecords", s.rejected_records),
+        ] {
+            o.num(key, f64::from(value));
+        }
+        o.num("busyMs", busy);
+        o.num("longestMs", longest);
+        o.end();
+        out
+    }
+
+    pub fn sampled(&self) -> bool {
+        self.core.borrow().session.sampled
+    }
+
+    pub fn session_id(&self) -> String {
+        self.core.borrow().session.id.clone()
+    }
+
+    pub fn page_id(&self) -> String {
+        self.core.borrow().context.page.clone()
+    }
+
+    /// Stops the agent: reports what is final on hide, sends what is waiting, removes every
+    /// listener and observer, restores `fetch` and XHR. Its handles do nothing afterwards.
+    pub fn shutdown(&self) {
+        if !self.running.get() {
             return;
         }
-        let config = &self.config;
-        let (payloads, too_large) = transport::split(
-            &items,
-            |a, b| Rc::ptr_eq(&a.0, &b.0) || a.0 == b.0,
-            config.batch_size,
-            MAX_PAYLOAD_BYTES,
-            |group| {
-                let mut beacon = transport::envelope(config, &group[0].0);
-                transport::describe_device(&mut beacon);
-                transport::to_json(&beacon, group).unwrap_or_default()
-            },
-        );
-        self.stats.borrow_mut().dropped_too_large += too_large.len() as u32;
-        let fetch = self.original_fetch.borrow().clone();
-        for (body, group) in payloads {
-            {
-                let mut stats = self.stats.borrow_mut();
-                stats.beacons += 1;
-                stats.sent += group.len() as u32;
-            }
-            transport::send(&config.endpoint, &body, fetch.as_ref(), move || {
-                if let Some(agent) = current() {
-                    agent.requeue(group);
-                }
-            });
-        }
-    }
-
-    fn requeue(&self, group: Vec<Queued>) {
-        let mut stats = self.stats.borrow_mut();
-        stats.sent = stats.sent.saturating_sub(group.len() as u32);
-        stats.retried += group.len() as u32;
-        let mut queue = self.queue.borrow_mut();
-        let dropped = queue.dropped;
-        queue.requeue(group);
-        stats.dropped_queue_full += queue.dropped - dropped;
-    }
-
-    pub(crate) fn sampled(&self) -> bool {
-        self.session.borrow().sampled
-    }
-
-    pub(crate) fn session_id(&self) -> String {
-        self.session.borrow().id.clone()
-    }
-
-    pub(crate) fn page_id(&self) -> String {
-        self.context.borrow().page.clone()
+        self.timed(|| {
+            self.core.borrow_mut().hidden();
+            self.deliver();
+            self.flush();
+        });
+        self.running.set(false);
+        host::stop();
+        self.listeners.borrow_mut().clear();
+        // Dropping the callback releases the agent it owns (after the current call, if any).
+        drop(self.sink.borrow_mut().take());
+        RUNNING.store(false, Ordering::Relaxed);
     }
 }
 
-/// Stops the agent: sends what is waiting, removes every listener and observer, restores `fetch`.
-pub(crate) fn shutdown() {
-    let Some(agent) = current() else { return };
-    agent.hidden();
-    agent.hooks.borrow_mut().clear();
-    agent.listeners.borrow_mut().clear();
-    fcp::stop(&agent);
-    lcp::stop(&agent);
-    cls::stop(&agent);
-    inp::stop(&agent);
-    fid::stop(&agent);
-    CURRENT.with(|c| *c.borrow_mut() = None);
+impl Core {
+    /// Starts observing (at start, or when a prerendered page is activated).
+    fn measure(&mut self, config: &Config) {
+        let activation = host::activation_start();
+        self.view = View::new(activation, first_hidden(activation));
+        self.lcp = lcp::Watch::new(&self.view);
+        host::observe("paint", code::PAINT, 0.0);
+        if host::observe("largest-contentful-paint", code::LCP, 0.0) {
+            host::listen(WINDOW, "keydown", code::INPUT);
+            host::listen(WINDOW, "click", code::INPUT);
+        }
+        self.shifts = host::observe("layout-shift", code::SHIFT, 0.0);
+        host::observe("event", code::EVENT, 40.0);
+        host::observe("first-input", code::FIRST_INPUT, 0.0);
+        if config.track_measures {
+            host::observe("measure", code::MEASURE, 0.0);
+        }
+        // TTFB is read after the load event's task, when `loadEventEnd` is set.
+        if host::text(&host::root(DOCUMENT), "readyState").as_deref() == Some("complete") {
+            host::later(0.0, code::TTFB);
+        } else {
+            host::listen(WINDOW, "load", code::LOADED);
+        }
+        if config.track_fetch {
+            host::wrap_fetch(code::FETCH_BEGIN, code::FETCH_END);
+            host::wrap_xhr(code::XHR_BEGIN, code::XHR_END);
+        }
+        host::listen(DOCUMENT, "visibilitychange", code::VISIBILITY);
+        // Safari does not always fire visibilitychange when a page is left; pagehide it does.
+        host::listen(WINDOW, "pagehide", code::PAGEHIDE);
+        host::listen(WINDOW, "pageshow", code::PAGESHOW);
+        host::every(f64::from(config.flush_interval_ms), code::TICK);
+    }
+
+    fn handle(&mut self, config: &Config, code: u32, a: JsValue, b: JsValue, n: f64) -> Effect {
+        let mut effect = Effect::default();
+        match code {
+            code::PAINT => self.fcp.entry(&a, &mut self.view, &mut self.out),
+            code::LCP => self.lcp.entry(a),
+            code::SHIFT => self.cls.entry(a),
+            code::EVENT => self.inp.entry(&a),
+            code::FIRST_INPUT => {
+                self.inp.entry(&a);
+                self.fid.entry(&a, &self.view, &mut self.out);
+            }
+            code::MEASURE => measure::entry(&a, &mut self.out),
+            code::VISIBILITY if host::hidden() => {
+                if self.view.first_hidden == f64::INFINITY {
+                    self.view.first_hidden = host::num(&a, "timeStamp");
+                }
+                self.hidden();
+                effect.flush = true;
+            }
+            code::PAGEHIDE => {
+                self.hidden();
+                effect.flush = true;
+            }
+            code::PAGESHOW if host::flag(&a, "persisted") => {
+                self.restored(host::num(&a, "timeStamp"));
+                effect.flush = true;
+            }
+            code::INPUT => self.finalize_lcp(Finalizer::Input { trusted: host::flag(&a, "isTrusted") }),
+            code::PRERENDERED => {
+                self.measure(config);
+                if host::hidden() {
+                    self.view.first_hidden = 0.0;
+                }
+            }
+            code::LOADED => host::later(0.0, code::TTFB),
+            code::TTFB => ttfb::report(self.view.activation_start, &mut self.out),
+            code::TICK => effect.flush = true,
+            code::RESTORE_PAINTED => {
+                if let Some(at) = self.restored_at.take() {
+                    self.fcp.painted_after_restore(at, &mut self.view, &mut self.out);
+                    self.lcp.painted_after_restore(at, &self.view, &mut self.out);
+                }
+            }
+            code::FETCH_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Fetch(&a, &b))),
+            code::FETCH_END => self.calls.fetch_ended(n as u32, &a, &b, &mut self.out),
+            code::XHR_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Xhr(&a, &b))),
+            code::XHR_END => self.calls.xhr_ended(n as u32, &a, &mut self.out),
+            code::POSTED => {
+                // A response that is not a server error means delivered (a 4xx will not get better
+                // by resending); an error or a 5xx/429 means try again with the next send.
+                let status = host::num(&a, "status");
+                if host::kind_of(&a) != Kind::Missing && status < 500.0 && status != 429.0 {
+                    self.posting.retain(|(token, _)| *token != n);
+                } else {
+                    self.requeue(n);
+                }
+            }
+            _ => {}
+        }
+        effect
+    }
+
+    /// Entries of observer `code` recorded but not yet delivered.
+    fn pending(code: u32) -> impl Iterator<Item = JsValue> {
+        let list = host::take(code);
+        (0..host::len(&list)).map(move |i| host::at(&list, i))
+    }
+
+    fn finalize_lcp(&mut self, by: Finalizer) {
+        if self.lcp.is_final() {
+            return;
+        }
+        for entry in Core::pending(code::LCP) {
+            self.lcp.entry(entry);
+        }
+        self.lcp.finalize(by, &self.view, &mut self.out);
+    }
+
+    /// The page was hidden (or is being left): read what the observers hold, report what is
+    /// final on hide.
+    fn hidden(&mut self) {
+        if self.view.first_hidden == f64::INFINITY {
+            self.view.first_hidden = host::now();
+        }
+        // A paint or input recorded but not yet delivered still counts (a visitor who leaves right
+        // after the first paint would otherwise take FCP, and CLS with it, away).
+        for entry in Core::pending(code::PAINT) {
+            self.fcp.entry(&entry, &mut self.view, &mut self.out);
+        }
+        for entry in Core::pending(code::FIRST_INPUT) {
+            self.inp.entry(&entry);
+            self.fid.entry(&entry, &self.view, &mut self.out);
+        }
+        self.finalize_lcp(Finalizer::Hidden);
+        if self.shifts {
+            for entry in Core::pending(code::SHIFT) {
+                self.cls.entry(entry);
+            }
+            self.cls.report(&self.view, &mut self.out);
+        }
+        for entry in Core::pending(code::EVENT) {
+            self.inp.entry(&entry);
+        }
+        self.inp.report(&mut self.out);
+    }
+
+    /// A back/forward-cache restore: a new page view whose metrics start over.
+    fn restored(&mut self, event_time: f64) {
+        let mut next = (*self.context).clone();
+        next.page = host::random_id();
+        next.nav = NavigationType::BackForwardCache;
+        self.context = Rc::new(next);
+        self.view = View { restored: true, ..View::new(0.0, if host::hidden() { 0.0 } else { f64::INFINITY }) };
+        ttfb::restored(host::activation_start(), &mut self.out);
+        self.fcp = fcp::Watch::default();
+        self.lcp = lcp::Watch::new(&self.view);
+        self.cls = cls::Watch::default();
+        self.inp.restored();
+        self.restored_at = Some(event_time);
+        host::paint(code::RESTORE_PAINTED);
+    }
+
+    fn requeue(&mut self, token: f64) {
+        let Some(i) = self.posting.iter().position(|(t, _)| *t == token) else { return };
+        let (_, group) = self.posting.remove(i);
+        let n = group.len() as u32;
+        self.stats.sent = self.stats.sent.saturating_sub(n);
+        self.stats.retried += n;
+        let dropped = self.queue.dropped;
+        self.queue.requeue(group);
+        self.stats.dropped_queue_full += self.queue.dropped - dropped;
+    }
+
+    /// The page view a metric measured now belongs to: rolls the session over after 30 idle
+    /// minutes and follows the page's path (single-page apps change it).
+    fn context_now(&mut self, config: &Config) -> Rc<Context> {
+        let now = host::epoch();
+        let rolled = self.session.expired(now);
+        if rolled {
+            self.session = Session::start(host::random_id(), now, config.sample_rate, host::random());
+        }
+        self.session.last_active = now;
+        // Storage writes are the costliest part of taking a metric: write a new session at once,
+        // activity at most every few seconds (and at every send, see `flush`).
+        if rolled || now - self.session_saved_at >= SESSION_SAVE_INTERVAL_MS {
+            self.save_session();
+        }
+        let url = page_url(config);
+        if self.context.session != self.session.id || self.context.url != url {
+            let mut next = (*self.context).clone();
+            next.session.clone_from(&self.session.id);
+            next.url = url;
+            self.context = Rc::new(next);
+        }
+        self.context.clone()
+    }
+
+    fn save_session(&mut self) {
+        host::save(STORAGE_KEY, &self.session.encode());
+        self.session_saved_at = host::epoch();
+    }
+}
+
+/// When the page was first hidden, as web-vitals decides it: the first buffered
+/// `visibility-state` entry saying hidden after activation (a tab opened in the background, or
+/// hidden and shown again before the agent started); else 0 if it is hidden now (and not
+/// prerendering), else never (∞).
+fn first_hidden(activation: f64) -> f64 {
+    let prerendering = host::prerendering();
+    if !prerendering {
+        let list = host::entries("visibility-state");
+        let earlier = host::items(&list)
+            .find(|e| host::text(e, "name").as_deref() == Some("hidden") && host::num(e, "startTime") >= activation)
+            .map(|e| host::num(&e, "startTime"));
+        if let Some(time) = earlier {
+            return time;
+        }
+    }
+    if host::hidden() && !prerendering {
+        0.0
+    } else {
+        f64::INFINITY
+    }
 }
 
 /// The page's path as the envelope's `url`: the first matching route template, else normalised.
 fn page_url(config: &Config) -> String {
-    let path = browser::window().and_then(|w| w.location().pathname().ok()).unwrap_or_else(|| "/".to_owned());
+    let path = host::text(&host::root(host::LOCATION), "pathname").unwrap_or_else(|| String::from("/"));
     routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path))
 }
 
 fn navigation_type() -> NavigationType {
-    if browser::prerendering() || browser::activation_start() > 0.0 {
+    if host::prerendering() || host::activation_start() > 0.0 {
         return NavigationType::Prerender;
     }
-    if browser::document().is_some_and(|d| browser::get(&d, "wasDiscarded").is_truthy()) {
+    if host::flag(&host::root(DOCUMENT), "wasDiscarded") {
         return NavigationType::Restore;
     }
-    match browser::navigation_entry().and_then(|e| browser::text(&e, "type")).as_deref() {
+    match host::navigation().and_then(|e| host::text(&e, "type")).as_deref() {
         Some("reload") => NavigationType::Reload,
         Some("back_forward") => NavigationType::BackForward,
         _ => NavigationType::Navigate,
-    }
-}
-
-fn storage() -> Option<web_sys::Storage> {
-    // Throws in sandboxed frames and with storage disabled: then the session lasts for the page.
-    browser::window()?.session_storage().ok()?
-}
-
-fn load_session(config: &Config, now: f64) -> Session {
-    storage()
-        .and_then(|s| s.get_item(STORAGE_KEY).ok()?)
-        .and_then(|stored| Session::resume(&stored, now))
-        .unwrap_or_else(|| Session::start(browser::random_id(), now, config.sample_rate, js_sys::Math::random()))
-}
-
-fn save_session(session: &Session) {
-    if let Some(storage) = storage() {
-        let _ = storage.set_item(STORAGE_KEY, &session.encode());
     }
 }

@@ -5,12 +5,12 @@
 //! window's previous shift and less than 5 s after the window's first; otherwise it opens a new
 //! window. CLS is the largest window's sum, and only grows.
 
-use js_sys::Array;
+use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
 use wasm_bindgen::JsValue;
 
-use crate::agent::{current, Agent, Attribution, Instance};
-use crate::browser::{self, get, num, Observer};
+use crate::host;
+use crate::report::{load_state, selector, Attribution, Instance, Outbox, View};
 
 /// Gap after which a new session window starts, ms.
 pub const MAX_GAP_MS: f64 = 1_000.0;
@@ -89,99 +89,67 @@ impl Cls {
     }
 }
 
-// ---- In the page: the observer that feeds `Cls`, reporting on hide. ----
+// ---- In the page: the entries that feed `Cls`, reported on hide. ----
 
 /// Most `layout-shift` entries kept for attribution (the largest window's are among the latest).
 const MAX_KEPT_ENTRIES: usize = 200;
 
 /// CLS of the current page view.
-#[derive(Debug)]
-pub(crate) struct Watch {
+#[derive(Debug, Default)]
+pub struct Watch {
     cls: Cls,
     instance: Instance,
-    observer: Option<Observer>,
     entries: Vec<JsValue>,
 }
 
 impl Watch {
-    pub(crate) fn new() -> Watch {
-        Watch { cls: Cls::new(), instance: Instance::new(), observer: None, entries: Vec::new() }
-    }
-
-    fn take(&mut self, entries: Array) {
-        for entry in entries.iter() {
-            let shift = LayoutShift {
-                start_time: num(&entry, "startTime"),
-                value: num(&entry, "value"),
-                had_recent_input: get(&entry, "hadRecentInput").is_truthy(),
-            };
-            if !shift.value.is_finite() {
-                continue;
+    /// A `layout-shift` entry.
+    pub fn entry(&mut self, entry: JsValue) {
+        let shift = LayoutShift {
+            start_time: host::num(&entry, "startTime"),
+            value: host::num(&entry, "value"),
+            had_recent_input: host::flag(&entry, "hadRecentInput"),
+        };
+        if !shift.value.is_finite() {
+            return;
+        }
+        self.cls.add(shift);
+        if !shift.had_recent_input {
+            if self.entries.len() == MAX_KEPT_ENTRIES {
+                self.entries.remove(0);
             }
-            self.cls.add(shift);
-            if !shift.had_recent_input {
-                if self.entries.len() == MAX_KEPT_ENTRIES {
-                    self.entries.remove(0);
-                }
-                self.entries.push(entry);
-            }
+            self.entries.push(entry);
         }
     }
-}
 
-pub(crate) fn start(agent: &Agent) {
-    let observer = Observer::new("layout-shift", &[], |entries| {
-        if let Some(agent) = current() {
-            agent.cls.borrow_mut().take(entries);
+    /// Reports CLS (on hide) if it changed since the last report. Like web-vitals, nothing is
+    /// reported for a page view without FCP.
+    pub fn report(&mut self, view: &View, out: &mut Outbox) {
+        if !view.painted {
+            return;
         }
-    });
-    agent.cls.borrow_mut().observer = observer;
-}
-
-/// Reports CLS (on hide) if it changed since the last report, after reading pending entries.
-/// Like web-vitals, nothing is reported for a page view without FCP.
-pub(crate) fn report(agent: &Agent) {
-    if !agent.fcp.borrow().reported {
-        return;
-    }
-    let metric = {
-        let mut watch = agent.cls.borrow_mut();
-        let Some(records) = watch.observer.as_ref().map(Observer::take_records) else { return };
-        watch.take(records);
-        let value = watch.cls.value();
-        let attribution = match watch.cls.largest_shift() {
+        let attribution = match self.cls.largest_shift() {
             Some(largest) => {
-                let entry =
-                    watch.entries.iter().rev().find(|e| num(e, "startTime") == largest.start_time && num(e, "value") == largest.value);
+                let entry = self
+                    .entries
+                    .iter()
+                    .rev()
+                    .find(|e| host::num(e, "startTime") == largest.start_time && host::num(e, "value") == largest.value);
                 // The first source that is an element (web-vitals' choice), else the first.
-                let sources: Vec<JsValue> =
-                    entry.map(|e| get(e, "sources")).filter(Array::is_array).map_or_else(Vec::new, |s| Array::from(&s).iter().collect());
-                let source = sources.iter().find(|s| num(&get(s, "node"), "nodeType") == 1.0).or(sources.first());
+                let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(JsValue::UNDEFINED);
+                let source = host::items(&sources)
+                    .find(|s| host::num(&host::get(s, "node"), "nodeType") == 1.0)
+                    .or_else(|| (host::len(&sources) > 0).then(|| host::at(&sources, 0)));
                 Attribution::default()
-                    .text("largestShiftTarget", source.and_then(|s| browser::selector(&get(s, "node"))))
+                    .text("largestShiftTarget", source.and_then(|s| selector(&host::get(&s, "node"))))
                     .num("largestShiftValue", largest.value)
                     .num("largestShiftTime", largest.start_time)
-                    .text("loadState", Some(browser::load_state(largest.start_time).to_owned()))
+                    .text("loadState", load_state(largest.start_time))
             }
             None => Attribution::default(),
         };
-        watch.instance.metric(Vital::Cls, value, attribution)
-    };
-    if let Some(metric) = metric {
-        agent.emit(metric);
+        self.instance.report(out, Vital::Cls, self.cls.value(), attribution);
     }
-}
-
-/// After a back/forward-cache restore CLS starts from 0 as a new instance.
-pub(crate) fn restored(agent: &Agent) {
-    let mut watch = agent.cls.borrow_mut();
-    watch.cls = Cls::new();
-    watch.instance = Instance::new();
-    watch.entries.clear();
-}
-
-pub(crate) fn stop(agent: &Agent) {
-    agent.cls.borrow_mut().observer = None;
 }
 
 #[cfg(test)]

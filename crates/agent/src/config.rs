@@ -7,11 +7,13 @@
 //! of the absolute URL, or `RegExp`s), `routes` (path templates such as `/products/:slug` or
 //! `/docs/*`), `beforeSend` (function), `trackFetch` and `trackMeasures` (default true).
 
-use js_sys::{Array, Function, Object, RegExp};
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 use pulse_protocol::limits::{MAX_METRICS_PER_BEACON, MAX_SHORT_LEN};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
-use crate::browser::get;
+use crate::host::{self, Kind};
 
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 30_000;
@@ -30,24 +32,11 @@ const OPTIONS: [&str; 12] = [
     "trackMeasures",
 ];
 
-/// A URL the fetch wrapper does not time.
+/// A URL the fetch wrapper does not time: a substring of the absolute URL, or a `RegExp`.
 #[derive(Debug, Clone)]
 pub enum Ignore {
     Contains(String),
-    Matches(RegExp),
-}
-
-impl Ignore {
-    pub fn matches(&self, url: &str) -> bool {
-        match self {
-            Ignore::Contains(part) => pulse_protocol::route::find(url, part).is_some(),
-            Ignore::Matches(re) => {
-                // A global or sticky RegExp keeps state between tests; start each match fresh.
-                re.set_last_index(0);
-                re.test(url)
-            }
-        }
-    }
+    Matches(JsValue),
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +51,7 @@ pub struct Config {
     pub flush_interval_ms: u32,
     pub ignore: Vec<Ignore>,
     pub routes: Vec<String>,
-    pub before_send: Option<Function>,
+    pub before_send: Option<JsValue>,
     pub track_fetch: bool,
     pub track_measures: bool,
 }
@@ -91,41 +80,53 @@ impl ConfigError {
 impl Config {
     /// Reads and checks the options object.
     pub fn from_js(options: &JsValue) -> Result<Config, ConfigError> {
-        if !options.is_object() || options.is_function() || Array::is_array(options) {
+        if host::kind_of(options) != Kind::Object {
             return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
         }
-        for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-            let key = key.as_string().unwrap_or_default();
-            if !OPTIONS.contains(&key.as_str()) {
-                return Err(ConfigError { option: key, problem: "is not an option (see PulseConfig in the types)" });
+        for key in host::keys(options).split('\n').filter(|k| !k.is_empty()) {
+            if !OPTIONS.contains(&key) {
+                return Err(ConfigError { option: key.to_owned(), problem: "is not an option (see PulseConfig in the types)" });
             }
         }
         let endpoint = string(options, "endpoint")?.ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
-        let endpoint = resolve(&endpoint).ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
+        let endpoint = host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
+        let raw_batch = number(options, "batchSize")?;
+        // Checked on the raw number so 0.5 batches are refused, not rounded.
+        if raw_batch.is_some_and(|n| n != (n as i64) as f64) {
+            return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
+        }
         let config = Config {
             endpoint,
             site: string(options, "site")?.ok_or(ConfigError::new("site", "is required: the site key"))?,
             release: string(options, "release")?,
             env: string(options, "env")?,
             sample_rate: number(options, "sampleRate")?.unwrap_or(1.0),
-            batch_size: number(options, "batchSize")?.map_or(DEFAULT_BATCH_SIZE as f64, |n| n) as usize,
+            batch_size: raw_batch.map_or(DEFAULT_BATCH_SIZE as f64, |n| n) as usize,
             flush_interval_ms: number(options, "flushInterval")?.map_or(f64::from(DEFAULT_FLUSH_INTERVAL_MS), |n| n) as u32,
-            ignore: ignore_list(&get(options, "ignoreUrls"))?,
-            routes: routes(&get(options, "routes"))?,
-            before_send: match get(options, "beforeSend") {
-                v if v.is_undefined() || v.is_null() => None,
-                v => Some(v.dyn_into::<Function>().map_err(|_| ConfigError::new("beforeSend", "must be a function"))?),
+            ignore: list(options, "ignoreUrls", "must hold non-empty strings or RegExps", |item| match host::kind_of(&item) {
+                Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
+                Kind::RegExp => Some(Ignore::Matches(item)),
+                _ => None,
+            })?,
+            routes: list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?,
+            before_send: match host::get(options, "beforeSend") {
+                v if host::kind_of(&v) == Kind::Missing => None,
+                v if host::kind_of(&v) == Kind::Function => Some(v),
+                _ => return Err(ConfigError::new("beforeSend", "must be a function")),
             },
             track_fetch: boolean(options, "trackFetch")?.unwrap_or(true),
             track_measures: boolean(options, "trackMeasures")?.unwrap_or(true),
         };
-        // Checked on the raw numbers so 0.5 batches or NaN are refused, not rounded.
-        let raw_batch = number(options, "batchSize")?;
-        if raw_batch.is_some_and(|n| n.fract() != 0.0) {
-            return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
-        }
         config.check()?;
         Ok(config)
+    }
+
+    /// Whether `url` (absolute) is on the ignore list entry `ignore`.
+    pub fn ignores(&self, ignore: &Ignore, url: &str) -> bool {
+        match ignore {
+            Ignore::Contains(part) => pulse_protocol::route::find(url, part).is_some(),
+            Ignore::Matches(re) => host::test(re, url),
+        }
     }
 
     /// The range checks, separate from reading JavaScript values so they are tested natively.
@@ -157,65 +158,47 @@ impl Config {
 }
 
 fn string(options: &JsValue, key: &str) -> Result<Option<String>, ConfigError> {
-    match get(options, key) {
-        v if v.is_undefined() || v.is_null() => Ok(None),
-        v => v.as_string().map(Some).ok_or(ConfigError::new(key, "must be a string")),
+    let v = host::get(options, key);
+    match host::kind_of(&v) {
+        Kind::Missing => Ok(None),
+        Kind::String => Ok(Some(host::string(&v))),
+        _ => Err(ConfigError::new(key, "must be a string")),
     }
 }
 
 fn number(options: &JsValue, key: &str) -> Result<Option<f64>, ConfigError> {
-    match get(options, key) {
-        v if v.is_undefined() || v.is_null() => Ok(None),
-        v => match v.as_f64() {
-            Some(n) if n.is_finite() => Ok(Some(n)),
+    let v = host::get(options, key);
+    match host::kind_of(&v) {
+        Kind::Missing => Ok(None),
+        _ => match host::num(options, key) {
+            n if n.is_finite() => Ok(Some(n)),
             _ => Err(ConfigError::new(key, "must be a finite number")),
         },
     }
 }
 
 fn boolean(options: &JsValue, key: &str) -> Result<Option<bool>, ConfigError> {
-    match get(options, key) {
-        v if v.is_undefined() || v.is_null() => Ok(None),
-        v => v.as_bool().map(Some).ok_or(ConfigError::new(key, "must be true or false")),
+    match host::kind_of(&host::get(options, key)) {
+        Kind::Missing => Ok(None),
+        Kind::Bool(b) => Ok(Some(b)),
+        _ => Err(ConfigError::new(key, "must be true or false")),
     }
 }
 
-fn list(value: &JsValue, key: &'static str) -> Result<Vec<JsValue>, ConfigError> {
-    if value.is_undefined() || value.is_null() {
-        return Ok(Vec::new());
+/// An array option, each item read by `item` (`None`: the item is wrong, as `problem` says).
+fn list<T>(options: &JsValue, key: &'static str, problem: &'static str, item: impl Fn(JsValue) -> Option<T>) -> Result<Vec<T>, ConfigError> {
+    let v = host::get(options, key);
+    match host::kind_of(&v) {
+        Kind::Missing => Ok(Vec::new()),
+        Kind::Array => host::items(&v).map(|i| item(i).ok_or(ConfigError::new(key, problem))).collect(),
+        _ => Err(ConfigError::new(key, "must be an array")),
     }
-    if !Array::is_array(value) {
-        return Err(ConfigError::new(key, "must be an array"));
-    }
-    Ok(value.unchecked_ref::<Array>().iter().collect())
-}
-
-fn ignore_list(value: &JsValue) -> Result<Vec<Ignore>, ConfigError> {
-    list(value, "ignoreUrls")?
-        .into_iter()
-        .map(|item| match item.as_string() {
-            Some(s) if !s.is_empty() => Ok(Ignore::Contains(s)),
-            _ => item
-                .dyn_into::<RegExp>()
-                .map(Ignore::Matches)
-                .map_err(|_| ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps")),
-        })
-        .collect()
-}
-
-fn routes(value: &JsValue) -> Result<Vec<String>, ConfigError> {
-    list(value, "routes")?.into_iter().map(|item| item.as_string().ok_or(ConfigError::new("routes", "must hold strings"))).collect()
-}
-
-/// `url` made absolute against the page's address.
-pub(crate) fn resolve(url: &str) -> Option<String> {
-    let base = crate::browser::window()?.location().href().ok()?;
-    web_sys::Url::new_with_base(url, &base).ok().map(|u| u.href())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn config() -> Config {
         Config {

@@ -4,87 +4,41 @@
 //! next paint (two animation frames).
 
 use pulse_protocol::Vital;
+use wasm_bindgen::JsValue;
 
-use crate::agent::{current, Agent, Attribution, Instance};
-use crate::browser::{self, num, Observer};
+use crate::host;
+use crate::report::{load_state, Attribution, Instance, Outbox, View};
 
-#[derive(Debug)]
-pub(crate) struct Watch {
+/// FCP of the current page view.
+#[derive(Debug, Default)]
+pub struct Watch {
     instance: Instance,
-    observer: Option<Observer>,
-    /// FCP was reported for the current page view (CLS waits for it, as in web-vitals).
-    pub reported: bool,
 }
 
 impl Watch {
-    pub(crate) fn new() -> Watch {
-        Watch { instance: Instance::new(), observer: None, reported: false }
-    }
-}
-
-pub(crate) fn start(agent: &Agent) {
-    let observer = Observer::new("paint", &[], |entries| {
-        if let Some(agent) = current() {
-            take(&agent, entries);
-        }
-    });
-    agent.fcp.borrow_mut().observer = observer;
-}
-
-fn take(agent: &Agent, entries: js_sys::Array) {
-    for entry in entries.iter() {
-        if browser::text(&entry, "name").as_deref() == Some("first-contentful-paint") {
-            paint(agent, num(&entry, "startTime"));
-        }
-    }
-}
-
-/// On hide: a paint the observer has recorded but not yet delivered still counts (a visitor who
-/// leaves right after the first paint would otherwise take FCP, and CLS with it, away).
-pub(crate) fn take_pending(agent: &Agent) {
-    let pending = agent.fcp.borrow().observer.as_ref().map(Observer::take_records);
-    if let Some(entries) = pending {
-        take(agent, entries);
-    }
-}
-
-fn paint(agent: &Agent, start_time: f64) {
-    let metric = {
-        let mut watch = agent.fcp.borrow_mut();
-        if watch.reported || start_time.is_nan() || start_time >= agent.first_hidden() {
+    /// A `paint` entry.
+    pub fn entry(&mut self, entry: &JsValue, view: &mut View, out: &mut Outbox) {
+        if host::text(entry, "name").as_deref() != Some("first-contentful-paint") {
             return;
         }
-        watch.reported = true;
-        let value = (start_time - agent.activation_start.get()).max(0.0);
-        let ttfb = crate::ttfb::value(agent.activation_start.get()).unwrap_or(0.0);
+        let start_time = host::num(entry, "startTime");
+        if view.painted || start_time.is_nan() || start_time >= view.first_hidden {
+            return;
+        }
+        view.painted = true;
+        let value = (start_time - view.activation_start).max(0.0);
+        let ttfb = crate::ttfb::value(view.activation_start).unwrap_or(0.0);
         let attribution = Attribution::default()
             .num("timeToFirstByte", ttfb)
             .num("firstByteToFCP", (value - ttfb).max(0.0))
-            .text("loadState", Some(browser::load_state(start_time).to_owned()));
-        watch.instance.metric(Vital::Fcp, value, attribution)
-    };
-    if let Some(metric) = metric {
-        agent.emit(metric);
+            .text("loadState", load_state(start_time));
+        self.instance.report(out, Vital::Fcp, value, attribution);
     }
-}
 
-pub(crate) fn restored(agent: &Agent, event_time: f64) {
-    *agent.fcp.borrow_mut() = Watch::new();
-    browser::after_next_paint(move || {
-        if let Some(agent) = current() {
-            let value = browser::now() - event_time;
-            let metric = {
-                let mut watch = agent.fcp.borrow_mut();
-                watch.reported = true;
-                watch.instance.metric(Vital::Fcp, value, Attribution::default())
-            };
-            if let Some(metric) = metric {
-                agent.emit(metric);
-            }
-        }
-    });
-}
-
-pub(crate) fn stop(agent: &Agent) {
-    agent.fcp.borrow_mut().observer = None;
+    /// The first paint after a back/forward-cache restore at `restored_at`.
+    pub fn painted_after_restore(&mut self, restored_at: f64, view: &mut View, out: &mut Outbox) {
+        *self = Watch::default();
+        view.painted = true;
+        self.instance.report(out, Vital::Fcp, host::now() - restored_at, Attribution::default());
+    }
 }

@@ -3,60 +3,30 @@
 //! version 5; it is kept here because teams still compare it with older reports.
 
 use pulse_protocol::Vital;
+use wasm_bindgen::JsValue;
 
-use crate::agent::{current, Agent, Attribution, Instance};
-use crate::browser::{self, num, Observer};
+use crate::host;
+use crate::report::{load_state, selector, Attribution, Instance, Outbox, View};
 
-#[derive(Debug)]
-pub(crate) struct Watch {
+#[derive(Debug, Default)]
+pub struct Watch {
     instance: Instance,
-    observer: Option<Observer>,
     reported: bool,
 }
 
 impl Watch {
-    pub(crate) fn new() -> Watch {
-        Watch { instance: Instance::new(), observer: None, reported: false }
-    }
-}
-
-pub(crate) fn start(agent: &Agent) {
-    let observer = Observer::new("first-input", &[], |entries| {
-        let Some(agent) = current() else { return };
-        if let Some(entry) = entries.iter().next() {
-            input(&agent, &entry);
-        }
-    });
-    agent.fid.borrow_mut().observer = observer;
-}
-
-/// On hide: a first input recorded but not yet delivered still counts.
-pub(crate) fn take_pending(agent: &Agent) {
-    let pending = agent.fid.borrow().observer.as_ref().map(Observer::take_records);
-    if let Some(entry) = pending.and_then(|entries| entries.iter().next()) {
-        input(agent, &entry);
-    }
-}
-
-fn input(agent: &Agent, entry: &wasm_bindgen::JsValue) {
-    let start_time = num(entry, "startTime");
-    let metric = {
-        let mut watch = agent.fid.borrow_mut();
-        if watch.reported || start_time.is_nan() || start_time >= agent.first_hidden() {
+    /// A `first-input` entry.
+    pub fn entry(&mut self, entry: &JsValue, view: &View, out: &mut Outbox) {
+        let start_time = host::num(entry, "startTime");
+        if self.reported || start_time.is_nan() || start_time >= view.first_hidden {
             return;
         }
-        watch.reported = true;
+        self.reported = true;
         let attribution = Attribution::default()
-            .text("eventTarget", browser::selector(&browser::get(entry, "target")))
-            .text("eventType", browser::text(entry, "name"))
-            .text("loadState", Some(browser::load_state(start_time).to_owned()));
-        watch.instance.metric(Vital::Fid, (num(entry, "processingStart") - start_time).max(0.0), attribution)
-    };
-    if let Some(metric) = metric {
-        agent.emit(metric);
+            .text("eventTarget", selector(&host::get(entry, "target")))
+            .text("eventType", host::text(entry, "name"))
+            .text("loadState", load_state(start_time));
+        let value = (host::num(entry, "processingStart") - start_time).max(0.0);
+        self.instance.report(out, Vital::Fid, value, attribution);
     }
-}
-
-pub(crate) fn stop(agent: &Agent) {
-    agent.fid.borrow_mut().observer = None;
 }

@@ -7,13 +7,18 @@
 //! interaction, skipping one for every 50 interactions (an estimate of the 98th percentile).
 //! The interaction count is `performance.interactionCount` where the browser has it, otherwise
 //! estimated from the smallest and largest `interactionId` seen (ids step by 7), and counts only
-//! interactions since the last back/forward-cache restore.
+//! interactions since the last back/forward-cache restore. A restored page view with interactions
+//! but none at or above the observer's 40 ms threshold reports 8 ms, as web-vitals 6 does (the
+//! interactions were fast; reporting none would bias INP upwards).
 
-use js_sys::Array;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
+use wasm_bindgen::JsValue;
 
-use crate::agent::{current, Agent, Attribution, Instance};
-use crate::browser::{self, get, num, Observer};
+use crate::host;
+use crate::report::{load_state, selector, Attribution, Instance, Outbox};
 
 /// How many of the longest interactions are kept.
 pub const MAX_INTERACTIONS: usize = 10;
@@ -47,7 +52,12 @@ pub struct Inp {
     max_id: Option<u64>,
     /// Interaction count at the last restore (subtracted from the browser's count).
     count_at_restore: u64,
+    /// The page view is a back/forward-cache restore.
+    restored: bool,
 }
+
+/// INP of a restored page view whose interactions were all under the observer's threshold.
+pub const FAST_RESTORED_INP_MS: f64 = 8.0;
 
 impl Inp {
     pub fn new() -> Inp {
@@ -100,14 +110,21 @@ impl Inp {
 
     /// The interaction INP reports, given the browser's `performance.interactionCount` if it has one.
     pub fn interaction(&self, browser_count: Option<u64>) -> Option<&Interaction> {
-        let count = browser_count.map_or(self.estimated_interaction_count(), |c| c.saturating_sub(self.count_at_restore));
+        let count = self.count(browser_count);
         let last = self.longest.len().checked_sub(1)?;
         self.longest.get(last.min((count / 50) as usize))
     }
 
     /// INP in ms, if any interaction happened.
     pub fn value(&self, browser_count: Option<u64>) -> Option<f64> {
-        self.interaction(browser_count).map(|i| i.latency)
+        match self.interaction(browser_count) {
+            Some(i) => Some(i.latency),
+            None => (self.restored && self.count(browser_count) > 0).then_some(FAST_RESTORED_INP_MS),
+        }
+    }
+
+    fn count(&self, browser_count: Option<u64>) -> u64 {
+        browser_count.map_or(self.estimated_interaction_count(), |c| c.saturating_sub(self.count_at_restore))
     }
 
     pub fn rating(value: f64) -> Rating {
@@ -117,7 +134,7 @@ impl Inp {
     /// Starts over after a back/forward-cache restore; `browser_count` is the browser's
     /// interaction count at the restore.
     pub fn restart(&mut self, browser_count: Option<u64>) {
-        *self = Inp { count_at_restore: browser_count.unwrap_or(0), ..Inp::default() };
+        *self = Inp { count_at_restore: browser_count.unwrap_or(0), restored: true, ..Inp::default() };
     }
 }
 
@@ -145,119 +162,89 @@ impl Interaction {
     }
 }
 
-// ---- In the page: the observers that feed `Inp`, reporting on hide. ----
+// ---- In the page: the entries that feed `Inp`, reported on hide. ----
 
 /// Targets remembered per interaction id, for attribution (kept for the longest interactions).
 const MAX_TARGETS: usize = 32;
 
 /// INP of the current page view.
-#[derive(Debug)]
-pub(crate) struct Watch {
+#[derive(Debug, Default)]
+pub struct Watch {
     inp: Inp,
     instance: Instance,
-    observers: Vec<Observer>,
     /// `(interaction id, target selector, event name)`.
     targets: Vec<(u64, Option<String>, Option<String>)>,
 }
 
 impl Watch {
-    pub(crate) fn new() -> Watch {
-        Watch { inp: Inp::new(), instance: Instance::new(), observers: Vec::new(), targets: Vec::new() }
-    }
-
-    fn take(&mut self, entries: Array) {
-        for entry in entries.iter() {
-            let id = num(&entry, "interactionId");
-            let timing = EventTiming {
-                interaction_id: if id.is_finite() && id > 0.0 { id as u64 } else { 0 },
-                start_time: num(&entry, "startTime"),
-                duration: num(&entry, "duration"),
-                processing_start: num(&entry, "processingStart"),
-                processing_end: num(&entry, "processingEnd"),
-            };
-            if timing.interaction_id == 0 || !timing.duration.is_finite() {
-                continue;
-            }
-            self.inp.add(timing);
-            let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
-            if !known && self.inp.contains(timing.interaction_id) {
-                let target = browser::selector(&get(&entry, "target"));
-                self.targets.retain(|(id, _, _)| *id != timing.interaction_id);
-                self.targets.push((timing.interaction_id, target, browser::text(&entry, "name")));
-                if self.targets.len() > MAX_TARGETS {
-                    let inp = &self.inp;
-                    self.targets.retain(|(id, _, _)| inp.contains(*id));
-                }
+    /// An `event` or `first-input` entry.
+    pub fn entry(&mut self, entry: &JsValue) {
+        let id = host::num(entry, "interactionId");
+        let timing = EventTiming {
+            interaction_id: if id.is_finite() && id > 0.0 { id as u64 } else { 0 },
+            start_time: host::num(entry, "startTime"),
+            duration: host::num(entry, "duration"),
+            processing_start: host::num(entry, "processingStart"),
+            processing_end: host::num(entry, "processingEnd"),
+        };
+        if timing.interaction_id == 0 || !timing.duration.is_finite() {
+            return;
+        }
+        self.inp.add(timing);
+        let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
+        if !known && self.inp.contains(timing.interaction_id) {
+            let target = selector(&host::get(entry, "target"));
+            self.targets.retain(|(id, _, _)| *id != timing.interaction_id);
+            self.targets.push((timing.interaction_id, target, host::text(entry, "name")));
+            if self.targets.len() > MAX_TARGETS {
+                let inp = &self.inp;
+                self.targets.retain(|(id, _, _)| inp.contains(*id));
             }
         }
+    }
+
+    /// Reports INP (on hide) if there was an interaction and the value changed since the last report.
+    pub fn report(&mut self, out: &mut Outbox) {
+        let count = browser_count();
+        let Some(value) = self.inp.value(count) else { return };
+        let mut attribution = Attribution::default();
+        if let Some(interaction) = self.inp.interaction(count) {
+            let id = interaction.id;
+            let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
+            let (target, name) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
+            let kind = name.map(|n| String::from(if n.starts_with("key") { "keyboard" } else { "pointer" }));
+            attribution = attribution
+                .text("interactionTarget", target)
+                .text("interactionType", kind)
+                .text("loadState", load_state(start_time));
+            if let Some(p) = interaction.phases() {
+                attribution = attribution
+                    .num("inputDelay", p.input_delay)
+                    .num("processingDuration", p.processing_duration)
+                    .num("presentationDelay", p.presentation_delay);
+            }
+        }
+        self.instance.report(out, Vital::Inp, value, attribution);
+    }
+
+    /// After a back/forward-cache restore INP starts over, counting interactions from there.
+    pub fn restored(&mut self) {
+        self.inp.restart(browser_count());
+        self.instance = Instance::default();
+        self.targets.clear();
     }
 }
 
 /// `performance.interactionCount`, where the browser has it.
 fn browser_count() -> Option<u64> {
-    let count = num(&browser::window()?.performance()?, "interactionCount");
+    let count = host::num(&host::root(host::PERFORMANCE), "interactionCount");
     count.is_finite().then_some(count as u64)
-}
-
-pub(crate) fn start(agent: &Agent) {
-    let take = |entries| {
-        if let Some(agent) = current() {
-            agent.inp.borrow_mut().take(entries);
-        }
-    };
-    let observers: Vec<Observer> = [Observer::new("event", &[("durationThreshold", 40.0)], take), Observer::new("first-input", &[], take)]
-        .into_iter()
-        .flatten()
-        .collect();
-    agent.inp.borrow_mut().observers = observers;
-}
-
-/// Reports INP (on hide) if there was an interaction and the value changed since the last report.
-pub(crate) fn report(agent: &Agent) {
-    let metric = {
-        let mut watch = agent.inp.borrow_mut();
-        let records: Vec<Array> = watch.observers.iter().map(Observer::take_records).collect();
-        for r in records {
-            watch.take(r);
-        }
-        let Some(interaction) = watch.inp.interaction(browser_count()) else { return };
-        let (value, id) = (interaction.latency, interaction.id);
-        let phases = interaction.phases();
-        let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
-        let (target, name) = watch.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
-        let kind = name.map(|n| if n.starts_with("key") { "keyboard" } else { "pointer" }.to_owned());
-        let mut attribution = Attribution::default()
-            .text("interactionTarget", target)
-            .text("interactionType", kind)
-            .text("loadState", Some(browser::load_state(start_time).to_owned()));
-        if let Some(p) = phases {
-            attribution = attribution
-                .num("inputDelay", p.input_delay)
-                .num("processingDuration", p.processing_duration)
-                .num("presentationDelay", p.presentation_delay);
-        }
-        watch.instance.metric(Vital::Inp, value, attribution)
-    };
-    if let Some(metric) = metric {
-        agent.emit(metric);
-    }
-}
-
-/// After a back/forward-cache restore INP starts over, counting interactions from there.
-pub(crate) fn restored(agent: &Agent) {
-    let mut watch = agent.inp.borrow_mut();
-    watch.inp.restart(browser_count());
-    watch.instance = Instance::new();
-    watch.targets.clear();
-}
-
-pub(crate) fn stop(agent: &Agent) {
-    agent.inp.borrow_mut().observers.clear();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn event(id: u64, duration: f64) -> EventTiming {
         EventTiming { interaction_id: id, start_time: id as f64 * 10.0, duration, processing_start: 0.0, processing_end: 0.0 }
@@ -320,8 +307,9 @@ mod tests {
         }
         inp.restart(Some(60));
         assert_eq!(inp.value(Some(60)), None, "nothing since the restore");
-        inp.add(event(7 * 61, 90.0));
-        assert_eq!(inp.value(Some(61)), Some(90.0), "one interaction since the restore: index 0");
+        assert_eq!(inp.value(Some(62)), Some(FAST_RESTORED_INP_MS), "two interactions, both under the threshold");
+        inp.add(event(7 * 63, 90.0));
+        assert_eq!(inp.value(Some(63)), Some(90.0), "one interaction over the threshold: index 0");
     }
 
     #[test]

@@ -7,12 +7,11 @@
 //! hidden; scrolling alone does not finalise it (browsers stop emitting candidates on scroll, but
 //! web-vitals waits for a real input).
 
-use js_sys::Array;
 use pulse_protocol::{Rating, Vital};
 use wasm_bindgen::JsValue;
 
-use crate::agent::{current, Agent, Attribution, Instance};
-use crate::browser::{self, num, Listener, Observer};
+use crate::host;
+use crate::report::{selector, Attribution, Instance, Outbox, View};
 
 /// What can end LCP measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,78 +77,47 @@ impl Lcp {
     }
 }
 
-// ---- In the page: the observer and listeners that feed `Lcp`. ----
+// ---- In the page: the entries and events that feed `Lcp`. ----
 
-/// LCP of the current page view, with the observer and the listeners that finalise it.
+/// LCP of the current page view.
 #[derive(Debug)]
-pub(crate) struct Watch {
+pub struct Watch {
     lcp: Lcp,
     instance: Instance,
-    observer: Option<Observer>,
     /// The last candidate entry, for attribution.
     entry: JsValue,
-    listeners: Vec<Listener>,
 }
 
 impl Watch {
-    pub(crate) fn new(first_hidden: f64) -> Watch {
-        Watch {
-            lcp: Lcp::new(0.0, first_hidden),
-            instance: Instance::new(),
-            observer: None,
-            entry: JsValue::UNDEFINED,
-            listeners: Vec::new(),
+    pub fn new(view: &View) -> Watch {
+        Watch { lcp: Lcp::new(view.activation_start, view.first_hidden), instance: Instance::default(), entry: JsValue::UNDEFINED }
+    }
+
+    /// A `largest-contentful-paint` entry.
+    pub fn entry(&mut self, entry: JsValue) {
+        if self.lcp.candidate(host::num(&entry, "startTime")).is_some() {
+            self.entry = entry;
         }
     }
 
-    fn take(&mut self, entries: Array) {
-        for entry in entries.iter() {
-            if self.lcp.candidate(num(&entry, "startTime")).is_some() {
-                self.entry = entry;
-            }
-        }
+    pub fn is_final(&self) -> bool {
+        self.lcp.is_final()
     }
-}
 
-pub(crate) fn start(agent: &Agent) {
-    let observer = Observer::new("largest-contentful-paint", &[], |entries| {
-        if let Some(agent) = current() {
-            agent.lcp.borrow_mut().take(entries);
-        }
-    });
-    let mut watch = agent.lcp.borrow_mut();
-    watch.lcp = Lcp::new(agent.activation_start.get(), agent.first_hidden());
-    if observer.is_none() {
-        return;
+    /// Applies a finalising event (pending entries read first); reports once.
+    pub fn finalize(&mut self, by: Finalizer, view: &View, out: &mut Outbox) {
+        let Some(value) = self.lcp.finalize(by) else { return };
+        let attribution = attribution(view.activation_start, value, &self.entry);
+        self.instance.report(out, Vital::Lcp, value, attribution);
     }
-    watch.observer = observer;
-    if let Some(window) = browser::window() {
-        for kind in ["keydown", "click"] {
-            watch.listeners.push(Listener::new(&window, kind, true, |event| {
-                if let Some(agent) = current() {
-                    finalize(&agent, Finalizer::Input { trusted: event.is_trusted() });
-                }
-            }));
-        }
-    }
-}
 
-/// Applies a finalising event: reads pending entries first, then reports once.
-pub(crate) fn finalize(agent: &Agent, by: Finalizer) {
-    let metric = {
-        let mut watch = agent.lcp.borrow_mut();
-        if watch.lcp.is_final() || watch.observer.is_none() {
-            return;
+    /// The first paint after a back/forward-cache restore at `restored_at`: final at once.
+    pub fn painted_after_restore(&mut self, restored_at: f64, view: &View, out: &mut Outbox) {
+        *self = Watch::new(&View { activation_start: 0.0, ..*view });
+        self.lcp.candidate(host::now() - restored_at);
+        if let Some(value) = self.lcp.finalize(Finalizer::Hidden) {
+            self.instance.report(out, Vital::Lcp, value, Attribution::default());
         }
-        if let Some(records) = watch.observer.as_ref().map(Observer::take_records) {
-            watch.take(records);
-        }
-        let Some(value) = watch.lcp.finalize(by) else { return };
-        let attribution = attribution(agent.activation_start.get(), value, &watch.entry);
-        watch.instance.metric(Vital::Lcp, value, attribution)
-    };
-    if let Some(metric) = metric {
-        agent.emit(metric);
     }
 }
 
@@ -157,59 +125,26 @@ pub(crate) fn finalize(agent: &Agent, by: Finalizer) {
 /// element render delay, which add up to the value.
 fn attribution(activation: f64, value: f64, entry: &JsValue) -> Attribution {
     let ttfb = crate::ttfb::value(activation).unwrap_or(0.0).min(value);
-    let url = browser::text(entry, "url").filter(|u| !u.is_empty());
-    let resource = url.as_deref().and_then(|url| {
-        let performance = browser::window()?.performance()?;
-        let found = performance.get_entries_by_name_with_entry_type(url, "resource").get(0);
-        (!found.is_undefined()).then_some(found)
-    });
+    let url = host::text(entry, "url").filter(|u| !u.is_empty());
+    let resource = url.as_deref().map(|url| host::named(url, "resource")).filter(|r| host::kind(r) != 0);
     let (request_start, response_end) = match &resource {
         Some(r) => {
-            let requested = match num(r, "requestStart") {
+            let requested = match host::num(r, "requestStart") {
                 t if t > 0.0 => t,
-                _ => num(r, "startTime"),
+                _ => host::num(r, "startTime"),
             };
             let request_start = (requested - activation).max(ttfb);
-            (request_start, (num(r, "responseEnd") - activation).max(request_start).min(value))
+            (request_start, (host::num(r, "responseEnd") - activation).max(request_start).min(value))
         }
         None => (ttfb, ttfb),
     };
     Attribution::default()
-        .text("element", browser::selector(&browser::get(entry, "element")))
+        .text("element", selector(&host::get(entry, "element")))
         .text("url", url)
         .num("timeToFirstByte", ttfb)
         .num("resourceLoadDelay", request_start - ttfb)
         .num("resourceLoadDuration", response_end - request_start)
         .num("elementRenderDelay", (value - response_end).max(0.0))
-}
-
-/// After a back/forward-cache restore: the time from `pageshow` to the next paint, final at once.
-pub(crate) fn restored(agent: &Agent, event_time: f64) {
-    {
-        let mut watch = agent.lcp.borrow_mut();
-        watch.lcp = Lcp::new(0.0, agent.first_hidden());
-        watch.instance = Instance::new();
-        watch.entry = JsValue::UNDEFINED;
-    }
-    browser::after_next_paint(move || {
-        let Some(agent) = current() else { return };
-        let metric = {
-            let mut watch = agent.lcp.borrow_mut();
-            let value = browser::now() - event_time;
-            watch.lcp.candidate(value);
-            let value = watch.lcp.finalize(Finalizer::Hidden);
-            value.and_then(|v| watch.instance.metric(Vital::Lcp, v, Attribution::default()))
-        };
-        if let Some(metric) = metric {
-            agent.emit(metric);
-        }
-    });
-}
-
-pub(crate) fn stop(agent: &Agent) {
-    let mut watch = agent.lcp.borrow_mut();
-    watch.observer = None;
-    watch.listeners.clear();
 }
 
 #[cfg(test)]

@@ -3,44 +3,68 @@
 //! batches with `navigator.sendBeacon`.
 //!
 //! # Layout
-//! One module per metric, like web-vitals' `onCLS.ts` … `onTTFB.ts`. The algorithms of the
-//! three that need one ([`cls`], [`inp`], [`lcp`]) are pure Rust over plain entry values, tested
-//! natively with synthetic entry sequences; each module's second half is the thin browser glue
-//! that feeds them.
-//! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution.
-//! - [`fetch`], [`xhr`]: `fetch` and `XMLHttpRequest` timing (`api` metrics). [`measure`]:
-//!   `record()` and user timing.
-//! - [`queue`], [`transport`]: batching, payload splitting, `sendBeacon` / `fetch keepalive`.
+//! The wasm makes every decision; `js/host.js`, a small hand-written binding, only forwards
+//! between it and the page ([`host`]).
+//! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution. The
+//!   algorithms of the three that need one ([`cls`], [`inp`], [`lcp`]) are pure Rust over plain
+//!   entry values, tested natively with synthetic entry sequences; each module's second half
+//!   reads entries for them. They depend on [`report`] and [`host`] only, never on the agent or
+//!   each other.
+//! - [`report`]: what the metric modules share — the page view, instances, attribution, metrics.
+//! - [`api`]: `fetch` and `XMLHttpRequest` timing (`api` metrics). [`measure`]: `record()` and
+//!   user timing.
+//! - [`queue`], [`transport`]: batching, payload splitting, the beacon's JSON. [`json`]: JSON text
+//!   without `core::fmt`.
 //! - [`session`]: session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
-//! - `agent`: the running agent and its lifecycle (hide, bfcache restore, shutdown).
-//! - `browser`: helpers over the page's APIs. `wire`: the wire format as JavaScript objects.
+//! - `agent`: the running agent: events in, metrics out, lifecycle (hide, bfcache restore,
+//!   shutdown).
+//!
+//! The crate is `no_std` for the page (no formatting or panic machinery: a panic traps); the
+//! `std` feature (default, for tests and tools) links the standard library instead.
 //!
 //! The JavaScript API is [`init`], returning a [`Pulse`] handle.
+#![no_std]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 mod agent;
-mod browser;
+pub mod api;
 pub mod cls;
 pub mod config;
 pub mod fcp;
-pub mod fetch;
 pub mod fid;
+pub mod host;
 pub mod inp;
+pub mod json;
 pub mod lcp;
 pub mod measure;
 pub mod queue;
+pub mod report;
 pub mod routes;
 pub mod session;
 pub mod transport;
 pub mod ttfb;
-mod wire;
-pub mod xhr;
 
 // A smaller allocator than the default dlmalloc (the agent's heap is small and short-lived).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+/// Without `std` a panic (a bug) stops the wasm where it is: no message formatting in the page.
+#[cfg(all(target_arch = "wasm32", not(feature = "std")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
 use wasm_bindgen::prelude::*;
+
+use crate::host::Kind;
 
 pub use agent::Stats;
 
@@ -119,15 +143,16 @@ export interface PulseStats {
 #[wasm_bindgen(js_name = start)]
 pub fn init(#[wasm_bindgen(unchecked_param_type = "PulseConfig")] options: JsValue) -> Result<Pulse, JsError> {
     let config = config::Config::from_js(&options).map_err(|e| JsError::new(&e.message()))?;
-    agent::start(config).map_err(JsError::new)?;
-    Ok(Pulse { _private: () })
+    let agent = agent::start(config).map_err(JsError::new)?;
+    Ok(Pulse { agent })
 }
 
-/// The handle `init` returns.
+/// The handle `init` returns. It drives the agent it was returned by, only: after `shutdown()`
+/// it does nothing (and `record` throws), also when a new agent has been started since.
 #[wasm_bindgen]
 #[derive(Debug, Clone)]
 pub struct Pulse {
-    _private: (),
+    agent: Rc<agent::Agent>,
 }
 
 #[wasm_bindgen]
@@ -140,96 +165,94 @@ impl Pulse {
         value: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] tags: JsValue,
     ) -> Result<(), JsError> {
-        browser::timed(|| self.record_timed(&name, &value, &tags))
+        let agent = &self.agent;
+        if !agent.running() {
+            return Err(JsError::new("pulse.record: the agent has been shut down"));
+        }
+        agent.timed(|| {
+            let checked = read_record(&name, &value, &tags).map_err(String::from).and_then(|(name, value, tags)| {
+                measure::check(&name, value, &tags).map_err(|rule| String::from("pulse.record: ") + rule)?;
+                Ok((name, value, tags))
+            });
+            match checked {
+                Ok((name, value, tags)) => {
+                    agent.record(measure::metric(name, value, host::epoch(), tags));
+                    Ok(())
+                }
+                Err(message) => {
+                    agent.reject_record();
+                    Err(JsError::new(&message))
+                }
+            }
+        })
     }
 
     /// Sends everything waiting now.
     pub fn flush(&self) {
-        if let Some(agent) = agent::current() {
-            browser::timed(|| agent.flush());
+        if self.agent.running() {
+            self.agent.timed(|| self.agent.flush());
         }
     }
 
     /// Sends what is waiting, stops every observer and listener, and restores the page's `fetch`.
     pub fn shutdown(&self) {
-        agent::shutdown();
+        self.agent.shutdown();
     }
 
     /// Calls `callback` with every metric measured (vitals when they are reported, API calls,
     /// custom metrics), whether or not the session is sampled.
     #[wasm_bindgen(js_name = onMetric)]
-    pub fn on_metric(&self, #[wasm_bindgen(unchecked_param_type = "(metric: PulseMetric) => void")] callback: js_sys::Function) {
-        if let Some(agent) = agent::current() {
-            agent.add_listener(callback);
+    pub fn on_metric(&self, #[wasm_bindgen(unchecked_param_type = "(metric: PulseMetric) => void")] callback: JsValue) {
+        if self.agent.running() && host::kind_of(&callback) == Kind::Function {
+            self.agent.add_listener(callback);
         }
     }
 
     /// Counts of what the agent measured, sent and dropped, and the time it spent.
     #[wasm_bindgen(unchecked_return_type = "PulseStats")]
     pub fn stats(&self) -> JsValue {
-        agent::current().map_or(JsValue::NULL, |a| {
-            let mut stats = a.stats.borrow().clone();
-            (stats.busy_ms, stats.longest_ms) = browser::clock();
-            wire::stats(&stats)
-        })
+        host::parse(&self.agent.stats_json())
     }
 
     /// Whether this session is sampled (its metrics are sent).
     #[wasm_bindgen(getter)]
     pub fn sampled(&self) -> bool {
-        agent::current().is_some_and(|a| a.sampled())
+        self.agent.sampled()
     }
 
     /// The session id (kept in `sessionStorage` across page views of the tab).
     #[wasm_bindgen(getter)]
     pub fn session(&self) -> Option<String> {
-        agent::current().map(|a| a.session_id())
+        self.agent.running().then(|| self.agent.session_id())
     }
 
     /// The page-view id.
     #[wasm_bindgen(getter)]
     pub fn page(&self) -> Option<String> {
-        agent::current().map(|a| a.page_id())
+        self.agent.running().then(|| self.agent.page_id())
     }
 }
 
-impl Pulse {
-    fn record_timed(&self, name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(), JsError> {
-        let agent = agent::current().ok_or_else(|| JsError::new("pulse.record: the agent has been shut down"))?;
-        let checked = read_record(name, value, tags).map_err(String::from).and_then(|(name, value, tags)| {
-            measure::check(&name, value, &tags).map_err(|rule| {
-                let mut message = String::from("pulse.record: ");
-                message.push_str(rule);
-                message
-            })?;
-            Ok((name, value, tags))
-        });
-        match checked {
-            Ok((name, value, tags)) => {
-                agent.emit(measure::metric(name, value, browser::epoch_ms(), tags));
-                Ok(())
-            }
-            Err(message) => {
-                agent.stats.borrow_mut().rejected_records += 1;
-                Err(JsError::new(&message))
-            }
-        }
+fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, report::Tags), &'static str> {
+    if host::kind_of(name) != Kind::String {
+        return Err("pulse.record: name must be a string");
     }
-}
-
-fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, measure::Tags), &'static str> {
-    let name = name.as_string().ok_or("pulse.record: name must be a string")?;
-    let value = value.as_f64().ok_or("pulse.record: value must be a number")?;
+    let Some(number) = value.as_f64() else {
+        return Err("pulse.record: value must be a number");
+    };
     let mut list = Vec::new();
-    if !(tags.is_undefined() || tags.is_null()) {
-        if !tags.is_object() || js_sys::Array::is_array(tags) {
-            return Err("pulse.record: tags must be an object of strings");
+    match host::kind_of(tags) {
+        Kind::Missing => {}
+        Kind::Object => {
+            for key in host::keys(tags).split('\n').filter(|k| !k.is_empty()) {
+                let value = host::get(tags, key);
+                if host::kind_of(&value) != Kind::String {
+                    return Err("pulse.record: tag values must be strings");
+                }
+                list.push((String::from(key), host::string(&value)));
+            }
         }
-        for entry in js_sys::Object::entries(tags.unchecked_ref()).iter() {
-            let key = browser::get(&entry, "0").as_string().unwrap_or_default();
-            let value = browser::get(&entry, "1").as_string().ok_or("pulse.record: tag values must be strings")?;
-            list.push((key, value));
-        }
+        _ => return Err("pulse.record: tags must be an object of strings"),
     }
-    Ok((name, value, list))
+    Ok((host::string(name), number, list))
 }

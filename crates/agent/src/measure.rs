@@ -5,12 +5,13 @@ use pulse_protocol::limits::MAX_CUSTOM_NAME_LEN;
 use pulse_protocol::metric::API;
 use pulse_protocol::validate;
 
-use crate::agent::{current, Agent};
-use crate::browser::{self, num, Observer};
-use crate::wire::Metric;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec;
+use wasm_bindgen::JsValue;
 
-/// A custom metric's tags, as the page gave them (keys unique: an object's own keys).
-pub type Tags = Vec<(String, String)>;
+use crate::host;
+use crate::report::{Metric, Outbox, Tags};
 
 /// Checks a `record` call against the wire format's custom-metric rules (the collector applies
 /// the same ones); the error says what is wrong.
@@ -18,8 +19,8 @@ pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'
     validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, _)| problem.message())
 }
 
-pub(crate) fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
-    Metric { name, value: Some(value), at, tags, ..Metric::default() }
+pub fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
+    Metric { name, value, at, tags, ..Metric::default() }
 }
 
 /// A user-timing name as a custom metric name: lower case, other characters as `_`, starting
@@ -39,27 +40,23 @@ pub fn measure_name(raw: &str) -> String {
     pulse_protocol::route::truncate(out, MAX_CUSTOM_NAME_LEN)
 }
 
-pub(crate) fn start(agent: &Agent) {
-    if let Some(observer) = Observer::new("measure", &[], |entries| {
-        let Some(agent) = current() else { return };
-        for entry in entries.iter() {
-            let Some(name) = browser::text(&entry, "name") else { continue };
-            let duration = num(&entry, "duration");
-            if duration.is_nan() || duration < 0.0 {
-                continue;
-            }
-            let tags = vec![("source".to_owned(), "measure".to_owned())];
-            let end = num(&entry, "startTime") + duration;
-            agent.emit(metric(measure_name(&name), duration, browser::epoch_of(end), tags));
-        }
-    }) {
-        agent.hook(observer);
+/// A `measure` entry: a custom metric named after it, with tag `source: measure`.
+pub fn entry(entry: &JsValue, out: &mut Outbox) {
+    let Some(name) = host::text(entry, "name") else { return };
+    let duration = host::num(entry, "duration");
+    if duration.is_nan() || duration < 0.0 {
+        return;
     }
+    let tags = vec![("source".to_owned(), "measure".to_owned())];
+    let end = host::num(entry, "startTime") + duration;
+    out.push(metric(measure_name(&name), duration, host::epoch_of(end), tags));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
+    use alloc::vec::Vec;
 
     #[test]
     fn record_checks_name_value_and_tags() {

@@ -3,7 +3,8 @@
 //! queue never holds more than [`MAX_QUEUED`], dropping the oldest (and counting them) beyond that,
 //! so a page whose collector is down does not grow without bound.
 
-use std::collections::VecDeque;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 /// The most metrics held, waiting or waiting again after a failed send.
 pub const MAX_QUEUED: usize = 1_000;
@@ -38,7 +39,7 @@ impl<T> Queue<T> {
 
     /// Everything waiting, oldest first.
     pub fn take(&mut self) -> Vec<T> {
-        Vec::from(std::mem::take(&mut self.items))
+        Vec::from(core::mem::take(&mut self.items))
     }
 
     /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
@@ -64,6 +65,7 @@ impl<T> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     #[test]
     fn a_full_batch_asks_to_be_sent() {

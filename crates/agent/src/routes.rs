@@ -2,6 +2,8 @@
 //! matches one is reported as the template, so pages whose ids the default normalisation cannot
 //! recognise (slugs, names) still group. `:name` matches one segment, a final `*` the rest.
 
+use alloc::string::String;
+
 /// The first template matching `path` (query and fragment ignored).
 pub fn apply(templates: &[String], path: &str) -> Option<String> {
     let path = path.split(['?', '#']).next().unwrap_or("");
@@ -24,6 +26,8 @@ fn matches(template: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
 
     #[test]
     fn templates_match_segments_and_rests() {

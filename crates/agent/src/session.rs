@@ -3,6 +3,9 @@
 //! session is sampled is decided once, when it starts, and stored with it, so a session is sent
 //! whole or not at all.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+
 /// Idle time after which the next metric starts a new session.
 pub const IDLE_MS: f64 = 30.0 * 60_000.0;
 /// `sessionStorage` key.
@@ -48,28 +51,12 @@ impl Session {
     pub fn encode(&self) -> String {
         let mut out = self.id.clone();
         out.push('|');
-        push_u64(&mut out, self.last_active.max(0.0) as u64);
+        crate::json::uint(&mut out, self.last_active.max(0.0) as u64);
         out.push_str(if self.sampled { "|1" } else { "|0" });
         out
     }
 }
 
-/// Appends `n` in decimal (without the formatting machinery).
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -106,15 +93,6 @@ mod tests {
     fn garbage_in_storage_starts_a_new_session() {
         for stored in ["", "abc", "abc|x|1", "abc|1790000000000|2", "|1790000000000|1", "a|1790000000000|1|extra", "a|9999999999999|1"] {
             assert_eq!(Session::resume(stored, T0), None, "{stored}");
-        }
-    }
-
-    #[test]
-    fn decimal_digits() {
-        for n in [0u64, 7, 10, 1_790_000_000_000, u64::MAX] {
-            let mut s = String::new();
-            push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
         }
     }
 }

@@ -5,13 +5,15 @@
 //! JSON is made by the browser (`JSON.stringify` of the objects [`crate::wire`] builds in the
 //! protocol's shape), which keeps a JSON serialiser and float formatting out of the wasm.
 
-use std::rc::Rc;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use pulse_protocol::{NavigationType, VERSION};
 
-use js_sys::{Function, Object};
-use pulse_protocol::{Beacon, NavigationType, Viewport, VERSION};
-use wasm_bindgen::{JsCast, JsValue};
-
-use crate::browser::{self, get, num};
+use crate::config::Config;
+use crate::host;
+use crate::json::Obj;
 
 /// The largest payload sent: under the browsers' 64 KiB keepalive budget with room for headers,
 /// as other agents do.
@@ -26,9 +28,9 @@ pub struct Context {
     pub nav: NavigationType,
 }
 
-/// A metric waiting to be sent — as the JavaScript object `beforeSend` returned, so it is never
-/// converted back — with the page view it was measured in.
-pub type Queued = (Rc<Context>, JsValue);
+/// A metric waiting to be sent — as JSON text, as `beforeSend` left it — with the page view it
+/// was measured in.
+pub type Queued = (Rc<Context>, String);
 
 /// Splits `items` into payloads: consecutive items of the same context, at most `max_count` per
 /// payload, each encoding to at most `max_bytes` (halving a group until it fits). Returns the
@@ -67,81 +69,52 @@ pub fn split<T: Clone>(
     (payloads, too_large)
 }
 
-/// Builds the envelope for one page view (its metrics are added as JavaScript objects).
-pub fn envelope(config: &crate::config::Config, context: &Context) -> Beacon<()> {
-    Beacon {
-        v: VERSION,
-        site: config.site.clone(),
-        session: context.session.clone(),
-        page: context.page.clone(),
-        url: context.url.clone(),
-        nav: context.nav,
-        release: config.release.clone(),
-        env: config.env.clone(),
-        viewport: None,
-        dpr: None,
-        memory: None,
-        cores: None,
-        ect: None,
-        sent_at: 0.0,
-        metrics: Vec::new(),
-    }
-}
-
-/// Adds what the browser says about the device, and the send time.
-pub(crate) fn describe_device(beacon: &mut Beacon<()>) {
-    let Some(window) = browser::window() else { return };
-    let (w, h) = (num(&window, "innerWidth"), num(&window, "innerHeight"));
+/// The JSON payload of one beacon: the envelope of `context`, what the browser says about the
+/// device, the send time, and the metrics.
+pub fn payload(config: &Config, context: &Context, metrics: &[Queued]) -> String {
+    let mut out = String::with_capacity(256 + metrics.iter().map(|(_, m)| m.len() + 1).sum::<usize>());
+    let mut o = Obj::new(&mut out);
+    o.num("v", f64::from(VERSION));
+    o.str("site", &config.site);
+    o.str("session", &context.session);
+    o.str("page", &context.page);
+    o.str("url", &context.url);
+    o.str("nav", context.nav.as_str());
+    o.opt_str("release", config.release.as_deref());
+    o.opt_str("env", config.env.as_deref());
+    let window = host::root(host::WINDOW);
+    let (w, h) = (host::num(&window, "innerWidth"), host::num(&window, "innerHeight"));
     if w.is_finite() && h.is_finite() {
-        beacon.viewport = Some(Viewport { w: w as u32, h: h as u32 });
+        let mut vp = Obj::new(o.key("viewport"));
+        vp.num("w", (w as u32).into());
+        vp.num("h", (h as u32).into());
+        vp.end();
     }
     let finite = |v: f64| v.is_finite().then_some(v);
-    beacon.dpr = finite(num(&window, "devicePixelRatio"));
-    let navigator = get(&window, "navigator");
-    beacon.memory = finite(num(&navigator, "deviceMemory"));
-    beacon.cores = finite(num(&navigator, "hardwareConcurrency")).map(|c| c as u32);
-    beacon.ect = browser::text(&get(&navigator, "connection"), "effectiveType");
-    beacon.sent_at = browser::epoch_ms();
-}
-
-/// The JSON payload of one beacon: the envelope with `metrics` set to the queued objects.
-pub(crate) fn to_json(beacon: &Beacon<()>, metrics: &[Queued]) -> Option<String> {
-    let object = crate::wire::beacon(beacon, metrics.iter().map(|(_, m)| m));
-    js_sys::JSON::stringify(&object).ok()?.as_string()
-}
-
-/// Sends one payload. `sendBeacon` first; if the browser refuses it (over its budget, or no
-/// `sendBeacon`), `fetch` with `keepalive`. `on_failure` runs when neither gets the payload out.
-pub(crate) fn send(endpoint: &str, body: &str, fetch: Option<&Function>, on_failure: impl FnOnce() + 'static) {
-    let Some(window) = browser::window() else { return on_failure() };
-    let navigator = window.navigator();
-    if get(&navigator, "sendBeacon").is_function() && navigator.send_beacon_with_opt_str(endpoint, Some(body)).unwrap_or(false) {
-        return;
-    }
-    let Some(fetch) = fetch else { return on_failure() };
-    let init = Object::new();
-    browser::set(&init, "method", &JsValue::from_str("POST"));
-    browser::set(&init, "body", &JsValue::from_str(body));
-    browser::set(&init, "keepalive", &JsValue::TRUE);
-    browser::set(&init, "credentials", &JsValue::from_str("omit"));
-    let headers = Object::new();
-    browser::set(&headers, "content-type", &JsValue::from_str("text/plain;charset=UTF-8"));
-    browser::set(&init, "headers", &headers);
-    let Ok(promise) = fetch.call2(&window, &JsValue::from_str(endpoint), &init) else { return on_failure() };
-    // One handler for both outcomes: a Response that is not a server error means delivered (a 4xx
-    // will not get better by resending); an error or a 5xx/429 means try again with the next send.
-    browser::on_settle(&promise, move |outcome: JsValue| {
-        let status = num(&outcome, "status");
-        let delivered = outcome.is_instance_of::<web_sys::Response>() && status < 500.0 && status != 429.0;
-        if !delivered {
-            on_failure();
+    o.opt_num("dpr", finite(host::num(&window, "devicePixelRatio")));
+    let navigator = host::root(host::NAVIGATOR);
+    o.opt_num("memory", finite(host::num(&navigator, "deviceMemory")));
+    o.opt_num("cores", finite(host::num(&navigator, "hardwareConcurrency")).map(|c| f64::from(c as u32)));
+    o.opt_str("ect", host::text(&host::get(&navigator, "connection"), "effectiveType").as_deref());
+    o.num("sent_at", host::epoch());
+    let list = o.key("metrics");
+    list.push('[');
+    for (i, (_, m)) in metrics.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
         }
-    });
+        list.push_str(m);
+    }
+    list.push(']');
+    o.end();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use alloc::format;
 
     fn encode(items: &[(u8, String)]) -> String {
         serde_json::to_string(&items.iter().map(|(_, s)| s).collect::<Vec<_>>()).unwrap_or_default()

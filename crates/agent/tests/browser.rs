@@ -332,7 +332,7 @@ fn an_unsampled_session_measures_but_sends_nothing() {
     let seen = Rc::new(RefCell::new(0));
     let counter = seen.clone();
     let listener = Closure::<dyn FnMut(JsValue)>::new(move |_| *counter.borrow_mut() += 1);
-    agent.0.on_metric(listener.as_ref().unchecked_ref::<Function>().clone());
+    agent.0.on_metric(listener.as_ref().clone());
     record(&agent, "x", 1.0);
     agent.0.flush();
     assert!(sent().is_empty());
@@ -513,7 +513,7 @@ async fn vitals_are_observed_and_reported_on_hide() {
     let seen: Rc<RefCell<Vec<JsValue>>> = Rc::default();
     let sink = seen.clone();
     let listener = Closure::<dyn FnMut(JsValue)>::new(move |m| sink.borrow_mut().push(m));
-    agent.0.on_metric(listener.as_ref().unchecked_ref::<Function>().clone());
+    agent.0.on_metric(listener.as_ref().clone());
     JsFuture::from(paint_and_shift()).await.expect("page content");
     sleep(200).await;
     dispatch("pagehide", Some(false));

@@ -4,7 +4,11 @@
 //! keeps working with a newer agent. Values are left as the client sent them (`value` may be
 //! `null` when JavaScript serialised `NaN`); [`crate::validate`] decides what is acceptable.
 
-use std::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+
+use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 

@@ -13,8 +13,12 @@
 //! - [`limits`]: every size and count limit in one place.
 //! - [`validate`]: turns wire types into [`validate::Measurement`]s or a field-named [`validate::Invalid`].
 //!
-//! The crate builds for `wasm32-unknown-unknown` and depends on `serde` alone (no `serde_json`), so
-//! the agent can use it without growing.
+//! The crate is `no_std` (it needs `alloc` only), builds for `wasm32-unknown-unknown` and depends on
+//! `serde` alone (no `serde_json`), so the agent can use it without growing or linking `std`.
+
+#![no_std]
+
+extern crate alloc;
 
 pub mod beacon;
 pub mod limits;

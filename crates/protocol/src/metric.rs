@@ -1,5 +1,7 @@
 //! Metric names: the six web vitals, `api` for timed `fetch`/XHR calls, and custom names.
 
+
+
 use crate::limits::{MAX_CLS, MAX_DURATION_MS};
 use crate::rating::Thresholds;
 
@@ -109,6 +111,8 @@ pub fn is_custom_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use alloc::{format, string::ToString, vec};
     use crate::rating::Rating;
 
     #[test]

@@ -5,6 +5,9 @@
 //! long hex string (≥ 16 hex digits, at least one of them a digit) becomes `:id`; a trailing slash
 //! is dropped (except on `/`); the result is cut to [`MAX_ROUTE_LEN`] bytes.
 
+use alloc::string::String;
+
+
 use crate::limits::MAX_ROUTE_LEN;
 
 /// Placeholder for an id-like path segment.
@@ -106,6 +109,8 @@ pub fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use alloc::{format, string::ToString, vec};
 
     #[test]
     fn find_agrees_with_str_find() {

@@ -4,8 +4,14 @@
 //! and then each metric on its own ([`metric`]: a failure drops only that metric). Ratings are
 //! recomputed here from the value; the client's rating is ignored.
 
-use std::collections::BTreeMap;
-use std::fmt;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::format;
+
+
+use alloc::collections::BTreeMap;
+use core::fmt;
 
 use crate::beacon::{AttrValue, Beacon, Metric, ServerTiming};
 use crate::limits::*;
@@ -90,7 +96,7 @@ impl fmt::Display for Invalid {
     }
 }
 
-impl std::error::Error for Invalid {}
+impl core::error::Error for Invalid {}
 
 /// Checks everything in the envelope except the metrics' contents (their count is checked).
 pub fn envelope<M>(beacon: &Beacon<M>) -> Result<(), Invalid> {
@@ -431,6 +437,9 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use alloc::boxed::Box;
+    use alloc::{format, string::ToString, vec};
     use crate::beacon::NavigationType;
 
     const NOW: f64 = 1_800_000_000_000.0;

@@ -1,0 +1,240 @@
+//! `fetch` and `XMLHttpRequest` timing: every call the page makes is reported as an `api` metric
+//! (method, normalised route, status, ok, network error or timeout, duration until the response
+//! headers arrived — `loadend` for XHR — and `Server-Timing` when the server exposes it).
+//!
+//! The wrappers in `js/host.js` hand the page exactly what the original returns — the same
+//! promise object — and rethrow anything it throws; they ask here whether to time a call
+//! ([`Calls::begin`], which decides) and say how it ended ([`Calls::end`]). Calls to the collector
+//! itself and URLs on the ignore list are not timed. Opaque (`no-cors`) responses carry no
+//! status, so they are not reported.
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use pulse_protocol::ServerTiming;
+use wasm_bindgen::JsValue;
+
+use crate::config::Config;
+use crate::host::{self, Kind};
+use crate::report::{Metric, Outbox};
+
+/// Calls started and not yet ended that are kept (a call whose promise never settles is
+/// forgotten after this many newer ones).
+const MAX_PENDING: usize = 64;
+
+/// What is known about a call before it ends.
+#[derive(Debug)]
+struct Call {
+    id: u32,
+    route: String,
+    method: String,
+    started: f64,
+}
+
+/// The calls in flight.
+#[derive(Debug, Default)]
+pub struct Calls {
+    pending: Vec<Call>,
+    next_id: u32,
+    /// The page's origin (`https://shop.example`).
+    origin: String,
+}
+
+/// How a call is made: `fetch(input, init)`, or XHR's `(method, url)`.
+#[derive(Debug)]
+pub enum Begin<'a> {
+    Fetch(&'a JsValue, &'a JsValue),
+    Xhr(&'a JsValue, &'a JsValue),
+}
+
+impl Calls {
+    pub fn new() -> Calls {
+        let origin = host::text(&host::root(host::LOCATION), "origin").unwrap_or_default();
+        Calls { pending: Vec::new(), next_id: 0, origin }
+    }
+
+    /// A call starts: its id (0 when it is not timed).
+    pub fn begin(&mut self, config: &Config, how: Begin<'_>) -> u32 {
+        let (url, method) = match how {
+            Begin::Fetch(input, init) => {
+                let url = match host::kind_of(input) {
+                    Kind::String => host::string(input),
+                    // A Request has `url`; URL objects and anything else `fetch` would stringify.
+                    _ => host::text(input, "url").unwrap_or_else(|| host::string(input)),
+                };
+                let method = host::text(init, "method").or_else(|| host::text(input, "method")).unwrap_or_else(|| "GET".to_owned());
+                (url, method)
+            }
+            Begin::Xhr(method, url) => (host::string(url), host::string(method)),
+        };
+        let Some((route, method)) = self.describe(config, url, method) else { return 0 };
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        if self.pending.len() == MAX_PENDING {
+            self.pending.remove(0);
+        }
+        self.pending.push(Call { id: self.next_id, route, method, started: host::now() });
+        self.next_id
+    }
+
+    /// The route and method of a call to `url`, or `None` for the collector's own beacons and the
+    /// ignore list.
+    fn describe(&self, config: &Config, url: String, method: String) -> Option<(String, String)> {
+        // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
+        let (href, same_origin_path) = if url.starts_with('/') && !url.starts_with("//") {
+            (self.origin.clone() + &url, Some(url))
+        } else {
+            let parsed = host::url(&url);
+            let href = host::text(&parsed, "href")?;
+            let same_origin = host::text(&parsed, "origin").as_deref() == Some(self.origin.as_str());
+            (href, if same_origin { host::text(&parsed, "pathname") } else { None })
+        };
+        if href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
+            return None;
+        }
+        let route = match same_origin_path {
+            Some(path) => crate::routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
+            None => pulse_protocol::route::normalise_route(&href),
+        };
+        Some((route, method.to_ascii_uppercase()))
+    }
+
+    /// A fetch settled: `response` or `error` (one of them is undefined).
+    pub fn fetch_ended(&mut self, id: u32, response: &JsValue, error: &JsValue, out: &mut Outbox) {
+        let Some(call) = self.take(id) else { return };
+        let outcome = if host::kind_of(response) == Kind::Missing {
+            Outcome::Failed(match host::text(error, "name").as_deref() {
+                Some("AbortError") => "abort",
+                Some("TimeoutError") => "timeout",
+                Some("TypeError") => "network",
+                _ => "error",
+            })
+        } else if host::text(response, "type").as_deref() == Some("opaque") {
+            return;
+        } else {
+            Outcome::Response(host::num(response, "status"), host::header(response, "server-timing"))
+        };
+        report(call, outcome, out);
+    }
+
+    /// An XMLHttpRequest finished (`loadend`).
+    pub fn xhr_ended(&mut self, id: u32, xhr: &JsValue, out: &mut Outbox) {
+        let Some(call) = self.take(id) else { return };
+        let status = host::num(xhr, "status");
+        let timeout = host::num(xhr, "timeout");
+        let outcome = if status > 0.0 {
+            Outcome::Response(status, host::header(xhr, "server-timing"))
+        } else if timeout > 0.0 && host::now() - call.started >= timeout {
+            Outcome::Failed("timeout")
+        } else {
+            // XHR reports network errors and aborts alike as status 0.
+            Outcome::Failed("network")
+        };
+        report(call, outcome, out);
+    }
+
+    fn take(&mut self, id: u32) -> Option<Call> {
+        let i = self.pending.iter().position(|c| c.id == id)?;
+        Some(self.pending.remove(i))
+    }
+}
+
+/// How a timed call ended.
+enum Outcome {
+    /// A response: status, the `Server-Timing` header if exposed.
+    Response(f64, Option<String>),
+    /// No response: a short reason (network, abort, timeout).
+    Failed(&'static str),
+}
+
+fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
+    let duration = host::now() - call.started;
+    let mut metric = Metric {
+        name: String::from(pulse_protocol::metric::API),
+        value: duration.max(0.0),
+        at: host::epoch_of(call.started),
+        route: Some(call.route),
+        method: Some(call.method),
+        ..Metric::default()
+    };
+    match outcome {
+        Outcome::Response(status, header) => {
+            let status = status as u16;
+            metric.status = Some(status);
+            metric.ok = Some((200..300).contains(&status));
+            metric.server_timing = header.map(|h| parse_server_timing(&h, host::float)).unwrap_or_default();
+        }
+        Outcome::Failed(why) => {
+            metric.status = Some(0);
+            metric.ok = Some(false);
+            metric.error = Some(why);
+        }
+    }
+    out.push(metric);
+}
+
+/// Parses a `Server-Timing` header (`db;dur=53.2, cache;desc="Cache Read";dur=2, miss`), keeping
+/// at most 16 entries; `parse_number` reads the `dur` values.
+pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> Vec<ServerTiming> {
+    let mut out = Vec::new();
+    for part in split_outside_quotes(header, ',') {
+        let mut params = split_outside_quotes(part, ';').into_iter();
+        let name = params.next().unwrap_or("").trim();
+        if name.is_empty() || out.len() == pulse_protocol::limits::MAX_SERVER_TIMINGS {
+            continue;
+        }
+        let mut timing = ServerTiming { name: name.to_owned(), dur: None, desc: None };
+        let (mut dur_seen, mut desc_seen) = (false, false);
+        for param in params {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "dur" if !dur_seen => {
+                    dur_seen = true;
+                    timing.dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
+                }
+                "desc" if !desc_seen => {
+                    desc_seen = true;
+                    timing.desc = Some(value.to_owned());
+                }
+                _ => {}
+            }
+        }
+        out.push(timing);
+    }
+    out
+}
+
+fn split_outside_quotes(s: &str, separator: char) -> Vec<&str> {
+    let mut quoted = false;
+    s.split(|c| {
+        quoted ^= c == '"';
+        c == separator && !quoted
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn parse(h: &str) -> Vec<ServerTiming> {
+        parse_server_timing(h, |s| s.parse().unwrap_or(f64::NAN))
+    }
+
+    fn st(name: &str, dur: Option<f64>, desc: Option<&str>) -> ServerTiming {
+        ServerTiming { name: name.into(), dur, desc: desc.map(Into::into) }
+    }
+
+    #[test]
+    fn server_timing_headers_parse() {
+        assert_eq!(
+            parse(r#"db;dur=53.2, cache;desc="Cache Read; hit, warm";dur=2, miss"#),
+            vec![st("db", Some(53.2), None), st("cache", Some(2.0), Some("Cache Read; hit, warm")), st("miss", None, None)]
+        );
+        assert_eq!(parse("app;dur=abc;dur=4"), vec![st("app", None, None)], "the first dur counts, even when bad");
+        assert_eq!(parse("x;DUR=-1"), vec![st("x", None, None)], "negative durations are dropped");
+        assert_eq!(parse(" , ;dur=1"), vec![]);
+        assert_eq!(parse(&"a, ".repeat(40)).len(), 16);
+    }
+}

@@ -1,0 +1,250 @@
+//! What the metric modules share, and all they depend on besides [`crate::host`] (as web-vitals'
+//! `onX.ts` files depend only on `lib/`): the page view being measured ([`View`]), one reported
+//! instance of a vital ([`Instance`]), attribution, the [`Metric`] record, and the [`Outbox`]
+//! metrics are put in. The agent empties the outbox after each event, the one place where the
+//! page's callbacks run.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use pulse_protocol::{AttrValue, ServerTiming, Vital};
+
+use crate::host;
+use crate::json::Obj;
+
+/// The page view the vitals are measured in (a back/forward-cache restore starts a new one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    /// `activationStart` (prerendered pages measure from activation).
+    pub activation_start: f64,
+    /// `performance.now()` time the page was first hidden; 0 if it loaded hidden, ∞ while visible.
+    pub first_hidden: f64,
+    /// FCP was reported in this page view (CLS reports only after it, as in web-vitals).
+    pub painted: bool,
+    /// The page view is a back/forward-cache restore.
+    pub restored: bool,
+}
+
+impl View {
+    pub fn new(activation_start: f64, first_hidden: f64) -> View {
+        View { activation_start, first_hidden, painted: false, restored: false }
+    }
+}
+
+/// A custom metric's tags, as the page gave them (keys unique: an object's own keys).
+pub type Tags = Vec<(String, String)>;
+
+/// One measurement, as the page sees it and as it is sent (the protocol's `Metric`).
+#[derive(Debug, Default, Clone)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub at: f64,
+    pub rating: Option<&'static str>,
+    pub delta: Option<f64>,
+    pub id: Option<String>,
+    pub attribution: Attribution,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<u16>,
+    pub ok: Option<bool>,
+    pub error: Option<&'static str>,
+    pub server_timing: Vec<ServerTiming>,
+    pub tags: Tags,
+}
+
+impl Metric {
+    /// The wire format's JSON of the metric.
+    pub fn json(&self) -> String {
+        let mut out = String::with_capacity(128);
+        let mut o = Obj::new(&mut out);
+        o.str("name", &self.name);
+        o.num("value", self.value);
+        o.num("at", self.at);
+        o.opt_str("rating", self.rating);
+        o.opt_num("delta", self.delta);
+        o.opt_str("id", self.id.as_deref());
+        if !self.attribution.0.is_empty() {
+            let a = o.key("attribution");
+            let mut a = Obj::new(a);
+            for (k, v) in &self.attribution.0 {
+                match v {
+                    AttrValue::Num(n) => a.num(k, *n),
+                    AttrValue::Str(s) => a.str(k, s),
+                }
+            }
+            a.end();
+        }
+        o.opt_str("route", self.route.as_deref());
+        o.opt_str("method", self.method.as_deref());
+        o.opt_num("status", self.status.map(f64::from));
+        if let Some(ok) = self.ok {
+            o.bool("ok", ok);
+        }
+        o.opt_str("error", self.error);
+        if !self.server_timing.is_empty() {
+            let list = o.key("server_timing");
+            list.push('[');
+            for (i, t) in self.server_timing.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                let mut e = Obj::new(list);
+                e.str("name", &t.name);
+                e.opt_num("dur", t.dur);
+                e.opt_str("desc", t.desc.as_deref());
+                e.end();
+            }
+            list.push(']');
+        }
+        if !self.tags.is_empty() {
+            let mut t = Obj::new(o.key("tags"));
+            for (k, v) in &self.tags {
+                t.str(k, v);
+            }
+            t.end();
+        }
+        o.end();
+        out
+    }
+}
+
+/// Attribution details of one vital (web-vitals' attribution build, flattened).
+#[derive(Debug, Default, Clone)]
+pub struct Attribution(pub Vec<(&'static str, AttrValue)>);
+
+impl Attribution {
+    pub fn num(mut self, key: &'static str, value: f64) -> Attribution {
+        if value.is_finite() {
+            self.0.push((key, AttrValue::Num(value)));
+        }
+        self
+    }
+
+    pub fn text(mut self, key: &'static str, value: Option<String>) -> Attribution {
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            self.0.push((key, AttrValue::Str(value)));
+        }
+        self
+    }
+}
+
+/// One instance of a vital (web-vitals' `id`): what was last reported, for `delta`.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    id: String,
+    reported: Option<f64>,
+}
+
+impl Default for Instance {
+    fn default() -> Instance {
+        let mut id = String::from("v1-");
+        id.push_str(&host::random_id());
+        Instance { id, reported: None }
+    }
+}
+
+impl Instance {
+    /// Reports `value` unless it equals what was last reported (or is not a number).
+    pub fn report(&mut self, out: &mut Outbox, vital: Vital, value: f64, attribution: Attribution) {
+        if self.reported == Some(value) || !value.is_finite() {
+            return;
+        }
+        let delta = value - self.reported.unwrap_or(0.0);
+        self.reported = Some(value);
+        out.push(Metric {
+            name: String::from(vital.name()),
+            value,
+            at: host::epoch(),
+            rating: Some(vital.thresholds().rate(value).as_str()),
+            delta: Some(delta),
+            id: Some(self.id.clone()),
+            attribution,
+            ..Metric::default()
+        });
+    }
+}
+
+/// Metrics measured and not yet handed to the agent.
+#[derive(Debug, Default)]
+pub struct Outbox(pub Vec<Metric>);
+
+impl Outbox {
+    pub fn push(&mut self, metric: Metric) {
+        self.0.push(metric);
+    }
+}
+
+/// Where the page load stood at `time`, as web-vitals' attribution reports it.
+pub fn load_state(time: f64) -> Option<String> {
+    let state = if host::text(&host::root(host::DOCUMENT), "readyState").as_deref() == Some("loading") {
+        "loading"
+    } else if let Some(nav) = host::navigation() {
+        let before = |key: &str| {
+            let mark = host::num(&nav, key);
+            mark.is_nan() || mark <= 0.0 || time < mark
+        };
+        if time < host::num(&nav, "domInteractive") {
+            "loading"
+        } else if before("domContentLoadedEventStart") {
+            "dom-interactive"
+        } else if before("domComplete") {
+            "dom-content-loaded"
+        } else {
+            "complete"
+        }
+    } else {
+        "complete"
+    };
+    Some(String::from(state))
+}
+
+/// A short CSS-like path to `node` (`main>div.hero>img#banner`), at most 100 characters, for
+/// attribution. Walks up until an element with an id or the `<body>`.
+pub fn selector(node: &wasm_bindgen::JsValue) -> Option<String> {
+    const MAX: usize = 100;
+    let mut parts: Vec<String> = Vec::new();
+    let mut len = 0;
+    let mut current = node.clone();
+    while host::num(&current, "nodeType") == 1.0 {
+        let mut part = host::text(&current, "localName").unwrap_or_default();
+        if part == "html" || part == "body" {
+            if parts.is_empty() {
+                parts.push(part);
+            }
+            break;
+        }
+        let id = host::text(&current, "id").unwrap_or_default();
+        if !id.is_empty() {
+            part.push('#');
+            part.push_str(&id);
+        } else {
+            for class in host::text(&current, "className").unwrap_or_default().split_whitespace() {
+                part.push('.');
+                part.push_str(class);
+            }
+        }
+        if len + part.len() + 1 > MAX && !parts.is_empty() {
+            break;
+        }
+        len += part.len() + 1;
+        parts.push(part);
+        if !id.is_empty() {
+            break;
+        }
+        current = host::get(&current, "parentElement");
+    }
+    if parts.is_empty() {
+        // A text node: describe its parent element.
+        let parent = host::get(node, "parentElement");
+        return if host::kind(&parent) == 0 { None } else { selector(&parent) };
+    }
+    parts.reverse();
+    let mut out = String::with_capacity(len);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('>');
+        }
+        out.push_str(p);
+    }
+    Some(pulse_protocol::route::truncate(out, MAX))
+}
