@@ -108,7 +108,9 @@ impl Config {
                 Kind::RegExp => Some(Ignore::Matches(item)),
                 _ => None,
             })?,
-            routes: list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?,
+            routes: list(options, "routes", "must hold strings", |item| {
+                (host::kind_of(&item) == Kind::String).then(|| host::string(&item))
+            })?,
             before_send: match host::get(options, "beforeSend") {
                 v if host::kind_of(&v) == Kind::Missing => None,
                 v if host::kind_of(&v) == Kind::Function => Some(v),
@@ -186,7 +188,12 @@ fn boolean(options: &JsValue, key: &str) -> Result<Option<bool>, ConfigError> {
 }
 
 /// An array option, each item read by `item` (`None`: the item is wrong, as `problem` says).
-fn list<T>(options: &JsValue, key: &'static str, problem: &'static str, item: impl Fn(JsValue) -> Option<T>) -> Result<Vec<T>, ConfigError> {
+fn list<T>(
+    options: &JsValue,
+    key: &'static str,
+    problem: &'static str,
+    item: impl Fn(JsValue) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
     let v = host::get(options, key);
     match host::kind_of(&v) {
         Kind::Missing => Ok(Vec::new()),

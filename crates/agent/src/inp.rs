@@ -213,10 +213,8 @@ impl Watch {
             let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
             let (target, name) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
             let kind = name.map(|n| String::from(if n.starts_with("key") { "keyboard" } else { "pointer" }));
-            attribution = attribution
-                .text("interactionTarget", target)
-                .text("interactionType", kind)
-                .text("loadState", load_state(start_time));
+            attribution =
+                attribution.text("interactionTarget", target).text("interactionType", kind).text("loadState", load_state(start_time));
             if let Some(p) = interaction.phases() {
                 attribution = attribution
                     .num("inputDelay", p.input_delay)

@@ -209,10 +209,10 @@ mod tests {
             seed ^= seed << 17;
             let unit = (seed >> 11) as f64 / (1u64 << 53) as f64;
             let x = match i % 4 {
-                0 => unit,                       // CLS-like
-                1 => unit * 60_000.0,            // durations
+                0 => unit,            // CLS-like
+                1 => unit * 60_000.0, // durations
                 2 => (unit * 600_000.0).round() / 10.0,
-                _ => 1.79e12 + unit * 1e9,       // epoch ms
+                _ => 1.79e12 + unit * 1e9, // epoch ms
             };
             let s = num(x);
             assert_eq!(s.parse::<f64>().ok(), Some(x), "{x:?} → {s}");

@@ -57,7 +57,6 @@ impl Session {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

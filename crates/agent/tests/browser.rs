@@ -86,6 +86,17 @@ export async function paint_and_shift() {
   await next_frame();
   await new Promise(r => setTimeout(r, 300));
 }
+// What performance.getEntriesByType(type) answers, replaced by `json` until restore_entries().
+export function fake_entries(type, json) {
+  const real = Performance.prototype.getEntriesByType;
+  const list = JSON.parse(json);
+  performance.getEntriesByType = function (t) { return t === type ? list : real.call(performance, t); };
+}
+export function restore_entries() { delete performance.getEntriesByType; }
+export function fake_interaction_count(n) {
+  Object.defineProperty(performance, 'interactionCount', { configurable: true, get: () => n });
+}
+export function restore_interaction_count() { delete performance.interactionCount; }
 export function measure(name, ms) {
   performance.mark(name + ':start', { startTime: performance.now() - ms });
   performance.measure(name, name + ':start');
@@ -110,6 +121,10 @@ extern "C" {
     fn next_frame() -> js_sys::Promise;
     fn paint_and_shift() -> js_sys::Promise;
     fn measure(name: &str, ms: f64);
+    fn fake_entries(kind: &str, json: &str);
+    fn restore_entries();
+    fn fake_interaction_count(n: f64);
+    fn restore_interaction_count();
 }
 
 /// The running agent; shut down when dropped so one failing test does not leave it running.
@@ -589,4 +604,74 @@ async fn a_back_forward_cache_restore_starts_a_new_page_view() {
     assert!(fcp[0].value.is_some_and(|v| (0.0..5_000.0).contains(&v)));
     assert!(restored.iter().all(|b| b.page != first_page));
     assert!(beacons.iter().any(|b| b.page == first_page && b.nav != NavigationType::BackForwardCache));
+}
+
+// ---- web-vitals' rules found by replaying its end-to-end scenarios ----
+
+#[wasm_bindgen_test]
+async fn a_page_hidden_before_the_agent_started_reports_no_paint_metrics() {
+    // The browser's buffered visibility-state entries say the page was hidden at 1 ms, before its
+    // first paint (a tab opened in the background): web-vitals reports no FCP, LCP or CLS.
+    fake_entries("visibility-state", r#"[{"name":"visible","startTime":0},{"name":"hidden","startTime":1}]"#);
+    let agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    JsFuture::from(paint_and_shift()).await.expect("page content");
+    dispatch("pagehide", Some(false));
+    restore_entries();
+    let metrics = sent_metrics();
+    for name in ["FCP", "LCP", "CLS"] {
+        assert!(named(&metrics, name).is_empty(), "{name}: {metrics:?}");
+    }
+    assert_eq!(named(&metrics, "TTFB").len(), 1, "TTFB does not depend on visibility");
+    drop(agent);
+
+    // The same page without that entry reports its paint.
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(50).await;
+    dispatch("pagehide", Some(false));
+    assert_eq!(named(&sent_metrics(), "FCP").len(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn a_restored_page_view_with_only_fast_interactions_reports_a_small_inp() {
+    fake_interaction_count(5.0);
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(50).await;
+    dispatch("pageshow", Some(true));
+    JsFuture::from(next_frame()).await.expect("frame");
+    // Two interactions since the restore, none long enough for the observer (40 ms).
+    fake_interaction_count(7.0);
+    dispatch("pagehide", Some(true));
+    restore_interaction_count();
+    let beacons = sent();
+    let inp: Vec<(NavigationType, Option<f64>)> =
+        beacons.iter().flat_map(|b| b.metrics.iter().filter(|m| m.name == "INP").map(move |m| (b.nav, m.value))).collect();
+    assert_eq!(inp, vec![(NavigationType::BackForwardCache, Some(8.0))], "web-vitals 6 reports 8 ms; the load itself reports none");
+}
+
+#[wasm_bindgen_test]
+async fn without_a_usable_navigation_entry_no_ttfb_is_reported_even_after_a_restore() {
+    fake_entries("navigation", r#"[{"type":"navigate","responseStart":0,"activationStart":0}]"#);
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(100).await;
+    dispatch("pageshow", Some(true));
+    JsFuture::from(next_frame()).await.expect("frame");
+    dispatch("pagehide", Some(true));
+    restore_entries();
+    let metrics = sent_metrics();
+    assert!(named(&metrics, "TTFB").is_empty(), "{metrics:?}");
+    assert_eq!(named(&metrics, "FCP").len(), 1, "the restore itself is measured");
+}
+
+#[wasm_bindgen_test]
+fn a_handle_drives_only_the_agent_it_was_returned_by() {
+    let old = start(&[]);
+    let kept = old.0.clone();
+    drop(old); // shutdown()
+    let new = start(&[]);
+    assert!(kept.record("x".into(), 1.0.into(), JsValue::UNDEFINED).is_err(), "the old handle's agent is shut down");
+    assert_eq!(kept.page(), None);
+    kept.shutdown(); // does not stop the new agent
+    record(&new, "still.running", 1.0);
+    new.0.flush();
+    assert_eq!(named(&sent_metrics(), "still.running").len(), 1);
 }

@@ -7,7 +7,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-
 use alloc::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,5 @@
 //! Metric names: the six web vitals, `api` for timed `fetch`/XHR calls, and custom names.
 
-
-
 use crate::limits::{MAX_CLS, MAX_DURATION_MS};
 use crate::rating::Thresholds;
 
@@ -111,9 +109,9 @@ pub fn is_custom_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rating::Rating;
     #[allow(unused_imports)]
     use alloc::{format, string::ToString, vec};
-    use crate::rating::Rating;
 
     #[test]
     fn thresholds_at_the_boundaries() {

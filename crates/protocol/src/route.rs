@@ -7,7 +7,6 @@
 
 use alloc::string::String;
 
-
 use crate::limits::MAX_ROUTE_LEN;
 
 /// Placeholder for an id-like path segment.

@@ -5,10 +5,9 @@
 //! recomputed here from the value; the client's rating is ignored.
 
 use alloc::borrow::ToOwned;
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use alloc::format;
-
 
 use alloc::collections::BTreeMap;
 use core::fmt;
@@ -437,10 +436,10 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::beacon::NavigationType;
     #[allow(unused_imports)]
     use alloc::boxed::Box;
     use alloc::{format, string::ToString, vec};
-    use crate::beacon::NavigationType;
 
     const NOW: f64 = 1_800_000_000_000.0;
 
