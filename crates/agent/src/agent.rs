@@ -511,8 +511,7 @@ impl Core {
 
     /// Entries of observer `code` recorded but not yet delivered.
     fn pending(code: u32) -> impl Iterator<Item = JsValue> {
-        let list = host::take(code);
-        (0..host::len(&list)).map(move |i| host::at(&list, i))
+        host::items(host::take(code))
     }
 
     fn finalize_lcp(&mut self, by: Finalizer) {
@@ -559,7 +558,7 @@ impl Core {
         next.page = host::random_id();
         next.nav = NavigationType::BackForwardCache;
         self.context = Rc::new(next);
-        self.view = View { restored: true, ..View::new(0.0, if host::hidden() { 0.0 } else { f64::INFINITY }) };
+        self.view = View::new(0.0, if host::hidden() { 0.0 } else { f64::INFINITY });
         ttfb::restored(host::activation_start(), &mut self.out);
         self.fcp = fcp::Watch::default();
         self.lcp = lcp::Watch::new(&self.view);
@@ -617,8 +616,7 @@ impl Core {
 fn first_hidden(activation: f64) -> f64 {
     let prerendering = host::prerendering();
     if !prerendering {
-        let list = host::entries("visibility-state");
-        let earlier = host::items(&list)
+        let earlier = host::items(host::entries("visibility-state"))
             .find(|e| host::text(e, "name").as_deref() == Some("hidden") && host::num(e, "startTime") >= activation)
             .map(|e| host::num(&e, "startTime"));
         if let Some(time) = earlier {

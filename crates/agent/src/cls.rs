@@ -137,7 +137,7 @@ impl Watch {
                     .find(|e| host::num(e, "startTime") == largest.start_time && host::num(e, "value") == largest.value);
                 // The first source that is an element (web-vitals' choice), else the first.
                 let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(JsValue::UNDEFINED);
-                let source = host::items(&sources)
+                let source = host::items(sources.clone())
                     .find(|s| host::num(&host::get(s, "node"), "nodeType") == 1.0)
                     .or_else(|| (host::len(&sources) > 0).then(|| host::at(&sources, 0)));
                 Attribution::default()

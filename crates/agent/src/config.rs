@@ -197,7 +197,7 @@ fn list<T>(
     let v = host::get(options, key);
     match host::kind_of(&v) {
         Kind::Missing => Ok(Vec::new()),
-        Kind::Array => host::items(&v).map(|i| item(i).ok_or(ConfigError::new(key, problem))).collect(),
+        Kind::Array => host::items(v).map(|i| item(i).ok_or(ConfigError::new(key, problem))).collect(),
         _ => Err(ConfigError::new(key, "must be an array")),
     }
 }

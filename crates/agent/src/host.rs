@@ -114,8 +114,8 @@ pub fn flag(o: &JsValue, key: &str) -> bool {
 }
 
 /// The items of an array (nothing for anything else).
-pub fn items(v: &JsValue) -> impl Iterator<Item = JsValue> + '_ {
-    (0..len(v)).map(move |i| at(v, i))
+pub fn items(v: JsValue) -> impl Iterator<Item = JsValue> {
+    (0..len(&v)).map(move |i| at(&v, i))
 }
 
 /// The page's navigation timing entry, when the browser has one.

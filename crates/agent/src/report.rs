@@ -20,13 +20,11 @@ pub struct View {
     pub first_hidden: f64,
     /// FCP was reported in this page view (CLS reports only after it, as in web-vitals).
     pub painted: bool,
-    /// The page view is a back/forward-cache restore.
-    pub restored: bool,
 }
 
 impl View {
     pub fn new(activation_start: f64, first_hidden: f64) -> View {
-        View { activation_start, first_hidden, painted: false, restored: false }
+        View { activation_start, first_hidden, painted: false }
     }
 }
 
