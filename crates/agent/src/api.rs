@@ -11,7 +11,7 @@
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
-use pulse_protocol::ServerTiming;
+use pulse_protocol::{text, ServerTiming};
 use wasm_bindgen::JsValue;
 
 use crate::config::Config;
@@ -80,7 +80,7 @@ impl Calls {
     /// ignore list.
     fn describe(&self, config: &Config, url: String, method: String) -> Option<(String, String)> {
         // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
-        let (href, same_origin_path) = if url.starts_with('/') && !url.starts_with("//") {
+        let (href, same_origin_path) = if url.starts_with("/") && !url.starts_with("//") {
             (self.origin.clone() + &url, Some(url))
         } else {
             let parsed = host::url(&url);
@@ -176,18 +176,18 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
 /// at most 16 entries; `parse_number` reads the `dur` values.
 pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> Vec<ServerTiming> {
     let mut out = Vec::new();
-    for part in split_outside_quotes(header, ',') {
-        let mut params = split_outside_quotes(part, ';').into_iter();
-        let name = params.next().unwrap_or("").trim();
+    for part in split_outside_quotes(header, b',') {
+        let mut params = split_outside_quotes(part, b';').into_iter();
+        let name = params.next().unwrap_or("").trim_ascii();
         if name.is_empty() || out.len() == pulse_protocol::limits::MAX_SERVER_TIMINGS {
             continue;
         }
         let mut timing = ServerTiming { name: name.to_owned(), dur: None, desc: None };
         let (mut dur_seen, mut desc_seen) = (false, false);
         for param in params {
-            let (key, value) = param.split_once('=').unwrap_or((param, ""));
-            let value = value.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
+            let (key, value) = text::split_once(param, b'=').unwrap_or((param, ""));
+            let value = unquote(value.trim_ascii());
+            match key.trim_ascii().to_ascii_lowercase().as_str() {
                 "dur" if !dur_seen => {
                     dur_seen = true;
                     timing.dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
@@ -204,13 +204,27 @@ pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> 
     out
 }
 
-fn split_outside_quotes(s: &str, separator: char) -> Vec<&str> {
-    let mut quoted = false;
-    s.split(|c| {
-        quoted ^= c == '"';
-        c == separator && !quoted
-    })
-    .collect()
+/// The pieces of `s` between `separator`s (ASCII) that are not inside double quotes.
+fn split_outside_quotes(s: &str, separator: u8) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut start) = (false, 0);
+    for (i, b) in s.bytes().enumerate() {
+        quoted ^= b == b'"';
+        if b == separator && !quoted {
+            out.extend(s.get(start..i));
+            start = i + 1;
+        }
+    }
+    out.extend(s.get(start..));
+    out
+}
+
+/// `value` without the double quotes around it (all leading and trailing ones, as
+/// `trim_matches('"')`).
+fn unquote(value: &str) -> &str {
+    let start = value.bytes().position(|b| b != b'"').unwrap_or(value.len());
+    let end = value.bytes().rposition(|b| b != b'"').map_or(start, |i| i + 1);
+    value.get(start..end.max(start)).unwrap_or("")
 }
 
 #[cfg(test)]

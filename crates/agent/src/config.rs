@@ -77,48 +77,71 @@ impl ConfigError {
     }
 }
 
+impl Default for Config {
+    /// The defaults of every optional option (`endpoint` and `site` are required, so empty here).
+    fn default() -> Config {
+        Config {
+            endpoint: String::new(),
+            site: String::new(),
+            release: None,
+            env: None,
+            sample_rate: 1.0,
+            batch_size: DEFAULT_BATCH_SIZE,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            ignore: Vec::new(),
+            routes: Vec::new(),
+            before_send: None,
+            track_fetch: true,
+            track_measures: true,
+        }
+    }
+}
+
 impl Config {
     /// Reads and checks the options object.
     pub fn from_js(options: &JsValue) -> Result<Config, ConfigError> {
         if host::kind_of(options) != Kind::Object {
             return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
         }
-        for key in host::keys(options).split('\n').filter(|k| !k.is_empty()) {
+        for key in pulse_protocol::text::pieces(&host::keys(options), b"\n").filter(|k| !k.is_empty()) {
             if !OPTIONS.contains(&key) {
                 return Err(ConfigError { option: key.to_owned(), problem: "is not an option (see PulseConfig in the types)" });
             }
         }
+        // Filled in place, one option at a time: a wrong option returns through one drop of the
+        // whole config instead of a drop for every field read so far.
+        let mut config = Config::default();
         let endpoint = string(options, "endpoint")?.ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
-        let endpoint = host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
-        let raw_batch = number(options, "batchSize")?;
-        // Checked on the raw number so 0.5 batches are refused, not rounded.
-        if raw_batch.is_some_and(|n| n != (n as i64) as f64) {
-            return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
+        config.endpoint = host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
+        config.site = string(options, "site")?.ok_or(ConfigError::new("site", "is required: the site key"))?;
+        config.release = string(options, "release")?;
+        config.env = string(options, "env")?;
+        if let Some(rate) = number(options, "sampleRate")? {
+            config.sample_rate = rate;
         }
-        let config = Config {
-            endpoint,
-            site: string(options, "site")?.ok_or(ConfigError::new("site", "is required: the site key"))?,
-            release: string(options, "release")?,
-            env: string(options, "env")?,
-            sample_rate: number(options, "sampleRate")?.unwrap_or(1.0),
-            batch_size: raw_batch.map_or(DEFAULT_BATCH_SIZE as f64, |n| n) as usize,
-            flush_interval_ms: number(options, "flushInterval")?.map_or(f64::from(DEFAULT_FLUSH_INTERVAL_MS), |n| n) as u32,
-            ignore: list(options, "ignoreUrls", "must hold non-empty strings or RegExps", |item| match host::kind_of(&item) {
-                Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
-                Kind::RegExp => Some(Ignore::Matches(item)),
-                _ => None,
-            })?,
-            routes: list(options, "routes", "must hold strings", |item| {
-                (host::kind_of(&item) == Kind::String).then(|| host::string(&item))
-            })?,
-            before_send: match host::get(options, "beforeSend") {
-                v if host::kind_of(&v) == Kind::Missing => None,
-                v if host::kind_of(&v) == Kind::Function => Some(v),
-                _ => return Err(ConfigError::new("beforeSend", "must be a function")),
-            },
-            track_fetch: boolean(options, "trackFetch")?.unwrap_or(true),
-            track_measures: boolean(options, "trackMeasures")?.unwrap_or(true),
+        if let Some(batch) = number(options, "batchSize")? {
+            // Checked on the raw number so 0.5 batches are refused, not rounded.
+            if batch != (batch as i64) as f64 {
+                return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
+            }
+            config.batch_size = batch as usize;
+        }
+        if let Some(interval) = number(options, "flushInterval")? {
+            config.flush_interval_ms = interval as u32;
+        }
+        config.ignore = list(options, "ignoreUrls", "must hold non-empty strings or RegExps", |item| match host::kind_of(&item) {
+            Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
+            Kind::RegExp => Some(Ignore::Matches(item)),
+            _ => None,
+        })?;
+        config.routes = list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?;
+        config.before_send = match host::get(options, "beforeSend") {
+            v if host::kind_of(&v) == Kind::Missing => None,
+            v if host::kind_of(&v) == Kind::Function => Some(v),
+            _ => return Err(ConfigError::new("beforeSend", "must be a function")),
         };
+        config.track_fetch = boolean(options, "trackFetch")?.unwrap_or(true);
+        config.track_measures = boolean(options, "trackMeasures")?.unwrap_or(true);
         config.check()?;
         Ok(config)
     }
@@ -149,7 +172,7 @@ impl Config {
                 return Err(ConfigError::new(name, "must be 1 to 256 characters"));
             }
         }
-        if let Some(bad) = self.routes.iter().find(|r| !r.starts_with('/')) {
+        if let Some(bad) = self.routes.iter().find(|r| !r.starts_with("/")) {
             return Err(ConfigError {
                 option: "routes".to_owned() + " (" + bad + ")",
                 problem: "must hold path templates starting with /",
@@ -208,20 +231,7 @@ mod tests {
     use alloc::vec;
 
     fn config() -> Config {
-        Config {
-            endpoint: "https://rum.example/v1/beacon".into(),
-            site: "shop".into(),
-            release: None,
-            env: None,
-            sample_rate: 1.0,
-            batch_size: DEFAULT_BATCH_SIZE,
-            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
-            ignore: Vec::new(),
-            routes: Vec::new(),
-            before_send: None,
-            track_fetch: true,
-            track_measures: true,
-        }
+        Config { endpoint: "https://rum.example/v1/beacon".into(), site: "shop".into(), ..Config::default() }
     }
 
     #[test]

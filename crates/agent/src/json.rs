@@ -73,19 +73,27 @@ impl<'a> Obj<'a> {
 pub fn string(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
+    // Runs of bytes that need no escape are copied as they are; every byte that does is ASCII, so
+    // the runs end on char boundaries.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.push_str(s.get(run..i).unwrap_or(""));
+        run = i + 1;
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            _ => {
                 out.push_str("\\u00");
-                out.push(char::from(HEX[(c as usize) >> 4]));
-                out.push(char::from(HEX[(c as usize) & 15]));
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
             }
-            c => out.push(c),
         }
     }
+    out.push_str(s.get(run..).unwrap_or(""));
     out.push('"');
 }
 
@@ -162,10 +170,10 @@ pub fn number(out: &mut String, x: f64) {
             out.insert(start, '0');
         }
         out.insert(out.len() - decimals as usize, '.');
-        while out.ends_with('0') {
+        while out.ends_with("0") {
             out.pop();
         }
-        if out.ends_with('.') {
+        if out.ends_with(".") {
             out.pop();
         }
     }

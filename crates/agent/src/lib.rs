@@ -244,7 +244,7 @@ fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(Strin
     match host::kind_of(tags) {
         Kind::Missing => {}
         Kind::Object => {
-            for key in host::keys(tags).split('\n').filter(|k| !k.is_empty()) {
+            for key in pulse_protocol::text::pieces(&host::keys(tags), b"\n").filter(|k| !k.is_empty()) {
                 let value = host::get(tags, key);
                 if host::kind_of(&value) != Kind::String {
                     return Err("pulse.record: tag values must be strings");

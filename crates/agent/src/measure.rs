@@ -27,12 +27,14 @@ pub fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
 /// with a letter, at most 64 characters (`Checkout Render` → `checkout_render`).
 pub fn measure_name(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len().min(MAX_CUSTOM_NAME_LEN));
-    for c in raw.chars() {
-        let c = c.to_ascii_lowercase();
-        out.push(if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | ':' | '-') { c } else { '_' });
+    // One character of the name per character of `raw`: the bytes that continue a UTF-8
+    // character (0b10xx_xxxx) add nothing.
+    if !raw.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+        out.push_str("m_");
     }
-    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
-        out.insert_str(0, "m_");
+    for b in raw.bytes().filter(|b| b & 0xc0 != 0x80) {
+        let b = b.to_ascii_lowercase();
+        out.push(char::from(if b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-') { b } else { b'_' }));
     }
     if out == API {
         out.push('_');

@@ -3,7 +3,6 @@
 //! queue never holds more than [`MAX_QUEUED`], dropping the oldest (and counting them) beyond that,
 //! so a page whose collector is down does not grow without bound.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 /// The most metrics held, waiting or waiting again after a failed send.
@@ -11,7 +10,9 @@ pub const MAX_QUEUED: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct Queue<T> {
-    items: VecDeque<T>,
+    /// Oldest first. A `Vec`, not a `VecDeque`: the queue is short, and the deque's rotation code
+    /// would cost the wasm more than the occasional shift costs the page.
+    items: Vec<T>,
     batch_size: usize,
     capacity: usize,
     /// Metrics dropped because the queue was full.
@@ -24,33 +25,35 @@ impl<T> Queue<T> {
     }
 
     pub fn with_capacity(batch_size: usize, capacity: usize) -> Queue<T> {
-        Queue { items: VecDeque::new(), batch_size, capacity: capacity.max(batch_size), dropped: 0 }
+        Queue { items: Vec::new(), batch_size, capacity: capacity.max(batch_size), dropped: 0 }
     }
 
     /// Adds a metric; returns `true` when a full batch is waiting (time to send).
     pub fn push(&mut self, item: T) -> bool {
         if self.items.len() == self.capacity {
-            self.items.pop_front();
+            self.items.drain(..1);
             self.dropped += 1;
         }
-        self.items.push_back(item);
+        self.items.push(item);
         self.items.len() >= self.batch_size
     }
 
     /// Everything waiting, oldest first.
     pub fn take(&mut self) -> Vec<T> {
-        Vec::from(core::mem::take(&mut self.items))
+        core::mem::take(&mut self.items)
     }
 
     /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
-    pub fn requeue(&mut self, failed: Vec<T>) {
-        for item in failed.into_iter().rev() {
-            if self.items.len() == self.capacity {
-                self.dropped += 1;
-                continue;
-            }
-            self.items.push_front(item);
+    pub fn requeue(&mut self, mut failed: Vec<T>) {
+        // Without room for all of them, the oldest of the failed are dropped.
+        let room = self.capacity.saturating_sub(self.items.len());
+        if failed.len() > room {
+            let excess = failed.len() - room;
+            self.dropped += excess as u32;
+            failed.drain(..excess);
         }
+        failed.append(&mut self.items);
+        self.items = failed;
     }
 
     pub fn len(&self) -> usize {

@@ -216,7 +216,7 @@ pub fn selector(node: &wasm_bindgen::JsValue) -> Option<String> {
             part.push('#');
             part.push_str(&id);
         } else {
-            for class in host::text(&current, "className").unwrap_or_default().split_whitespace() {
+            for class in pulse_protocol::text::words(&host::text(&current, "className").unwrap_or_default()) {
                 part.push('.');
                 part.push_str(class);
             }

@@ -3,20 +3,21 @@
 //! recognise (slugs, names) still group. `:name` matches one segment, a final `*` the rest.
 
 use alloc::string::String;
+use pulse_protocol::text::pieces;
 
 /// The first template matching `path` (query and fragment ignored).
 pub fn apply(templates: &[String], path: &str) -> Option<String> {
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = pieces(path, b"?#").next().unwrap_or("");
     templates.iter().find(|t| matches(t, path)).cloned()
 }
 
 fn matches(template: &str, path: &str) -> bool {
-    let mut wanted = template.split('/').filter(|s| !s.is_empty());
-    let mut got = path.split('/').filter(|s| !s.is_empty());
+    let mut wanted = pieces(template, b"/").filter(|s| !s.is_empty());
+    let mut got = pieces(path, b"/").filter(|s| !s.is_empty());
     loop {
         match (wanted.next(), got.next()) {
             (Some("*"), _) => return wanted.next().is_none(),
-            (Some(w), Some(g)) if w.starts_with(':') || w == g => {}
+            (Some(w), Some(g)) if w.starts_with(":") || w == g => {}
             (None, None) => return true,
             _ => return false,
         }

@@ -27,7 +27,7 @@ impl Session {
 
     /// The stored session if it is still live at `now`, else `None`.
     pub fn resume(stored: &str, now: f64) -> Option<Session> {
-        let mut parts = stored.split('|');
+        let mut parts = pulse_protocol::text::pieces(stored, b"|");
         let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64)?;
         let last_active = parts.next()?.parse::<u64>().ok()? as f64;
         let sampled = match parts.next()? {

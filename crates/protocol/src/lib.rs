@@ -25,6 +25,7 @@ pub mod limits;
 pub mod metric;
 pub mod rating;
 pub mod route;
+pub mod text;
 pub mod validate;
 
 pub use beacon::{AttrValue, Beacon, Metric, NavigationType, ServerTiming, Viewport};

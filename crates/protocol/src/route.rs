@@ -8,6 +8,7 @@
 use alloc::string::String;
 
 use crate::limits::MAX_ROUTE_LEN;
+use crate::text::pieces;
 
 /// Placeholder for an id-like path segment.
 pub const ID: &str = ":id";
@@ -32,7 +33,7 @@ pub fn normalise_route(url: &str) -> String {
 
 /// Splits `scheme://host[:port]/path` into (`host[:port]`, `/path`); a relative URL has no host.
 fn split_origin(url: &str) -> (Option<&str>, &str) {
-    let url = url.trim();
+    let url = url.trim_ascii();
     // No indexing by position: it brings `str`'s panic formatting into the wasm agent.
     let Some((scheme, rest)) = find(url, "://").and_then(|i| url.get(..i).zip(url.get(i + 3..))) else {
         return (None, url);
@@ -40,17 +41,17 @@ fn split_origin(url: &str) -> (Option<&str>, &str) {
     if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
         return (None, url);
     }
-    let path = rest.trim_start_matches(|c| !matches!(c, '/' | '?' | '#'));
-    let authority = rest.strip_suffix(path).unwrap_or(rest);
+    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+    let (Some(authority), Some(path)) = (rest.get(..end), rest.get(end..)) else { return (None, url) };
     // Drop any `user:password@` from the authority: it must never be stored.
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority.bytes().rposition(|b| b == b'@').and_then(|i| authority.get(i + 1..)).unwrap_or(authority);
     (Some(host), path)
 }
 
 fn normalise_segments(path: &str, mut out: String) -> String {
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = pieces(path, b"?#").next().unwrap_or("");
     let start = out.len();
-    for segment in path.split('/').filter(|s| !s.is_empty()) {
+    for segment in pieces(path, b"/").filter(|s| !s.is_empty()) {
         out.push('/');
         out.push_str(if is_id(segment) { ID } else { segment });
         if out.len() >= MAX_ROUTE_LEN {
