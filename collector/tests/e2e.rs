@@ -364,3 +364,46 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     assert_eq!((rate("/demo/api/ok"), rate("/demo/api/fail")), (Some(0.0), Some(1.0)), "{routes:?}");
     stack.running.stop().await;
 }
+
+/// A page whose Content-Security-Policy does not allow WebAssembly (no `'wasm-unsafe-eval'`), and
+/// a browser without WebAssembly: `init` rejects with an error that says why, and the page keeps
+/// working — its own scripts run and its `fetch` is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() {
+    let www = pulse_testkit::temp_dir("e2e-no-wasm");
+    let page = |policy: &str, script: &str| {
+        format!(
+            "<!doctype html><html><head>{policy}<script type=\"module\" src=\"/{script}\"></script></head>\
+             <body><button id=\"b\" onclick=\"\">b</button></body></html>"
+        )
+    };
+    let csp = "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\">";
+    std::fs::write(www.join("csp.html"), page(csp, "start.js")).expect("write csp.html");
+    std::fs::write(www.join("old.html"), page("", "old.js")).expect("write old.html");
+    let start = "import { init } from '/agent/pulse.js';\n\
+         const before = window.fetch;\n\
+         init({ endpoint: '/v1/beacon', site: 'demo' }).then(\n\
+           () => { window.outcome = 'started'; },\n\
+           (e) => { window.outcome = e instanceof Error ? e.message : 'not an Error: ' + e; window.fetchKept = window.fetch === before; });\n\
+         document.getElementById('b').addEventListener('click', () => { window.clicked = true; });\n";
+    std::fs::write(www.join("start.js"), start).expect("write start.js");
+    // A browser without WebAssembly: the global is gone before the agent is imported.
+    std::fs::write(www.join("old.js"), format!("globalThis.WebAssembly = undefined;\nawait import('/start.js');\n")).expect("write old.js");
+
+    let _one = ONE_BROWSER.lock().await;
+    let stack = stack_serving("e2e_no_wasm", www).await;
+    let browser = chromium().await;
+    for (path, says) in [("csp.html", "'wasm-unsafe-eval'"), ("old.html", "cannot run WebAssembly")] {
+        browser.client.goto(&format!("{}/{path}", stack.base)).await.expect("open the page");
+        browser.wait_for("return typeof window.outcome === 'string'").await;
+        let outcome = browser.js("return window.outcome").await;
+        let message = outcome.as_str().unwrap_or_default();
+        assert!(message.starts_with("pulse.init: ") && message.contains(says), "{path}: {outcome}");
+        assert_eq!(browser.js("return window.fetchKept").await, Value::Bool(true), "{path}: fetch was replaced");
+        click(&browser, "b").await;
+        assert_eq!(browser.js("return window.clicked === true").await, Value::Bool(true), "{path}: the page's own script stopped");
+        eprintln!("e2e: {path}: init rejected with {message:?}");
+    }
+    browser.close().await;
+    stack.running.stop().await;
+}

@@ -9,9 +9,20 @@ import load, { start } from './pulse_glue.js';
 
 let loading;
 
-/** Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. */
+/**
+ * Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. Where
+ * WebAssembly cannot run (an old browser, or a Content-Security-Policy without
+ * 'wasm-unsafe-eval') it rejects with an Error that says so, having changed nothing on the page.
+ */
 export async function init(options) {
-  loading = loading || load();
+  if (typeof WebAssembly != 'object') throw Error('pulse.init: this browser cannot run WebAssembly; the agent is off');
+  loading = loading || load().catch((e) => {
+    loading = 0;
+    const m = String(e && e.message);
+    throw Error('pulse.init: the agent is off: ' + (/Security.Policy|CSP|eval/i.test(m)
+      ? "this page's Content-Security-Policy blocks WebAssembly (allow 'wasm-unsafe-eval' in script-src): "
+      : 'its WebAssembly did not load: ') + m, { cause: e });
+  });
   await loading;
   return start(options);
 }
