@@ -247,7 +247,7 @@ impl Agent {
 
     fn emit(&self, metric: Metric) {
         self.core.borrow_mut().stats.measured += 1;
-        let json = metric.json();
+        let Metric { name, json } = metric;
         let listeners = self.listeners.borrow().clone();
         if !listeners.is_empty() {
             // Their own copy: a listener changing it does not change what is sent.
@@ -270,7 +270,7 @@ impl Agent {
         if !sampled {
             return;
         }
-        let Some(json) = self.before_send(json, &metric.name) else { return };
+        let Some(json) = self.before_send(json, &name) else { return };
         let full = {
             let mut core = self.core.borrow_mut();
             let dropped = core.queue.dropped;

@@ -16,6 +16,7 @@ use wasm_bindgen::JsValue;
 
 use crate::config::Config;
 use crate::host::{self, Kind};
+use crate::json::Obj;
 use crate::report::{Metric, Outbox};
 
 /// Calls started and not yet ended that are kept (a call whose promise never settles is
@@ -148,28 +149,38 @@ enum Outcome {
 
 fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
     let duration = host::now() - call.started;
-    let mut metric = Metric {
-        name: String::from(pulse_protocol::metric::API),
-        value: duration.max(0.0),
-        at: host::epoch_of(call.started),
-        route: Some(call.route),
-        method: Some(call.method),
-        ..Metric::default()
-    };
-    match outcome {
-        Outcome::Response(status, header) => {
-            let status = status as u16;
-            metric.status = Some(status);
-            metric.ok = Some((200..300).contains(&status));
-            metric.server_timing = header.map(|h| parse_server_timing(&h, host::float)).unwrap_or_default();
+    out.push(Metric::new(pulse_protocol::metric::API, duration.max(0.0), host::epoch_of(call.started), |o| {
+        o.str("route", &call.route);
+        o.str("method", &call.method);
+        match outcome {
+            Outcome::Response(status, header) => {
+                let status = status as u16;
+                o.num("status", f64::from(status));
+                o.bool("ok", (200..300).contains(&status));
+                let timings = header.map(|h| parse_server_timing(&h, host::float)).unwrap_or_default();
+                if !timings.is_empty() {
+                    let list = o.key("server_timing");
+                    list.push('[');
+                    for (i, t) in timings.iter().enumerate() {
+                        if i > 0 {
+                            list.push(',');
+                        }
+                        let mut e = Obj::new(list);
+                        e.str("name", &t.name);
+                        e.opt_num("dur", t.dur);
+                        e.opt_str("desc", t.desc.as_deref());
+                        e.end();
+                    }
+                    list.push(']');
+                }
+            }
+            Outcome::Failed(why) => {
+                o.num("status", 0.0);
+                o.bool("ok", false);
+                o.str("error", why);
+            }
         }
-        Outcome::Failed(why) => {
-            metric.status = Some(0);
-            metric.ok = Some(false);
-            metric.error = Some(why);
-        }
-    }
-    out.push(metric);
+    }));
 }
 
 /// Parses a `Server-Timing` header (`db;dur=53.2, cache;desc="Cache Read";dur=2, miss`), keeping

@@ -176,7 +176,7 @@ impl Pulse {
             });
             match checked {
                 Ok((name, value, tags)) => {
-                    agent.record(measure::metric(name, value, host::epoch(), tags));
+                    agent.record(measure::metric(&name, value, host::epoch(), &tags));
                     Ok(())
                 }
                 Err(message) => {

@@ -11,6 +11,7 @@ use alloc::vec;
 use wasm_bindgen::JsValue;
 
 use crate::host;
+use crate::json::Obj;
 use crate::report::{Metric, Outbox, Tags};
 
 /// Checks a `record` call against the wire format's custom-metric rules (the collector applies
@@ -19,8 +20,16 @@ pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'
     validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, _)| problem.message())
 }
 
-pub fn metric(name: String, value: f64, at: f64, tags: Tags) -> Metric {
-    Metric { name, value, at, tags, ..Metric::default() }
+pub fn metric(name: &str, value: f64, at: f64, tags: &Tags) -> Metric {
+    Metric::new(name, value, at, |o| {
+        if !tags.is_empty() {
+            let mut t = Obj::new(o.key("tags"));
+            for (k, v) in tags {
+                t.str(k, v);
+            }
+            t.end();
+        }
+    })
 }
 
 /// A user-timing name as a custom metric name: lower case, other characters as `_`, starting
@@ -51,7 +60,7 @@ pub fn entry(entry: &JsValue, out: &mut Outbox) {
     }
     let tags = vec![("source".to_owned(), "measure".to_owned())];
     let end = host::num(entry, "startTime") + duration;
-    out.push(metric(measure_name(&name), duration, host::epoch_of(end), tags));
+    out.push(metric(&measure_name(&name), duration, host::epoch_of(end), &tags));
 }
 
 #[cfg(test)]

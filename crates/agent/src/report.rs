@@ -6,7 +6,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use pulse_protocol::{AttrValue, ServerTiming, Vital};
+use pulse_protocol::Vital;
 
 use crate::host;
 use crate::json::Obj;
@@ -31,98 +31,57 @@ impl View {
 /// A custom metric's tags, as the page gave them (keys unique: an object's own keys).
 pub type Tags = Vec<(String, String)>;
 
-/// One measurement, as the page sees it and as it is sent (the protocol's `Metric`).
-#[derive(Debug, Default, Clone)]
+/// One measurement, written as it is sent (the protocol's `Metric` object) when it is measured:
+/// the agent hands this JSON to `onMetric`, `beforeSend` and the beacon.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     pub name: String,
-    pub value: f64,
-    pub at: f64,
-    pub rating: Option<&'static str>,
-    pub delta: Option<f64>,
-    pub id: Option<String>,
-    pub attribution: Attribution,
-    pub route: Option<String>,
-    pub method: Option<String>,
-    pub status: Option<u16>,
-    pub ok: Option<bool>,
-    pub error: Option<&'static str>,
-    pub server_timing: Vec<ServerTiming>,
-    pub tags: Tags,
+    pub json: String,
 }
 
 impl Metric {
-    /// The wire format's JSON of the metric.
-    pub fn json(&self) -> String {
-        let mut out = String::with_capacity(128);
-        let mut o = Obj::new(&mut out);
-        o.str("name", &self.name);
-        o.num("value", self.value);
-        o.num("at", self.at);
-        o.opt_str("rating", self.rating);
-        o.opt_num("delta", self.delta);
-        o.opt_str("id", self.id.as_deref());
-        if !self.attribution.0.is_empty() {
-            let a = o.key("attribution");
-            let mut a = Obj::new(a);
-            for (k, v) in &self.attribution.0 {
-                match v {
-                    AttrValue::Num(n) => a.num(k, *n),
-                    AttrValue::Str(s) => a.str(k, s),
-                }
-            }
-            a.end();
-        }
-        o.opt_str("route", self.route.as_deref());
-        o.opt_str("method", self.method.as_deref());
-        o.opt_num("status", self.status.map(f64::from));
-        if let Some(ok) = self.ok {
-            o.bool("ok", ok);
-        }
-        o.opt_str("error", self.error);
-        if !self.server_timing.is_empty() {
-            let list = o.key("server_timing");
-            list.push('[');
-            for (i, t) in self.server_timing.iter().enumerate() {
-                if i > 0 {
-                    list.push(',');
-                }
-                let mut e = Obj::new(list);
-                e.str("name", &t.name);
-                e.opt_num("dur", t.dur);
-                e.opt_str("desc", t.desc.as_deref());
-                e.end();
-            }
-            list.push(']');
-        }
-        if !self.tags.is_empty() {
-            let mut t = Obj::new(o.key("tags"));
-            for (k, v) in &self.tags {
-                t.str(k, v);
-            }
-            t.end();
-        }
+    /// A metric `name` with `value` measured at `at` (epoch ms); `more` writes its other members.
+    pub fn new(name: &str, value: f64, at: f64, more: impl FnOnce(&mut Obj<'_>)) -> Metric {
+        let mut json = String::with_capacity(128);
+        let mut o = Obj::new(&mut json);
+        o.str("name", name);
+        o.num("value", value);
+        o.num("at", at);
+        more(&mut o);
         o.end();
-        out
+        Metric { name: String::from(name), json }
     }
 }
 
-/// Attribution details of one vital (web-vitals' attribution build, flattened).
+/// Attribution details of one vital (web-vitals' attribution build, flattened), written as the
+/// members of the `attribution` object.
 #[derive(Debug, Default, Clone)]
-pub struct Attribution(pub Vec<(&'static str, AttrValue)>);
+pub struct Attribution(String);
 
 impl Attribution {
+    /// Adds `key` when `value` is finite.
     pub fn num(mut self, key: &'static str, value: f64) -> Attribution {
         if value.is_finite() {
-            self.0.push((key, AttrValue::Num(value)));
+            crate::json::number(self.key(key), value);
         }
         self
     }
 
+    /// Adds `key` when `value` is a non-empty string.
     pub fn text(mut self, key: &'static str, value: Option<String>) -> Attribution {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
-            self.0.push((key, AttrValue::Str(value)));
+            crate::json::string(self.key(key), &value);
         }
         self
+    }
+
+    fn key(&mut self, key: &str) -> &mut String {
+        if !self.0.is_empty() {
+            self.0.push(',');
+        }
+        crate::json::string(&mut self.0, key);
+        self.0.push(':');
+        &mut self.0
     }
 }
 
@@ -149,16 +108,17 @@ impl Instance {
         }
         let delta = value - self.reported.unwrap_or(0.0);
         self.reported = Some(value);
-        out.push(Metric {
-            name: String::from(vital.name()),
-            value,
-            at: host::epoch(),
-            rating: Some(vital.thresholds().rate(value).as_str()),
-            delta: Some(delta),
-            id: Some(self.id.clone()),
-            attribution,
-            ..Metric::default()
-        });
+        out.push(Metric::new(vital.name(), value, host::epoch(), |o| {
+            o.str("rating", vital.thresholds().rate(value).as_str());
+            o.num("delta", delta);
+            o.str("id", &self.id);
+            if !attribution.0.is_empty() {
+                let a = o.key("attribution");
+                a.push('{');
+                a.push_str(&attribution.0);
+                a.push('}');
+            }
+        }));
     }
 }
 
