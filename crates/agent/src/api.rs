@@ -198,16 +198,13 @@ pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> 
         for param in params {
             let (key, value) = text::split_once(param, b'=').unwrap_or((param, ""));
             let value = unquote(value.trim_ascii());
-            match key.trim_ascii().to_ascii_lowercase().as_str() {
-                "dur" if !dur_seen => {
-                    dur_seen = true;
-                    timing.dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
-                }
-                "desc" if !desc_seen => {
-                    desc_seen = true;
-                    timing.desc = Some(value.to_owned());
-                }
-                _ => {}
+            let key = key.trim_ascii();
+            if key.eq_ignore_ascii_case("dur") && !dur_seen {
+                dur_seen = true;
+                timing.dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
+            } else if key.eq_ignore_ascii_case("desc") && !desc_seen {
+                desc_seen = true;
+                timing.desc = Some(value.to_owned());
             }
         }
         out.push(timing);

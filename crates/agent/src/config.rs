@@ -220,7 +220,13 @@ fn list<T>(
     let v = host::get(options, key);
     match host::kind_of(&v) {
         Kind::Missing => Ok(Vec::new()),
-        Kind::Array => host::items(v).map(|i| item(i).ok_or(ConfigError::new(key, problem))).collect(),
+        Kind::Array => {
+            let mut out = Vec::new();
+            for i in host::items(v) {
+                out.push(item(i).ok_or(ConfigError::new(key, problem))?);
+            }
+            Ok(out)
+        }
         _ => Err(ConfigError::new(key, "must be an array")),
     }
 }

@@ -29,7 +29,7 @@ impl Session {
     pub fn resume(stored: &str, now: f64) -> Option<Session> {
         let mut parts = pulse_protocol::text::pieces(stored, b"|");
         let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64)?;
-        let last_active = parts.next()?.parse::<u64>().ok()? as f64;
+        let last_active = digits(parts.next()?)?;
         let sampled = match parts.next()? {
             "1" => true,
             "0" => false,
@@ -55,6 +55,14 @@ impl Session {
         out.push_str(if self.sampled { "|1" } else { "|0" });
         out
     }
+}
+
+/// A non-empty run of ASCII digits (at most 15, so exact as `f64`) as a number.
+fn digits(s: &str) -> Option<f64> {
+    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0.0, |n, b| n * 10.0 + f64::from(b - b'0')))
 }
 
 #[cfg(test)]
