@@ -134,7 +134,8 @@ impl Config {
             Kind::RegExp => Some(Ignore::Matches(item)),
             _ => None,
         })?;
-        config.routes = list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?;
+        config.routes =
+            list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?;
         config.before_send = match host::get(options, "beforeSend") {
             v if host::kind_of(&v) == Kind::Missing => None,
             v if host::kind_of(&v) == Kind::Function => Some(v),
