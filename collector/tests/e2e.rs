@@ -388,7 +388,7 @@ async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() 
          document.getElementById('b').addEventListener('click', () => { window.clicked = true; });\n";
     std::fs::write(www.join("start.js"), start).expect("write start.js");
     // A browser without WebAssembly: the global is gone before the agent is imported.
-    std::fs::write(www.join("old.js"), format!("globalThis.WebAssembly = undefined;\nawait import('/start.js');\n")).expect("write old.js");
+    std::fs::write(www.join("old.js"), "globalThis.WebAssembly = undefined;\nawait import('/start.js');\n").expect("write old.js");
 
     let _one = ONE_BROWSER.lock().await;
     let stack = stack_serving("e2e_no_wasm", www).await;
