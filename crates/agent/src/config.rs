@@ -17,20 +17,26 @@ use crate::host::{self, Kind};
 
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 30_000;
-const OPTIONS: [&str; 12] = [
-    "endpoint",
-    "site",
-    "release",
-    "env",
-    "sampleRate",
-    "batchSize",
-    "flushInterval",
-    "ignoreUrls",
-    "routes",
-    "beforeSend",
-    "trackFetch",
-    "trackMeasures",
+/// Every option, with the kind of value it takes (see [`host::kind`]).
+const OPTIONS: [(&str, u32); 12] = [
+    ("endpoint", STRING),
+    ("site", STRING),
+    ("release", STRING),
+    ("env", STRING),
+    ("sampleRate", NUMBER),
+    ("batchSize", NUMBER),
+    ("flushInterval", NUMBER),
+    ("ignoreUrls", ARRAY),
+    ("routes", ARRAY),
+    ("beforeSend", FUNCTION),
+    ("trackFetch", BOOLEAN),
+    ("trackMeasures", BOOLEAN),
 ];
+const BOOLEAN: u32 = 2;
+const NUMBER: u32 = 3;
+const STRING: u32 = 4;
+const FUNCTION: u32 = 5;
+const ARRAY: u32 = 6;
 
 /// A URL the fetch wrapper does not time: a substring of the absolute URL, or a `RegExp`.
 #[derive(Debug, Clone)]
@@ -104,45 +110,67 @@ impl Config {
             return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
         }
         for key in pulse_protocol::text::pieces(&host::keys(options), b"\n").filter(|k| !k.is_empty()) {
-            if !OPTIONS.contains(&key) {
+            if !OPTIONS.iter().any(|(name, _)| *name == key) {
                 return Err(ConfigError { option: key.to_owned(), problem: "is not an option (see PulseConfig in the types)" });
             }
         }
-        // Filled in place, one option at a time: a wrong option returns through one drop of the
-        // whole config instead of a drop for every field read so far.
-        let mut config = Config::default();
-        let endpoint = string(options, "endpoint")?.ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
-        config.endpoint = host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?;
-        config.site = string(options, "site")?.ok_or(ConfigError::new("site", "is required: the site key"))?;
-        config.release = string(options, "release")?;
-        config.env = string(options, "env")?;
-        if let Some(rate) = number(options, "sampleRate")? {
+        // Every option is missing or of its kind (false and true are kinds 1 and 2); numbers are
+        // finite. One loop, so one way out for all of them.
+        let values: [JsValue; 12] = core::array::from_fn(|i| host::get(options, OPTIONS[i].0));
+        for ((name, want), value) in OPTIONS.iter().zip(&values) {
+            let kind = host::kind(value);
+            let fits = kind == 0 || kind == *want || (*want == BOOLEAN && kind == 1);
+            if !fits || (*want == NUMBER && kind != 0 && !value.as_f64().is_some_and(f64::is_finite)) {
+                let problem = match *want {
+                    STRING => "must be a string",
+                    NUMBER => "must be a finite number",
+                    BOOLEAN => "must be true or false",
+                    ARRAY => "must be an array",
+                    _ => "must be a function",
+                };
+                return Err(ConfigError::new(name, problem));
+            }
+        }
+        let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures] = values;
+        let text = |v: &JsValue| (host::kind(v) != 0).then(|| host::string(v));
+        let endpoint = text(&endpoint).ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
+        let mut config = Config {
+            endpoint: host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?,
+            site: text(&site).ok_or(ConfigError::new("site", "is required: the site key"))?,
+            release: text(&release),
+            env: text(&env),
+            before_send: (host::kind(&before_send) != 0).then_some(before_send),
+            track_fetch: host::kind(&track_fetch) != 1,
+            track_measures: host::kind(&track_measures) != 1,
+            ..Config::default()
+        };
+        if let Some(rate) = rate.as_f64() {
             config.sample_rate = rate;
         }
-        if let Some(batch) = number(options, "batchSize")? {
+        if let Some(batch) = batch.as_f64() {
             // Checked on the raw number so 0.5 batches are refused, not rounded.
             if batch != (batch as i64) as f64 {
                 return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
             }
             config.batch_size = batch as usize;
         }
-        if let Some(interval) = number(options, "flushInterval")? {
+        if let Some(interval) = interval.as_f64() {
             config.flush_interval_ms = interval as u32;
         }
-        config.ignore = list(options, "ignoreUrls", "must hold non-empty strings or RegExps", |item| match host::kind_of(&item) {
-            Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
-            Kind::RegExp => Some(Ignore::Matches(item)),
-            _ => None,
-        })?;
-        config.routes =
-            list(options, "routes", "must hold strings", |item| (host::kind_of(&item) == Kind::String).then(|| host::string(&item)))?;
-        config.before_send = match host::get(options, "beforeSend") {
-            v if host::kind_of(&v) == Kind::Missing => None,
-            v if host::kind_of(&v) == Kind::Function => Some(v),
-            _ => return Err(ConfigError::new("beforeSend", "must be a function")),
-        };
-        config.track_fetch = boolean(options, "trackFetch")?.unwrap_or(true);
-        config.track_measures = boolean(options, "trackMeasures")?.unwrap_or(true);
+        for item in host::items(ignore) {
+            config.ignore.push(match host::kind_of(&item) {
+                Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
+                Kind::RegExp => Some(Ignore::Matches(item)),
+                _ => None,
+            }
+            .ok_or(ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?);
+        }
+        for item in host::items(routes) {
+            if host::kind_of(&item) != Kind::String {
+                return Err(ConfigError::new("routes", "must hold strings"));
+            }
+            config.routes.push(host::string(&item));
+        }
         config.check()?;
         Ok(config)
     }
@@ -180,55 +208,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-}
-
-fn string(options: &JsValue, key: &str) -> Result<Option<String>, ConfigError> {
-    let v = host::get(options, key);
-    match host::kind_of(&v) {
-        Kind::Missing => Ok(None),
-        Kind::String => Ok(Some(host::string(&v))),
-        _ => Err(ConfigError::new(key, "must be a string")),
-    }
-}
-
-fn number(options: &JsValue, key: &str) -> Result<Option<f64>, ConfigError> {
-    let v = host::get(options, key);
-    match host::kind_of(&v) {
-        Kind::Missing => Ok(None),
-        _ => match host::num(options, key) {
-            n if n.is_finite() => Ok(Some(n)),
-            _ => Err(ConfigError::new(key, "must be a finite number")),
-        },
-    }
-}
-
-fn boolean(options: &JsValue, key: &str) -> Result<Option<bool>, ConfigError> {
-    match host::kind_of(&host::get(options, key)) {
-        Kind::Missing => Ok(None),
-        Kind::Bool(b) => Ok(Some(b)),
-        _ => Err(ConfigError::new(key, "must be true or false")),
-    }
-}
-
-/// An array option, each item read by `item` (`None`: the item is wrong, as `problem` says).
-fn list<T>(
-    options: &JsValue,
-    key: &'static str,
-    problem: &'static str,
-    item: impl Fn(JsValue) -> Option<T>,
-) -> Result<Vec<T>, ConfigError> {
-    let v = host::get(options, key);
-    match host::kind_of(&v) {
-        Kind::Missing => Ok(Vec::new()),
-        Kind::Array => {
-            let mut out = Vec::new();
-            for i in host::items(v) {
-                out.push(item(i).ok_or(ConfigError::new(key, problem))?);
-            }
-            Ok(out)
-        }
-        _ => Err(ConfigError::new(key, "must be an array")),
     }
 }
 
