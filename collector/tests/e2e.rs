@@ -407,3 +407,91 @@ async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() 
     browser.close().await;
     stack.running.stop().await;
 }
+
+/// A single-page app (the Vite app's `spa.html`): two client-side route changes, made by real
+/// clicks, are soft navigations. With `softNavigations: true` Pulse reports every navigation's
+/// FCP, LCP, CLS, INP and TTFB exactly as web-vitals 6.2.3 with `reportSoftNavs: true` on the same
+/// page load, and the collector stores them as page views of their routes (`nav=soft-navigation`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
+    let app = repo().join("tests/vite-app/dist");
+    assert!(app.join("spa.html").exists(), "{} is missing: run scripts/build-npm.sh (make test does)", app.display());
+    let _one = ONE_BROWSER.lock().await;
+    let stack = stack_serving("e2e_spa", app).await;
+    let browser = chromium().await;
+    browser.client.goto(&format!("{}/spa.html", stack.base)).await.expect("open the single-page app");
+    browser.wait_for("return !!window.pulse").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two soft navigations, each followed by a late banner (a layout shift in its page view) and
+    // by interactions that count in its INP.
+    for (link, path) in [("to-product", "/shop/products/42"), ("to-cart", "/shop/cart")] {
+        click(&browser, link).await;
+        browser.wait_for(&format!("return document.body.dataset.shifted === '{path}'")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        click(&browser, "slow").await;
+        click(&browser, "quick").await;
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+    }
+    // Hidden the way a person hides it, so both libraries report the last page view.
+    let page = browser.client.window().await.expect("window");
+    let tab = browser.client.new_window(true).await.expect("new tab");
+    browser.client.switch_to_window(tab.handle).await.expect("switch to the new tab");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    browser.client.switch_to_window(page).await.expect("back to the page");
+
+    let ours = final_values(&browser.js("return window.pulseReports").await);
+    let theirs = final_values(&browser.js("return window.webVitalsReports").await);
+    let navs = browser.js("return window.webVitalsReports.filter((r) => r.name === 'FCP').map((r) => r.nav)").await;
+    assert_eq!(navs, serde_json::json!(["navigate", "soft-navigation", "soft-navigation"]), "web-vitals saw two soft navigations");
+    for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
+        let (ours, theirs) = (&ours[name], &theirs[name]);
+        eprintln!("e2e: {name:<5} pulse {ours:?}\ne2e: {:<5} web-vitals {theirs:?}", "");
+        assert_eq!(ours.len(), theirs.len(), "{name}: one value per navigation: pulse {ours:?}, web-vitals {theirs:?}");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{name}: pulse {ours:?} ≠ web-vitals {theirs:?}");
+        }
+    }
+    assert_eq!(ours["FCP"].len(), 3, "the load and two soft navigations");
+    browser.client.goto("about:blank").await.expect("leave the page");
+    browser.close().await;
+
+    // Stored as page views of their routes, told apart by `nav`.
+    let mut routes = Vec::new();
+    for _ in 0..100 {
+        let answer = stack.read("/v1/vitals?site=demo&metric=FCP&group_by=url&nav=soft-navigation").await;
+        routes = answer["rows"].as_array().map(|r| r.iter().map(|row| row["group"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default();
+        if routes.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    routes.sort();
+    assert_eq!(routes, ["/shop/cart", "/shop/products/:id"], "soft navigations by route");
+    let loads = stack.read("/v1/vitals?site=demo&metric=FCP&group_by=url&nav=navigate").await;
+    assert_eq!(loads["rows"][0]["group"], "/spa.html", "{loads}");
+    stack.running.stop().await;
+}
+
+/// Each metric's reports as (name → final value of each instance, in the order instances first
+/// reported): the last report of an `id` is its value.
+fn final_values(reports: &Value) -> HashMap<String, Vec<f64>> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut last: HashMap<(String, String), f64> = HashMap::new();
+    for r in reports.as_array().expect("an array of reports") {
+        let key = (r["name"].as_str().unwrap_or_default().to_owned(), r["id"].as_str().unwrap_or_default().to_owned());
+        if !last.contains_key(&key) {
+            order.push(key.clone());
+        }
+        last.insert(key, r["value"].as_f64().unwrap_or(f64::NAN));
+    }
+    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+    for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
+        out.insert(name.to_owned(), Vec::new());
+    }
+    for key in order {
+        let value = last[&key];
+        out.entry(key.0).or_default().push(value);
+    }
+    out
+}

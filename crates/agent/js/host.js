@@ -154,4 +154,6 @@ export function test(re, s) { re.lastIndex = 0; return re.test(s); }
 export function parse(json) { return JSON.parse(json); }
 export function stringify(v) { try { return JSON.stringify(v); } catch (e) { return undefined; } }
 export function invoke(f, arg) { return f(arg); }
+// `o[k]()`, or undefined when it is not a method or throws.
+export function method(o, k) { try { return o[k](); } catch (e) { return undefined; } }
 export function log(error, message, detail) { (error ? console.error : console.warn)(message, detail); }

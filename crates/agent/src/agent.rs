@@ -43,6 +43,8 @@ mod code {
     pub const EVENT: u32 = 4;
     pub const FIRST_INPUT: u32 = 5;
     pub const MEASURE: u32 = 6;
+    pub const SOFT_NAVIGATION: u32 = 7;
+    pub const INTERACTION_PAINT: u32 = 8;
     pub const VISIBILITY: u32 = 10;
     pub const PAGEHIDE: u32 = 11;
     pub const PAGESHOW: u32 = 12;
@@ -91,6 +93,8 @@ struct Core {
     fid: fid::Watch,
     calls: Calls,
     out: Outbox,
+    /// Metrics of an earlier page view (before a soft navigation), with its context.
+    ready: Vec<(Metric, Rc<Context>)>,
     context: Rc<Context>,
     session: Session,
     /// When the session was last written to `sessionStorage`, epoch ms.
@@ -101,6 +105,9 @@ struct Core {
     restored_at: Option<f64>,
     /// The browser has `layout-shift` entries (without them there is no CLS, not a CLS of 0).
     shifts: bool,
+    /// Soft navigations start page views (asked for, and the browser reports them): a metric's
+    /// page view is then the navigation it was measured in, not whatever the URL is now.
+    soft: bool,
     /// Payloads handed to `fetch` with `keepalive`, by token, until it settles.
     posting: Vec<(f64, Vec<Queued>)>,
     next_token: f64,
@@ -146,6 +153,7 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         fid: fid::Watch::default(),
         calls: Calls::new(),
         out: Outbox::default(),
+        ready: Vec::new(),
         context: Rc::new(context),
         session,
         session_saved_at: now,
@@ -153,6 +161,7 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         stats: Stats::default(),
         restored_at: None,
         shifts: false,
+        soft: false,
         posting: Vec::new(),
         next_token: 0.0,
     };
@@ -225,12 +234,18 @@ impl Agent {
     /// Hands the measured metrics to listeners, sampling, `beforeSend` and the queue.
     pub fn deliver(&self) {
         loop {
-            let metrics = core::mem::take(&mut self.core.borrow_mut().out.0);
-            if metrics.is_empty() {
+            let (ready, metrics) = {
+                let mut core = self.core.borrow_mut();
+                (core::mem::take(&mut core.ready), core::mem::take(&mut core.out.0))
+            };
+            if ready.is_empty() && metrics.is_empty() {
                 return;
             }
+            for (metric, context) in ready {
+                self.emit(metric, Some(context));
+            }
             for metric in metrics {
-                self.emit(metric);
+                self.emit(metric, None);
             }
         }
     }
@@ -245,7 +260,9 @@ impl Agent {
         self.core.borrow_mut().stats.rejected_records += 1;
     }
 
-    fn emit(&self, metric: Metric) {
+    /// One metric to the listeners, sampling, `beforeSend` and the queue; `context` is its page
+    /// view when it is not the current one.
+    fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
         self.core.borrow_mut().stats.measured += 1;
         let Metric { name, json } = metric;
         let listeners = self.listeners.borrow().clone();
@@ -260,7 +277,8 @@ impl Agent {
         }
         let (context, sampled) = {
             let mut core = self.core.borrow_mut();
-            let context = core.context_now(&self.config);
+            let now = core.context_now(&self.config);
+            let context = context.unwrap_or(now);
             let sampled = core.session.sampled;
             if !sampled {
                 core.stats.dropped_unsampled += 1;
@@ -400,7 +418,7 @@ impl Agent {
             return;
         }
         self.timed(|| {
-            self.core.borrow_mut().hidden();
+            self.core.borrow_mut().hidden(&self.config);
             self.deliver();
             self.flush();
         });
@@ -429,6 +447,12 @@ impl Core {
         host::observe("first-input", code::FIRST_INPUT, 0.0);
         if config.track_measures {
             host::observe("measure", code::MEASURE, 0.0);
+        }
+        // Last, so the shifts and interactions the browser delivers with a soft navigation are
+        // counted before it (in the previous page view), as web-vitals' sorted batches do.
+        if config.soft_navigations && soft_navigations_supported() {
+            host::observe("interaction-contentful-paint", code::INTERACTION_PAINT, 0.0);
+            self.soft = host::observe("soft-navigation", code::SOFT_NAVIGATION, 0.0);
         }
         // TTFB is read after the load event's task, when `loadEventEnd` is set.
         if host::text(&host::root(DOCUMENT), "readyState").as_deref() == Some("complete") {
@@ -459,15 +483,17 @@ impl Core {
                 self.fid.entry(&a, &self.view, &mut self.out);
             }
             code::MEASURE => measure::entry(&a, &mut self.out),
+            code::SOFT_NAVIGATION => self.soft_navigation(config, &a),
+            code::INTERACTION_PAINT => self.lcp.interaction_paint(&a),
             code::VISIBILITY if host::hidden() => {
                 if self.view.first_hidden == f64::INFINITY {
                     self.view.first_hidden = host::num(&a, "timeStamp");
                 }
-                self.hidden();
+                self.hidden(config);
                 effect.flush = true;
             }
             code::PAGEHIDE => {
-                self.hidden();
+                self.hidden(config);
                 effect.flush = true;
             }
             code::PAGESHOW if host::flag(&a, "persisted") => {
@@ -526,7 +552,11 @@ impl Core {
 
     /// The page was hidden (or is being left): read what the observers hold, report what is
     /// final on hide.
-    fn hidden(&mut self) {
+    fn hidden(&mut self, config: &Config) {
+        // A soft navigation the browser recorded but did not deliver yet still starts its page view.
+        for entry in Core::pending(code::SOFT_NAVIGATION) {
+            self.soft_navigation(config, &entry);
+        }
         if self.view.first_hidden == f64::INFINITY {
             self.view.first_hidden = host::now();
         }
@@ -552,6 +582,48 @@ impl Core {
         self.inp.report(&mut self.out);
     }
 
+    /// A soft navigation (a single-page app's route change, `entry` its `soft-navigation` entry),
+    /// as web-vitals with `reportSoftNavs`: the page view so far ends — its LCP, CLS and INP are
+    /// final and reported — and a new one starts at the interaction that changed the URL, with
+    /// its own id and URL, TTFB 0 and FCP at once (the entry's first contentful paint), LCP from
+    /// that interaction's contentful paints, CLS and INP counted from here.
+    fn soft_navigation(&mut self, config: &Config, entry: &JsValue) {
+        for shift in Core::pending(code::SHIFT) {
+            self.cls.entry(shift);
+        }
+        for event in Core::pending(code::EVENT) {
+            self.inp.entry(&event);
+        }
+        self.finalize_lcp(Finalizer::Hidden);
+        if self.shifts {
+            self.cls.report(&self.view, &mut self.out);
+        }
+        self.inp.report(&mut self.out);
+        let previous = self.context.clone();
+        self.ready.extend(self.out.0.drain(..).map(|metric| (metric, previous.clone())));
+
+        let start = host::num(entry, "startTime");
+        let path = host::text(&host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
+        self.context = Rc::new(Context {
+            page: host::random_id(),
+            url: route(config, &path.unwrap_or_else(|| String::from("/"))),
+            nav: NavigationType::SoftNavigation,
+            ..(*previous).clone()
+        });
+        // CLS still needs the load's first paint, as in web-vitals.
+        self.view = View { activation_start: start, first_hidden: f64::INFINITY, painted: self.view.painted };
+        let painted = match host::num(entry, "presentationTime") {
+            t if t > 0.0 => t,
+            _ => host::num(entry, "paintTime"),
+        };
+        self.fcp.soft_navigation(if painted > 0.0 { (painted - start).max(0.0) } else { 0.0 }, &mut self.out);
+        let largest = host::method(entry, "getLargestInteractionContentfulPaint");
+        self.lcp = lcp::Watch::soft_navigation(start, host::num(entry, "interactionId"), &largest);
+        self.cls = cls::Watch::default();
+        self.inp.restart();
+        ttfb::zero(0.0, &mut self.out);
+    }
+
     /// A back/forward-cache restore: a new page view whose metrics start over.
     fn restored(&mut self, event_time: f64) {
         let mut next = (*self.context).clone();
@@ -559,11 +631,11 @@ impl Core {
         next.nav = NavigationType::BackForwardCache;
         self.context = Rc::new(next);
         self.view = View::new(0.0, if host::hidden() { 0.0 } else { f64::INFINITY });
-        ttfb::restored(host::activation_start(), &mut self.out);
+        ttfb::zero(host::activation_start(), &mut self.out);
         self.fcp = fcp::Watch::default();
         self.lcp = lcp::Watch::new(&self.view);
         self.cls = cls::Watch::default();
-        self.inp.restored();
+        self.inp.restart();
         self.restored_at = Some(event_time);
         host::paint(code::RESTORE_PAINTED);
     }
@@ -593,7 +665,8 @@ impl Core {
         if rolled || now - self.session_saved_at >= SESSION_SAVE_INTERVAL_MS {
             self.save_session();
         }
-        let url = page_url(config);
+        // Without soft navigations the page view follows the path (single-page apps change it).
+        let url = if self.soft { self.context.url.clone() } else { page_url(config) };
         if self.context.session != self.session.id || self.context.url != url {
             let mut next = (*self.context).clone();
             next.session.clone_from(&self.session.id);
@@ -630,10 +703,21 @@ fn first_hidden(activation: f64) -> f64 {
     }
 }
 
-/// The page's path as the envelope's `url`: the first matching route template, else normalised.
+/// The page's path as the envelope's `url`.
 fn page_url(config: &Config) -> String {
-    let path = host::text(&host::root(host::LOCATION), "pathname").unwrap_or_else(|| String::from("/"));
-    routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path))
+    route(config, &host::text(&host::root(host::LOCATION), "pathname").unwrap_or_else(|| String::from("/")))
+}
+
+/// A page path as the envelope's `url`: the first matching route template, else normalised.
+fn route(config: &Config, path: &str) -> String {
+    routes::apply(&config.routes, path).unwrap_or_else(|| pulse_protocol::route::normalise_path(path))
+}
+
+/// The browser reports soft navigations the way web-vitals 6 relies on (the entry type, and
+/// `getLargestInteractionContentfulPaint` on its entries); older experimental versions do not.
+fn soft_navigations_supported() -> bool {
+    let entry = host::get(&host::root(WINDOW), "PerformanceSoftNavigation");
+    host::kind(&host::get(&host::get(&entry, "prototype"), "getLargestInteractionContentfulPaint")) == 5
 }
 
 fn navigation_type() -> NavigationType {

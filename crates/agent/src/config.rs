@@ -5,7 +5,8 @@
 //! `release`, `env`, `sampleRate` (0..=1, default 1), `batchSize` (1..=500, default 50),
 //! `flushInterval` (ms, 1000..=600000, default 30000), `ignoreUrls` (strings matched as substrings
 //! of the absolute URL, or `RegExp`s), `routes` (path templates such as `/products/:slug` or
-//! `/docs/*`), `beforeSend` (function), `trackFetch` and `trackMeasures` (default true).
+//! `/docs/*`), `beforeSend` (function), `trackFetch` and `trackMeasures` (default true),
+//! `softNavigations` (default false).
 
 use alloc::borrow::ToOwned;
 use alloc::string::String;
@@ -18,7 +19,7 @@ use crate::host::{self, Kind};
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 30_000;
 /// Every option, with the kind of value it takes (see [`host::kind`]).
-const OPTIONS: [(&str, u32); 12] = [
+const OPTIONS: [(&str, u32); 13] = [
     ("endpoint", STRING),
     ("site", STRING),
     ("release", STRING),
@@ -31,6 +32,7 @@ const OPTIONS: [(&str, u32); 12] = [
     ("beforeSend", FUNCTION),
     ("trackFetch", BOOLEAN),
     ("trackMeasures", BOOLEAN),
+    ("softNavigations", BOOLEAN),
 ];
 const BOOLEAN: u32 = 2;
 const NUMBER: u32 = 3;
@@ -60,6 +62,9 @@ pub struct Config {
     pub before_send: Option<JsValue>,
     pub track_fetch: bool,
     pub track_measures: bool,
+    /// Each soft navigation of a single-page app is a page view of its own (web-vitals'
+    /// `reportSoftNavs`), where the browser reports them.
+    pub soft_navigations: bool,
 }
 
 /// Why `init` refused its options: the option and what is wrong with it.
@@ -99,6 +104,7 @@ impl Default for Config {
             before_send: None,
             track_fetch: true,
             track_measures: true,
+            soft_navigations: false,
         }
     }
 }
@@ -116,7 +122,7 @@ impl Config {
         }
         // Every option is missing or of its kind (false and true are kinds 1 and 2); numbers are
         // finite. One loop, so one way out for all of them.
-        let values: [JsValue; 12] = core::array::from_fn(|i| host::get(options, OPTIONS[i].0));
+        let values: [JsValue; 13] = core::array::from_fn(|i| host::get(options, OPTIONS[i].0));
         for ((name, want), value) in OPTIONS.iter().zip(&values) {
             let kind = host::kind(value);
             let fits = kind == 0 || kind == *want || (*want == BOOLEAN && kind == 1);
@@ -131,7 +137,7 @@ impl Config {
                 return Err(ConfigError::new(name, problem));
             }
         }
-        let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures] = values;
+        let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures, soft] = values;
         let text = |v: &JsValue| (host::kind(v) != 0).then(|| host::string(v));
         let endpoint = text(&endpoint).ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
         let mut config = Config {
@@ -142,6 +148,7 @@ impl Config {
             before_send: (host::kind(&before_send) != 0).then_some(before_send),
             track_fetch: host::kind(&track_fetch) != 1,
             track_measures: host::kind(&track_measures) != 1,
+            soft_navigations: host::kind(&soft) == 2,
             ..Config::default()
         };
         if let Some(rate) = rate.as_f64() {

@@ -3,6 +3,7 @@
 //! hidden before it. After a back/forward-cache restore: the time from the `pageshow` event to the
 //! next paint (two animation frames).
 
+use alloc::string::String;
 use pulse_protocol::Vital;
 use wasm_bindgen::JsValue;
 
@@ -32,6 +33,17 @@ impl Watch {
             .num("timeToFirstByte", ttfb)
             .num("firstByteToFCP", (value - ttfb).max(0.0))
             .text("loadState", load_state(start_time));
+        self.instance.report(out, Vital::Fcp, value, attribution);
+    }
+
+    /// A soft navigation (see [`crate::report::SoftNavigation`]): its first contentful paint, from
+    /// the `soft-navigation` entry, reported at once (web-vitals checks no visibility here).
+    pub fn soft_navigation(&mut self, value: f64, out: &mut Outbox) {
+        *self = Watch::default();
+        let attribution = Attribution::default()
+            .num("timeToFirstByte", 0.0)
+            .num("firstByteToFCP", value)
+            .text("loadState", Some(String::from("complete")));
         self.instance.report(out, Vital::Fcp, value, attribution);
     }
 

@@ -68,6 +68,8 @@ extern "C" {
     pub fn test(re: &JsValue, s: &str) -> bool;
     pub fn parse(json: &str) -> JsValue;
     pub fn stringify(v: &JsValue) -> Option<String>;
+    /// `o[name]()`: calls a method of a browser object (`undefined` if there is none or it throws).
+    pub fn method(o: &JsValue, name: &str) -> JsValue;
     /// Calls a page function with one argument.
     #[wasm_bindgen(catch)]
     pub fn invoke(f: &JsValue, arg: &JsValue) -> Result<JsValue, JsValue>;

@@ -131,8 +131,9 @@ impl Inp {
         Vital::Inp.thresholds().rate(value)
     }
 
-    /// Starts over after a back/forward-cache restore; `browser_count` is the browser's
-    /// interaction count at the restore.
+    /// Starts over after a back/forward-cache restore or a soft navigation; `browser_count` is the
+    /// browser's interaction count then. Interactions since, all under the threshold, give
+    /// [`FAST_RESTORED_INP_MS`].
     pub fn restart(&mut self, browser_count: Option<u64>) {
         *self = Inp { count_at_restore: browser_count.unwrap_or(0), restored: true, ..Inp::default() };
     }
@@ -225,8 +226,9 @@ impl Watch {
         self.instance.report(out, Vital::Inp, value, attribution);
     }
 
-    /// After a back/forward-cache restore INP starts over, counting interactions from there.
-    pub fn restored(&mut self) {
+    /// After a back/forward-cache restore or a soft navigation INP starts over, counting
+    /// interactions from there.
+    pub fn restart(&mut self) {
         self.inp.restart(browser_count());
         self.instance = Instance::default();
         self.targets.clear();

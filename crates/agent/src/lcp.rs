@@ -42,10 +42,15 @@ impl Lcp {
 
     /// Offers a candidate (its `startTime`); returns the new value when it counts.
     pub fn candidate(&mut self, start_time: f64) -> Option<f64> {
-        if self.final_value || start_time >= self.first_hidden {
+        self.candidate_since(start_time, self.activation_start)
+    }
+
+    /// A candidate painted at `time`, measured from `origin` (a soft navigation's start).
+    pub fn candidate_since(&mut self, time: f64, origin: f64) -> Option<f64> {
+        if self.final_value || time >= self.first_hidden {
             return None;
         }
-        let value = (start_time - self.activation_start).max(0.0);
+        let value = (time - origin).max(0.0);
         self.value = Some(value);
         Some(value)
     }
@@ -86,17 +91,51 @@ pub struct Watch {
     instance: Instance,
     /// The last candidate entry, for attribution.
     entry: JsValue,
+    /// A soft navigation's page view: the `interactionId` that started it (only that
+    /// interaction's contentful paints count) and its start time.
+    soft: Option<(f64, f64)>,
 }
 
 impl Watch {
     pub fn new(view: &View) -> Watch {
-        Watch { lcp: Lcp::new(view.activation_start, view.first_hidden), instance: Instance::default(), entry: JsValue::UNDEFINED }
+        Watch {
+            lcp: Lcp::new(view.activation_start, view.first_hidden),
+            instance: Instance::default(),
+            entry: JsValue::UNDEFINED,
+            soft: None,
+        }
     }
 
-    /// A `largest-contentful-paint` entry.
+    /// The LCP of a soft navigation started at `start` by interaction `interaction`, whose
+    /// largest contentful paint so far is `largest` (an `interaction-contentful-paint` entry).
+    /// As web-vitals: measured from the interaction's start, never hidden before it began.
+    pub fn soft_navigation(start: f64, interaction: f64, largest: &JsValue) -> Watch {
+        let mut watch = Watch { soft: Some((interaction, start)), ..Watch::new(&View::new(start, f64::INFINITY)) };
+        watch.interaction_paint(largest);
+        watch
+    }
+
+    /// A `largest-contentful-paint` entry (of the page load; a soft navigation's LCP comes from
+    /// its interaction's paints).
     pub fn entry(&mut self, entry: JsValue) {
-        if self.lcp.candidate(host::num(&entry, "startTime")).is_some() {
+        if self.soft.is_none() && self.lcp.candidate(host::num(&entry, "startTime")).is_some() {
             self.entry = entry;
+        }
+    }
+
+    /// An `interaction-contentful-paint` entry: a candidate if its interaction started the current
+    /// soft navigation. The value is the paint's `renderTime` (0 when unknown, as web-vitals)
+    /// minus the interaction's start.
+    pub fn interaction_paint(&mut self, entry: &JsValue) {
+        let Some((interaction, _)) = self.soft else { return };
+        if host::num(entry, "interactionId") != interaction {
+            return;
+        }
+        let largest = host::get(entry, "largestContentfulPaint");
+        let render = host::num(&largest, "renderTime");
+        let render = if render.is_nan() { 0.0 } else { render };
+        if self.lcp.candidate_since(render, host::num(entry, "startTime")).is_some() {
+            self.entry = largest;
         }
     }
 
@@ -107,7 +146,14 @@ impl Watch {
     /// Applies a finalising event (pending entries read first); reports once.
     pub fn finalize(&mut self, by: Finalizer, view: &View, out: &mut Outbox) {
         let Some(value) = self.lcp.finalize(by) else { return };
-        let attribution = attribution(view.activation_start, value, &self.entry);
+        let attribution = match self.soft {
+            // A soft navigation fetched no document: its sub-parts count from its start, TTFB 0.
+            Some((_, start)) => attribution(start, 0.0, value, &self.entry),
+            None => {
+                let ttfb = crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value);
+                attribution(view.activation_start, ttfb, value, &self.entry)
+            }
+        };
         self.instance.report(out, Vital::Lcp, value, attribution);
     }
 
@@ -122,9 +168,9 @@ impl Watch {
 }
 
 /// web-vitals' LCP breakdown: time to first byte, resource load delay and duration, and the
-/// element render delay, which add up to the value.
-fn attribution(activation: f64, value: f64, entry: &JsValue) -> Attribution {
-    let ttfb = crate::ttfb::value(activation).unwrap_or(0.0).min(value);
+/// element render delay, which add up to the value; times count from `activation` (a soft
+/// navigation's start for one).
+fn attribution(activation: f64, ttfb: f64, value: f64, entry: &JsValue) -> Attribution {
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
     let resource = url.as_deref().map(|url| host::named(url, "resource")).filter(|r| host::kind(r) != 0);
     let (request_start, response_end) = match &resource {

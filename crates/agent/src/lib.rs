@@ -96,6 +96,13 @@ export interface PulseConfig {
   trackFetch?: boolean;
   /** Record performance.measure() entries as custom metrics (default true). */
   trackMeasures?: boolean;
+  /**
+   * Single-page apps: each soft navigation (a click that changes the URL and paints new content)
+   * is a page view of its own, with its own FCP, LCP, CLS, INP and TTFB (0), as web-vitals'
+   * `reportSoftNavs`. Default false: it changes when the first page's CLS and INP are final.
+   * Browsers without soft-navigation entries measure as if it were off.
+   */
+  softNavigations?: boolean;
 }
 
 /** One measurement, as sent to the collector. */

@@ -34,8 +34,9 @@ pub fn report(activation: f64, out: &mut Outbox) {
     Instance::default().report(out, Vital::Ttfb, value, attribution);
 }
 
-/// A back/forward-cache restore: TTFB 0, when the load's navigation entry was usable.
-pub fn restored(activation: f64, out: &mut Outbox) {
+/// A new page view without a request (a back/forward-cache restore, a soft navigation): TTFB 0,
+/// when the load had a usable navigation entry.
+pub fn zero(activation: f64, out: &mut Outbox) {
     if value(activation).is_some() {
         Instance::default().report(out, Vital::Ttfb, 0.0, Attribution::default());
     }
