@@ -242,7 +242,19 @@ async fn the_dashboard_shows_what_the_api_answers() {
         .await;
         assert_eq!(r.status, 202, "{}", r.text());
     }
-    stack.metric("LCP", 60).await;
+    // A single-page app's route reached by soft navigations: page views of `/shop/cart`.
+    let mut soft = beacon("demo", "/shop/cart", (0..5).map(|k| metric("LCP", 300.0 + 10.0 * f64::from(k), 1000.0)).collect());
+    soft["nav"] = "soft-navigation".into();
+    soft["page"] = "page-soft".into();
+    let r = pulse_testkit::http::send(
+        "POST",
+        &format!("{}/v1/beacon", stack.base),
+        &[("content-type", "text/plain"), ("origin", "http://127.0.0.1")],
+        soft.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    stack.metric("LCP", 65).await;
     stack.metric("FID", 2).await;
 
     let browser = chromium().await;
@@ -258,11 +270,13 @@ async fn the_dashboard_shows_what_the_api_answers() {
         assert_eq!(value.as_f64(), Some(p75));
     }
 
-    // The pages table: one row per page with the API's p75 LCP.
+    // The pages table: one row per page with the API's p75 LCP, routes reached by soft
+    // navigation among them.
     let by_url = stack.read("/v1/vitals?site=demo&metric=LCP&group_by=url").await;
-    let rows = browser.js("return [...document.querySelectorAll('#pages tbody tr')].map(r => [...r.cells].map(c => c.textContent))").await;
+    let pages = "return [...document.querySelectorAll('#pages tbody tr')].map(r => [...r.cells].map(c => c.textContent))";
+    let rows = browser.js(pages).await;
     let rows = rows.as_array().expect("rows").clone();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
     for api_row in by_url["rows"].as_array().expect("rows") {
         let page = api_row["group"].as_str().expect("group");
         let shown_row = rows.iter().find(|r| r[0] == page).unwrap_or_else(|| panic!("{page} missing in {rows:?}"));
@@ -285,7 +299,15 @@ async fn the_dashboard_shows_what_the_api_answers() {
     let png = browser.client.screenshot().await.expect("screenshot");
     std::fs::write(out.join("dashboard.png"), png).expect("write the screenshot");
 
-    // Filters: phones only has no data here, and the dashboard says so.
+    // Filters: soft navigations only — the single-page app's route, its page views.
+    browser
+        .js("const n = document.getElementById('nav'); n.value = 'soft-navigation'; n.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser.wait_for("return document.querySelectorAll('#pages tbody tr').length === 1").await;
+    let rows = browser.js(pages).await;
+    assert_eq!((rows[0][0].as_str(), rows[0][4].as_str()), (Some("/shop/cart"), Some("5")), "{rows}");
+    browser.js("const n = document.getElementById('nav'); n.value = ''; n.dispatchEvent(new Event('change')); return true").await;
+    // Phones only has no data here, and the dashboard says so.
     browser.js("const d = document.getElementById('device'); d.value = 'mobile'; d.dispatchEvent(new Event('change')); return true").await;
     browser.wait_for("return document.querySelector('[data-metric=LCP] small').textContent === 'No data in this range'").await;
     // A wrong read key is an error the page explains.
@@ -460,7 +482,10 @@ async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
     let mut routes = Vec::new();
     for _ in 0..100 {
         let answer = stack.read("/v1/vitals?site=demo&metric=FCP&group_by=url&nav=soft-navigation").await;
-        routes = answer["rows"].as_array().map(|r| r.iter().map(|row| row["group"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default();
+        routes = answer["rows"]
+            .as_array()
+            .map(|r| r.iter().map(|row| row["group"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default();
         if routes.len() >= 2 {
             break;
         }

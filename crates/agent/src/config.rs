@@ -165,12 +165,14 @@ impl Config {
             config.flush_interval_ms = interval as u32;
         }
         for item in host::items(ignore) {
-            config.ignore.push(match host::kind_of(&item) {
-                Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
-                Kind::RegExp => Some(Ignore::Matches(item)),
-                _ => None,
-            }
-            .ok_or(ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?);
+            config.ignore.push(
+                match host::kind_of(&item) {
+                    Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
+                    Kind::RegExp => Some(Ignore::Matches(item)),
+                    _ => None,
+                }
+                .ok_or(ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?,
+            );
         }
         for item in host::items(routes) {
             if host::kind_of(&item) != Kind::String {

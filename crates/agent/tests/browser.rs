@@ -207,7 +207,7 @@ fn num(v: f64) -> JsValue {
 
 #[wasm_bindgen_test]
 fn bad_options_are_refused_with_the_option_named() {
-    let cases: [(JsValue, &str); 8] = [
+    let cases: [(JsValue, &str); 10] = [
         (JsValue::from_str("https://x"), "`options` must be an object"),
         (options(&[("sampleRate", num(2.0))]), "`sampleRate` must be a number from 0 to 1"),
         (options(&[("batchSize", num(0.0))]), "`batchSize` must be a whole number"),
@@ -216,6 +216,8 @@ fn bad_options_are_refused_with_the_option_named() {
         (options(&[("sampelRate", num(0.5))]), "`sampelRate` is not an option"),
         (options(&[("beforeSend", "drop".into())]), "`beforeSend` must be a function"),
         (options(&[("ignoreUrls", "/health".into())]), "`ignoreUrls` must be an array"),
+        (options(&[("softNavigations", "yes".into())]), "`softNavigations` must be true or false"),
+        (options(&[("routes", js_sys::Array::of1(&num(1.0)).into())]), "`routes` must hold strings"),
     ];
     for (opts, expected) in cases {
         let message = error_message(init(opts));
