@@ -9,6 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/target/agent/pkg}"
 wasm_opt="$root/.pulse/tools/node_modules/.bin/wasm-opt"
+wasm_dis="$root/.pulse/tools/node_modules/.bin/wasm-dis"
 esbuild="$root/.pulse/tools/node_modules/.bin/esbuild"
 wasm_bindgen="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen"
 [ -x "$wasm_opt" ] && [ -x "$esbuild" ] && [ -x "$wasm_bindgen" ] || PULSE_SETUP_QUIET=1 "$root/scripts/setup.sh" run
@@ -18,11 +19,24 @@ cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profi
 rm -rf "$out" && mkdir -p "$out"
 "$wasm_bindgen" --target web --out-dir "$out" --out-name pulse \
   "${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
+# wasm-bindgen names each import after its function plus a 16-digit hash (`__wbg_num_486d…`), in
+# the wasm and again in the glue: ~1.2 KB of digits that do not compress (~0.7 KB brotli). The
+# agent's imports are unique by function name, so the hashes go, in both files alike (checked).
+"$wasm_dis" "$out/pulse_bg.wasm" -o "$out/pulse_bg.wat"
+sed -E -i 's/"(__wbg_[A-Za-z0-9_]*)_[0-9a-f]{16}"/"\1"/g' "$out/pulse_bg.wat"
+dups="$(grep -oE '\(import "[^"]*" "[^"]*"' "$out/pulse_bg.wat" | sort | uniq -d)"
+[ -z "$dups" ] || { echo "build-agent: import names clash without their hashes: $dups" >&2; exit 1; }
+sed -E -i 's/(__wbg_[A-Za-z0-9_]*)_[0-9a-f]{16}\b/\1/g' "$out/pulse.js"
 # The features the Rust target emits (wasm-opt must be told; it defaults to MVP).
 "$wasm_opt" -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
   --enable-reference-types --enable-multivalue \
-  "$out/pulse_bg.wasm" -o "$out/pulse_bg.wasm"
+  "$out/pulse_bg.wat" -o "$out/pulse_bg.wasm"
+rm "$out/pulse_bg.wat"
+# Every import the glue provides is one the wasm asks for, and the other way round.
+wasm_imports="$("$wasm_dis" "$out/pulse_bg.wasm" | grep -oE '\(import "\./pulse_bg\.js" "[^"]*"' | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
+glue_imports="$(grep -oE '(__wbg_[A-Za-z0-9_]*|__wbindgen_[A-Za-z0-9_]*): *function' "$out/pulse.js" | sed -E 's/:.*//' | sort)"
+[ "$wasm_imports" = "$glue_imports" ] || { echo "build-agent: the glue's imports and the wasm's differ after renaming" >&2; diff <(echo "$wasm_imports") <(echo "$glue_imports") >&2; exit 1; }
 # The glue and the shims, minified (comments and whitespace are a third of the glue's brotli size;
 # the types live in the .d.ts). `new URL('….wasm', import.meta.url)` stays intact for bundlers.
 minify() { "$esbuild" "$1" --minify --format=esm --log-level=warning --outfile="$1.min" && mv "$1.min" "$1"; }

@@ -256,6 +256,8 @@ async fn the_dashboard_shows_what_the_api_answers() {
     assert_eq!(r.status, 202, "{}", r.text());
     stack.metric("LCP", 65).await;
     stack.metric("FID", 2).await;
+    // API calls are stored apart from vitals: wait for them too before the dashboard reads them.
+    assert_eq!(stack.api_routes(2).await.len(), 2, "both API routes stored");
 
     let browser = chromium().await;
     browser.client.goto(&format!("{}/dashboard.html", stack.base)).await.expect("open the dashboard");
