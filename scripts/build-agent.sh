@@ -2,7 +2,8 @@
 # Builds the browser agent for pages: cargo (size-first `release-wasm` profile: opt-level z, LTO,
 # panic=abort), wasm-bindgen (the JS glue), then wasm-opt -Oz from npm's binaryen and esbuild.
 #
-#   scripts/build-agent.sh [OUT_DIR]     # default target/agent/pkg: pulse.js, pulse_bg.wasm, pulse.d.ts
+#   scripts/build-agent.sh [OUT_DIR]     # wasm-bindgen's output, default target/agent/pkg; the page's
+#                                        # files go to target/agent/dist (DIST_DIR)
 #
 # Prints the sizes: raw, gzip -9 and brotli -q 11 of the wasm, the JS glue and both together.
 set -euo pipefail
@@ -37,41 +38,33 @@ rm "$out/pulse_bg.wat"
 wasm_imports="$("$wasm_dis" "$out/pulse_bg.wasm" | grep -oE '\(import "\./pulse_bg\.js" "[^"]*"' | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
 glue_imports="$(grep -oE '(__wbg_[A-Za-z0-9_]*|__wbindgen_[A-Za-z0-9_]*): *function' "$out/pulse.js" | sed -E 's/:.*//' | sort)"
 [ "$wasm_imports" = "$glue_imports" ] || { echo "build-agent: the glue's imports and the wasm's differ after renaming" >&2; diff <(echo "$wasm_imports") <(echo "$glue_imports") >&2; exit 1; }
-# The glue and the shims, minified (comments and whitespace are a third of the glue's brotli size;
-# the types live in the .d.ts). `new URL('….wasm', import.meta.url)` stays intact for bundlers.
-minify() { "$esbuild" "$1" --minify --format=esm --log-level=warning --outfile="$1.min" && mv "$1.min" "$1"; }
-minify "$out/pulse.js"
-while IFS= read -r -d '' f; do minify "$f"; done < <(find "$out/snippets" -name '*.js' -print0 2>/dev/null)
-
-# The distributable (served by the collector at /agent/, and the npm package's files): the glue
-# and the wasm under content-hashed names, cached forever, behind a small `pulse.js` entry whose
-# `init` loads the wasm once and starts the agent.
+# The distributable (served by the collector at /agent/, and the npm package's files): one ES
+# module, `pulse.js` — the entry (crates/agent/js/pulse.js, whose `init` loads the wasm once and
+# starts the agent), wasm-bindgen's glue and the host binding, bundled and minified by esbuild
+# (glue the entry does not use, such as `initSync`, is left out; one file compresses better than
+# three and loads without an import waterfall) — and the wasm under a content-hashed name, cached
+# forever. `new URL('….wasm', import.meta.url)` stays intact for bundlers.
 dist="${DIST_DIR:-$root/target/agent/dist}"
 rm -rf "$dist" && mkdir -p "$dist"
 wasm_hash="$(sha256sum "$out/pulse_bg.wasm" | cut -c1-10)"
 cp "$out/pulse_bg.wasm" "$dist/pulse_bg.$wasm_hash.wasm"
-sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" "$out/pulse.js" >"$dist/glue.tmp.js"
-glue_hash="$(sha256sum "$dist/glue.tmp.js" | cut -c1-10)"
-mv "$dist/glue.tmp.js" "$dist/pulse.$glue_hash.js"
-cp "$out/pulse.d.ts" "$dist/pulse.$glue_hash.d.ts"
-# The agent's small JS shims (wasm-bindgen snippets), imported by the glue by relative path; their
-# folder name carries a hash of the crate.
-[ -d "$out/snippets" ] && cp -r "$out/snippets" "$dist/"
-# The entry and its types are files of the agent crate (crates/agent/js) naming the glue
-# `./pulse_glue.js`; here they are pointed at the hashed glue.
-sed "s#\./pulse_glue\.js#./pulse.$glue_hash.js#g" "$root/crates/agent/js/pulse.js" >"$dist/pulse.js"
-sed "s#\./pulse_glue\.js#./pulse.$glue_hash.js#g" "$root/crates/agent/js/pulse.d.ts" >"$dist/pulse.d.ts"
-grep -q "pulse.$glue_hash.js" "$dist/pulse.js" || { echo "build-agent: the entry does not import ./pulse_glue.js" >&2; exit 1; }
+sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" "$out/pulse.js" >"$out/pulse_glue.js"
+grep -q "pulse_bg.$wasm_hash.wasm" "$out/pulse_glue.js" || { echo "build-agent: the glue does not name pulse_bg.wasm" >&2; exit 1; }
+cp "$root/crates/agent/js/pulse.js" "$out/entry.js"
+# wasm-bindgen repeats the host module's key in the glue's import object; harmless, so not reported.
+"$esbuild" "$out/entry.js" --bundle --minify --format=esm --log-level=warning \
+  --log-override:duplicate-object-key=silent --outfile="$dist/pulse.js"
+grep -q "pulse_bg.$wasm_hash.wasm" "$dist/pulse.js" || { echo "build-agent: the bundle does not load the wasm" >&2; exit 1; }
+# Types: the entry's, and the glue's they refer to (`./pulse_glue.js`; a .d.ts without a .js).
+cp "$root/crates/agent/js/pulse.d.ts" "$dist/pulse.d.ts"
+cp "$out/pulse.d.ts" "$dist/pulse_glue.d.ts"
 
 size() { wc -c <"$1" | tr -d ' '; }
-gz() { gzip -9c "$@" | wc -c | tr -d ' '; }
-br() { cat "$@" | brotli -q 11 -c | wc -c | tr -d ' '; }
+gz() { gzip -9c "$1" | wc -c | tr -d ' '; }
+br() { brotli -q 11 -c "$1" | wc -c | tr -d ' '; }
+wasm="$dist/pulse_bg.$wasm_hash.wasm"
 printf 'agent: %-22s %8s %8s %8s\n' "" raw gzip brotli
-printf 'agent: %-22s %8s %8s %8s\n' pulse_bg.wasm "$(size "$out/pulse_bg.wasm")" "$(gz "$out/pulse_bg.wasm")" "$(br "$out/pulse_bg.wasm")"
-js_files=("$out/pulse.js")
-while IFS= read -r -d '' f; do js_files+=("$f"); done < <(find "$out/snippets" -name '*.js' -print0 2>/dev/null)
-printf 'agent: %-22s %8s %8s %8s\n' "pulse.js + snippets" "$(cat "${js_files[@]}" | wc -c | tr -d ' ')" "$(cat "${js_files[@]}" | gzip -9c | wc -c | tr -d ' ')" "$(cat "${js_files[@]}" | brotli -q 11 -c | wc -c | tr -d ' ')"
-printf 'agent: %-22s %8s %8s %8s\n' "wasm + js (separately)" \
-  "$(( $(size "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | wc -c) ))" \
-  "$(( $(gz "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | gzip -9c | wc -c) ))" \
-  "$(( $(br "$out/pulse_bg.wasm") + $(cat "${js_files[@]}" | brotli -q 11 -c | wc -c) ))"
+printf 'agent: %-22s %8s %8s %8s\n' "pulse_bg.wasm" "$(size "$wasm")" "$(gz "$wasm")" "$(br "$wasm")"
+printf 'agent: %-22s %8s %8s %8s\n' "pulse.js" "$(size "$dist/pulse.js")" "$(gz "$dist/pulse.js")" "$(br "$dist/pulse.js")"
+printf 'agent: %-22s %8s %8s %8s\n' "both (each on its own)" \
+  "$(( $(size "$wasm") + $(size "$dist/pulse.js") ))" "$(( $(gz "$wasm") + $(gz "$dist/pulse.js") ))" "$(( $(br "$wasm") + $(br "$dist/pulse.js") ))"

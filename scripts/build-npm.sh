@@ -9,7 +9,7 @@ dist="$root/target/agent/dist"
 [ -f "$dist/pulse.js" ] || "$root/scripts/build-agent.sh" >/dev/null
 
 rm -rf "$root/npm/dist" && mkdir -p "$root/npm/dist" "$root/target/npm"
-cp -r "$dist"/*.js "$dist"/*.d.ts "$dist"/*.wasm "$dist"/snippets "$root/npm/dist/"
+cp "$dist"/*.js "$dist"/*.d.ts "$dist"/*.wasm "$root/npm/dist/"
 cd "$root/npm"
 tarball="$(npm pack --silent --pack-destination "$root/target/npm" 2>/dev/null | tail -1)"
 echo "npm: packed target/npm/$tarball:"

@@ -100,11 +100,8 @@ fn baselines() -> Vec<(String, Vec<PathBuf>)> {
 pub fn weight(report: &mut Report) {
     let dist = repo().join("target/agent/dist");
     let wasm = files_matching(&dist, |n| n.ends_with(".wasm"));
-    let mut js = files_matching(&dist, |n| n.ends_with(".js"));
-    // The wasm-bindgen snippets (the host binding, js/host.js) live one folder down.
-    for folder in files_matching(&dist.join("snippets"), |_| true) {
-        js.extend(files_matching(&folder, |n| n.ends_with(".js")));
-    }
+    // One module: the entry, wasm-bindgen's glue and the host binding, bundled.
+    let js = files_matching(&dist, |n| n.ends_with(".js"));
     let (Some(w), Some(j)) = (sizes(&wasm), sizes(&js)) else {
         report.note("target/agent/dist is missing: run scripts/build-agent.sh first");
         return;
@@ -113,7 +110,7 @@ pub fn weight(report: &mut Report) {
     report.add(SECTION_WEIGHT, "pulse wasm raw", w.0, "B");
     report.add(SECTION_WEIGHT, "pulse wasm gzip -9", w.1, "B");
     report.add(SECTION_WEIGHT, "pulse wasm brotli -q 11", w.2, "B");
-    report.add(SECTION_WEIGHT, "pulse JS (glue + entry + host binding) raw", j.0, "B");
+    report.add(SECTION_WEIGHT, "pulse JS (entry + glue + host binding, one file) raw", j.0, "B");
     report.add(SECTION_WEIGHT, "pulse JS brotli -q 11", j.2, "B");
     for (name, files) in baselines() {
         if let Some(b) = sizes(&files) {

@@ -2,9 +2,9 @@
 //   import { init } from './pulse.js';
 //   const pulse = await init({ endpoint: '/v1/beacon', site: 'my-site' });
 //
-// The entry the page imports: small and revalidated. `./pulse_glue.js` is wasm-bindgen's glue; the
-// build (scripts/build-agent.sh) renames it with a content hash, cached for a year, and rewrites
-// this import to match.
+// The entry the page imports. `./pulse_glue.js` is wasm-bindgen's glue; the build
+// (scripts/build-agent.sh) bundles the three (this entry, the glue, js/host.js) into the one
+// `pulse.js` pages load, beside the content-hashed wasm.
 import load, { start } from './pulse_glue.js';
 
 let loading;
