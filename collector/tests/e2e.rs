@@ -226,6 +226,7 @@ async fn the_dashboard_shows_what_the_api_answers() {
             metrics.push(metric("CLS", 0.01 * k, 1000.0));
             metrics.push(metric("FCP", 500.0 + 20.0 * k, 1000.0));
             metrics.push(metric("TTFB", 100.0 + 5.0 * k, 1000.0));
+            metrics.push(metric("page.load", 800.0 + 40.0 * k, 1000.0));
         }
         metrics.push(metric("FID", 12.0, 1000.0));
         for k in 0..10 {
@@ -271,6 +272,14 @@ async fn the_dashboard_shows_what_the_api_answers() {
         let value = browser.js(&format!("return Number(document.querySelector('[data-metric={vital}] .p75').dataset.value)")).await;
         assert_eq!(value.as_f64(), Some(p75));
     }
+
+    // The page load cards: the API's p75 of the agent's page-load metrics.
+    let load = stack.read("/v1/vitals?site=demo&metric=page.load&group_by=none").await;
+    let p75 = load["rows"][0]["p75"].as_f64().expect("page.load p75");
+    let shown_load = browser.js("return document.querySelector('[data-metric=\"page.load\"] .p75').textContent").await;
+    assert_eq!(shown_load.as_str(), Some(shown("page.load", p75).as_str()), "the Load card shows the API's p75");
+    let empty = browser.js("return document.querySelector('[data-metric=\"page.dom_content_loaded\"] small').textContent").await;
+    assert_eq!(empty.as_str(), Some("No data in this range"));
 
     // The pages table: one row per page with the API's p75 LCP, routes reached by soft
     // navigation among them.
@@ -383,6 +392,10 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     let inp = stack.metric("INP", 1).await;
     assert!(number(&inp, "max") >= 250.0, "the 250 ms handler: {inp}");
     stack.metric("vite.loaded", 2).await;
+    // The page load of both loads, measured by the agent and stored as custom metrics.
+    for name in ["page.dom_content_loaded", "page.load", "page.resources", "page.slowest.script"] {
+        stack.metric(name, 2).await;
+    }
     let routes = stack.api_routes(2).await;
     let rate = |route: &str| routes.get(route).map(|r| number(r, "error_rate"));
     assert_eq!((rate("/demo/api/ok"), rate("/demo/api/fail")), (Some(0.0), Some(1.0)), "{routes:?}");

@@ -25,7 +25,7 @@ use crate::queue::Queue;
 use crate::report::{Metric, Outbox, View};
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
-use crate::{cls, fcp, fid, inp, lcp, measure, routes, ttfb};
+use crate::{cls, fcp, fid, inp, lcp, load, measure, routes, ttfb};
 
 /// One agent per page: `init` while one runs is refused.
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -508,7 +508,12 @@ impl Core {
                 }
             }
             code::LOADED => host::later(0.0, code::TTFB),
-            code::TTFB => ttfb::report(self.view.activation_start, &mut self.out),
+            code::TTFB => {
+                ttfb::report(self.view.activation_start, &mut self.out);
+                if let (Some(nav), Some(_)) = (host::navigation(), ttfb::value(self.view.activation_start)) {
+                    load::report(&nav, self.view.activation_start, &mut self.out);
+                }
+            }
             code::TICK => effect.flush = true,
             code::RESTORE_PAINTED => {
                 if let Some(at) = self.restored_at.take() {

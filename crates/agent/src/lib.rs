@@ -12,7 +12,7 @@
 //!   each other.
 //! - [`report`]: what the metric modules share — the page view, instances, attribution, metrics.
 //! - [`api`]: `fetch` and `XMLHttpRequest` timing (`api` metrics). [`measure`]: `record()` and
-//!   user timing.
+//!   user timing. [`load`]: the page load (DOMContentLoaded, load event, a resource summary).
 //! - [`queue`], [`transport`]: batching, payload splitting, the beacon's JSON. [`json`]: JSON text
 //!   without `core::fmt`.
 //! - [`session`]: session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
@@ -39,6 +39,7 @@ pub mod host;
 pub mod inp;
 pub mod json;
 pub mod lcp;
+pub mod load;
 pub mod measure;
 pub mod queue;
 pub mod report;

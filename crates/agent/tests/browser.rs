@@ -557,6 +557,22 @@ async fn vitals_are_observed_and_reported_on_hide() {
         .sum();
     assert!((parts - ttfb[0].value.unwrap_or_default()).abs() < 0.01, "phases add up to TTFB");
 
+    // The page load, once: DOMContentLoaded and load-event end from the navigation entry, and the
+    // resources loaded by then (the test page loads its script and its wasm at least).
+    let value = |name: &str| {
+        let found = named(&metrics, name);
+        assert_eq!(found.len(), 1, "{name} once: {metrics:?}");
+        found[0].value.unwrap_or(f64::NAN)
+    };
+    let (dcl, load) = (value("page.dom_content_loaded"), value("page.load"));
+    assert!(ttfb[0].value.is_some_and(|t| t <= dcl) && dcl <= load && load < 60_000.0, "TTFB ≤ DCL {dcl} ≤ load {load}");
+    let resources = value("page.resources");
+    assert!(resources >= 2.0 && resources == resources.floor(), "{resources} resources");
+    assert!(value("page.resource_bytes") >= 0.0);
+    let slowest: Vec<_> = metrics.iter().filter(|m| m.name.starts_with("page.slowest.")).collect();
+    assert!(!slowest.is_empty() && slowest.len() as f64 <= resources, "{slowest:?}");
+    assert!(slowest.iter().all(|m| m.tags.as_ref().is_some_and(|t| t.get("resource").is_some_and(|r| !r.is_empty()))), "{slowest:?}");
+
     if supports("largest-contentful-paint") {
         let lcp = named(&metrics, "LCP");
         assert_eq!(lcp.len(), 1, "LCP reported once, on hide");

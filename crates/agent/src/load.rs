@@ -1,0 +1,99 @@
+//! The page load, once per loaded page (not after a back/forward-cache restore or a soft
+//! navigation, which load nothing): when the `DOMContentLoaded` handlers had run and when the
+//! load event ended, from the navigation entry, counted from `activationStart` like TTFB; and a
+//! summary of the resources loaded by then — how many, the bytes they took over the network, and
+//! the slowest of each kind — a few numbers, not one metric per resource.
+//!
+//! They are custom metrics with names the agent reserves (`page.…`, see [`NAMES`]), reported
+//! with TTFB after the load event. `page.resource_bytes` counts `transferSize`, which browsers
+//! report as 0 for cached resources and for other origins' resources without
+//! `Timing-Allow-Origin`. Each `page.slowest.<kind>` carries the resource's route as its
+//! `resource` tag.
+
+use pulse_protocol::limits::MAX_SHORT_LEN;
+use pulse_protocol::route;
+use wasm_bindgen::JsValue;
+
+use crate::host;
+use crate::json::Obj;
+use crate::report::{Metric, Outbox};
+
+/// Every name this module reports, for the README and the dashboard.
+pub const NAMES: [&str; 9] = [
+    "page.dom_content_loaded",
+    "page.load",
+    "page.resources",
+    "page.resource_bytes",
+    "page.slowest.script",
+    "page.slowest.css",
+    "page.slowest.img",
+    "page.slowest.fetch",
+    "page.slowest.other",
+];
+
+/// The kind of a resource by its `initiatorType`: the index of its `page.slowest.…` name, less 4.
+fn kind(initiator: Option<&str>) -> usize {
+    match initiator {
+        Some("script") => 0,
+        Some("link" | "css") => 1,
+        Some("img" | "image") => 2,
+        Some("fetch" | "xmlhttprequest" | "beacon") => 3,
+        _ => 4,
+    }
+}
+
+/// Reports the page load of the navigation entry `nav` (times counted from `activation`).
+pub fn report(nav: &JsValue, activation: f64, out: &mut Outbox) {
+    let at = host::epoch();
+    for (name, key) in [(NAMES[0], "domContentLoadedEventEnd"), (NAMES[1], "loadEventEnd")] {
+        let time = host::num(nav, key);
+        if time > 0.0 {
+            out.push(Metric::new(name, (time - activation).max(0.0), at, |_| {}));
+        }
+    }
+    let (mut count, mut bytes) = (0.0, 0.0);
+    let mut slowest: [(f64, JsValue); 5] = Default::default();
+    for resource in host::items(host::entries("resource")) {
+        count += 1.0;
+        let size = host::num(&resource, "transferSize");
+        if size > 0.0 {
+            bytes += size;
+        }
+        let duration = host::num(&resource, "duration");
+        let i = kind(host::text(&resource, "initiatorType").as_deref());
+        if duration > slowest[i].0 || (duration >= 0.0 && host::kind(&slowest[i].1) == 0) {
+            slowest[i] = (duration, resource);
+        }
+    }
+    out.push(Metric::new(NAMES[2], count, at, |_| {}));
+    out.push(Metric::new(NAMES[3], bytes, at, |_| {}));
+    for (i, (duration, resource)) in slowest.iter().enumerate() {
+        let Some(url) = host::text(resource, "name") else { continue };
+        out.push(Metric::new(NAMES[4 + i], *duration, at, |o| {
+            let mut tags = Obj::new(o.key("tags"));
+            tags.str("resource", &route::truncate(route::normalise_route(&url), MAX_SHORT_LEN));
+            tags.end();
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_custom_names_and_kinds_match_them() {
+        for name in NAMES {
+            assert!(pulse_protocol::metric::is_custom_name(name), "{name}");
+        }
+        for (initiator, name) in [
+            ("script", "page.slowest.script"),
+            ("link", "page.slowest.css"),
+            ("img", "page.slowest.img"),
+            ("xmlhttprequest", "page.slowest.fetch"),
+            ("iframe", "page.slowest.other"),
+        ] {
+            assert_eq!(NAMES[4 + kind(Some(initiator))], name);
+        }
+    }
+}
