@@ -122,6 +122,7 @@ export function post(url, body, code, token) {
 export function num(o, k) { const v = o == null ? undefined : o[k]; return typeof v === 'number' ? v : NaN; }
 export function text(o, k) { const v = o == null ? undefined : o[k]; return typeof v === 'string' ? v : undefined; }
 export function get(o, k) { return o == null ? undefined : o[k]; }
+export function is(o, k, v) { return o != null && o[k] === v; }
 // 0 undefined/null, 1 boolean false, 2 boolean true, 3 number, 4 string, 5 function, 6 array, 7 RegExp, 8 other object.
 export function kind(v) {
   if (v == null) return 0;

@@ -193,10 +193,22 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
 impl Agent {
     /// Runs `f` (agent code called by the browser or the page) on the agent's clock.
     pub fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.clock_enter();
+        let result = f();
+        self.clock_leave();
+        result
+    }
+
+    // Out of line: `timed` is generic, so its body is copied into every caller.
+    #[inline(never)]
+    fn clock_enter(&self) {
         let (depth, start, busy, longest) = self.clock.get();
         let start = if depth == 0 { host::now() } else { start };
         self.clock.set((depth + 1, start, busy, longest));
-        let result = f();
+    }
+
+    #[inline(never)]
+    fn clock_leave(&self) {
         let (depth, start, busy, longest) = self.clock.get();
         if depth == 1 {
             let spent = host::now() - start;
@@ -204,7 +216,6 @@ impl Agent {
         } else {
             self.clock.set((depth - 1, start, busy, longest));
         }
-        result
     }
 
     pub fn running(&self) -> bool {
@@ -311,7 +322,7 @@ impl Agent {
                 self.core.borrow_mut().stats.dropped_by_before_send += 1;
                 return None;
             }
-            Ok(v) if host::text(v, "name").as_deref() == Some(name) => host::stringify(v),
+            Ok(v) if host::is(v, "name", name) => host::stringify(v),
             _ => None,
         };
         if changed.is_none() {
@@ -455,7 +466,7 @@ impl Core {
             self.soft = host::observe("soft-navigation", code::SOFT_NAVIGATION, 0.0);
         }
         // TTFB is read after the load event's task, when `loadEventEnd` is set.
-        if host::text(&host::root(DOCUMENT), "readyState").as_deref() == Some("complete") {
+        if host::is(&host::root(DOCUMENT), "readyState", "complete") {
             host::later(0.0, code::TTFB);
         } else {
             host::listen(WINDOW, "load", code::LOADED);
@@ -695,7 +706,7 @@ fn first_hidden(activation: f64) -> f64 {
     let prerendering = host::prerendering();
     if !prerendering {
         let earlier = host::items(host::entries("visibility-state"))
-            .find(|e| host::text(e, "name").as_deref() == Some("hidden") && host::num(e, "startTime") >= activation)
+            .find(|e| host::is(e, "name", "hidden") && host::num(e, "startTime") >= activation)
             .map(|e| host::num(&e, "startTime"));
         if let Some(time) = earlier {
             return time;

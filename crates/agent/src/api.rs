@@ -86,7 +86,7 @@ impl Calls {
         } else {
             let parsed = host::url(&url);
             let href = host::text(&parsed, "href")?;
-            let same_origin = host::text(&parsed, "origin").as_deref() == Some(self.origin.as_str());
+            let same_origin = host::is(&parsed, "origin", &self.origin);
             (href, if same_origin { host::text(&parsed, "pathname") } else { None })
         };
         if href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
@@ -109,7 +109,7 @@ impl Calls {
                 Some("TypeError") => "network",
                 _ => "error",
             })
-        } else if host::text(response, "type").as_deref() == Some("opaque") {
+        } else if host::is(response, "type", "opaque") {
             return;
         } else {
             Outcome::Response(host::num(response, "status"), host::header(response, "server-timing"))

@@ -19,7 +19,7 @@ pub struct Watch {
 impl Watch {
     /// A `paint` entry.
     pub fn entry(&mut self, entry: &JsValue, view: &mut View, out: &mut Outbox) {
-        if host::text(entry, "name").as_deref() != Some("first-contentful-paint") {
+        if !host::is(entry, "name", "first-contentful-paint") {
             return;
         }
         let start_time = host::num(entry, "startTime");

@@ -37,6 +37,8 @@ extern "C" {
     pub fn num(o: &JsValue, key: &str) -> f64;
     pub fn text(o: &JsValue, key: &str) -> Option<String>;
     pub fn get(o: &JsValue, key: &str) -> JsValue;
+    /// `o[key] === value` (a string), without copying the string into the wasm.
+    pub fn is(o: &JsValue, key: &str, value: &str) -> bool;
     /// What a value is; see [`Kind`].
     pub fn kind(v: &JsValue) -> u32;
     /// An array's length (0 for anything else).
@@ -132,7 +134,7 @@ pub fn prerendering() -> bool {
 }
 
 pub fn hidden() -> bool {
-    text(&root(DOCUMENT), "visibilityState").as_deref() == Some("hidden")
+    is(&root(DOCUMENT), "visibilityState", "hidden")
 }
 
 /// `activationStart` of the navigation (non-zero only for prerendered pages that were activated).

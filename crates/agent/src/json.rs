@@ -23,6 +23,11 @@ impl<'a> Obj<'a> {
         Obj { out, empty: true }
     }
 
+    /// Continues an object whose opening brace and first members `out` already holds.
+    pub fn after(out: &'a mut String) -> Obj<'a> {
+        Obj { out, empty: false }
+    }
+
     /// Starts a member; the caller writes its value into the returned string.
     pub fn key(&mut self, key: &str) -> &mut String {
         if !self.empty {

@@ -42,14 +42,23 @@ pub struct Metric {
 impl Metric {
     /// A metric `name` with `value` measured at `at` (epoch ms); `more` writes its other members.
     pub fn new(name: &str, value: f64, at: f64, more: impl FnOnce(&mut Obj<'_>)) -> Metric {
+        let mut json = Metric::head(name, value, at);
+        let mut o = Obj::after(&mut json);
+        more(&mut o);
+        o.end();
+        Metric { name: String::from(name), json }
+    }
+
+    /// The members every metric has, written once for all the callers of [`Metric::new`] (which
+    /// is generic, so it is copied into each).
+    #[inline(never)]
+    fn head(name: &str, value: f64, at: f64) -> String {
         let mut json = String::with_capacity(128);
         let mut o = Obj::new(&mut json);
         o.str("name", name);
         o.num("value", value);
         o.num("at", at);
-        more(&mut o);
-        o.end();
-        Metric { name: String::from(name), json }
+        json
     }
 }
 
@@ -134,7 +143,7 @@ impl Outbox {
 
 /// Where the page load stood at `time`, as web-vitals' attribution reports it.
 pub fn load_state(time: f64) -> Option<String> {
-    let state = if host::text(&host::root(host::DOCUMENT), "readyState").as_deref() == Some("loading") {
+    let state = if host::is(&host::root(host::DOCUMENT), "readyState", "loading") {
         "loading"
     } else if let Some(nav) = host::navigation() {
         let before = |key: &str| {
