@@ -35,7 +35,8 @@ sed -E -i 's/(__wbg_[A-Za-z0-9_]*)_[0-9a-f]{16}\b/\1/g' "$out/pulse.js"
   "$out/pulse_bg.wat" -o "$out/pulse_bg.wasm"
 rm "$out/pulse_bg.wat"
 # Every import the glue provides is one the wasm asks for, and the other way round.
-wasm_imports="$("$wasm_dis" "$out/pulse_bg.wasm" | grep -oE '\(import "\./pulse_bg\.js" "[^"]*"' | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
+wasm_imports="$("$wasm_dis" "$out/pulse_bg.wasm" | { grep -oE '\(import "\./pulse_bg\.js" "[^"]*"' || true; } | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
+[ -n "$wasm_imports" ] || { echo "build-agent: found no glue imports in the wasm (has wasm-bindgen's output changed?)" >&2; exit 1; }
 glue_imports="$(grep -oE '(__wbg_[A-Za-z0-9_]*|__wbindgen_[A-Za-z0-9_]*): *function' "$out/pulse.js" | sed -E 's/:.*//' | sort)"
 [ "$wasm_imports" = "$glue_imports" ] || { echo "build-agent: the glue's imports and the wasm's differ after renaming" >&2; diff <(echo "$wasm_imports") <(echo "$glue_imports") >&2; exit 1; }
 # The distributable (served by the collector at /agent/, and the npm package's files): one ES

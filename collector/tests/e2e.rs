@@ -81,6 +81,19 @@ impl Stack {
         panic!("{name}: fewer than {count} values arrived");
     }
 
+    /// `(url, count)` of `metric`'s values of navigations of type `nav`, sorted.
+    async fn by_url(&self, metric: &str, nav: &str) -> Vec<(String, u64)> {
+        let answer = self.read(&format!("/v1/vitals?site=demo&metric={metric}&group_by=url&nav={nav}")).await;
+        let mut rows: Vec<(String, u64)> = answer["rows"]
+            .as_array()
+            .map(|r| {
+                r.iter().map(|row| (row["group"].as_str().unwrap_or_default().to_owned(), row["count"].as_u64().unwrap_or(0))).collect()
+            })
+            .unwrap_or_default();
+        rows.sort();
+        rows
+    }
+
     /// The `group_by=route` rows of `/v1/api-calls` by route, once at least `routes` routes
     /// arrived (10 s at most; the caller's assertions say what is missing after that).
     async fn api_routes(&self, routes: usize) -> HashMap<String, Value> {
@@ -417,11 +430,16 @@ async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() 
     let csp = "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\">";
     std::fs::write(www.join("csp.html"), page(csp, "start.js")).expect("write csp.html");
     std::fs::write(www.join("old.html"), page("", "old.js")).expect("write old.html");
-    let start = "import { init } from '/agent/pulse.js';\n\
+    // The page's own code goes on after `init` settles (it awaits it), and nothing unhandled
+    // reaches the window.
+    let start = "window.errors = [];\n\
+         addEventListener('error', (e) => window.errors.push(String(e.message)));\n\
+         addEventListener('unhandledrejection', (e) => window.errors.push(String(e.reason)));\n\
+         const { init } = await import('/agent/pulse.js');\n\
          const before = window.fetch;\n\
-         init({ endpoint: '/v1/beacon', site: 'demo' }).then(\n\
-           () => { window.outcome = 'started'; },\n\
-           (e) => { window.outcome = e instanceof Error ? e.message : 'not an Error: ' + e; window.fetchKept = window.fetch === before; });\n\
+         try { await init({ endpoint: '/v1/beacon', site: 'demo' }); window.outcome = 'started'; }\n\
+         catch (e) { window.outcome = e instanceof Error ? e.message : 'not an Error: ' + e; }\n\
+         window.fetchKept = window.fetch === before;\n\
          document.getElementById('b').addEventListener('click', () => { window.clicked = true; });\n";
     std::fs::write(www.join("start.js"), start).expect("write start.js");
     // A browser without WebAssembly: the global is gone before the agent is imported.
@@ -439,6 +457,7 @@ async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() 
         assert_eq!(browser.js("return window.fetchKept").await, Value::Bool(true), "{path}: fetch was replaced");
         click(&browser, "b").await;
         assert_eq!(browser.js("return window.clicked === true").await, Value::Bool(true), "{path}: the page's own script stopped");
+        assert_eq!(browser.js("return window.errors").await, serde_json::json!([]), "{path}: errors reached the window");
         eprintln!("e2e: {path}: init rejected with {message:?}");
     }
     browser.close().await;
@@ -493,23 +512,21 @@ async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
     browser.client.goto("about:blank").await.expect("leave the page");
     browser.close().await;
 
-    // Stored as page views of their routes, told apart by `nav`.
-    let mut routes = Vec::new();
+    // Stored as page views of their routes, told apart by `nav` — each metric with the page view
+    // it was measured in, also the landing page's LCP, CLS and INP, reported after the URL had
+    // changed (at the first soft navigation).
+    let soft = vec![("/shop/cart".to_owned(), 1), ("/shop/products/:id".to_owned(), 1)];
+    let load = vec![("/spa.html".to_owned(), 1)];
     for _ in 0..100 {
-        let answer = stack.read("/v1/vitals?site=demo&metric=FCP&group_by=url&nav=soft-navigation").await;
-        routes = answer["rows"]
-            .as_array()
-            .map(|r| r.iter().map(|row| row["group"].as_str().unwrap_or_default().to_owned()).collect())
-            .unwrap_or_default();
-        if routes.len() >= 2 {
+        if stack.by_url("INP", "soft-navigation").await == soft {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    routes.sort();
-    assert_eq!(routes, ["/shop/cart", "/shop/products/:id"], "soft navigations by route");
-    let loads = stack.read("/v1/vitals?site=demo&metric=FCP&group_by=url&nav=navigate").await;
-    assert_eq!(loads["rows"][0]["group"], "/spa.html", "{loads}");
+    for metric in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
+        assert_eq!(stack.by_url(metric, "soft-navigation").await, soft, "{metric} of the soft navigations, by route");
+        assert_eq!(stack.by_url(metric, "navigate").await, load, "{metric} of the load, on its own URL");
+    }
     stack.running.stop().await;
 }
 

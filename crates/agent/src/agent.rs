@@ -103,6 +103,9 @@ struct Core {
     stats: Stats,
     /// `pageshow` time of a back/forward-cache restore waiting for its first paint.
     restored_at: Option<f64>,
+    /// The loaded page view: its `activationStart` and context, for what is measured once the
+    /// load event is over (TTFB, the page load), also after a soft navigation or a restore.
+    load: (f64, Rc<Context>),
     /// The browser has `layout-shift` entries (without them there is no CLS, not a CLS of 0).
     shifts: bool,
     /// Soft navigations start page views (asked for, and the browser reports them): a metric's
@@ -144,6 +147,7 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         .unwrap_or_else(|| Session::start(host::random_id(), now, config.sample_rate, host::random()));
     let context = Context { session: session.id.clone(), page: host::random_id(), url: page_url(&config), nav: navigation_type() };
     let view = View::new(0.0, f64::INFINITY);
+    let context = Rc::new(context);
     let core = Core {
         lcp: lcp::Watch::new(&view),
         view,
@@ -154,12 +158,13 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
         calls: Calls::new(),
         out: Outbox::default(),
         ready: Vec::new(),
-        context: Rc::new(context),
+        context: context.clone(),
         session,
         session_saved_at: now,
         queue: Queue::new(config.batch_size),
         stats: Stats::default(),
         restored_at: None,
+        load: (0.0, context.clone()),
         shifts: false,
         soft: false,
         posting: Vec::new(),
@@ -447,6 +452,7 @@ impl Core {
     fn measure(&mut self, config: &Config) {
         let activation = host::activation_start();
         self.view = View::new(activation, first_hidden(activation));
+        self.load = (activation, self.context.clone());
         self.lcp = lcp::Watch::new(&self.view);
         host::observe("paint", code::PAINT, 0.0);
         if host::observe("largest-contentful-paint", code::LCP, 0.0) {
@@ -520,9 +526,14 @@ impl Core {
             }
             code::LOADED => host::later(0.0, code::TTFB),
             code::TTFB => {
-                ttfb::report(self.view.activation_start, &mut self.out);
-                if let (Some(nav), Some(_)) = (host::navigation(), ttfb::value(self.view.activation_start)) {
-                    load::report(&nav, self.view.activation_start, &mut self.out);
+                // The loaded page view's, even when a soft navigation or a restore came first.
+                let (activation, context) = self.load.clone();
+                ttfb::report(activation, &mut self.out);
+                if let (Some(nav), Some(_)) = (host::navigation(), ttfb::value(activation)) {
+                    load::report(&nav, activation, &mut self.out);
+                }
+                if context.page != self.context.page {
+                    self.ready.extend(self.out.0.drain(..).map(|metric| (metric, context.clone())));
                 }
             }
             code::TICK => effect.flush = true,
@@ -604,11 +615,26 @@ impl Core {
     /// its own id and URL, TTFB 0 and FCP at once (the entry's first contentful paint), LCP from
     /// that interaction's contentful paints, CLS and INP counted from here.
     fn soft_navigation(&mut self, config: &Config, entry: &JsValue) {
+        // Shifts and interactions recorded but not delivered yet belong to the page view they
+        // ended in: web-vitals sorts them with the soft navigation by start time + duration (the
+        // soft navigation's is its first paint).
+        let start = host::num(entry, "startTime");
+        let boundary = start + host::num(entry, "duration");
+        let after = |e: &JsValue| host::num(e, "startTime") + host::num(e, "duration") > boundary;
+        let (mut later_shifts, mut later_events) = (Vec::new(), Vec::new());
         for shift in Core::pending(code::SHIFT) {
-            self.cls.entry(shift);
+            if after(&shift) {
+                later_shifts.push(shift);
+            } else {
+                self.cls.entry(shift);
+            }
         }
         for event in Core::pending(code::EVENT) {
-            self.inp.entry(&event);
+            if after(&event) {
+                later_events.push(event);
+            } else {
+                self.inp.entry(&event);
+            }
         }
         self.finalize_lcp(Finalizer::Hidden);
         if self.shifts {
@@ -618,7 +644,6 @@ impl Core {
         let previous = self.context.clone();
         self.ready.extend(self.out.0.drain(..).map(|metric| (metric, previous.clone())));
 
-        let start = host::num(entry, "startTime");
         let path = host::text(&host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
         self.context = Rc::new(Context {
             page: host::random_id(),
@@ -638,6 +663,12 @@ impl Core {
         self.cls = cls::Watch::default();
         self.inp.restart();
         ttfb::zero(0.0, &mut self.out);
+        for shift in later_shifts {
+            self.cls.entry(shift);
+        }
+        for event in later_events {
+            self.inp.entry(&event);
+        }
     }
 
     /// A back/forward-cache restore: a new page view whose metrics start over.

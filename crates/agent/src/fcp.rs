@@ -36,7 +36,7 @@ impl Watch {
         self.instance.report(out, Vital::Fcp, value, attribution);
     }
 
-    /// A soft navigation (see [`crate::report::SoftNavigation`]): its first contentful paint, from
+    /// A soft navigation (a single-page app's route change): its first contentful paint, from
     /// the `soft-navigation` entry, reported at once (web-vitals checks no visibility here).
     pub fn soft_navigation(&mut self, value: f64, out: &mut Outbox) {
         *self = Watch::default();

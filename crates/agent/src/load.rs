@@ -85,6 +85,7 @@ mod tests {
     fn names_are_custom_names_and_kinds_match_them() {
         for name in NAMES {
             assert!(pulse_protocol::metric::is_custom_name(name), "{name}");
+            assert!(name.starts_with(crate::measure::RESERVED), "{name} is kept from record()");
         }
         for (initiator, name) in [
             ("script", "page.slowest.script"),

@@ -15,10 +15,16 @@ use crate::json::Obj;
 use crate::report::{Metric, Outbox, Tags};
 
 /// Checks a `record` call against the wire format's custom-metric rules (the collector applies
-/// the same ones); the error says what is wrong.
+/// the same ones) and the names the agent keeps for itself; the error says what is wrong.
 pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'static str> {
+    if name.starts_with(RESERVED) {
+        return Err("names starting with page. are the agent's own (the page load)");
+    }
     validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, _)| problem.message())
 }
+
+/// The prefix of the page-load metrics the agent reports itself ([`crate::load`]).
+pub const RESERVED: &str = "page.";
 
 pub fn metric(name: &str, value: f64, at: f64, tags: &Tags) -> Metric {
     Metric::new(name, value, at, |o| {
@@ -47,6 +53,10 @@ pub fn measure_name(raw: &str) -> String {
     }
     if out == API {
         out.push('_');
+    }
+    // Not mistaken for the agent's own page-load metrics.
+    if out.starts_with(RESERVED) {
+        out.insert_str(0, "m_");
     }
     pulse_protocol::route::truncate(out, MAX_CUSTOM_NAME_LEN)
 }
@@ -77,6 +87,8 @@ mod tests {
             assert!(check(bad, 1.0, &none).is_err(), "{bad:?}");
         }
         assert!(check("x", f64::NAN, &none).is_err());
+        assert!(check("page.load", 1.0, &none).is_err(), "the agent's own name");
+        assert_eq!(check("pages.load", 1.0, &none), Ok(()));
         assert!(check("x", 2e12, &none).is_err());
         let tags = vec![("Plan".to_owned(), "pro".to_owned())];
         assert!(check("x", 1.0, &tags).is_err());
@@ -91,6 +103,7 @@ mod tests {
         assert_eq!(measure_name("Next.js-hydration"), "next.js-hydration");
         assert_eq!(measure_name("⚡ boot"), "m___boot");
         assert_eq!(measure_name("api"), "api_");
+        assert_eq!(measure_name("page.load"), "m_page.load");
         assert_eq!(measure_name(&"A".repeat(100)).len(), 64);
         for raw in ["x", "Mixed Case 123", "<script>", "", "9"] {
             use pulse_protocol::metric::is_custom_name;

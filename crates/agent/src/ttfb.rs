@@ -38,6 +38,9 @@ pub fn report(activation: f64, out: &mut Outbox) {
 /// when the load had a usable navigation entry.
 pub fn zero(activation: f64, out: &mut Outbox) {
     if value(activation).is_some() {
-        Instance::default().report(out, Vital::Ttfb, 0.0, Attribution::default());
+        let attribution = ["waitingDuration", "cacheDuration", "dnsDuration", "connectionDuration", "requestDuration"]
+            .into_iter()
+            .fold(Attribution::default(), |a, part| a.num(part, 0.0));
+        Instance::default().report(out, Vital::Ttfb, 0.0, attribution);
     }
 }
