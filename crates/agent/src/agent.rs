@@ -361,7 +361,7 @@ impl Agent {
                 |a, b| Rc::ptr_eq(&a.0, &b.0) || a.0 == b.0,
                 config.batch_size,
                 MAX_PAYLOAD_BYTES,
-                |group| transport::payload(config, &group[0].0, group),
+                |group| group.first().map_or_else(String::new, |first| transport::payload(config, &first.0, group)),
             );
             core.stats.dropped_too_large += too_large.len() as u32;
             core.stats.beacons += payloads.len() as u32;
@@ -533,7 +533,7 @@ impl Core {
                     load::report(&nav, activation, &mut self.out);
                 }
                 if context.page != self.context.page {
-                    self.ready.extend(self.out.0.drain(..).map(|metric| (metric, context.clone())));
+                    self.ready.extend(core::mem::take(&mut self.out.0).into_iter().map(|metric| (metric, context.clone())));
                 }
             }
             code::TICK => effect.flush = true,
@@ -642,7 +642,7 @@ impl Core {
         }
         self.inp.report(&mut self.out);
         let previous = self.context.clone();
-        self.ready.extend(self.out.0.drain(..).map(|metric| (metric, previous.clone())));
+        self.ready.extend(core::mem::take(&mut self.out.0).into_iter().map(|metric| (metric, previous.clone())));
 
         let path = host::text(&host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
         self.context = Rc::new(Context {
@@ -688,8 +688,8 @@ impl Core {
     }
 
     fn requeue(&mut self, token: f64) {
-        let Some(i) = self.posting.iter().position(|(t, _)| *t == token) else { return };
-        let (_, group) = self.posting.remove(i);
+        let Some(i) = self.posting.iter().position(|(t, _)| *t == token).filter(|i| *i < self.posting.len()) else { return };
+        let (_, group) = self.posting.swap_remove(i);
         let n = group.len() as u32;
         self.stats.sent = self.stats.sent.saturating_sub(n);
         self.stats.retried += n;

@@ -33,9 +33,11 @@ struct Call {
 }
 
 /// The calls in flight.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Calls {
-    pending: Vec<Call>,
+    /// A ring: call `id` sits at `id % MAX_PENDING`, where the 64th newer call overwrites it (no
+    /// shifting, no panic paths).
+    pending: [Option<Call>; MAX_PENDING],
     next_id: u32,
     /// The page's origin (`https://shop.example`).
     origin: String,
@@ -48,10 +50,17 @@ pub enum Begin<'a> {
     Xhr(&'a JsValue, &'a JsValue),
 }
 
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls::new()
+    }
+}
+
 impl Calls {
+    /// No calls yet; the page's origin is read now.
     pub fn new() -> Calls {
         let origin = host::text(&host::root(host::LOCATION), "origin").unwrap_or_default();
-        Calls { pending: Vec::new(), next_id: 0, origin }
+        Calls { pending: [const { None }; MAX_PENDING], next_id: 0, origin }
     }
 
     /// A call starts: its id (0 when it is not timed).
@@ -70,10 +79,7 @@ impl Calls {
         };
         let Some((route, method)) = self.describe(config, url, method) else { return 0 };
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        if self.pending.len() == MAX_PENDING {
-            self.pending.remove(0);
-        }
-        self.pending.push(Call { id: self.next_id, route, method, started: host::now() });
+        self.pending[self.next_id as usize % MAX_PENDING] = Some(Call { id: self.next_id, route, method, started: host::now() });
         self.next_id
     }
 
@@ -134,8 +140,12 @@ impl Calls {
     }
 
     fn take(&mut self, id: u32) -> Option<Call> {
-        let i = self.pending.iter().position(|c| c.id == id)?;
-        Some(self.pending.remove(i))
+        let slot = &mut self.pending[id as usize % MAX_PENDING];
+        if slot.as_ref().is_some_and(|call| call.id == id) {
+            slot.take()
+        } else {
+            None
+        }
     }
 }
 

@@ -99,7 +99,11 @@ const MAX_KEPT_ENTRIES: usize = 200;
 pub struct Watch {
     cls: Cls,
     instance: Instance,
+    /// The latest entries without recent input, a ring of [`MAX_KEPT_ENTRIES`] (the one found for
+    /// attribution is matched by time and value, so their order does not matter).
     entries: Vec<JsValue>,
+    /// Entries kept so far (the next one replaces `kept % MAX_KEPT_ENTRIES` once the ring is full).
+    kept: usize,
 }
 
 impl Watch {
@@ -115,10 +119,12 @@ impl Watch {
         }
         self.cls.add(shift);
         if !shift.had_recent_input {
-            if self.entries.len() == MAX_KEPT_ENTRIES {
-                self.entries.remove(0);
+            if self.entries.len() < MAX_KEPT_ENTRIES {
+                self.entries.push(entry);
+            } else if let Some(oldest) = self.entries.get_mut(self.kept % MAX_KEPT_ENTRIES) {
+                *oldest = entry;
             }
-            self.entries.push(entry);
+            self.kept += 1;
         }
     }
 
@@ -130,11 +136,8 @@ impl Watch {
         }
         let attribution = match self.cls.largest_shift() {
             Some(largest) => {
-                let entry = self
-                    .entries
-                    .iter()
-                    .rev()
-                    .find(|e| host::num(e, "startTime") == largest.start_time && host::num(e, "value") == largest.value);
+                let entry =
+                    self.entries.iter().find(|e| host::num(e, "startTime") == largest.start_time && host::num(e, "value") == largest.value);
                 // The first source that is an element (web-vitals' choice), else the first.
                 let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(JsValue::UNDEFINED);
                 let source = host::items(sources.clone())

@@ -122,7 +122,7 @@ impl Config {
         }
         // Every option is missing or of its kind (false and true are kinds 1 and 2); numbers are
         // finite. One loop, so one way out for all of them.
-        let values: [JsValue; 13] = core::array::from_fn(|i| host::get(options, OPTIONS[i].0));
+        let values: [JsValue; 13] = OPTIONS.map(|(name, _)| host::get(options, name));
         for ((name, want), value) in OPTIONS.iter().zip(&values) {
             let kind = host::kind(value);
             let fits = kind == 0 || kind == *want || (*want == BOOLEAN && kind == 1);

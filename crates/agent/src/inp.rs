@@ -87,10 +87,14 @@ impl Inp {
         }
         // Keep longest first; among equal latencies the earlier interaction stays first, as in
         // web-vitals. The list is short and only one item moved: an insertion pass, not a sort.
-        for i in (1..self.longest.len()).rev() {
-            if self.longest[i].latency > self.longest[i - 1].latency {
-                self.longest.swap(i, i - 1);
+        // Pairs from the end, without indexing (no panic paths in the wasm).
+        let mut rest = self.longest.as_mut_slice();
+        while let [.., before, last] = rest {
+            if last.latency > before.latency {
+                core::mem::swap(before, last);
             }
+            let len = rest.len();
+            rest = rest.get_mut(..len - 1).unwrap_or_default();
         }
         self.longest.truncate(MAX_INTERACTIONS);
     }

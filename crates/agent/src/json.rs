@@ -103,19 +103,47 @@ pub fn string(out: &mut String, s: &str) {
 }
 
 /// Appends `n` in decimal.
-pub fn uint(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+pub fn uint(out: &mut String, n: u64) {
+    decimal(out, n, 0);
+}
+
+/// Appends `n / 10^decimals` in decimal, without trailing zeros after the point (`1250, 3` →
+/// `1.25`, `5, 3` → `0.005`). Digits are written from the most significant one, so nothing is
+/// indexed or inserted (which would bring panic paths into the wasm).
+fn decimal(out: &mut String, mut n: u64, decimals: u32) {
+    let (mut len, mut place) = (1, 1u64); // `n` has `len` digits, the first worth `place`
+    while place <= n / 10 {
+        place *= 10;
+        len += 1;
+    }
+    let fraction_only = decimals >= len;
+    if fraction_only {
+        out.push_str("0.");
+        for _ in len..decimals {
+            out.push('0');
         }
     }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
+    loop {
+        if len == decimals && !fraction_only {
+            out.push('.');
+        }
+        // `place` is at least 1; `max` says so to the compiler (no divide-by-zero panic path).
+        let place_ = place.max(1);
+        out.push(char::from(b'0' + (n / place_) as u8));
+        n %= place_;
+        len -= 1;
+        if place == 1 {
+            break;
+        }
+        place /= 10;
+    }
+    if decimals > 0 {
+        while out.ends_with("0") {
+            out.pop();
+        }
+        if out.ends_with(".") {
+            out.pop();
+        }
     }
 }
 
@@ -167,21 +195,7 @@ pub fn number(out: &mut String, x: f64) {
         }
         scale *= 10;
     }
-    let start = out.len();
-    uint(out, digits);
-    if decimals > 0 {
-        let len = (out.len() - start) as u32;
-        for _ in len..=decimals {
-            out.insert(start, '0');
-        }
-        out.insert(out.len() - decimals as usize, '.');
-        while out.ends_with("0") {
-            out.pop();
-        }
-        if out.ends_with(".") {
-            out.pop();
-        }
-    }
+    decimal(out, digits, decimals);
 }
 
 #[cfg(test)]

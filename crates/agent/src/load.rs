@@ -60,16 +60,16 @@ pub fn report(nav: &JsValue, activation: f64, out: &mut Outbox) {
             bytes += size;
         }
         let duration = host::num(&resource, "duration");
-        let i = kind(host::text(&resource, "initiatorType").as_deref());
-        if duration > slowest[i].0 || (duration >= 0.0 && host::kind(&slowest[i].1) == 0) {
-            slowest[i] = (duration, resource);
+        let Some(slot) = slowest.get_mut(kind(host::text(&resource, "initiatorType").as_deref())) else { continue };
+        if duration > slot.0 || (duration >= 0.0 && host::kind(&slot.1) == 0) {
+            *slot = (duration, resource);
         }
     }
     out.push(Metric::new(NAMES[2], count, at, |_| {}));
     out.push(Metric::new(NAMES[3], bytes, at, |_| {}));
-    for (i, (duration, resource)) in slowest.iter().enumerate() {
+    for ((duration, resource), name) in slowest.iter().zip(NAMES.iter().skip(4)) {
         let Some(url) = host::text(resource, "name") else { continue };
-        out.push(Metric::new(NAMES[4 + i], *duration, at, |o| {
+        out.push(Metric::new(name, *duration, at, |o| {
             let mut tags = Obj::new(o.key("tags"));
             tags.str("resource", &route::truncate(route::normalise_route(&url), MAX_SHORT_LEN));
             tags.end();

@@ -31,7 +31,8 @@ impl<T> Queue<T> {
     /// Adds a metric; returns `true` when a full batch is waiting (time to send).
     pub fn push(&mut self, item: T) -> bool {
         if self.items.len() == self.capacity {
-            self.items.drain(..1);
+            // Rare (the collector is unreachable): a copy, not `Vec::remove` and its panic path.
+            self.items = core::mem::take(&mut self.items).into_iter().skip(1).collect();
             self.dropped += 1;
         }
         self.items.push(item);
@@ -44,16 +45,13 @@ impl<T> Queue<T> {
     }
 
     /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
-    pub fn requeue(&mut self, mut failed: Vec<T>) {
+    pub fn requeue(&mut self, failed: Vec<T>) {
         // Without room for all of them, the oldest of the failed are dropped.
-        let room = self.capacity.saturating_sub(self.items.len());
-        if failed.len() > room {
-            let excess = failed.len() - room;
-            self.dropped += excess as u32;
-            failed.drain(..excess);
-        }
-        failed.append(&mut self.items);
-        self.items = failed;
+        let excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
+        self.dropped += excess as u32;
+        let mut items: Vec<T> = failed.into_iter().skip(excess).collect();
+        items.append(&mut self.items);
+        self.items = items;
     }
 
     pub fn len(&self) -> usize {

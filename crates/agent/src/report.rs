@@ -205,9 +205,9 @@ pub fn selector(node: &wasm_bindgen::JsValue) -> Option<String> {
         let parent = host::get(node, "parentElement");
         return if host::kind(&parent) == 0 { None } else { selector(&parent) };
     }
-    parts.reverse();
+    // Outermost first: the parts were collected walking up.
     let mut out = String::with_capacity(len);
-    for (i, p) in parts.iter().enumerate() {
+    for (i, p) in parts.iter().rev().enumerate() {
         if i > 0 {
             out.push('>');
         }

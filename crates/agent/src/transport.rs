@@ -44,27 +44,28 @@ pub fn split<T: Clone>(
 ) -> (Vec<(String, Vec<T>)>, Vec<T>) {
     let mut payloads = Vec::new();
     let mut too_large = Vec::new();
-    let mut start = 0;
-    while start < items.len() {
-        let mut end = start + 1;
-        while end < items.len() && end - start < max_count && same_context(&items[start], &items[end]) {
+    // Slices are taken with `get` and `split_at_checked`: no panic paths in the wasm.
+    let mut rest = items;
+    while let Some(first) = rest.first() {
+        let mut end = 1;
+        while end < max_count && rest.get(end).is_some_and(|item| same_context(first, item)) {
             end += 1;
         }
-        let mut pending = vec![&items[start..end]];
+        let Some((run, after)) = rest.split_at_checked(end) else { break };
+        rest = after;
+        let mut pending = vec![run];
         while let Some(group) = pending.pop() {
             let body = encode(group);
             if body.len() <= max_bytes {
                 payloads.push((body, group.to_vec()));
-            } else if group.len() == 1 {
-                too_large.extend_from_slice(group);
-            } else {
-                let (a, b) = group.split_at(group.len() / 2);
+            } else if let Some((a, b)) = group.split_at_checked(group.len() / 2).filter(|(a, _)| !a.is_empty()) {
                 // Popped last-in first-out: push the second half first to keep the order.
                 pending.push(b);
                 pending.push(a);
+            } else {
+                too_large.extend_from_slice(group);
             }
         }
-        start = end;
     }
     (payloads, too_large)
 }
