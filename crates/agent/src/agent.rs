@@ -533,7 +533,7 @@ impl Core {
                     load::report(&nav, activation, &mut self.out);
                 }
                 if context.page != self.context.page {
-                    self.ready.extend(core::mem::take(&mut self.out.0).into_iter().map(|metric| (metric, context.clone())));
+                    self.stamp(&context);
                 }
             }
             code::TICK => effect.flush = true,
@@ -642,7 +642,7 @@ impl Core {
         }
         self.inp.report(&mut self.out);
         let previous = self.context.clone();
-        self.ready.extend(core::mem::take(&mut self.out.0).into_iter().map(|metric| (metric, previous.clone())));
+        self.stamp(&previous);
 
         let path = host::text(&host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
         self.context = Rc::new(Context {
@@ -668,6 +668,13 @@ impl Core {
         }
         for event in later_events {
             self.inp.entry(&event);
+        }
+    }
+
+    /// Sets the metrics measured so far aside as `context`'s (an earlier page view's).
+    fn stamp(&mut self, context: &Rc<Context>) {
+        for metric in core::mem::take(&mut self.out.0) {
+            self.ready.push((metric, context.clone()));
         }
     }
 

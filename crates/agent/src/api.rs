@@ -229,11 +229,15 @@ fn split_outside_quotes(s: &str, separator: u8) -> Vec<&str> {
     for (i, b) in s.bytes().enumerate() {
         quoted ^= b == b'"';
         if b == separator && !quoted {
-            out.extend(s.get(start..i));
+            if let Some(piece) = s.get(start..i) {
+                out.push(piece);
+            }
             start = i + 1;
         }
     }
-    out.extend(s.get(start..));
+    if let Some(piece) = s.get(start..) {
+        out.push(piece);
+    }
     out
 }
 

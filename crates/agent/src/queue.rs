@@ -31,8 +31,9 @@ impl<T> Queue<T> {
     /// Adds a metric; returns `true` when a full batch is waiting (time to send).
     pub fn push(&mut self, item: T) -> bool {
         if self.items.len() == self.capacity {
-            // Rare (the collector is unreachable): a copy, not `Vec::remove` and its panic path.
-            self.items = core::mem::take(&mut self.items).into_iter().skip(1).collect();
+            // `retain`, not `Vec::remove` (and its panic path); rare: the collector is unreachable.
+            let mut first = true;
+            self.items.retain(|_| !core::mem::take(&mut first));
             self.dropped += 1;
         }
         self.items.push(item);
@@ -45,13 +46,17 @@ impl<T> Queue<T> {
     }
 
     /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
-    pub fn requeue(&mut self, failed: Vec<T>) {
+    pub fn requeue(&mut self, mut failed: Vec<T>) {
         // Without room for all of them, the oldest of the failed are dropped.
-        let excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
+        let mut excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
         self.dropped += excess as u32;
-        let mut items: Vec<T> = failed.into_iter().skip(excess).collect();
-        items.append(&mut self.items);
-        self.items = items;
+        failed.retain(|_| {
+            let keep = excess == 0;
+            excess = excess.saturating_sub(1);
+            keep
+        });
+        failed.append(&mut self.items);
+        self.items = failed;
     }
 
     pub fn len(&self) -> usize {
