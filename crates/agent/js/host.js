@@ -140,7 +140,10 @@ export function string(v) { return String(v); }
 // 0 window, 1 document, 2 performance, 3 navigator, 4 location.
 export function root(i) { return [g, g.document, g.performance, g.navigator, g.location][i]; }
 export function entries(type) { try { return performance.getEntriesByType(type); } catch (e) { return []; } }
-export function named(name, type) { try { return performance.getEntriesByName(name, type)[0]; } catch (e) { return undefined; } }
+// The last resource entry of `url` whose request started by `before`.
+export function resource(url, before) {
+  try { return performance.getEntriesByName(url, 'resource').findLast((e) => (e.requestStart || e.startTime) <= before); } catch (e) { return undefined; }
+}
 export function now() { return performance.now(); }
 export function epoch() { return Date.now(); }
 export function random() { return Math.random(); }

@@ -51,7 +51,9 @@ extern "C" {
     /// See [`WINDOW`] … [`LOCATION`].
     pub fn root(i: u32) -> JsValue;
     pub fn entries(kind: &str) -> JsValue;
-    pub fn named(name: &str, kind: &str) -> JsValue;
+    /// The last `resource` entry of `url` whose request started by `before` (a resource requested
+    /// again later did not paint what was painted before).
+    pub fn resource(url: &str, before: f64) -> JsValue;
     /// `performance.now()`.
     pub fn now() -> f64;
     /// `Date.now()`.

@@ -172,7 +172,9 @@ impl Watch {
 /// navigation's start for one).
 fn attribution(activation: f64, ttfb: f64, value: f64, entry: &JsValue) -> Attribution {
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
-    let resource = url.as_deref().map(|url| host::named(url, "resource")).filter(|r| host::kind(r) != 0);
+    // As web-vitals: the latest request of the URL that started before the element was painted.
+    let painted = host::num(entry, "startTime");
+    let resource = url.as_deref().map(|url| host::resource(url, painted)).filter(|r| host::kind(r) != 0);
     let (request_start, response_end) = match &resource {
         Some(r) => {
             let requested = match host::num(r, "requestStart") {
