@@ -189,7 +189,7 @@ pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
             // A prerendered page is measured from its activation (web-vitals' whenActivated).
             host::listen(DOCUMENT, "prerenderingchange", code::PRERENDERED);
         } else {
-            agent.core.borrow_mut().measure(&agent.config);
+            agent.core().measure(&agent.config);
         }
     });
     Ok(agent)
@@ -227,6 +227,17 @@ impl Agent {
         self.running.get()
     }
 
+    /// The measurement state. Taken while nothing else holds it (page code runs only between
+    /// borrows, and `dispatch` skips an event that would overlap); one out-of-line place for the
+    /// check instead of a panic path at every use.
+    #[inline(never)]
+    fn core(&self) -> core::cell::RefMut<'_, Core> {
+        match self.core.try_borrow_mut() {
+            Ok(core) => core,
+            Err(_) => trap(),
+        }
+    }
+
     /// One event from the page.
     fn dispatch(&self, code: u32, a: JsValue, b: JsValue, n: f64) -> f64 {
         if !self.running.get() {
@@ -251,7 +262,7 @@ impl Agent {
     pub fn deliver(&self) {
         loop {
             let (ready, metrics) = {
-                let mut core = self.core.borrow_mut();
+                let mut core = self.core();
                 (core::mem::take(&mut core.ready), core::mem::take(&mut core.out.0))
             };
             if ready.is_empty() && metrics.is_empty() {
@@ -268,18 +279,18 @@ impl Agent {
 
     /// Adds a metric the page recorded.
     pub fn record(&self, metric: Metric) {
-        self.core.borrow_mut().out.push(metric);
+        self.core().out.push(metric);
         self.deliver();
     }
 
     pub fn reject_record(&self) {
-        self.core.borrow_mut().stats.rejected_records += 1;
+        self.core().stats.rejected_records += 1;
     }
 
     /// One metric to the listeners, sampling, `beforeSend` and the queue; `context` is its page
     /// view when it is not the current one.
     fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
-        self.core.borrow_mut().stats.measured += 1;
+        self.core().stats.measured += 1;
         let Metric { name, json } = metric;
         let listeners = self.listeners.borrow().clone();
         if !listeners.is_empty() {
@@ -292,7 +303,7 @@ impl Agent {
             }
         }
         let (context, sampled) = {
-            let mut core = self.core.borrow_mut();
+            let mut core = self.core();
             let now = core.context_now(&self.config);
             let context = context.unwrap_or(now);
             let sampled = core.session.sampled;
@@ -306,7 +317,7 @@ impl Agent {
         }
         let Some(json) = self.before_send(json, &name) else { return };
         let full = {
-            let mut core = self.core.borrow_mut();
+            let mut core = self.core();
             let dropped = core.queue.dropped;
             let full = core.queue.push((context, json));
             core.stats.dropped_queue_full += core.queue.dropped - dropped;
@@ -324,7 +335,7 @@ impl Agent {
         let outcome = host::invoke(hook, &host::parse(&json));
         let changed = match &outcome {
             Ok(v) if matches!(host::kind_of(v), Kind::Missing | Kind::Bool(false)) => {
-                self.core.borrow_mut().stats.dropped_by_before_send += 1;
+                self.core().stats.dropped_by_before_send += 1;
                 return None;
             }
             Ok(v) if host::is(v, "name", name) => host::stringify(v),
@@ -332,7 +343,7 @@ impl Agent {
         };
         if changed.is_none() {
             // Dropped, not sent unscrubbed: beforeSend is where pages remove private data.
-            self.core.borrow_mut().stats.before_send_errors += 1;
+            self.core().stats.before_send_errors += 1;
             match outcome {
                 Err(error) => host::log(true, "pulse: beforeSend threw; the metric was dropped", &error),
                 Ok(_) => host::log(
@@ -349,7 +360,7 @@ impl Agent {
     /// or no `sendBeacon`), `fetch` with `keepalive`, whose failure puts the metrics back.
     pub fn flush(&self) {
         let payloads = {
-            let mut core = self.core.borrow_mut();
+            let mut core = self.core();
             core.save_session();
             let items = core.queue.take();
             if items.is_empty() {
@@ -373,14 +384,14 @@ impl Agent {
                 continue;
             }
             let token = {
-                let mut core = self.core.borrow_mut();
+                let mut core = self.core();
                 core.next_token += 1.0;
                 let token = core.next_token;
                 core.posting.push((token, group));
                 token
             };
             if !host::post(&self.config.endpoint, &body, code::POSTED, token) {
-                self.core.borrow_mut().requeue(token);
+                self.core().requeue(token);
             }
         }
     }
@@ -391,7 +402,7 @@ impl Agent {
 
     /// `stats()` as JSON (camelCase, as JavaScript names things).
     pub fn stats_json(&self) -> String {
-        let s = self.core.borrow().stats.clone();
+        let s = self.core().stats.clone();
         let (_, _, busy, longest) = self.clock.get();
         let mut out = String::new();
         let mut o = crate::json::Obj::new(&mut out);
@@ -416,15 +427,15 @@ impl Agent {
     }
 
     pub fn sampled(&self) -> bool {
-        self.core.borrow().session.sampled
+        self.core().session.sampled
     }
 
     pub fn session_id(&self) -> String {
-        self.core.borrow().session.id.clone()
+        self.core().session.id.clone()
     }
 
     pub fn page_id(&self) -> String {
-        self.core.borrow().context.page.clone()
+        self.core().context.page.clone()
     }
 
     /// Stops the agent: reports what is final on hide, sends what is waiting, removes every
@@ -434,7 +445,7 @@ impl Agent {
             return;
         }
         self.timed(|| {
-            self.core.borrow_mut().hidden(&self.config);
+            self.core().hidden(&self.config);
             self.deliver();
             self.flush();
         });
@@ -734,6 +745,17 @@ impl Core {
         host::save(STORAGE_KEY, &self.session.encode());
         self.session_saved_at = host::epoch();
     }
+}
+
+/// Stops at a bug (the state borrowed twice): a trap in the page, a panic in native tests.
+#[cfg(target_arch = "wasm32")]
+fn trap() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn trap() -> ! {
+    unreachable!("the agent's state was borrowed twice")
 }
 
 /// When the page was first hidden, as web-vitals decides it: the first buffered
