@@ -124,6 +124,15 @@ async fn click(browser: &Browser, id: &str) {
         .unwrap_or_else(|e| panic!("click #{id}: {e}"));
 }
 
+/// Hides the page the way a person does — another tab comes to the front for `ms` — and comes back.
+async fn hide_behind_another_tab(browser: &Browser, ms: u64) {
+    let page = browser.client.window().await.expect("window");
+    let tab = browser.client.new_window(true).await.expect("new tab");
+    browser.client.switch_to_window(tab.handle).await.expect("switch to the new tab");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    browser.client.switch_to_window(page).await.expect("back to the page");
+}
+
 fn number(row: &Value, key: &str) -> f64 {
     row[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {row}"))
 }
@@ -260,13 +269,7 @@ async fn the_dashboard_shows_what_the_api_answers() {
     let mut soft = beacon("demo", "/shop/cart", (0..5).map(|k| metric("LCP", 300.0 + 10.0 * f64::from(k), 1000.0)).collect());
     soft["nav"] = "soft-navigation".into();
     soft["page"] = "page-soft".into();
-    let r = pulse_testkit::http::send(
-        "POST",
-        &format!("{}/v1/beacon", stack.base),
-        &[("content-type", "text/plain"), ("origin", "http://127.0.0.1")],
-        soft.to_string(),
-    )
-    .await;
+    let r = pulse_testkit::http::post_beacon(&stack.base, soft.to_string()).await;
     assert_eq!(r.status, 202, "{}", r.text());
     stack.metric("LCP", 65).await;
     stack.metric("FID", 2).await;
@@ -376,13 +379,9 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     click(&browser, "fetch-fail").await;
     browser.wait_for("return document.getElementById('result').dataset.done === '2'").await;
 
-    // Hide the page the way a person does — another tab comes to the front — so both Pulse and
-    // Google's web-vitals (loaded on the same page) report, then compare their numbers.
-    let page = browser.client.window().await.expect("window");
-    let tab = browser.client.new_window(true).await.expect("new tab");
-    browser.client.switch_to_window(tab.handle).await.expect("switch to the new tab");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    browser.client.switch_to_window(page).await.expect("back to the page");
+    // Hidden so both Pulse and Google's web-vitals (loaded on the same page) report, then their
+    // numbers compared.
+    hide_behind_another_tab(&browser, 500).await;
     let pulse_values = browser.js("return window.pulseVitals").await;
     let google_values = browser.js("return window.webVitals").await;
     for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
@@ -489,12 +488,8 @@ async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
         click(&browser, "quick").await;
         tokio::time::sleep(Duration::from_millis(1_200)).await;
     }
-    // Hidden the way a person hides it, so both libraries report the last page view.
-    let page = browser.client.window().await.expect("window");
-    let tab = browser.client.new_window(true).await.expect("new tab");
-    browser.client.switch_to_window(tab.handle).await.expect("switch to the new tab");
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    browser.client.switch_to_window(page).await.expect("back to the page");
+    // Hidden, so both libraries report the last page view.
+    hide_behind_another_tab(&browser, 1_000).await;
 
     let ours = final_values(&browser.js("return window.pulseReports").await);
     let theirs = final_values(&browser.js("return window.webVitalsReports").await);

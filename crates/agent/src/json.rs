@@ -64,11 +64,6 @@ impl<'a> Obj<'a> {
         self.key(key).push_str(if value { "true" } else { "false" });
     }
 
-    /// A member whose value is JSON text already.
-    pub fn raw(&mut self, key: &str, json: &str) {
-        self.key(key).push_str(json);
-    }
-
     pub fn end(self) {
         self.out.push('}');
     }
@@ -266,7 +261,7 @@ mod tests {
         o.num("value", 1.5);
         o.opt_str("id", None);
         o.bool("ok", true);
-        o.raw("tags", "{}");
+        o.key("tags").push_str("{}");
         o.end();
         assert_eq!(out, r#"{"name":"LCP","value":1.5,"ok":true,"tags":{}}"#);
     }
