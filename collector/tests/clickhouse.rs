@@ -492,19 +492,21 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         "INSERT INTO {db}.rollup_site_1h (site, name, bucket, count_state) SELECT 'demo', 'LCP', toDateTime(t), countState() FROM (SELECT arrayJoin([{old}, {new}]) AS t) GROUP BY t",
         db = c.db
     ));
+    ch.sql(&format!("INSERT INTO {db}.running_page_1d (site, name, at, url) VALUES ('demo', 'LCP', {old}, '/'), ('demo', 'LCP', {new}, '/')", db = c.db));
     let dropped =
         pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
             .await
             .expect("retention runs");
     let tables: Vec<&str> = dropped.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(tables, vec!["metrics", "metrics_final"], "old day partitions dropped; the rollups keep 400 days");
+    assert_eq!(tables, vec!["metrics", "metrics_final", "metrics_recent", "running_page_1d"],
+        "old day partitions dropped; the rollups keep 400 days, running totals 35");
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_site_1h", c.db)), 2);
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 6, "migrations 1 to 6, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 8, "migrations 1 to 8, once each");
     let added =
         format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
     assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");
@@ -973,15 +975,21 @@ async fn history_in_the_old_rollups_moves_into_the_new_ones_once() {
         ));
     }
     ch.sql(&format!("ALTER TABLE {db}.metrics DELETE WHERE 1 = 1"));
+    ch.sql(&format!("ALTER TABLE {db}.metrics_recent DELETE WHERE 1 = 1"));
     let started = Instant::now();
-    while ch.count(&format!("SELECT count() FROM {db}.metrics")) > 0 {
+    while ch.count(&format!("SELECT count() FROM {db}.metrics")) + ch.count(&format!("SELECT count() FROM {db}.metrics_recent")) > 0 {
         assert!(started.elapsed() < Duration::from_secs(20), "the raw rows were not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ch.sql(&format!("ALTER TABLE {db}.schema_migrations DELETE WHERE version = 6"));
+    // Forget migration 6 and the histograms' start (migration 8), as a database of schema 5 has neither.
+    ch.sql(&format!("ALTER TABLE {db}.schema_migrations DELETE WHERE version IN (6, 8)"));
+    ch.sql(&format!("ALTER TABLE {db}.histograms_since DELETE WHERE 1 = 1"));
     let started = Instant::now();
-    while ch.count(&format!("SELECT count() FROM {db}.schema_migrations WHERE version = 6")) > 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "migration 6 was not forgotten");
+    while ch.count(&format!("SELECT count() FROM {db}.schema_migrations WHERE version IN (6, 8)"))
+        + ch.count(&format!("SELECT count() FROM {db}.histograms_since"))
+        > 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "migrations 6 and 8 were not forgotten");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for _ in 0..2 {

@@ -85,6 +85,7 @@ async fn values(
         final_until: app.finalizer.final_until(),
         group: if group == "none" { "''" } else { group },
         step: Some(1),
+        recent_from: crate::storage::schema::recent_from(time::OffsetDateTime::now_utc().unix_timestamp()),
     };
     let mut sql = Sql::new();
     sql.push("SELECT grp, v FROM ", []);

@@ -7,6 +7,7 @@
 //! ([`render`]). Column and table names in the SQL come only from fixed lists in this module.
 
 pub mod compare;
+mod histograms;
 pub mod params;
 pub mod plan;
 pub mod render;
@@ -33,7 +34,7 @@ use self::render::{num, Format, Table};
 use self::request::{ApiCallsQuery, SeriesQuery, VitalsQuery};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
-use crate::storage::schema::ROLLUP_LEVELS;
+use crate::storage::schema::{recent_from, ROLLUP_LEVELS};
 use crate::App;
 
 /// Most points one series may have.
@@ -142,16 +143,16 @@ fn final_meta(meta: &mut Map<String, Value>, app: &App) {
 
 /// One group of `/v1/vitals`.
 #[derive(Debug, Row, Deserialize)]
-struct StatsRow {
-    grp: String,
-    n: u64,
-    q: Vec<f64>,
-    mean: f64,
-    lo: f64,
-    hi: f64,
-    good: u64,
-    ni: u64,
-    poor: u64,
+pub(crate) struct StatsRow {
+    pub grp: String,
+    pub n: u64,
+    pub q: Vec<f64>,
+    pub mean: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub good: u64,
+    pub ni: u64,
+    pub poor: u64,
 }
 
 /// `GET /v1/vitals`: percentiles, count, mean, min, max and rating shares, per group.
@@ -187,35 +188,23 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         final_until: app.finalizer.final_until(),
         group: group_by.column().unwrap_or("''"),
         step: None,
+        recent_from: recent_from(now.unix_timestamp()),
     };
     let levels: Vec<f64> = if source == Source::Exact { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
-    let mut sql = Sql::new();
-    match source {
-        Source::Exact => {
-            sql.push("SELECT grp, count() AS n, quantilesExact(", []).push_list(fractions(&levels)).push(
-                ")(v) AS q, avg(v) AS mean, min(v) AS lo, max(v) AS hi,
-                    countIf(r = 'good') AS good, countIf(r = 'needs-improvement') AS ni, countIf(r = 'poor') AS poor FROM ",
-                [],
-            );
-            scope.push_values(&mut sql);
+    let from_histograms = match source {
+        Source::Rollup(shape) if shape.running() => histograms::summary(app, &scope, shape, now.unix_timestamp()).await?,
+        _ => None,
+    };
+    let rows = match from_histograms {
+        Some(mut rows) => {
+            rows.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.grp.cmp(&b.grp)));
+            if group_by.column().is_some() {
+                rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            }
+            rows
         }
-        Source::Rollup(shape) => {
-            sql.push("SELECT grp, countMerge(count_state) AS n, arrayMap(x -> toFloat64(x), quantilesTDigestMerge(", [])
-                .push_list(fractions(&levels))
-                .push(
-                    ")(quantiles_state)) AS q, sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
-                    sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor FROM ",
-                    [],
-                );
-            scope.push_states(&mut sql, shape);
-        }
-    }
-    sql.push(" GROUP BY grp", []);
-    if group_by.column().is_some() {
-        sql.push(" ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
-    }
-    let q = app.query(&sql);
-    let rows = q.fetch_all::<StatsRow>().await.map_err(QueryError::Storage)?;
+        None => stats_rows(app, &scope, source, &levels, group_by.column().is_some().then_some(limit)).await?,
+    };
 
     let mut columns = vec!["group".to_owned(), "count".to_owned()];
     columns.extend(percentiles.iter().map(|p| percentile_column(*p)));
@@ -261,11 +250,41 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
     ))
 }
 
+/// `/v1/vitals` rows by one SQL query: exact percentiles of the values, or t-digest states.
+async fn stats_rows(app: &App, scope: &Scope<'_>, source: Source, levels: &[f64], limit: Option<u64>) -> Result<Vec<StatsRow>, QueryError> {
+    let mut sql = Sql::new();
+    match source {
+        Source::Exact => {
+            sql.push("SELECT grp, count() AS n, quantilesExact(", []).push_list(fractions(levels)).push(
+                ")(v) AS q, avg(v) AS mean, min(v) AS lo, max(v) AS hi,
+                    countIf(r = 'good') AS good, countIf(r = 'needs-improvement') AS ni, countIf(r = 'poor') AS poor FROM ",
+                [],
+            );
+            scope.push_values(&mut sql);
+        }
+        Source::Rollup(shape) => {
+            sql.push("SELECT grp, countMerge(count_state) AS n, arrayMap(x -> toFloat64(x), quantilesTDigestMerge(", [])
+                .push_list(fractions(levels))
+                .push(
+                    ")(quantiles_state)) AS q, sumMerge(sum_state) / n AS mean, minMerge(min_state) AS lo, maxMerge(max_state) AS hi,
+                    sumMerge(good_state) AS good, sumMerge(ni_state) AS ni, sumMerge(poor_state) AS poor FROM ",
+                    [],
+                );
+            scope.push_states(&mut sql, shape);
+        }
+    }
+    sql.push(" GROUP BY grp", []);
+    if let Some(limit) = limit {
+        sql.push(" ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
+    }
+    app.query(&sql).fetch_all::<StatsRow>().await.map_err(QueryError::Storage)
+}
+
 #[derive(Debug, Row, Deserialize)]
-struct PointRow {
-    t: u32,
-    n: u64,
-    v: f64,
+pub(crate) struct PointRow {
+    pub t: u32,
+    pub n: u64,
+    pub v: f64,
 }
 
 /// `GET /v1/vitals/series`: one percentile per time bucket.
@@ -284,23 +303,24 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
     let need = Need { levels: &[percentile], dims: &dims, finest: step };
     let source = plan::choose(source, range, &need, raw_max_seconds(&app))?;
     let scope =
-        Scope { site, metric: &metric, filters: &filters, range, final_until: app.finalizer.final_until(), group: "''", step: Some(step) };
-    let mut sql = Sql::new();
-    match (source, rollup_index(percentile)) {
-        (Source::Rollup(shape), Some(i)) => {
-            sql.push("SELECT t, countMerge(count_state) AS n, toFloat64(quantilesTDigestMerge(", [])
-                .push_list(fractions(&ROLLUP_LEVELS.map(|l| l * 100.0)))
-                .push(&format!(")(quantiles_state)[{i}]) AS pv FROM "), []);
-            scope.push_states(&mut sql, shape);
-        }
-        _ => {
-            sql.push("SELECT t, count() AS n, quantileExact(?)(v) AS pv FROM ", [(percentile / 100.0).into()]);
-            scope.push_values(&mut sql);
-        }
-    }
-    sql.push(" GROUP BY t ORDER BY t", []);
-    let q = app.query(&sql);
-    let points = q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)?;
+        Scope {
+            site,
+            metric: &metric,
+            filters: &filters,
+            range,
+            final_until: app.finalizer.final_until(),
+            group: "''",
+            step: Some(step),
+            recent_from: recent_from(OffsetDateTime::now_utc().unix_timestamp()),
+        };
+    let from_histograms = match (source, rollup_index(percentile)) {
+        (Source::Rollup(shape), Some(_)) if shape.all_hours() => histograms::site_series(&app, &scope, percentile).await?,
+        _ => None,
+    };
+    let points = match from_histograms {
+        Some(points) => points,
+        None => series_points(&app, &scope, source, percentile).await?,
+    };
 
     let mut meta = base_meta(site, range, &source.name());
     final_meta(&mut meta, &app);
@@ -323,6 +343,26 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
             .collect(),
     }
     .render(format))
+}
+
+/// `/v1/vitals/series` points by one SQL query: exact percentiles of the values, or t-digest states.
+async fn series_points(app: &App, scope: &Scope<'_>, source: Source, percentile: f64) -> Result<Vec<PointRow>, QueryError> {
+    let mut sql = Sql::new();
+    match (source, rollup_index(percentile)) {
+        (Source::Rollup(shape), Some(i)) => {
+            sql.push("SELECT t, countMerge(count_state) AS n, toFloat64(quantilesTDigestMerge(", [])
+                .push_list(fractions(&ROLLUP_LEVELS.map(|l| l * 100.0)))
+                .push(&format!(")(quantiles_state)[{i}]) AS pv FROM "), []);
+            scope.push_states(&mut sql, shape);
+        }
+        _ => {
+            sql.push("SELECT t, count() AS n, quantileExact(?)(v) AS pv FROM ", [(percentile / 100.0).into()]);
+            scope.push_values(&mut sql);
+        }
+    }
+    sql.push(" GROUP BY t ORDER BY t", []);
+    let q = app.query(&sql);
+    q.fetch_all::<PointRow>().await.map_err(QueryError::Storage)
 }
 
 #[derive(Debug, Row, Deserialize)]

@@ -11,6 +11,7 @@ use super::request::SourceChoice;
 use super::sql::Sql;
 use crate::errors::QueryError;
 use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
+use crate::storage::histogram;
 use crate::storage::schema::{shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
 
 const HOUR: i64 = 3_600;
@@ -78,7 +79,7 @@ pub fn rollup_index(percentile: f64) -> Option<usize> {
 }
 
 /// One query's reading of the store: the site, metric and filters, the range, the watermark.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scope<'a> {
     pub site: &'a str,
     pub metric: &'a str,
@@ -90,6 +91,8 @@ pub struct Scope<'a> {
     pub group: &'a str,
     /// Bucket size of a series, s; `None` for a summary (every row in bucket 0).
     pub step: Option<i64>,
+    /// From when `metrics_recent` holds every raw row ([`crate::storage::schema::recent_from`]).
+    pub recent_from: i64,
 }
 
 impl Scope<'_> {
@@ -126,14 +129,16 @@ impl Scope<'_> {
         sql.push_filters(self.filters);
     }
 
-    /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`).
+    /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`): from `metrics_recent`
+    /// when it holds every report around the range, else from `metrics`.
     fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
+        let table = if range.from - LOOKBACK_SECONDS >= self.recent_from { "metrics_recent" } else { "metrics" };
         sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
         sql.push(
             &format!(
                 "SELECT min(event_time) AS first_time, argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r,
                     any({group}) AS grp
-                 FROM metrics WHERE site = ? AND name = ?",
+                 FROM {table} WHERE site = ? AND name = ?",
                 group = self.group_expr()
             ),
             [self.site.into(), self.metric.into()],
@@ -142,10 +147,12 @@ impl Scope<'_> {
             // The reports around the range of the ids reported in it (their first report may be
             // before it, their last after it).
             sql.push(
-                " AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?))
+                &format!(
+                    " AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?))
                     OR (event_time >= toDateTime(?) AND event_time < toDateTime(?)
-                        AND metric_id IN (SELECT metric_id FROM metrics WHERE site = ? AND name = ? AND metric_id != ''
-                                          AND event_time >= toDateTime(?) AND event_time < toDateTime(?))))",
+                        AND metric_id IN (SELECT metric_id FROM {table} WHERE site = ? AND name = ? AND metric_id != ''
+                                          AND event_time >= toDateTime(?) AND event_time < toDateTime(?))))"
+                ),
                 [
                     range.from.into(),
                     range.to.into(),
@@ -254,6 +261,67 @@ impl Scope<'_> {
             sql.push(") GROUP BY grp, t", []);
         }
         sql.push(")", []);
+    }
+}
+
+impl Scope<'_> {
+    /// The final part and the rest (see [`Scope::split`]).
+    pub fn parts(&self) -> (Option<TimeRange>, Option<TimeRange>) {
+        self.split()
+    }
+
+    /// The running totals of `shape` at the points `a` and `b` ([`histogram::combine`] takes
+    /// one from the other), as [`histogram::HistRow`]s.
+    pub fn push_points(&self, sql: &mut Sql, shape: Shape, a: i64, b: i64) {
+        for (i, at) in [a, b].into_iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ", []);
+            }
+            let grain = if at % DAY == 0 { Grain::Day } else { Grain::Hour };
+            sql.push(
+                &format!(
+                    "SELECT {grp} AS grp, materialize(toUInt32(0)) AS t, cityHash64({dims}) AS key, toUInt32(since) AS ep, toUInt32(at) AS pt,
+                        n, total, good, ni, poor, materialize(nan) AS lo, materialize(nan) AS hi, bins, counts FROM {table}
+                     WHERE site = ? AND name = ? AND at = toDateTime(?)",
+                    grp = self.group_expr(),
+                    dims = shape.dims.join(", "),
+                    table = shape.running_table(grain)
+                ),
+                [self.site.into(), self.metric.into(), at.into()],
+            );
+            sql.push_filters(self.filters);
+        }
+    }
+
+    /// The hours of `hist_site_1h` in `done`, by `t`, as [`histogram::HistRow`]s.
+    pub fn push_site_hours(&self, sql: &mut Sql, done: TimeRange) {
+        sql.push(
+            &format!(
+                "SELECT {grp} AS grp, {t} AS t, materialize(toUInt64(0)) AS key, materialize(toUInt32(0)) AS ep, materialize(toUInt32(0)) AS pt,
+                    n, total, good, ni, poor, lo, hi, bins, counts FROM hist_site_1h",
+                grp = self.group_expr(),
+                t = self.bucket("bucket")
+            ),
+            [],
+        );
+        self.push_where(sql, "bucket", done);
+    }
+
+    /// The values not final yet (`recent`), deduplicated, as one histogram per `grp` and `t`
+    /// ([`histogram::HistRow`]s with their exact minimum and maximum).
+    pub fn push_recent_histograms(&self, sql: &mut Sql, recent: TimeRange) {
+        sql.push(
+            &format!(
+                "SELECT grp, t, materialize(toUInt64(0)) AS key, materialize(toUInt32(0)) AS ep, materialize(toUInt32(0)) AS pt, sum(c) AS n, sum(s) AS total,
+                    sum(g) AS good, sum(x) AS ni, sum(p) AS poor, min(l) AS lo, max(h) AS hi, groupArray(bin) AS bins, groupArray(c) AS counts
+                 FROM (SELECT grp, t, {bin} AS bin, count() AS c, sum(v) AS s, countIf(r = 'good') AS g,
+                              countIf(r = 'needs-improvement') AS x, countIf(r = 'poor') AS p, min(v) AS l, max(v) AS h FROM (",
+                bin = histogram::bin_sql("v")
+            ),
+            [],
+        );
+        self.push_recent(sql, recent);
+        sql.push(") GROUP BY grp, t, bin) GROUP BY grp, t", []);
     }
 }
 

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::lease::Lease;
+use super::histogram::{bin_sql, RUNNING_DAYS};
 use super::schema::{state_expressions, Grain, GRAINS, SHAPES};
 use crate::App;
 
@@ -102,6 +103,8 @@ pub struct Finalizer {
     final_until: AtomicI64,
     /// The `now` of this collector's last heartbeat, epoch ms (0: none yet).
     last_heartbeat_ms: AtomicU64,
+    /// From when the histograms hold every final value (epoch s; `i64::MAX`: not known yet).
+    histograms_since: AtomicI64,
 }
 
 impl Default for Finalizer {
@@ -111,6 +114,7 @@ impl Default for Finalizer {
             running: tokio::sync::Mutex::new(()),
             final_until: AtomicI64::new(0),
             last_heartbeat_ms: AtomicU64::new(0),
+            histograms_since: AtomicI64::new(i64::MAX),
         }
     }
 }
@@ -122,10 +126,27 @@ impl Finalizer {
         Some(self.final_until.load(Ordering::Acquire)).filter(|t| *t > 0)
     }
 
+    /// From when the histograms ([`super::histogram`]) hold every final value, if known.
+    pub fn histograms_since(&self) -> Option<i64> {
+        Some(self.histograms_since.load(Ordering::Acquire)).filter(|t| *t < i64::MAX)
+    }
+
+    /// Reads [`Finalizer::histograms_since`].
+    async fn learn_histograms_since(&self, client: &Client) -> Result<(), FinalizeError> {
+        let (n, since) = client
+            .query("SELECT count(), toUInt32(max(since)) FROM histograms_since")
+            .fetch_one::<(u64, u32)>()
+            .await
+            .map_err(ch("reading histograms_since"))?;
+        self.histograms_since.store(if n > 0 { i64::from(since) } else { i64::MAX }, Ordering::Release);
+        Ok(())
+    }
+
     /// Takes everything before `until` as final without asking ClickHouse: for building the SQL
     /// of every query shape without a server (`tests/chdb.rs`).
     pub fn assume_final_until(&self, app: &App, until: i64) {
         self.publish(app, until);
+        let _ = self.histograms_since.compare_exchange(i64::MAX, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
     fn publish(&self, app: &App, until: i64) {
@@ -155,6 +176,7 @@ impl Finalizer {
             self.lease.renew(client, at, interval_ms, backlog_ms).await.map_err(ch("the finalizer lease"))
         };
         let leading = renew(clock()).await?;
+        self.learn_histograms_since(client).await?;
         let last = last_progress(client).await?;
         if let Some(done) = last.as_ref().filter(|p| p.phase == "done") {
             self.publish(app, i64::from(done.span_to));
@@ -255,6 +277,7 @@ impl Finalizer {
 
     /// Learns how far values are final from `finalizer_progress` (at start, before the first run).
     pub async fn refresh(&self, app: &App) -> Result<(), FinalizeError> {
+        self.learn_histograms_since(&app.clickhouse).await?;
         if let Some(done) = last_progress(&app.clickhouse).await?.filter(|p| p.phase == "done") {
             self.publish(app, i64::from(done.span_to));
         }
@@ -336,9 +359,12 @@ async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
 
 /// Every table the finalizer writes.
 fn derived_tables() -> Vec<String> {
-    let mut tables = vec!["metrics_final".to_owned()];
+    let mut tables = vec!["metrics_final".to_owned(), "hist_site_1h".to_owned()];
     for shape in SHAPES {
         tables.extend(GRAINS.iter().map(|g| shape.table(*g)));
+        if shape.running() {
+            tables.extend(GRAINS.iter().map(|g| shape.running_table(*g)));
+        }
     }
     tables
 }
@@ -444,6 +470,7 @@ pub fn span_statements(client: &Client, from: i64, to: i64, grace: i64, query_id
             );
         }
     }
+    writes.extend(histogram_statements(from, to).into_iter().map(|(sql, binds)| binds.into_iter().fold(named(&sql), Query::bind)));
     // Re-reports in this span of page views first reported in an hour that was already due to be
     // final when they arrived: kept raw, not in any answer.
     let late = named(&format!(
@@ -464,6 +491,53 @@ pub fn span_statements(client: &Client, from: i64, to: i64, grace: i64, query_id
     .bind(from)
     .bind(from);
     (writes, late)
+}
+
+/// The statements that add `[from, to)` to the histograms, with their binds: its hours to
+/// `hist_site_1h`, and per shape the running totals at `to` (those at `from` plus the span).
+fn histogram_statements(from: i64, to: i64) -> Vec<(String, Vec<i64>)> {
+    let bin = bin_sql("value");
+    let counts = "count() AS c, sum(value) AS s, countIf(rating = 'good') AS g, countIf(rating = 'needs-improvement') AS x,
+        countIf(rating = 'poor') AS p";
+    let mut out = vec![(
+        format!(
+            "INSERT INTO hist_site_1h (site, name, bucket, n, total, good, ni, poor, bins, counts, lo, hi)
+             SELECT site, name, b, sum(c), sum(s), sum(g), sum(x), sum(p), groupArray(bin), groupArray(c), min(l), max(h)
+             FROM (SELECT site, name, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS b, {bin} AS bin, {counts},
+                          min(value) AS l, max(value) AS h
+                   FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                   GROUP BY site, name, b, bin)
+             GROUP BY site, name, b"
+        ),
+        vec![from, to],
+    )];
+    let grain = |at: i64| if at % DAY == 0 { Grain::Day } else { Grain::Hour };
+    for shape in SHAPES.iter().filter(|s| s.running()) {
+        let dims = shape.dims.join(", ");
+        out.push((
+            format!(
+                "INSERT INTO {into} (site, name, at, {dims}, since, last, n, total, good, ni, poor, bins, counts)
+                 SELECT site, name, toDateTime(?), {dims}, min(since_), max(last_), sum(n_), sum(total_), sum(good_), sum(ni_),
+                     sum(poor_), tupleElement(sumMap(bins_, counts_), 1), tupleElement(sumMap(bins_, counts_), 2)
+                 FROM (SELECT site, name, {dims}, since AS since_, last AS last_, n AS n_, total AS total_, good AS good_, ni AS ni_,
+                              poor AS poor_, bins AS bins_, counts AS counts_
+                       FROM {before} WHERE at = toDateTime(?) AND last >= toDateTime(?)
+                       UNION ALL
+                       SELECT site, name, {dims}, toDateTime(?), toDateTime(?), sum(c), sum(s), sum(g), sum(x), sum(p),
+                           groupArray(bin), groupArray(c)
+                       FROM (SELECT site, name, {dims}, {bin} AS bin, {counts}
+                             FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                             GROUP BY site, name, {dims}, bin)
+                       GROUP BY site, name, {dims})
+                 GROUP BY site, name, {dims}",
+                into = shape.running_table(grain(to)),
+                before = shape.running_table(grain(from)),
+            ),
+            // Keys carried: those with values in the last `RUNNING_DAYS`.
+            vec![to, from, to - i64::from(RUNNING_DAYS) * DAY, from, to, from, to],
+        ));
+    }
+    out
 }
 
 async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id: &str, app: &App) -> Result<(), FinalizeError> {

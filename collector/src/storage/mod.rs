@@ -11,6 +11,7 @@
 //! shard's local tables ([`shard_clients`]).
 
 pub mod finalize;
+pub mod histogram;
 pub mod lease;
 pub mod retention;
 pub mod rows;

@@ -4,6 +4,8 @@
 //! all of it is past the cutoff.
 
 use clickhouse::Client;
+
+use super::histogram::{RUNNING_DAYS, RUNNING_HOUR_DAYS};
 use serde::Deserialize;
 use time::{Date, Duration, OffsetDateTime};
 
@@ -25,6 +27,7 @@ pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
         entry("metrics".into(), "event_time", raw_days, Granularity::Day),
         entry("api_calls".into(), "event_time", raw_days, Granularity::Day),
         entry("metrics_final".into(), "event_time", raw_days, Granularity::DayNumber),
+        entry("metrics_recent".into(), "event_time", super::schema::RECENT_DAYS, Granularity::DayNumber),
         entry("metrics_1m".into(), "bucket", raw_days, Granularity::Day),
         entry("metrics_1h".into(), "bucket", rollup_days, Granularity::Month),
         entry("metrics_1d".into(), "bucket", rollup_days, Granularity::Month),
@@ -36,8 +39,13 @@ pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
                 _ => rollup_days,
             };
             tables.push(entry(shape.table(grain), "bucket", days, Granularity::DayNumber));
+            if shape.running() {
+                let days = if grain == super::schema::Grain::Day { RUNNING_DAYS } else { RUNNING_HOUR_DAYS };
+                tables.push(entry(shape.running_table(grain), "at", days, Granularity::DayNumber));
+            }
         }
     }
+    tables.push(entry("hist_site_1h".into(), "bucket", rollup_days, Granularity::DayNumber));
     tables
 }
 

@@ -54,6 +54,16 @@ impl Shape {
     pub fn all_hours(self) -> bool {
         self.hour_days.is_none()
     }
+
+    /// Whether the shape keeps running totals (every shape answered in whole days: those with
+    /// dimensions; the site-wide one keeps hourly histograms instead).
+    pub fn running(self) -> bool {
+        !self.all_hours()
+    }
+
+    pub fn running_table(self, grain: Grain) -> String {
+        format!("running_{}_{}", self.name, grain.suffix())
+    }
 }
 
 /// The grains every shape has.
@@ -61,8 +71,6 @@ pub const GRAINS: [Grain; 2] = [Grain::Hour, Grain::Day];
 
 /// Days of hour buckets kept by shapes without every hour.
 pub const RECENT_HOUR_DAYS: u32 = 3;
-
-impl Shape {}
 
 /// The shapes, smallest first. What the API and the dashboard ask: totals and series for a site
 /// (`site`); by page, or one page's series (`page`); pages on one device class (`page_device`);
@@ -324,6 +332,8 @@ fn migrations() -> Vec<Migration> {
             statements: vec![Step::AddColumn { table: "alert_events", column: "recovering_since", definition: "DateTime DEFAULT 0" }],
         },
         Migration { version: 6, name: "final values: arrival order, metrics_final, rollups per query shape", statements: final_values() },
+        Migration { version: 7, name: "recent raw rows in time order", statements: recent_rows() },
+        Migration { version: 8, name: "histograms: site hours and running totals per shape", statements: histograms() },
     ]
 }
 
@@ -388,6 +398,82 @@ fn final_values() -> Vec<Step> {
          WHERE (SELECT count() FROM finalizer_progress) = 0 AND (SELECT count() FROM metrics_1h) > 0"
     )));
     steps
+}
+
+/// Days of raw rows `metrics_recent` keeps (whole UTC days, besides today's).
+pub const RECENT_DAYS: u32 = 3;
+
+/// The columns `metrics_recent` copies from `metrics`: what answers read of rows not yet final.
+const RECENT_COLUMNS: &str =
+    "site, name, event_time, received_at, value, rating, metric_id, seq, session, page, url, nav, release, env, device, browser, os, country";
+
+/// `metrics_recent`: the last few days of raw rows ordered by time, so the part of an answer that
+/// is not final yet (the hour or two after the watermark) reads those rows only. `metrics` is
+/// ordered by page for the finalizer and exact answers, so a time range there reads every row of
+/// the metric in the day. Filled by a view at insert; the last days are copied once at migration
+/// (rows the view also copied meanwhile are read once: the answers deduplicate reports).
+fn recent_rows() -> Vec<Step> {
+    vec![
+        Step::Sql(
+            "CREATE TABLE IF NOT EXISTS metrics_recent (
+                site String, name String, event_time DateTime, received_at DateTime, value Float64,
+                rating Enum8('none' = 0, 'good' = 1, 'needs-improvement' = 2, 'poor' = 3),
+                metric_id String, seq UInt64, session String, page String,
+                url String, nav String, release String, env String, device String, browser String, os String, country String
+            ) ENGINE = MergeTree()
+            PARTITION BY intDiv(toUInt32(event_time), 86400)
+            ORDER BY (site, name, event_time)"
+                .to_owned(),
+        ),
+        Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS SELECT {RECENT_COLUMNS} FROM metrics")),
+        Step::Sql(format!(
+            "INSERT INTO metrics_recent SELECT {RECENT_COLUMNS} FROM metrics
+             WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)"
+        )),
+    ]
+}
+
+/// The histogram columns (see [`super::histogram`]), after a row's time and keys.
+const HIST_COLUMNS: &str = "n UInt64, total Float64, good UInt64, ni UInt64, poor UInt64, bins Array(UInt16), counts Array(UInt64)";
+
+/// `hist_site_1h`: a histogram per site, metric and hour (with the exact minimum and maximum);
+/// `running_<shape>_1d` and `_1h`: per key of each shape with dimensions, the running total of
+/// every value first reported before `at`, at every UTC midnight (`_1d`) and at every other end
+/// of a finalizer span (`_1h`, kept a few days, for the watermark). Partitioned by the UTC day of
+/// `at - 1 s`, so a midnight point belongs to the day it closes and survives the finalizer's
+/// rebuild of the day after. `histograms_since`: from when they hold every final value (the
+/// epoch in a new database; the watermark when they were added to one with history).
+fn histograms() -> Vec<Step> {
+    let mut steps = vec![Step::Sql(format!(
+        "CREATE TABLE IF NOT EXISTS hist_site_1h (site String, name String, bucket DateTime, {HIST_COLUMNS}, lo Float64, hi Float64)
+         ENGINE = MergeTree() PARTITION BY intDiv(toUInt32(bucket), 86400) ORDER BY (site, name, bucket)
+         SETTINGS index_granularity = 1024"
+    ))];
+    for shape in SHAPES.iter().filter(|s| s.running()) {
+        let dims: String = shape.dims.iter().map(|d| format!("{d} String, ")).collect();
+        for grain in GRAINS {
+            steps.push(Step::Sql(format!(
+                "CREATE TABLE IF NOT EXISTS {table} (site String, name String, at DateTime, {dims}since DateTime, last DateTime, {HIST_COLUMNS})
+                 ENGINE = MergeTree() PARTITION BY intDiv(toUInt32(at) - 1, 86400) ORDER BY (site, name, at, {order})
+                 SETTINGS index_granularity = 256",
+                table = shape.running_table(grain),
+                order = shape.dims.join(", ")
+            )));
+        }
+    }
+    steps.push(Step::Sql("CREATE TABLE IF NOT EXISTS histograms_since (since DateTime) ENGINE = MergeTree() ORDER BY since".to_owned()));
+    steps.push(Step::Sql(
+        "INSERT INTO histograms_since
+         SELECT toDateTime(if(count() = 0, 0, max(toUInt32(span_to)))) FROM finalizer_progress WHERE phase = 'done'
+         HAVING (SELECT count() FROM histograms_since) = 0"
+            .to_owned(),
+    ));
+    steps
+}
+
+/// From when (epoch s) `metrics_recent` holds every raw row, at `now`.
+pub fn recent_from(now: i64) -> i64 {
+    (now.div_euclid(86_400) - i64::from(RECENT_DAYS) + 1) * 86_400
 }
 
 /// Where the history copied from schema 1's rollups ends: the UTC day of the oldest raw row (from
