@@ -61,8 +61,14 @@ pub struct VitalsAnswer {
     pub site: String,
     pub metric: String,
     pub group_by: String,
-    /// `raw`, `rollup_1m`, `rollup_1h`, `rollup_1d` or `rollup_1d+1h`.
+    /// `raw`, or the rollup shape that answered: `rollup_site`, `rollup_page`,
+    /// `rollup_page_device`, `rollup_geo`, `rollup_client` or `rollup_release`.
     pub source: String,
+    /// How the percentiles were computed: `exact` (from every value), `histogram` (log-scale
+    /// histograms with 2 % bins: within 1 % of a value of the right rank) or `t-digest`.
+    pub estimate: String,
+    /// Values first reported before this were read final; later ones deduplicated from raw rows.
+    pub final_until: Option<String>,
     pub from: String,
     pub to: String,
     pub percentiles: Vec<f64>,
@@ -87,6 +93,11 @@ pub struct SeriesAnswer {
     pub interval: String,
     pub percentile: f64,
     pub source: String,
+    /// How the percentiles were computed: `exact` (from every value), `histogram` (log-scale
+    /// histograms with 2 % bins: within 1 % of a value of the right rank) or `t-digest`.
+    pub estimate: String,
+    /// Values first reported before this were read final; later ones deduplicated from raw rows.
+    pub final_until: Option<String>,
     pub from: String,
     pub to: String,
     pub thresholds: Option<Thresholds>,

@@ -1005,3 +1005,112 @@ async fn history_in_the_old_rollups_moves_into_the_new_ones_once() {
     assert_eq!((body["source"].as_str(), body["rows"][0]["count"].as_u64()), (Some("rollup_page"), Some(before_today)), "{body}");
     c.running.stop().await;
 }
+
+/// The value at 0-based rank ⌊p·n⌋ of `values` (what `quantileExact` answers).
+fn rank_value(values: &[f64], p: f64) -> f64 {
+    let sorted = sorted(values.to_vec());
+    sorted[((p / 100.0 * sorted.len() as f64) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ranges_are_read_from_histograms_within_two_percent() {
+    let c = collector("histograms").await;
+    let ch = clickhouse();
+    let db = &c.db;
+    // Twelve days of hourly values on two pages and two devices, spread over two decades; a
+    // third page only on the first day.
+    let last_hour = (now_ms() / 1000.0) as i64 / 3600 * 3600 - 3600;
+    let first = last_hour - 287 * 3600;
+    let mut rows = Vec::new();
+    let mut sent: Vec<(i64, &str, f64)> = Vec::new();
+    for h in 0..288 {
+        for k in 0..6_i64 {
+            let url = if h < 24 && k == 5 { "/old" } else if k % 2 == 0 { "/a" } else { "/b" };
+            let device = if k % 3 == 0 { "mobile" } else { "desktop" };
+            let v = 200.0 * 1.013_f64.powi(((h * 41 + k * 67) % 180) as i32);
+            let at = first + h * 3600 + k * 60;
+            rows.push(format!("('demo', toDateTime({at}), 'LCP', {v}, 'good', 'v{h}-{k}', '{url}', '{device}')"));
+            sent.push((at, url, v));
+        }
+    }
+    for chunk in rows.chunks(500) {
+        ch.sql(&format!("INSERT INTO {db}.metrics (site, event_time, name, value, rating, metric_id, url, device) VALUES {}", chunk.join(",")));
+    }
+    assert!(matches!(c.finalize().await, Outcome::Finalized { .. }));
+    // One more value after the watermark: read from raw rows and merged in.
+    let late_at = (now_ms() / 1000.0) as i64 + 3 * 3600;
+    ch.sql(&format!(
+        "INSERT INTO {db}.metrics (site, event_time, name, value, rating, metric_id, url, device) VALUES ('demo', toDateTime({late_at}), 'LCP', 9000, 'poor', 'late', '/a', 'mobile')"
+    ));
+    sent.push((late_at, "/a", 9000.0));
+    let now = now_ms() as i64;
+    let to = (late_at + 3600) * 1000;
+
+    let check = |body: &Value, from: i64, to: i64, estimate: &str| {
+        assert_eq!((body["source"].as_str(), body["estimate"].as_str()), (Some("rollup_page"), Some(estimate)), "{body}");
+        let rows = body["rows"].as_array().expect("rows");
+        for url in ["/a", "/b", "/old"] {
+            let values: Vec<f64> = sent.iter().filter(|(at, u, _)| *u == url && *at >= from && *at < to).map(|(_, _, v)| *v).collect();
+            let row = rows.iter().find(|r| r["group"] == url);
+            let Some(row) = row else {
+                assert!(values.is_empty(), "{url}: no row for {} values", values.len());
+                continue;
+            };
+            assert_eq!(row["count"], values.len(), "{url}");
+            let sorted = sorted(values.clone());
+            assert_eq!((f(&row["min"]), f(&row["max"])), (sorted[0], sorted[sorted.len() - 1]), "{url}");
+            for p in [50.0, 75.0, 95.0] {
+                let (got, exact) = (f(&row[format!("p{p}")]), rank_value(&values, p));
+                let allowed = if estimate == "histogram" { 0.02 } else { 0.1 };
+                assert!((got / exact - 1.0).abs() < allowed, "{url} p{p}: {got}, exact {exact}");
+            }
+        }
+    };
+    // Thirty days by page: two running-total points per key, the value not final yet, and the
+    // exact extremes.
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={to}", now - 30 * 86_400_000)).await;
+    let (from, until) = (body["from"].as_str().map(str::to_owned), body["to"].as_str().map(str::to_owned));
+    let seconds = |t: Option<String>| {
+        time::OffsetDateTime::parse(&t.expect("time"), &time::format_description::well_known::Rfc3339).expect("RFC 3339").unix_timestamp()
+    };
+    check(&body, seconds(from), seconds(until), "histogram");
+    // A week from the third day: the first day's page had no values in it, so it has no row.
+    let third = (first / 86_400 + 2) * 86_400;
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
+    check(&body, third, third + 8 * 86_400, "histogram");
+    // Pages on phones: the shape with the device.
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&device=mobile&from={}&to={to}", third * 1000)).await;
+    assert_eq!((body["source"].as_str(), body["estimate"].as_str()), (Some("rollup_page_device"), Some("histogram")), "{body}");
+    let phones = (0..288_i64).flat_map(|h| [0, 3].map(|k| (h, k))).filter(|(h, _)| first + h * 3600 >= third).count() + 1;
+    let total: u64 = body["rows"].as_array().expect("rows").iter().map(|r| r["count"].as_u64().expect("count")).sum();
+    assert_eq!(total as usize, phones);
+
+    // The site-wide hourly series: one histogram per hour, each hour's count exact.
+    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1h&from={}&to={to}", first * 1000)).await;
+    assert_eq!((body["source"].as_str(), body["estimate"].as_str()), (Some("rollup_site"), Some("histogram")), "{body}");
+    let points = body["points"].as_array().expect("points");
+    assert_eq!(points.len(), 289, "every hour and the late value's");
+    for point in points {
+        let t = point["t"].as_i64().expect("t") / 1000;
+        let values: Vec<f64> = sent.iter().filter(|(at, _, _)| *at >= t && *at < t + 3600).map(|(_, _, v)| *v).collect();
+        assert_eq!(point["count"], values.len());
+        let (got, exact) = (f(&point["value"]), rank_value(&values, 75.0));
+        assert!((got / exact - 1.0).abs() < 0.02, "{t}: p75 {got}, exact {exact}");
+    }
+
+    // Histograms added to a database with history start at its watermark: ranges from before
+    // are read from the t-digest rollups, with the same counts.
+    ch.sql(&format!("ALTER TABLE {db}.histograms_since DELETE WHERE 1 = 1"));
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.histograms_since")) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "histograms_since was not emptied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ch.sql(&format!("INSERT INTO {db}.histograms_since VALUES ({})", last_hour));
+    c.running.app.finalizer.refresh(&c.running.app).await.expect("progress read");
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
+    check(&body, third, third + 8 * 86_400, "t-digest");
+    let body = c.read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1h&from={}&to={to}", first * 1000)).await;
+    assert_eq!(body["estimate"], "t-digest");
+    c.running.stop().await;
+}

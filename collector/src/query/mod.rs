@@ -195,6 +195,11 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         Source::Rollup(shape) if shape.running() => histograms::summary(app, &scope, shape, now.unix_timestamp()).await?,
         _ => None,
     };
+    let estimate = match (source, &from_histograms) {
+        (Source::Exact, _) => "exact",
+        (_, Some(_)) => "histogram",
+        (_, None) => "t-digest",
+    };
     let rows = match from_histograms {
         Some(mut rows) => {
             rows.sort_by(|a, b| b.n.cmp(&a.n).then_with(|| a.grp.cmp(&b.grp)));
@@ -227,6 +232,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
         .collect();
 
     let mut meta = base_meta(site, range, &source.name());
+    meta.insert("estimate".into(), estimate.into());
     final_meta(&mut meta, app);
     meta.insert("metric".into(), metric.clone().into());
     meta.insert("group_by".into(), group_by.name().into());
@@ -317,12 +323,18 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
         (Source::Rollup(shape), Some(_)) if shape.all_hours() => histograms::site_series(&app, &scope, percentile).await?,
         _ => None,
     };
+    let estimate = match (source, &from_histograms) {
+        (Source::Rollup(_), Some(_)) => "histogram",
+        (Source::Rollup(_), None) if rollup_index(percentile).is_some() => "t-digest",
+        _ => "exact",
+    };
     let points = match from_histograms {
         Some(points) => points,
         None => series_points(&app, &scope, source, percentile).await?,
     };
 
     let mut meta = base_meta(site, range, &source.name());
+    meta.insert("estimate".into(), estimate.into());
     final_meta(&mut meta, &app);
     meta.insert("metric".into(), metric.clone().into());
     meta.insert("interval".into(), interval.name().into());
