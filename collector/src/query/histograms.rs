@@ -1,10 +1,11 @@
 //! Answers from the histograms ([`crate::storage::histogram`]): summaries over whole days by
 //! any shape with dimensions from two running-total points per key, and the site-wide series
-//! from one histogram per hour. Each answer runs its parts as concurrent queries: the points (or
-//! hours), the values not final yet, and (for summaries) the exact minimum and maximum of the
-//! final part from the t-digest rollups. `None` when the histograms do not cover the range (it
+//! from one histogram per hour. Each answer runs its two parts as concurrent queries: the points
+//! (or hours) and the values not final yet. `None` when the histograms do not cover the range (it
 //! starts before they were added, or before the points still kept); the t-digest rollups answer
 //! then.
+
+use std::collections::HashMap;
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -14,18 +15,11 @@ use super::plan::Scope;
 use super::sql::Sql;
 use super::{PointRow, StatsRow};
 use crate::errors::QueryError;
-use crate::storage::histogram::{combine, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
+use crate::storage::histogram::{combine, Hist, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
 use crate::storage::schema::{Shape, ROLLUP_LEVELS};
 use crate::App;
 
 const DAY: i64 = 86_400;
-
-#[derive(Debug, Row, Deserialize)]
-struct Extremes {
-    grp: String,
-    lo: f64,
-    hi: f64,
-}
 
 async fn fetch(app: &App, sql: Option<Sql>) -> Result<Vec<HistRow>, QueryError> {
     match sql {
@@ -34,13 +28,32 @@ async fn fetch(app: &App, sql: Option<Sql>) -> Result<Vec<HistRow>, QueryError> 
     }
 }
 
-/// The not-yet-final part's histograms, if there is such a part.
-fn recent_sql(scope: &Scope, recent: Option<TimeRange>) -> Option<Sql> {
-    recent.map(|recent| {
-        let mut sql = Sql::new();
-        scope.push_recent_histograms(&mut sql, recent);
-        sql
-    })
+/// One value not final yet.
+#[derive(Debug, Row, Deserialize)]
+struct RecentValue {
+    grp: String,
+    t: u32,
+    v: f64,
+    rating: u8,
+}
+
+/// The values of the not-yet-final part, if there is such a part (binned here: cheaper than
+/// grouping them twice more in ClickHouse).
+async fn recent_values(app: &App, scope: &Scope<'_>, recent: Option<TimeRange>) -> Result<Vec<RecentValue>, QueryError> {
+    let Some(recent) = recent else { return Ok(Vec::new()) };
+    let mut sql = Sql::new();
+    scope.push_recent_values(&mut sql, recent);
+    app.query(&sql).fetch_all::<RecentValue>().await.map_err(QueryError::Storage)
+}
+
+/// Sums the histogram rows ([`combine`], points `from` and `to`) and the recent values by group
+/// and time bucket.
+fn sum_up(rows: &[HistRow], from: u32, to: u32, recent: Vec<RecentValue>) -> HashMap<(String, u32), Hist> {
+    let mut hists = combine(rows, from, to);
+    for value in recent {
+        hists.entry((value.grp, value.t)).or_default().add_value(value.v, value.rating);
+    }
+    hists
 }
 
 /// A summary by `shape` (one with running totals) over whole days, at `now` (epoch s).
@@ -56,38 +69,25 @@ pub async fn summary(app: &App, scope: &Scope<'_>, shape: Shape, now: i64) -> Re
     }
     let mut points = Sql::new();
     scope.push_points(&mut points, shape, a, b);
-    // The exact minimum and maximum of the final part, from the t-digest rollups' small states.
-    let final_part = Scope { range: done, final_until: Some(b), ..scope.clone() };
-    let mut extremes = Sql::new();
-    extremes.push("SELECT grp, minMerge(min_state) AS lo, maxMerge(max_state) AS hi FROM ", []);
-    final_part.push_states(&mut extremes, shape);
-    extremes.push(" GROUP BY grp", []);
-    let extremes = app.query(&extremes);
-    let (points, recent, extremes) =
-        tokio::try_join!(fetch(app, Some(points)), fetch(app, recent_sql(scope, recent)), async {
-            extremes.fetch_all::<Extremes>().await.map_err(QueryError::Storage)
-        })?;
-    let rows: Vec<HistRow> = points.into_iter().chain(recent).collect();
-    let mut hists = combine(&rows, a as u32, b as u32);
-    for e in extremes {
-        if let Some(hist) = hists.get_mut(&(e.grp, 0)) {
-            hist.widen(e.lo, e.hi);
-        }
-    }
+    let (points, recent) = tokio::try_join!(fetch(app, Some(points)), recent_values(app, scope, recent))?;
+    let hists = sum_up(&points, a as u32, b as u32, recent);
     Ok(Some(
         hists
             .into_iter()
             .filter(|(_, h)| h.n > 0)
-            .map(|((grp, _), h)| StatsRow {
-                grp,
-                n: h.n as u64,
-                q: ROLLUP_LEVELS.iter().map(|l| h.quantile(*l)).collect(),
-                mean: h.total / h.n as f64,
-                lo: h.lo,
-                hi: h.hi,
-                good: h.good.max(0) as u64,
-                ni: h.ni.max(0) as u64,
-                poor: h.poor.max(0) as u64,
+            .map(|((grp, _), h)| {
+                let (lo, hi) = h.extremes();
+                StatsRow {
+                    grp,
+                    n: h.n as u64,
+                    q: h.quantiles(&ROLLUP_LEVELS),
+                    mean: h.total / h.n as f64,
+                    lo,
+                    hi,
+                    good: h.good.max(0) as u64,
+                    ni: h.ni.max(0) as u64,
+                    poor: h.poor.max(0) as u64,
+                }
             })
             .collect(),
     ))
@@ -105,9 +105,8 @@ pub async fn site_series(app: &App, scope: &Scope<'_>, percentile: f64) -> Resul
         scope.push_site_hours(&mut sql, done);
         sql
     });
-    let (hours, recent) = tokio::try_join!(fetch(app, hours), fetch(app, recent_sql(scope, recent)))?;
-    let rows: Vec<HistRow> = hours.into_iter().chain(recent).collect();
-    let mut points: Vec<PointRow> = combine(&rows, 0, 0)
+    let (hours, recent) = tokio::try_join!(fetch(app, hours), recent_values(app, scope, recent))?;
+    let mut points: Vec<PointRow> = sum_up(&hours, 0, 0, recent)
         .into_iter()
         .filter(|(_, h)| h.n > 0)
         .map(|((_, t), h)| PointRow { t, n: h.n as u64, v: h.quantile(percentile / 100.0) })

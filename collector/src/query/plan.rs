@@ -11,7 +11,6 @@ use super::request::SourceChoice;
 use super::sql::Sql;
 use crate::errors::QueryError;
 use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
-use crate::storage::histogram;
 use crate::storage::schema::{shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
 
 const HOUR: i64 = 3_600;
@@ -134,10 +133,16 @@ impl Scope<'_> {
     fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
         let table = if range.from - LOOKBACK_SECONDS >= self.recent_from { "metrics_recent" } else { "metrics" };
         sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
+        // The last report's value; for metrics reported once every copy holds the same value
+        // (a beacon delivered twice), so any is the last, and cheaper.
+        let (value, rating) = if RE_REPORTED.contains(&self.metric) {
+            ("argMax(value, (event_time, seq))", "argMax(rating, (event_time, seq))")
+        } else {
+            ("any(value)", "any(rating)")
+        };
         sql.push(
             &format!(
-                "SELECT min(event_time) AS first_time, argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r,
-                    any({group}) AS grp
+                "SELECT min(event_time) AS first_time, {value} AS v, {rating} AS r, any({group}) AS grp
                  FROM {table} WHERE site = ? AND name = ?",
                 group = self.group_expr()
             ),
@@ -270,8 +275,8 @@ impl Scope<'_> {
         self.split()
     }
 
-    /// The running totals of `shape` at the points `a` and `b` ([`histogram::combine`] takes
-    /// one from the other), as [`histogram::HistRow`]s.
+    /// The running totals of `shape` at the points `a` and `b` ([`crate::storage::histogram::combine`] takes
+    /// one from the other), as [`crate::storage::histogram::HistRow`]s.
     pub fn push_points(&self, sql: &mut Sql, shape: Shape, a: i64, b: i64) {
         for (i, at) in [a, b].into_iter().enumerate() {
             if i > 0 {
@@ -293,7 +298,7 @@ impl Scope<'_> {
         }
     }
 
-    /// The hours of `hist_site_1h` in `done`, by `t`, as [`histogram::HistRow`]s.
+    /// The hours of `hist_site_1h` in `done`, by `t`, as [`crate::storage::histogram::HistRow`]s.
     pub fn push_site_hours(&self, sql: &mut Sql, done: TimeRange) {
         sql.push(
             &format!(
@@ -307,21 +312,12 @@ impl Scope<'_> {
         self.push_where(sql, "bucket", done);
     }
 
-    /// The values not final yet (`recent`), deduplicated, as one histogram per `grp` and `t`
-    /// ([`histogram::HistRow`]s with their exact minimum and maximum).
-    pub fn push_recent_histograms(&self, sql: &mut Sql, recent: TimeRange) {
-        sql.push(
-            &format!(
-                "SELECT grp, t, materialize(toUInt64(0)) AS key, materialize(toUInt32(0)) AS ep, materialize(toUInt32(0)) AS pt, sum(c) AS n, sum(s) AS total,
-                    sum(g) AS good, sum(x) AS ni, sum(p) AS poor, min(l) AS lo, max(h) AS hi, groupArray(bin) AS bins, groupArray(c) AS counts
-                 FROM (SELECT grp, t, {bin} AS bin, count() AS c, sum(v) AS s, countIf(r = 'good') AS g,
-                              countIf(r = 'needs-improvement') AS x, countIf(r = 'poor') AS p, min(v) AS l, max(v) AS h FROM (",
-                bin = histogram::bin_sql("v")
-            ),
-            [],
-        );
+    /// The values not final yet (`recent`), deduplicated: `grp`, `t`, the value and its rating
+    /// (0 none, 1 good, 2 needs improvement, 3 poor).
+    pub fn push_recent_values(&self, sql: &mut Sql, recent: TimeRange) {
+        sql.push("SELECT grp, t, v, toUInt8(r) AS rating FROM (", []);
         self.push_recent(sql, recent);
-        sql.push(") GROUP BY grp, t, bin) GROUP BY grp, t", []);
+        sql.push(")", []);
     }
 }
 

@@ -34,6 +34,15 @@ pub fn bin_sql(value: &str) -> String {
     format!("if({value} <= 0, toUInt16(0), toUInt16(least(65535, greatest(1, floor(log({value}) / {BIN_LN}) + {OFFSET}))))")
 }
 
+/// The bin of `value`, as [`bin_sql`] computes it.
+pub fn bin(value: f64) -> u16 {
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else {
+        ((value.ln() / BIN_LN).floor() as i64 + OFFSET).clamp(1, 65_535) as u16
+    }
+}
+
 /// The value at fraction `f` (0..1) of bin `bin`.
 fn bin_value(bin: u16, f: f64) -> f64 {
     if bin == 0 {
@@ -59,7 +68,8 @@ pub struct HistRow {
     pub lo: f64,
     pub hi: f64,
     pub bins: Vec<u16>,
-    pub counts: Vec<u64>,
+    /// Counts modulo 2³² (running totals can pass it; their differences cannot).
+    pub counts: Vec<u32>,
 }
 
 /// A histogram with its count, sum, rating counts and (when known) exact minimum and maximum.
@@ -70,8 +80,10 @@ pub struct Hist {
     pub good: i64,
     pub ni: i64,
     pub poor: i64,
-    pub lo: f64,
-    pub hi: f64,
+    lo: f64,
+    hi: f64,
+    /// Whether `lo` and `hi` are exact (every part added brought its own).
+    extremes_known: bool,
     /// Counts of bins `first..first + counts.len()`.
     first: u16,
     counts: Vec<i64>,
@@ -79,56 +91,99 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Hist {
-        Hist { n: 0, total: 0.0, good: 0, ni: 0, poor: 0, lo: f64::INFINITY, hi: f64::NEG_INFINITY, first: 0, counts: Vec::new() }
+        Hist {
+            n: 0,
+            total: 0.0,
+            good: 0,
+            ni: 0,
+            poor: 0,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
+            extremes_known: true,
+            first: 0,
+            counts: Vec::new(),
+        }
     }
 }
 
 impl Hist {
-    /// Adds `row` (`sign` 1) or takes it away (`sign` -1). Minimum and maximum only widen.
-    pub fn add(&mut self, row: &HistRow, sign: i64) {
-        self.n += sign * row.n as i64;
-        self.total += sign as f64 * row.total;
-        self.good += sign * row.good as i64;
-        self.ni += sign * row.ni as i64;
-        self.poor += sign * row.poor as i64;
-        self.widen(row.lo, row.hi);
-        let (Some(&lo), Some(&hi)) = (row.bins.iter().min(), row.bins.iter().max()) else { return };
-        self.cover(lo, hi);
-        for (bin, count) in row.bins.iter().zip(&row.counts) {
-            if let Some(c) = self.counts.get_mut(usize::from(bin - self.first)) {
-                *c += sign * *count as i64;
-            }
-        }
+    /// Adds `row`.
+    pub fn add(&mut self, row: &HistRow) {
+        self.n += row.n as i64;
+        self.total += row.total;
+        self.good += row.good as i64;
+        self.ni += row.ni as i64;
+        self.poor += row.poor as i64;
+        self.take_extremes(row.lo, row.hi);
+        self.add_bins(&row.bins, &row.counts, 1);
     }
 
-    /// Adds another histogram.
-    pub fn merge(&mut self, other: &Hist) {
-        self.n += other.n;
-        self.total += other.total;
-        self.good += other.good;
-        self.ni += other.ni;
-        self.poor += other.poor;
-        self.widen(other.lo, other.hi);
-        if other.counts.is_empty() {
+    /// Adds one value with its rating (0 none, 1 good, 2 needs improvement, 3 poor).
+    pub fn add_value(&mut self, value: f64, rating: u8) {
+        self.n += 1;
+        self.total += value;
+        match rating {
+            1 => self.good += 1,
+            2 => self.ni += 1,
+            3 => self.poor += 1,
+            _ => {}
+        }
+        self.take_extremes(value, value);
+        self.add_bins(&[bin(value)], &[1], 1);
+    }
+
+    /// Adds `later` less `earlier`: two running totals of one key and run (the bins of the
+    /// earlier are among the later's; counts are kept modulo 2³²).
+    pub fn add_difference(&mut self, later: &HistRow, earlier: &HistRow) {
+        self.n += later.n as i64 - earlier.n as i64;
+        self.total += later.total - earlier.total;
+        self.good += later.good as i64 - earlier.good as i64;
+        self.ni += later.ni as i64 - earlier.ni as i64;
+        self.poor += later.poor as i64 - earlier.poor as i64;
+        self.extremes_known = false;
+        if later.n <= u64::from(u32::MAX) {
+            // No count of this run has wrapped: add one, take the other away.
+            self.add_bins(&later.bins, &later.counts, 1);
+            self.add_bins(&earlier.bins, &earlier.counts, -1);
             return;
         }
-        let last = other.first + (other.counts.len() - 1) as u16;
-        self.cover(other.first, last);
-        for (i, count) in other.counts.iter().enumerate() {
-            if let Some(c) = self.counts.get_mut(usize::from(other.first - self.first) + i) {
-                *c += count;
+        // Bin by bin, modulo 2³².
+        let before: HashMap<u16, u32> = earlier.bins.iter().copied().zip(earlier.counts.iter().copied()).collect();
+        let counts: Vec<u32> =
+            later.bins.iter().zip(&later.counts).map(|(bin, c)| c.wrapping_sub(before.get(bin).copied().unwrap_or(0))).collect();
+        self.add_bins(&later.bins, &counts, 1);
+    }
+
+    fn add_bins(&mut self, bins: &[u16], counts: &[u32], sign: i64) {
+        let (Some(lo), Some(hi)) = (bins.iter().min(), bins.iter().max()) else { return };
+        self.cover(*lo, *hi);
+        for (bin, count) in bins.iter().zip(counts) {
+            if let Some(c) = self.counts.get_mut(usize::from(bin - self.first)) {
+                *c += sign * i64::from(*count);
             }
         }
     }
 
-    /// Takes in an exact minimum and maximum (NaN: not known).
-    pub fn widen(&mut self, lo: f64, hi: f64) {
-        if lo.is_finite() {
+    /// Takes in a part's exact minimum and maximum (NaN: not known).
+    fn take_extremes(&mut self, lo: f64, hi: f64) {
+        if lo.is_finite() && hi.is_finite() {
             self.lo = self.lo.min(lo);
-        }
-        if hi.is_finite() {
             self.hi = self.hi.max(hi);
+        } else {
+            self.extremes_known = false;
         }
+    }
+
+    /// The minimum and maximum: exact when every part brought its own, else the outer edges of
+    /// the lowest and highest bins holding values (within 2 % of the exact ones, never inside).
+    pub fn extremes(&self) -> (f64, f64) {
+        if self.extremes_known {
+            return (self.lo, self.hi);
+        }
+        let mut held = self.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, _)| self.first + i as u16);
+        let Some(lowest) = held.next() else { return (f64::NAN, f64::NAN) };
+        let highest = held.last().unwrap_or(lowest);
+        (bin_value(lowest, 0.0).min(self.lo), if highest == 0 { 0.0 } else { bin_value(highest, 1.0) }.max(self.hi))
     }
 
     /// Grows the bins held to `lo..=hi`.
@@ -150,32 +205,37 @@ impl Hist {
         }
     }
 
-    /// The `level` quantile (0..1) as ClickHouse's `quantileExact` defines it — the value at
-    /// 0-based rank ⌊level·n⌋ — located in its bin and placed inside it by its rank there (on the
-    /// log scale), clamped to the minimum and maximum when they are known. NaN when empty.
-    pub fn quantile(&self, level: f64) -> f64 {
+    /// The `levels` quantiles (0..1, ascending) as ClickHouse's `quantileExact` defines them —
+    /// the value at 0-based rank ⌊level·n⌋ — each located in its bin and placed inside it by its
+    /// rank there (on the log scale), clamped to the [`Hist::extremes`]. NaN when empty.
+    pub fn quantiles(&self, levels: &[f64]) -> Vec<f64> {
         let total: i64 = self.counts.iter().map(|c| (*c).max(0)).sum();
         if total == 0 {
-            return f64::NAN;
+            return vec![f64::NAN; levels.len()];
         }
-        let rank = ((level.clamp(0.0, 1.0) * total as f64).floor() as i64).min(total - 1);
-        let mut below = 0;
-        let mut value = f64::NAN;
-        for (i, count) in self.counts.iter().enumerate() {
-            let count = (*count).max(0);
-            if below + count > rank {
-                value = bin_value(self.first + i as u16, ((rank - below) as f64 + 0.5) / count as f64);
-                break;
+        let (lo, hi) = self.extremes();
+        let mut out = Vec::with_capacity(levels.len());
+        let (mut below, mut i) = (0, 0);
+        for level in levels {
+            let rank = ((level.clamp(0.0, 1.0) * total as f64).floor() as i64).min(total - 1);
+            // Bins wholly below the rank (levels ascend, so the walk goes on from there).
+            while let Some(count) = self.counts.get(i).map(|c| (*c).max(0)) {
+                if below + count > rank {
+                    break;
+                }
+                below += count;
+                i += 1;
             }
-            below += count;
+            let count = self.counts.get(i).map_or(1, |c| (*c).max(1));
+            let value = bin_value(self.first + i as u16, ((rank - below) as f64 + 0.5) / count as f64);
+            out.push(if lo <= hi { value.clamp(lo, hi) } else { value });
         }
-        if self.lo.is_finite() {
-            value = value.max(self.lo);
-        }
-        if self.hi.is_finite() {
-            value = value.min(self.hi);
-        }
-        value
+        out
+    }
+
+    /// The `level` quantile (see [`Hist::quantiles`]).
+    pub fn quantile(&self, level: f64) -> f64 {
+        self.quantiles(&[level])[0]
     }
 }
 
@@ -190,12 +250,14 @@ pub fn combine(rows: &[HistRow], from: u32, to: u32) -> HashMap<(String, u32), H
     }
     for row in rows {
         if row.key == 0 {
-            out.entry((row.grp.clone(), row.t)).or_default().add(row, 1);
+            out.entry((row.grp.clone(), row.t)).or_default().add(row);
         } else if row.at == to && to != from {
             let hist = out.entry((row.grp.clone(), row.t)).or_default();
-            hist.add(row, 1);
-            if let Some(before) = earlier.get(&row.key).filter(|b| b.since == row.since) {
-                hist.add(before, -1);
+            match earlier.get(&row.key).filter(|b| b.since == row.since) {
+                Some(before) => hist.add_difference(row, before),
+                None => {
+                    hist.add(row);
+                }
             }
         }
     }
@@ -206,19 +268,11 @@ pub fn combine(rows: &[HistRow], from: u32, to: u32) -> HashMap<(String, u32), H
 mod tests {
     use super::*;
 
-    fn bin_of(v: f64) -> u16 {
-        if v <= 0.0 {
-            0
-        } else {
-            ((v.ln() / BIN_LN).floor() as i64 + OFFSET).clamp(1, 65_535) as u16
-        }
-    }
-
     fn row(key: u64, since: u32, at: u32, values: &[f64]) -> HistRow {
-        let mut bins: Vec<u16> = values.iter().map(|v| bin_of(*v)).collect();
+        let mut bins: Vec<u16> = values.iter().map(|v| bin(*v)).collect();
         bins.sort_unstable();
         bins.dedup();
-        let counts = bins.iter().map(|b| values.iter().filter(|v| bin_of(**v) == *b).count() as u64).collect();
+        let counts = bins.iter().map(|b| values.iter().filter(|v| bin(**v) == *b).count() as u32).collect();
         HistRow {
             grp: "/a".into(),
             t: 0,
@@ -269,23 +323,36 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_are_clamped_to_the_exact_extremes_and_zero_has_its_bin() {
+    fn percentiles_are_clamped_to_the_extremes_and_zero_has_its_bin() {
         let mut r = row(0, 0, 0, &[0.0, 0.0, 0.0, 0.2]);
-        r.lo = 0.0;
-        r.hi = 0.2;
+        (r.lo, r.hi) = (0.0, 0.2);
         let mut hist = Hist::default();
-        hist.add(&r, 1);
+        hist.add(&r);
         assert_eq!(hist.quantile(0.5), 0.0);
         assert!((hist.quantile(1.0) / 0.2 - 1.0).abs() < 0.01, "{}", hist.quantile(1.0));
         // Clamped: never beyond the exact maximum.
         assert!(hist.quantile(1.0) <= 0.2);
-        let mut other = Hist::default();
-        let mut five = row(0, 0, 0, &[5.0]);
-        (five.lo, five.hi) = (5.0, 5.0);
-        other.add(&five, 1);
-        hist.merge(&other);
+        assert_eq!(hist.extremes(), (0.0, 0.2));
+        // A part without exact extremes (a running total): the outer edges of the bins.
+        hist.add(&row(0, 0, 0, &[5.0]));
         assert_eq!(hist.n, 5);
-        assert!(hist.quantile(1.0) <= 5.0 && (hist.quantile(1.0) / 5.0 - 1.0).abs() < 0.01);
+        let (lo, hi) = hist.extremes();
+        assert_eq!(lo, 0.0);
+        assert!(hi >= 5.0 && hi < 5.0 * 1.02, "{hi}");
         assert!(Hist::default().quantile(0.5).is_nan());
+    }
+
+    #[test]
+    fn running_totals_subtract_modulo_two_to_the_32() {
+        let mut earlier = row(7, 1, 10, &[3.0]);
+        let mut later = row(7, 1, 20, &[3.0, 3.0, 3.0]);
+        // Counts past 2³² wrap around in both; their difference is still right.
+        earlier.counts = vec![u32::MAX - 1];
+        later.counts = vec![1];
+        (earlier.n, later.n) = (u64::from(u32::MAX) - 1, u64::from(u32::MAX) + 2);
+        let out = combine(&[earlier, later], 10, 20);
+        let hist = &out[&("/a".to_owned(), 0)];
+        assert_eq!(hist.n, 3);
+        assert!((hist.quantile(0.5) / 3.0 - 1.0).abs() < 0.02);
     }
 }

@@ -434,7 +434,9 @@ fn recent_rows() -> Vec<Step> {
 }
 
 /// The histogram columns (see [`super::histogram`]), after a row's time and keys.
-const HIST_COLUMNS: &str = "n UInt64, total Float64, good UInt64, ni UInt64, poor UInt64, bins Array(UInt16), counts Array(UInt64)";
+/// Counts per bin are kept modulo 2³² (a running total may pass it; a difference of two, which
+/// is what answers read, does not).
+const HIST_COLUMNS: &str = "n UInt64, total Float64, good UInt64, ni UInt64, poor UInt64, bins Array(UInt16), counts Array(UInt32)";
 
 /// `hist_site_1h`: a histogram per site, metric and hour (with the exact minimum and maximum);
 /// `running_<shape>_1d` and `_1h`: per key of each shape with dimensions, the running total of
