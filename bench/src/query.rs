@@ -3,7 +3,8 @@
 //! browsers, five systems, ten countries, three releases, three navigation types, three device
 //! classes, and 10 % of CLS and INP page views reported twice. Loaded into the raw table, made final
 //! by the collector's own finalizer (timed), then the API's answers (exact for 24 h, rollups per
-//! query shape for 30 days) beside the same question asked of the raw table with `quantileExact`.
+//! query shape for 30 days) beside the same question asked of the raw table with `quantileExact`,
+//! the two taken in turns (after one untimed run of each) while no background finalizer runs.
 //! Disk bytes per stored metric, for every table, are printed too.
 
 use std::net::SocketAddr;
@@ -208,7 +209,9 @@ pub async fn run(report: &mut Report, quick: bool, big: bool) {
 /// page rollup keeps per raw row.
 async fn disk_figures(report: &mut Report, client: &Http, url: &str, db: &str, label: &str, rows: u64) {
     let sql = format!(
-        "SELECT multiIf(table = 'metrics', 'raw', table = 'metrics_final', 'final', startsWith(table, 'rollup_'), 'rollups', 'other') AS k,
+        "SELECT multiIf(table = 'metrics', 'raw', table = 'metrics_final', 'final', startsWith(table, 'rollup_'), 'rollups (t-digest)',
+                startsWith(table, 'running_') OR startsWith(table, 'hist_'), 'histograms', table = 'metrics_recent', 'recent raw (3 days)',
+                'other') AS k,
             sum(bytes_on_disk), sum(rows)
          FROM system.parts WHERE database = '{db}' AND active GROUP BY k ORDER BY k FORMAT TSV"
     );

@@ -492,14 +492,20 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         "INSERT INTO {db}.rollup_site_1h (site, name, bucket, count_state) SELECT 'demo', 'LCP', toDateTime(t), countState() FROM (SELECT arrayJoin([{old}, {new}]) AS t) GROUP BY t",
         db = c.db
     ));
-    ch.sql(&format!("INSERT INTO {db}.running_page_1d (site, name, at, url) VALUES ('demo', 'LCP', {old}, '/'), ('demo', 'LCP', {new}, '/')", db = c.db));
+    ch.sql(&format!(
+        "INSERT INTO {db}.running_page_1d (site, name, at, url) VALUES ('demo', 'LCP', {old}, '/'), ('demo', 'LCP', {new}, '/')",
+        db = c.db
+    ));
     let dropped =
         pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
             .await
             .expect("retention runs");
     let tables: Vec<&str> = dropped.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(tables, vec!["metrics", "metrics_final", "metrics_recent", "running_page_1d"],
-        "old day partitions dropped; the rollups keep 400 days, running totals 35");
+    assert_eq!(
+        tables,
+        vec!["metrics", "metrics_final", "metrics_recent", "running_page_1d"],
+        "old day partitions dropped; the rollups keep 400 days, running totals 35"
+    );
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final", c.db)), 1);
     assert_eq!(ch.count(&format!("SELECT countMerge(count_state) FROM {}.rollup_site_1h", c.db)), 2);
@@ -1030,7 +1036,13 @@ async fn long_ranges_are_read_from_histograms_within_two_percent() {
     let mut sent: Vec<(i64, &str, f64)> = Vec::new();
     for h in 0..288 {
         for k in 0..6_i64 {
-            let url = if h < 24 && k == 5 { "/old" } else if k % 2 == 0 { "/a" } else { "/b" };
+            let url = if h < 24 && k == 5 {
+                "/old"
+            } else if k % 2 == 0 {
+                "/a"
+            } else {
+                "/b"
+            };
             let device = if k % 3 == 0 { "mobile" } else { "desktop" };
             let v = 200.0 * 1.013_f64.powi(((h * 41 + k * 67) % 180) as i32);
             let at = first + h * 3600 + k * 60;
@@ -1039,7 +1051,10 @@ async fn long_ranges_are_read_from_histograms_within_two_percent() {
         }
     }
     for chunk in rows.chunks(500) {
-        ch.sql(&format!("INSERT INTO {db}.metrics (site, event_time, name, value, rating, metric_id, url, device) VALUES {}", chunk.join(",")));
+        ch.sql(&format!(
+            "INSERT INTO {db}.metrics (site, event_time, name, value, rating, metric_id, url, device) VALUES {}",
+            chunk.join(",")
+        ));
     }
     assert!(matches!(c.finalize().await, Outcome::Finalized { .. }));
     // One more value after the watermark: read from raw rows and merged in.
@@ -1087,7 +1102,8 @@ async fn long_ranges_are_read_from_histograms_within_two_percent() {
     check(&body, seconds(from), seconds(until), "histogram");
     // A week from the third day: the first day's page had no values in it, so it has no row.
     let third = (first / 86_400 + 2) * 86_400;
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
+    let body =
+        c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
     check(&body, third, third + 8 * 86_400, "histogram");
     // Pages on phones: the shape with the device.
     let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&device=mobile&from={}&to={to}", third * 1000)).await;
@@ -1119,7 +1135,8 @@ async fn long_ranges_are_read_from_histograms_within_two_percent() {
     }
     ch.sql(&format!("INSERT INTO {db}.histograms_since VALUES ({})", last_hour));
     c.running.app.finalizer.refresh(&c.running.app).await.expect("progress read");
-    let body = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
+    let body =
+        c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&from={}&to={}", third * 1000, (third + 8 * 86_400) * 1000)).await;
     check(&body, third, third + 8 * 86_400, "t-digest");
     let body = c.read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1h&from={}&to={to}", first * 1000)).await;
     assert_eq!(body["estimate"], "t-digest");

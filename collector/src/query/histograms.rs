@@ -5,7 +5,7 @@
 //! starts before they were added, or before the points still kept); the t-digest rollups answer
 //! then.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -15,21 +15,35 @@ use super::plan::Scope;
 use super::sql::Sql;
 use super::{PointRow, StatsRow};
 use crate::errors::QueryError;
-use crate::storage::histogram::{combine, Hist, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
+use crate::storage::histogram::{combine, slot, Hist, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
 use crate::storage::schema::{Shape, ROLLUP_LEVELS};
 use crate::App;
 
 const DAY: i64 = 86_400;
 
+/// The two parts of an answer run at once, each on one thread of the server (on a small machine
+/// two queries of two threads each slow each other down more than they gain).
+const THREADS: &str = "1";
+
 async fn fetch(app: &App, sql: Option<Sql>) -> Result<Vec<HistRow>, QueryError> {
     match sql {
-        Some(sql) => app.query(&sql).fetch_all::<HistRow>().await.map_err(QueryError::Storage),
+        Some(sql) => app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<HistRow>().await.map_err(QueryError::Storage),
         None => Ok(Vec::new()),
     }
 }
 
-/// One value not final yet.
+/// One raw report of a value not final yet.
 #[derive(Debug, Row, Deserialize)]
+struct Report {
+    report: u64,
+    at: u32,
+    seq: u64,
+    value: f64,
+    rating: u8,
+    grp: String,
+}
+
+/// One value not final yet: its group, time bucket, value and rating.
 struct RecentValue {
     grp: String,
     t: u32,
@@ -37,13 +51,39 @@ struct RecentValue {
     rating: u8,
 }
 
-/// The values of the not-yet-final part, if there is such a part (binned here: cheaper than
-/// grouping them twice more in ClickHouse).
+/// The values of the not-yet-final part, if there is such a part: its raw reports, deduplicated
+/// here as the finalizer does (per id the last report, at the time of the first; cheaper than
+/// grouping them in ClickHouse), then binned by the caller.
 async fn recent_values(app: &App, scope: &Scope<'_>, recent: Option<TimeRange>) -> Result<Vec<RecentValue>, QueryError> {
     let Some(recent) = recent else { return Ok(Vec::new()) };
     let mut sql = Sql::new();
-    scope.push_recent_values(&mut sql, recent);
-    app.query(&sql).fetch_all::<RecentValue>().await.map_err(QueryError::Storage)
+    scope.push_recent_rows(&mut sql, recent);
+    let reports = app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<Report>().await.map_err(QueryError::Storage)?;
+    // Per id: the first report's time, and the last report (latest time, then arrival).
+    let mut ids: HashMap<u64, (u32, Report)> = HashMap::with_capacity(reports.len());
+    for report in reports {
+        match ids.entry(report.report) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((report.at, report));
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                let (first, last) = slot.get_mut();
+                *first = (*first).min(report.at);
+                if (report.at, report.seq) > (last.at, last.seq) {
+                    *last = report;
+                }
+            }
+        }
+    }
+    let (from, to) = (recent.from.clamp(0, i64::from(u32::MAX)) as u32, recent.to.clamp(0, i64::from(u32::MAX)) as u32);
+    Ok(ids
+        .into_values()
+        .filter(|(first, _)| *first >= from && *first < to)
+        .map(|(first, last)| {
+            let t = scope.step.map_or(0, |step| first - first % step.clamp(1, i64::from(u32::MAX)) as u32);
+            RecentValue { grp: last.grp, t, v: last.value, rating: last.rating }
+        })
+        .collect())
 }
 
 /// Sums the histogram rows ([`combine`], points `from` and `to`) and the recent values by group
@@ -51,7 +91,7 @@ async fn recent_values(app: &App, scope: &Scope<'_>, recent: Option<TimeRange>) 
 fn sum_up(rows: &[HistRow], from: u32, to: u32, recent: Vec<RecentValue>) -> HashMap<(String, u32), Hist> {
     let mut hists = combine(rows, from, to);
     for value in recent {
-        hists.entry((value.grp, value.t)).or_default().add_value(value.v, value.rating);
+        slot(&mut hists, (value.grp, value.t)).add_value(value.v, value.rating);
     }
     hists
 }

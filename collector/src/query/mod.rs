@@ -308,17 +308,16 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
     let dims = dims_of(None, &filters);
     let need = Need { levels: &[percentile], dims: &dims, finest: step };
     let source = plan::choose(source, range, &need, raw_max_seconds(&app))?;
-    let scope =
-        Scope {
-            site,
-            metric: &metric,
-            filters: &filters,
-            range,
-            final_until: app.finalizer.final_until(),
-            group: "''",
-            step: Some(step),
-            recent_from: recent_from(OffsetDateTime::now_utc().unix_timestamp()),
-        };
+    let scope = Scope {
+        site,
+        metric: &metric,
+        filters: &filters,
+        range,
+        final_until: app.finalizer.final_until(),
+        group: "''",
+        step: Some(step),
+        recent_from: recent_from(OffsetDateTime::now_utc().unix_timestamp()),
+    };
     let from_histograms = match (source, rollup_index(percentile)) {
         (Source::Rollup(shape), Some(_)) if shape.all_hours() => histograms::site_series(&app, &scope, percentile).await?,
         _ => None,

@@ -131,7 +131,6 @@ impl Scope<'_> {
     /// The raw rows of `range` as one row per id (`grp`, `t`, `v`, `r`): from `metrics_recent`
     /// when it holds every report around the range, else from `metrics`.
     fn push_recent(&self, sql: &mut Sql, range: TimeRange) {
-        let table = if range.from - LOOKBACK_SECONDS >= self.recent_from { "metrics_recent" } else { "metrics" };
         sql.push(&format!("SELECT grp, {} AS t, v, r FROM (", self.bucket("first_time")), []);
         // The last report's value; for metrics reported once every copy holds the same value
         // (a beacon delivered twice), so any is the last, and cheaper.
@@ -141,13 +140,23 @@ impl Scope<'_> {
             ("any(value)", "any(rating)")
         };
         sql.push(
-            &format!(
-                "SELECT min(event_time) AS first_time, {value} AS v, {rating} AS r, any({group}) AS grp
-                 FROM {table} WHERE site = ? AND name = ?",
-                group = self.group_expr()
-            ),
-            [self.site.into(), self.metric.into()],
+            &format!("SELECT min(event_time) AS first_time, {value} AS v, {rating} AS r, any({group}) AS grp", group = self.group_expr()),
+            [],
         );
+        let key = self.push_recent_reports(sql, range);
+        sql.push(
+            &format!(" GROUP BY {key} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?))"),
+            [range.from.into(), range.to.into()],
+        );
+    }
+
+    /// `FROM … WHERE …` of the raw reports that decide the values first reported in `range`:
+    /// from `metrics_recent` when it holds every report around the range, else from `metrics`.
+    /// Returns the expression of the report key there (`metrics_recent` keeps it).
+    fn push_recent_reports(&self, sql: &mut Sql, range: TimeRange) -> &'static str {
+        let (table, key) =
+            if range.from - LOOKBACK_SECONDS >= self.recent_from { ("metrics_recent", "key") } else { ("metrics", REPORT_KEY) };
+        sql.push(&format!(" FROM {table} WHERE site = ? AND name = ?"), [self.site.into(), self.metric.into()]);
         if RE_REPORTED.contains(&self.metric) {
             // The reports around the range of the ids reported in it (their first report may be
             // before it, their last after it).
@@ -155,7 +164,7 @@ impl Scope<'_> {
                 &format!(
                     " AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?))
                     OR (event_time >= toDateTime(?) AND event_time < toDateTime(?)
-                        AND metric_id IN (SELECT metric_id FROM {table} WHERE site = ? AND name = ? AND metric_id != ''
+                        AND {key} IN (SELECT {key} FROM {table} WHERE site = ? AND name = ?
                                           AND event_time >= toDateTime(?) AND event_time < toDateTime(?))))"
                 ),
                 [
@@ -173,10 +182,23 @@ impl Scope<'_> {
             sql.push(" AND event_time >= toDateTime(?) AND event_time < toDateTime(?)", [range.from.into(), range.to.into()]);
         }
         sql.push_filters(self.filters);
+        key
+    }
+
+    /// The raw reports of the values first reported in `recent`, not deduplicated (the caller
+    /// keeps, per [`REPORT_KEY`], the last report and the time of the first): `key`, `at`, `seq`,
+    /// `value`, `rating` (0 none, 1 good, 2 needs improvement, 3 poor) and `grp`.
+    pub fn push_recent_rows(&self, sql: &mut Sql, recent: TimeRange) {
+        let mut from = Sql::new();
+        let key = self.push_recent_reports(&mut from, recent);
         sql.push(
-            &format!(" GROUP BY {REPORT_KEY} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?))"),
-            [range.from.into(), range.to.into()],
+            &format!(
+                "SELECT {key} AS report, toUInt32(event_time) AS at, seq, value, toUInt8(rating) AS rating, {group} AS grp",
+                group = self.group_expr()
+            ),
+            [],
         );
+        sql.append(from);
     }
 
     /// One row per metric id first reported in the range (`grp`, `t`, `v`, `r`): final ones from
@@ -310,14 +332,6 @@ impl Scope<'_> {
             [],
         );
         self.push_where(sql, "bucket", done);
-    }
-
-    /// The values not final yet (`recent`), deduplicated: `grp`, `t`, the value and its rating
-    /// (0 none, 1 good, 2 needs improvement, 3 poor).
-    pub fn push_recent_values(&self, sql: &mut Sql, recent: TimeRange) {
-        sql.push("SELECT grp, t, v, toUInt8(r) AS rating FROM (", []);
-        self.push_recent(sql, recent);
-        sql.push(")", []);
     }
 }
 

@@ -79,6 +79,13 @@ impl Sql {
         self
     }
 
+    /// Appends another statement fragment with its values.
+    pub fn append(&mut self, other: Sql) -> &mut Sql {
+        self.text.push_str(&other.text);
+        self.binds.extend(other.binds);
+        self
+    }
+
     /// `?, ?, …` binding each value (a list inside a function call, `IN (…)` …).
     pub fn push_list(&mut self, values: impl IntoIterator<Item = Bind>) -> &mut Sql {
         let values: Vec<Bind> = values.into_iter().collect();

@@ -31,8 +31,8 @@ use clickhouse::{Client, Row};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::lease::Lease;
 use super::histogram::{bin_sql, RUNNING_DAYS};
+use super::lease::Lease;
 use super::schema::{state_expressions, Grain, GRAINS, SHAPES};
 use crate::App;
 
@@ -289,9 +289,13 @@ impl Finalizer {
 
 /// Merges the day rollups' parts of the UTC day `day` (idempotent).
 async fn compact_day(client: &Client, day: i64) -> Result<(), FinalizeError> {
-    for shape in SHAPES {
+    let mut merges: Vec<(String, String)> = SHAPES.iter().map(|s| (s.table(Grain::Day), (day / DAY).to_string())).collect();
+    // And the month of the site's hour histograms: one part per month.
+    let date = time::OffsetDateTime::from_unix_timestamp(day).map_or(time::macros::date!(1970 - 01 - 01), |t| t.date());
+    merges.push(("hist_site_1h".to_owned(), format!("{}{:02}", date.year(), u8::from(date.month()))));
+    for (table, partition) in merges {
         client
-            .query(&format!("OPTIMIZE TABLE {} PARTITION {} FINAL", shape.table(Grain::Day), day / DAY))
+            .query(&format!("OPTIMIZE TABLE {table} PARTITION {partition} FINAL"))
             .execute()
             .await
             .map_err(ch("merging a finished day"))?;
@@ -359,9 +363,10 @@ async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
     Ok((n > 0).then(|| i64::from(first).div_euclid(DAY) * DAY))
 }
 
-/// Every table the finalizer writes.
+/// Every table the finalizer writes that is partitioned by day (`hist_site_1h`, by month, is
+/// not: see [`drop_days_from`]).
 fn derived_tables() -> Vec<String> {
-    let mut tables = vec!["metrics_final".to_owned(), "hist_site_1h".to_owned()];
+    let mut tables = vec!["metrics_final".to_owned()];
     for shape in SHAPES {
         tables.extend(GRAINS.iter().map(|g| shape.table(*g)));
         if shape.running() {
@@ -395,6 +400,27 @@ async fn drop_days_from(client: &Client, day: i64) -> Result<(), FinalizeError> 
                 .await
                 .map_err(ch("dropping a partly finalized day"))?;
         }
+    }
+    // The site's hour histograms are partitioned by month (a 30-day series reads two parts, not
+    // thirty): their hours from `day` on are deleted, and the rebuild waits until they are.
+    client
+        .query("ALTER TABLE hist_site_1h DELETE WHERE bucket >= toDateTime(?)")
+        .bind(day)
+        .execute()
+        .await
+        .map_err(ch("deleting partly finalized hours"))?;
+    let started = std::time::Instant::now();
+    while client
+        .query("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = 'hist_site_1h' AND is_done = 0")
+        .fetch_one::<u64>()
+        .await
+        .map_err(ch("reading system.mutations"))?
+        > 0
+    {
+        if started.elapsed() > std::time::Duration::from_secs(300) {
+            return Err(FinalizeError::StillWriting);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
             }
         }
     }
-    tables.push(entry("hist_site_1h".into(), "bucket", rollup_days, Granularity::DayNumber));
+    tables.push(entry("hist_site_1h".into(), "bucket", rollup_days, Granularity::Month));
     tables
 }
 

@@ -403,9 +403,14 @@ fn final_values() -> Vec<Step> {
 /// Days of raw rows `metrics_recent` keeps (whole UTC days, besides today's).
 pub const RECENT_DAYS: u32 = 3;
 
-/// The columns `metrics_recent` copies from `metrics`: what answers read of rows not yet final.
-const RECENT_COLUMNS: &str =
-    "site, name, event_time, received_at, value, rating, metric_id, seq, session, page, url, nav, release, env, device, browser, os, country";
+/// What `metrics_recent` takes of each raw row: what answers read of rows not yet final, with the
+/// row's report key ([`super::finalize::REPORT_KEY`]) computed once, at insert.
+fn recent_select() -> String {
+    format!(
+        "SELECT site, name, event_time, {key} AS key, seq, value, rating, url, nav, release, env, device, browser, os, country FROM metrics",
+        key = super::finalize::REPORT_KEY
+    )
+}
 
 /// `metrics_recent`: the last few days of raw rows ordered by time, so the part of an answer that
 /// is not final yet (the hour or two after the watermark) reads those rows only. `metrics` is
@@ -416,19 +421,18 @@ fn recent_rows() -> Vec<Step> {
     vec![
         Step::Sql(
             "CREATE TABLE IF NOT EXISTS metrics_recent (
-                site String, name String, event_time DateTime, received_at DateTime, value Float64,
+                site String, name String, event_time DateTime, key UInt64, seq UInt64, value Float64,
                 rating Enum8('none' = 0, 'good' = 1, 'needs-improvement' = 2, 'poor' = 3),
-                metric_id String, seq UInt64, session String, page String,
                 url String, nav String, release String, env String, device String, browser String, os String, country String
             ) ENGINE = MergeTree()
             PARTITION BY intDiv(toUInt32(event_time), 86400)
             ORDER BY (site, name, event_time)"
                 .to_owned(),
         ),
-        Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS SELECT {RECENT_COLUMNS} FROM metrics")),
+        Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select())),
         Step::Sql(format!(
-            "INSERT INTO metrics_recent SELECT {RECENT_COLUMNS} FROM metrics
-             WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)"
+            "INSERT INTO metrics_recent {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
+            recent_select()
         )),
     ]
 }
@@ -438,7 +442,8 @@ fn recent_rows() -> Vec<Step> {
 /// is what answers read, does not).
 const HIST_COLUMNS: &str = "n UInt64, total Float64, good UInt64, ni UInt64, poor UInt64, bins Array(UInt16), counts Array(UInt32)";
 
-/// `hist_site_1h`: a histogram per site, metric and hour (with the exact minimum and maximum);
+/// `hist_site_1h`: a histogram per site, metric and hour (with the exact minimum and maximum),
+/// partitioned by month: a month's series reads a part or two;
 /// `running_<shape>_1d` and `_1h`: per key of each shape with dimensions, the running total of
 /// every value first reported before `at`, at every UTC midnight (`_1d`) and at every other end
 /// of a finalizer span (`_1h`, kept a few days, for the watermark). Partitioned by the UTC day of
@@ -448,7 +453,7 @@ const HIST_COLUMNS: &str = "n UInt64, total Float64, good UInt64, ni UInt64, poo
 fn histograms() -> Vec<Step> {
     let mut steps = vec![Step::Sql(format!(
         "CREATE TABLE IF NOT EXISTS hist_site_1h (site String, name String, bucket DateTime, {HIST_COLUMNS}, lo Float64, hi Float64)
-         ENGINE = MergeTree() PARTITION BY intDiv(toUInt32(bucket), 86400) ORDER BY (site, name, bucket)
+         ENGINE = MergeTree() PARTITION BY toYYYYMM(bucket) ORDER BY (site, name, bucket)
          SETTINGS index_granularity = 1024"
     ))];
     for shape in SHAPES.iter().filter(|s| s.running()) {
