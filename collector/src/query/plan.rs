@@ -191,9 +191,12 @@ impl Scope<'_> {
     pub fn push_recent_rows(&self, sql: &mut Sql, recent: TimeRange) {
         let mut from = Sql::new();
         let key = self.push_recent_reports(&mut from, recent);
+        // Arrival order only breaks ties between reports of different values: only metrics
+        // reported again have those.
+        let seq = if RE_REPORTED.contains(&self.metric) { "seq" } else { "materialize(toUInt64(0))" };
         sql.push(
             &format!(
-                "SELECT {key} AS report, toUInt32(event_time) AS at, seq, value, toUInt8(rating) AS rating, {group} AS grp",
+                "SELECT {key} AS report, toUInt32(event_time) AS at, {seq} AS seq, value, toUInt8(rating) AS rating, {group} AS grp",
                 group = self.group_expr()
             ),
             [],
