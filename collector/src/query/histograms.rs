@@ -5,9 +5,8 @@
 //! starts before they were added, or before the points still kept); the t-digest rollups answer
 //! then.
 
-use foldhash::{HashMap, HashMapExt};
-
 use clickhouse::Row;
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 
 use super::params::TimeRange;
