@@ -15,6 +15,7 @@ use super::sql::Sql;
 use super::{PointRow, StatsRow};
 use crate::errors::QueryError;
 use crate::storage::histogram::{combine, slot, Hist, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
+use crate::storage::retention::kept_from;
 use crate::storage::schema::{Shape, ROLLUP_LEVELS};
 use crate::App;
 
@@ -97,12 +98,11 @@ fn sum_up(rows: &[HistRow], from: u32, to: u32, recent: Vec<RecentValue>) -> Has
 
 /// A summary by `shape` (one with running totals) over whole days, at `now` (epoch s).
 pub async fn summary(app: &App, scope: &Scope<'_>, shape: Shape, now: i64) -> Result<Option<Vec<StatsRow>>, QueryError> {
-    let (Some(since), (Some(done), recent)) = (app.finalizer.histograms_since(), scope.parts()) else { return Ok(None) };
+    let (Some(since), (Some(done), recent)) = (app.finalizer.histograms_since(), scope.split()) else { return Ok(None) };
     let (a, b) = (done.from, done.to);
     // Daily points are kept `RUNNING_DAYS` (partitioned by the day before theirs), the others
     // (the watermark's) a few days.
-    let daily_from = (now.div_euclid(DAY) - i64::from(RUNNING_DAYS) + 1) * DAY;
-    let hourly_from = (now.div_euclid(DAY) - i64::from(RUNNING_HOUR_DAYS) + 1) * DAY;
+    let (daily_from, hourly_from) = (kept_from(now, RUNNING_DAYS), kept_from(now, RUNNING_HOUR_DAYS));
     if a % DAY != 0 || a < since || a < daily_from || (b % DAY != 0 && b < hourly_from) {
         return Ok(None);
     }
@@ -135,7 +135,7 @@ pub async fn summary(app: &App, scope: &Scope<'_>, shape: Shape, now: i64) -> Re
 /// The site-wide series of `percentile` (in %) from the hourly histograms.
 pub async fn site_series(app: &App, scope: &Scope<'_>, percentile: f64) -> Result<Option<Vec<PointRow>>, QueryError> {
     let Some(since) = app.finalizer.histograms_since() else { return Ok(None) };
-    let (done, recent) = scope.parts();
+    let (done, recent) = scope.split();
     if done.is_some_and(|d| d.from < since) {
         return Ok(None);
     }

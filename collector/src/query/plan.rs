@@ -96,7 +96,7 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     /// `[from, final_until)` and `[final_until, to)`, each if not empty.
-    fn split(&self) -> (Option<TimeRange>, Option<TimeRange>) {
+    pub fn split(&self) -> (Option<TimeRange>, Option<TimeRange>) {
         let TimeRange { from, to } = self.range;
         let w = self.final_until.unwrap_or(i64::MIN).clamp(from, to);
         ((w > from).then_some(TimeRange { from, to: w }), (to > w).then_some(TimeRange { from: w, to }))
@@ -295,11 +295,6 @@ impl Scope<'_> {
 }
 
 impl Scope<'_> {
-    /// The final part and the rest (see [`Scope::split`]).
-    pub fn parts(&self) -> (Option<TimeRange>, Option<TimeRange>) {
-        self.split()
-    }
-
     /// The running totals of `shape` at the points `a` and `b` ([`crate::storage::histogram::combine`] takes
     /// one from the other), as [`crate::storage::histogram::HistRow`]s.
     pub fn push_points(&self, sql: &mut Sql, shape: Shape, a: i64, b: i64) {

@@ -69,6 +69,12 @@ fn partition_id(date: Date, granularity: Granularity) -> u32 {
     }
 }
 
+/// From when (epoch s, a UTC midnight) a table partitioned by day that keeps `days` still holds
+/// every row at `now`, whatever hour retention last ran.
+pub fn kept_from(now: i64, days: u32) -> i64 {
+    (now.div_euclid(86_400) - i64::from(days) + 1) * 86_400
+}
+
 /// Partitions of `table` entirely older than `keep_days` before `now`.
 fn expired(partitions: &[u32], now: OffsetDateTime, keep_days: u32, granularity: Granularity) -> Vec<u32> {
     let cutoff = partition_id((now - Duration::days(i64::from(keep_days))).date(), granularity);

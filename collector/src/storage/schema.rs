@@ -480,7 +480,7 @@ fn histograms() -> Vec<Step> {
 
 /// From when (epoch s) `metrics_recent` holds every raw row, at `now`.
 pub fn recent_from(now: i64) -> i64 {
-    (now.div_euclid(86_400) - i64::from(RECENT_DAYS) + 1) * 86_400
+    super::retention::kept_from(now, RECENT_DAYS)
 }
 
 /// Where the history copied from schema 1's rollups ends: the UTC day of the oldest raw row (from
