@@ -20,6 +20,7 @@ use crate::storage::schema::{Shape, ROLLUP_LEVELS};
 use crate::App;
 
 const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
 
 /// The two parts of an answer run at once, each on one thread of the server (on a small machine
 /// two queries of two threads each slow each other down more than they gain).
@@ -132,24 +133,81 @@ pub async fn summary(app: &App, scope: &Scope<'_>, shape: Shape, now: i64) -> Re
     ))
 }
 
-/// The site-wide series of `percentile` (in %) from the hourly histograms.
-pub async fn site_series(app: &App, scope: &Scope<'_>, percentile: f64) -> Result<Option<Vec<PointRow>>, QueryError> {
+/// One final hour of the site-wide series: its count and exact percentiles ([`ROLLUP_LEVELS`];
+/// `parts` rows: one, unless several shards finalized the hour).
+#[derive(Debug, Row, Deserialize)]
+struct HourRow {
+    t: u32,
+    parts: u64,
+    n: u64,
+    q: Vec<f64>,
+}
+
+/// The site-wide series of `percentile` (in %) and how it was estimated. Hourly, for a level the
+/// finalizer keeps ([`ROLLUP_LEVELS`]): exact, from each final hour's percentiles and the values
+/// not final yet (the watermark is a whole hour, so no hour mixes the two). Otherwise, or for
+/// hours finalized before their percentiles were kept (or by several shards), from the hourly
+/// histograms.
+pub async fn site_series(app: &App, scope: &Scope<'_>, percentile: f64) -> Result<Option<(Vec<PointRow>, &'static str)>, QueryError> {
     let Some(since) = app.finalizer.histograms_since() else { return Ok(None) };
     let (done, recent) = scope.split();
     if done.is_some_and(|d| d.from < since) {
         return Ok(None);
     }
-    let hours = done.map(|done| {
+    let histograms = |done: TimeRange| {
         let mut sql = Sql::new();
         scope.push_site_hours(&mut sql, done);
         sql
-    });
-    let (hours, recent) = tokio::try_join!(fetch(app, hours), recent_values(app, scope, recent))?;
-    let mut points: Vec<PointRow> = sum_up(&hours, 0, 0, recent)
+    };
+    let level = ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9);
+    if let (Some(HOUR), Some(i)) = (scope.step, level) {
+        let hours = done.map(|done| {
+            let mut sql = Sql::new();
+            scope.push_site_hour_percentiles(&mut sql, done);
+            sql
+        });
+        let fetch_hours = async {
+            match hours {
+                Some(sql) => app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<HourRow>().await.map_err(QueryError::Storage),
+                None => Ok(Vec::new()),
+            }
+        };
+        let (hours, values) = tokio::try_join!(fetch_hours, recent_values(app, scope, recent))?;
+        if hours.iter().all(|h| h.parts == 1 && h.q.len() == ROLLUP_LEVELS.len()) {
+            return Ok(Some((exact_points(hours, i, values), "exact")));
+        }
+        let hours = fetch(app, done.map(histograms)).await?;
+        return Ok(Some((histogram_points(&hours, values, percentile), "histogram")));
+    }
+    let (hours, values) = tokio::try_join!(fetch(app, done.map(histograms)), recent_values(app, scope, recent))?;
+    Ok(Some((histogram_points(&hours, values, percentile), "histogram")))
+}
+
+/// Hourly points from final hours' percentile `i` and the exact percentile of the values not
+/// final yet, per hour (the value at rank ⌊level·n⌋, as `quantileExact` takes it).
+fn exact_points(hours: Vec<HourRow>, i: usize, values: Vec<RecentValue>) -> Vec<PointRow> {
+    let level = ROLLUP_LEVELS[i];
+    let mut points: Vec<PointRow> = hours.into_iter().filter_map(|h| Some(PointRow { t: h.t, n: h.n, v: *h.q.get(i)? })).collect();
+    let mut by_hour: HashMap<u32, Vec<f64>> = HashMap::new();
+    for value in values {
+        by_hour.entry(value.t).or_default().push(value.v);
+    }
+    for (t, mut values) in by_hour {
+        let n = values.len();
+        let (_, v, _) = values.select_nth_unstable_by(((level * n as f64) as usize).min(n - 1), f64::total_cmp);
+        points.push(PointRow { t, n: n as u64, v: *v });
+    }
+    points.sort_by_key(|p| p.t);
+    points
+}
+
+/// Points from histogram rows (hours, or hours summed into longer buckets) and recent values.
+fn histogram_points(hours: &[HistRow], values: Vec<RecentValue>, percentile: f64) -> Vec<PointRow> {
+    let mut points: Vec<PointRow> = sum_up(hours, 0, 0, values)
         .into_iter()
         .filter(|(_, h)| h.n > 0)
         .map(|((_, t), h)| PointRow { t, n: h.n as u64, v: h.quantile(percentile / 100.0) })
         .collect();
     points.sort_by_key(|p| p.t);
-    Ok(Some(points))
+    points
 }

@@ -322,14 +322,12 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
         (Source::Rollup(shape), Some(_)) if shape.all_hours() => histograms::site_series(&app, &scope, percentile).await?,
         _ => None,
     };
-    let estimate = match (source, &from_histograms) {
-        (Source::Rollup(_), Some(_)) => "histogram",
-        (Source::Rollup(_), None) if rollup_index(percentile).is_some() => "t-digest",
-        _ => "exact",
-    };
-    let points = match from_histograms {
-        Some(points) => points,
-        None => series_points(&app, &scope, source, percentile).await?,
+    let (points, estimate) = match from_histograms {
+        Some(answer) => answer,
+        None => {
+            let estimate = if matches!(source, Source::Rollup(_)) && rollup_index(percentile).is_some() { "t-digest" } else { "exact" };
+            (series_points(&app, &scope, source, percentile).await?, estimate)
+        }
     };
 
     let mut meta = base_meta(site, range, &source.name());

@@ -331,6 +331,13 @@ impl Scope<'_> {
         );
         self.push_where(sql, "bucket", done);
     }
+
+    /// Per final hour of `done`: `t`, `parts` (rows of the hour), `n` and the exact percentiles `q`.
+    pub fn push_site_hour_percentiles(&self, sql: &mut Sql, done: TimeRange) {
+        sql.push("SELECT toUInt32(bucket) AS t, count() AS parts, sum(n) AS hn, any(q) AS hq FROM hist_site_1h", []);
+        self.push_where(sql, "bucket", done);
+        sql.push(" GROUP BY t", []);
+    }
 }
 
 /// `[from, to)` as its whole UTC days and the hours before and after them.

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 
 use super::histogram::{bin_sql, RUNNING_DAYS};
 use super::lease::Lease;
-use super::schema::{state_expressions, Grain, GRAINS, SHAPES};
+use super::schema::{state_expressions, Grain, GRAINS, ROLLUP_LEVELS, SHAPES};
 use crate::App;
 
 /// How far apart the reports of one id may be and still be counted as one: reports more than a
@@ -527,17 +527,27 @@ fn histogram_statements(from: i64, to: i64) -> Vec<(String, Vec<i64>)> {
     let bin = bin_sql("value");
     let counts = "count() AS c, sum(value) AS s, countIf(rating = 'good') AS g, countIf(rating = 'needs-improvement') AS x,
         countIf(rating = 'poor') AS p";
+    // Per hour the histogram and, for the site's hourly series, the exact percentiles
+    // ([`ROLLUP_LEVELS`], as `quantilesExact` over the hour's final values gives them).
+    let levels = ROLLUP_LEVELS.map(|l| l.to_string()).join(", ");
+    let hour = "toDateTime(intDiv(toUInt32(event_time), 3600) * 3600)";
     let mut out = vec![(
         format!(
-            "INSERT INTO hist_site_1h (site, name, bucket, n, total, good, ni, poor, bins, counts, lo, hi)
-             SELECT site, name, b, sum(c), sum(s), sum(g), sum(x), sum(p), groupArray(bin), groupArray(toUInt32(c)), min(l), max(h)
-             FROM (SELECT site, name, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS b, {bin} AS bin, {counts},
-                          min(value) AS l, max(value) AS h
+            "INSERT INTO hist_site_1h (site, name, bucket, n, total, good, ni, poor, bins, counts, lo, hi, q)
+             SELECT site, name, b, hn, ht, hg, hx, hp, hb, hc, hl, hh, q
+             FROM (SELECT site, name, b, sum(c) AS hn, sum(s) AS ht, sum(g) AS hg, sum(x) AS hx, sum(p) AS hp, groupArray(bin) AS hb,
+                          groupArray(toUInt32(c)) AS hc, min(l) AS hl, max(h) AS hh
+                   FROM (SELECT site, name, {hour} AS b, {bin} AS bin, {counts}, min(value) AS l, max(value) AS h
+                         FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
+                         GROUP BY site, name, b, bin)
+                   GROUP BY site, name, b) AS hours
+             ANY LEFT JOIN
+                  (SELECT site, name, {hour} AS b, quantilesExact({levels})(value) AS q
                    FROM metrics_final WHERE event_time >= toDateTime(?) AND event_time < toDateTime(?)
-                   GROUP BY site, name, b, bin)
-             GROUP BY site, name, b"
+                   GROUP BY site, name, b) AS percentiles
+             USING (site, name, b)"
         ),
-        vec![from, to],
+        vec![from, to, from, to],
     )];
     let grain = |at: i64| if at % DAY == 0 { Grain::Day } else { Grain::Hour };
     for shape in SHAPES.iter().filter(|s| s.running()) {

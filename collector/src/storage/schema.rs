@@ -334,6 +334,12 @@ fn migrations() -> Vec<Migration> {
         Migration { version: 6, name: "final values: arrival order, metrics_final, rollups per query shape", statements: final_values() },
         Migration { version: 7, name: "recent raw rows in time order", statements: recent_rows() },
         Migration { version: 8, name: "histograms: site hours and running totals per shape", statements: histograms() },
+        Migration {
+            version: 9,
+            name: "exact percentiles of each final hour",
+            // Empty in hours finalized before: their series is read from the histograms.
+            statements: vec![Step::AddColumn { table: "hist_site_1h", column: "q", definition: "Array(Float64)" }],
+        },
     ]
 }
 
