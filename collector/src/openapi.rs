@@ -65,7 +65,7 @@ pub struct VitalsAnswer {
     /// `rollup_page_device`, `rollup_geo`, `rollup_client` or `rollup_release`.
     pub source: String,
     /// How the percentiles were computed: `exact` (from every value), `histogram` (log-scale
-    /// histograms with 2 % bins: within 1 % of a value of the right rank) or `t-digest`.
+    /// histograms with 2 % bins: within 2 % of the value of the right rank) or `t-digest`.
     pub estimate: String,
     /// Values first reported before this were read final; later ones deduplicated from raw rows.
     pub final_until: Option<String>,
@@ -94,7 +94,7 @@ pub struct SeriesAnswer {
     pub percentile: f64,
     pub source: String,
     /// How the percentiles were computed: `exact` (from every value), `histogram` (log-scale
-    /// histograms with 2 % bins: within 1 % of a value of the right rank) or `t-digest`.
+    /// histograms with 2 % bins: within 2 % of the value of the right rank) or `t-digest`.
     pub estimate: String,
     /// Values first reported before this were read final; later ones deduplicated from raw rows.
     pub final_until: Option<String>,
