@@ -10,7 +10,7 @@ use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 
 use super::params::TimeRange;
-use super::plan::Scope;
+use super::plan::{rollup_index, Scope};
 use super::sql::Sql;
 use super::{PointRow, StatsRow};
 use crate::errors::QueryError;
@@ -26,9 +26,9 @@ const HOUR: i64 = 3_600;
 /// two queries of two threads each slow each other down more than they gain).
 const THREADS: &str = "1";
 
-async fn fetch(app: &App, sql: Option<Sql>) -> Result<Vec<HistRow>, QueryError> {
+async fn fetch<T: clickhouse::RowOwned + clickhouse::RowRead>(app: &App, sql: Option<Sql>) -> Result<Vec<T>, QueryError> {
     match sql {
-        Some(sql) => app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<HistRow>().await.map_err(QueryError::Storage),
+        Some(sql) => app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<T>().await.map_err(QueryError::Storage),
         None => Ok(Vec::new()),
     }
 }
@@ -159,27 +159,21 @@ pub async fn site_series(app: &App, scope: &Scope<'_>, percentile: f64) -> Resul
         scope.push_site_hours(&mut sql, done);
         sql
     };
-    let level = ROLLUP_LEVELS.iter().position(|l| (l * 100.0 - percentile).abs() < 1e-9);
-    if let (Some(HOUR), Some(i)) = (scope.step, level) {
+    // `rollup_index` counts from 1, as ClickHouse arrays do.
+    if let (Some(HOUR), Some(i)) = (scope.step, rollup_index(percentile)) {
         let hours = done.map(|done| {
             let mut sql = Sql::new();
             scope.push_site_hour_percentiles(&mut sql, done);
             sql
         });
-        let fetch_hours = async {
-            match hours {
-                Some(sql) => app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<HourRow>().await.map_err(QueryError::Storage),
-                None => Ok(Vec::new()),
-            }
-        };
-        let (hours, values) = tokio::try_join!(fetch_hours, recent_values(app, scope, recent))?;
+        let (hours, values) = tokio::try_join!(fetch::<HourRow>(app, hours), recent_values(app, scope, recent))?;
         if hours.iter().all(|h| h.parts == 1 && h.q.len() == ROLLUP_LEVELS.len()) {
-            return Ok(Some((exact_points(hours, i, values), "exact")));
+            return Ok(Some((exact_points(hours, i - 1, values), "exact")));
         }
-        let hours = fetch(app, done.map(histograms)).await?;
+        let hours = fetch::<HistRow>(app, done.map(histograms)).await?;
         return Ok(Some((histogram_points(&hours, values, percentile), "histogram")));
     }
-    let (hours, values) = tokio::try_join!(fetch(app, done.map(histograms)), recent_values(app, scope, recent))?;
+    let (hours, values) = tokio::try_join!(fetch::<HistRow>(app, done.map(histograms)), recent_values(app, scope, recent))?;
     Ok(Some((histogram_points(&hours, values, percentile), "histogram")))
 }
 
