@@ -1,0 +1,18 @@
+// Spike host (wasm-bindgen, numbers-only): objects in a table, keys and types by number.
+const K = ['endpoint','site','sampleRate','release','startTime','value','hadRecentInput','renderTime','loadTime','name','processingStart','responseStart','element','tagName','id','url','href','visibilityState','activationStart'];
+const T = ['paint','largest-contentful-paint','layout-shift','first-input','visibilitychange','pagehide','keydown','pointerdown'];
+let ev, mem, slots = [], enc = new TextEncoder(), dec = new TextDecoder();
+const str = (p, n) => dec.decode(new Uint8Array(mem.buffer, p, n));
+const put = (s, b) => enc.encodeInto(s, b).written;
+export function setup(e, o, m) { ev = e; mem = m; slots = [0, o, 0, 0, location, { visibilityState: document.visibilityState, url: performance.getEntriesByType('navigation')[0] }]; }
+export function observe(k) { try { new PerformanceObserver((l) => l.getEntries().forEach((e) => { slots[0] = e; ev(k); })).observe({ type: T[k], buffered: true }); return 1; } catch (e) { return 0; } }
+export function listen(t, k) { (t ? document : window).addEventListener(T[k], (e) => { slots[0] = e; ev(k); }, true); }
+export function later(ms, c) { setTimeout(() => ev(c), ms); }
+export function num(s, k) { const v = slots[s] && slots[s][K[k]]; return typeof v == 'number' ? v : v === true ? 1 : NaN; }
+export function txt(s, k, b) { const v = slots[s] && slots[s][K[k]]; return typeof v == 'string' ? put(v, b) : -1; }
+export function sub(s, k, to) { const v = slots[s] && slots[s][K[k]]; slots[to] = v; return v != null ? 1 : 0; }
+export const now = () => performance.now(), epoch = () => Date.now(), random = () => Math.random();
+export function load(k, b) { try { const v = sessionStorage.getItem('pulse'); if (v) return put(v, b); } catch (e) {} return 0; }
+export function save(k, p, n) { try { sessionStorage.setItem('pulse', str(p, n)); } catch (e) {} }
+export function send(u, un, b, bn) { try { return navigator.sendBeacon(str(u, un), str(b, bn)) ? 1 : 0; } catch (e) { return 0; } }
+export function fail(p, n) { throw Error(str(p, n)); }

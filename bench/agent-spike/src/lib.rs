@@ -1,0 +1,356 @@
+//! **A size spike, not the agent** (issue 16; `measure.sh` builds it and prints its size). It
+//! measures how small a numbers-only binding makes the agent's code: the page's objects stay in
+//! a JS table (`host.js`), fields and type names are small numbers, strings cross as UTF-8 bytes,
+//! safe Rust throughout, wasm-bindgen as the build tool. The subset is the agent's skeleton plus
+//! a representative part of its work: options with errors naming the option, FCP, LCP
+//! (finalised on input or hide), CLS session windows, FID, TTFB, an LCP element attribution,
+//! the session in `sessionStorage`, batching (50 metrics or 30 s), the beacon's JSON with
+//! shortest round-trip numbers (the agent's own `json.rs`), flush on hide. It is not exact to
+//! web-vitals (no bfcache, prerender or hidden-at-load rules) and is not tested; delete it when
+//! agent v2 lands.
+#![no_std]
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+#[path = "../../../crates/agent/src/json.rs"]
+#[allow(dead_code)]
+mod json;
+
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+// Host: objects live in a JS table; slot 0 = current event/entry, 1 = options, 2 = navigation
+// entry, 3 = an element. Keys and type names are small numbers the JS maps to strings.
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/host.js")]
+extern "C" {
+    fn observe(kind: u32) -> u32;
+    fn listen(target: u32, kind: u32);
+    fn later(ms: f64, code: u32);
+    fn num(slot: u32, key: u32) -> f64;
+    /// Writes the string field into `buf` (UTF-8); its length, or -1 when not a string.
+    fn txt(slot: u32, key: u32, buf: &mut [u8]) -> i32;
+    fn sub(slot: u32, key: u32, to: u32) -> u32;
+    fn now() -> f64;
+    fn epoch() -> f64;
+    fn random() -> f64;
+    fn load(key: u32, buf: &mut [u8]) -> i32;
+    fn save(key: u32, ptr: u32, len: u32);
+    fn send(url: u32, url_len: u32, body: u32, body_len: u32) -> u32;
+    fn fail(ptr: u32, len: u32);
+}
+// Keys (the JS has the same table).
+const K_ENDPOINT: u32 = 0;
+const K_SITE: u32 = 1;
+const K_SAMPLE: u32 = 2;
+const K_RELEASE: u32 = 3;
+const K_START: u32 = 4;
+const K_VALUE: u32 = 5;
+const K_RECENT: u32 = 6;
+const K_RENDER: u32 = 7;
+const K_LOAD: u32 = 8;
+const K_NAME: u32 = 9;
+const K_PROC: u32 = 10;
+const K_RESP: u32 = 11;
+const K_ELEMENT: u32 = 12;
+const K_TAG: u32 = 13;
+const K_ID: u32 = 14;
+const K_URL: u32 = 15;
+const K_HREF: u32 = 16;
+const K_VIS: u32 = 17;
+const K_ACT: u32 = 18;
+// Entry types / events.
+const T_PAINT: u32 = 0;
+const T_LCP: u32 = 1;
+const T_SHIFT: u32 = 2;
+const T_FIRST_INPUT: u32 = 3;
+const E_VIS: u32 = 4;
+const E_HIDE: u32 = 5;
+const E_KEY: u32 = 6;
+const E_POINTER: u32 = 7;
+const C_TICK: u32 = 8;
+
+fn text(slot: u32, key: u32) -> Option<String> {
+    let mut buf = [0u8; 2048];
+    let n = txt(slot, key, &mut buf);
+    let b = buf.get(..usize::try_from(n).ok()?)?;
+    Some(String::from(core::str::from_utf8(b).ok()?))
+}
+
+fn fail_with(option: &str, what: &str) {
+    let mut m = String::from("pulse.init: option `");
+    m.push_str(option);
+    m.push_str("` ");
+    m.push_str(what);
+    fail(m.as_ptr() as u32, m.len() as u32)
+}
+
+#[derive(Default)]
+struct State {
+    endpoint: String,
+    site: String,
+    release: String,
+    session: String,
+    page: String,
+    url: String,
+    nav: String,
+    sampled: bool,
+    hidden_at: f64,
+    act: f64,
+    fcp_done: bool,
+    lcp: f64,
+    lcp_el: String,
+    lcp_done: bool,
+    cls: f64,
+    win: f64,
+    win_first: f64,
+    win_last: f64,
+    cls_n: u32,
+    fid_done: bool,
+    queue: Vec<String>,
+    n: u32,
+}
+
+/// The running agent; the page's binding calls [`Agent::ev`] with each event's code.
+#[wasm_bindgen]
+pub struct Agent(RefCell<State>);
+
+#[wasm_bindgen]
+impl Agent {
+    pub fn ev(&self, code: u32) {
+        if let Ok(mut s) = self.0.try_borrow_mut() {
+            s.event(code);
+        }
+    }
+}
+
+fn id() -> String {
+    let mut s = String::new();
+    for _ in 0..16 {
+        let d = (random() * 36.0) as u32;
+        s.push(char::from_digit(d.min(35), 36).unwrap_or('0'));
+    }
+    s
+}
+
+fn rating(v: f64, good: f64, poor: f64) -> &'static str {
+    if v <= good {
+        "good"
+    } else if v <= poor {
+        "needs-improvement"
+    } else {
+        "poor"
+    }
+}
+
+impl State {
+    fn metric(&mut self, name: &str, v: f64, good: f64, poor: f64, attr: Option<(&str, &str)>) {
+        self.n += 1;
+        let mut out = String::new();
+        let mut o = json::Obj::new(&mut out);
+        o.str("name", name);
+        o.num("value", v);
+        o.num("delta", v);
+        let mut mid = String::from("v5-");
+        mid.push_str(&self.page);
+        mid.push('-');
+        json::uint(&mut mid, u64::from(self.n));
+        o.str("id", &mid);
+        o.num("at", epoch());
+        o.str("rating", rating(v, good, poor));
+        if let Some((k, val)) = attr {
+            let a = o.key("attribution");
+            let mut ao = json::Obj::new(a);
+            ao.str(k, val);
+            ao.end();
+        }
+        o.end();
+        self.queue.push(out);
+        if self.queue.len() >= 50 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.queue.is_empty() || !self.sampled {
+            self.queue.clear();
+            return;
+        }
+        let mut b = String::new();
+        let mut o = json::Obj::new(&mut b);
+        o.num("v", 1.0);
+        o.str("site", &self.site);
+        o.str("session", &self.session);
+        o.str("page", &self.page);
+        o.str("url", &self.url);
+        o.str("nav", &self.nav);
+        o.opt_str("release", (!self.release.is_empty()).then_some(self.release.as_str()));
+        o.num("sent_at", epoch());
+        let m = o.key("metrics");
+        m.push('[');
+        for (i, q) in self.queue.iter().enumerate() {
+            if i > 0 {
+                m.push(',');
+            }
+            m.push_str(q);
+        }
+        m.push(']');
+        o.end();
+        if send(self.endpoint.as_ptr() as u32, self.endpoint.len() as u32, b.as_ptr() as u32, b.len() as u32) != 0 {
+            self.queue.clear();
+        }
+    }
+
+    fn lcp_final(&mut self) {
+        if !self.lcp_done && self.lcp > 0.0 {
+            self.lcp_done = true;
+            let el = core::mem::take(&mut self.lcp_el);
+            self.metric("LCP", self.lcp, 2500.0, 4000.0, Some(("element", &el)));
+        }
+    }
+
+    fn hidden(&mut self) {
+        self.lcp_final();
+        if self.cls_n > 0 {
+            self.metric("CLS", self.cls, 0.1, 0.25, None);
+        }
+        self.flush();
+    }
+
+    fn event(&mut self, code: u32) {
+        let t = num(0, K_START);
+        match code {
+            T_PAINT => {
+                if !self.fcp_done && text(0, K_NAME).as_deref() == Some("first-contentful-paint") && t < self.hidden_at {
+                    self.fcp_done = true;
+                    self.metric("FCP", (t - self.act).max(0.0), 1800.0, 3000.0, None);
+                }
+            }
+            T_LCP => {
+                if self.lcp_done || t >= self.hidden_at {
+                    return;
+                }
+                let r = num(0, K_RENDER);
+                let v = if r > 0.0 { r } else { num(0, K_LOAD) };
+                self.lcp = (v.max(t) - self.act).max(0.0);
+                self.lcp_el.clear();
+                if sub(0, K_ELEMENT, 3) != 0 {
+                    if let Some(tag) = text(3, K_TAG) {
+                        self.lcp_el.push_str(&tag.to_ascii_lowercase());
+                    }
+                    if let Some(id) = text(3, K_ID).filter(|s| !s.is_empty()) {
+                        self.lcp_el.push('#');
+                        self.lcp_el.push_str(&id);
+                    }
+                }
+            }
+            T_SHIFT => {
+                if num(0, K_RECENT) > 0.0 {
+                    return;
+                }
+                let v = num(0, K_VALUE);
+                self.cls_n += 1;
+                if self.win > 0.0 && t - self.win_last < 1000.0 && t - self.win_first < 5000.0 {
+                    self.win += v;
+                } else {
+                    self.win = v;
+                    self.win_first = t;
+                }
+                self.win_last = t;
+                if self.win > self.cls {
+                    self.cls = self.win;
+                }
+            }
+            T_FIRST_INPUT => {
+                if !self.fid_done {
+                    self.fid_done = true;
+                    let d = num(0, K_PROC) - t;
+                    let name = text(0, K_NAME).unwrap_or_default();
+                    self.metric("FID", d, 100.0, 300.0, Some(("eventType", &name)));
+                }
+            }
+            E_KEY | E_POINTER => self.lcp_final(),
+            E_VIS => {
+                if text(0, K_VIS).as_deref() == Some("hidden") {
+                    self.hidden_at = self.hidden_at.min(now());
+                    self.hidden();
+                }
+            }
+            E_HIDE => self.hidden(),
+            C_TICK => {
+                self.flush();
+                later(30_000.0, C_TICK);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[wasm_bindgen]
+pub fn start() -> Option<Agent> {
+    let Some(endpoint) = text(1, K_ENDPOINT).filter(|e| !e.is_empty()) else {
+        fail_with("endpoint", "must be a non-empty string (the collector's beacon URL)");
+        return None;
+    };
+    let Some(site) = text(1, K_SITE) else {
+        fail_with("site", "must be a string");
+        return None;
+    };
+    if site.is_empty() || site.len() > 64 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        fail_with("site", "must be 1 to 64 letters, digits, - or _");
+        return None;
+    }
+    let mut rate = num(1, K_SAMPLE);
+    if rate.is_nan() {
+        rate = 1.0;
+    } else if !(0.0..=1.0).contains(&rate) {
+        fail_with("sampleRate", "must be a number from 0 to 1");
+        return None;
+    }
+    let release = text(1, K_RELEASE).unwrap_or_default();
+    let mut buf = [0u8; 64];
+    let n = load(0, &mut buf);
+    let session = buf
+        .get(..usize::try_from(n).unwrap_or(0))
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .filter(|s| !s.is_empty())
+        .map_or_else(id, String::from);
+    save(0, session.as_ptr() as u32, session.len() as u32);
+    let mut s = State {
+        endpoint,
+        site,
+        release,
+        sampled: random() < rate,
+        session,
+        page: id(),
+        url: text(4, K_HREF).unwrap_or_default(),
+        nav: String::from("navigate"),
+        hidden_at: if text(5, K_VIS).as_deref() == Some("hidden") { 0.0 } else { f64::INFINITY },
+        ..State::default()
+    };
+    if sub(5, K_URL, 2) != 0 {
+        s.act = num(2, K_ACT).max(0.0);
+        let r = num(2, K_RESP);
+        if r > 0.0 && r < now() {
+            s.metric("TTFB", (r - s.act).max(0.0), 800.0, 1800.0, None);
+        }
+    }
+    for kind in [T_PAINT, T_LCP, T_SHIFT, T_FIRST_INPUT] {
+        observe(kind);
+    }
+    listen(1, E_VIS);
+    listen(0, E_HIDE);
+    listen(0, E_KEY);
+    listen(0, E_POINTER);
+    later(30_000.0, C_TICK);
+    Some(Agent(RefCell::new(s)))
+}
