@@ -3,7 +3,7 @@
 //! a JS table (`host.js`), fields and type names are small numbers, strings cross as UTF-8 bytes,
 //! safe Rust throughout, wasm-bindgen as the build tool. The subset is the agent's skeleton plus
 //! a representative part of its work: options with errors naming the option, FCP, LCP
-//! (finalised on input or hide), CLS session windows, FID, TTFB, an LCP element attribution,
+//! (finalised on input or hide), CLS session windows, FID, TTFB, INP, `fetch` timing, an LCP element attribution,
 //! the session in `sessionStorage`, batching (50 metrics or 30 s), the beacon's JSON with
 //! shortest round-trip numbers (the agent's own `json.rs`), flush on hide. It is not exact to
 //! web-vitals (no bfcache, prerender or hidden-at-load rules) and is not tested; delete it when
@@ -47,6 +47,13 @@ extern "C" {
     fn save(key: u32, ptr: u32, len: u32);
     fn send(url: u32, url_len: u32, body: u32, body_len: u32) -> u32;
     fn fail(ptr: u32, len: u32);
+    /// The number a wrapper's call gets back (the call's id).
+    #[wasm_bindgen(js_name = result)]
+    fn set_result(n: f64);
+    /// Wraps the page's `fetch`: each call is event `C_FETCH` (slot 0 the URL holder, slot 1 the
+    /// init; the returned number is the call's id, 0 untimed), each end `C_FETCHED` (slot 0 the
+    /// response or undefined, `n` the id).
+    fn wrap_fetch();
 }
 // Keys (the JS has the same table).
 const K_ENDPOINT: u32 = 0;
@@ -68,6 +75,11 @@ const K_URL: u32 = 15;
 const K_HREF: u32 = 16;
 const K_VIS: u32 = 17;
 const K_ACT: u32 = 18;
+const K_IID: u32 = 19;
+const K_DUR: u32 = 20;
+const K_TARGET: u32 = 21;
+const K_METHOD: u32 = 22;
+const K_STATUS: u32 = 23;
 // Entry types / events.
 const T_PAINT: u32 = 0;
 const T_LCP: u32 = 1;
@@ -78,6 +90,9 @@ const E_HIDE: u32 = 5;
 const E_KEY: u32 = 6;
 const E_POINTER: u32 = 7;
 const C_TICK: u32 = 8;
+const T_EVENT: u32 = 9;
+const C_FETCH: u32 = 10;
+const C_FETCHED: u32 = 11;
 
 fn text(slot: u32, key: u32) -> Option<String> {
     let mut buf = [0u8; 2048];
@@ -118,6 +133,11 @@ struct State {
     fid_done: bool,
     queue: Vec<String>,
     n: u32,
+    /// The longest interactions (id, duration, event type and target), longest first.
+    longest: Vec<(f64, f64, String)>,
+    ids: (f64, f64),
+    calls: Vec<(f64, f64, String, String)>,
+    next_call: f64,
 }
 
 /// The running agent; the page's binding calls [`Agent::ev`] with each event's code.
@@ -223,6 +243,14 @@ impl State {
         if self.cls_n > 0 {
             self.metric("CLS", self.cls, 0.1, 0.25, None);
         }
+        // INP: the longest interaction, or the 98th percentile when there were many (one
+        // candidate skipped per 50 interactions).
+        let count = if self.ids.1 > 0.0 { ((self.ids.1 - self.ids.0) / 7.0) as usize + 1 } else { 0 };
+        if let Some((_, d, target)) = self.longest.get((count / 50).min(self.longest.len().saturating_sub(1))) {
+            let (d, target) = (*d, target.clone());
+            self.metric("INP", d, 200.0, 500.0, Some(("interactionTarget", &target)));
+            self.longest.clear();
+        }
         self.flush();
     }
 
@@ -277,6 +305,73 @@ impl State {
                     let name = text(0, K_NAME).unwrap_or_default();
                     self.metric("FID", d, 100.0, 300.0, Some(("eventType", &name)));
                 }
+            }
+            T_EVENT => {
+                let id = num(0, K_IID);
+                if !(id > 0.0) {
+                    return;
+                }
+                self.ids = if self.ids.1 > 0.0 { (self.ids.0.min(id), self.ids.1.max(id)) } else { (id, id) };
+                let d = num(0, K_DUR);
+                // Kept longest first by moving an entry up past shorter ones (no sort: a general
+                // sort costs about 1.5 KB of wasm).
+                let mut i = match self.longest.iter().position(|x| x.0 == id) {
+                    Some(i) => i,
+                    None if self.longest.len() < 10 || self.longest.last().is_some_and(|x| d > x.1) => {
+                        let mut target = String::new();
+                        if sub(0, K_TARGET, 3) != 0 {
+                            if let Some(tag) = text(3, K_TAG) {
+                                target.push_str(&tag.to_ascii_lowercase());
+                            }
+                        }
+                        self.longest.push((id, 0.0, target));
+                        self.longest.len() - 1
+                    }
+                    None => return,
+                };
+                if let Some(x) = self.longest.get_mut(i) {
+                    x.1 = x.1.max(d);
+                }
+                while i > 0 && self.longest.get(i - 1).map(|x| x.1) < self.longest.get(i).map(|x| x.1) {
+                    self.longest.swap(i - 1, i);
+                    i -= 1;
+                }
+                self.longest.truncate(10);
+            }
+            C_FETCH => {
+                let url = text(0, K_URL).unwrap_or_default();
+                if url.starts_with(self.endpoint.as_str()) {
+                    return;
+                }
+                let method = text(1, K_METHOD).unwrap_or_else(|| String::from("GET")).to_ascii_uppercase();
+                self.next_call += 1.0;
+                self.calls.push((self.next_call, now(), url, method));
+                set_result(self.next_call);
+            }
+            C_FETCHED => {
+                let id = num(2, K_ID);
+                let Some(i) = self.calls.iter().position(|c| c.0 == id) else { return };
+                let (_, started, url, method) = self.calls.swap_remove(i);
+                let status = num(0, K_STATUS);
+                let d = now() - started;
+                self.n += 1;
+                let mut out = String::new();
+                let mut o = json::Obj::new(&mut out);
+                o.str("name", "api");
+                o.num("value", d);
+                o.num("at", epoch());
+                let a = o.key("attributes");
+                let mut ao = json::Obj::new(a);
+                ao.str("url", &url);
+                ao.str("method", &method);
+                if status.is_finite() {
+                    ao.num("status", status);
+                } else {
+                    ao.bool("failed", true);
+                }
+                ao.end();
+                o.end();
+                self.queue.push(out);
             }
             E_KEY | E_POINTER => self.lcp_final(),
             E_VIS => {
@@ -344,9 +439,10 @@ pub fn start() -> Option<Agent> {
             s.metric("TTFB", (r - s.act).max(0.0), 800.0, 1800.0, None);
         }
     }
-    for kind in [T_PAINT, T_LCP, T_SHIFT, T_FIRST_INPUT] {
+    for kind in [T_PAINT, T_LCP, T_SHIFT, T_FIRST_INPUT, T_EVENT] {
         observe(kind);
     }
+    wrap_fetch();
     listen(1, E_VIS);
     listen(0, E_HIDE);
     listen(0, E_KEY);
