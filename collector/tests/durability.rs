@@ -165,6 +165,12 @@ async fn every_ack_is_stored(ch: &ClickHouse, db: &str, acked: &[String], limit:
         let missing = want.iter().filter(|id| !have.contains(**id)).count();
         if missing == 0 {
             let rows = stored.lines().count() as u64;
+            // And in the copy in time order that answers read for the part not final yet (a
+            // view writes it after the rows themselves).
+            while ch.count(&format!("SELECT count() FROM {db}.metrics_recent")) < rows {
+                assert!(started.elapsed() < limit, "metrics_recent is behind metrics after {limit:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             return (rows, rows - have.len() as u64);
         }
         assert!(started.elapsed() < limit, "{missing} of {} acknowledged metrics are not in ClickHouse after {limit:?}", want.len());
