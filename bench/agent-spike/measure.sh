@@ -13,7 +13,7 @@ rm -rf "$out" && "${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen" --target web --o
 "$tools/wasm-opt" -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
   --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue "$out/agent_spike_bg.wasm" -o "$out/opt.wasm"
 host="$(cd "$out" && ls -d snippets/*/host.js)"
-sed "s#./out/snippets/HOST/host.js#./$host#; s#./out/#./#" "$here/entry.js" >"$out/entry.js"
+sed "s#./out/snippets/HOST/host.js#./$host#; s#./out/agent#./agent#" "$here/entry.js" >"$out/entry.js"
 "$tools/esbuild" "$out/entry.js" --bundle --minify --format=esm --log-level=error --outfile="$out/bundle.js"
 wasm=$(brotli -q 11 -c "$out/opt.wasm" | wc -c)
 js=$(brotli -q 11 -c "$out/bundle.js" | wc -c)

@@ -3,7 +3,8 @@
 //! a JS table (`host.js`), fields and type names are small numbers, strings cross as UTF-8 bytes,
 //! safe Rust throughout, wasm-bindgen as the build tool. The subset is the agent's skeleton plus
 //! a representative part of its work: options with errors naming the option, FCP, LCP
-//! (finalised on input or hide), CLS session windows, FID, TTFB, INP, `fetch` timing, an LCP element attribution,
+//! (finalised on input or hide), CLS session windows, FID, TTFB, INP, `fetch` and XHR timing with route templates,
+//! `record()` with the protocol's validation, `beforeSend`, bfcache restores, an LCP element attribution,
 //! the session in `sessionStorage`, batching (50 metrics or 30 s), the beacon's JSON with
 //! shortest round-trip numbers (the agent's own `json.rs`), flush on hide. It is not exact to
 //! web-vitals (no bfcache, prerender or hidden-at-load rules) and is not tested; delete it when
@@ -54,6 +55,13 @@ extern "C" {
     /// init; the returned number is the call's id, 0 untimed), each end `C_FETCHED` (slot 0 the
     /// response or undefined, `n` the id).
     fn wrap_fetch();
+    /// The same for `XMLHttpRequest` (`open`/`send`, the request's end on `loadend`).
+    fn wrap_xhr();
+    /// Calls back with `code` after the next paint (two animation frames).
+    fn paint(code: u32);
+    /// Calls the page's `beforeSend` (slot 6) with the metric's JSON parsed: -1 dropped, -2
+    /// unchanged, else the length of the changed metric's JSON written into `buf`.
+    fn before_send(ptr: u32, len: u32, buf: &mut [u8]) -> i32;
 }
 // Keys (the JS has the same table).
 const K_ENDPOINT: u32 = 0;
@@ -80,6 +88,13 @@ const K_DUR: u32 = 20;
 const K_TARGET: u32 = 21;
 const K_METHOD: u32 = 22;
 const K_STATUS: u32 = 23;
+const K_PERSISTED: u32 = 24;
+const K_BEFORE_SEND: u32 = 27;
+const K_LENGTH: u32 = 25;
+/// The slot's value itself, not a field of it.
+const K_SELF: u32 = 26;
+/// Keys from here read array items (`ITEM + i`).
+const ITEM: u32 = 1000;
 // Entry types / events.
 const T_PAINT: u32 = 0;
 const T_LCP: u32 = 1;
@@ -93,6 +108,8 @@ const C_TICK: u32 = 8;
 const T_EVENT: u32 = 9;
 const C_FETCH: u32 = 10;
 const C_FETCHED: u32 = 11;
+const E_SHOW: u32 = 12;
+const C_PAINTED: u32 = 13;
 
 fn text(slot: u32, key: u32) -> Option<String> {
     let mut buf = [0u8; 2048];
@@ -138,6 +155,8 @@ struct State {
     ids: (f64, f64),
     calls: Vec<(f64, f64, String, String)>,
     next_call: f64,
+    before_send: bool,
+    restored_at: f64,
 }
 
 /// The running agent; the page's binding calls [`Agent::ev`] with each event's code.
@@ -150,6 +169,37 @@ impl Agent {
         if let Ok(mut s) = self.0.try_borrow_mut() {
             s.event(code);
         }
+    }
+
+    /// `record(name, value, tags)`: the name in slot 7, the tags' `[key, value]` pairs in slot 8.
+    /// Throws an error naming the field at fault.
+    pub fn record(&self, value: f64) {
+        let name = text(7, K_SELF).unwrap_or_default();
+        let mut tags = Vec::new();
+        for i in 0..num(8, K_LENGTH).max(0.0) as u32 {
+            if sub(8, ITEM + i, 3) != 0 {
+                tags.push((text(3, ITEM).unwrap_or_default(), text(3, ITEM + 1).unwrap_or_default()));
+            }
+        }
+        if let Err((problem, key)) = pulse_protocol::validate::custom(&name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            fail_with(key.unwrap_or(problem.field()), problem.message());
+            return;
+        }
+        let Ok(mut s) = self.0.try_borrow_mut() else { return };
+        s.n += 1;
+        let mut out = String::new();
+        let mut o = json::Obj::new(&mut out);
+        o.str("name", &name);
+        o.num("value", value);
+        o.num("at", epoch());
+        let t = o.key("tags");
+        let mut to = json::Obj::new(t);
+        for (k, v) in &tags {
+            to.str(k, v);
+        }
+        to.end();
+        o.end();
+        s.queue.push(out);
     }
 }
 
@@ -217,10 +267,21 @@ impl State {
         o.num("sent_at", epoch());
         let m = o.key("metrics");
         m.push('[');
-        for (i, q) in self.queue.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for q in &self.queue {
+            let mut buf = [0u8; 2048];
+            let kept = if self.before_send { before_send(q.as_ptr() as u32, q.len() as u32, &mut buf) } else { -2 };
+            let q = match kept {
+                -2 => q.as_str(),
+                n => match buf.get(..usize::try_from(n).unwrap_or(0)).and_then(|b| core::str::from_utf8(b).ok()) {
+                    Some(changed) if n > 0 => changed,
+                    _ => continue,
+                },
+            };
+            if !first {
                 m.push(',');
             }
+            first = false;
             m.push_str(q);
         }
         m.push(']');
@@ -362,7 +423,7 @@ impl State {
                 o.num("at", epoch());
                 let a = o.key("attributes");
                 let mut ao = json::Obj::new(a);
-                ao.str("url", &url);
+                ao.str("url", &pulse_protocol::route::normalise_route(&url));
                 ao.str("method", &method);
                 if status.is_finite() {
                     ao.num("status", status);
@@ -372,6 +433,25 @@ impl State {
                 ao.end();
                 o.end();
                 self.queue.push(out);
+            }
+            E_SHOW => {
+                if num(0, K_PERSISTED) > 0.0 {
+                    // A back/forward-cache restore: a new page view, measured from the event.
+                    self.flush();
+                    self.page = id();
+                    self.nav = String::from("back-forward-cache");
+                    self.restored_at = num(0, K_START);
+                    (self.fcp_done, self.lcp_done, self.fid_done) = (true, true, true);
+                    (self.cls, self.win, self.cls_n, self.hidden_at) = (0.0, 0.0, 0, f64::INFINITY);
+                    self.longest.clear();
+                    self.ids = (0.0, 0.0);
+                    paint(C_PAINTED);
+                }
+            }
+            C_PAINTED => {
+                let d = (now() - self.restored_at).max(0.0);
+                self.metric("FCP", d, 1800.0, 3000.0, None);
+                self.metric("LCP", d, 2500.0, 4000.0, None);
             }
             E_KEY | E_POINTER => self.lcp_final(),
             E_VIS => {
@@ -429,6 +509,7 @@ pub fn start() -> Option<Agent> {
         page: id(),
         url: text(4, K_HREF).unwrap_or_default(),
         nav: String::from("navigate"),
+        before_send: sub(1, K_BEFORE_SEND, 6) != 0,
         hidden_at: if text(5, K_VIS).as_deref() == Some("hidden") { 0.0 } else { f64::INFINITY },
         ..State::default()
     };
@@ -443,6 +524,8 @@ pub fn start() -> Option<Agent> {
         observe(kind);
     }
     wrap_fetch();
+    wrap_xhr();
+    listen(0, E_SHOW);
     listen(1, E_VIS);
     listen(0, E_HIDE);
     listen(0, E_KEY);
