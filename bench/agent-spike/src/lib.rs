@@ -2,13 +2,13 @@
 //! measures how small a numbers-only binding makes the agent's code: the page's objects stay in
 //! a JS table (`host.js`), fields and type names are small numbers, strings cross as UTF-8 bytes,
 //! safe Rust throughout, wasm-bindgen as the build tool. The subset is the agent's skeleton plus
-//! a representative part of its work: options with errors naming the option, FCP, LCP
-//! (finalised on input or hide), CLS session windows, FID, TTFB, INP, `fetch` and XHR timing with route templates,
-//! `record()` with the protocol's validation, `beforeSend`, bfcache restores, an LCP element attribution,
-//! the session in `sessionStorage`, batching (50 metrics or 30 s), the beacon's JSON with
-//! shortest round-trip numbers (the agent's own `json.rs`), flush on hide. It is not exact to
-//! web-vitals (no bfcache, prerender or hidden-at-load rules) and is not tested; delete it when
-//! agent v2 lands.
+//! a representative part of its work: options with errors naming the option; FCP, LCP (finalised
+//! on input or hide, element attribution), CLS session windows, FID, TTFB and INP; `fetch` and
+//! XHR timing with route templates; `record()` with the protocol's validation; `beforeSend`;
+//! back/forward-cache restores; the session in `sessionStorage`; batching (50 metrics or 30 s);
+//! the beacon's JSON with shortest round-trip numbers (the agent's own `json.rs`); flush on hide.
+//! It is not exact to web-vitals (restores simplified, no prerender or hidden-at-load rules) and
+//! is not tested; delete it when agent v2 lands.
 #![no_std]
 extern crate alloc;
 
