@@ -32,22 +32,25 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 // entry, 3 = an element. Keys and type names are small numbers the JS maps to strings.
 use wasm_bindgen::prelude::*;
 
+// Every import takes and returns `i32` and `f64` only: wasm-bindgen then imports it from
+// `host.js` directly, without a glue shim (a `u32` gets one, for its `>>> 0`); the `&mut [u8]`
+// ones keep theirs.
 #[wasm_bindgen(module = "/host.js")]
 extern "C" {
-    fn observe(kind: u32) -> u32;
-    fn listen(target: u32, kind: u32);
-    fn later(ms: f64, code: u32);
-    fn num(slot: u32, key: u32) -> f64;
+    fn observe(kind: i32) -> i32;
+    fn listen(target: i32, kind: i32);
+    fn later(ms: f64, code: i32);
+    fn num(slot: i32, key: i32) -> f64;
     /// Writes the string field into `buf` (UTF-8); its length, or -1 when not a string.
-    fn txt(slot: u32, key: u32, buf: &mut [u8]) -> i32;
-    fn sub(slot: u32, key: u32, to: u32) -> u32;
+    fn txt(slot: i32, key: i32, buf: &mut [u8]) -> i32;
+    fn sub(slot: i32, key: i32, to: i32) -> i32;
     fn now() -> f64;
     fn epoch() -> f64;
     fn random() -> f64;
-    fn load(key: u32, buf: &mut [u8]) -> i32;
-    fn save(key: u32, ptr: u32, len: u32);
-    fn send(url: u32, url_len: u32, body: u32, body_len: u32) -> u32;
-    fn fail(ptr: u32, len: u32);
+    fn load(key: i32, buf: &mut [u8]) -> i32;
+    fn save(key: i32, ptr: i32, len: i32);
+    fn send(url: i32, url_len: i32, body: i32, body_len: i32) -> i32;
+    fn fail(ptr: i32, len: i32);
     /// The number a wrapper's call gets back (the call's id).
     #[wasm_bindgen(js_name = result)]
     fn set_result(n: f64);
@@ -58,60 +61,60 @@ extern "C" {
     /// The same for `XMLHttpRequest` (`open`/`send`, the request's end on `loadend`).
     fn wrap_xhr();
     /// Calls back with `code` after the next paint (two animation frames).
-    fn paint(code: u32);
+    fn paint(code: i32);
     /// Calls the page's `beforeSend` (slot 6) with the metric's JSON parsed: -1 dropped, -2
     /// unchanged, else the length of the changed metric's JSON written into `buf`.
-    fn before_send(ptr: u32, len: u32, buf: &mut [u8]) -> i32;
+    fn before_send(ptr: i32, len: i32, buf: &mut [u8]) -> i32;
 }
 // Keys (the JS has the same table).
-const K_ENDPOINT: u32 = 0;
-const K_SITE: u32 = 1;
-const K_SAMPLE: u32 = 2;
-const K_RELEASE: u32 = 3;
-const K_START: u32 = 4;
-const K_VALUE: u32 = 5;
-const K_RECENT: u32 = 6;
-const K_RENDER: u32 = 7;
-const K_LOAD: u32 = 8;
-const K_NAME: u32 = 9;
-const K_PROC: u32 = 10;
-const K_RESP: u32 = 11;
-const K_ELEMENT: u32 = 12;
-const K_TAG: u32 = 13;
-const K_ID: u32 = 14;
-const K_URL: u32 = 15;
-const K_HREF: u32 = 16;
-const K_VIS: u32 = 17;
-const K_ACT: u32 = 18;
-const K_IID: u32 = 19;
-const K_DUR: u32 = 20;
-const K_TARGET: u32 = 21;
-const K_METHOD: u32 = 22;
-const K_STATUS: u32 = 23;
-const K_PERSISTED: u32 = 24;
-const K_BEFORE_SEND: u32 = 27;
-const K_LENGTH: u32 = 25;
+const K_ENDPOINT: i32 = 0;
+const K_SITE: i32 = 1;
+const K_SAMPLE: i32 = 2;
+const K_RELEASE: i32 = 3;
+const K_START: i32 = 4;
+const K_VALUE: i32 = 5;
+const K_RECENT: i32 = 6;
+const K_RENDER: i32 = 7;
+const K_LOAD: i32 = 8;
+const K_NAME: i32 = 9;
+const K_PROC: i32 = 10;
+const K_RESP: i32 = 11;
+const K_ELEMENT: i32 = 12;
+const K_TAG: i32 = 13;
+const K_ID: i32 = 14;
+const K_URL: i32 = 15;
+const K_HREF: i32 = 16;
+const K_VIS: i32 = 17;
+const K_ACT: i32 = 18;
+const K_IID: i32 = 19;
+const K_DUR: i32 = 20;
+const K_TARGET: i32 = 21;
+const K_METHOD: i32 = 22;
+const K_STATUS: i32 = 23;
+const K_PERSISTED: i32 = 24;
+const K_BEFORE_SEND: i32 = 27;
+const K_LENGTH: i32 = 25;
 /// The slot's value itself, not a field of it.
-const K_SELF: u32 = 26;
+const K_SELF: i32 = 26;
 /// Keys from here read array items (`ITEM + i`).
-const ITEM: u32 = 1000;
+const ITEM: i32 = 1000;
 // Entry types / events.
-const T_PAINT: u32 = 0;
-const T_LCP: u32 = 1;
-const T_SHIFT: u32 = 2;
-const T_FIRST_INPUT: u32 = 3;
-const E_VIS: u32 = 4;
-const E_HIDE: u32 = 5;
-const E_KEY: u32 = 6;
-const E_POINTER: u32 = 7;
-const C_TICK: u32 = 8;
-const T_EVENT: u32 = 9;
-const C_FETCH: u32 = 10;
-const C_FETCHED: u32 = 11;
-const E_SHOW: u32 = 12;
-const C_PAINTED: u32 = 13;
+const T_PAINT: i32 = 0;
+const T_LCP: i32 = 1;
+const T_SHIFT: i32 = 2;
+const T_FIRST_INPUT: i32 = 3;
+const E_VIS: i32 = 4;
+const E_HIDE: i32 = 5;
+const E_KEY: i32 = 6;
+const E_POINTER: i32 = 7;
+const C_TICK: i32 = 8;
+const T_EVENT: i32 = 9;
+const C_FETCH: i32 = 10;
+const C_FETCHED: i32 = 11;
+const E_SHOW: i32 = 12;
+const C_PAINTED: i32 = 13;
 
-fn text(slot: u32, key: u32) -> Option<String> {
+fn text(slot: i32, key: i32) -> Option<String> {
     let mut buf = [0u8; 2048];
     let n = txt(slot, key, &mut buf);
     let b = buf.get(..usize::try_from(n).ok()?)?;
@@ -123,7 +126,7 @@ fn fail_with(option: &str, what: &str) {
     m.push_str(option);
     m.push_str("` ");
     m.push_str(what);
-    fail(m.as_ptr() as u32, m.len() as u32)
+    fail(m.as_ptr() as i32, m.len() as i32)
 }
 
 #[derive(Default)]
@@ -146,10 +149,10 @@ struct State {
     win: f64,
     win_first: f64,
     win_last: f64,
-    cls_n: u32,
+    cls_n: i32,
     fid_done: bool,
     queue: Vec<String>,
-    n: u32,
+    n: i32,
     /// The longest interactions (id, duration, event type and target), longest first.
     longest: Vec<(f64, f64, String)>,
     ids: (f64, f64),
@@ -165,7 +168,7 @@ pub struct Agent(RefCell<State>);
 
 #[wasm_bindgen]
 impl Agent {
-    pub fn ev(&self, code: u32) {
+    pub fn ev(&self, code: i32) {
         if let Ok(mut s) = self.0.try_borrow_mut() {
             s.event(code);
         }
@@ -176,7 +179,7 @@ impl Agent {
     pub fn record(&self, value: f64) {
         let name = text(7, K_SELF).unwrap_or_default();
         let mut tags = Vec::new();
-        for i in 0..num(8, K_LENGTH).max(0.0) as u32 {
+        for i in 0..num(8, K_LENGTH).max(0.0) as i32 {
             if sub(8, ITEM + i, 3) != 0 {
                 tags.push((text(3, ITEM).unwrap_or_default(), text(3, ITEM + 1).unwrap_or_default()));
             }
@@ -233,7 +236,7 @@ impl State {
         let mut mid = String::from("v5-");
         mid.push_str(&self.page);
         mid.push('-');
-        json::uint(&mut mid, u64::from(self.n));
+        json::uint(&mut mid, self.n as u64);
         o.str("id", &mid);
         o.num("at", epoch());
         o.str("rating", rating(v, good, poor));
@@ -270,7 +273,7 @@ impl State {
         let mut first = true;
         for q in &self.queue {
             let mut buf = [0u8; 2048];
-            let kept = if self.before_send { before_send(q.as_ptr() as u32, q.len() as u32, &mut buf) } else { -2 };
+            let kept = if self.before_send { before_send(q.as_ptr() as i32, q.len() as i32, &mut buf) } else { -2 };
             let q = match kept {
                 -2 => q.as_str(),
                 n => match buf.get(..usize::try_from(n).unwrap_or(0)).and_then(|b| core::str::from_utf8(b).ok()) {
@@ -286,7 +289,7 @@ impl State {
         }
         m.push(']');
         o.end();
-        if send(self.endpoint.as_ptr() as u32, self.endpoint.len() as u32, b.as_ptr() as u32, b.len() as u32) != 0 {
+        if send(self.endpoint.as_ptr() as i32, self.endpoint.len() as i32, b.as_ptr() as i32, b.len() as i32) != 0 {
             self.queue.clear();
         }
     }
@@ -315,7 +318,7 @@ impl State {
         self.flush();
     }
 
-    fn event(&mut self, code: u32) {
+    fn event(&mut self, code: i32) {
         let t = num(0, K_START);
         match code {
             T_PAINT => {
@@ -499,7 +502,7 @@ pub fn start() -> Option<Agent> {
         .and_then(|b| core::str::from_utf8(b).ok())
         .filter(|s| !s.is_empty())
         .map_or_else(id, String::from);
-    save(0, session.as_ptr() as u32, session.len() as u32);
+    save(0, session.as_ptr() as i32, session.len() as i32);
     let mut s = State {
         endpoint,
         site,
