@@ -77,15 +77,11 @@ async fn values(
     if let Some(release) = &side.release {
         filters.push(("release", release.clone()));
     }
+    let range = TimeRange { from: side.from, to: side.to };
     let scope = Scope {
-        site,
-        metric,
-        filters: &filters,
-        range: TimeRange { from: side.from, to: side.to },
-        final_until: app.finalizer.final_until(),
         group: if group == "none" { "''" } else { group },
         step: Some(1),
-        recent_from: crate::storage::schema::recent_from(time::OffsetDateTime::now_utc().unix_timestamp()),
+        ..Scope::at(app, OffsetDateTime::now_utc().unix_timestamp(), site, metric, &filters, range)
     };
     let mut sql = Sql::new();
     sql.push("SELECT grp, v FROM ", []);

@@ -34,7 +34,7 @@ use self::render::{num, Format, Table};
 use self::request::{ApiCallsQuery, SeriesQuery, VitalsQuery};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
-use crate::storage::schema::{recent_from, ROLLUP_LEVELS};
+use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
 
 /// Most points one series may have.
@@ -180,16 +180,7 @@ pub async fn vitals_table(app: &App, query: Option<&str>, now: OffsetDateTime) -
             r => r,
         },
     };
-    let scope = Scope {
-        site,
-        metric: &metric,
-        filters: &filters,
-        range,
-        final_until: app.finalizer.final_until(),
-        group: group_by.column().unwrap_or("''"),
-        step: None,
-        recent_from: recent_from(now.unix_timestamp()),
-    };
+    let scope = Scope { group: group_by.column().unwrap_or("''"), ..Scope::at(app, now.unix_timestamp(), site, &metric, &filters, range) };
     let levels: Vec<f64> = if source == Source::Exact { percentiles.clone() } else { ROLLUP_LEVELS.iter().map(|l| l * 100.0).collect() };
     let from_histograms = match source {
         Source::Rollup(shape) if shape.running() => histograms::summary(app, &scope, shape, now.unix_timestamp()).await?,
@@ -295,8 +286,9 @@ pub(crate) struct PointRow {
 
 /// `GET /v1/vitals/series`: one percentile per time bucket.
 pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
+    let now = OffsetDateTime::now_utc();
     let SeriesQuery { site, metric, vital, interval, percentile, format, filters, range: requested, source } =
-        SeriesQuery::parse(query.as_deref(), OffsetDateTime::now_utc(), &app)?;
+        SeriesQuery::parse(query.as_deref(), now, &app)?;
     let (site, step) = (site.as_str(), interval.seconds());
     let range = requested.aligned(step);
     if range.seconds() / step > MAX_POINTS {
@@ -308,16 +300,7 @@ pub async fn series(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
     let dims = dims_of(None, &filters);
     let need = Need { levels: &[percentile], dims: &dims, finest: step };
     let source = plan::choose(source, range, &need, raw_max_seconds(&app))?;
-    let scope = Scope {
-        site,
-        metric: &metric,
-        filters: &filters,
-        range,
-        final_until: app.finalizer.final_until(),
-        group: "''",
-        step: Some(step),
-        recent_from: recent_from(OffsetDateTime::now_utc().unix_timestamp()),
-    };
+    let scope = Scope { step: Some(step), ..Scope::at(&app, now.unix_timestamp(), site, &metric, &filters, range) };
     let from_histograms = match (source, rollup_index(percentile)) {
         (Source::Rollup(shape), Some(_)) if shape.all_hours() => histograms::site_series(&app, &scope, percentile).await?,
         _ => None,

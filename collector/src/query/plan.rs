@@ -11,7 +11,8 @@ use super::request::SourceChoice;
 use super::sql::Sql;
 use crate::errors::QueryError;
 use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
-use crate::storage::schema::{shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
+use crate::storage::schema::{recent_from, shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
+use crate::App;
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
@@ -94,7 +95,22 @@ pub struct Scope<'a> {
     pub recent_from: i64,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// A site-wide summary scope over `range`, read at `now` (epoch s): the watermark the app
+    /// knows and `metrics_recent`'s start then. Series and groupings set `step` and `group`.
+    pub fn at(app: &App, now: i64, site: &'a str, metric: &'a str, filters: &'a [(&'static str, String)], range: TimeRange) -> Scope<'a> {
+        Scope {
+            site,
+            metric,
+            filters,
+            range,
+            final_until: app.finalizer.final_until(),
+            group: "''",
+            step: None,
+            recent_from: recent_from(now),
+        }
+    }
+
     /// `[from, final_until)` and `[final_until, to)`, each if not empty.
     pub fn split(&self) -> (Option<TimeRange>, Option<TimeRange>) {
         let TimeRange { from, to } = self.range;
