@@ -76,6 +76,7 @@ lint: ## rustfmt and clippy, warnings denied
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p pulse-agent --all-targets --target wasm32-unknown-unknown -- -D warnings
+	cargo clippy -p pulse-agent --lib --target wasm32-unknown-unknown --no-default-features -- -D warnings
 
 fmt: ## Format the code
 	cargo fmt --all

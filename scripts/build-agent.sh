@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the browser agent for pages: cargo (size-first `release-wasm` profile: opt-level z, LTO,
-# panic=abort), wasm-bindgen (the JS glue), then wasm-opt -Oz from npm's binaryen and esbuild.
+# panic=abort; no wasm-bindgen: the wasm imports js/host.js directly), then wasm-opt -Oz from
+# npm's binaryen and esbuild.
 #
-#   scripts/build-agent.sh [OUT_DIR]     # wasm-bindgen's output, default target/agent/pkg; the page's
+#   scripts/build-agent.sh [OUT_DIR]     # intermediate files, default target/agent/pkg; the page's
 #                                        # files go to target/agent/dist (DIST_DIR)
 #
 # Prints the sizes: raw, gzip -9 and brotli -q 11 of the wasm, the JS glue and both together.
@@ -12,53 +13,39 @@ out="${1:-$root/target/agent/pkg}"
 wasm_opt="$root/.pulse/tools/node_modules/.bin/wasm-opt"
 wasm_dis="$root/.pulse/tools/node_modules/.bin/wasm-dis"
 esbuild="$root/.pulse/tools/node_modules/.bin/esbuild"
-wasm_bindgen="${CARGO_HOME:-$HOME/.cargo}/bin/wasm-bindgen"
-[ -x "$wasm_opt" ] && [ -x "$esbuild" ] && [ -x "$wasm_bindgen" ] || PULSE_SETUP_QUIET=1 "$root/scripts/setup.sh" run
+[ -x "$wasm_opt" ] && [ -x "$esbuild" ] || PULSE_SETUP_QUIET=1 "$root/scripts/setup.sh" run
 
 cd "$root"
 cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profile release-wasm --no-default-features
 rm -rf "$out" && mkdir -p "$out"
-"$wasm_bindgen" --target web --out-dir "$out" --out-name pulse \
-  "${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
-# wasm-bindgen names each import after its function plus a 16-digit hash (`__wbg_num_486d…`), in
-# the wasm and again in the glue: ~1.2 KB of digits that do not compress (~0.7 KB brotli). The
-# agent's imports are unique by function name, so the hashes go, in both files alike (checked).
-"$wasm_dis" "$out/pulse_bg.wasm" -o "$out/pulse_bg.wat"
-sed -E -i 's/"(__wbg_[A-Za-z0-9_]*)_[0-9a-f]{16}"/"\1"/g' "$out/pulse_bg.wat"
-dups="$(grep -oE '\(import "[^"]*" "[^"]*"' "$out/pulse_bg.wat" | sort | uniq -d)"
-[ -z "$dups" ] || { echo "build-agent: import names clash without their hashes: $dups" >&2; exit 1; }
-sed -E -i 's/(__wbg_[A-Za-z0-9_]*)_[0-9a-f]{16}\b/\1/g' "$out/pulse.js"
+built="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
 # The features the Rust target emits (wasm-opt must be told; it defaults to MVP).
 "$wasm_opt" -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
   --enable-reference-types --enable-multivalue \
-  "$out/pulse_bg.wat" -o "$out/pulse_bg.wasm"
-rm "$out/pulse_bg.wat"
-# Every import the glue provides is one the wasm asks for, and the other way round.
-wasm_imports="$("$wasm_dis" "$out/pulse_bg.wasm" | { grep -oE '\(import "\./pulse_bg\.js" "[^"]*"' || true; } | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
-[ -n "$wasm_imports" ] || { echo "build-agent: found no glue imports in the wasm (has wasm-bindgen's output changed?)" >&2; exit 1; }
-glue_imports="$(grep -oE '(__wbg_[A-Za-z0-9_]*|__wbindgen_[A-Za-z0-9_]*): *function' "$out/pulse.js" | sed -E 's/:.*//' | sort)"
-[ "$wasm_imports" = "$glue_imports" ] || { echo "build-agent: the glue's imports and the wasm's differ after renaming" >&2; diff <(echo "$wasm_imports") <(echo "$glue_imports") >&2; exit 1; }
+  "$built" -o "$out/pulse_bg.wasm"
+# Every function the wasm imports is one `js/host.js` exports.
+imports="$("$wasm_dis" "$out/pulse_bg.wasm" | { grep -oE '\(import "h" "[^"]*"' || true; } | sed -E 's/.* "([^"]*)"$/\1/' | sort)"
+[ -n "$imports" ] || { echo "build-agent: the wasm imports nothing from host.js (module h)" >&2; exit 1; }
+others="$("$wasm_dis" "$out/pulse_bg.wasm" | grep -oE '\(import "[^"]*"' | grep -v '"h"' || true)"
+[ -z "$others" ] || { echo "build-agent: the wasm imports from modules other than host.js: $others" >&2; exit 1; }
+exported="$(grep -oE '^export (function|const|let) [A-Za-z_]+' crates/agent/js/host.js | awk '{print $3}' | sort)"
+missing="$(comm -23 <(echo "$imports") <(echo "$exported"))"
+[ -z "$missing" ] || { echo "build-agent: host.js lacks what the wasm imports: $missing" >&2; exit 1; }
 # The distributable (served by the collector at /agent/, and the npm package's files): one ES
 # module, `pulse.js` — the entry (crates/agent/js/pulse.js, whose `init` loads the wasm once and
-# starts the agent), wasm-bindgen's glue and the host binding, bundled and minified by esbuild
-# (glue the entry does not use, such as `initSync`, is left out; one file compresses better than
-# three and loads without an import waterfall) — and the wasm under a content-hashed name, cached
-# forever. `new URL('….wasm', import.meta.url)` stays intact for bundlers.
+# starts the agent) and the host binding, bundled and minified by esbuild — and the wasm under a
+# content-hashed name, cached forever. `new URL('….wasm', import.meta.url)` stays intact for
+# bundlers.
 dist="${DIST_DIR:-$root/target/agent/dist}"
 rm -rf "$dist" && mkdir -p "$dist"
 wasm_hash="$(sha256sum "$out/pulse_bg.wasm" | cut -c1-10)"
 cp "$out/pulse_bg.wasm" "$dist/pulse_bg.$wasm_hash.wasm"
-sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" "$out/pulse.js" >"$out/pulse_glue.js"
-grep -q "pulse_bg.$wasm_hash.wasm" "$out/pulse_glue.js" || { echo "build-agent: the glue does not name pulse_bg.wasm" >&2; exit 1; }
-cp "$root/crates/agent/js/pulse.js" "$out/entry.js"
-# wasm-bindgen repeats the host module's key in the glue's import object; harmless, so not reported.
-"$esbuild" "$out/entry.js" --bundle --minify --format=esm --log-level=warning \
-  --log-override:duplicate-object-key=silent --outfile="$dist/pulse.js"
+cp crates/agent/js/host.js "$out/host.js"
+sed "s/pulse_bg\.wasm/pulse_bg.$wasm_hash.wasm/g" crates/agent/js/pulse.js >"$out/entry.js"
+"$esbuild" "$out/entry.js" --bundle --minify --format=esm --log-level=warning --outfile="$dist/pulse.js"
 grep -q "pulse_bg.$wasm_hash.wasm" "$dist/pulse.js" || { echo "build-agent: the bundle does not load the wasm" >&2; exit 1; }
-# Types: the entry's, and the glue's they refer to (`./pulse_glue.js`; a .d.ts without a .js).
-cp "$root/crates/agent/js/pulse.d.ts" "$dist/pulse.d.ts"
-cp "$out/pulse.d.ts" "$dist/pulse_glue.d.ts"
+cp crates/agent/js/pulse.d.ts "$dist/pulse.d.ts"
 
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9c "$1" | wc -c | tr -d ' '; }

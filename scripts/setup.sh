@@ -2,11 +2,11 @@
 # Installs what Pulse needs and is missing; safe to run again (every step checks first and is
 # skipped, silently, when its tool is already there).
 #
-#   scripts/setup.sh run     # what `make run` needs: ClickHouse, the wasm target, wasm-bindgen,
-#                            # wasm-opt and esbuild (the agent build), brotli (its size report)
+#   scripts/setup.sh run     # what `make run` needs: ClickHouse, the wasm target, wasm-opt and
+#                            # esbuild (the agent build), brotli (its size report)
 #   scripts/setup.sh check   # the above, plus clippy and rustfmt (`make check`)
-#   scripts/setup.sh test    # the above, plus Chromium + chromedriver, Firefox + geckodriver
-#                            # (`make test`, `make bench`)
+#   scripts/setup.sh test    # the above, plus Chromium + chromedriver, Firefox + geckodriver and
+#                            # wasm-bindgen-test-runner (`make test`, `make bench`)
 #
 # Each step that runs says what it installs and roughly how long it takes, then how long it took.
 set -euo pipefail
@@ -63,8 +63,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   step "rustup target wasm32-unknown-unknown" "20 s" rustup target add wasm32-unknown-unknown
 fi
 
-# npm's binaryen (wasm-opt; Debian's is too old for today's wasm features) and esbuild (minifies the
-# JS glue). Started in the background: it only waits on the network, the next step on the CPU.
+# npm's binaryen (wasm-opt; Debian's is too old for today's wasm features) and esbuild (bundles and
+# minifies the agent's JS). Started in the background: it only waits on the network, the next step on the CPU.
 npm_pid=
 if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
   mkdir -p "$tools"
@@ -72,19 +72,6 @@ if [ ! -x "$tools/node_modules/.bin/wasm-opt" ] || [ ! -x "$tools/node_modules/.
   npm install --prefix "$tools" --no-audit --no-fund --silent binaryen@132 esbuild@0.25.12 \
     >"$tools/npm-install.log" 2>&1 &
   npm_pid=$!
-fi
-
-# The wasm-bindgen CLI of exactly the version in Cargo.lock (the generated glue must match the
-# crate). It also brings `wasm-bindgen-test-runner`, which runs the agent's browser tests.
-bindgen_version="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print; exit}' "$root/Cargo.lock")"
-install_bindgen() {
-  # --locked first; its lockfile has named a crate version the registry mirror lacked, then a
-  # fresh resolution within the same semver ranges works.
-  cargo install wasm-bindgen-cli --version "$bindgen_version" --locked --force --quiet 2>/dev/null ||
-    cargo install wasm-bindgen-cli --version "$bindgen_version" --force --quiet
-}
-if ! "$cargo_bin/wasm-bindgen" --version 2>/dev/null | grep -q " $bindgen_version\b"; then
-  step "cargo install wasm-bindgen-cli $bindgen_version" "2 minutes" install_bindgen
 fi
 
 if [ -n "$npm_pid" ]; then
@@ -104,6 +91,19 @@ if [ "$profile" != run ]; then
   done
 fi
 if [ "$profile" = test ]; then
+  # `wasm-bindgen-test-runner` (from the wasm-bindgen CLI of exactly the version in Cargo.lock, as
+  # the test build's glue must match the crate) runs the agent's browser tests. The page's build
+  # needs no wasm-bindgen.
+  bindgen_version="$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/[^0-9.]/,""); print; exit}' "$root/Cargo.lock")"
+  install_bindgen() {
+    # --locked first; its lockfile has named a crate version the registry mirror lacked, then a
+    # fresh resolution within the same semver ranges works.
+    cargo install wasm-bindgen-cli --version "$bindgen_version" --locked --force --quiet 2>/dev/null ||
+      cargo install wasm-bindgen-cli --version "$bindgen_version" --force --quiet
+  }
+  if ! "$cargo_bin/wasm-bindgen" --version 2>/dev/null | grep -q " $bindgen_version\b"; then
+    step "cargo install wasm-bindgen-cli $bindgen_version" "2 minutes" install_bindgen
+  fi
   browsers=()
   command -v chromium >/dev/null && command -v chromedriver >/dev/null || browsers+=(chromium chromium-driver)
   command -v firefox >/dev/null || command -v firefox-esr >/dev/null || browsers+=(firefox-esr)

@@ -100,7 +100,7 @@ fn baselines() -> Vec<(String, Vec<PathBuf>)> {
 pub fn weight(report: &mut Report) {
     let dist = repo().join("target/agent/dist");
     let wasm = files_matching(&dist, |n| n.ends_with(".wasm"));
-    // One module: the entry, wasm-bindgen's glue and the host binding, bundled.
+    // One module: the entry and the host binding, bundled.
     let js = files_matching(&dist, |n| n.ends_with(".js"));
     let (Some(w), Some(j)) = (sizes(&wasm), sizes(&js)) else {
         report.note("target/agent/dist is missing: run scripts/build-agent.sh first");
@@ -110,7 +110,7 @@ pub fn weight(report: &mut Report) {
     report.add(SECTION_WEIGHT, "pulse wasm raw", w.0, "B");
     report.add(SECTION_WEIGHT, "pulse wasm gzip -9", w.1, "B");
     report.add(SECTION_WEIGHT, "pulse wasm brotli -q 11", w.2, "B");
-    report.add(SECTION_WEIGHT, "pulse JS (entry + glue + host binding, one file) raw", j.0, "B");
+    report.add(SECTION_WEIGHT, "pulse JS (entry + host binding, one file) raw", j.0, "B");
     report.add(SECTION_WEIGHT, "pulse JS brotli -q 11", j.2, "B");
     for (name, files) in baselines() {
         if let Some(b) = sizes(&files) {
@@ -127,28 +127,22 @@ fn twiggy(report: &mut Report) {
     let built = repo().join("target/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm");
     let tmp = repo().join("target/bench/names");
     let _ = std::fs::create_dir_all(&tmp);
-    let ok = Command::new("wasm-bindgen")
-        .args(["--target", "web", "--keep-debug", "--out-dir"])
-        .arg(&tmp)
+    let ok = Command::new(repo().join(".pulse/tools/node_modules/.bin/wasm-opt"))
+        .args([
+            "-Oz",
+            "-g",
+            "--enable-bulk-memory",
+            "--enable-sign-ext",
+            "--enable-mutable-globals",
+            "--enable-nontrapping-float-to-int",
+            "--enable-reference-types",
+            "--enable-multivalue",
+        ])
         .arg(&built)
+        .arg("-o")
+        .arg(tmp.join("named.wasm"))
         .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(repo().join(".pulse/tools/node_modules/.bin/wasm-opt"))
-            .args([
-                "-Oz",
-                "-g",
-                "--enable-bulk-memory",
-                "--enable-sign-ext",
-                "--enable-mutable-globals",
-                "--enable-nontrapping-float-to-int",
-                "--enable-reference-types",
-                "--enable-multivalue",
-            ])
-            .arg(tmp.join("pulse_agent_bg.wasm"))
-            .arg("-o")
-            .arg(tmp.join("named.wasm"))
-            .status()
-            .is_ok_and(|s| s.success());
+        .is_ok_and(|s| s.success());
     let top = ok.then(|| Command::new("twiggy").args(["top", "-n", "12"]).arg(tmp.join("named.wasm")).output().ok()).flatten();
     match top {
         Some(out) if out.status.success() => {

@@ -1,30 +1,61 @@
 // The agent's binding to the page. It only forwards: the WebAssembly decides what to observe, what
 // to listen to and when to send; these functions register what it asks for, hand it entries,
-// events and the outcome of requests through one callback (`sink`), read fields it names, and
-// call the browser APIs it names. No measurement, batching or formatting happens here.
+// events and the outcome of requests, read the fields it names and call the browser APIs it
+// names. No measurement, batching or formatting happens here.
 //
-// sink(code, a, b, n) → number: `code` is the number the wasm gave when it asked for the
-// observer, listener, timer or wrapper; `a` and `b` are the entry / event / request objects;
-// `n` a number (a request's id). The wrappers use its return value as a request id (0: not timed).
+// Only numbers cross: page objects stay in a table here and the wasm names them by index (a
+// handle); strings cross as UTF-8 bytes in the wasm's memory (pointer, length). Handles ≥ 0 are
+// scratch, valid until the outermost call from the page into the agent returns (`scoped`); the
+// first six are fixed roots. Handles < 0 are kept until the wasm frees them.
+//
+// The page build imports this module as the wasm's import object `h`; the browser tests' build
+// (wasm-bindgen, crates/agent/src/host.rs) imports the same functions.
 
 const g = globalThis;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+// 0 undefined, 1 window, 2 document, 3 performance, 4 navigator, 5 location.
+const ROOTS = 6;
+let T = [undefined, g, g.document, g.performance, g.navigator, g.location];
+let kept = [];
+let free = [];
 let sink = null;
+let mem = null;
+let bytes = new Uint8Array(0);
+let keys = {};
 let observers = {};
 let listeners = [];
 let timers = [];
 let undo = [];
 let pageFetch = null;
+// What the wasm last gave the page (`give`) and the message of the error it raised (`fail`).
+export let given = '';
+export let failed = '';
 
-const call = (code, a, b, n) => (sink ? sink(code, a, b, n || 0) : 0);
+const put = (v) => T.push(v) - 1;
+const obj = (h) => (h < 0 ? kept[~h] : T[h]);
+const str = (p, n) => dec.decode(new Uint8Array(mem.buffer, p, n));
+// Field names are the wasm's constants: decoded once per address.
+const key = (p, n) => keys[p * 256 + n] || (keys[p * 256 + n] = str(p, n));
+const text = (v) => (typeof v == 'string' ? (bytes = enc.encode(v)).length : -1);
+const field = (h, p, n) => { const o = obj(h); return o == null ? undefined : o[key(p, n)]; };
 
-export function start(callback) {
-  sink = callback;
-  pageFetch = typeof g.fetch === 'function' ? g.fetch : null;
+// Runs `f` with scratch handles released afterwards.
+export function scoped(f) {
+  const base = T.length;
+  try { return f(); } finally { T.length = Math.max(base, ROOTS); }
 }
+// One event for the wasm: `a` and `b` (entry, event, request …) get handles h and h + 1.
+const call = (code, a, b, n) => (sink ? scoped(() => { const h = put(a); put(b); return sink(code, h, n || 0); }) : 0);
 
+export function setup(callback, memory) {
+  sink = callback;
+  mem = memory;
+  pageFetch = typeof g.fetch == 'function' ? g.fetch : null;
+}
 export function stop() {
   sink = null;
-  for (const o of Object.values(observers)) o.disconnect();
+  for (const c in observers) observers[c].disconnect();
   for (const [t, type, f] of listeners) t.removeEventListener(type, f, true);
   for (const t of timers) { clearInterval(t); clearTimeout(t); }
   for (const u of undo) u();
@@ -33,42 +64,73 @@ export function stop() {
   timers = [];
   undo = [];
 }
+// A value the page passes in (an option, a record's argument): its scratch handle.
+export const hold = put;
 
-// A PerformanceObserver of one entry type (buffered); false when the browser lacks the type or
-// refuses the options. threshold > 0 is passed as durationThreshold.
-export function observe(type, code, threshold) {
+// Handles.
+export function keep(h) {
+  const i = free.length ? free.pop() : kept.length;
+  kept[i] = obj(h);
+  return ~i;
+}
+export function release(h) { if (h < 0) { kept[~h] = undefined; free.push(~h); } }
+export function get(h, p, n) { return put(field(h, p, n)); }
+export function at(h, i) { const o = obj(h); return put(o == null ? undefined : o[i]); }
+export function num(h, p, n) { const v = field(h, p, n); return typeof v == 'number' ? v : NaN; }
+export function value(h) { const v = obj(h); return typeof v == 'number' ? v : NaN; }
+// A string field into the byte buffer (its length, or -1 when it is not a string); `copy` moves
+// the buffer into the wasm's memory.
+export function txt(h, p, n) { return text(field(h, p, n)); }
+export function string(h) { return text(String(obj(h))); }
+export function copy(p) { new Uint8Array(mem.buffer, p, bytes.length).set(bytes); }
+// `o[k] === s`, without copying the string into the wasm.
+export function is(h, p, n, sp, sn) { return field(h, p, n) === str(sp, sn) ? 1 : 0; }
+// 0 undefined/null, 1 false, 2 true, 3 number, 4 string, 5 function, 6 array, 7 RegExp, 8 other object.
+export function kind(h) {
+  const v = obj(h);
+  if (v == null) return 0;
+  if (typeof v == 'boolean') return v ? 2 : 1;
+  if (typeof v == 'number') return 3;
+  if (typeof v == 'string') return 4;
+  if (typeof v == 'function') return 5;
+  if (Array.isArray(v)) return 6;
+  return v instanceof RegExp ? 7 : 8;
+}
+export function len(h) { const v = obj(h); return Array.isArray(v) ? v.length : 0; }
+// An object's own [key, value] pairs, as an array.
+export function pairs(h) { return put(Object.entries(obj(h))); }
+
+// Observers, listeners, timers. A buffered PerformanceObserver of one entry type; 0 when the
+// browser lacks the type or refuses the options; threshold > 0 is its durationThreshold.
+export function observe(p, n, code, threshold) {
+  const type = str(p, n);
   try {
-    if (!(PerformanceObserver.supportedEntryTypes || []).includes(type)) return false;
+    if (!(PerformanceObserver.supportedEntryTypes || []).includes(type)) return 0;
     const o = new PerformanceObserver((list) => { for (const e of list.getEntries()) call(code, e); });
     o.observe(threshold > 0 ? { type, buffered: true, durationThreshold: threshold } : { type, buffered: true });
     observers[code] = o;
-    return true;
+    return 1;
   } catch (e) {
-    return false;
+    return 0;
   }
 }
-
-// Entries recorded but not yet delivered, as an array (the wasm reads them; nothing is called).
-export function take(code) {
-  return observers[code] ? observers[code].takeRecords() : [];
-}
-
-// target: 0 window, 1 document.
-export function listen(target, type, code) {
-  const t = target ? g.document : g;
+// Entries recorded but not yet delivered, as an array.
+export function take(code) { return put(observers[code] ? observers[code].takeRecords() : []); }
+// target 1 window, 2 document.
+export function listen(target, p, n, code) {
+  const t = T[target], type = str(p, n);
   if (!t) return;
   const f = (e) => call(code, e);
   t.addEventListener(type, f, true);
   listeners.push([t, type, f]);
 }
-
 export function every(ms, code) { timers.push(setInterval(() => call(code), ms)); }
 export function later(ms, code) { timers.push(setTimeout(() => call(code), ms)); }
 export function paint(code) { requestAnimationFrame(() => requestAnimationFrame(() => call(code))); }
 
 // Replaces fetch with a wrapper that returns exactly what the page's fetch returns (the same
 // promise; a synchronous throw passes through) and tells the wasm how the call ended.
-export function wrapFetch(begin, end) {
+export function wrap_fetch(begin, end) {
   const inner = pageFetch;
   if (!inner) return;
   const wrapper = function (input, init) {
@@ -81,10 +143,9 @@ export function wrapFetch(begin, end) {
   g.fetch = wrapper;
   undo.push(() => { if (g.fetch === wrapper) g.fetch = inner; });
 }
-
 // Wraps XMLHttpRequest.prototype.open/send the same way; the finished request is handed over.
-export function wrapXhr(begin, end) {
-  const X = typeof XMLHttpRequest === 'function' ? XMLHttpRequest.prototype : null;
+export function wrap_xhr(begin, end) {
+  const X = typeof XMLHttpRequest == 'function' ? XMLHttpRequest.prototype : null;
   if (!X) return;
   const open = X.open, send = X.send;
   X.open = function (method, url) {
@@ -101,63 +162,48 @@ export function wrapXhr(begin, end) {
   undo.push(() => { if (X.open !== open) X.open = open; if (X.send !== send) X.send = send; });
 }
 
-export function beacon(url, body) {
-  try { return typeof navigator.sendBeacon === 'function' && navigator.sendBeacon(url, body); } catch (e) { return false; }
+// Sending.
+export function beacon(up, un, bp, bn) {
+  try { return typeof navigator.sendBeacon == 'function' && navigator.sendBeacon(str(up, un), str(bp, bn)) ? 1 : 0; } catch (e) { return 0; }
 }
-
 // POST with keepalive through the page's own fetch; the outcome comes back as (code, response,
-// error, token). False when it could not even start.
-export function post(url, body, code, token) {
-  if (!pageFetch) return false;
+// error, token). 0 when it could not even start.
+export function post(up, un, bp, bn, code, token) {
+  if (!pageFetch) return 0;
   try {
-    const init = { method: 'POST', body, keepalive: true, credentials: 'omit', headers: { 'content-type': 'text/plain;charset=UTF-8' } };
-    Promise.resolve(pageFetch.call(g, url, init)).then((r) => call(code, r, undefined, token), (e) => call(code, undefined, e, token));
-    return true;
+    const init = { method: 'POST', body: str(bp, bn), keepalive: true, credentials: 'omit', headers: { 'content-type': 'text/plain;charset=UTF-8' } };
+    Promise.resolve(pageFetch.call(g, str(up, un), init)).then((r) => call(code, r, undefined, token), (e) => call(code, undefined, e, token));
+    return 1;
   } catch (e) {
-    return false;
+    return 0;
   }
 }
 
-// Reading values the wasm names.
-export function num(o, k) { const v = o == null ? undefined : o[k]; return typeof v === 'number' ? v : NaN; }
-export function text(o, k) { const v = o == null ? undefined : o[k]; return typeof v === 'string' ? v : undefined; }
-export function get(o, k) { return o == null ? undefined : o[k]; }
-export function is(o, k, v) { return o != null && o[k] === v; }
-// 0 undefined/null, 1 boolean false, 2 boolean true, 3 number, 4 string, 5 function, 6 array, 7 RegExp, 8 other object.
-export function kind(v) {
-  if (v == null) return 0;
-  if (typeof v === 'boolean') return v ? 2 : 1;
-  if (typeof v === 'number') return 3;
-  if (typeof v === 'string') return 4;
-  if (typeof v === 'function') return 5;
-  if (Array.isArray(v)) return 6;
-  return v instanceof RegExp ? 7 : 8;
-}
-export function len(v) { return Array.isArray(v) ? v.length : 0; }
-export function at(v, i) { return v[i]; }
-export function keys(o) { return Object.keys(o).join('\n'); }
-export function string(v) { return String(v); }
-// 0 window, 1 document, 2 performance, 3 navigator, 4 location.
-export function root(i) { return [g, g.document, g.performance, g.navigator, g.location][i]; }
-export function entries(type) { try { return performance.getEntriesByType(type); } catch (e) { return []; } }
-// The last resource entry of `url` whose request started by `before`.
-export function resource(url, before) {
-  try { return performance.getEntriesByName(url, 'resource').findLast((e) => (e.requestStart || e.startTime) <= before); } catch (e) { return undefined; }
+// Browser APIs the wasm names.
+export function entries(p, n) { try { return put(performance.getEntriesByType(str(p, n))); } catch (e) { return 0; } }
+// The last resource entry of a URL whose request started by `before`.
+export function resource(p, n, before) {
+  try { return put(performance.getEntriesByName(str(p, n), 'resource').findLast((e) => (e.requestStart || e.startTime) <= before)); } catch (e) { return 0; }
 }
 export function now() { return performance.now(); }
 export function epoch() { return Date.now(); }
 export function random() { return Math.random(); }
-export function url(u) { try { return new URL(u, location.href); } catch (e) { return undefined; } }
-export function header(o, name) {
-  try { return (o.headers ? o.headers.get(name) : o.getResponseHeader(name)) ?? undefined; } catch (e) { return undefined; }
+export function url(p, n) { try { return put(new URL(str(p, n), location.href)); } catch (e) { return 0; } }
+// A response header of a Response or an XMLHttpRequest, into the byte buffer.
+export function header(h, p, n) {
+  const o = obj(h);
+  try { return text((o.headers ? o.headers.get(str(p, n)) : o.getResponseHeader(str(p, n))) ?? undefined); } catch (e) { return -1; }
 }
-export function float(s) { return parseFloat(s); }
-export function load(key) { try { return sessionStorage.getItem(key) ?? undefined; } catch (e) { return undefined; } }
-export function save(key, value) { try { sessionStorage.setItem(key, value); } catch (e) {} }
-export function test(re, s) { re.lastIndex = 0; return re.test(s); }
-export function parse(json) { return JSON.parse(json); }
-export function stringify(v) { try { return JSON.stringify(v); } catch (e) { return undefined; } }
-export function invoke(f, arg) { return f(arg); }
+export function float(p, n) { return parseFloat(str(p, n)); }
+export function load(p, n) { try { return text(sessionStorage.getItem(str(p, n)) ?? undefined); } catch (e) { return -1; } }
+export function save(kp, kn, vp, vn) { try { sessionStorage.setItem(str(kp, kn), str(vp, vn)); } catch (e) {} }
+export function test(h, p, n) { const re = obj(h); re.lastIndex = 0; return re.test(str(p, n)) ? 1 : 0; }
+export function parse(p, n) { return put(JSON.parse(str(p, n))); }
+export function stringify(h) { try { return text(JSON.stringify(obj(h))); } catch (e) { return -1; } }
+// Calls a page function with one argument: the result's handle, or -1 - the thrown error's.
+export function invoke(f, a) { try { return put(obj(f)(obj(a))); } catch (e) { return -1 - put(e); } }
 // `o[k]()`, or undefined when it is not a method or throws.
-export function method(o, k) { try { return o[k](); } catch (e) { return undefined; } }
-export function log(error, message, detail) { (error ? console.error : console.warn)(message, detail); }
+export function method(h, p, n) { try { return put(obj(h)[key(p, n)]()); } catch (e) { return 0; } }
+export function log(error, p, n, h) { (error ? console.error : console.warn)(str(p, n), obj(h)); }
+export function give(p, n) { given = str(p, n); }
+export function fail(p, n) { failed = str(p, n); }

@@ -2,10 +2,11 @@
 //   import { init } from './pulse.js';
 //   const pulse = await init({ endpoint: '/v1/beacon', site: 'my-site' });
 //
-// The entry the page imports. `./pulse_glue.js` is wasm-bindgen's glue; the build
-// (scripts/build-agent.sh) bundles the three (this entry, the glue, js/host.js) into the one
-// `pulse.js` pages load, beside the content-hashed wasm.
-import load, { start } from './pulse_glue.js';
+// The entry the page imports: it loads the WebAssembly with `./host.js` (the binding that only
+// forwards) as its imports and hands the page a handle whose methods call the wasm's exports.
+// The build (scripts/build-agent.sh) bundles the two into the one `pulse.js` pages load, beside
+// the content-hashed wasm.
+import * as host from './host.js';
 
 let loading;
 
@@ -16,13 +17,33 @@ let loading;
  */
 export async function init(options) {
   if (typeof WebAssembly != 'object') throw Error('pulse.init: this browser cannot run WebAssembly; the agent is off');
-  loading = loading || load().catch((e) => {
-    loading = 0;
-    const m = String(e && e.message);
-    throw Error('pulse.init: the agent is off: ' + (/Security.Policy|CSP|eval/i.test(m)
-      ? "this page's Content-Security-Policy blocks WebAssembly (allow 'wasm-unsafe-eval' in script-src): "
-      : 'its WebAssembly did not load: ') + m, { cause: e });
-  });
-  await loading;
-  return start(options);
+  loading = loading || fetch(new URL('./pulse_bg.wasm', import.meta.url))
+    .then((r) => r.arrayBuffer())
+    .then((bytes) => WebAssembly.instantiate(bytes, { h: host }))
+    .then((m) => m.instance.exports)
+    .catch((e) => {
+      loading = 0;
+      const m = String(e && e.message);
+      throw Error('pulse.init: the agent is off: ' + (/Security.Policy|CSP|eval/i.test(m)
+        ? "this page's Content-Security-Policy blocks WebAssembly (allow 'wasm-unsafe-eval' in script-src): "
+        : 'its WebAssembly did not load: ') + m, { cause: e });
+    });
+  const w = await loading;
+  // Each call runs in `scoped`: the page objects it hands over are released when it returns.
+  const run = (f) => host.scoped(f);
+  const check = (ok) => { if (!ok) throw Error(host.failed); };
+  host.setup(w.ev, w.memory);
+  const handle = run(() => w.start(host.hold(options)));
+  check(handle);
+  const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
+  return {
+    record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
+    flush: () => run(() => w.flush(handle)),
+    shutdown: () => run(() => w.shutdown(handle)),
+    onMetric: (callback) => run(() => w.on_metric(handle, host.hold(callback))),
+    stats: () => { const s = text(3); return s && JSON.parse(s); },
+    get sampled() { return !!run(() => w.about(handle, 0)); },
+    get session() { return text(1); },
+    get page() { return text(2); },
+  };
 }

@@ -11,24 +11,18 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use pulse_protocol::NavigationType;
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsValue;
 
 use crate::api::{Begin, Calls};
 use crate::config::Config;
-use crate::host::{self, Kind, DOCUMENT, WINDOW};
+use crate::host::{self, Js, Kept, Kind, DOCUMENT, WINDOW};
 use crate::lcp::Finalizer;
 use crate::queue::Queue;
 use crate::report::{Metric, Outbox, View};
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
 use crate::{cls, fcp, fid, inp, lcp, load, measure, routes, ttfb};
-
-/// One agent per page: `init` while one runs is refused.
-static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
 /// idle rollover, so a page that dies without a hide loses nothing that matters).
@@ -60,8 +54,6 @@ mod code {
     pub const XHR_END: u32 = 33;
     pub const POSTED: u32 = 34;
 }
-
-type Sink = Closure<dyn Fn(u32, JsValue, JsValue, f64) -> f64>;
 
 /// What the agent did, for the page (`stats()`).
 #[derive(Debug, Clone, Default)]
@@ -128,74 +120,67 @@ struct Effect {
 pub struct Agent {
     pub config: Config,
     core: RefCell<Core>,
-    listeners: RefCell<Vec<JsValue>>,
-    sink: RefCell<Option<Sink>>,
+    listeners: RefCell<Vec<Kept>>,
     running: Cell<bool>,
     /// Nesting depth, start of the outermost timed call, total and longest main-thread time in
     /// agent code, ms.
     clock: Cell<(u32, f64, f64, f64)>,
 }
 
-/// Starts the agent. Fails when one is already running.
-pub fn start(config: Config) -> Result<Rc<Agent>, &'static str> {
-    if RUNNING.swap(true, Ordering::Relaxed) {
-        return Err("pulse.init: the agent is already running; call shutdown() on its handle first");
-    }
-    let now = host::epoch();
-    let session = host::load(STORAGE_KEY)
-        .and_then(|stored| Session::resume(&stored, now))
-        .unwrap_or_else(|| Session::start(host::random_id(), now, config.sample_rate, host::random()));
-    let context = Context { session: session.id.clone(), page: host::random_id(), url: page_url(&config), nav: navigation_type() };
-    let view = View::new(0.0, f64::INFINITY);
-    let context = Rc::new(context);
-    let core = Core {
-        lcp: lcp::Watch::new(&view),
-        view,
-        fcp: fcp::Watch::default(),
-        cls: cls::Watch::default(),
-        inp: inp::Watch::default(),
-        fid: fid::Watch::default(),
-        calls: Calls::new(),
-        out: Outbox::default(),
-        ready: Vec::new(),
-        context: context.clone(),
-        session,
-        session_saved_at: now,
-        queue: Queue::new(config.batch_size),
-        stats: Stats::default(),
-        restored_at: None,
-        load: (0.0, context.clone()),
-        shifts: false,
-        soft: false,
-        posting: Vec::new(),
-        next_token: 0.0,
-    };
-    host::save(STORAGE_KEY, &core.session.encode());
-    let agent = Rc::new(Agent {
-        config,
-        core: RefCell::new(core),
-        listeners: RefCell::default(),
-        sink: RefCell::default(),
-        running: Cell::new(true),
-        clock: Cell::new((0, 0.0, 0.0, 0.0)),
-    });
-    // The callback owns the agent until `shutdown` drops it.
-    let owner = agent.clone();
-    let sink: Sink = Closure::new(move |code, a, b, n| owner.dispatch(code, a, b, n));
-    host::start(sink.as_ref());
-    *agent.sink.borrow_mut() = Some(sink);
-    agent.timed(|| {
-        if host::prerendering() {
-            // A prerendered page is measured from its activation (web-vitals' whenActivated).
-            host::listen(DOCUMENT, "prerenderingchange", code::PRERENDERED);
-        } else {
-            agent.core().measure(&agent.config);
-        }
-    });
-    Ok(agent)
-}
-
 impl Agent {
+    /// A new agent for `config`: its session and first page view (nothing observed yet).
+    pub fn new(config: Config) -> Rc<Agent> {
+        let now = host::epoch();
+        let session = host::load(STORAGE_KEY)
+            .and_then(|stored| Session::resume(&stored, now))
+            .unwrap_or_else(|| Session::start(host::random_id(), now, config.sample_rate, host::random()));
+        let context = Context { session: session.id.clone(), page: host::random_id(), url: page_url(&config), nav: navigation_type() };
+        let view = View::new(0.0, f64::INFINITY);
+        let context = Rc::new(context);
+        let core = Core {
+            lcp: lcp::Watch::new(&view),
+            view,
+            fcp: fcp::Watch::default(),
+            cls: cls::Watch::default(),
+            inp: inp::Watch::default(),
+            fid: fid::Watch::default(),
+            calls: Calls::new(),
+            out: Outbox::default(),
+            ready: Vec::new(),
+            context: context.clone(),
+            session,
+            session_saved_at: now,
+            queue: Queue::new(config.batch_size),
+            stats: Stats::default(),
+            restored_at: None,
+            load: (0.0, context.clone()),
+            shifts: false,
+            soft: false,
+            posting: Vec::new(),
+            next_token: 0.0,
+        };
+        host::save(STORAGE_KEY, &core.session.encode());
+        Rc::new(Agent {
+            config,
+            core: RefCell::new(core),
+            listeners: RefCell::default(),
+            running: Cell::new(true),
+            clock: Cell::new((0, 0.0, 0.0, 0.0)),
+        })
+    }
+
+    /// Starts observing (a prerendered page: once it is activated).
+    pub fn start(&self) {
+        self.timed(|| {
+            if host::prerendering() {
+                // A prerendered page is measured from its activation (web-vitals' whenActivated).
+                host::listen(DOCUMENT, "prerenderingchange", code::PRERENDERED);
+            } else {
+                self.core().measure(&self.config);
+            }
+        });
+    }
+
     /// Runs `f` (agent code called by the browser or the page) on the agent's clock.
     pub fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
         self.clock_enter();
@@ -239,7 +224,7 @@ impl Agent {
     }
 
     /// One event from the page.
-    fn dispatch(&self, code: u32, a: JsValue, b: JsValue, n: f64) -> f64 {
+    pub fn dispatch(&self, code: u32, a: Js, b: Js, n: f64) -> f64 {
         if !self.running.get() {
             return 0.0;
         }
@@ -292,13 +277,13 @@ impl Agent {
     fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
         self.core().stats.measured += 1;
         let Metric { name, json } = metric;
-        let listeners = self.listeners.borrow().clone();
+        let listeners: Vec<Js> = self.listeners.borrow().iter().map(Kept::js).collect();
         if !listeners.is_empty() {
             // Their own copy: a listener changing it does not change what is sent.
             let object = host::parse(&json);
-            for listener in &listeners {
-                if let Err(error) = host::invoke(listener, &object) {
-                    host::log(true, "pulse: an onMetric callback threw", &error);
+            for listener in listeners {
+                if let Err(error) = host::invoke(listener, object) {
+                    host::log(true, "pulse: an onMetric callback threw", error);
                 }
             }
         }
@@ -332,24 +317,24 @@ impl Agent {
     /// it must stay the same metric, so the name may not change.
     fn before_send(&self, json: String, name: &str) -> Option<String> {
         let Some(hook) = &self.config.before_send else { return Some(json) };
-        let outcome = host::invoke(hook, &host::parse(&json));
+        let outcome = host::invoke(hook.js(), host::parse(&json));
         let changed = match &outcome {
-            Ok(v) if matches!(host::kind_of(v), Kind::Missing | Kind::Bool(false)) => {
+            Ok(v) if matches!(host::kind_of(*v), Kind::Missing | Kind::Bool(false)) => {
                 self.core().stats.dropped_by_before_send += 1;
                 return None;
             }
-            Ok(v) if host::is(v, "name", name) => host::stringify(v),
+            Ok(v) if host::is(*v, "name", name) => host::stringify(*v),
             _ => None,
         };
         if changed.is_none() {
             // Dropped, not sent unscrubbed: beforeSend is where pages remove private data.
             self.core().stats.before_send_errors += 1;
             match outcome {
-                Err(error) => host::log(true, "pulse: beforeSend threw; the metric was dropped", &error),
+                Err(error) => host::log(true, "pulse: beforeSend threw; the metric was dropped", error),
                 Ok(_) => host::log(
                     false,
                     "pulse: beforeSend must return the metric (same name, wire fields), null or false; the metric was dropped",
-                    &JsValue::UNDEFINED,
+                    host::UNDEFINED,
                 ),
             }
         }
@@ -396,7 +381,7 @@ impl Agent {
         }
     }
 
-    pub fn add_listener(&self, callback: JsValue) {
+    pub fn add_listener(&self, callback: Kept) {
         self.listeners.borrow_mut().push(callback);
     }
 
@@ -452,9 +437,6 @@ impl Agent {
         self.running.set(false);
         host::stop();
         self.listeners.borrow_mut().clear();
-        // Dropping the callback releases the agent it owns (after the current call, if any).
-        drop(self.sink.borrow_mut().take());
-        RUNNING.store(false, Ordering::Relaxed);
     }
 }
 
@@ -483,7 +465,7 @@ impl Core {
             self.soft = host::observe("soft-navigation", code::SOFT_NAVIGATION, 0.0);
         }
         // TTFB is read after the load event's task, when `loadEventEnd` is set.
-        if host::is(&host::root(DOCUMENT), "readyState", "complete") {
+        if host::is(DOCUMENT, "readyState", "complete") {
             host::later(0.0, code::TTFB);
         } else {
             host::listen(WINDOW, "load", code::LOADED);
@@ -499,23 +481,23 @@ impl Core {
         host::every(f64::from(config.flush_interval_ms), code::TICK);
     }
 
-    fn handle(&mut self, config: &Config, code: u32, a: JsValue, b: JsValue, n: f64) -> Effect {
+    fn handle(&mut self, config: &Config, code: u32, a: Js, b: Js, n: f64) -> Effect {
         let mut effect = Effect::default();
         match code {
-            code::PAINT => self.fcp.entry(&a, &mut self.view, &mut self.out),
+            code::PAINT => self.fcp.entry(a, &mut self.view, &mut self.out),
             code::LCP => self.lcp.entry(a),
             code::SHIFT => self.cls.entry(a),
-            code::EVENT => self.inp.entry(&a),
+            code::EVENT => self.inp.entry(a),
             code::FIRST_INPUT => {
-                self.inp.entry(&a);
-                self.fid.entry(&a, &self.view, &mut self.out);
+                self.inp.entry(a);
+                self.fid.entry(a, &self.view, &mut self.out);
             }
-            code::MEASURE => measure::entry(&a, &mut self.out),
-            code::SOFT_NAVIGATION => self.soft_navigation(config, &a),
-            code::INTERACTION_PAINT => self.lcp.interaction_paint(&a),
+            code::MEASURE => measure::entry(a, &mut self.out),
+            code::SOFT_NAVIGATION => self.soft_navigation(config, a),
+            code::INTERACTION_PAINT => self.lcp.interaction_paint(a),
             code::VISIBILITY if host::hidden() => {
                 if self.view.first_hidden == f64::INFINITY {
-                    self.view.first_hidden = host::num(&a, "timeStamp");
+                    self.view.first_hidden = host::num(a, "timeStamp");
                 }
                 self.hidden(config);
                 effect.flush = true;
@@ -524,11 +506,11 @@ impl Core {
                 self.hidden(config);
                 effect.flush = true;
             }
-            code::PAGESHOW if host::flag(&a, "persisted") => {
-                self.restored(host::num(&a, "timeStamp"));
+            code::PAGESHOW if host::flag(a, "persisted") => {
+                self.restored(host::num(a, "timeStamp"));
                 effect.flush = true;
             }
-            code::INPUT => self.finalize_lcp(Finalizer::Input { trusted: host::flag(&a, "isTrusted") }),
+            code::INPUT => self.finalize_lcp(Finalizer::Input { trusted: host::flag(a, "isTrusted") }),
             code::PRERENDERED => {
                 self.measure(config);
                 if host::hidden() {
@@ -541,7 +523,7 @@ impl Core {
                 let (activation, context) = self.load.clone();
                 ttfb::report(activation, &mut self.out);
                 if let (Some(nav), Some(_)) = (host::navigation(), ttfb::value(activation)) {
-                    load::report(&nav, activation, &mut self.out);
+                    load::report(nav, activation, &mut self.out);
                 }
                 if context.page != self.context.page {
                     self.stamp(&context);
@@ -554,15 +536,15 @@ impl Core {
                     self.lcp.painted_after_restore(at, &self.view, &mut self.out);
                 }
             }
-            code::FETCH_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Fetch(&a, &b))),
-            code::FETCH_END => self.calls.fetch_ended(n as u32, &a, &b, &mut self.out),
-            code::XHR_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Xhr(&a, &b))),
-            code::XHR_END => self.calls.xhr_ended(n as u32, &a, &mut self.out),
+            code::FETCH_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Fetch(a, b))),
+            code::FETCH_END => self.calls.fetch_ended(n as u32, a, b, &mut self.out),
+            code::XHR_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Xhr(a, b))),
+            code::XHR_END => self.calls.xhr_ended(n as u32, a, &mut self.out),
             code::POSTED => {
                 // A response that is not a server error means delivered (a 4xx will not get better
                 // by resending); an error or a 5xx/429 means try again with the next send.
-                let status = host::num(&a, "status");
-                if host::kind_of(&a) != Kind::Missing && status < 500.0 && status != 429.0 {
+                let status = host::num(a, "status");
+                if host::kind_of(a) != Kind::Missing && status < 500.0 && status != 429.0 {
                     self.posting.retain(|(token, _)| *token != n);
                 } else {
                     self.requeue(n);
@@ -574,7 +556,7 @@ impl Core {
     }
 
     /// Entries of observer `code` recorded but not yet delivered.
-    fn pending(code: u32) -> impl Iterator<Item = JsValue> {
+    fn pending(code: u32) -> impl Iterator<Item = Js> {
         host::items(host::take(code))
     }
 
@@ -593,7 +575,7 @@ impl Core {
     fn hidden(&mut self, config: &Config) {
         // A soft navigation the browser recorded but did not deliver yet still starts its page view.
         for entry in Core::pending(code::SOFT_NAVIGATION) {
-            self.soft_navigation(config, &entry);
+            self.soft_navigation(config, entry);
         }
         if self.view.first_hidden == f64::INFINITY {
             self.view.first_hidden = host::now();
@@ -601,11 +583,11 @@ impl Core {
         // A paint or input recorded but not yet delivered still counts (a visitor who leaves right
         // after the first paint would otherwise take FCP, and CLS with it, away).
         for entry in Core::pending(code::PAINT) {
-            self.fcp.entry(&entry, &mut self.view, &mut self.out);
+            self.fcp.entry(entry, &mut self.view, &mut self.out);
         }
         for entry in Core::pending(code::FIRST_INPUT) {
-            self.inp.entry(&entry);
-            self.fid.entry(&entry, &self.view, &mut self.out);
+            self.inp.entry(entry);
+            self.fid.entry(entry, &self.view, &mut self.out);
         }
         self.finalize_lcp(Finalizer::Hidden);
         if self.shifts {
@@ -615,7 +597,7 @@ impl Core {
             self.cls.report(&self.view, &mut self.out);
         }
         for entry in Core::pending(code::EVENT) {
-            self.inp.entry(&entry);
+            self.inp.entry(entry);
         }
         self.inp.report(&mut self.out);
     }
@@ -625,26 +607,26 @@ impl Core {
     /// final and reported — and a new one starts at the interaction that changed the URL, with
     /// its own id and URL, TTFB 0 and FCP at once (the entry's first contentful paint), LCP from
     /// that interaction's contentful paints, CLS and INP counted from here.
-    fn soft_navigation(&mut self, config: &Config, entry: &JsValue) {
+    fn soft_navigation(&mut self, config: &Config, entry: Js) {
         // Shifts and interactions recorded but not delivered yet belong to the page view they
         // ended in: web-vitals sorts them with the soft navigation by start time + duration (the
         // soft navigation's is its first paint).
         let start = host::num(entry, "startTime");
         let boundary = start + host::num(entry, "duration");
-        let after = |e: &JsValue| host::num(e, "startTime") + host::num(e, "duration") > boundary;
+        let after = |e: Js| host::num(e, "startTime") + host::num(e, "duration") > boundary;
         let (mut later_shifts, mut later_events) = (Vec::new(), Vec::new());
         for shift in Core::pending(code::SHIFT) {
-            if after(&shift) {
+            if after(shift) {
                 later_shifts.push(shift);
             } else {
                 self.cls.entry(shift);
             }
         }
         for event in Core::pending(code::EVENT) {
-            if after(&event) {
+            if after(event) {
                 later_events.push(event);
             } else {
-                self.inp.entry(&event);
+                self.inp.entry(event);
             }
         }
         self.finalize_lcp(Finalizer::Hidden);
@@ -655,7 +637,7 @@ impl Core {
         let previous = self.context.clone();
         self.stamp(&previous);
 
-        let path = host::text(&host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
+        let path = host::text(host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
         self.context = Rc::new(Context {
             page: host::random_id(),
             url: route(config, &path.unwrap_or_else(|| String::from("/"))),
@@ -670,7 +652,7 @@ impl Core {
         };
         self.fcp.soft_navigation(if painted > 0.0 { (painted - start).max(0.0) } else { 0.0 }, &mut self.out);
         let largest = host::method(entry, "getLargestInteractionContentfulPaint");
-        self.lcp = lcp::Watch::soft_navigation(start, host::num(entry, "interactionId"), &largest);
+        self.lcp = lcp::Watch::soft_navigation(start, host::num(entry, "interactionId"), largest);
         self.cls = cls::Watch::default();
         self.inp.restart();
         ttfb::zero(0.0, &mut self.out);
@@ -678,7 +660,7 @@ impl Core {
             self.cls.entry(shift);
         }
         for event in later_events {
-            self.inp.entry(&event);
+            self.inp.entry(event);
         }
     }
 
@@ -766,8 +748,8 @@ fn first_hidden(activation: f64) -> f64 {
     let prerendering = host::prerendering();
     if !prerendering {
         let earlier = host::items(host::entries("visibility-state"))
-            .find(|e| host::is(e, "name", "hidden") && host::num(e, "startTime") >= activation)
-            .map(|e| host::num(&e, "startTime"));
+            .find(|e| host::is(*e, "name", "hidden") && host::num(*e, "startTime") >= activation)
+            .map(|e| host::num(e, "startTime"));
         if let Some(time) = earlier {
             return time;
         }
@@ -781,7 +763,7 @@ fn first_hidden(activation: f64) -> f64 {
 
 /// The page's path as the envelope's `url`.
 fn page_url(config: &Config) -> String {
-    route(config, &host::text(&host::root(host::LOCATION), "pathname").unwrap_or_else(|| String::from("/")))
+    route(config, &host::text(host::LOCATION, "pathname").unwrap_or_else(|| String::from("/")))
 }
 
 /// A page path as the envelope's `url`: the first matching route template, else normalised.
@@ -792,18 +774,18 @@ fn route(config: &Config, path: &str) -> String {
 /// The browser reports soft navigations the way web-vitals 6 relies on (the entry type, and
 /// `getLargestInteractionContentfulPaint` on its entries); older experimental versions do not.
 fn soft_navigations_supported() -> bool {
-    let entry = host::get(&host::root(WINDOW), "PerformanceSoftNavigation");
-    host::kind(&host::get(&host::get(&entry, "prototype"), "getLargestInteractionContentfulPaint")) == 5
+    let entry = host::get(WINDOW, "PerformanceSoftNavigation");
+    host::kind(host::get(host::get(entry, "prototype"), "getLargestInteractionContentfulPaint")) == 5
 }
 
 fn navigation_type() -> NavigationType {
     if host::prerendering() || host::activation_start() > 0.0 {
         return NavigationType::Prerender;
     }
-    if host::flag(&host::root(DOCUMENT), "wasDiscarded") {
+    if host::flag(DOCUMENT, "wasDiscarded") {
         return NavigationType::Restore;
     }
-    match host::navigation().and_then(|e| host::text(&e, "type")).as_deref() {
+    match host::navigation().and_then(|e| host::text(e, "type")).as_deref() {
         Some("reload") => NavigationType::Reload,
         Some("back_forward") => NavigationType::BackForward,
         _ => NavigationType::Navigate,

@@ -8,11 +8,11 @@
 //! itself and URLs on the ignore list are not timed. Opaque (`no-cors`) responses carry no
 //! status, so they are not reported.
 
+use crate::host::Js;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 use pulse_protocol::{text, ServerTiming};
-use wasm_bindgen::JsValue;
 
 use crate::config::Config;
 use crate::host::{self, Kind};
@@ -45,9 +45,9 @@ pub struct Calls {
 
 /// How a call is made: `fetch(input, init)`, or XHR's `(method, url)`.
 #[derive(Debug)]
-pub enum Begin<'a> {
-    Fetch(&'a JsValue, &'a JsValue),
-    Xhr(&'a JsValue, &'a JsValue),
+pub enum Begin {
+    Fetch(Js, Js),
+    Xhr(Js, Js),
 }
 
 impl Default for Calls {
@@ -59,12 +59,12 @@ impl Default for Calls {
 impl Calls {
     /// No calls yet; the page's origin is read now.
     pub fn new() -> Calls {
-        let origin = host::text(&host::root(host::LOCATION), "origin").unwrap_or_default();
+        let origin = host::text(host::LOCATION, "origin").unwrap_or_default();
         Calls { pending: [const { None }; MAX_PENDING], next_id: 0, origin }
     }
 
     /// A call starts: its id (0 when it is not timed).
-    pub fn begin(&mut self, config: &Config, how: Begin<'_>) -> u32 {
+    pub fn begin(&mut self, config: &Config, how: Begin) -> u32 {
         let (url, method) = match how {
             Begin::Fetch(input, init) => {
                 let url = match host::kind_of(input) {
@@ -91,9 +91,9 @@ impl Calls {
             (self.origin.clone() + &url, Some(url))
         } else {
             let parsed = host::url(&url);
-            let href = host::text(&parsed, "href")?;
-            let same_origin = host::is(&parsed, "origin", &self.origin);
-            (href, if same_origin { host::text(&parsed, "pathname") } else { None })
+            let href = host::text(parsed, "href")?;
+            let same_origin = host::is(parsed, "origin", &self.origin);
+            (href, if same_origin { host::text(parsed, "pathname") } else { None })
         };
         if href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
             return None;
@@ -106,7 +106,7 @@ impl Calls {
     }
 
     /// A fetch settled: `response` or `error` (one of them is undefined).
-    pub fn fetch_ended(&mut self, id: u32, response: &JsValue, error: &JsValue, out: &mut Outbox) {
+    pub fn fetch_ended(&mut self, id: u32, response: Js, error: Js, out: &mut Outbox) {
         let Some(call) = self.take(id) else { return };
         let outcome = if host::kind_of(response) == Kind::Missing {
             Outcome::Failed(match host::text(error, "name").as_deref() {
@@ -124,7 +124,7 @@ impl Calls {
     }
 
     /// An XMLHttpRequest finished (`loadend`).
-    pub fn xhr_ended(&mut self, id: u32, xhr: &JsValue, out: &mut Outbox) {
+    pub fn xhr_ended(&mut self, id: u32, xhr: Js, out: &mut Outbox) {
         let Some(call) = self.take(id) else { return };
         let status = host::num(xhr, "status");
         let timeout = host::num(xhr, "timeout");

@@ -5,9 +5,9 @@
 //! window's previous shift and less than 5 s after the window's first; otherwise it opens a new
 //! window. CLS is the largest window's sum, and only grows.
 
+use crate::host::{Js, Kept};
 use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::report::{load_state, selector, Attribution, Instance, Outbox, View};
@@ -101,18 +101,18 @@ pub struct Watch {
     instance: Instance,
     /// The latest entries without recent input, a ring of [`MAX_KEPT_ENTRIES`] (the one found for
     /// attribution is matched by time and value, so their order does not matter).
-    entries: Vec<JsValue>,
+    entries: Vec<Kept>,
     /// Entries kept so far (the next one replaces `kept % MAX_KEPT_ENTRIES` once the ring is full).
     kept: usize,
 }
 
 impl Watch {
     /// A `layout-shift` entry.
-    pub fn entry(&mut self, entry: JsValue) {
+    pub fn entry(&mut self, entry: Js) {
         let shift = LayoutShift {
-            start_time: host::num(&entry, "startTime"),
-            value: host::num(&entry, "value"),
-            had_recent_input: host::flag(&entry, "hadRecentInput"),
+            start_time: host::num(entry, "startTime"),
+            value: host::num(entry, "value"),
+            had_recent_input: host::flag(entry, "hadRecentInput"),
         };
         if !shift.value.is_finite() {
             return;
@@ -120,9 +120,9 @@ impl Watch {
         self.cls.add(shift);
         if !shift.had_recent_input {
             if self.entries.len() < MAX_KEPT_ENTRIES {
-                self.entries.push(entry);
+                self.entries.push(host::keep(entry));
             } else if let Some(oldest) = self.entries.get_mut(self.kept % MAX_KEPT_ENTRIES) {
-                *oldest = entry;
+                *oldest = host::keep(entry);
             }
             self.kept += 1;
         }
@@ -136,15 +136,18 @@ impl Watch {
         }
         let attribution = match self.cls.largest_shift() {
             Some(largest) => {
-                let entry =
-                    self.entries.iter().find(|e| host::num(e, "startTime") == largest.start_time && host::num(e, "value") == largest.value);
+                let entry = self
+                    .entries
+                    .iter()
+                    .map(Kept::js)
+                    .find(|e| host::num(*e, "startTime") == largest.start_time && host::num(*e, "value") == largest.value);
                 // The first source that is an element (web-vitals' choice), else the first.
-                let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(JsValue::UNDEFINED);
-                let source = host::items(sources.clone())
-                    .find(|s| host::num(&host::get(s, "node"), "nodeType") == 1.0)
-                    .or_else(|| (host::len(&sources) > 0).then(|| host::at(&sources, 0)));
+                let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(host::UNDEFINED);
+                let source = host::items(sources)
+                    .find(|s| host::num(host::get(*s, "node"), "nodeType") == 1.0)
+                    .or_else(|| (host::len(sources) > 0).then(|| host::at(sources, 0)));
                 Attribution::default()
-                    .text("largestShiftTarget", source.and_then(|s| selector(&host::get(&s, "node"))))
+                    .text("largestShiftTarget", source.and_then(|s| selector(host::get(s, "node"))))
                     .num("largestShiftValue", largest.value)
                     .num("largestShiftTime", largest.start_time)
                     .text("loadState", load_state(largest.start_time))

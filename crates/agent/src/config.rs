@@ -8,13 +8,13 @@
 //! `/docs/*`), `beforeSend` (function), `trackFetch` and `trackMeasures` (default true),
 //! `softNavigations` (default false).
 
+use crate::host::Kept;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 use pulse_protocol::limits::{MAX_METRICS_PER_BEACON, MAX_SHORT_LEN};
-use wasm_bindgen::JsValue;
 
-use crate::host::{self, Kind};
+use crate::host::{self, Js, Kind};
 
 pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 30_000;
@@ -41,13 +41,13 @@ const FUNCTION: u32 = 5;
 const ARRAY: u32 = 6;
 
 /// A URL the fetch wrapper does not time: a substring of the absolute URL, or a `RegExp`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Ignore {
     Contains(String),
-    Matches(JsValue),
+    Matches(Kept),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Config {
     /// Absolute beacon URL (`https://rum.example.com/v1/beacon`), resolved against the page.
     pub endpoint: String,
@@ -59,7 +59,7 @@ pub struct Config {
     pub flush_interval_ms: u32,
     pub ignore: Vec<Ignore>,
     pub routes: Vec<String>,
-    pub before_send: Option<JsValue>,
+    pub before_send: Option<Kept>,
     pub track_fetch: bool,
     pub track_measures: bool,
     /// Each soft navigation of a single-page app is a page view of its own (web-vitals'
@@ -111,22 +111,23 @@ impl Default for Config {
 
 impl Config {
     /// Reads and checks the options object.
-    pub fn from_js(options: &JsValue) -> Result<Config, ConfigError> {
+    pub fn from_js(options: Js) -> Result<Config, ConfigError> {
         if host::kind_of(options) != Kind::Object {
             return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
         }
-        for key in pulse_protocol::text::pieces(&host::keys(options), b"\n").filter(|k| !k.is_empty()) {
+        for pair in host::items(host::pairs(options)) {
+            let key = host::string(host::at(pair, 0));
             if !OPTIONS.iter().any(|(name, _)| *name == key) {
-                return Err(ConfigError { option: key.to_owned(), problem: "is not an option (see PulseConfig in the types)" });
+                return Err(ConfigError { option: key, problem: "is not an option (see PulseConfig in the types)" });
             }
         }
         // Every option is missing or of its kind (false and true are kinds 1 and 2); numbers are
         // finite. One loop, so one way out for all of them.
-        let values: [JsValue; 13] = OPTIONS.map(|(name, _)| host::get(options, name));
+        let values: [Js; 13] = OPTIONS.map(|(name, _)| host::get(options, name));
         for ((name, want), value) in OPTIONS.iter().zip(&values) {
-            let kind = host::kind(value);
+            let kind = host::kind(*value);
             let fits = kind == 0 || kind == *want || (*want == BOOLEAN && kind == 1);
-            if !fits || (*want == NUMBER && kind != 0 && !value.as_f64().is_some_and(f64::is_finite)) {
+            if !fits || (*want == NUMBER && kind != 0 && !host::value(*value).is_finite()) {
                 let problem = match *want {
                     STRING => "must be a string",
                     NUMBER => "must be a finite number",
@@ -138,47 +139,48 @@ impl Config {
             }
         }
         let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures, soft] = values;
-        let text = |v: &JsValue| (host::kind(v) != 0).then(|| host::string(v));
-        let endpoint = text(&endpoint).ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
+        let text = |v: Js| (host::kind(v) != 0).then(|| host::string(v));
+        let endpoint = text(endpoint).ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
         let mut config = Config {
-            endpoint: host::text(&host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?,
-            site: text(&site).ok_or(ConfigError::new("site", "is required: the site key"))?,
-            release: text(&release),
-            env: text(&env),
-            before_send: (host::kind(&before_send) != 0).then_some(before_send),
-            track_fetch: host::kind(&track_fetch) != 1,
-            track_measures: host::kind(&track_measures) != 1,
-            soft_navigations: host::kind(&soft) == 2,
+            endpoint: host::text(host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?,
+            site: text(site).ok_or(ConfigError::new("site", "is required: the site key"))?,
+            release: text(release),
+            env: text(env),
+            before_send: (host::kind(before_send) != 0).then(|| host::keep(before_send)),
+            track_fetch: host::kind(track_fetch) != 1,
+            track_measures: host::kind(track_measures) != 1,
+            soft_navigations: host::kind(soft) == 2,
             ..Config::default()
         };
-        if let Some(rate) = rate.as_f64() {
+        let number = |v: Js| Some(host::value(v)).filter(|n| !n.is_nan());
+        if let Some(rate) = number(rate) {
             config.sample_rate = rate;
         }
-        if let Some(batch) = batch.as_f64() {
+        if let Some(batch) = number(batch) {
             // Checked on the raw number so 0.5 batches are refused, not rounded.
             if batch != (batch as i64) as f64 {
                 return Err(ConfigError::new("batchSize", "must be a whole number from 1 to 500"));
             }
             config.batch_size = batch as usize;
         }
-        if let Some(interval) = interval.as_f64() {
+        if let Some(interval) = number(interval) {
             config.flush_interval_ms = interval as u32;
         }
         for item in host::items(ignore) {
             config.ignore.push(
-                match host::kind_of(&item) {
-                    Kind::String => Some(host::string(&item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
-                    Kind::RegExp => Some(Ignore::Matches(item)),
+                match host::kind_of(item) {
+                    Kind::String => Some(host::string(item)).filter(|s| !s.is_empty()).map(Ignore::Contains),
+                    Kind::RegExp => Some(Ignore::Matches(host::keep(item))),
                     _ => None,
                 }
                 .ok_or(ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?,
             );
         }
         for item in host::items(routes) {
-            if host::kind_of(&item) != Kind::String {
+            if host::kind_of(item) != Kind::String {
                 return Err(ConfigError::new("routes", "must hold strings"));
             }
-            config.routes.push(host::string(&item));
+            config.routes.push(host::string(item));
         }
         config.check()?;
         Ok(config)
@@ -188,7 +190,7 @@ impl Config {
     pub fn ignores(&self, ignore: &Ignore, url: &str) -> bool {
         match ignore {
             Ignore::Contains(part) => pulse_protocol::route::find(url, part).is_some(),
-            Ignore::Matches(re) => host::test(re, url),
+            Ignore::Matches(re) => host::test(re.js(), url),
         }
     }
 

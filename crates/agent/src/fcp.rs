@@ -3,9 +3,9 @@
 //! hidden before it. After a back/forward-cache restore: the time from the `pageshow` event to the
 //! next paint (two animation frames).
 
+use crate::host::Js;
 use alloc::string::String;
 use pulse_protocol::Vital;
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::report::{load_state, Attribution, Instance, Outbox, View};
@@ -18,7 +18,7 @@ pub struct Watch {
 
 impl Watch {
     /// A `paint` entry.
-    pub fn entry(&mut self, entry: &JsValue, view: &mut View, out: &mut Outbox) {
+    pub fn entry(&mut self, entry: Js, view: &mut View, out: &mut Outbox) {
         if !host::is(entry, "name", "first-contentful-paint") {
             return;
         }

@@ -2,8 +2,8 @@
 //! once if the input came before the page was first hidden. web-vitals dropped FID for INP in
 //! version 5; it is kept here because teams still compare it with older reports.
 
+use crate::host::Js;
 use pulse_protocol::Vital;
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::report::{load_state, selector, Attribution, Instance, Outbox, View};
@@ -16,14 +16,14 @@ pub struct Watch {
 
 impl Watch {
     /// A `first-input` entry.
-    pub fn entry(&mut self, entry: &JsValue, view: &View, out: &mut Outbox) {
+    pub fn entry(&mut self, entry: Js, view: &View, out: &mut Outbox) {
         let start_time = host::num(entry, "startTime");
         if self.reported || start_time.is_nan() || start_time >= view.first_hidden {
             return;
         }
         self.reported = true;
         let attribution = Attribution::default()
-            .text("eventTarget", selector(&host::get(entry, "target")))
+            .text("eventTarget", selector(host::get(entry, "target")))
             .text("eventType", host::text(entry, "name"))
             .text("loadState", load_state(start_time));
         let value = (host::num(entry, "processingStart") - start_time).max(0.0);

@@ -11,11 +11,11 @@
 //! but none at or above the observer's 40 ms threshold reports 8 ms, as web-vitals 6 does (the
 //! interactions were fast; reporting none would bias INP upwards).
 
+use crate::host::Js;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::report::{load_state, selector, Attribution, Instance, Outbox};
@@ -183,7 +183,7 @@ pub struct Watch {
 
 impl Watch {
     /// An `event` or `first-input` entry.
-    pub fn entry(&mut self, entry: &JsValue) {
+    pub fn entry(&mut self, entry: Js) {
         let id = host::num(entry, "interactionId");
         let timing = EventTiming {
             interaction_id: if id.is_finite() && id > 0.0 { id as u64 } else { 0 },
@@ -198,7 +198,7 @@ impl Watch {
         self.inp.add(timing);
         let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
         if !known && self.inp.contains(timing.interaction_id) {
-            let target = selector(&host::get(entry, "target"));
+            let target = selector(host::get(entry, "target"));
             self.targets.retain(|(id, _, _)| *id != timing.interaction_id);
             self.targets.push((timing.interaction_id, target, host::text(entry, "name")));
             if self.targets.len() > MAX_TARGETS {
@@ -241,7 +241,7 @@ impl Watch {
 
 /// `performance.interactionCount`, where the browser has it.
 fn browser_count() -> Option<u64> {
-    let count = host::num(&host::root(host::PERFORMANCE), "interactionCount");
+    let count = host::num(host::PERFORMANCE, "interactionCount");
     count.is_finite().then_some(count as u64)
 }
 

@@ -7,8 +7,8 @@
 //! hidden; scrolling alone does not finalise it (browsers stop emitting candidates on scroll, but
 //! web-vitals waits for a real input).
 
+use crate::host::{Js, Kept};
 use pulse_protocol::{Rating, Vital};
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::report::{selector, Attribution, Instance, Outbox, View};
@@ -90,7 +90,7 @@ pub struct Watch {
     lcp: Lcp,
     instance: Instance,
     /// The last candidate entry, for attribution.
-    entry: JsValue,
+    entry: Option<Kept>,
     /// A soft navigation's page view: the `interactionId` that started it (only that
     /// interaction's contentful paints count) and its start time.
     soft: Option<(f64, f64)>,
@@ -98,18 +98,13 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(view: &View) -> Watch {
-        Watch {
-            lcp: Lcp::new(view.activation_start, view.first_hidden),
-            instance: Instance::default(),
-            entry: JsValue::UNDEFINED,
-            soft: None,
-        }
+        Watch { lcp: Lcp::new(view.activation_start, view.first_hidden), instance: Instance::default(), entry: None, soft: None }
     }
 
     /// The LCP of a soft navigation started at `start` by interaction `interaction`, whose
     /// largest contentful paint so far is `largest` (an `interaction-contentful-paint` entry).
     /// As web-vitals: measured from the interaction's start, never hidden before it began.
-    pub fn soft_navigation(start: f64, interaction: f64, largest: &JsValue) -> Watch {
+    pub fn soft_navigation(start: f64, interaction: f64, largest: Js) -> Watch {
         let mut watch = Watch { soft: Some((interaction, start)), ..Watch::new(&View::new(start, f64::INFINITY)) };
         watch.interaction_paint(largest);
         watch
@@ -117,25 +112,25 @@ impl Watch {
 
     /// A `largest-contentful-paint` entry (of the page load; a soft navigation's LCP comes from
     /// its interaction's paints).
-    pub fn entry(&mut self, entry: JsValue) {
-        if self.soft.is_none() && self.lcp.candidate(host::num(&entry, "startTime")).is_some() {
-            self.entry = entry;
+    pub fn entry(&mut self, entry: Js) {
+        if self.soft.is_none() && self.lcp.candidate(host::num(entry, "startTime")).is_some() {
+            self.entry = Some(host::keep(entry));
         }
     }
 
     /// An `interaction-contentful-paint` entry: a candidate if its interaction started the current
     /// soft navigation. The value is the paint's `renderTime` (0 when unknown, as web-vitals)
     /// minus the interaction's start.
-    pub fn interaction_paint(&mut self, entry: &JsValue) {
+    pub fn interaction_paint(&mut self, entry: Js) {
         let Some((interaction, _)) = self.soft else { return };
         if host::num(entry, "interactionId") != interaction {
             return;
         }
         let largest = host::get(entry, "largestContentfulPaint");
-        let render = host::num(&largest, "renderTime");
+        let render = host::num(largest, "renderTime");
         let render = if render.is_nan() { 0.0 } else { render };
         if self.lcp.candidate_since(render, host::num(entry, "startTime")).is_some() {
-            self.entry = largest;
+            self.entry = Some(host::keep(largest));
         }
     }
 
@@ -143,15 +138,19 @@ impl Watch {
         self.lcp.is_final()
     }
 
+    fn candidate(&self) -> Js {
+        self.entry.as_ref().map_or(host::UNDEFINED, Kept::js)
+    }
+
     /// Applies a finalising event (pending entries read first); reports once.
     pub fn finalize(&mut self, by: Finalizer, view: &View, out: &mut Outbox) {
         let Some(value) = self.lcp.finalize(by) else { return };
         let attribution = match self.soft {
             // A soft navigation fetched no document: its sub-parts count from its start, TTFB 0.
-            Some((_, start)) => attribution(start, 0.0, value, &self.entry),
+            Some((_, start)) => attribution(start, 0.0, value, self.candidate()),
             None => {
                 let ttfb = crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value);
-                attribution(view.activation_start, ttfb, value, &self.entry)
+                attribution(view.activation_start, ttfb, value, self.candidate())
             }
         };
         self.instance.report(out, Vital::Lcp, value, attribution);
@@ -170,24 +169,24 @@ impl Watch {
 /// web-vitals' LCP breakdown: time to first byte, resource load delay and duration, and the
 /// element render delay, which add up to the value; times count from `activation` (a soft
 /// navigation's start for one).
-fn attribution(activation: f64, ttfb: f64, value: f64, entry: &JsValue) -> Attribution {
+fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js) -> Attribution {
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
     // As web-vitals: the latest request of the URL that started before the element was painted.
     let painted = host::num(entry, "startTime");
-    let resource = url.as_deref().map(|url| host::resource(url, painted)).filter(|r| host::kind(r) != 0);
+    let resource = url.as_deref().map(|url| host::resource(url, painted)).filter(|r| host::kind(*r) != 0);
     let (request_start, response_end) = match &resource {
         Some(r) => {
-            let requested = match host::num(r, "requestStart") {
+            let requested = match host::num(*r, "requestStart") {
                 t if t > 0.0 => t,
-                _ => host::num(r, "startTime"),
+                _ => host::num(*r, "startTime"),
             };
             let request_start = (requested - activation).max(ttfb);
-            (request_start, (host::num(r, "responseEnd") - activation).max(request_start).min(value))
+            (request_start, (host::num(*r, "responseEnd") - activation).max(request_start).min(value))
         }
         None => (ttfb, ttfb),
     };
     Attribution::default()
-        .text("element", selector(&host::get(entry, "element")))
+        .text("element", selector(host::get(entry, "element")))
         .text("url", url)
         .num("timeToFirstByte", ttfb)
         .num("resourceLoadDelay", request_start - ttfb)

@@ -22,13 +22,15 @@
 //! The crate is `no_std` for the page (no formatting or panic machinery: a panic traps); the
 //! `std` feature (default, for tests and tools) links the standard library instead.
 //!
-//! The JavaScript API is [`init`], returning a [`Pulse`] handle.
+//! The JavaScript API (`js/pulse.js`: `init`, returning a handle) calls the functions below
+//! through [`abi`]'s exports; the browser tests call them through [`Pulse`] (feature `std`).
 #![no_std]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod abi;
 mod agent;
 pub mod api;
 pub mod cls;
@@ -63,204 +65,204 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use wasm_bindgen::prelude::*;
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::host::Kind;
+use crate::abi::CURRENT;
+use crate::host::{Js, Kind};
 
 pub use agent::Stats;
 
-#[wasm_bindgen(typescript_custom_section)]
-const TYPES: &'static str = r#"
-/** Options of `init`. */
-export interface PulseConfig {
-  /** The collector's beacon URL, absolute or relative to the page (e.g. "/v1/beacon"). */
-  endpoint: string;
-  /** The site key the collector knows this site by. */
-  site: string;
-  /** Your release or version, to compare releases. */
-  release?: string;
-  /** Environment name (production, staging …). */
-  env?: string;
-  /** Share of sessions measured, 0..1 (default 1); decided once per session. */
-  sampleRate?: number;
-  /** Send when this many metrics are waiting (1..500, default 50). */
-  batchSize?: number;
-  /** Send at least this often while metrics wait, ms (1000..600000, default 30000). */
-  flushInterval?: number;
-  /** fetch calls whose absolute URL contains one of these strings or matches one of these RegExps are not timed. */
-  ignoreUrls?: (string | RegExp)[];
-  /** Path templates: "/products/:slug" (one segment), "/docs/*" (the rest). */
-  routes?: string[];
-  /** Sees each metric before it is queued: return it (possibly changed), or null/false to drop it. */
-  beforeSend?: (metric: PulseMetric) => PulseMetric | null | false | undefined;
-  /** Time the page's fetch calls (default true). */
-  trackFetch?: boolean;
-  /** Record performance.measure() entries as custom metrics (default true). */
-  trackMeasures?: boolean;
-  /**
-   * Single-page apps: each soft navigation (a click that changes the URL and paints new content)
-   * is a page view of its own, with its own FCP, LCP, CLS, INP and TTFB (0), as web-vitals'
-   * `reportSoftNavs`. Default false: it changes when the first page's CLS and INP are final.
-   * Browsers without soft-navigation entries measure as if it were off.
-   */
-  softNavigations?: boolean;
+/// Generations of agents started: a handle is the generation it was returned by.
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// The running agent, if `handle` names it.
+fn agent(handle: u32) -> Option<Rc<agent::Agent>> {
+    last(handle).filter(|a| a.running())
 }
 
-/** One measurement, as sent to the collector. */
-export interface PulseMetric {
-  /** FCP, LCP, CLS, FID, INP, TTFB; "api" for fetch calls; or a custom name. */
-  name: string;
-  value: number;
-  /** Epoch ms when measured. */
-  at: number;
-  rating?: "good" | "needs-improvement" | "poor";
-  delta?: number;
-  id?: string;
-  attribution?: Record<string, string | number>;
-  route?: string;
-  method?: string;
-  status?: number;
-  ok?: boolean;
-  error?: string;
-  server_timing?: { name: string; dur?: number; desc?: string }[];
-  tags?: Record<string, string>;
+/// The agent `handle` names, also after its shutdown (until the next one starts).
+fn last(handle: u32) -> Option<Rc<agent::Agent>> {
+    CURRENT.0.borrow().as_ref().filter(|(h, _)| *h == handle).map(|(_, a)| a.clone())
 }
 
-/** What the agent has done so far. */
-export interface PulseStats {
-  measured: number;
-  sent: number;
-  beacons: number;
-  retried: number;
-  droppedUnsampled: number;
-  droppedByBeforeSend: number;
-  beforeSendErrors: number;
-  droppedQueueFull: number;
-  droppedTooLarge: number;
-  rejectedRecords: number;
-  /** Main-thread time spent in agent code (callbacks, the fetch wrapper, API calls), ms. */
-  busyMs: number;
-  /** The longest single stretch of agent code, ms. */
-  longestMs: number;
-}
-"#;
-
-/// Starts measuring. Throws an `Error` naming the option when the options are wrong, or when the
-/// agent is already running. JavaScript calls it `start`; the package's entry module wraps it as
-/// `init`, which first loads the WebAssembly.
-#[wasm_bindgen(js_name = start)]
-pub fn init(#[wasm_bindgen(unchecked_param_type = "PulseConfig")] options: JsValue) -> Result<Pulse, JsError> {
-    let config = config::Config::from_js(&options).map_err(|e| JsError::new(&e.message()))?;
-    let agent = agent::start(config).map_err(JsError::new)?;
-    Ok(Pulse { agent })
+/// Starts measuring with `options` (the object passed to `init`); the new agent's handle. Fails
+/// with a message naming the option when the options are wrong, or when an agent is running.
+pub fn start(options: Js) -> Result<u32, String> {
+    if CURRENT.0.borrow().as_ref().is_some_and(|(_, a)| a.running()) {
+        return Err(String::from("pulse.init: the agent is already running; call shutdown() on its handle first"));
+    }
+    let config = config::Config::from_js(options).map_err(|e| e.message())?;
+    let handle = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
+    let agent = agent::Agent::new(config);
+    *CURRENT.0.borrow_mut() = Some((handle, agent.clone()));
+    agent.start();
+    Ok(handle)
 }
 
-/// The handle `init` returns. It drives the agent it was returned by, only: after `shutdown()`
-/// it does nothing (and `record` throws), also when a new agent has been started since.
-#[wasm_bindgen]
-#[derive(Debug, Clone)]
-pub struct Pulse {
-    agent: Rc<agent::Agent>,
+/// One event from the page: `code` as the agent asked for it, its objects at `base` and
+/// `base + 1`, a number. Returns what the host hands back (a request id for the wrappers).
+pub fn event(code: u32, base: i32, n: f64) -> f64 {
+    let current = CURRENT.0.borrow().as_ref().map(|(_, a)| a.clone());
+    current.filter(|a| a.running()).map_or(0.0, |agent| agent.dispatch(code, Js::raw(base), Js::raw(base + 1), n))
 }
 
-#[wasm_bindgen]
-impl Pulse {
-    /// Records a custom metric: `record('cart.items', 3, { plan: 'pro' })`. Throws an `Error`
-    /// saying what is wrong with a bad name, value or tags (and counts it in `stats()`).
-    pub fn record(
-        &self,
-        name: JsValue,
-        value: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] tags: JsValue,
-    ) -> Result<(), JsError> {
-        let agent = &self.agent;
-        if !agent.running() {
-            return Err(JsError::new("pulse.record: the agent has been shut down"));
-        }
-        agent.timed(|| {
-            let checked = read_record(&name, &value, &tags).map_err(String::from).and_then(|(name, value, tags)| {
-                measure::check(&name, value, &tags).map_err(|rule| String::from("pulse.record: ") + rule)?;
-                Ok((name, value, tags))
-            });
-            match checked {
-                Ok((name, value, tags)) => {
-                    agent.record(measure::metric(&name, value, host::epoch(), &tags));
-                    Ok(())
-                }
-                Err(message) => {
-                    agent.reject_record();
-                    Err(JsError::new(&message))
-                }
+/// Records a custom metric: `record('cart.items', 3, { plan: 'pro' })`. Fails saying what is
+/// wrong with a bad name, value or tags (and counts it in the stats).
+pub fn record(handle: u32, name: Js, value: Js, tags: Js) -> Result<(), String> {
+    let Some(agent) = agent(handle) else {
+        return Err(String::from("pulse.record: the agent has been shut down"));
+    };
+    agent.timed(|| {
+        let checked = read_record(name, value, tags).map_err(String::from).and_then(|(name, value, tags)| {
+            measure::check(&name, value, &tags).map_err(|rule| String::from("pulse.record: ") + rule)?;
+            Ok((name, value, tags))
+        });
+        match checked {
+            Ok((name, value, tags)) => {
+                agent.record(measure::metric(&name, value, host::epoch(), &tags));
+                Ok(())
             }
-        })
-    }
-
-    /// Sends everything waiting now.
-    pub fn flush(&self) {
-        if self.agent.running() {
-            self.agent.timed(|| self.agent.flush());
+            Err(message) => {
+                agent.reject_record();
+                Err(message)
+            }
         }
-    }
+    })
+}
 
-    /// Sends what is waiting, stops every observer and listener, and restores the page's `fetch`.
-    pub fn shutdown(&self) {
-        self.agent.shutdown();
-    }
-
-    /// Calls `callback` with every metric measured (vitals when they are reported, API calls,
-    /// custom metrics), whether or not the session is sampled.
-    #[wasm_bindgen(js_name = onMetric)]
-    pub fn on_metric(&self, #[wasm_bindgen(unchecked_param_type = "(metric: PulseMetric) => void")] callback: JsValue) {
-        if self.agent.running() && host::kind_of(&callback) == Kind::Function {
-            self.agent.add_listener(callback);
-        }
-    }
-
-    /// Counts of what the agent measured, sent and dropped, and the time it spent.
-    #[wasm_bindgen(unchecked_return_type = "PulseStats")]
-    pub fn stats(&self) -> JsValue {
-        host::parse(&self.agent.stats_json())
-    }
-
-    /// Whether this session is sampled (its metrics are sent).
-    #[wasm_bindgen(getter)]
-    pub fn sampled(&self) -> bool {
-        self.agent.sampled()
-    }
-
-    /// The session id (kept in `sessionStorage` across page views of the tab).
-    #[wasm_bindgen(getter)]
-    pub fn session(&self) -> Option<String> {
-        self.agent.running().then(|| self.agent.session_id())
-    }
-
-    /// The page-view id.
-    #[wasm_bindgen(getter)]
-    pub fn page(&self) -> Option<String> {
-        self.agent.running().then(|| self.agent.page_id())
+/// Sends everything waiting now.
+pub fn flush(handle: u32) {
+    if let Some(agent) = agent(handle) {
+        agent.timed(|| agent.flush());
     }
 }
 
-fn read_record(name: &JsValue, value: &JsValue, tags: &JsValue) -> Result<(String, f64, report::Tags), &'static str> {
+/// Sends what is waiting, stops every observer and listener, and restores the page's `fetch`.
+pub fn shutdown(handle: u32) {
+    if let Some(agent) = agent(handle) {
+        agent.shutdown();
+    }
+}
+
+/// Calls `callback` with every metric measured (vitals when they are reported, API calls,
+/// custom metrics), whether or not the session is sampled.
+pub fn on_metric(handle: u32, callback: Js) {
+    if let Some(agent) = agent(handle).filter(|_| host::kind_of(callback) == Kind::Function) {
+        agent.add_listener(host::keep(callback));
+    }
+}
+
+/// Whether this session is sampled (its metrics are sent).
+pub fn sampled(handle: u32) -> bool {
+    agent(handle).is_some_and(|a| a.sampled())
+}
+
+/// The session id (kept in `sessionStorage` across page views of the tab).
+pub fn session(handle: u32) -> Option<String> {
+    agent(handle).map(|a| a.session_id())
+}
+
+/// The page-view id.
+pub fn page(handle: u32) -> Option<String> {
+    agent(handle).map(|a| a.page_id())
+}
+
+/// Counts of what the agent measured, sent and dropped, and the time it spent, as JSON (also
+/// after shutdown: the agent's last counts).
+pub fn stats(handle: u32) -> Option<String> {
+    last(handle).map(|a| a.stats_json())
+}
+
+fn read_record(name: Js, value: Js, tags: Js) -> Result<(String, f64, report::Tags), &'static str> {
     if host::kind_of(name) != Kind::String {
         return Err("pulse.record: name must be a string");
     }
-    let Some(number) = value.as_f64() else {
+    if host::kind_of(value) != Kind::Number {
         return Err("pulse.record: value must be a number");
-    };
+    }
     let mut list = Vec::new();
     match host::kind_of(tags) {
         Kind::Missing => {}
         Kind::Object => {
-            for key in pulse_protocol::text::pieces(&host::keys(tags), b"\n").filter(|k| !k.is_empty()) {
-                let value = host::get(tags, key);
-                if host::kind_of(&value) != Kind::String {
+            for pair in host::items(host::pairs(tags)) {
+                let value = host::at(pair, 1);
+                if host::kind_of(value) != Kind::String {
                     return Err("pulse.record: tag values must be strings");
                 }
-                list.push((String::from(key), host::string(&value)));
+                list.push((host::string(host::at(pair, 0)), host::string(value)));
             }
         }
         _ => return Err("pulse.record: tags must be an object of strings"),
     }
-    Ok((host::string(name), number, list))
+    Ok((host::string(name), host::value(value), list))
 }
+
+/// The agent driven from Rust, as the page drives it from `js/pulse.js` (the browser tests).
+#[cfg(feature = "std")]
+mod rust_api {
+    use alloc::string::String;
+    use wasm_bindgen::prelude::*;
+
+    use crate::host::Js;
+
+    /// Starts the agent, as `init` does once the WebAssembly is loaded.
+    pub fn init(options: JsValue) -> Result<Pulse, JsError> {
+        std::thread_local! {
+            static SINK: Closure<dyn Fn(i32, i32, f64) -> f64> =
+                Closure::new(|code: i32, base: i32, n: f64| crate::event(code as u32, base, n));
+        }
+        SINK.with(|sink| crate::abi::setup(sink.as_ref(), &wasm_bindgen::memory()));
+        let handle = crate::start(Js::hold(&options)).map_err(|m| JsError::new(&m))?;
+        Ok(Pulse { handle })
+    }
+
+    /// The handle `init` returns. It drives the agent it was returned by, only: after
+    /// `shutdown()` it does nothing (and `record` fails), also when a new agent has been started.
+    #[derive(Debug, Clone)]
+    pub struct Pulse {
+        handle: u32,
+    }
+
+    impl Pulse {
+        pub fn record(&self, name: JsValue, value: JsValue, tags: JsValue) -> Result<(), JsError> {
+            crate::record(self.handle, Js::hold(&name), Js::hold(&value), Js::hold(&tags)).map_err(|m| JsError::new(&m))
+        }
+
+        pub fn flush(&self) {
+            crate::flush(self.handle);
+        }
+
+        pub fn shutdown(&self) {
+            crate::shutdown(self.handle);
+        }
+
+        pub fn on_metric(&self, callback: JsValue) {
+            crate::on_metric(self.handle, Js::hold(&callback));
+        }
+
+        pub fn stats(&self) -> JsValue {
+            crate::stats(self.handle).map_or(JsValue::UNDEFINED, |json| js_sys_parse(&json))
+        }
+
+        pub fn sampled(&self) -> bool {
+            crate::sampled(self.handle)
+        }
+
+        pub fn session(&self) -> Option<String> {
+            crate::session(self.handle)
+        }
+
+        pub fn page(&self) -> Option<String> {
+            crate::page(self.handle)
+        }
+    }
+
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_namespace = JSON, js_name = parse)]
+        fn js_sys_parse(json: &str) -> JsValue;
+    }
+}
+
+#[cfg(feature = "std")]
+pub use rust_api::{init, Pulse};

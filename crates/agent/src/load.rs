@@ -10,9 +10,9 @@
 //! `Timing-Allow-Origin`. Each `page.slowest.<kind>` carries the resource's route as its
 //! `resource` tag.
 
+use crate::host::Js;
 use pulse_protocol::limits::MAX_SHORT_LEN;
 use pulse_protocol::route;
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::json::Obj;
@@ -43,7 +43,7 @@ fn kind(initiator: Option<&str>) -> usize {
 }
 
 /// Reports the page load of the navigation entry `nav` (times counted from `activation`).
-pub fn report(nav: &JsValue, activation: f64, out: &mut Outbox) {
+pub fn report(nav: Js, activation: f64, out: &mut Outbox) {
     let at = host::epoch();
     for (name, key) in [(NAMES[0], "domContentLoadedEventEnd"), (NAMES[1], "loadEventEnd")] {
         let time = host::num(nav, key);
@@ -52,23 +52,23 @@ pub fn report(nav: &JsValue, activation: f64, out: &mut Outbox) {
         }
     }
     let (mut count, mut bytes) = (0.0, 0.0);
-    let mut slowest: [(f64, JsValue); 5] = Default::default();
+    let mut slowest = [(0.0, host::UNDEFINED); 5];
     for resource in host::items(host::entries("resource")) {
         count += 1.0;
-        let size = host::num(&resource, "transferSize");
+        let size = host::num(resource, "transferSize");
         if size > 0.0 {
             bytes += size;
         }
-        let duration = host::num(&resource, "duration");
-        let Some(slot) = slowest.get_mut(kind(host::text(&resource, "initiatorType").as_deref())) else { continue };
-        if duration > slot.0 || (duration >= 0.0 && host::kind(&slot.1) == 0) {
+        let duration = host::num(resource, "duration");
+        let Some(slot) = slowest.get_mut(kind(host::text(resource, "initiatorType").as_deref())) else { continue };
+        if duration > slot.0 || (duration >= 0.0 && host::kind(slot.1) == 0) {
             *slot = (duration, resource);
         }
     }
     out.push(Metric::new(NAMES[2], count, at, |_| {}));
     out.push(Metric::new(NAMES[3], bytes, at, |_| {}));
     for ((duration, resource), name) in slowest.iter().zip(NAMES.iter().skip(4)) {
-        let Some(url) = host::text(resource, "name") else { continue };
+        let Some(url) = host::text(*resource, "name") else { continue };
         out.push(Metric::new(name, *duration, at, |o| {
             let mut tags = Obj::new(o.key("tags"));
             tags.str("resource", &route::truncate(route::normalise_route(&url), MAX_SHORT_LEN));

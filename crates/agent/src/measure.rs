@@ -5,10 +5,10 @@ use pulse_protocol::limits::MAX_CUSTOM_NAME_LEN;
 use pulse_protocol::metric::API;
 use pulse_protocol::validate;
 
+use crate::host::Js;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec;
-use wasm_bindgen::JsValue;
 
 use crate::host;
 use crate::json::Obj;
@@ -62,7 +62,7 @@ pub fn measure_name(raw: &str) -> String {
 }
 
 /// A `measure` entry: a custom metric named after it, with tag `source: measure`.
-pub fn entry(entry: &JsValue, out: &mut Outbox) {
+pub fn entry(entry: Js, out: &mut Outbox) {
     let Some(name) = host::text(entry, "name") else { return };
     let duration = host::num(entry, "duration");
     if duration.is_nan() || duration < 0.0 {

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use pulse_protocol::Vital;
 
-use crate::host;
+use crate::host::{self, Js};
 use crate::json::Obj;
 
 /// The page view the vitals are measured in (a back/forward-cache restore starts a new one).
@@ -143,14 +143,14 @@ impl Outbox {
 
 /// Where the page load stood at `time`, as web-vitals' attribution reports it.
 pub fn load_state(time: f64) -> Option<String> {
-    let state = if host::is(&host::root(host::DOCUMENT), "readyState", "loading") {
+    let state = if host::is(host::DOCUMENT, "readyState", "loading") {
         "loading"
     } else if let Some(nav) = host::navigation() {
-        let before = |key: &str| {
-            let mark = host::num(&nav, key);
+        let before = |key: &'static str| {
+            let mark = host::num(nav, key);
             mark.is_nan() || mark <= 0.0 || time < mark
         };
-        if time < host::num(&nav, "domInteractive") {
+        if time < host::num(nav, "domInteractive") {
             "loading"
         } else if before("domContentLoadedEventStart") {
             "dom-interactive"
@@ -167,25 +167,25 @@ pub fn load_state(time: f64) -> Option<String> {
 
 /// A short CSS-like path to `node` (`main>div.hero>img#banner`), at most 100 characters, for
 /// attribution. Walks up until an element with an id or the `<body>`.
-pub fn selector(node: &wasm_bindgen::JsValue) -> Option<String> {
+pub fn selector(node: Js) -> Option<String> {
     const MAX: usize = 100;
     let mut parts: Vec<String> = Vec::new();
     let mut len = 0;
-    let mut current = node.clone();
-    while host::num(&current, "nodeType") == 1.0 {
-        let mut part = host::text(&current, "localName").unwrap_or_default();
+    let mut current = node;
+    while host::num(current, "nodeType") == 1.0 {
+        let mut part = host::text(current, "localName").unwrap_or_default();
         if part == "html" || part == "body" {
             if parts.is_empty() {
                 parts.push(part);
             }
             break;
         }
-        let id = host::text(&current, "id").unwrap_or_default();
+        let id = host::text(current, "id").unwrap_or_default();
         if !id.is_empty() {
             part.push('#');
             part.push_str(&id);
         } else {
-            for class in pulse_protocol::text::words(&host::text(&current, "className").unwrap_or_default()) {
+            for class in pulse_protocol::text::words(&host::text(current, "className").unwrap_or_default()) {
                 part.push('.');
                 part.push_str(class);
             }
@@ -198,12 +198,12 @@ pub fn selector(node: &wasm_bindgen::JsValue) -> Option<String> {
         if !id.is_empty() {
             break;
         }
-        current = host::get(&current, "parentElement");
+        current = host::get(current, "parentElement");
     }
     if parts.is_empty() {
         // A text node: describe its parent element.
         let parent = host::get(node, "parentElement");
-        return if host::kind(&parent) == 0 { None } else { selector(&parent) };
+        return if host::kind(parent) == 0 { None } else { selector(parent) };
     }
     // Outermost first: the parts were collected walking up.
     let mut out = String::with_capacity(len);

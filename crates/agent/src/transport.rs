@@ -83,8 +83,8 @@ pub fn payload(config: &Config, context: &Context, metrics: &[Queued]) -> String
     o.str("nav", context.nav.as_str());
     o.opt_str("release", config.release.as_deref());
     o.opt_str("env", config.env.as_deref());
-    let window = host::root(host::WINDOW);
-    let (w, h) = (host::num(&window, "innerWidth"), host::num(&window, "innerHeight"));
+    let window = host::WINDOW;
+    let (w, h) = (host::num(window, "innerWidth"), host::num(window, "innerHeight"));
     if w.is_finite() && h.is_finite() {
         let mut vp = Obj::new(o.key("viewport"));
         vp.num("w", (w as u32).into());
@@ -92,11 +92,11 @@ pub fn payload(config: &Config, context: &Context, metrics: &[Queued]) -> String
         vp.end();
     }
     let finite = |v: f64| v.is_finite().then_some(v);
-    o.opt_num("dpr", finite(host::num(&window, "devicePixelRatio")));
-    let navigator = host::root(host::NAVIGATOR);
-    o.opt_num("memory", finite(host::num(&navigator, "deviceMemory")));
-    o.opt_num("cores", finite(host::num(&navigator, "hardwareConcurrency")).map(|c| f64::from(c as u32)));
-    o.opt_str("ect", host::text(&host::get(&navigator, "connection"), "effectiveType").as_deref());
+    o.opt_num("dpr", finite(host::num(window, "devicePixelRatio")));
+    let navigator = host::NAVIGATOR;
+    o.opt_num("memory", finite(host::num(navigator, "deviceMemory")));
+    o.opt_num("cores", finite(host::num(navigator, "hardwareConcurrency")).map(|c| f64::from(c as u32)));
+    o.opt_str("ect", host::text(host::get(navigator, "connection"), "effectiveType").as_deref());
     o.num("sent_at", host::epoch());
     let list = o.key("metrics");
     list.push('[');

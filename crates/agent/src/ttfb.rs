@@ -13,14 +13,14 @@ use crate::report::{Attribution, Instance, Outbox};
 /// `responseStart` 0 or in the future for odd navigations, and web-vitals skips those.
 pub fn value(activation_start: f64) -> Option<f64> {
     let nav = host::navigation()?;
-    let response_start = host::num(&nav, "responseStart");
+    let response_start = host::num(nav, "responseStart");
     (response_start > 0.0 && response_start < host::now()).then(|| (response_start - activation_start).max(0.0))
 }
 
 /// Reports TTFB of the load (called after the load event's task).
 pub fn report(activation: f64, out: &mut Outbox) {
     let (Some(value), Some(nav)) = (value(activation), host::navigation()) else { return };
-    let at = |key: &str| (host::num(&nav, key) - activation).max(0.0);
+    let at = |key: &'static str| (host::num(nav, key) - activation).max(0.0);
     let fetch_start = at("fetchStart");
     let dns_start = at("domainLookupStart").max(fetch_start);
     let connect_start = at("connectStart").max(dns_start);
