@@ -17,9 +17,10 @@ let loading;
  */
 export async function init(options) {
   if (typeof WebAssembly != 'object') throw Error('pulse.init: this browser cannot run WebAssembly; the agent is off');
-  loading = loading || fetch(new URL('./pulse_bg.wasm', import.meta.url))
-    .then((r) => r.arrayBuffer())
-    .then((bytes) => WebAssembly.instantiate(bytes, { h: host }))
+  // Compiled while it downloads; a server that does not send application/wasm gets the bytes compiled.
+  const url = new URL('./pulse_bg.wasm', import.meta.url), imports = { h: host };
+  loading = loading || WebAssembly.instantiateStreaming(fetch(url), imports)
+    .catch((e) => (e instanceof TypeError ? fetch(url).then((r) => r.arrayBuffer()).then((b) => WebAssembly.instantiate(b, imports)) : Promise.reject(e)))
     .then((m) => m.instance.exports)
     .catch((e) => {
       loading = 0;
