@@ -38,7 +38,8 @@ const str = (p, n) => dec.decode(new Uint8Array(mem.buffer, p, n));
 // Field names are the wasm's constants: decoded once per address.
 const key = (p, n) => keys[p * 256 + n] || (keys[p * 256 + n] = str(p, n));
 const text = (v) => (typeof v == 'string' ? (bytes = enc.encode(v)).length : -1);
-const field = (h, p, n) => { const o = obj(h); return o == null ? undefined : o[key(p, n)]; };
+// A throwing getter reads as undefined.
+const field = (h, p, n) => { try { const o = obj(h); return o == null ? undefined : o[key(p, n)]; } catch (e) {} };
 
 // Runs `f` with scratch handles released afterwards.
 export function scoped(f) {
@@ -48,10 +49,11 @@ export function scoped(f) {
 // One event for the wasm: `a` and `b` (entry, event, request …) get handles h and h + 1.
 const call = (code, a, b, n) => (sink ? scoped(() => { const h = put(a); put(b); return sink(code, h, n || 0); }) : 0);
 
+// Before each start. The page's fetch is taken while no agent runs (not the agent's wrapper).
 export function setup(callback, memory) {
+  if (!sink) pageFetch = typeof g.fetch == 'function' ? g.fetch : null;
   sink = callback;
   mem = memory;
-  pageFetch = typeof g.fetch == 'function' ? g.fetch : null;
 }
 export function stop() {
   sink = null;

@@ -81,8 +81,10 @@ export interface Pulse {
   shutdown(): void;
   /** Calls `callback` with every metric measured (vitals when they are reported, API calls, custom metrics), whether or not the session is sampled. */
   onMetric(callback: (metric: PulseMetric) => void): void;
-  /** Counts of what the agent measured, sent and dropped, and the time it spent. */
+  /** Counts of what the agent measured, sent and dropped, and the time it spent (after `shutdown()`: its last counts). */
   stats(): PulseStats;
+  /** Does nothing (kept from earlier versions; `shutdown()` stops the agent and frees what it holds). */
+  free(): void;
   /** Whether this session is sampled (its metrics are sent). */
   readonly sampled: boolean;
   /** The session id (kept in `sessionStorage` across page views of the tab). */

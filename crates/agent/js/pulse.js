@@ -19,8 +19,10 @@ export async function init(options) {
   if (typeof WebAssembly != 'object') throw Error('pulse.init: this browser cannot run WebAssembly; the agent is off');
   // Compiled while it downloads; a server that does not send application/wasm gets the bytes compiled.
   const url = new URL('./pulse_bg.wasm', import.meta.url), imports = { h: host };
-  loading = loading || WebAssembly.instantiateStreaming(fetch(url), imports)
-    .catch((e) => (e instanceof TypeError ? fetch(url).then((r) => r.arrayBuffer()).then((b) => WebAssembly.instantiate(b, imports)) : Promise.reject(e)))
+  const bytes = () => fetch(url).then((r) => r.arrayBuffer()).then((b) => WebAssembly.instantiate(b, imports));
+  loading = loading || (WebAssembly.instantiateStreaming
+    ? WebAssembly.instantiateStreaming(fetch(url), imports).catch((e) => (e instanceof TypeError ? bytes() : Promise.reject(e)))
+    : bytes())
     .then((m) => m.instance.exports)
     .catch((e) => {
       loading = 0;
@@ -37,12 +39,16 @@ export async function init(options) {
   const handle = run(() => w.start(host.hold(options)));
   check(handle);
   const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
+  // The counts at shutdown, for `stats()` once a newer agent has started.
+  let last;
   return {
     record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
     flush: () => run(() => w.flush(handle)),
-    shutdown: () => run(() => w.shutdown(handle)),
+    shutdown: () => { run(() => w.shutdown(handle)); last = last || text(3); },
     onMetric: (callback) => run(() => w.on_metric(handle, host.hold(callback))),
-    stats: () => { const s = text(3); return s && JSON.parse(s); },
+    stats: () => { const s = text(3) || last; return s && JSON.parse(s); },
+    // The wasm-bindgen class this replaces had it; the agent's memory is freed by shutdown().
+    free: () => {},
     get sampled() { return !!run(() => w.about(handle, 0)); },
     get session() { return text(1); },
     get page() { return text(2); },

@@ -435,8 +435,8 @@ impl Agent {
             self.flush();
         });
         self.running.set(false);
+        // The listeners stay until the agent is dropped: one of them may be running this shutdown.
         host::stop();
-        self.listeners.borrow_mut().clear();
     }
 }
 

@@ -154,7 +154,7 @@ pub fn on_metric(handle: u32, callback: Js) {
 
 /// Whether this session is sampled (its metrics are sent).
 pub fn sampled(handle: u32) -> bool {
-    agent(handle).is_some_and(|a| a.sampled())
+    last(handle).is_some_and(|a| a.sampled())
 }
 
 /// The session id (kept in `sessionStorage` across page views of the tab).

@@ -700,3 +700,24 @@ fn a_handle_drives_only_the_agent_it_was_returned_by() {
     new.0.flush();
     assert_eq!(named(&sent_metrics(), "still.running").len(), 1);
 }
+
+#[wasm_bindgen_test]
+fn a_listener_that_shuts_the_agent_down_leaves_the_other_listeners_their_metric() {
+    let agent = start(&[]);
+    let handle = agent.0.clone();
+    let stopper = Closure::<dyn Fn(JsValue)>::new(move |_| handle.shutdown());
+    let seen = js_sys::Array::new();
+    let into = seen.clone();
+    let watcher = Closure::<dyn Fn(JsValue)>::new(move |m: JsValue| {
+        into.push(&Reflect::get(&m, &"name".into()).unwrap_or_default());
+    });
+    agent.0.on_metric(stopper.as_ref().clone());
+    agent.0.on_metric(watcher.as_ref().clone());
+    record(&agent, "last.words", 1.0);
+    // The shutdown reports the page view's vitals first (to both listeners); then the metric that
+    // was being handed out reaches the second listener too.
+    assert_eq!(seen.to_vec().last(), Some(&JsValue::from("last.words")), "the second listener still saw the metric: {seen:?}");
+    assert!(agent.0.record("after".into(), 1.0.into(), JsValue::UNDEFINED).is_err(), "and the agent is shut down");
+    assert_eq!(agent.0.sampled(), true, "sampled still says what the session decided");
+    assert!(stat(&agent, "measured") >= 1.0, "stats() still gives the last counts");
+}
