@@ -6,7 +6,7 @@
 #   scripts/build-agent.sh [OUT_DIR]     # intermediate files, default target/agent/pkg; the page's
 #                                        # files go to target/agent/dist (DIST_DIR)
 #
-# Prints the sizes: raw, gzip -9 and brotli -q 11 of the wasm, the JS glue and both together.
+# Prints the sizes: raw, gzip -9 and brotli -q 11 of the wasm, the JS (entry and binding) and both together.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/target/agent/pkg}"

@@ -9,7 +9,7 @@
 // first six are fixed roots. Handles < 0 are kept until the wasm frees them.
 //
 // The page build imports this module as the wasm's import object `h`; the browser tests' build
-// (wasm-bindgen, crates/agent/src/host.rs) imports the same functions.
+// (wasm-bindgen, crates/agent/src/abi.rs) imports the same functions.
 
 const g = globalThis;
 const enc = new TextEncoder();

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! The wasm makes every decision; `js/host.js`, a small hand-written binding, only forwards
-//! between it and the page ([`host`]).
+//! between it and the page ([`host`]; numbers only, across [`abi`]).
 //! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution. The
 //!   algorithms of the three that need one ([`cls`], [`inp`], [`lcp`]) are pure Rust over plain
 //!   entry values, tested natively with synthetic entry sequences; each module's second half
