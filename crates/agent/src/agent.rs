@@ -276,13 +276,15 @@ impl Agent {
     /// view when it is not the current one.
     fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
         self.core().stats.measured += 1;
-        let Metric { name, json } = metric;
-        let listeners: Vec<Js> = self.listeners.borrow().iter().map(Kept::js).collect();
-        if !listeners.is_empty() {
+        let Metric { json } = metric;
+        // The listeners there now, by index: not borrowed across the call, which may add one.
+        let listeners = self.listeners.borrow().len();
+        if listeners > 0 {
             // Their own copy: a listener changing it does not change what is sent.
             let object = host::parse(&json);
-            for listener in listeners {
-                if let Err(error) = host::invoke(listener, object) {
+            for i in 0..listeners {
+                let Some(f) = self.listeners.borrow().get(i).map(Kept::js) else { break };
+                if let Err(error) = host::invoke(f, object) {
                     host::log(true, "pulse: an onMetric callback threw", error);
                 }
             }
@@ -300,7 +302,7 @@ impl Agent {
         if !sampled {
             return;
         }
-        let Some(json) = self.before_send(json, &name) else { return };
+        let Some(json) = self.before_send(json) else { return };
         let full = {
             let mut core = self.core();
             let dropped = core.queue.dropped;
@@ -315,7 +317,7 @@ impl Agent {
 
     /// Runs `beforeSend`. What it returns is sent as it is (the collector validates every field);
     /// it must stay the same metric, so the name may not change.
-    fn before_send(&self, json: String, name: &str) -> Option<String> {
+    fn before_send(&self, json: String) -> Option<String> {
         let Some(hook) = &self.config.before_send else { return Some(json) };
         let outcome = host::invoke(hook.js(), host::parse(&json));
         let changed = match &outcome {
@@ -323,7 +325,7 @@ impl Agent {
                 self.core().stats.dropped_by_before_send += 1;
                 return None;
             }
-            Ok(v) if host::is(*v, "name", name) => host::stringify(*v),
+            Ok(v) if host::is(*v, "name", Metric::name(&json)) => host::stringify(*v),
             _ => None,
         };
         if changed.is_none() {

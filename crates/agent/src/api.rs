@@ -12,7 +12,7 @@ use crate::host::Js;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
-use pulse_protocol::{text, ServerTiming};
+use pulse_protocol::text;
 
 use crate::config::Config;
 use crate::host::{self, Kind};
@@ -167,21 +167,27 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
                 let status = status as u16;
                 o.num("status", f64::from(status));
                 o.bool("ok", (200..300).contains(&status));
-                let timings = header.map(|h| parse_server_timing(&h, host::float)).unwrap_or_default();
-                if !timings.is_empty() {
+                if let Some(header) = header {
                     let list = o.key("server_timing");
                     list.push('[');
-                    for (i, t) in timings.iter().enumerate() {
-                        if i > 0 {
+                    let empty = list.len();
+                    server_timing(&header, host::float, |name, dur, desc| {
+                        if list.len() > empty {
                             list.push(',');
                         }
                         let mut e = Obj::new(list);
-                        e.str("name", &t.name);
-                        e.opt_num("dur", t.dur);
-                        e.opt_str("desc", t.desc.as_deref());
+                        e.str("name", name);
+                        e.opt_num("dur", dur);
+                        e.opt_str("desc", desc);
                         e.end();
+                    });
+                    // No entries: the member is left out (a key with nothing after it is trimmed).
+                    if list.len() == empty {
+                        let key = empty - "\"server_timing\":[".len() - 1;
+                        list.truncate(key);
+                    } else {
+                        list.push(']');
                     }
-                    list.push(']');
                 }
             }
             Outcome::Failed(why) => {
@@ -193,52 +199,56 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
     }));
 }
 
-/// Parses a `Server-Timing` header (`db;dur=53.2, cache;desc="Cache Read";dur=2, miss`), keeping
-/// at most 16 entries; `parse_number` reads the `dur` values.
-pub fn parse_server_timing(header: &str, parse_number: impl Fn(&str) -> f64) -> Vec<ServerTiming> {
-    let mut out = Vec::new();
-    for part in split_outside_quotes(header, b',') {
-        let mut params = split_outside_quotes(part, b';').into_iter();
-        let name = params.next().unwrap_or("").trim_ascii();
-        if name.is_empty() || out.len() == pulse_protocol::limits::MAX_SERVER_TIMINGS {
-            continue;
-        }
-        let mut timing = ServerTiming { name: name.to_owned(), dur: None, desc: None };
+/// Parses a `Server-Timing` header (`db;dur=53.2, cache;desc="Cache Read";dur=2, miss`): calls
+/// `each` with every entry's name, `dur` and `desc`, at most 16 entries; `parse_number` reads
+/// the `dur` values.
+pub fn server_timing(header: &str, parse_number: impl Fn(&str) -> f64, mut each: impl FnMut(&str, Option<f64>, Option<&str>)) {
+    let mut count = 0;
+    outside_quotes(header, b',', |part| {
+        let mut name = None;
+        let (mut dur, mut desc) = (None, None);
         let (mut dur_seen, mut desc_seen) = (false, false);
-        for param in params {
+        outside_quotes(part, b';', |param| {
+            let Some(_) = name else {
+                name = Some(param.trim_ascii());
+                return;
+            };
             let (key, value) = text::split_once(param, b'=').unwrap_or((param, ""));
             let value = unquote(value.trim_ascii());
             let key = key.trim_ascii();
             if key.eq_ignore_ascii_case("dur") && !dur_seen {
                 dur_seen = true;
-                timing.dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
+                dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
             } else if key.eq_ignore_ascii_case("desc") && !desc_seen {
                 desc_seen = true;
-                timing.desc = Some(value.to_owned());
+                desc = Some(value);
+            }
+        });
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            if count < pulse_protocol::limits::MAX_SERVER_TIMINGS {
+                count += 1;
+                each(name, dur, desc);
             }
         }
-        out.push(timing);
-    }
-    out
+    });
 }
 
-/// The pieces of `s` between `separator`s (ASCII) that are not inside double quotes.
-fn split_outside_quotes(s: &str, separator: u8) -> Vec<&str> {
-    let mut out = Vec::new();
+/// Calls `each` with the pieces of `s` between `separator`s (ASCII) that are not inside double
+/// quotes.
+fn outside_quotes<'a>(s: &'a str, separator: u8, mut each: impl FnMut(&'a str)) {
     let (mut quoted, mut start) = (false, 0);
     for (i, b) in s.bytes().enumerate() {
         quoted ^= b == b'"';
         if b == separator && !quoted {
             if let Some(piece) = s.get(start..i) {
-                out.push(piece);
+                each(piece);
             }
             start = i + 1;
         }
     }
     if let Some(piece) = s.get(start..) {
-        out.push(piece);
+        each(piece);
     }
-    out
 }
 
 /// `value` without the double quotes around it (all leading and trailing ones, as
@@ -253,9 +263,16 @@ fn unquote(value: &str) -> &str {
 mod tests {
     use super::*;
     use alloc::vec;
+    use pulse_protocol::ServerTiming;
 
     fn parse(h: &str) -> Vec<ServerTiming> {
-        parse_server_timing(h, |s| s.parse().unwrap_or(f64::NAN))
+        let mut out = Vec::new();
+        server_timing(
+            h,
+            |s| s.parse().unwrap_or(f64::NAN),
+            |name, dur, desc| out.push(ServerTiming { name: name.into(), dur, desc: desc.map(Into::into) }),
+        );
+        out
     }
 
     fn st(name: &str, dur: Option<f64>, desc: Option<&str>) -> ServerTiming {

@@ -35,7 +35,6 @@ pub type Tags = Vec<(String, String)>;
 /// the agent hands this JSON to `onMetric`, `beforeSend` and the beacon.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
-    pub name: String,
     pub json: String,
 }
 
@@ -46,7 +45,13 @@ impl Metric {
         let mut o = Obj::after(&mut json);
         more(&mut o);
         o.end();
-        Metric { name: String::from(name), json }
+        Metric { json }
+    }
+
+    /// The metric's name: the first member, written without escapes (names are plain ASCII:
+    /// the vitals', `api`, custom names the protocol's rule allows).
+    pub fn name(json: &str) -> &str {
+        json.get(r#"{"name":""#.len()..).and_then(|rest| pulse_protocol::text::pieces(rest, b"\"").next()).unwrap_or("")
     }
 
     /// The members every metric has, written once for all the callers of [`Metric::new`] (which
@@ -169,14 +174,14 @@ pub fn load_state(time: f64) -> Option<String> {
 /// attribution. Walks up until an element with an id or the `<body>`.
 pub fn selector(node: Js) -> Option<String> {
     const MAX: usize = 100;
-    let mut parts: Vec<String> = Vec::new();
-    let mut len = 0;
+    // Built outermost first by putting each step's part in front of what is below it.
+    let mut out = String::new();
     let mut current = node;
     while host::num(current, "nodeType") == 1.0 {
         let mut part = host::text(current, "localName").unwrap_or_default();
         if part == "html" || part == "body" {
-            if parts.is_empty() {
-                parts.push(part);
+            if out.is_empty() {
+                out = part;
             }
             break;
         }
@@ -190,28 +195,37 @@ pub fn selector(node: Js) -> Option<String> {
                 part.push_str(class);
             }
         }
-        if len + part.len() + 1 > MAX && !parts.is_empty() {
-            break;
+        if !out.is_empty() {
+            if out.len() + part.len() + 2 > MAX {
+                break;
+            }
+            part.push('>');
+            part.push_str(&out);
         }
-        len += part.len() + 1;
-        parts.push(part);
+        out = part;
         if !id.is_empty() {
             break;
         }
         current = host::get(current, "parentElement");
     }
-    if parts.is_empty() {
+    if out.is_empty() {
         // A text node: describe its parent element.
         let parent = host::get(node, "parentElement");
         return if host::kind(parent) == 0 { None } else { selector(parent) };
     }
-    // Outermost first: the parts were collected walking up.
-    let mut out = String::with_capacity(len);
-    for (i, p) in parts.iter().rev().enumerate() {
-        if i > 0 {
-            out.push('>');
-        }
-        out.push_str(p);
-    }
     Some(pulse_protocol::route::truncate(out, MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_knows_its_name_from_its_json() {
+        for name in ["LCP", "api", "cart.items", "checkout:render", "page.slowest.img"] {
+            let metric = Metric::new(name, 1.5, 1_790_000_000_000.0, |o| o.str("route", "/a\"b"));
+            assert_eq!(Metric::name(&metric.json), name, "{}", metric.json);
+        }
+        assert_eq!(Metric::name("{}"), "");
+    }
 }
