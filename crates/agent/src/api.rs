@@ -11,7 +11,6 @@
 use crate::host::Js;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
-use alloc::vec::Vec;
 use pulse_protocol::text;
 
 use crate::config::Config;
@@ -263,6 +262,7 @@ fn unquote(value: &str) -> &str {
 mod tests {
     use super::*;
     use alloc::vec;
+    use alloc::vec::Vec;
     use pulse_protocol::ServerTiming;
 
     fn parse(h: &str) -> Vec<ServerTiming> {
