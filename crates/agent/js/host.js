@@ -38,7 +38,8 @@ const str = (p, n) => dec.decode(new Uint8Array(mem.buffer, p, n));
 // Field names are the wasm's constants: decoded once per address.
 const key = (p, n) => keys[p * 256 + n] || (keys[p * 256 + n] = str(p, n));
 const text = (v) => (typeof v == 'string' ? (bytes = enc.encode(v)).length : -1);
-// A throwing getter reads as undefined.
+// A throwing getter reads as undefined (and a throwing toString as '', a Proxy's keys as none):
+// page objects never throw through the wasm.
 const field = (h, p, n) => { try { const o = obj(h); return o == null ? undefined : o[key(p, n)]; } catch (e) {} };
 
 // Runs `f` with scratch handles released afterwards.
@@ -83,7 +84,7 @@ export function value(h) { const v = obj(h); return typeof v == 'number' ? v : N
 // A string field into the byte buffer (its length, or -1 when it is not a string); `copy` moves
 // the buffer into the wasm's memory.
 export function txt(h, p, n) { return text(field(h, p, n)); }
-export function string(h) { return text(String(obj(h))); }
+export function string(h) { try { return text(String(obj(h))); } catch (e) { return text(''); } }
 export function copy(p) { new Uint8Array(mem.buffer, p, bytes.length).set(bytes); }
 // `o[k] === s`, without copying the string into the wasm.
 export function is(h, p, n, sp, sn) { return field(h, p, n) === str(sp, sn) ? 1 : 0; }
@@ -100,7 +101,7 @@ export function kind(h) {
 }
 export function len(h) { const v = obj(h); return Array.isArray(v) ? v.length : 0; }
 // An object's own [key, value] pairs, as an array.
-export function pairs(h) { return put(Object.entries(obj(h))); }
+export function pairs(h) { try { return put(Object.entries(obj(h))); } catch (e) { return put([]); } }
 
 // Observers, listeners, timers. A buffered PerformanceObserver of one entry type; 0 when the
 // browser lacks the type or refuses the options; threshold > 0 is its durationThreshold.
@@ -199,7 +200,7 @@ export function header(h, p, n) {
 export function float(p, n) { return parseFloat(str(p, n)); }
 export function load(p, n) { try { return text(sessionStorage.getItem(str(p, n)) ?? undefined); } catch (e) { return -1; } }
 export function save(kp, kn, vp, vn) { try { sessionStorage.setItem(str(kp, kn), str(vp, vn)); } catch (e) {} }
-export function test(h, p, n) { const re = obj(h); re.lastIndex = 0; return re.test(str(p, n)) ? 1 : 0; }
+export function test(h, p, n) { try { const re = obj(h); re.lastIndex = 0; return re.test(str(p, n)) ? 1 : 0; } catch (e) { return 0; } }
 export function parse(p, n) { return put(JSON.parse(str(p, n))); }
 export function stringify(h) { try { return text(JSON.stringify(obj(h))); } catch (e) { return -1; } }
 // Calls a page function with one argument: the result's handle, or -1 - the thrown error's.

@@ -140,10 +140,10 @@ impl Config {
         }
         let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures, soft] = values;
         let text = |v: Js| (host::kind(v) != 0).then(|| host::string(v));
-        let endpoint = text(endpoint).ok_or(ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
+        let endpoint = text(endpoint).ok_or_else(|| ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
         let mut config = Config {
-            endpoint: host::text(host::url(&endpoint), "href").ok_or(ConfigError::new("endpoint", "is not a valid URL"))?,
-            site: text(site).ok_or(ConfigError::new("site", "is required: the site key"))?,
+            endpoint: host::text(host::url(&endpoint), "href").ok_or_else(|| ConfigError::new("endpoint", "is not a valid URL"))?,
+            site: text(site).ok_or_else(|| ConfigError::new("site", "is required: the site key"))?,
             release: text(release),
             env: text(env),
             before_send: (host::kind(before_send) != 0).then(|| host::keep(before_send)),
@@ -173,7 +173,7 @@ impl Config {
                     Kind::RegExp => Some(Ignore::Matches(host::keep(item))),
                     _ => None,
                 }
-                .ok_or(ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?,
+                .ok_or_else(|| ConfigError::new("ignoreUrls", "must hold non-empty strings or RegExps"))?,
             );
         }
         for item in host::items(routes) {
