@@ -463,6 +463,77 @@ async fn where_webassembly_cannot_run_init_rejects_and_the_page_keeps_working() 
     stack.running.stop().await;
 }
 
+/// The handle the shipped bundle returns (`/agent/pulse.js`, as pages load it), driven from a
+/// page: errors name what is wrong, a second `init` is refused while one runs, a handle kept
+/// across `shutdown()` and a new `init` drives nothing but still answers `stats()`, and what was
+/// recorded reaches the collector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_handle_keeps_its_documented_api() {
+    let www = pulse_testkit::temp_dir("e2e-handle");
+    std::fs::write(
+        www.join("handle.html"),
+        "<!doctype html><html><body><script type=\"module\" src=\"/handle.js\"></script></body></html>",
+    )
+    .expect("write handle.html");
+    let script = "window.errors = [];\n\
+         addEventListener('error', (e) => window.errors.push(String(e.message)));\n\
+         addEventListener('unhandledrejection', (e) => window.errors.push(String(e.reason)));\n\
+         const { init } = await import('/agent/pulse.js');\n\
+         const r = {};\n\
+         const caught = async (f) => { try { await f(); return 'no error'; } catch (e) { return e.message; } };\n\
+         const options = { endpoint: '/v1/beacon', site: 'demo' };\n\
+         r.badOption = await caught(() => init({ ...options, nope: 1 }));\n\
+         const a = await init(options);\n\
+         r.twice = await caught(() => init(options));\n\
+         r.ids = [typeof a.session, typeof a.page, a.sampled];\n\
+         const seen = [];\n\
+         a.onMetric((m) => seen.push(m.name));\n\
+         a.record('e2e.handle', 2, { via: 'bundle' });\n\
+         r.badName = await caught(() => a.record('Bad Name', 1));\n\
+         r.badValue = await caught(() => a.record('e2e.x', 'one'));\n\
+         r.seen = seen.slice();\n\
+         r.rejected = a.stats().rejectedRecords;\n\
+         const firstPage = a.page;\n\
+         a.shutdown();\n\
+         r.afterShutdown = await caught(() => a.record('e2e.x', 1));\n\
+         const b = await init(options);\n\
+         a.shutdown();\n\
+         a.free();\n\
+         b.record('e2e.second', 1);\n\
+         r.old = [a.stats().measured >= 1, a.sampled, a.page];\n\
+         r.newPage = typeof b.page === 'string' && b.page !== firstPage;\n\
+         b.flush();\n\
+         window.results = r;\n";
+    std::fs::write(www.join("handle.js"), script).expect("write handle.js");
+
+    let _one = ONE_BROWSER.lock().await;
+    let stack = stack_serving("e2e_handle", www).await;
+    let browser = chromium().await;
+    browser.client.goto(&format!("{}/handle.html", stack.base)).await.expect("open the page");
+    browser.wait_for("return !!window.results").await;
+    let r = browser.js("return window.results").await;
+    eprintln!("e2e: the shipped handle: {r}");
+    let text = |key: &str| r[key].as_str().unwrap_or_default().to_owned();
+    assert!(text("badOption").starts_with("pulse.init: `nope` is not an option"), "{r}");
+    assert!(text("twice").contains("already running"), "{r}");
+    assert_eq!(r["ids"], serde_json::json!(["string", "string", true]), "{r}");
+    assert!(text("badName").starts_with("pulse.record: "), "{r}");
+    assert_eq!(text("badValue"), "pulse.record: value must be a number", "{r}");
+    assert_eq!(r["seen"], serde_json::json!(["e2e.handle"]), "onMetric saw the recorded metric: {r}");
+    assert_eq!(r["rejected"], serde_json::json!(2), "{r}");
+    assert!(text("afterShutdown").contains("shut down"), "{r}");
+    assert_eq!(r["old"], serde_json::json!([true, true, null]), "the old handle answers stats and sampled, drives nothing: {r}");
+    assert_eq!(r["newPage"], serde_json::json!(true), "{r}");
+    assert_eq!(browser.js("return window.errors").await, serde_json::json!([]), "errors reached the window");
+    browser.close().await;
+    // Sent by the first agent's shutdown and by the second's flush.
+    for name in ["e2e.handle", "e2e.second"] {
+        let row = stack.metric(name, 1).await;
+        assert!(number(&row, "max") >= 1.0, "{name}: {row}");
+    }
+    stack.running.stop().await;
+}
+
 /// A single-page app (the Vite app's `spa.html`): two client-side route changes, made by real
 /// clicks, are soft navigations. With `softNavigations: true` Pulse reports every navigation's
 /// FCP, LCP, CLS, INP and TTFB exactly as web-vitals 6.2.3 with `reportSoftNavs: true` on the same

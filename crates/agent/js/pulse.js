@@ -39,17 +39,20 @@ export async function init(options) {
   const handle = run(() => w.start(host.hold(options)));
   check(handle);
   const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
-  // The counts at shutdown, for `stats()` once a newer agent has started.
-  let last;
+  // The counts and the sampling decision at shutdown, for when a newer agent has started.
+  let last, sampled;
   return {
     record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
     flush: () => run(() => w.flush(handle)),
-    shutdown: () => { run(() => w.shutdown(handle)); last = last || text(3); },
+    shutdown: () => {
+      run(() => w.shutdown(handle));
+      if (!last) { last = text(3); sampled = !!run(() => w.about(handle, 0)); }
+    },
     onMetric: (callback) => run(() => w.on_metric(handle, host.hold(callback))),
     stats: () => { const s = text(3) || last; return s && JSON.parse(s); },
     // The wasm-bindgen class this replaces had it; the agent's memory is freed by shutdown().
     free: () => {},
-    get sampled() { return !!run(() => w.about(handle, 0)); },
+    get sampled() { return last ? sampled : !!run(() => w.about(handle, 0)); },
     get session() { return text(1); },
     get page() { return text(2); },
   };
