@@ -2,8 +2,8 @@
 //! split so no payload exceeds [`MAX_PAYLOAD_BYTES`], and sent with `navigator.sendBeacon` as
 //! `text/plain` (no CORS preflight), falling back to `fetch` with `keepalive`.
 //!
-//! JSON is made by the browser (`JSON.stringify` of the objects [`crate::wire`] builds in the
-//! protocol's shape), which keeps a JSON serialiser and float formatting out of the wasm.
+//! The JSON is written in the wasm ([`crate::json`], no `core::fmt`): each metric is its JSON from
+//! the moment it is measured, and a payload wraps them in the envelope.
 
 use alloc::rc::Rc;
 use alloc::string::String;
