@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! The wasm makes every decision; `js/host.js`, a small hand-written binding, only forwards
-//! between it and the page ([`host`]; numbers only, across [`abi`]).
+//! between it and the page ([`host`]; numbers only, across `abi.rs`).
 //! - [`fcp`], [`lcp`], [`cls`], [`inp`], [`fid`], [`ttfb`]: the vitals and their attribution. The
 //!   algorithms of the three that need one ([`cls`], [`inp`], [`lcp`]) are pure Rust over plain
 //!   entry values, tested natively with synthetic entry sequences; each module's second half
@@ -23,7 +23,7 @@
 //! `std` feature (default, for tests and tools) links the standard library instead.
 //!
 //! The JavaScript API (`js/pulse.js`: `init`, returning a handle) calls the functions below
-//! through [`abi`]'s exports; the browser tests call them through [`Pulse`] (feature `std`).
+//! through `abi.rs`'s exports; the browser tests call them through [`Pulse`] (feature `std`).
 #![no_std]
 
 extern crate alloc;
