@@ -495,12 +495,13 @@ async fn the_shipped_handle_keeps_its_documented_api() {
          r.rejected = a.stats().rejectedRecords;\n\
          const firstPage = a.page;\n\
          a.shutdown();\n\
+         const last = JSON.stringify(a.stats());\n\
          r.afterShutdown = await caught(() => a.record('e2e.x', 1));\n\
          const b = await init(options);\n\
          a.shutdown();\n\
          a.free();\n\
          b.record('e2e.second', 1);\n\
-         r.old = [a.stats().measured >= 1, a.sampled, a.page];\n\
+         r.old = [JSON.stringify(a.stats()) === last, a.stats().sent >= 1, b.stats().sent, a.sampled, a.page];\n\
          r.newPage = typeof b.page === 'string' && b.page !== firstPage;\n\
          b.flush();\n\
          window.results = r;\n";
@@ -522,7 +523,11 @@ async fn the_shipped_handle_keeps_its_documented_api() {
     assert_eq!(r["seen"], serde_json::json!(["e2e.handle"]), "onMetric saw the recorded metric: {r}");
     assert_eq!(r["rejected"], serde_json::json!(2), "{r}");
     assert!(text("afterShutdown").contains("shut down"), "{r}");
-    assert_eq!(r["old"], serde_json::json!([true, true, null]), "the old handle answers stats and sampled, drives nothing: {r}");
+    assert_eq!(
+        r["old"],
+        serde_json::json!([true, true, 0, true, null]),
+        "the old handle answers its own final stats and sampled, drives nothing: {r}"
+    );
     assert_eq!(r["newPage"], serde_json::json!(true), "{r}");
     assert_eq!(browser.js("return window.errors").await, serde_json::json!([]), "errors reached the window");
     browser.close().await;

@@ -200,7 +200,9 @@ export function header(h, p, n) {
 export function float(p, n) { return parseFloat(str(p, n)); }
 export function load(p, n) { try { return text(sessionStorage.getItem(str(p, n)) ?? undefined); } catch (e) { return -1; } }
 export function save(kp, kn, vp, vn) { try { sessionStorage.setItem(str(kp, kn), str(vp, vn)); } catch (e) {} }
-export function test(h, p, n) { try { const re = obj(h); re.lastIndex = 0; return re.test(str(p, n)) ? 1 : 0; } catch (e) { return 0; } }
+// On a fresh copy: a global or sticky RegExp starts at 0 each time, a frozen one works, and the
+// page's own lastIndex is left alone.
+export function test(h, p, n) { try { return new RegExp(obj(h)).test(str(p, n)) ? 1 : 0; } catch (e) { return 0; } }
 export function parse(p, n) { return put(JSON.parse(str(p, n))); }
 export function stringify(h) { try { return text(JSON.stringify(obj(h))); } catch (e) { return -1; } }
 // Calls a page function with one argument: the result's handle, or -1 - the thrown error's.

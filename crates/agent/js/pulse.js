@@ -9,6 +9,8 @@
 import * as host from './host.js';
 
 let loading;
+// Keeps the newest handle's final stats and sampling decision (see `init`).
+let retire = () => {};
 
 /**
  * Loads the WebAssembly (once) and starts measuring; resolves to the agent's handle. Where
@@ -36,18 +38,23 @@ export async function init(options) {
   const run = (f) => host.scoped(f);
   const check = (ok) => { if (!ok) throw Error(host.failed); };
   host.setup(w.ev, w.memory);
+  // The wasm answers stats and sampled for the newest agent only: the one before keeps its final
+  // answers when a new one starts (and forgets them if the start failed: it still answers).
+  const previous = retire;
+  previous(1);
   const handle = run(() => w.start(host.hold(options)));
+  if (!handle) previous(0);
   check(handle);
   const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
-  // The counts and the sampling decision at shutdown, for when a newer agent has started.
   let last, sampled;
+  retire = (keep) => {
+    last = keep ? text(3) : undefined;
+    sampled = !!run(() => w.about(handle, 0));
+  };
   return {
     record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
     flush: () => run(() => w.flush(handle)),
-    shutdown: () => {
-      run(() => w.shutdown(handle));
-      if (!last) { last = text(3); sampled = !!run(() => w.about(handle, 0)); }
-    },
+    shutdown: () => run(() => w.shutdown(handle)),
     onMetric: (callback) => run(() => w.on_metric(handle, host.hold(callback))),
     stats: () => { const s = text(3) || last; return s && JSON.parse(s); },
     // The wasm-bindgen class this replaces had it; the agent's memory is freed by shutdown().

@@ -7,7 +7,7 @@
 //! That needs this module's `unsafe_code`: an `unsafe extern` block (its functions declared
 //! `safe`: they take and return plain numbers and touch no Rust memory, except `copy`, which
 //! writes the bytes `host.js` last encoded into a buffer of exactly that length the caller owns —
-//! see `host::bytes`) and `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The
+//! see [`received`], which also takes them as UTF-8 unchecked: `TextEncoder` made them) and `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The
 //! wasm is single-threaded (no `atomics` target feature), which is what makes [`Current`]
 //! `Sync`. The browser tests' build (feature `std`) declares the same imports through
 //! wasm-bindgen and calls the agent from Rust, so it needs none of this.
@@ -82,13 +82,36 @@ extern "C" {
     pub fn setup(callback: &wasm_bindgen::JsValue, memory: &wasm_bindgen::JsValue);
 }
 
-/// The running agent and its generation (a handle names the generation it was returned by).
-pub struct Current(pub core::cell::RefCell<Option<(u32, alloc::rc::Rc<crate::agent::Agent>)>>);
+/// The `n` bytes `host.js` last encoded, as a string.
+pub fn received(n: usize) -> alloc::string::String {
+    let mut buf = alloc::vec![0u8; n];
+    copy(buf.as_mut_ptr() as i32);
+    // SAFETY: `host.js` encodes every string it hands over with `TextEncoder`, whose output is
+    // UTF-8 (a lone surrogate becomes U+FFFD); not checking again keeps the validator out of the wasm.
+    unsafe { alloc::string::String::from_utf8_unchecked(buf) }
+}
+
+/// The running agent and its generation (a handle names the generation it was returned by). A
+/// `Cell` read by taking and putting back: no borrow that could fail (its panic path would bring
+/// message formatting into the wasm).
+pub struct Current(core::cell::Cell<Option<(u32, alloc::rc::Rc<crate::agent::Agent>)>>);
+
+impl Current {
+    pub fn get(&self) -> Option<(u32, alloc::rc::Rc<crate::agent::Agent>)> {
+        let now = self.0.take();
+        self.0.set(now.clone());
+        now
+    }
+
+    pub fn set(&self, agent: Option<(u32, alloc::rc::Rc<crate::agent::Agent>)>) {
+        self.0.set(agent);
+    }
+}
 
 // SAFETY: the wasm32 target without `atomics` has one thread, so nothing is shared between threads.
 unsafe impl Sync for Current {}
 
-pub static CURRENT: Current = Current(core::cell::RefCell::new(None));
+pub static CURRENT: Current = Current(core::cell::Cell::new(None));
 
 // The page build's exports, called by `js/pulse.js` (inside `host.js`'s `scoped`).
 #[cfg(not(feature = "std"))]

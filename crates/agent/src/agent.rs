@@ -122,6 +122,8 @@ pub struct Agent {
     core: RefCell<Core>,
     listeners: RefCell<Vec<Kept>>,
     running: Cell<bool>,
+    /// Shutdown has sent its last beacon.
+    stopped: Cell<bool>,
     /// Nesting depth, start of the outermost timed call, total and longest main-thread time in
     /// agent code, ms.
     clock: Cell<(u32, f64, f64, f64)>,
@@ -165,6 +167,7 @@ impl Agent {
             core: RefCell::new(core),
             listeners: RefCell::default(),
             running: Cell::new(true),
+            stopped: Cell::new(false),
             clock: Cell::new((0, 0.0, 0.0, 0.0)),
         })
     }
@@ -278,12 +281,12 @@ impl Agent {
         self.core().stats.measured += 1;
         let Metric { json } = metric;
         // The listeners there now, by index: not borrowed across the call, which may add one.
-        let listeners = self.listeners.borrow().len();
+        let listeners = read(&self.listeners).len();
         if listeners > 0 {
             // Their own copy: a listener changing it does not change what is sent.
             let object = host::parse(&json);
             for i in 0..listeners {
-                let Some(f) = self.listeners.borrow().get(i).map(Kept::js) else { break };
+                let Some(f) = read(&self.listeners).get(i).map(Kept::js) else { break };
                 if let Err(error) = host::invoke(f, object) {
                     host::log(true, "pulse: an onMetric callback threw", error);
                 }
@@ -310,7 +313,9 @@ impl Agent {
             core.stats.dropped_queue_full += core.queue.dropped - dropped;
             full
         };
-        if full {
+        // Stopped while this metric was with a listener or `beforeSend`: shutdown's last beacon
+        // has gone, so it goes on its own.
+        if full || self.stopped.get() {
             self.flush();
         }
     }
@@ -384,7 +389,10 @@ impl Agent {
     }
 
     pub fn add_listener(&self, callback: Kept) {
-        self.listeners.borrow_mut().push(callback);
+        match self.listeners.try_borrow_mut() {
+            Ok(mut listeners) => listeners.push(callback),
+            Err(_) => trap(),
+        }
     }
 
     /// `stats()` as JSON (camelCase, as JavaScript names things).
@@ -428,7 +436,9 @@ impl Agent {
     /// Stops the agent: reports what is final on hide, sends what is waiting, removes every
     /// listener and observer, restores `fetch` and XHR. Its handles do nothing afterwards.
     pub fn shutdown(&self) {
-        if !self.running.get() {
+        // Not running from here on: a listener or `beforeSend` calling `shutdown()` again, or any
+        // other handle method, does nothing.
+        if !self.running.replace(false) {
             return;
         }
         self.timed(|| {
@@ -436,7 +446,7 @@ impl Agent {
             self.deliver();
             self.flush();
         });
-        self.running.set(false);
+        self.stopped.set(true);
         // The listeners stay until the agent is dropped: one of them may be running this shutdown.
         host::stop();
     }
@@ -728,6 +738,14 @@ impl Core {
     fn save_session(&mut self) {
         host::save(STORAGE_KEY, &self.session.encode());
         self.session_saved_at = host::epoch();
+    }
+}
+
+/// `cell.borrow()` with a trap instead of its panic (whose message formatting would be linked).
+fn read<T>(cell: &RefCell<T>) -> core::cell::Ref<'_, T> {
+    match cell.try_borrow() {
+        Ok(value) => value,
+        Err(_) => trap(),
     }
 }
 

@@ -11,7 +11,9 @@
 use crate::host::Js;
 use alloc::borrow::ToOwned;
 use alloc::string::String;
+use pulse_protocol::limits::{MAX_DURATION_MS, MAX_SHORT_LEN};
 use pulse_protocol::text;
+use pulse_protocol::validate::has_control;
 
 use crate::config::Config;
 use crate::host::{self, Kind};
@@ -183,7 +185,8 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
                     // No entries: the member is left out (a key with nothing after it is trimmed).
                     if list.len() == empty {
                         let key = empty - "\"server_timing\":[".len() - 1;
-                        list.truncate(key);
+                        // Whole chars popped (the key is ASCII): no boundary assertion linked.
+                        *list = pulse_protocol::route::truncate(core::mem::take(list), key);
                     } else {
                         list.push(']');
                     }
@@ -199,8 +202,8 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
 }
 
 /// Parses a `Server-Timing` header (`db;dur=53.2, cache;desc="Cache Read";dur=2, miss`): calls
-/// `each` with every entry's name, `dur` and `desc`, at most 16 entries; `parse_number` reads
-/// the `dur` values.
+/// `each` with every entry's name, `dur` and `desc`, at most 16 entries, as the collector accepts
+/// them; `parse_number` reads the `dur` values.
 pub fn server_timing(header: &str, parse_number: impl Fn(&str) -> f64, mut each: impl FnMut(&str, Option<f64>, Option<&str>)) {
     let mut count = 0;
     outside_quotes(header, b',', |part| {
@@ -217,13 +220,16 @@ pub fn server_timing(header: &str, parse_number: impl Fn(&str) -> f64, mut each:
             let key = key.trim_ascii();
             if key.eq_ignore_ascii_case("dur") && !dur_seen {
                 dur_seen = true;
-                dur = Some(parse_number(value)).filter(|d| d.is_finite() && *d >= 0.0);
+                // An implausible duration is left out, as the collector would refuse it.
+                dur = Some(parse_number(value)).filter(|d| (0.0..=MAX_DURATION_MS).contains(d));
             } else if key.eq_ignore_ascii_case("desc") && !desc_seen {
                 desc_seen = true;
                 desc = Some(value);
             }
         });
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
+        // A name the collector would refuse (too long, a control character such as an inner tab)
+        // leaves the entry out rather than failing the whole call's metric.
+        if let Some(name) = name.filter(|n| !n.is_empty() && n.len() <= MAX_SHORT_LEN && !has_control(n)) {
             if count < pulse_protocol::limits::MAX_SERVER_TIMINGS {
                 count += 1;
                 each(name, dur, desc);
@@ -289,5 +295,13 @@ mod tests {
         assert_eq!(parse("x;DUR=-1"), vec![st("x", None, None)], "negative durations are dropped");
         assert_eq!(parse(" , ;dur=1"), vec![]);
         assert_eq!(parse(&"a, ".repeat(40)).len(), 16);
+    }
+
+    #[test]
+    fn server_timing_leaves_out_what_the_collector_refuses() {
+        let long = "n".repeat(MAX_SHORT_LEN + 1);
+        let header = alloc::format!("a\tb;dur=1, {long};dur=2, c\u{85}d, slow;dur=3600001, ok;dur=3600000");
+        assert_eq!(parse(&header), vec![st("slow", None, None), st("ok", Some(MAX_DURATION_MS), None)]);
+        assert_eq!(parse(&"n".repeat(MAX_SHORT_LEN)).len(), 1, "a name of the longest length is kept");
     }
 }

@@ -12,7 +12,6 @@
 //! it is dropped.
 
 use alloc::string::String;
-use alloc::vec;
 
 /// A page object, by its index in `host.js`'s table (scratch: valid during the current call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +62,7 @@ fn ptr(s: &str) -> (i32, i32) {
 /// The string `host.js` just encoded (`n` bytes; negative: there was none).
 #[inline(never)]
 fn bytes(n: i32) -> Option<String> {
-    let n = usize::try_from(n).ok()?;
-    let mut buf = vec![0u8; n];
-    abi::copy(buf.as_mut_ptr() as i32);
-    String::from_utf8(buf).ok()
+    Some(abi::received(usize::try_from(n).ok()?))
 }
 
 pub fn keep(o: Js) -> Kept {

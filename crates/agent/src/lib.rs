@@ -82,19 +82,19 @@ fn agent(handle: u32) -> Option<Rc<agent::Agent>> {
 
 /// The agent `handle` names, also after its shutdown (until the next one starts).
 fn last(handle: u32) -> Option<Rc<agent::Agent>> {
-    CURRENT.0.borrow().as_ref().filter(|(h, _)| *h == handle).map(|(_, a)| a.clone())
+    CURRENT.get().filter(|(h, _)| *h == handle).map(|(_, a)| a)
 }
 
 /// Starts measuring with `options` (the object passed to `init`); the new agent's handle. Fails
 /// with a message naming the option when the options are wrong, or when an agent is running.
 pub fn start(options: Js) -> Result<u32, String> {
-    if CURRENT.0.borrow().as_ref().is_some_and(|(_, a)| a.running()) {
+    if CURRENT.get().is_some_and(|(_, a)| a.running()) {
         return Err(String::from("pulse.init: the agent is already running; call shutdown() on its handle first"));
     }
     let config = config::Config::from_js(options).map_err(|e| e.message())?;
     let handle = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
     let agent = agent::Agent::new(config);
-    *CURRENT.0.borrow_mut() = Some((handle, agent.clone()));
+    CURRENT.set(Some((handle, agent.clone())));
     agent.start();
     Ok(handle)
 }
@@ -102,7 +102,7 @@ pub fn start(options: Js) -> Result<u32, String> {
 /// One event from the page: `code` as the agent asked for it, its objects at `base` and
 /// `base + 1`, a number. Returns what the host hands back (a request id for the wrappers).
 pub fn event(code: u32, base: i32, n: f64) -> f64 {
-    let current = CURRENT.0.borrow().as_ref().map(|(_, a)| a.clone());
+    let current = CURRENT.get().map(|(_, a)| a);
     current.filter(|a| a.running()).map_or(0.0, |agent| agent.dispatch(code, Js::raw(base), Js::raw(base + 1), n))
 }
 

@@ -471,11 +471,18 @@ async fn fetches_are_timed_with_status_route_and_method() {
 
 #[wasm_bindgen_test]
 async fn xml_http_requests_are_timed_too() {
-    let agent = start(&[("trackMeasures", JsValue::FALSE), ("ignoreUrls", js_sys::Array::of1(&"/ignored".into()).into())]);
+    // A frozen global RegExp matches too (its lastIndex cannot be written).
+    let frozen = js_sys::Object::freeze(&js_sys::RegExp::new("/frozen/", "g"));
+    let agent = start(&[("trackMeasures", JsValue::FALSE), ("ignoreUrls", js_sys::Array::of2(&"/ignored".into(), &frozen).into())]);
     assert!(xhr_wrapped());
-    for (method, url) in
-        [("GET", "/api/orders/42?full=1"), ("post", "/api/orders"), ("GET", "/ignored/x"), ("GET", "http://127.0.0.1:9/down")]
-    {
+    for (method, url) in [
+        ("GET", "/api/orders/42?full=1"),
+        ("post", "/api/orders"),
+        ("GET", "/ignored/x"),
+        ("GET", "/frozen/x"),
+        ("GET", "/frozen/y"),
+        ("GET", "http://127.0.0.1:9/down"),
+    ] {
         let status = JsFuture::from(xhr(method, url)).await.expect("the page's request completes");
         assert_eq!(status.as_f64(), Some(if url.contains(":9/") { 0.0 } else { 404.0 }), "the page sees its own status");
     }
@@ -702,7 +709,7 @@ fn a_handle_drives_only_the_agent_it_was_returned_by() {
 }
 
 #[wasm_bindgen_test]
-fn a_listener_that_shuts_the_agent_down_leaves_the_other_listeners_their_metric() {
+fn a_listener_that_shuts_the_agent_down_leaves_the_other_listeners_their_metric_and_it_is_sent() {
     let agent = start(&[]);
     let handle = agent.0.clone();
     let stopper = Closure::<dyn Fn(JsValue)>::new(move |_| handle.shutdown());
@@ -717,6 +724,7 @@ fn a_listener_that_shuts_the_agent_down_leaves_the_other_listeners_their_metric(
     // The shutdown reports the page view's vitals first (to both listeners); then the metric that
     // was being handed out reaches the second listener too.
     assert_eq!(seen.to_vec().last(), Some(&JsValue::from("last.words")), "the second listener still saw the metric: {seen:?}");
+    assert_eq!(named(&sent_metrics(), "last.words").len(), 1, "and it was sent, after shutdown's last beacon");
     assert!(agent.0.record("after".into(), 1.0.into(), JsValue::UNDEFINED).is_err(), "and the agent is shut down");
     assert!(agent.0.sampled(), "sampled still says what the session decided");
     assert!(stat(&agent, "measured") >= 1.0, "stats() still gives the last counts");

@@ -427,10 +427,16 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
     if value.len() > max {
         return Err(Invalid::new(field, Reason::TooLong { max }));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         return Err(Invalid::new(field, Reason::BadCharacters));
     }
     Ok(())
+}
+
+/// Whether `value` holds a control character, which no short text field (names, routes, tag
+/// values, `server_timing` names) may: the agent leaves out what would fail here.
+pub fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
 }
 
 #[cfg(test)]
