@@ -19,8 +19,10 @@ cd "$root"
 cargo build --quiet --lib -p pulse-agent --target wasm32-unknown-unknown --profile release-wasm --no-default-features
 rm -rf "$out" && mkdir -p "$out"
 built="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
-# The features the Rust target emits (wasm-opt must be told; it defaults to MVP).
-"$wasm_opt" -Oz --strip-debug --strip-producers \
+# The features the Rust target emits (wasm-opt must be told; it defaults to MVP). Memory below
+# 1 KiB is the far end of the 1 MiB stack, which the agent never gets near: wasm-opt may fold
+# offsets into addresses (--low-memory-unused). The features section is for linkers only.
+"$wasm_opt" -Oz --converge --low-memory-unused --strip-debug --strip-producers --strip-target-features \
   --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
   --enable-reference-types --enable-multivalue \
   "$built" -o "$out/pulse_bg.wasm"

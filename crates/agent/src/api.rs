@@ -4,7 +4,7 @@
 //!
 //! The wrappers in `js/host.js` hand the page exactly what the original returns — the same
 //! promise object — and rethrow anything it throws; they ask here whether to time a call
-//! ([`Calls::begin`], which decides) and say how it ended ([`Calls::end`]). Calls to the collector
+//! ([`Calls::begin`], which decides) and say how it ended ([`Calls::fetch_ended`], [`Calls::xhr_ended`]). Calls to the collector
 //! itself and URLs on the ignore list are not timed. Opaque (`no-cors`) responses carry no
 //! status, so they are not reported.
 

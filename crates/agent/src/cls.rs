@@ -107,6 +107,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Lets go of the kept entries (the agent has stopped).
+    pub fn release(&mut self) {
+        self.entries = Vec::new();
+    }
+
     /// A `layout-shift` entry.
     pub fn entry(&mut self, entry: Js) {
         let shift = LayoutShift {

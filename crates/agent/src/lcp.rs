@@ -101,6 +101,11 @@ impl Watch {
         Watch { lcp: Lcp::new(view.activation_start, view.first_hidden), instance: Instance::default(), entry: None, soft: None }
     }
 
+    /// Lets go of the kept entry (the agent has stopped).
+    pub fn release(&mut self) {
+        self.entry = None;
+    }
+
     /// The LCP of a soft navigation started at `start` by interaction `interaction`, whose
     /// largest contentful paint so far is `largest` (an `interaction-contentful-paint` entry).
     /// As web-vitals: measured from the interaction's start, never hidden before it began.
