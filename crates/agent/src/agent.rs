@@ -55,23 +55,38 @@ mod code {
     pub const POSTED: u32 = 34;
 }
 
-/// What the agent did, for the page (`stats()`).
+/// What the agent did, for the page (`stats()`): counts by the indexes in [`stat`].
 #[derive(Debug, Clone, Default)]
-pub struct Stats {
+pub struct Stats(pub [u32; stat::NAMES.len()]);
+
+/// The counts in [`Stats`] and their names in `stats()`.
+pub mod stat {
     /// Metrics measured or recorded (before sampling and `beforeSend`).
-    pub measured: u32,
+    pub const MEASURED: usize = 0;
     /// Metrics handed to the browser for sending.
-    pub sent: u32,
-    pub beacons: u32,
+    pub const SENT: usize = 1;
+    pub const BEACONS: usize = 2;
     /// Metrics put back after a failed send.
-    pub retried: u32,
-    pub dropped_unsampled: u32,
-    pub dropped_by_before_send: u32,
-    pub before_send_errors: u32,
-    pub dropped_queue_full: u32,
-    pub dropped_too_large: u32,
+    pub const RETRIED: usize = 3;
+    pub const DROPPED_UNSAMPLED: usize = 4;
+    pub const DROPPED_BY_BEFORE_SEND: usize = 5;
+    pub const BEFORE_SEND_ERRORS: usize = 6;
+    pub const DROPPED_QUEUE_FULL: usize = 7;
+    pub const DROPPED_TOO_LARGE: usize = 8;
     /// `record` calls refused for bad input.
-    pub rejected_records: u32,
+    pub const REJECTED_RECORDS: usize = 9;
+    pub const NAMES: [&str; 10] = [
+        "measured",
+        "sent",
+        "beacons",
+        "retried",
+        "droppedUnsampled",
+        "droppedByBeforeSend",
+        "beforeSendErrors",
+        "droppedQueueFull",
+        "droppedTooLarge",
+        "rejectedRecords",
+    ];
 }
 
 /// The measurement state: everything events change.
@@ -272,13 +287,13 @@ impl Agent {
     }
 
     pub fn reject_record(&self) {
-        self.core().stats.rejected_records += 1;
+        self.core().stats.0[stat::REJECTED_RECORDS] += 1;
     }
 
     /// One metric to the listeners, sampling, `beforeSend` and the queue; `context` is its page
     /// view when it is not the current one.
     fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
-        self.core().stats.measured += 1;
+        self.core().stats.0[stat::MEASURED] += 1;
         let Metric { json } = metric;
         // The listeners there now, by index: not borrowed across the call, which may add one.
         let listeners = read(&self.listeners).len();
@@ -298,7 +313,7 @@ impl Agent {
             let context = context.unwrap_or(now);
             let sampled = core.session.sampled;
             if !sampled {
-                core.stats.dropped_unsampled += 1;
+                core.stats.0[stat::DROPPED_UNSAMPLED] += 1;
             }
             (context, sampled)
         };
@@ -310,7 +325,7 @@ impl Agent {
             let mut core = self.core();
             let dropped = core.queue.dropped;
             let full = core.queue.push((context, json));
-            core.stats.dropped_queue_full += core.queue.dropped - dropped;
+            core.stats.0[stat::DROPPED_QUEUE_FULL] += core.queue.dropped - dropped;
             full
         };
         // Stopped while this metric was with a listener or `beforeSend`: shutdown's last beacon
@@ -327,7 +342,7 @@ impl Agent {
         let outcome = host::invoke(hook.js(), host::parse(&json));
         let changed = match &outcome {
             Ok(v) if matches!(host::kind_of(*v), Kind::Missing | Kind::Bool(false)) => {
-                self.core().stats.dropped_by_before_send += 1;
+                self.core().stats.0[stat::DROPPED_BY_BEFORE_SEND] += 1;
                 return None;
             }
             Ok(v) if host::is(*v, "name", Metric::name(&json)) => host::stringify(*v),
@@ -335,7 +350,7 @@ impl Agent {
         };
         if changed.is_none() {
             // Dropped, not sent unscrubbed: beforeSend is where pages remove private data.
-            self.core().stats.before_send_errors += 1;
+            self.core().stats.0[stat::BEFORE_SEND_ERRORS] += 1;
             match outcome {
                 Err(error) => host::log(true, "pulse: beforeSend threw; the metric was dropped", error),
                 Ok(_) => host::log(
@@ -366,9 +381,9 @@ impl Agent {
                 MAX_PAYLOAD_BYTES,
                 |group| group.first().map_or_else(String::new, |first| transport::payload(config, &first.0, group)),
             );
-            core.stats.dropped_too_large += too_large.len() as u32;
-            core.stats.beacons += payloads.len() as u32;
-            core.stats.sent += payloads.iter().map(|(_, g)| g.len() as u32).sum::<u32>();
+            core.stats.0[stat::DROPPED_TOO_LARGE] += too_large.len() as u32;
+            core.stats.0[stat::BEACONS] += payloads.len() as u32;
+            core.stats.0[stat::SENT] += payloads.iter().map(|(_, g)| g.len() as u32).sum::<u32>();
             payloads
         };
         for (body, group) in payloads {
@@ -401,18 +416,7 @@ impl Agent {
         let (_, _, busy, longest) = self.clock.get();
         let mut out = String::new();
         let mut o = crate::json::Obj::new(&mut out);
-        for (key, value) in [
-            ("measured", s.measured),
-            ("sent", s.sent),
-            ("beacons", s.beacons),
-            ("retried", s.retried),
-            ("droppedUnsampled", s.dropped_unsampled),
-            ("droppedByBeforeSend", s.dropped_by_before_send),
-            ("beforeSendErrors", s.before_send_errors),
-            ("droppedQueueFull", s.dropped_queue_full),
-            ("droppedTooLarge", s.dropped_too_large),
-            ("rejectedRecords", s.rejected_records),
-        ] {
+        for (key, value) in stat::NAMES.iter().zip(s.0) {
             o.num(key, f64::from(value));
         }
         o.num("busyMs", busy);
@@ -708,11 +712,11 @@ impl Core {
         let Some(i) = self.posting.iter().position(|(t, _)| *t == token).filter(|i| *i < self.posting.len()) else { return };
         let (_, group) = self.posting.swap_remove(i);
         let n = group.len() as u32;
-        self.stats.sent = self.stats.sent.saturating_sub(n);
-        self.stats.retried += n;
+        self.stats.0[stat::SENT] = self.stats.0[stat::SENT].saturating_sub(n);
+        self.stats.0[stat::RETRIED] += n;
         let dropped = self.queue.dropped;
         self.queue.requeue(group);
-        self.stats.dropped_queue_full += self.queue.dropped - dropped;
+        self.stats.0[stat::DROPPED_QUEUE_FULL] += self.queue.dropped - dropped;
     }
 
     /// The page view a metric measured now belongs to: rolls the session over after 30 idle
