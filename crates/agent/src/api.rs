@@ -169,26 +169,19 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
                 o.num("status", f64::from(status));
                 o.bool("ok", (200..300).contains(&status));
                 if let Some(header) = header {
-                    let list = o.key("server_timing");
-                    list.push('[');
-                    let empty = list.len();
+                    let mut list = String::new();
                     server_timing(&header, host::float, |name, dur, desc| {
-                        if list.len() > empty {
-                            list.push(',');
-                        }
-                        let mut e = Obj::new(list);
+                        list.push(if list.is_empty() { '[' } else { ',' });
+                        let mut e = Obj::new(&mut list);
                         e.str("name", name);
                         e.opt_num("dur", dur);
                         e.opt_str("desc", desc);
                         e.end();
                     });
-                    // No entries: the member is left out (a key with nothing after it is trimmed).
-                    if list.len() == empty {
-                        let key = empty - "\"server_timing\":[".len() - 1;
-                        // Whole chars popped (the key is ASCII): no boundary assertion linked.
-                        *list = pulse_protocol::route::truncate(core::mem::take(list), key);
-                    } else {
+                    // No entries: the member is left out.
+                    if !list.is_empty() {
                         list.push(']');
+                        o.key("server_timing").push_str(&list);
                     }
                 }
             }
@@ -205,63 +198,67 @@ fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
 /// `each` with every entry's name, `dur` and `desc`, at most 16 entries, as the collector accepts
 /// them; `parse_number` reads the `dur` values.
 pub fn server_timing(header: &str, parse_number: impl Fn(&str) -> f64, mut each: impl FnMut(&str, Option<f64>, Option<&str>)) {
+    // One pass: entries end at `,` and parameters at `;` or `,`, neither inside double quotes;
+    // the end of the header ends both.
     let mut count = 0;
-    outside_quotes(header, b',', |part| {
-        let mut name = None;
-        let (mut dur, mut desc) = (None, None);
-        let (mut dur_seen, mut desc_seen) = (false, false);
-        outside_quotes(part, b';', |param| {
-            let Some(_) = name else {
-                name = Some(param.trim_ascii());
-                return;
-            };
+    let (mut name, mut dur, mut desc) = (None, None, None);
+    let (mut dur_seen, mut desc_seen) = (false, false);
+    let (mut quoted, mut start) = (false, 0);
+    let bytes = header.as_bytes();
+    for i in 0..=bytes.len() {
+        let b = match bytes.get(i) {
+            Some(&b) => {
+                quoted ^= b == b'"';
+                if quoted || (b != b',' && b != b';') {
+                    continue;
+                }
+                b
+            }
+            None => b',',
+        };
+        let param = header.get(start..i).unwrap_or("");
+        start = i + 1;
+        if name.is_none() {
+            name = Some(param.trim_ascii());
+        } else {
             let (key, value) = text::split_once(param, b'=').unwrap_or((param, ""));
             let value = unquote(value.trim_ascii());
             let key = key.trim_ascii();
             if key.eq_ignore_ascii_case("dur") && !dur_seen {
                 dur_seen = true;
                 // An implausible duration is left out, as the collector would refuse it.
-                dur = Some(parse_number(value)).filter(|d| (0.0..=MAX_DURATION_MS).contains(d));
+                dur = Some(parse_number(value)).filter(|d| *d >= 0.0 && *d <= MAX_DURATION_MS);
             } else if key.eq_ignore_ascii_case("desc") && !desc_seen {
                 desc_seen = true;
                 desc = Some(value);
             }
-        });
-        // A name the collector would refuse (too long, a control character such as an inner tab)
-        // leaves the entry out rather than failing the whole call's metric.
-        if let Some(name) = name.filter(|n| !n.is_empty() && n.len() <= MAX_SHORT_LEN && !has_control(n)) {
-            if count < pulse_protocol::limits::MAX_SERVER_TIMINGS {
-                count += 1;
-                each(name, dur, desc);
-            }
         }
-    });
-}
-
-/// Calls `each` with the pieces of `s` between `separator`s (ASCII) that are not inside double
-/// quotes.
-fn outside_quotes<'a>(s: &'a str, separator: u8, mut each: impl FnMut(&'a str)) {
-    let (mut quoted, mut start) = (false, 0);
-    for (i, b) in s.bytes().enumerate() {
-        quoted ^= b == b'"';
-        if b == separator && !quoted {
-            if let Some(piece) = s.get(start..i) {
-                each(piece);
+        if b == b',' {
+            // A name the collector would refuse (too long, a control character such as an inner
+            // tab) leaves the entry out rather than failing the whole call's metric.
+            if let Some(name) = name.take().filter(|n| !n.is_empty() && n.len() <= MAX_SHORT_LEN && !has_control(n)) {
+                if count < pulse_protocol::limits::MAX_SERVER_TIMINGS {
+                    count += 1;
+                    each(name, dur, desc);
+                }
             }
-            start = i + 1;
+            (dur, desc, dur_seen, desc_seen) = (None, None, false, false);
         }
-    }
-    if let Some(piece) = s.get(start..) {
-        each(piece);
     }
 }
 
 /// `value` without the double quotes around it (all leading and trailing ones, as
 /// `trim_matches('"')`).
 fn unquote(value: &str) -> &str {
-    let start = value.bytes().position(|b| b != b'"').unwrap_or(value.len());
-    let end = value.bytes().rposition(|b| b != b'"').map_or(start, |i| i + 1);
-    value.get(start..end.max(start)).unwrap_or("")
+    let b = value.as_bytes();
+    let (mut start, mut end) = (0, b.len());
+    while start < end && b.get(start) == Some(&b'"') {
+        start += 1;
+    }
+    while end > start && b.get(end - 1) == Some(&b'"') {
+        end -= 1;
+    }
+    value.get(start..end).unwrap_or("")
 }
 
 #[cfg(test)]
@@ -294,6 +291,8 @@ mod tests {
         assert_eq!(parse("app;dur=abc;dur=4"), vec![st("app", None, None)], "the first dur counts, even when bad");
         assert_eq!(parse("x;DUR=-1"), vec![st("x", None, None)], "negative durations are dropped");
         assert_eq!(parse(" , ;dur=1"), vec![]);
+        assert_eq!(parse(r#"a;desc=""x"";dur="7", b;desc="""#), vec![st("a", Some(7.0), Some("x")), st("b", None, Some(""))]);
+        assert_eq!(parse(r#"q;desc="x, y;z"#), vec![st("q", None, Some("x, y;z"))], "an unclosed quote runs to the end");
         assert_eq!(parse(&"a, ".repeat(40)).len(), 16);
     }
 

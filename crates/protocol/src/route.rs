@@ -34,18 +34,36 @@ pub fn normalise_route(url: &str) -> String {
 /// Splits `scheme://host[:port]/path` into (`host[:port]`, `/path`); a relative URL has no host.
 fn split_origin(url: &str) -> (Option<&str>, &str) {
     let url = url.trim_ascii();
-    // No indexing by position: it brings `str`'s panic formatting into the wasm agent.
-    let Some((scheme, rest)) = find(url, "://").and_then(|i| url.get(..i).zip(url.get(i + 3..))) else {
-        return (None, url);
-    };
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')) {
+    let b = url.as_bytes();
+    // The scheme: letters, digits, `+`, `-` and `.`, up to the first byte that is none of them,
+    // which must start `://` (a `:` cannot be in a scheme, so that is the first `://`). No indexing
+    // by position: it brings `str`'s panic formatting into the wasm agent.
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) {
+            break;
+        }
+        i += 1;
+    }
+    if i == 0 || !matches!(b.get(i..), Some([b':', b'/', b'/', ..])) {
         return (None, url);
     }
-    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
-    let (Some(authority), Some(path)) = (rest.get(..end), rest.get(end..)) else { return (None, url) };
-    // Drop any `user:password@` from the authority: it must never be stored.
-    let host = authority.bytes().rposition(|b| b == b'@').and_then(|i| authority.get(i + 1..)).unwrap_or(authority);
-    (Some(host), path)
+    // The authority runs to the first `/`, `?` or `#`; any `user:password@` in it is dropped: it
+    // must never be stored.
+    let (mut host, mut end) = (i + 3, i + 3);
+    while let Some(&c) = b.get(end) {
+        if matches!(c, b'/' | b'?' | b'#') {
+            break;
+        }
+        end += 1;
+        if c == b'@' {
+            host = end;
+        }
+    }
+    match url.split_at_checked(end) {
+        Some((authority, path)) => (authority.get(host..), path),
+        None => (None, url),
+    }
 }
 
 fn normalise_segments(path: &str, mut out: String) -> String {
@@ -66,22 +84,16 @@ fn normalise_segments(path: &str, mut out: String) -> String {
 
 /// Whether a path segment looks like an identifier rather than a name.
 fn is_id(segment: &str) -> bool {
+    // One pass: all digits; a UUID (hex digits with `-` at 8, 13, 18 and 23); or a long hex
+    // string with a digit in it.
     let b = segment.as_bytes();
-    if b.iter().all(u8::is_ascii_digit) {
-        return true;
+    let (mut digits, mut hex, mut uuid) = (0, 0, b.len() == 36);
+    for (i, &c) in b.iter().enumerate() {
+        digits += usize::from(c.is_ascii_digit());
+        hex += usize::from(c.is_ascii_hexdigit());
+        uuid &= if matches!(i, 8 | 13 | 18 | 23) { c == b'-' } else { c.is_ascii_hexdigit() };
     }
-    if is_uuid(b) {
-        return true;
-    }
-    b.len() >= 16 && b.iter().all(u8::is_ascii_hexdigit) && b.iter().any(u8::is_ascii_digit)
-}
-
-fn is_uuid(b: &[u8]) -> bool {
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
+    digits == b.len() || uuid || (b.len() >= 16 && hex == b.len() && digits > 0)
 }
 
 /// The byte offset of the first `needle` in `haystack` (`Some(0)` for an empty needle). What

@@ -23,19 +23,18 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.rest?;
-        // `iter().any`, not `contains`: the latter is `memchr` for bytes, larger in the wasm.
-        #[allow(clippy::manual_contains)]
-        let at = rest.bytes().position(|b| self.separators.iter().any(|s| *s == b));
-        match at {
-            Some(i) => {
-                self.rest = rest.get(i + 1..);
-                rest.get(..i)
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
+        for (i, &b) in rest.as_bytes().iter().enumerate() {
+            // Not `contains`: that is `memchr` for bytes, larger in the wasm.
+            for &s in self.separators {
+                if s == b {
+                    let (head, tail) = rest.split_at_checked(i)?;
+                    self.rest = tail.get(1..);
+                    return Some(head);
+                }
             }
         }
+        self.rest = None;
+        Some(rest)
     }
 }
 

@@ -436,7 +436,16 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 /// Whether `value` holds a control character, which no short text field (names, routes, tag
 /// values, `server_timing` names) may: the agent leaves out what would fail here.
 pub fn has_control(value: &str) -> bool {
-    value.chars().any(char::is_control)
+    // C0 controls and DEL are single bytes; the C1 controls (U+0080 to U+009F) are 0xC2 followed
+    // by 0x80 to 0x9F.
+    let mut after_c2 = false;
+    for &b in value.as_bytes() {
+        if b < 0x20 || b == 0x7f || (after_c2 && b < 0xa0) {
+            return true;
+        }
+        after_c2 = b == 0xc2;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -476,6 +485,17 @@ mod tests {
     fn reason(m: Metric) -> (String, &'static str) {
         let err = metric(m, NOW).expect_err("should be refused");
         (err.field, err.reason.code())
+    }
+
+    #[test]
+    fn has_control_agrees_with_char_is_control() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x2ffu32).chain([0x2028, 0xfeff, 0x10ffff]).filter_map(char::from_u32) {
+            let s = c.encode_utf8(&mut buf);
+            assert_eq!(has_control(s), c.is_control(), "{c:?}");
+            let t = alloc::format!("a{s}\u{c2}b");
+            assert_eq!(has_control(&t), c.is_control(), "{t:?}");
+        }
     }
 
     #[test]
