@@ -100,8 +100,8 @@ struct Core {
     fid: fid::Watch,
     calls: Calls,
     out: Outbox,
-    /// Metrics of an earlier page view (before a soft navigation), with its context.
-    ready: Vec<(Metric, Rc<Context>)>,
+    /// Metrics of earlier page views (before a soft navigation), with their context.
+    ready: Vec<(Rc<Context>, Vec<Metric>)>,
     context: Rc<Context>,
     session: Session,
     /// When the session was last written to `sessionStorage`, epoch ms.
@@ -271,8 +271,10 @@ impl Agent {
             if ready.is_empty() && metrics.is_empty() {
                 return;
             }
-            for (metric, context) in ready {
-                self.emit(metric, Some(context));
+            for (context, metrics) in ready {
+                for metric in metrics {
+                    self.emit(metric, Some(&context));
+                }
             }
             for metric in metrics {
                 self.emit(metric, None);
@@ -292,7 +294,7 @@ impl Agent {
 
     /// One metric to the listeners, sampling, `beforeSend` and the queue; `context` is its page
     /// view when it is not the current one.
-    fn emit(&self, metric: Metric, context: Option<Rc<Context>>) {
+    fn emit(&self, metric: Metric, context: Option<&Rc<Context>>) {
         self.core().stats.0[stat::MEASURED] += 1;
         let Metric { json } = metric;
         // The listeners there now, by index: not borrowed across the call, which may add one.
@@ -310,7 +312,7 @@ impl Agent {
         let (context, sampled) = {
             let mut core = self.core();
             let now = core.context_now(&self.config);
-            let context = context.unwrap_or(now);
+            let context = context.map_or(now, Rc::clone);
             let sampled = core.session.sampled;
             if !sampled {
                 core.stats.0[stat::DROPPED_UNSAMPLED] += 1;
@@ -366,26 +368,27 @@ impl Agent {
     /// Sends everything waiting: `sendBeacon` first; if the browser refuses it (over its budget,
     /// or no `sendBeacon`), `fetch` with `keepalive`, whose failure puts the metrics back.
     pub fn flush(&self) {
-        let payloads = {
-            let mut core = self.core();
-            core.save_session();
-            let items = core.queue.take();
-            if items.is_empty() {
-                return;
-            }
-            let config = &self.config;
-            let (payloads, too_large) = transport::split(
-                &items,
-                |a, b| Rc::ptr_eq(&a.0, &b.0) || a.0 == b.0,
-                config.batch_size,
-                MAX_PAYLOAD_BYTES,
-                |group| group.first().map_or_else(String::new, |first| transport::payload(config, &first.0, group)),
-            );
-            core.stats.0[stat::DROPPED_TOO_LARGE] += too_large.len() as u32;
-            core.stats.0[stat::BEACONS] += payloads.len() as u32;
-            core.stats.0[stat::SENT] += payloads.iter().map(|(_, g)| g.len() as u32).sum::<u32>();
-            payloads
-        };
+        let mut core = self.core();
+        core.save_session();
+        let items = core.queue.take();
+        if items.is_empty() {
+            return;
+        }
+        let config = &self.config;
+        let payloads = transport::split(
+            &items,
+            |a, b| Rc::ptr_eq(&a.0, &b.0) || a.0 == b.0,
+            config.batch_size,
+            MAX_PAYLOAD_BYTES,
+            |first, group| transport::payload(config, &first.0, group),
+        );
+        let sent = payloads.iter().map(|(_, g)| g.len()).sum::<usize>();
+        core.stats.0[stat::SENT] += sent as u32;
+        core.stats.0[stat::BEACONS] += payloads.len() as u32;
+        // The items in no payload cannot fit even alone.
+        core.stats.0[stat::DROPPED_TOO_LARGE] += (items.len() - sent) as u32;
+        // Released before the browser is called: a wrapped `fetch` comes back to the agent.
+        drop(core);
         for (body, group) in payloads {
             if host::beacon(&self.config.endpoint, &body) {
                 continue;
@@ -394,11 +397,13 @@ impl Agent {
                 let mut core = self.core();
                 core.next_token += 1.0;
                 let token = core.next_token;
-                core.posting.push((token, group));
+                core.posting.push((token, group.to_vec()));
                 token
             };
             if !host::post(&self.config.endpoint, &body, code::POSTED, token) {
-                self.core().requeue(token);
+                let mut core = self.core();
+                let group = core.settled(token);
+                core.requeue(group);
             }
         }
     }
@@ -565,10 +570,10 @@ impl Core {
                 // A response that is not a server error means delivered (a 4xx will not get better
                 // by resending); an error or a 5xx/429 means try again with the next send.
                 let status = host::num(a, "status");
-                if host::kind_of(a) != Kind::Missing && status < 500.0 && status != 429.0 {
-                    self.posting.retain(|(token, _)| *token != n);
-                } else {
-                    self.requeue(n);
+                let delivered = host::kind_of(a) != Kind::Missing && status < 500.0 && status != 429.0;
+                let group = self.settled(n);
+                if !delivered {
+                    self.requeue(group);
                 }
             }
             _ => {}
@@ -661,7 +666,7 @@ impl Core {
         let path = host::text(host::url(&host::text(entry, "name").unwrap_or_default()), "pathname");
         self.context = Rc::new(Context {
             page: host::random_id(),
-            url: route(config, &path.unwrap_or_else(|| String::from("/"))),
+            url: route(config, path.as_deref().unwrap_or("/")),
             nav: NavigationType::SoftNavigation,
             ..(*previous).clone()
         });
@@ -687,9 +692,7 @@ impl Core {
 
     /// Sets the metrics measured so far aside as `context`'s (an earlier page view's).
     fn stamp(&mut self, context: &Rc<Context>) {
-        for metric in core::mem::take(&mut self.out.0) {
-            self.ready.push((metric, context.clone()));
-        }
+        self.ready.push((context.clone(), core::mem::take(&mut self.out.0)));
     }
 
     /// A back/forward-cache restore: a new page view whose metrics start over.
@@ -708,9 +711,16 @@ impl Core {
         host::paint(code::RESTORE_PAINTED);
     }
 
-    fn requeue(&mut self, token: f64) {
-        let Some(i) = self.posting.iter().position(|(t, _)| *t == token).filter(|i| *i < self.posting.len()) else { return };
-        let (_, group) = self.posting.swap_remove(i);
+    /// Takes the metrics posted with `token` out of `posting`: their `fetch` settled.
+    fn settled(&mut self, token: f64) -> Vec<Queued> {
+        match self.posting.iter().position(|(t, _)| *t == token).filter(|i| *i < self.posting.len()) {
+            Some(i) => self.posting.swap_remove(i).1,
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts back metrics whose send failed.
+    fn requeue(&mut self, group: Vec<Queued>) {
         let n = group.len() as u32;
         self.stats.0[stat::SENT] = self.stats.0[stat::SENT].saturating_sub(n);
         self.stats.0[stat::RETRIED] += n;
@@ -776,11 +786,13 @@ fn trap() -> ! {
 fn first_hidden(activation: f64) -> f64 {
     let prerendering = host::prerendering();
     if !prerendering {
-        let earlier = host::items(host::entries("visibility-state"))
-            .find(|e| host::is(*e, "name", "hidden") && host::num(*e, "startTime") >= activation)
-            .map(|e| host::num(e, "startTime"));
-        if let Some(time) = earlier {
-            return time;
+        for entry in host::items(host::entries("visibility-state")) {
+            if host::is(entry, "name", "hidden") {
+                let time = host::num(entry, "startTime");
+                if time >= activation {
+                    return time;
+                }
+            }
         }
     }
     if host::hidden() && !prerendering {
@@ -792,7 +804,7 @@ fn first_hidden(activation: f64) -> f64 {
 
 /// The page's path as the envelope's `url`.
 fn page_url(config: &Config) -> String {
-    route(config, &host::text(host::LOCATION, "pathname").unwrap_or_else(|| String::from("/")))
+    route(config, host::text(host::LOCATION, "pathname").as_deref().unwrap_or("/"))
 }
 
 /// A page path as the envelope's `url`: the first matching route template, else normalised.
@@ -814,9 +826,10 @@ fn navigation_type() -> NavigationType {
     if host::flag(DOCUMENT, "wasDiscarded") {
         return NavigationType::Restore;
     }
-    match host::navigation().and_then(|e| host::text(e, "type")).as_deref() {
-        Some("reload") => NavigationType::Reload,
-        Some("back_forward") => NavigationType::BackForward,
+    // Compared in the page, not copied into the wasm.
+    match host::navigation() {
+        Some(e) if host::is(e, "type", "reload") => NavigationType::Reload,
+        Some(e) if host::is(e, "type", "back_forward") => NavigationType::BackForward,
         _ => NavigationType::Navigate,
     }
 }

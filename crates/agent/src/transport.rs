@@ -33,17 +33,18 @@ pub struct Context {
 pub type Queued = (Rc<Context>, String);
 
 /// Splits `items` into payloads: consecutive items of the same context, at most `max_count` per
-/// payload, each encoding to at most `max_bytes` (halving a group until it fits). Returns the
-/// payloads with the items each carries, and the items that cannot fit even alone.
-pub fn split<T: Clone>(
+/// payload, each encoding to at most `max_bytes` (halving a group until it fits; `encode` is given
+/// the run's first item, whose context every item of the group shares). Returns the payloads with
+/// the items each carries (borrowed: most are sent at once and need no copy); an item that cannot
+/// fit even alone is left out.
+pub fn split<T>(
     items: &[T],
     same_context: impl Fn(&T, &T) -> bool,
     max_count: usize,
     max_bytes: usize,
-    mut encode: impl FnMut(&[T]) -> String,
-) -> (Vec<(String, Vec<T>)>, Vec<T>) {
+    mut encode: impl FnMut(&T, &[T]) -> String,
+) -> Vec<(String, &[T])> {
     let mut payloads = Vec::new();
-    let mut too_large = Vec::new();
     // Slices are taken with `get` and `split_at_checked`: no panic paths in the wasm.
     let mut rest = items;
     while let Some(first) = rest.first() {
@@ -55,19 +56,17 @@ pub fn split<T: Clone>(
         rest = after;
         let mut pending = vec![run];
         while let Some(group) = pending.pop() {
-            let body = encode(group);
+            let body = encode(first, group);
             if body.len() <= max_bytes {
-                payloads.push((body, group.to_vec()));
+                payloads.push((body, group));
             } else if let Some((a, b)) = group.split_at_checked(group.len() / 2).filter(|(a, _)| !a.is_empty()) {
                 // Popped last-in first-out: push the second half first to keep the order.
                 pending.push(b);
                 pending.push(a);
-            } else {
-                too_large.extend_from_slice(group);
             }
         }
     }
-    (payloads, too_large)
+    payloads
 }
 
 /// The JSON payload of one beacon: the envelope of `context`, what the browser says about the
@@ -117,30 +116,28 @@ mod tests {
 
     use alloc::format;
 
-    fn encode(items: &[(u8, String)]) -> String {
+    fn encode(_: &(u8, String), items: &[(u8, String)]) -> String {
         serde_json::to_string(&items.iter().map(|(_, s)| s).collect::<Vec<_>>()).unwrap_or_default()
     }
 
     #[test]
     fn payloads_respect_count_context_and_size() {
         let items: Vec<(u8, String)> = (0..10).map(|i| (if i < 7 { 1 } else { 2 }, "x".repeat(10))).collect();
-        let (payloads, too_large) = split(&items, |a, b| a.0 == b.0, 3, 1_000, encode);
+        let payloads = split(&items, |a, b| a.0 == b.0, 3, 1_000, encode);
         let sizes: Vec<usize> = payloads.iter().map(|(_, items)| items.len()).collect();
         assert_eq!(sizes, vec![3, 3, 1, 3], "groups of 3, and a new payload where the context changes");
-        assert!(too_large.is_empty());
     }
 
     #[test]
     fn an_oversized_group_is_halved_until_every_payload_fits() {
         let items: Vec<(u8, String)> = (0..50).map(|i| (0, format!("{i:04}").repeat(250))).collect(); // ~1 KB each
-        let (payloads, too_large) = split(&items, |_, _| true, 500, 12_000, encode);
-        assert!(too_large.is_empty());
+        let payloads = split(&items, |_, _| true, 500, 12_000, encode);
         assert!(payloads.iter().all(|(body, _)| body.len() <= 12_000));
-        let sent: Vec<(u8, String)> = payloads.iter().flat_map(|(_, items)| items.clone()).collect();
+        let sent: Vec<(u8, String)> = payloads.iter().flat_map(|(_, items)| items.to_vec()).collect();
         assert_eq!(sent, items, "every item once, in order");
         assert!(payloads.len() >= 5);
         for (body, items) in &payloads {
-            assert_eq!(body, &encode(items), "a payload is exactly its items");
+            assert_eq!(body, &encode(&items[0], items), "a payload is exactly its items");
         }
     }
 
@@ -148,8 +145,8 @@ mod tests {
     fn an_item_too_large_alone_is_set_aside() {
         let mut items: Vec<(u8, String)> = (0..4).map(|_| (0, "a".repeat(10))).collect();
         items.insert(2, (0, "b".repeat(5_000)));
-        let (payloads, too_large) = split(&items, |_, _| true, 500, 1_000, encode);
-        assert_eq!(too_large, vec![(0, "b".repeat(5_000))]);
+        let payloads = split(&items, |_, _| true, 500, 1_000, encode);
+        assert!(payloads.iter().all(|(_, i)| !i.contains(&(0, "b".repeat(5_000)))));
         assert_eq!(payloads.iter().map(|(_, i)| i.len()).sum::<usize>(), 4);
     }
 }
