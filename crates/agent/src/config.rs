@@ -112,7 +112,7 @@ impl Default for Config {
 impl Config {
     /// Reads and checks the options object.
     pub fn from_js(options: Js) -> Result<Config, ConfigError> {
-        if host::kind_of(options) != Kind::Object {
+        if !matches!(host::kind_of(options), Kind::Object) {
             return Err(ConfigError::new("options", "must be an object such as { endpoint: '/v1/beacon', site: 'my-site' }"));
         }
         for pair in host::items(host::pairs(options)) {
@@ -177,7 +177,7 @@ impl Config {
             );
         }
         for item in host::items(routes) {
-            if host::kind_of(item) != Kind::String {
+            if !matches!(host::kind_of(item), Kind::String) {
                 return Err(ConfigError::new("routes", "must hold strings"));
             }
             config.routes.push(host::string(item));

@@ -76,7 +76,8 @@ impl Inp {
         if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
             if entry.duration > existing.latency {
                 existing.latency = entry.duration;
-                existing.entries = vec![entry];
+                existing.entries.clear();
+                existing.entries.push(entry);
             } else if entry.duration == existing.latency && existing.entries.first().is_some_and(|e| e.start_time == entry.start_time) {
                 existing.entries.push(entry);
             }
@@ -198,9 +199,12 @@ impl Watch {
         self.inp.add(timing);
         let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
         if !known && self.inp.contains(timing.interaction_id) {
-            let target = selector(host::get(entry, "target"));
-            self.targets.retain(|(id, _, _)| *id != timing.interaction_id);
-            self.targets.push((timing.interaction_id, target, host::text(entry, "name")));
+            let item = (timing.interaction_id, selector(host::get(entry, "target")), host::text(entry, "name"));
+            // One item per interaction: one without a target is replaced.
+            match self.targets.iter_mut().find(|(id, _, _)| *id == timing.interaction_id) {
+                Some(old) => *old = item,
+                None => self.targets.push(item),
+            }
             if self.targets.len() > MAX_TARGETS {
                 let inp = &self.inp;
                 self.targets.retain(|(id, _, _)| inp.contains(*id));

@@ -105,7 +105,12 @@ pub fn uint(out: &mut String, n: u64) {
 /// Appends `n / 10^decimals` in decimal, without trailing zeros after the point (`1250, 3` →
 /// `1.25`, `5, 3` → `0.005`). Digits are written from the most significant one, so nothing is
 /// indexed or inserted (which would bring panic paths into the wasm).
-fn decimal(out: &mut String, mut n: u64, decimals: u32) {
+fn decimal(out: &mut String, mut n: u64, mut decimals: u32) {
+    // Trailing zeros after the point are dropped before writing, not popped after.
+    while decimals > 0 && n % 10 == 0 {
+        n /= 10;
+        decimals -= 1;
+    }
     let (mut len, mut place) = (1, 1u64); // `n` has `len` digits, the first worth `place`
     while place <= n / 10 {
         place *= 10;
@@ -131,14 +136,6 @@ fn decimal(out: &mut String, mut n: u64, decimals: u32) {
             break;
         }
         place /= 10;
-    }
-    if decimals > 0 {
-        while out.ends_with("0") {
-            out.pop();
-        }
-        if out.ends_with(".") {
-            out.pop();
-        }
     }
 }
 

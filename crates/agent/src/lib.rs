@@ -113,8 +113,8 @@ pub fn record(handle: u32, name: Js, value: Js, tags: Js) -> Result<(), String> 
         return Err(String::from("pulse.record: the agent has been shut down"));
     };
     agent.timed(|| {
-        let checked = read_record(name, value, tags).map_err(String::from).and_then(|(name, value, tags)| {
-            measure::check(&name, value, &tags).map_err(|rule| String::from("pulse.record: ") + rule)?;
+        let checked = read_record(name, value, tags).and_then(|(name, value, tags)| {
+            measure::check(&name, value, &tags)?;
             Ok((name, value, tags))
         });
         match checked {
@@ -122,9 +122,9 @@ pub fn record(handle: u32, name: Js, value: Js, tags: Js) -> Result<(), String> 
                 agent.record(measure::metric(&name, value, host::epoch(), &tags));
                 Ok(())
             }
-            Err(message) => {
+            Err(rule) => {
                 agent.reject_record();
-                Err(message)
+                Err(String::from("pulse.record: ") + rule)
             }
         }
     })
@@ -147,7 +147,7 @@ pub fn shutdown(handle: u32) {
 /// Calls `callback` with every metric measured (vitals when they are reported, API calls,
 /// custom metrics), whether or not the session is sampled.
 pub fn on_metric(handle: u32, callback: Js) {
-    if let Some(agent) = agent(handle).filter(|_| host::kind_of(callback) == Kind::Function) {
+    if let Some(agent) = agent(handle).filter(|_| matches!(host::kind_of(callback), Kind::Function)) {
         agent.add_listener(host::keep(callback));
     }
 }
@@ -173,12 +173,13 @@ pub fn stats(handle: u32) -> Option<String> {
     last(handle).map(|a| a.stats_json())
 }
 
+/// The arguments of `record`, or what is wrong with them (the caller adds `pulse.record: `).
 fn read_record(name: Js, value: Js, tags: Js) -> Result<(String, f64, report::Tags), &'static str> {
-    if host::kind_of(name) != Kind::String {
-        return Err("pulse.record: name must be a string");
+    if !matches!(host::kind_of(name), Kind::String) {
+        return Err("name must be a string");
     }
-    if host::kind_of(value) != Kind::Number {
-        return Err("pulse.record: value must be a number");
+    if !matches!(host::kind_of(value), Kind::Number) {
+        return Err("value must be a number");
     }
     let mut list = Vec::new();
     match host::kind_of(tags) {
@@ -186,13 +187,13 @@ fn read_record(name: Js, value: Js, tags: Js) -> Result<(String, f64, report::Ta
         Kind::Object => {
             for pair in host::items(host::pairs(tags)) {
                 let value = host::at(pair, 1);
-                if host::kind_of(value) != Kind::String {
-                    return Err("pulse.record: tag values must be strings");
+                if !matches!(host::kind_of(value), Kind::String) {
+                    return Err("tag values must be strings");
                 }
                 list.push((host::string(host::at(pair, 0)), host::string(value)));
             }
         }
-        _ => return Err("pulse.record: tags must be an object of strings"),
+        _ => return Err("tags must be an object of strings"),
     }
     Ok((host::string(name), host::value(value), list))
 }

@@ -44,9 +44,6 @@ pub fn measure_name(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len().min(MAX_CUSTOM_NAME_LEN));
     // One character of the name per character of `raw`: the bytes that continue a UTF-8
     // character (0b10xx_xxxx) add nothing.
-    if !raw.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
-        out.push_str("m_");
-    }
     for b in raw.bytes().filter(|b| b & 0xc0 != 0x80) {
         let b = b.to_ascii_lowercase();
         out.push(char::from(if b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-') { b } else { b'_' }));
@@ -54,8 +51,9 @@ pub fn measure_name(raw: &str) -> String {
     if out == API {
         out.push('_');
     }
-    // Not mistaken for the agent's own page-load metrics.
-    if out.starts_with(RESERVED) {
+    // Names start with a letter, and are not mistaken for the agent's own page-load metrics. One
+    // prefix for both: a name not starting with a letter is neither `api` nor reserved.
+    if !raw.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) || out.starts_with(RESERVED) {
         out.insert_str(0, "m_");
     }
     pulse_protocol::route::truncate(out, MAX_CUSTOM_NAME_LEN)

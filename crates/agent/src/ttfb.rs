@@ -6,20 +6,25 @@
 
 use pulse_protocol::Vital;
 
-use crate::host;
+use crate::host::{self, Js};
 use crate::report::{Attribution, Instance, Outbox};
 
 /// TTFB of the navigation, if the browser has a usable navigation entry: some browsers report
 /// `responseStart` 0 or in the future for odd navigations, and web-vitals skips those.
 pub fn value(activation_start: f64) -> Option<f64> {
-    let nav = host::navigation()?;
+    from_entry(host::navigation()?, activation_start)
+}
+
+/// TTFB from the navigation entry `nav`.
+fn from_entry(nav: Js, activation_start: f64) -> Option<f64> {
     let response_start = host::num(nav, "responseStart");
     (response_start > 0.0 && response_start < host::now()).then(|| (response_start - activation_start).max(0.0))
 }
 
 /// Reports TTFB of the load (called after the load event's task).
 pub fn report(activation: f64, out: &mut Outbox) {
-    let (Some(value), Some(nav)) = (value(activation), host::navigation()) else { return };
+    let Some(nav) = host::navigation() else { return };
+    let Some(value) = from_entry(nav, activation) else { return };
     let at = |key: &'static str| (host::num(nav, key) - activation).max(0.0);
     let fetch_start = at("fetchStart");
     let dns_start = at("domainLookupStart").max(fetch_start);
@@ -38,9 +43,12 @@ pub fn report(activation: f64, out: &mut Outbox) {
 /// when the load had a usable navigation entry.
 pub fn zero(activation: f64, out: &mut Outbox) {
     if value(activation).is_some() {
-        let attribution = ["waitingDuration", "cacheDuration", "dnsDuration", "connectionDuration", "requestDuration"]
-            .into_iter()
-            .fold(Attribution::default(), |a, part| a.num(part, 0.0));
+        let attribution = Attribution::default()
+            .num("waitingDuration", 0.0)
+            .num("cacheDuration", 0.0)
+            .num("dnsDuration", 0.0)
+            .num("connectionDuration", 0.0)
+            .num("requestDuration", 0.0);
         Instance::default().report(out, Vital::Ttfb, 0.0, attribution);
     }
 }
