@@ -30,10 +30,21 @@ pub struct LayoutShift {
 pub struct Cls {
     /// Largest window so far: the metric's value.
     value: f64,
-    /// The shifts of the largest window, for attribution.
-    largest: Vec<LayoutShift>,
+    /// The largest shift of the largest window, for attribution.
+    largest: Option<LayoutShift>,
     window_value: f64,
-    window: Vec<LayoutShift>,
+    /// The current window, if any.
+    window: Option<Window>,
+}
+
+/// What CLS needs of a session window: windows only grow until the next starts, so their shifts
+/// are not kept, only the times that decide whether a shift joins and the largest shift so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    first: f64,
+    last: f64,
+    /// The largest shift, the latest of equal ones (as `max_by` over the window would choose).
+    largest: LayoutShift,
 }
 
 impl Cls {
@@ -46,24 +57,24 @@ impl Cls {
         if shift.had_recent_input {
             return false;
         }
-        let continues = match (self.window.first(), self.window.last()) {
+        let time = shift.start_time;
+        match &mut self.window {
             // web-vitals continues a window only while it has a non-zero value.
-            (Some(first), Some(last)) if self.window_value > 0.0 => {
-                shift.start_time - last.start_time < MAX_GAP_MS && shift.start_time - first.start_time < MAX_WINDOW_MS
+            Some(window) if self.window_value > 0.0 && time - window.last < MAX_GAP_MS && time - window.first < MAX_WINDOW_MS => {
+                self.window_value += shift.value;
+                window.last = time;
+                if shift.value.total_cmp(&window.largest.value).is_ge() {
+                    window.largest = shift;
+                }
             }
-            _ => false,
-        };
-        if continues {
-            self.window_value += shift.value;
-            self.window.push(shift);
-        } else {
-            self.window_value = shift.value;
-            self.window.clear();
-            self.window.push(shift);
+            window => {
+                self.window_value = shift.value;
+                *window = Some(Window { first: time, last: time, largest: shift });
+            }
         }
         if self.window_value > self.value {
             self.value = self.window_value;
-            self.largest.clone_from(&self.window);
+            self.largest = self.window.map(|w| w.largest);
             true
         } else {
             false
@@ -74,14 +85,9 @@ impl Cls {
         self.value
     }
 
-    /// The shifts of the largest window (attribution reads the largest of them).
-    pub fn entries(&self) -> &[LayoutShift] {
-        &self.largest
-    }
-
     /// The single largest shift of the largest window.
     pub fn largest_shift(&self) -> Option<LayoutShift> {
-        self.largest.iter().copied().max_by(|a, b| a.value.total_cmp(&b.value))
+        self.largest
     }
 
     pub fn rating(&self) -> Rating {
@@ -141,18 +147,28 @@ impl Watch {
         }
         let attribution = match self.cls.largest_shift() {
             Some(largest) => {
-                let entry = self
-                    .entries
-                    .iter()
-                    .map(Kept::js)
-                    .find(|e| host::num(*e, "startTime") == largest.start_time && host::num(*e, "value") == largest.value);
-                // The first source that is an element (web-vitals' choice), else the first.
-                let sources = entry.map(|e| host::get(e, "sources")).unwrap_or(host::UNDEFINED);
-                let source = host::items(sources)
-                    .find(|s| host::num(host::get(*s, "node"), "nodeType") == 1.0)
-                    .or_else(|| (host::len(sources) > 0).then(|| host::at(sources, 0)));
+                // The sources of the kept entry that is the largest shift (plain loops here are
+                // smaller in the wasm than iterator chains).
+                let mut sources = host::UNDEFINED;
+                for entry in self.entries.iter().map(Kept::js) {
+                    if host::num(entry, "startTime") == largest.start_time && host::num(entry, "value") == largest.value {
+                        sources = host::get(entry, "sources");
+                        break;
+                    }
+                }
+                // The node of the first source that is an element (web-vitals' choice), else of
+                // the first.
+                let mut node = None;
+                for source in host::items(sources) {
+                    let this = host::get(source, "node");
+                    if host::num(this, "nodeType") == 1.0 {
+                        node = Some(this);
+                        break;
+                    }
+                    node = node.or(Some(this));
+                }
                 Attribution::default()
-                    .text("largestShiftTarget", source.and_then(|s| selector(host::get(s, "node"))))
+                    .text("largestShiftTarget", node.and_then(selector))
                     .num("largestShiftValue", largest.value)
                     .num("largestShiftTime", largest.start_time)
                     .text("loadState", load_state(largest.start_time))
@@ -222,7 +238,6 @@ mod tests {
             c.add(s);
         }
         assert!(close(c.value(), 0.3));
-        assert_eq!(c.entries(), &[shift(0.0, 0.3)]);
         assert_eq!(c.largest_shift(), Some(shift(0.0, 0.3)));
         assert_eq!(c.rating(), Rating::Poor);
     }

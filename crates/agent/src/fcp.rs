@@ -29,10 +29,16 @@ impl Watch {
         view.painted = true;
         let value = (start_time - view.activation_start).max(0.0);
         let ttfb = crate::ttfb::value(view.activation_start).unwrap_or(0.0);
+        self.report(value, ttfb, load_state(start_time), out);
+    }
+
+    /// Reports `value` with web-vitals' attribution: the time to first byte, the rest of the value
+    /// after it, and the load state (one writer for loads and soft navigations).
+    fn report(&mut self, value: f64, ttfb: f64, load_state: Option<String>, out: &mut Outbox) {
         let attribution = Attribution::default()
             .num("timeToFirstByte", ttfb)
             .num("firstByteToFCP", (value - ttfb).max(0.0))
-            .text("loadState", load_state(start_time));
+            .text("loadState", load_state);
         self.instance.report(out, Vital::Fcp, value, attribution);
     }
 
@@ -40,11 +46,8 @@ impl Watch {
     /// the `soft-navigation` entry, reported at once (web-vitals checks no visibility here).
     pub fn soft_navigation(&mut self, value: f64, out: &mut Outbox) {
         *self = Watch::default();
-        let attribution = Attribution::default()
-            .num("timeToFirstByte", 0.0)
-            .num("firstByteToFCP", value)
-            .text("loadState", Some(String::from("complete")));
-        self.instance.report(out, Vital::Fcp, value, attribution);
+        // No document was fetched: TTFB 0, all of the value after it (`value` is never negative).
+        self.report(value, 0.0, Some(String::from("complete")), out);
     }
 
     /// The first paint after a back/forward-cache restore at `restored_at`.

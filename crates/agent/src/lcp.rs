@@ -150,15 +150,12 @@ impl Watch {
     /// Applies a finalising event (pending entries read first); reports once.
     pub fn finalize(&mut self, by: Finalizer, view: &View, out: &mut Outbox) {
         let Some(value) = self.lcp.finalize(by) else { return };
-        let attribution = match self.soft {
+        let (start, ttfb) = match self.soft {
             // A soft navigation fetched no document: its sub-parts count from its start, TTFB 0.
-            Some((_, start)) => attribution(start, 0.0, value, self.candidate()),
-            None => {
-                let ttfb = crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value);
-                attribution(view.activation_start, ttfb, value, self.candidate())
-            }
+            Some((_, start)) => (start, 0.0),
+            None => (view.activation_start, crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value)),
         };
-        self.instance.report(out, Vital::Lcp, value, attribution);
+        self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate()));
     }
 
     /// The first paint after a back/forward-cache restore at `restored_at`: final at once.
@@ -178,17 +175,17 @@ fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js) -> Attribution
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
     // As web-vitals: the latest request of the URL that started before the element was painted.
     let painted = host::num(entry, "startTime");
-    let resource = url.as_deref().map(|url| host::resource(url, painted)).filter(|r| host::kind(*r) != 0);
-    let (request_start, response_end) = match &resource {
-        Some(r) => {
-            let requested = match host::num(*r, "requestStart") {
-                t if t > 0.0 => t,
-                _ => host::num(*r, "startTime"),
-            };
-            let request_start = (requested - activation).max(ttfb);
-            (request_start, (host::num(*r, "responseEnd") - activation).max(request_start).min(value))
-        }
-        None => (ttfb, ttfb),
+    // `undefined` (kind 0) when there is no URL or no such request.
+    let resource = url.as_deref().map_or(host::UNDEFINED, |url| host::resource(url, painted));
+    let (request_start, response_end) = if host::kind(resource) == 0 {
+        (ttfb, ttfb)
+    } else {
+        let requested = match host::num(resource, "requestStart") {
+            t if t > 0.0 => t,
+            _ => host::num(resource, "startTime"),
+        };
+        let request_start = (requested - activation).max(ttfb);
+        (request_start, (host::num(resource, "responseEnd") - activation).max(request_start).min(value))
     };
     Attribution::default()
         .text("element", selector(host::get(entry, "element")))

@@ -15,8 +15,9 @@ use pulse_protocol::limits::MAX_SHORT_LEN;
 use pulse_protocol::route;
 
 use crate::host;
-use crate::json::Obj;
-use crate::report::{Metric, Outbox};
+use crate::measure::metric;
+use crate::report::{Outbox, Tags};
+use alloc::string::String;
 
 /// Every name this module reports, for the README and the dashboard.
 pub const NAMES: [&str; 9] = [
@@ -43,16 +44,18 @@ fn kind(initiator: Option<&str>) -> usize {
 }
 
 /// Reports the page load of the navigation entry `nav` (times counted from `activation`).
+/// They are written by [`metric`], as the custom metrics they are (one writer for both kinds).
 pub fn report(nav: Js, activation: f64, out: &mut Outbox) {
     let at = host::epoch();
     for (name, key) in [(NAMES[0], "domContentLoadedEventEnd"), (NAMES[1], "loadEventEnd")] {
         let time = host::num(nav, key);
         if time > 0.0 {
-            out.push(Metric::new(name, (time - activation).max(0.0), at, |_| {}));
+            out.push(metric(name, (time - activation).max(0.0), at, &Tags::new()));
         }
     }
     let (mut count, mut bytes) = (0.0, 0.0);
-    let mut slowest = [(0.0, host::UNDEFINED); 5];
+    // Per kind, the longest duration and its resource; the first with a duration counts even at 0.
+    let mut slowest: [Option<(f64, Js)>; 5] = [None; 5];
     for resource in host::items(host::entries("resource")) {
         count += 1.0;
         let size = host::num(resource, "transferSize");
@@ -61,19 +64,17 @@ pub fn report(nav: Js, activation: f64, out: &mut Outbox) {
         }
         let duration = host::num(resource, "duration");
         let Some(slot) = slowest.get_mut(kind(host::text(resource, "initiatorType").as_deref())) else { continue };
-        if duration > slot.0 || (duration >= 0.0 && host::kind(slot.1) == 0) {
-            *slot = (duration, resource);
+        if slot.map_or(duration >= 0.0, |(longest, _)| duration > longest) {
+            *slot = Some((duration, resource));
         }
     }
-    out.push(Metric::new(NAMES[2], count, at, |_| {}));
-    out.push(Metric::new(NAMES[3], bytes, at, |_| {}));
-    for ((duration, resource), name) in slowest.iter().zip(NAMES.iter().skip(4)) {
+    out.push(metric(NAMES[2], count, at, &Tags::new()));
+    out.push(metric(NAMES[3], bytes, at, &Tags::new()));
+    for (slot, name) in slowest.iter().zip(NAMES.iter().skip(4)) {
+        let Some((duration, resource)) = slot else { continue };
         let Some(url) = host::text(*resource, "name") else { continue };
-        out.push(Metric::new(name, *duration, at, |o| {
-            let mut tags = Obj::new(o.key("tags"));
-            tags.str("resource", &route::truncate(route::normalise_route(&url), MAX_SHORT_LEN));
-            tags.end();
-        }));
+        let resource = route::truncate(route::normalise_route(&url), MAX_SHORT_LEN);
+        out.push(metric(name, *duration, at, &alloc::vec![(String::from("resource"), resource)]));
     }
 }
 

@@ -31,9 +31,8 @@ impl<T> Queue<T> {
     /// Adds a metric; returns `true` when a full batch is waiting (time to send).
     pub fn push(&mut self, item: T) -> bool {
         if self.items.len() == self.capacity {
-            // `retain`, not `Vec::remove` (and its panic path); rare: the collector is unreachable.
-            let mut first = true;
-            self.items.retain(|_| !core::mem::take(&mut first));
+            // Rare: the collector is unreachable.
+            drop_front(&mut self.items, 1);
             self.dropped += 1;
         }
         self.items.push(item);
@@ -48,13 +47,9 @@ impl<T> Queue<T> {
     /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
     pub fn requeue(&mut self, mut failed: Vec<T>) {
         // Without room for all of them, the oldest of the failed are dropped.
-        let mut excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
+        let excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
         self.dropped += excess as u32;
-        failed.retain(|_| {
-            let keep = excess == 0;
-            excess = excess.saturating_sub(1);
-            keep
-        });
+        drop_front(&mut failed, excess);
         failed.append(&mut self.items);
         self.items = failed;
     }
@@ -66,6 +61,16 @@ impl<T> Queue<T> {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+}
+
+/// Removes the first `n` of `items` (all of them if fewer): `retain`, not `Vec::remove` or
+/// `drain` (and their panic paths), one copy for both of the queue's uses.
+fn drop_front<T>(items: &mut Vec<T>, mut n: usize) {
+    items.retain(|_| {
+        let keep = n == 0;
+        n = n.saturating_sub(1);
+        keep
+    });
 }
 
 #[cfg(test)]

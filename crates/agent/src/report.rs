@@ -67,8 +67,8 @@ impl Metric {
     }
 }
 
-/// Attribution details of one vital (web-vitals' attribution build, flattened), written as the
-/// members of the `attribution` object.
+/// Attribution details of one vital (web-vitals' attribution build, flattened): the `attribution`
+/// object, without its closing brace, or empty when it has no members.
 #[derive(Debug, Default, Clone)]
 pub struct Attribution(String);
 
@@ -89,10 +89,9 @@ impl Attribution {
         self
     }
 
+    /// Starts a member; the first opens the object (closed when the metric is written).
     fn key(&mut self, key: &str) -> &mut String {
-        if !self.0.is_empty() {
-            self.0.push(',');
-        }
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
         crate::json::string(&mut self.0, key);
         self.0.push(':');
         &mut self.0
@@ -102,15 +101,14 @@ impl Attribution {
 /// One instance of a vital (web-vitals' `id`): what was last reported, for `delta`.
 #[derive(Debug, Clone)]
 pub struct Instance {
+    /// The random part of web-vitals' `id` (written after `v1-`).
     id: String,
     reported: Option<f64>,
 }
 
 impl Default for Instance {
     fn default() -> Instance {
-        let mut id = String::from("v1-");
-        id.push_str(&host::random_id());
-        Instance { id, reported: None }
+        Instance { id: host::random_id(), reported: None }
     }
 }
 
@@ -122,17 +120,24 @@ impl Instance {
         }
         let delta = value - self.reported.unwrap_or(0.0);
         self.reported = Some(value);
-        out.push(Metric::new(vital.name(), value, host::epoch(), |o| {
-            o.str("rating", vital.thresholds().rate(value).as_str());
-            o.num("delta", delta);
-            o.str("id", &self.id);
-            if !attribution.0.is_empty() {
-                let a = o.key("attribution");
-                a.push('{');
-                a.push_str(&attribution.0);
-                a.push('}');
-            }
-        }));
+        // Written here rather than through `Metric::new`'s closure, which would take the
+        // members below by reference.
+        let mut json = Metric::head(vital.name(), value, host::epoch());
+        let mut o = Obj::after(&mut json);
+        o.str("rating", vital.thresholds().rate(value).as_str());
+        o.num("delta", delta);
+        // `v1-` and the random id: base-36 characters, which need no escapes.
+        let id = o.key("id");
+        id.push_str("\"v1-");
+        id.push_str(&self.id);
+        id.push('"');
+        if !attribution.0.is_empty() {
+            let a = o.key("attribution");
+            a.push_str(&attribution.0);
+            a.push('}');
+        }
+        o.end();
+        out.push(Metric { json });
     }
 }
 

@@ -8,12 +8,19 @@ use pulse_protocol::text::pieces;
 /// The first template matching `path` (query and fragment ignored).
 pub fn apply(templates: &[String], path: &str) -> Option<String> {
     let path = pieces(path, b"?#").next().unwrap_or("");
-    templates.iter().find(|t| matches(t, path)).cloned()
+    let template = templates.iter().find(|t| matches(t, path))?;
+    Some(template.clone())
+}
+
+/// The non-empty segments of a path or template (one iterator type for both, so its code is
+/// in the wasm once).
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    pieces(path, b"/").filter(|s| !s.is_empty())
 }
 
 fn matches(template: &str, path: &str) -> bool {
-    let mut wanted = pieces(template, b"/").filter(|s| !s.is_empty());
-    let mut got = pieces(path, b"/").filter(|s| !s.is_empty());
+    let mut wanted = segments(template);
+    let mut got = segments(path);
     loop {
         match (wanted.next(), got.next()) {
             (Some("*"), _) => return wanted.next().is_none(),
