@@ -28,9 +28,8 @@ let listeners = [];
 let timers = [];
 let undo = [];
 let pageFetch = null;
-// What the wasm last gave the page (`give`) and the message of the error it raised (`fail`).
+// What the wasm last gave the page (`give`): the answer, or the message of the error it raised.
 export let given = '';
-export let failed = '';
 
 const put = (v) => T.push(v) - 1;
 const obj = (h) => (h < 0 ? kept[~h] : T[h]);
@@ -49,6 +48,8 @@ export function scoped(f) {
 }
 // One event for the wasm: `a` and `b` (entry, event, request …) get handles h and h + 1.
 const call = (code, a, b, n) => (sink ? scoped(() => { const h = put(a); put(b); return sink(code, h, n || 0); }) : 0);
+// How a promise settles, as event `code`: (value) or (undefined, reason), with `n`.
+const settle = (p, code, n) => Promise.resolve(p).then((r) => call(code, r, undefined, n), (e) => call(code, undefined, e, n));
 
 // Before each start. The page's fetch is taken while no agent runs (not the agent's wrapper).
 export function setup(callback, memory) {
@@ -60,7 +61,7 @@ export function stop() {
   sink = null;
   for (const c in observers) observers[c].disconnect();
   for (const [t, type, f] of listeners) t.removeEventListener(type, f, true);
-  for (const t of timers) { clearInterval(t); clearTimeout(t); }
+  for (const t of timers) clearTimeout(t); // clears intervals too: they share the ids
   for (const u of undo) u();
   observers = {};
   listeners = [];
@@ -140,7 +141,7 @@ export function wrap_fetch(begin, end) {
     let id = 0;
     try { id = call(begin, input, init); } catch (e) {}
     const p = inner.apply(g, arguments);
-    if (id) Promise.resolve(p).then((r) => call(end, r, undefined, id), (e) => call(end, undefined, e, id));
+    if (id) settle(p, end, id);
     return p;
   };
   g.fetch = wrapper;
@@ -175,7 +176,7 @@ export function post(up, un, bp, bn, code, token) {
   if (!pageFetch) return 0;
   try {
     const init = { method: 'POST', body: str(bp, bn), keepalive: true, credentials: 'omit', headers: { 'content-type': 'text/plain;charset=UTF-8' } };
-    Promise.resolve(pageFetch.call(g, str(up, un), init)).then((r) => call(code, r, undefined, token), (e) => call(code, undefined, e, token));
+    settle(pageFetch.call(g, str(up, un), init), code, token);
     return 1;
   } catch (e) {
     return 0;
@@ -211,4 +212,3 @@ export function invoke(f, a) { try { return put(obj(f)(obj(a))); } catch (e) { r
 export function method(h, p, n) { try { return put(obj(h)[key(p, n)]()); } catch (e) { return 0; } }
 export function log(error, p, n, h) { (error ? console.error : console.warn)(str(p, n), obj(h)); }
 export function give(p, n) { given = str(p, n); }
-export function fail(p, n) { failed = str(p, n); }

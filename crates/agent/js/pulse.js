@@ -35,8 +35,8 @@ export async function init(options) {
     });
   const w = await loading;
   // Each call runs in `scoped`: the page objects it hands over are released when it returns.
-  const run = (f) => host.scoped(f);
-  const check = (ok) => { if (!ok) throw Error(host.failed); };
+  const run = host.scoped;
+  const check = (ok) => { if (!ok) throw Error(host.given); };
   host.setup(w.ev, w.memory);
   // The wasm answers stats and sampled for the newest agent only: the one before keeps its final
   // answers when a new one starts (and forgets them if the start failed: it still answers).

@@ -260,16 +260,11 @@ pub fn log(error: bool, message: &str, detail: Js) {
     abi::log(i32::from(error), p, n, detail.0);
 }
 
-/// Hands the page a string (the return value of the API call under way).
+/// Hands the page a string: the return value of the API call under way, or the error it throws
+/// (the page reads it at once).
 pub fn give(s: &str) {
     let (p, n) = ptr(s);
     abi::give(p, n);
-}
-
-/// The error the API call under way throws.
-pub fn fail(message: &str) {
-    let (p, n) = ptr(message);
-    abi::fail(p, n);
 }
 
 /// Disconnects, removes and restores everything, and forgets the callback.
