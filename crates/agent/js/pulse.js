@@ -38,18 +38,17 @@ export async function init(options) {
   const run = host.scoped;
   const check = (ok) => { if (!ok) throw Error(host.given); };
   host.setup(w.ev, w.memory);
-  // The wasm answers stats and sampled for the newest agent only: the one before keeps its final
-  // answers when a new one starts (and forgets them if the start failed: it still answers).
-  const previous = retire;
-  previous(1);
+  // The wasm answers stats and sampled for the newest agent only: the one before keeps its last
+  // answers when a new one starts, and answers live for as long as the wasm still does.
+  retire();
   const handle = run(() => w.start(host.hold(options)));
-  if (!handle) previous(0);
   check(handle);
   const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
+  const live = () => !!run(() => w.about(handle, 0));
   let last, sampled;
-  retire = (keep) => {
-    last = keep ? text(3) : undefined;
-    sampled = !!run(() => w.about(handle, 0));
+  retire = () => {
+    last = text(3);
+    sampled = live();
   };
   return {
     record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
@@ -59,7 +58,7 @@ export async function init(options) {
     stats: () => { const s = text(3) || last; return s && JSON.parse(s); },
     // The wasm-bindgen class this replaces had it; the agent's memory is freed by shutdown().
     free: () => {},
-    get sampled() { return last ? sampled : !!run(() => w.about(handle, 0)); },
+    get sampled() { return text(3) ? live() : sampled; },
     get session() { return text(1); },
     get page() { return text(2); },
   };

@@ -7,10 +7,11 @@
 //! That needs this module's `unsafe_code`: an `unsafe extern` block (its functions declared
 //! `safe`: they take and return plain numbers and touch no Rust memory, except `copy`, which
 //! writes the bytes `host.js` last encoded into a buffer of exactly that length the caller owns —
-//! see [`received`], which also takes them as UTF-8 unchecked: `TextEncoder` made them) and `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The
-//! wasm is single-threaded (no `atomics` target feature), which is what makes [`Current`]
-//! `Sync`. The browser tests' build (feature `std`) declares the same imports through
-//! wasm-bindgen and calls the agent from Rust, so it needs none of this.
+//! see [`received`], which also takes them as UTF-8 unchecked: `TextEncoder` made them) and
+//! `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The wasm is single-threaded
+//! (no `atomics` target feature), which is what makes [`Current`] `Sync`. The browser tests'
+//! build (feature `std`) declares the same imports through wasm-bindgen and calls the agent from
+//! Rust, so it needs none of this.
 #![allow(unsafe_code)]
 
 macro_rules! imports {
@@ -87,7 +88,8 @@ pub fn received(n: usize) -> alloc::string::String {
     let mut buf = alloc::vec![0u8; n];
     copy(buf.as_mut_ptr() as i32);
     // SAFETY: `host.js` encodes every string it hands over with `TextEncoder`, whose output is
-    // UTF-8 (a lone surrogate becomes U+FFFD); not checking again keeps the validator out of the wasm.
+    // UTF-8 (a lone surrogate becomes U+FFFD); not checking again keeps the validator out of the
+    // wasm.
     unsafe { alloc::string::String::from_utf8_unchecked(buf) }
 }
 

@@ -55,7 +55,7 @@ mod code {
     pub const POSTED: u32 = 34;
 }
 
-/// What the agent did, for the page (`stats()`): counts by the indexes in [`stat`].
+/// What the agent did, for the page (`stats()`): counts by the indexes in `agent::stat`.
 #[derive(Debug, Clone, Default)]
 pub struct Stats(pub [u32; stat::NAMES.len()]);
 

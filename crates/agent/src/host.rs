@@ -3,9 +3,9 @@
 //! Only numbers cross the boundary. The page's objects stay in a table in `host.js`; the agent
 //! names them by handle ([`Js`]). Field names and strings cross as UTF-8 bytes in the wasm's
 //! memory. Everything the page tells the agent arrives through one callback (see
-//! the `agent` module) as a code the agent chose, up to two objects and a number. Fields are read by
-//! name with [`num`], [`text`] and [`get`]; a missing field reads as `NaN` or `None`, so a browser
-//! without a feature reports nothing instead of throwing.
+//! the `agent` module) as a code the agent chose, up to two objects and a number. Fields are read
+//! by name with [`num`], [`text`] and [`get`]; a missing field reads as `NaN` or `None`, so a
+//! browser without a feature reports nothing instead of throwing.
 //!
 //! A [`Js`] handle is valid until the call from the page that produced it returns; an object the
 //! agent keeps longer (an LCP candidate, the page's `beforeSend`) is a [`Kept`], released when

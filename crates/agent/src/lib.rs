@@ -15,7 +15,8 @@
 //!   user timing. [`load`]: the page load (DOMContentLoaded, load event, a resource summary).
 //! - [`queue`], [`transport`]: batching, payload splitting, the beacon's JSON. [`json`]: JSON text
 //!   without `core::fmt`.
-//! - [`session`](mod@session): session id and sampling. [`config`]: `init` options. [`routes`]: route templates.
+//! - [`session`](mod@session): session id and sampling. [`config`]: `init` options. [`routes`]:
+//!   route templates.
 //! - `agent`: the running agent: events in, metrics out, lifecycle (hide, bfcache restore,
 //!   shutdown).
 //!
@@ -23,7 +24,8 @@
 //! `std` feature (default, for tests and tools) links the standard library instead.
 //!
 //! The JavaScript API (`js/pulse.js`: `init`, returning a handle) calls the functions below
-//! through `abi.rs`'s exports; the browser tests call them through `rust_api::Pulse` (feature `std`).
+//! through `abi.rs`'s exports; the browser tests call them through `rust_api::Pulse` (feature
+//! `std`).
 #![no_std]
 
 extern crate alloc;
