@@ -249,6 +249,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
     let (stop_server, stopped) = oneshot::channel::<()>();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Responses go out as soon as they are written: without TCP_NODELAY, a response's last
+    // partial segment can wait for the client's delayed ACK (40 ms on Linux), which the agent's
+    // wasm download hit, depending only on its byte size.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, service)
             .with_graceful_shutdown(async move {
