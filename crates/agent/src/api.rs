@@ -230,7 +230,8 @@ pub fn server_timing(header: &str, parse_number: impl Fn(&str) -> f64, mut each:
                 dur = Some(parse_number(value)).filter(|d| *d >= 0.0 && *d <= MAX_DURATION_MS);
             } else if key.eq_ignore_ascii_case("desc") && !desc_seen {
                 desc_seen = true;
-                desc = Some(value);
+                // A description longer than the collector keeps (256 bytes) is left out.
+                desc = Some(value).filter(|d| d.len() <= MAX_SHORT_LEN);
             }
         }
         if b == b',' {
@@ -302,5 +303,8 @@ mod tests {
         let header = alloc::format!("a\tb;dur=1, {long};dur=2, c\u{85}d, slow;dur=3600001, ok;dur=3600000");
         assert_eq!(parse(&header), vec![st("slow", None, None), st("ok", Some(MAX_DURATION_MS), None)]);
         assert_eq!(parse(&"n".repeat(MAX_SHORT_LEN)).len(), 1, "a name of the longest length is kept");
+        let desc = |n| alloc::format!("x;desc=\"{}\"", "d".repeat(n));
+        assert_eq!(parse(&desc(MAX_SHORT_LEN)), vec![st("x", None, Some(&"d".repeat(MAX_SHORT_LEN)))]);
+        assert_eq!(parse(&desc(MAX_SHORT_LEN + 1)), vec![st("x", None, None)], "a desc over 256 bytes is left out");
     }
 }

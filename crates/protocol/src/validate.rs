@@ -243,12 +243,16 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
             if status > 599 || (status != 0 && status < 100) {
                 return Err(Invalid::new("status", Reason::BadValue("must be 0 (no response) or 100..=599")));
             }
-            let server_timing = m.server_timing.unwrap_or_default();
+            let mut server_timing = m.server_timing.unwrap_or_default();
             if server_timing.len() > MAX_SERVER_TIMINGS {
                 return Err(Invalid::new("server_timing", Reason::TooMany { max: MAX_SERVER_TIMINGS }));
             }
-            for (i, st) in server_timing.iter().enumerate() {
+            for (i, st) in server_timing.iter_mut().enumerate() {
                 text(&format!("server_timing[{i}].name"), &st.name, MAX_SHORT_LEN)?;
+                // A description is free text from the server: kept, at most 256 bytes of it.
+                if let Some(desc) = st.desc.take() {
+                    st.desc = Some(truncate(desc, MAX_SHORT_LEN));
+                }
                 if let Some(dur) = st.dur {
                     bounded(&format!("server_timing[{i}].dur"), dur, MAX_DURATION_MS)?;
                 }
@@ -606,6 +610,15 @@ mod tests {
         assert_eq!(reason(Metric { method: Some("GET /x".into()), ..api(200) }), ("method".into(), "bad_value"));
         // Status 0 means the request never got a response: a failure.
         assert!(matches!(metric(api(0), NOW).expect("valid").kind, Kind::Api { ok: false, .. }));
+        // A server's description is kept, cut to 256 bytes; a long name refuses the metric.
+        let timing = |name: &str, desc: &str| ServerTiming { name: name.into(), dur: Some(2.0), desc: Some(desc.into()) };
+        let long = Metric { server_timing: Some(vec![timing("db", &"é".repeat(200))]), ..api(200) };
+        match metric(long, NOW).expect("valid").kind {
+            Kind::Api { server_timing, .. } => assert_eq!(server_timing, [timing("db", &"é".repeat(128))]),
+            other => panic!("not an api call: {other:?}"),
+        }
+        let named = Metric { server_timing: Some(vec![timing(&"n".repeat(257), "")]), ..api(200) };
+        assert_eq!(reason(named), ("server_timing[0].name".into(), "too_long"));
     }
 
     #[test]
