@@ -28,6 +28,9 @@ let listeners = [];
 let timers = [];
 let undo = [];
 let pageFetch = null;
+// The start this is (stop() counts up): a callback from before it, such as a request the last
+// agent was timing, or a wrapper another script wrapped again, reaches no one.
+let gen = 0;
 // What the wasm last gave the page (`give`): the answer, or the message of the error it raised.
 export let given = '';
 
@@ -46,10 +49,11 @@ export function scoped(f) {
   const base = T.length;
   try { return f(); } finally { T.length = Math.max(base, ROOTS); }
 }
-// One event for the wasm: `a` and `b` (entry, event, request …) get handles h and h + 1.
-const call = (code, a, b, n) => (sink ? scoped(() => { const h = put(a); put(b); return sink(code, h, n || 0); }) : 0);
+// One event for the wasm: `a` and `b` (entry, event, request …) get handles h and h + 1; from a
+// callback of start `s`, only while that start runs.
+const call = (code, a, b, n, s = gen) => (sink && s == gen ? scoped(() => { const h = put(a); put(b); return sink(code, h, n || 0); }) : 0);
 // How a promise settles, as event `code`: (value) or (undefined, reason), with `n`.
-const settle = (p, code, n) => Promise.resolve(p).then((r) => call(code, r, undefined, n), (e) => call(code, undefined, e, n));
+const settle = (p, code, n, s = gen) => Promise.resolve(p).then((r) => call(code, r, undefined, n, s), (e) => call(code, undefined, e, n, s));
 
 // Before each start. The page's fetch is taken while no agent runs (not the agent's wrapper).
 export function setup(callback, memory) {
@@ -59,6 +63,7 @@ export function setup(callback, memory) {
 }
 export function stop() {
   sink = null;
+  gen++;
   for (const c in observers) observers[c].disconnect();
   for (const [t, type, f] of listeners) t.removeEventListener(type, f, true);
   for (const t of timers) clearTimeout(t); // clears intervals too: they share the ids
@@ -130,18 +135,18 @@ export function listen(target, p, n, code) {
 }
 export function every(ms, code) { timers.push(setInterval(() => call(code), ms)); }
 export function later(ms, code) { timers.push(setTimeout(() => call(code), ms)); }
-export function paint(code) { requestAnimationFrame(() => requestAnimationFrame(() => call(code))); }
+export function paint(code) { const s = gen; requestAnimationFrame(() => requestAnimationFrame(() => call(code, 0, 0, 0, s))); }
 
 // Replaces fetch with a wrapper that returns exactly what the page's fetch returns (the same
 // promise; a synchronous throw passes through) and tells the wasm how the call ended.
 export function wrap_fetch(begin, end) {
-  const inner = pageFetch;
+  const inner = pageFetch, s = gen;
   if (!inner) return;
   const wrapper = function (input, init) {
     let id = 0;
-    try { id = call(begin, input, init); } catch (e) {}
+    try { id = call(begin, input, init, 0, s); } catch (e) {}
     const p = inner.apply(g, arguments);
-    if (id) settle(p, end, id);
+    if (id) settle(p, end, id, s);
     return p;
   };
   g.fetch = wrapper;
@@ -151,19 +156,21 @@ export function wrap_fetch(begin, end) {
 export function wrap_xhr(begin, end) {
   const X = typeof XMLHttpRequest == 'function' ? XMLHttpRequest.prototype : null;
   if (!X) return;
-  const open = X.open, send = X.send;
-  X.open = function (method, url) {
+  const open = X.open, send = X.send, s = gen;
+  const o = (X.open = function (method, url) {
     this.__pulse = [String(method), String(url)];
     return open.apply(this, arguments);
-  };
-  X.send = function () {
+  });
+  const w = (X.send = function () {
     const info = this.__pulse;
-    let id = 0;
-    try { id = info ? call(begin, info[0], info[1]) : 0; } catch (e) {}
-    if (id) this.addEventListener('loadend', () => call(end, this, undefined, id), { once: true });
-    return send.apply(this, arguments);
-  };
-  undo.push(() => { if (X.open !== open) X.open = open; if (X.send !== send) X.send = send; });
+    let id = 0, f;
+    try { id = info ? call(begin, info[0], info[1], 0, s) : 0; } catch (e) {}
+    if (id) this.addEventListener('loadend', (f = () => call(end, this, undefined, id, s)), { once: true });
+    // A send that throws (sent twice, not opened) ends nothing.
+    try { return send.apply(this, arguments); } catch (e) { if (f) this.removeEventListener('loadend', f); throw e; }
+  });
+  // Only our own wrappers are taken back: another script's, wrapped over them, stay.
+  undo.push(() => { if (X.open === o) X.open = open; if (X.send === w) X.send = send; });
 }
 
 // Sending.
@@ -192,7 +199,8 @@ export function resource(p, n, before) {
 export function now() { return performance.now(); }
 export function epoch() { return Date.now(); }
 export function random() { return Math.random(); }
-export function url(p, n) { try { return put(new URL(str(p, n), location.href)); } catch (e) { return 0; } }
+// Resolved as fetch and sendBeacon resolve it: against the document's base URL (`<base href>`).
+export function url(p, n) { try { return put(new URL(str(p, n), document.baseURI)); } catch (e) { return 0; } }
 // A response header of a Response or an XMLHttpRequest, into the byte buffer.
 export function header(h, p, n) {
   const o = obj(h);

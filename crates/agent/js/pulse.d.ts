@@ -18,8 +18,8 @@ export interface PulseConfig {
   ignoreUrls?: (string | RegExp)[];
   /** Path templates: "/products/:slug" (one segment), "/docs/*" (the rest). */
   routes?: string[];
-  /** Sees each metric before it is queued: return it (possibly changed), or null/false to drop it. */
-  beforeSend?: (metric: PulseMetric) => PulseMetric | null | false | undefined;
+  /** Sees each metric before it is queued: return it (possibly changed), or null/false to drop it. Anything else (also undefined, a missing return) drops it with a console warning, counted in `beforeSendErrors`. */
+  beforeSend?: (metric: PulseMetric) => PulseMetric | null | false;
   /** Time the page's fetch calls (default true). */
   trackFetch?: boolean;
   /** Record performance.measure() entries as custom metrics (default true). */

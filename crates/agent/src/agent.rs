@@ -14,7 +14,7 @@ use core::cell::{Cell, RefCell};
 
 use pulse_protocol::NavigationType;
 
-use crate::api::{Begin, Calls};
+use crate::api::{self, Begin, Calls};
 use crate::config::Config;
 use crate::host::{self, Js, Kept, Kind, DOCUMENT, WINDOW};
 use crate::lcp::Finalizer;
@@ -139,6 +139,8 @@ pub struct Agent {
     running: Cell<bool>,
     /// Shutdown has sent its last beacon.
     stopped: Cell<bool>,
+    /// A listener or `beforeSend` is running.
+    calling: Cell<bool>,
     /// Nesting depth, start of the outermost timed call, total and longest main-thread time in
     /// agent code, ms.
     clock: Cell<(u32, f64, f64, f64)>,
@@ -183,6 +185,7 @@ impl Agent {
             listeners: RefCell::default(),
             running: Cell::new(true),
             stopped: Cell::new(false),
+            calling: Cell::new(false),
             clock: Cell::new((0, 0.0, 0.0, 0.0)),
         })
     }
@@ -247,10 +250,18 @@ impl Agent {
             return 0.0;
         }
         self.timed(|| {
+            // A request starts: described before the state is borrowed (reading its arguments may
+            // run page code that calls the agent). One that a listener or `beforeSend` makes is
+            // not timed: its metric would reach that listener again, round after round.
+            let call = match code {
+                code::FETCH_BEGIN if !self.calling.get() => api::describe(&self.config, Begin::Fetch(a, b)),
+                code::XHR_BEGIN if !self.calling.get() => api::describe(&self.config, Begin::Xhr(a, b)),
+                _ => None,
+            };
             // Busy only if page code run from `deliver` re-enters through an event while a
             // measurement is under way, which the host does not do; the event is then skipped.
             let effect = match self.core.try_borrow_mut() {
-                Ok(mut core) => core.handle(&self.config, code, a, b, n),
+                Ok(mut core) => core.handle(&self.config, code, a, b, n, call),
                 Err(_) => Effect::default(),
             };
             self.deliver();
@@ -304,7 +315,7 @@ impl Agent {
             let object = host::parse(&json);
             for i in 0..listeners {
                 let Some(f) = read(&self.listeners).get(i).map(Kept::js) else { break };
-                if let Err(error) = host::invoke(f, object) {
+                if let Err(error) = self.call_page(f, object) {
                     host::log(true, "pulse: an onMetric callback threw", error);
                 }
             }
@@ -337,13 +348,26 @@ impl Agent {
         }
     }
 
+    /// Calls a listener or `beforeSend` with `arg`; a request it makes meanwhile is not timed.
+    fn call_page(&self, f: Js, arg: Js) -> Result<Js, Js> {
+        let was = self.calling.replace(true);
+        let outcome = host::invoke(f, arg);
+        self.calling.set(was);
+        outcome
+    }
+
     /// Runs `beforeSend`. What it returns is sent as it is (the collector validates every field);
     /// it must stay the same metric, so the name may not change.
     fn before_send(&self, json: String) -> Option<String> {
         let Some(hook) = &self.config.before_send else { return Some(json) };
-        let outcome = host::invoke(hook.js(), host::parse(&json));
+        let outcome = self.call_page(hook.js(), host::parse(&json));
         let changed = match &outcome {
-            Ok(v) if matches!(host::kind_of(*v), Kind::Missing | Kind::Bool(false)) => {
+            // null or false (`undefined`, from a callback that forgot to return, is a mistake:
+            // only null stringifies).
+            Ok(v)
+                if matches!(host::kind_of(*v), Kind::Bool(false))
+                    || (host::kind_of(*v) == Kind::Missing && host::stringify(*v).is_some()) =>
+            {
                 self.core().stats.0[stat::DROPPED_BY_BEFORE_SEND] += 1;
                 return None;
             }
@@ -507,7 +531,7 @@ impl Core {
         host::every(f64::from(config.flush_interval_ms), code::TICK);
     }
 
-    fn handle(&mut self, config: &Config, code: u32, a: Js, b: Js, n: f64) -> Effect {
+    fn handle(&mut self, config: &Config, code: u32, a: Js, b: Js, n: f64, call: Option<(String, String)>) -> Effect {
         let mut effect = Effect::default();
         match code {
             code::PAINT => self.fcp.entry(a, &mut self.view, &mut self.out),
@@ -562,9 +586,8 @@ impl Core {
                     self.lcp.painted_after_restore(at, &self.view, &mut self.out);
                 }
             }
-            code::FETCH_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Fetch(a, b))),
+            code::FETCH_BEGIN | code::XHR_BEGIN => effect.value = call.map_or(0.0, |call| f64::from(self.calls.begin(call))),
             code::FETCH_END => self.calls.fetch_ended(n as u32, a, b, &mut self.out),
-            code::XHR_BEGIN => effect.value = f64::from(self.calls.begin(config, Begin::Xhr(a, b))),
             code::XHR_END => self.calls.xhr_ended(n as u32, a, &mut self.out),
             code::POSTED => {
                 // A response that is not a server error means delivered (a 4xx will not get better

@@ -4,7 +4,7 @@
 //!
 //! The wrappers in `js/host.js` hand the page exactly what the original returns — the same
 //! promise object — and rethrow anything it throws; they ask here whether to time a call
-//! ([`Calls::begin`], which decides) and say how it ended ([`Calls::fetch_ended`], [`Calls::xhr_ended`]). Calls to the collector
+//! ([`describe`], which decides, and [`Calls::begin`]) and say how it ended ([`Calls::fetch_ended`], [`Calls::xhr_ended`]). Calls to the collector
 //! itself and URLs on the ignore list are not timed. Opaque (`no-cors`) responses carry no
 //! status, so they are not reported.
 
@@ -40,8 +40,6 @@ pub struct Calls {
     /// shifting, no panic paths).
     pending: [Option<Call>; MAX_PENDING],
     next_id: u32,
-    /// The page's origin (`https://shop.example`).
-    origin: String,
 }
 
 /// How a call is made: `fetch(input, init)`, or XHR's `(method, url)`.
@@ -51,6 +49,43 @@ pub enum Begin {
     Xhr(Js, Js),
 }
 
+/// The route and method of a call to time, or `None` for the collector's own beacons, the ignore
+/// list and URLs that are not `http(s):` (`data:`, `blob:`). Reading the call's arguments may run
+/// page code (a getter, a `toString`) that calls the agent: this runs while the agent's state is
+/// not borrowed.
+pub fn describe(config: &Config, how: Begin) -> Option<(String, String)> {
+    let (url, method) = match how {
+        Begin::Fetch(input, init) => {
+            let url = match host::kind_of(input) {
+                Kind::String => host::string(input),
+                // A Request has `url`; URL objects and anything else `fetch` would stringify.
+                _ => host::text(input, "url").unwrap_or_else(|| host::string(input)),
+            };
+            let method = host::text(init, "method").or_else(|| host::text(input, "method")).unwrap_or_else(|| "GET".to_owned());
+            (url, method)
+        }
+        Begin::Xhr(method, url) => (host::string(url), host::string(method)),
+    };
+    // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
+    let origin = &config.origin;
+    let (href, same_origin_path) = if url.starts_with("/") && !url.starts_with("//") {
+        (origin.clone() + &url, Some(url))
+    } else {
+        let parsed = host::url(&url);
+        let href = host::text(parsed, "href")?;
+        let same_origin = host::is(parsed, "origin", origin);
+        (href, if same_origin { host::text(parsed, "pathname") } else { None })
+    };
+    if !href.starts_with("http") || href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
+        return None;
+    }
+    let route = match same_origin_path {
+        Some(path) => crate::routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
+        None => pulse_protocol::route::normalise_route(&href),
+    };
+    Some((route, method.to_ascii_uppercase()))
+}
+
 impl Default for Calls {
     fn default() -> Calls {
         Calls::new()
@@ -58,52 +93,15 @@ impl Default for Calls {
 }
 
 impl Calls {
-    /// No calls yet; the page's origin is read now.
-    pub fn new() -> Calls {
-        let origin = host::text(host::LOCATION, "origin").unwrap_or_default();
-        Calls { pending: [const { None }; MAX_PENDING], next_id: 0, origin }
+    pub const fn new() -> Calls {
+        Calls { pending: [const { None }; MAX_PENDING], next_id: 0 }
     }
 
-    /// A call starts: its id (0 when it is not timed).
-    pub fn begin(&mut self, config: &Config, how: Begin) -> u32 {
-        let (url, method) = match how {
-            Begin::Fetch(input, init) => {
-                let url = match host::kind_of(input) {
-                    Kind::String => host::string(input),
-                    // A Request has `url`; URL objects and anything else `fetch` would stringify.
-                    _ => host::text(input, "url").unwrap_or_else(|| host::string(input)),
-                };
-                let method = host::text(init, "method").or_else(|| host::text(input, "method")).unwrap_or_else(|| "GET".to_owned());
-                (url, method)
-            }
-            Begin::Xhr(method, url) => (host::string(url), host::string(method)),
-        };
-        let Some((route, method)) = self.describe(config, url, method) else { return 0 };
+    /// A call to time starts, as [`describe`]d: its id.
+    pub fn begin(&mut self, (route, method): (String, String)) -> u32 {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         self.pending[self.next_id as usize % MAX_PENDING] = Some(Call { id: self.next_id, route, method, started: host::now() });
         self.next_id
-    }
-
-    /// The route and method of a call to `url`, or `None` for the collector's own beacons and the
-    /// ignore list.
-    fn describe(&self, config: &Config, url: String, method: String) -> Option<(String, String)> {
-        // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
-        let (href, same_origin_path) = if url.starts_with("/") && !url.starts_with("//") {
-            (self.origin.clone() + &url, Some(url))
-        } else {
-            let parsed = host::url(&url);
-            let href = host::text(parsed, "href")?;
-            let same_origin = host::is(parsed, "origin", &self.origin);
-            (href, if same_origin { host::text(parsed, "pathname") } else { None })
-        };
-        if href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
-            return None;
-        }
-        let route = match same_origin_path {
-            Some(path) => crate::routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
-            None => pulse_protocol::route::normalise_route(&href),
-        };
-        Some((route, method.to_ascii_uppercase()))
     }
 
     /// A fetch settled: `response` or `error` (one of them is undefined).

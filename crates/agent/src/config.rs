@@ -13,6 +13,7 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 use pulse_protocol::limits::{MAX_METRICS_PER_BEACON, MAX_SHORT_LEN};
+use pulse_protocol::validate::has_control;
 
 use crate::host::{self, Js, Kind};
 
@@ -51,6 +52,8 @@ pub enum Ignore {
 pub struct Config {
     /// Absolute beacon URL (`https://rum.example.com/v1/beacon`), resolved against the page.
     pub endpoint: String,
+    /// The page's origin (`https://shop.example`): calls to it are routed by path.
+    pub origin: String,
     pub site: String,
     pub release: Option<String>,
     pub env: Option<String>,
@@ -93,6 +96,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             endpoint: String::new(),
+            origin: String::new(),
             site: String::new(),
             release: None,
             env: None,
@@ -143,6 +147,7 @@ impl Config {
         let endpoint = text(endpoint).ok_or_else(|| ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
         let mut config = Config {
             endpoint: host::text(host::url(&endpoint), "href").ok_or_else(|| ConfigError::new("endpoint", "is not a valid URL"))?,
+            origin: host::text(host::LOCATION, "origin").unwrap_or_default(),
             site: text(site).ok_or_else(|| ConfigError::new("site", "is required: the site key"))?,
             release: text(release),
             env: text(env),
@@ -208,8 +213,10 @@ impl Config {
             return Err(ConfigError::new("flushInterval", "must be milliseconds from 1000 to 600000"));
         }
         for (name, value) in [("release", &self.release), ("env", &self.env)] {
-            if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > MAX_SHORT_LEN) {
-                return Err(ConfigError::new(name, "must be 1 to 256 characters"));
+            // The collector refuses every beacon whose release or env breaks these (a trailing
+            // newline read from a VERSION file), and sendBeacon would hide that.
+            if value.as_deref().is_some_and(|v| v.is_empty() || v.len() > MAX_SHORT_LEN || has_control(v)) {
+                return Err(ConfigError::new(name, "must be 1 to 256 characters, none of them control characters"));
             }
         }
         if let Some(bad) = self.routes.iter().find(|r| !r.starts_with("/")) {
@@ -239,7 +246,7 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_option() {
         type Break = fn(&mut Config);
-        let cases: [(Break, &str); 7] = [
+        let cases: [(Break, &str); 9] = [
             (|c| c.sample_rate = 1.5, "sampleRate"),
             (|c| c.sample_rate = -0.1, "sampleRate"),
             (|c| c.batch_size = 0, "batchSize"),
@@ -247,6 +254,8 @@ mod tests {
             (|c| c.flush_interval_ms = 10, "flushInterval"),
             (|c| c.site = "my site".into(), "site"),
             (|c| c.release = Some(String::new()), "release"),
+            (|c| c.release = Some("1.4.2\n".into()), "release"),
+            (|c| c.env = Some("prod\tuction".into()), "env"),
         ];
         for (break_it, option) in cases {
             let mut c = config();

@@ -28,7 +28,9 @@ impl Session {
     /// The stored session if it is still live at `now`, else `None`.
     pub fn resume(stored: &str, now: f64) -> Option<Session> {
         let mut parts = pulse_protocol::text::pieces(stored, b"|");
-        let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64)?;
+        // Only an id of the form the agent makes (the page, or another script, may have written
+        // anything there, and the collector refuses ids with spaces or quotes).
+        let id = parts.next().filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()))?;
         let last_active = digits(parts.next()?)?;
         let sampled = match parts.next()? {
             "1" => true,
@@ -98,7 +100,18 @@ mod tests {
 
     #[test]
     fn garbage_in_storage_starts_a_new_session() {
-        for stored in ["", "abc", "abc|x|1", "abc|1790000000000|2", "|1790000000000|1", "a|1790000000000|1|extra", "a|9999999999999|1"] {
+        for stored in [
+            "",
+            "abc",
+            "abc|x|1",
+            "abc|1790000000000|2",
+            "|1790000000000|1",
+            "a|1790000000000|1|extra",
+            "a|9999999999999|1",
+            "a b|1790000000000|1",
+            "\"a\"|1790000000000|1",
+            "é|1790000000000|1",
+        ] {
             assert_eq!(Session::resume(stored, T0), None, "{stored}");
         }
     }

@@ -9,6 +9,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use pulse_protocol::limits::{MAX_CORES, MAX_DPR, MAX_MEMORY_GIB, MAX_VIEWPORT_PX};
 use pulse_protocol::{NavigationType, VERSION};
 
 use crate::config::Config;
@@ -82,19 +83,21 @@ pub fn payload(config: &Config, context: &Context, metrics: &[Queued]) -> String
     o.str("nav", context.nav.as_str());
     o.opt_str("release", config.release.as_deref());
     o.opt_str("env", config.env.as_deref());
+    // Each hint only within the collector's range: it refuses the whole beacon for one out of
+    // range (a devicePixelRatio over 16 at a high zoom, a page's own override).
+    let within = |v: f64, max: f64| (0.0..=max).contains(&v).then_some(v);
     let window = host::WINDOW;
-    let (w, h) = (host::num(window, "innerWidth"), host::num(window, "innerHeight"));
-    if w.is_finite() && h.is_finite() {
+    let viewport = f64::from(MAX_VIEWPORT_PX);
+    if let (Some(w), Some(h)) = (within(host::num(window, "innerWidth"), viewport), within(host::num(window, "innerHeight"), viewport)) {
         let mut vp = Obj::new(o.key("viewport"));
         vp.num("w", (w as u32).into());
         vp.num("h", (h as u32).into());
         vp.end();
     }
-    let finite = |v: f64| v.is_finite().then_some(v);
-    o.opt_num("dpr", finite(host::num(window, "devicePixelRatio")));
+    o.opt_num("dpr", within(host::num(window, "devicePixelRatio"), MAX_DPR));
     let navigator = host::NAVIGATOR;
-    o.opt_num("memory", finite(host::num(navigator, "deviceMemory")));
-    o.opt_num("cores", finite(host::num(navigator, "hardwareConcurrency")).map(|c| f64::from(c as u32)));
+    o.opt_num("memory", within(host::num(navigator, "deviceMemory"), MAX_MEMORY_GIB));
+    o.opt_num("cores", within(host::num(navigator, "hardwareConcurrency"), f64::from(MAX_CORES)).map(|c| f64::from(c as u32)));
     o.opt_str("ect", host::text(host::get(navigator, "connection"), "effectiveType").as_deref());
     o.num("sent_at", host::epoch());
     let list = o.key("metrics");

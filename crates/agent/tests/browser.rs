@@ -262,6 +262,22 @@ fn a_full_batch_is_sent_as_one_beacon() {
 }
 
 #[wasm_bindgen_test]
+fn a_device_hint_out_of_the_collectors_range_is_left_out_not_the_beacon() {
+    let run = |js: &str| js_sys::eval(js).expect("eval");
+    // devicePixelRatio is replaceable; navigator's getters are shadowed on the instance.
+    run("window.devicePixelRatio = 20; Object.defineProperty(navigator, 'hardwareConcurrency', { value: 5000, configurable: true })");
+    let agent = start(&[("batchSize", num(1.0)), ("trackMeasures", JsValue::FALSE)]);
+    record(&agent, "cart.items", 1.0);
+    run("delete window.devicePixelRatio; delete navigator.hardwareConcurrency");
+    let beacons = sent();
+    assert_eq!(beacons.len(), 1);
+    let b = &beacons[0];
+    assert_eq!((b.dpr, b.cores), (None, None), "out of range: left out");
+    assert!(b.viewport.is_some(), "the other hints stay");
+    pulse_protocol::validate::envelope(b).expect("the collector accepts the envelope");
+}
+
+#[wasm_bindgen_test]
 async fn the_flush_interval_sends_what_waits() {
     let agent = start(&[("flushInterval", num(1_000.0)), ("trackMeasures", JsValue::FALSE)]);
     record(&agent, "tick", 1.0);
@@ -369,12 +385,14 @@ fn an_unsampled_session_measures_but_sends_nothing() {
 fn before_send_drops_scrubs_and_survives_errors() {
     let hook = Function::new_with_args(
         "m",
-        "if (m.name === 'secret') return null; if (m.name === 'boom') throw new Error('bug'); \
-         if (m.tags) { m.tags.email = '[redacted]'; } return m;",
+        "if (m.name === 'secret') return null; if (m.name === 'hush') return false; if (m.name === 'boom') throw new Error('bug'); \
+         if (m.name === 'forgot') return; if (m.tags) { m.tags.email = '[redacted]'; } return m;",
     );
     let agent = start(&[("beforeSend", hook.into()), ("trackMeasures", JsValue::FALSE)]);
     record(&agent, "secret", 1.0);
+    record(&agent, "hush", 1.0);
     record(&agent, "boom", 1.0);
+    record(&agent, "forgot", 1.0);
     let tags = Object::new();
     Reflect::set(&tags, &"email".into(), &"a@b.c".into()).expect("set");
     agent.0.record("signup".into(), num(1.0), tags.into()).map_err(JsValue::from).expect("record");
@@ -382,8 +400,8 @@ fn before_send_drops_scrubs_and_survives_errors() {
     let metrics = sent_metrics();
     assert_eq!(metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), vec!["signup"]);
     assert_eq!(metrics[0].tags.as_ref().and_then(|t| t.get("email")).map(String::as_str), Some("[redacted]"));
-    assert_eq!(stat(&agent, "droppedByBeforeSend"), 1.0);
-    assert_eq!(stat(&agent, "beforeSendErrors"), 1.0);
+    assert_eq!(stat(&agent, "droppedByBeforeSend"), 2.0, "null and false drop");
+    assert_eq!(stat(&agent, "beforeSendErrors"), 2.0, "a throw, and undefined: a missing return is a mistake, warned about");
 }
 
 #[wasm_bindgen_test]
@@ -526,6 +544,87 @@ fn the_wrapper_returns_what_fetch_returns_and_rethrows_what_it_throws() {
     drop(agent);
     let after = Reflect::get(&web_sys::window().expect("w"), &"fetch".into()).expect("fetch");
     assert!(Object::is(&before, &after), "shutdown restores the page's fetch");
+    real_fetch();
+}
+
+/// The api metrics' routes in what was sent.
+fn api_routes() -> Vec<String> {
+    named(&sent_metrics(), "api").iter().filter_map(|m| m.route.clone()).collect()
+}
+
+async fn fetch_and_settle(input: &JsValue) {
+    let promise = page_fetch(input, &JsValue::UNDEFINED).expect("fetch returns a promise");
+    let _ = JsFuture::from(js_sys::Promise::from(promise)).await;
+    sleep(50).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_request_a_listener_makes_is_not_timed_so_it_cannot_loop() {
+    fake_fetch("resolve");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    // The usual web-vitals pattern: each metric posted to the page's own analytics.
+    let listener = Function::new_with_args("m", "if (m.name === 'api') fetch('/analytics', { method: 'POST', body: JSON.stringify(m) });");
+    agent.0.on_metric(listener.into());
+    fetch_and_settle(&"/api/cart".into()).await;
+    sleep(100).await;
+    agent.0.flush();
+    assert_eq!(api_routes(), ["/api/cart"], "the listener's own request is not timed");
+    assert_eq!(fetch_calls().length(), 2, "the page's request and the listener's");
+    real_fetch();
+}
+
+#[wasm_bindgen_test]
+async fn page_code_run_while_a_request_is_read_may_call_the_agent() {
+    fake_fetch("resolve");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    let handle = agent.0.clone();
+    // fetch stringifies an input without `url`: here that runs page code that records a metric.
+    let to_string = Closure::<dyn Fn() -> JsValue>::new(move || {
+        handle.record("from.tostring".into(), 1.0.into(), JsValue::UNDEFINED).expect("record works from inside the wrapper");
+        "/api/odd".into()
+    });
+    let input = Object::new();
+    Reflect::set(&input, &"toString".into(), to_string.as_ref()).expect("set");
+    fetch_and_settle(&input.into()).await;
+    record(&agent, "afterwards", 1.0);
+    agent.0.flush();
+    let metrics = sent_metrics();
+    assert_eq!((named(&metrics, "from.tostring").len(), named(&metrics, "afterwards").len()), (1, 1));
+    assert_eq!(api_routes(), ["/api/odd"]);
+    real_fetch();
+}
+
+#[wasm_bindgen_test]
+async fn requests_are_timed_over_http_against_the_base_url() {
+    fake_fetch("resolve");
+    js_sys::eval("const b = document.createElement('base'); b.href = '/sub/'; document.head.prepend(b)").expect("base");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    fetch_and_settle(&"api/relative".into()).await;
+    fetch_and_settle(&"data:text/plain,hello".into()).await;
+    fetch_and_settle(&"blob:http://127.0.0.1/0f6b1c2e".into()).await;
+    js_sys::eval("document.querySelector('base').remove()").expect("removed");
+    agent.0.flush();
+    assert_eq!(api_routes(), ["/sub/api/relative"], "relative to <base href>, and data: and blob: are not timed");
+    real_fetch();
+}
+
+#[wasm_bindgen_test]
+async fn after_shutdown_a_wrapper_another_script_wrapped_stays_and_ours_times_nothing() {
+    let run = |js: &str| js_sys::eval(js).expect("eval");
+    fake_fetch("resolve");
+    run("window.__nativeOpen = XMLHttpRequest.prototype.open");
+    let first = start(&[("trackMeasures", JsValue::FALSE)]);
+    // Another script wraps fetch and XMLHttpRequest's open over the agent's wrappers.
+    run("const f = window.fetch; window.fetch = function () { return f.apply(this, arguments); }; \
+         const o = XMLHttpRequest.prototype.open; XMLHttpRequest.prototype.open = window.__otherOpen = function () { return o.apply(this, arguments); };");
+    drop(first);
+    assert_eq!(run("XMLHttpRequest.prototype.open === window.__otherOpen"), JsValue::TRUE, "the other script's XHR wrapper stays");
+    let second = start(&[("trackMeasures", JsValue::FALSE)]);
+    fetch_and_settle(&"/api/once".into()).await;
+    second.0.flush();
+    assert_eq!(api_routes(), ["/api/once"], "timed once: the first agent's wrapper, still in the chain, passes it on");
+    drop(second);
+    run("XMLHttpRequest.prototype.open = window.__nativeOpen");
     real_fetch();
 }
 
