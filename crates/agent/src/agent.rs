@@ -622,21 +622,22 @@ impl Core {
     /// The page was hidden (or is being left): read what the observers hold, report what is
     /// final on hide.
     fn hidden(&mut self, config: &Config) {
-        // A soft navigation the browser recorded but did not deliver yet still starts its page view.
-        for entry in Core::pending(code::SOFT_NAVIGATION) {
-            self.soft_navigation(config, entry);
-        }
-        if self.view.first_hidden == f64::INFINITY {
-            self.view.first_hidden = host::now();
-        }
         // A paint or input recorded but not yet delivered still counts (a visitor who leaves right
-        // after the first paint would otherwise take FCP, and CLS with it, away).
+        // after the first paint would otherwise take FCP, and CLS with it, away) — in the load's
+        // page view, so before a pending soft navigation starts the next one.
         for entry in Core::pending(code::PAINT) {
             self.fcp.entry(entry, &mut self.view, &mut self.out);
         }
         for entry in Core::pending(code::FIRST_INPUT) {
             self.inp.entry(entry);
             self.fid.entry(entry, &self.view, &mut self.out);
+        }
+        // A soft navigation the browser recorded but did not deliver yet still starts its page view.
+        for entry in Core::pending(code::SOFT_NAVIGATION) {
+            self.soft_navigation(config, entry);
+        }
+        if self.view.first_hidden == f64::INFINITY {
+            self.view.first_hidden = host::now();
         }
         self.finalize_lcp(Finalizer::Hidden);
         if self.shifts {
@@ -703,7 +704,7 @@ impl Core {
         let largest = host::method(entry, "getLargestInteractionContentfulPaint");
         self.lcp = lcp::Watch::soft_navigation(start, host::num(entry, "interactionId"), largest);
         self.cls = cls::Watch::default();
-        self.inp.restart();
+        self.inp.restart(start);
         ttfb::zero(0.0, &mut self.out);
         for shift in later_shifts {
             self.cls.entry(shift);
@@ -729,7 +730,7 @@ impl Core {
         self.fcp = fcp::Watch::default();
         self.lcp = lcp::Watch::new(&self.view);
         self.cls = cls::Watch::default();
-        self.inp.restart();
+        self.inp.restart(event_time);
         self.restored_at = Some(event_time);
         host::paint(code::RESTORE_PAINTED);
     }

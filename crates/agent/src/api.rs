@@ -4,9 +4,14 @@
 //!
 //! The wrappers in `js/host.js` hand the page exactly what the original returns — the same
 //! promise object — and rethrow anything it throws; they ask here whether to time a call
-//! ([`describe`], which decides, and [`Calls::begin`]) and say how it ended ([`Calls::fetch_ended`], [`Calls::xhr_ended`]). Calls to the collector
-//! itself and URLs on the ignore list are not timed. Opaque (`no-cors`) responses carry no
-//! status, so they are not reported.
+//! ([`describe`], which decides, then [`Calls::begin`]) and say how it ended
+//! ([`Calls::fetch_ended`], [`Calls::xhr_ended`]). Calls to the collector itself, URLs on the
+//! ignore list and URLs that are not `http(s):` are not timed. Opaque responses (`no-cors`,
+//! `redirect: 'manual'`) carry no status, so they are not reported.
+//!
+//! Known cost of returning the page's own promise: the wrapper watches it, so a rejection the page
+//! leaves unhandled no longer fires `unhandledrejection` (web-vitals has no wrapper; Sentry and
+//! Elastic return a derived promise instead, which changes the object the page gets).
 
 use crate::host::Js;
 use alloc::borrow::ToOwned;
@@ -114,7 +119,8 @@ impl Calls {
                 Some("TypeError") => "network",
                 _ => "error",
             })
-        } else if host::is(response, "type", "opaque") {
+        } else if host::is(response, "type", "opaque") || host::is(response, "type", "opaqueredirect") {
+            // No status to report (`no-cors`, or `redirect: 'manual'`).
             return;
         } else {
             Outcome::Response(host::num(response, "status"), host::header(response, "server-timing"))

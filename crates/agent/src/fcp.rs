@@ -50,10 +50,11 @@ impl Watch {
         self.report(value, 0.0, Some(String::from("complete")), out);
     }
 
-    /// The first paint after a back/forward-cache restore at `restored_at`.
+    /// The first paint after a back/forward-cache restore at `restored_at` (web-vitals'
+    /// attribution: TTFB 0, the load state at the restore).
     pub fn painted_after_restore(&mut self, restored_at: f64, view: &mut View, out: &mut Outbox) {
         *self = Watch::default();
         view.painted = true;
-        self.instance.report(out, Vital::Fcp, host::now() - restored_at, Attribution::default());
+        self.report(host::now() - restored_at, 0.0, load_state(restored_at), out);
     }
 }

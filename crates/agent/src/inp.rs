@@ -180,6 +180,8 @@ pub struct Watch {
     instance: Instance,
     /// `(interaction id, target selector, event name)`.
     targets: Vec<(u64, Option<String>, Option<String>)>,
+    /// When the page view started (the restore, the soft navigation; 0 for the load).
+    started: f64,
 }
 
 impl Watch {
@@ -230,13 +232,22 @@ impl Watch {
                     .num("processingDuration", p.processing_duration)
                     .num("presentationDelay", p.presentation_delay);
             }
+        } else {
+            // The small INP of a restored or soft view whose interactions were all fast: no
+            // entry, so web-vitals' placeholder split, all of it presentation delay.
+            attribution = attribution
+                .num("inputDelay", 0.0)
+                .num("processingDuration", 0.0)
+                .num("presentationDelay", value)
+                .text("loadState", load_state(self.started));
         }
         self.instance.report(out, Vital::Inp, value, attribution);
     }
 
-    /// After a back/forward-cache restore or a soft navigation INP starts over, counting
-    /// interactions from there.
-    pub fn restart(&mut self) {
+    /// After a back/forward-cache restore or a soft navigation at `started`, INP starts over,
+    /// counting interactions from there.
+    pub fn restart(&mut self, started: f64) {
+        self.started = started;
         self.inp.restart(browser_count());
         self.instance = Instance::default();
         self.targets.clear();

@@ -159,11 +159,13 @@ impl Watch {
     }
 
     /// The first paint after a back/forward-cache restore at `restored_at`: final at once.
+    /// As web-vitals, whether the page was hidden meanwhile or not; no entry, so its placeholder
+    /// attribution (all of it render delay).
     pub fn painted_after_restore(&mut self, restored_at: f64, view: &View, out: &mut Outbox) {
-        *self = Watch::new(&View { activation_start: 0.0, ..*view });
+        *self = Watch::new(&View { activation_start: 0.0, first_hidden: f64::INFINITY, ..*view });
         self.lcp.candidate(host::now() - restored_at);
         if let Some(value) = self.lcp.finalize(Finalizer::Hidden) {
-            self.instance.report(out, Vital::Lcp, value, Attribution::default());
+            self.instance.report(out, Vital::Lcp, value, attribution(0.0, 0.0, value, host::UNDEFINED));
         }
     }
 }

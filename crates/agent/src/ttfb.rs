@@ -1,8 +1,9 @@
 //! Time to First Byte, as web-vitals measures it: the navigation entry's `responseStart` minus
-//! `activationStart`, clamped at 0, read once the page has loaded. Attribution splits it into
-//! waiting (redirects, service worker start), cache, DNS, connection and request time. A
-//! back/forward-cache restore reports 0 (nothing was fetched) — but only when the load had a
-//! usable navigation entry, as in web-vitals.
+//! `activationStart`, clamped at 0, read once the page has loaded. Attribution splits it as
+//! web-vitals' attribution build does: waiting (redirects, until the service worker or the fetch
+//! starts), cache, DNS, connection and request time. A back/forward-cache restore reports 0
+//! (nothing was fetched) — but only when the load had a usable navigation entry, as in
+//! web-vitals.
 
 use pulse_protocol::Vital;
 
@@ -25,17 +26,20 @@ fn from_entry(nav: Js, activation_start: f64) -> Option<f64> {
 pub fn report(activation: f64, out: &mut Outbox) {
     let Some(nav) = host::navigation() else { return };
     let Some(value) = from_entry(nav, activation) else { return };
+    // web-vitals' split: waiting until the service worker or the fetch started, then cache, DNS,
+    // connection (to connectEnd: 0 under a service worker) and the request (the rest).
     let at = |key: &'static str| (host::num(nav, key) - activation).max(0.0);
-    let fetch_start = at("fetchStart");
-    let dns_start = at("domainLookupStart").max(fetch_start);
-    let connect_start = at("connectStart").max(dns_start);
-    let request_start = at("requestStart").max(connect_start);
+    let first = |key: &'static str| Some(host::num(nav, key)).filter(|t| *t > 0.0);
+    let wait_end = (first("workerStart").or_else(|| first("fetchStart")).unwrap_or(0.0) - activation).max(0.0);
+    let dns_start = at("domainLookupStart");
+    let connect_start = at("connectStart");
+    let connect_end = at("connectEnd");
     let attribution = Attribution::default()
-        .num("waitingDuration", fetch_start.min(value))
-        .num("cacheDuration", (dns_start - fetch_start).max(0.0))
-        .num("dnsDuration", (connect_start - dns_start).max(0.0))
-        .num("connectionDuration", (request_start - connect_start).max(0.0))
-        .num("requestDuration", (value - request_start).max(0.0));
+        .num("waitingDuration", wait_end)
+        .num("cacheDuration", dns_start - wait_end)
+        .num("dnsDuration", connect_start - dns_start)
+        .num("connectionDuration", connect_end - connect_start)
+        .num("requestDuration", value - connect_end);
     Instance::default().report(out, Vital::Ttfb, value, attribution);
 }
 

@@ -777,6 +777,67 @@ async fn a_restored_page_view_with_only_fast_interactions_reports_a_small_inp() 
     let inp: Vec<(NavigationType, Option<f64>)> =
         beacons.iter().flat_map(|b| b.metrics.iter().filter(|m| m.name == "INP").map(move |m| (b.nav, m.value))).collect();
     assert_eq!(inp, vec![(NavigationType::BackForwardCache, Some(8.0))], "web-vitals 6 reports 8 ms; the load itself reports none");
+    let metrics = sent_metrics();
+    let attribution = named(&metrics, "INP")[0].attribution.clone().unwrap_or_default();
+    let number = |k: &str| match attribution.get(k) {
+        Some(AttrValue::Num(n)) => Some(*n),
+        _ => None,
+    };
+    assert_eq!(
+        (number("inputDelay"), number("processingDuration"), number("presentationDelay")),
+        (Some(0.0), Some(0.0), Some(8.0)),
+        "web-vitals' placeholder split"
+    );
+    assert_eq!(attribution.get("loadState"), Some(&AttrValue::Str("complete".into())));
+}
+
+#[wasm_bindgen_test]
+async fn a_page_restored_while_hidden_still_reports_its_lcp_with_web_vitals_default_attribution() {
+    let run = |js: &str| js_sys::eval(js).expect("eval");
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(50).await;
+    dispatch("pagehide", Some(true));
+    run("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true })");
+    dispatch("pageshow", Some(true));
+    JsFuture::from(next_frame()).await.expect("frame");
+    run("delete document.visibilityState");
+    dispatch("pagehide", Some(true));
+    let beacons = sent();
+    let restored: Vec<&Metric> = beacons.iter().filter(|b| b.nav == NavigationType::BackForwardCache).flat_map(|b| &b.metrics).collect();
+    let vital = |name: &str| *restored.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} after the restore: {restored:?}"));
+    let (fcp, lcp) = (vital("FCP"), vital("LCP"));
+    assert!([fcp, lcp].iter().all(|m| m.value.is_some_and(|v| (0.0..5_000.0).contains(&v))), "both measured to the next paint");
+    let attribution = |m: &Metric, k: &str| m.attribution.as_ref().and_then(|a| a.get(k)).cloned();
+    let value = AttrValue::Num(lcp.value.expect("a value"));
+    assert_eq!(attribution(lcp, "elementRenderDelay"), Some(value), "no entry: all of it render delay");
+    assert_eq!(attribution(lcp, "timeToFirstByte"), Some(AttrValue::Num(0.0)));
+    assert_eq!(attribution(fcp, "firstByteToFCP"), fcp.value.map(AttrValue::Num), "and TTFB 0");
+    assert_eq!(attribution(fcp, "loadState"), Some(AttrValue::Str("complete".into())));
+}
+
+#[wasm_bindgen_test]
+async fn ttfb_is_split_as_web_vitals_splits_it() {
+    // A service worker started at 10 ms; the connection ended at 40 ms, the request went at 45.
+    fake_entries(
+        "navigation",
+        r#"[{"type":"navigate","activationStart":0,"workerStart":10,"fetchStart":12,"domainLookupStart":20,
+            "connectStart":25,"connectEnd":40,"requestStart":45,"responseStart":100}]"#,
+    );
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    sleep(100).await;
+    dispatch("pagehide", Some(false));
+    restore_entries();
+    let metrics = sent_metrics();
+    let ttfb = named(&metrics, "TTFB");
+    assert_eq!(ttfb.len(), 1);
+    let attribution = ttfb[0].attribution.clone().unwrap_or_default();
+    let split: Vec<Option<&AttrValue>> = ["waitingDuration", "cacheDuration", "dnsDuration", "connectionDuration", "requestDuration"]
+        .iter()
+        .map(|k| attribution.get(*k))
+        .collect();
+    let expected = [10.0, 10.0, 5.0, 15.0, 60.0].map(AttrValue::Num);
+    assert_eq!(split, expected.iter().map(Some).collect::<Vec<_>>(), "from workerStart; the request from connectEnd");
+    assert_eq!(ttfb[0].value, Some(100.0));
 }
 
 #[wasm_bindgen_test]
