@@ -478,11 +478,9 @@ impl Agent {
             self.core().hidden(&self.config);
             self.deliver();
             self.flush();
-            // The page's entries kept for attribution (and their elements) are let go now, not
-            // when the next `init` replaces this agent.
-            let mut core = self.core();
-            core.lcp.release();
-            core.cls.release();
+            // The page's entry kept for attribution is let go now, not when the next `init`
+            // replaces this agent.
+            self.core().lcp.release();
         });
         self.stopped.set(true);
         // The listeners stay until the agent is dropped: one of them may be running this shutdown.

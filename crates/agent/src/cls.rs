@@ -5,7 +5,8 @@
 //! window's previous shift and less than 5 s after the window's first; otherwise it opens a new
 //! window. CLS is the largest window's sum, and only grows.
 
-use crate::host::{Js, Kept};
+use crate::host::Js;
+use alloc::string::String;
 use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
 
@@ -105,19 +106,26 @@ const MAX_KEPT_ENTRIES: usize = 200;
 pub struct Watch {
     cls: Cls,
     instance: Instance,
-    /// The latest entries without recent input, a ring of [`MAX_KEPT_ENTRIES`] (the one found for
+    /// The latest shifts without recent input, a ring of [`MAX_KEPT_ENTRIES`] (the one found for
     /// attribution is matched by time and value, so their order does not matter).
-    entries: Vec<Kept>,
-    /// Entries kept so far (the next one replaces `kept % MAX_KEPT_ENTRIES` once the ring is full).
+    entries: Vec<Shift>,
+    /// Shifts kept so far (the next one replaces `kept % MAX_KEPT_ENTRIES` once the ring is full).
     kept: usize,
 }
 
-impl Watch {
-    /// Lets go of the kept entries (the agent has stopped).
-    pub fn release(&mut self) {
-        self.entries = Vec::new();
-    }
+/// A shift kept for attribution, with what web-vitals takes from it when it happens (its node
+/// may be gone by the report).
+#[derive(Debug)]
+struct Shift {
+    start_time: f64,
+    value: f64,
+    /// It had sources; the selector of the largest one's node (the first that is an element,
+    /// else the first).
+    sources: bool,
+    target: Option<String>,
+}
 
+impl Watch {
     /// A `layout-shift` entry.
     pub fn entry(&mut self, entry: Js) {
         let shift = LayoutShift {
@@ -130,10 +138,20 @@ impl Watch {
         }
         self.cls.add(shift);
         if !shift.had_recent_input {
+            let mut node = None;
+            for source in host::items(host::get(entry, "sources")) {
+                let this = host::get(source, "node");
+                if host::num(this, "nodeType") == 1.0 {
+                    node = Some(this);
+                    break;
+                }
+                node = node.or(Some(this));
+            }
+            let kept = Shift { start_time: shift.start_time, value: shift.value, sources: node.is_some(), target: node.and_then(selector) };
             if self.entries.len() < MAX_KEPT_ENTRIES {
-                self.entries.push(host::keep(entry));
+                self.entries.push(kept);
             } else if let Some(oldest) = self.entries.get_mut(self.kept % MAX_KEPT_ENTRIES) {
-                *oldest = host::keep(entry);
+                *oldest = kept;
             }
             self.kept += 1;
         }
@@ -145,36 +163,20 @@ impl Watch {
         if !view.painted {
             return;
         }
-        let attribution = match self.cls.largest_shift() {
-            Some(largest) => {
-                // The sources of the kept entry that is the largest shift (plain loops here are
-                // smaller in the wasm than iterator chains).
-                let mut sources = host::UNDEFINED;
-                for entry in self.entries.iter().map(Kept::js) {
-                    if host::num(entry, "startTime") == largest.start_time && host::num(entry, "value") == largest.value {
-                        sources = host::get(entry, "sources");
-                        break;
-                    }
+        // As web-vitals: nothing when the largest shift had no sources.
+        let mut attribution = Attribution::default();
+        if let Some(largest) = self.cls.largest_shift() {
+            for kept in &self.entries {
+                if kept.sources && kept.start_time == largest.start_time && kept.value == largest.value {
+                    attribution = attribution
+                        .text("largestShiftTarget", kept.target.clone())
+                        .num("largestShiftValue", largest.value)
+                        .num("largestShiftTime", largest.start_time)
+                        .text("loadState", load_state(largest.start_time));
+                    break;
                 }
-                // The node of the first source that is an element (web-vitals' choice), else of
-                // the first.
-                let mut node = None;
-                for source in host::items(sources) {
-                    let this = host::get(source, "node");
-                    if host::num(this, "nodeType") == 1.0 {
-                        node = Some(this);
-                        break;
-                    }
-                    node = node.or(Some(this));
-                }
-                Attribution::default()
-                    .text("largestShiftTarget", node.and_then(selector))
-                    .num("largestShiftValue", largest.value)
-                    .num("largestShiftTime", largest.start_time)
-                    .text("loadState", load_state(largest.start_time))
             }
-            None => Attribution::default(),
-        };
+        }
         self.instance.report(out, Vital::Cls, self.cls.value(), attribution);
     }
 }

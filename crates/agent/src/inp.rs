@@ -35,13 +35,30 @@ pub struct EventTiming {
     pub processing_end: f64,
 }
 
-/// One interaction: its id, latency (longest entry) and the entries with that latency.
+/// One interaction: its id, latency (longest entry) and the entries with that latency, and the
+/// frame its first such entry was presented in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interaction {
     pub id: u64,
     pub latency: f64,
     pub entries: Vec<EventTiming>,
+    frame: Frame,
 }
+
+/// The entries presented in one frame, as web-vitals' attribution groups them: render times
+/// (`startTime + duration`) within 8 ms of each other; the earliest start and processing start,
+/// the latest processing end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Frame {
+    id: u32,
+    render_time: f64,
+    start_time: f64,
+    processing_start: f64,
+    processing_end: f64,
+}
+
+/// Frames kept for entries still to come (web-vitals' `MAX_PENDING_FRAMES`).
+const MAX_FRAMES: usize = 10;
 
 /// Running INP for one page view.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,6 +71,9 @@ pub struct Inp {
     count_at_restore: u64,
     /// The page view is a back/forward-cache restore.
     restored: bool,
+    /// The latest frames, oldest first, at most [`MAX_FRAMES`].
+    frames: Vec<Frame>,
+    next_frame: u32,
 }
 
 /// INP of a restored page view whose interactions were all under the observer's threshold.
@@ -65,8 +85,9 @@ impl Inp {
     }
 
     /// Adds one entry. Entries without an interaction id (`interactionId == 0`) are not
-    /// interactions and are skipped.
+    /// interactions, but count for the frame they were presented in.
     pub fn add(&mut self, entry: EventTiming) {
+        let frame = self.frame(&entry);
         if entry.interaction_id == 0 {
             return;
         }
@@ -78,11 +99,12 @@ impl Inp {
                 existing.latency = entry.duration;
                 existing.entries.clear();
                 existing.entries.push(entry);
+                existing.frame = frame;
             } else if entry.duration == existing.latency && existing.entries.first().is_some_and(|e| e.start_time == entry.start_time) {
                 existing.entries.push(entry);
             }
         } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.latency) {
-            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, entries: vec![entry] });
+            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, entries: vec![entry], frame });
         } else {
             return;
         }
@@ -98,6 +120,47 @@ impl Inp {
             rest = rest.get_mut(..len - 1).unwrap_or_default();
         }
         self.longest.truncate(MAX_INTERACTIONS);
+    }
+
+    /// The frame `entry` was presented in, updated with it: the latest kept one whose render time
+    /// is within 8 ms of the entry's, else a new one. An interaction whose frame it is sees the
+    /// update (web-vitals shares the group object).
+    fn frame(&mut self, entry: &EventTiming) -> Frame {
+        let render_time = entry.start_time + entry.duration;
+        let mut found = None;
+        for frame in self.frames.iter_mut().rev() {
+            if (render_time - frame.render_time).abs() <= 8.0 {
+                frame.start_time = frame.start_time.min(entry.start_time);
+                frame.processing_start = frame.processing_start.min(entry.processing_start);
+                frame.processing_end = frame.processing_end.max(entry.processing_end);
+                found = Some(*frame);
+                break;
+            }
+        }
+        let frame = match found {
+            Some(frame) => frame,
+            None => {
+                self.next_frame += 1;
+                let frame = Frame {
+                    id: self.next_frame,
+                    render_time,
+                    start_time: entry.start_time,
+                    processing_start: entry.processing_start,
+                    processing_end: entry.processing_end,
+                };
+                if self.frames.len() == MAX_FRAMES {
+                    self.frames.remove(0);
+                }
+                self.frames.push(frame);
+                frame
+            }
+        };
+        for interaction in &mut self.longest {
+            if interaction.frame.id == frame.id {
+                interaction.frame = frame;
+            }
+        }
+        frame
     }
 
     /// Whether interaction `id` is among the longest kept.
@@ -140,7 +203,9 @@ impl Inp {
     /// browser's interaction count then. Interactions since, all under the threshold, give
     /// [`FAST_RESTORED_INP_MS`].
     pub fn restart(&mut self, browser_count: Option<u64>) {
-        *self = Inp { count_at_restore: browser_count.unwrap_or(0), restored: true, ..Inp::default() };
+        // The frames stay, as web-vitals' groups do.
+        let frames = core::mem::take(&mut self.frames);
+        *self = Inp { count_at_restore: browser_count.unwrap_or(0), restored: true, frames, next_frame: self.next_frame, ..Inp::default() };
     }
 }
 
@@ -153,17 +218,19 @@ pub struct Phases {
 }
 
 impl Interaction {
-    /// Splits the latency: input delay until the first handler ran, processing until the last
-    /// handler of the interaction finished, presentation until the next paint.
+    /// Splits the latency as web-vitals does, over every event handled in the frame of the first
+    /// entry: input delay until the first handler ran (not before the input), processing until
+    /// the last handler finished (not after the paint: a sync `alert()`), presentation until the
+    /// next paint.
     pub fn phases(&self) -> Option<Phases> {
         let first = self.entries.first()?;
-        let processing_start = self.entries.iter().map(|e| e.processing_start).fold(f64::INFINITY, f64::min);
-        let processing_end = self.entries.iter().map(|e| e.processing_end).fold(f64::NEG_INFINITY, f64::max);
-        let end = first.start_time + self.latency;
+        let processing_start = self.frame.processing_start.max(first.start_time);
+        let next_paint = (first.start_time + first.duration).max(processing_start);
+        let processing_end = self.frame.processing_end.min(next_paint);
         Some(Phases {
-            input_delay: (processing_start - first.start_time).max(0.0),
-            processing_duration: (processing_end - processing_start).max(0.0),
-            presentation_delay: (end - processing_end).max(0.0),
+            input_delay: processing_start - first.start_time,
+            processing_duration: processing_end - processing_start,
+            presentation_delay: next_paint - processing_end,
         })
     }
 }
@@ -195,13 +262,16 @@ impl Watch {
             processing_start: host::num(entry, "processingStart"),
             processing_end: host::num(entry, "processingEnd"),
         };
-        if timing.interaction_id == 0 || !timing.duration.is_finite() {
+        if !timing.duration.is_finite() {
             return;
         }
+        // Also an entry of no interaction: it counts for its frame.
         self.inp.add(timing);
         let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
         if !known && self.inp.contains(timing.interaction_id) {
-            let item = (timing.interaction_id, selector(host::get(entry, "target")), host::text(entry, "name"));
+            // The target's selector; once it has left the DOM, the browser's own (web-vitals' fallback).
+            let target = selector(host::get(entry, "target")).or_else(|| host::text(entry, "targetSelector").filter(|s| !s.is_empty()));
+            let item = (timing.interaction_id, target, host::text(entry, "name"));
             // One item per interaction: one without a target is replaced.
             match self.targets.iter_mut().find(|(id, _, _)| *id == timing.interaction_id) {
                 Some(old) => *old = item,
@@ -333,8 +403,45 @@ mod tests {
 
     #[test]
     fn phases_split_the_latency() {
-        let e = EventTiming { interaction_id: 7, start_time: 1_000.0, duration: 200.0, processing_start: 1_030.0, processing_end: 1_150.0 };
-        let i = Interaction { id: 7, latency: 200.0, entries: vec![e] };
-        assert_eq!(i.phases(), Some(Phases { input_delay: 30.0, processing_duration: 120.0, presentation_delay: 50.0 }));
+        let mut inp = Inp::new();
+        inp.add(EventTiming {
+            interaction_id: 7,
+            start_time: 1_000.0,
+            duration: 200.0,
+            processing_start: 1_030.0,
+            processing_end: 1_150.0,
+        });
+        let phases = |inp: &Inp| inp.interaction(Some(1)).and_then(Interaction::phases);
+        assert_eq!(phases(&inp), Some(Phases { input_delay: 30.0, processing_duration: 120.0, presentation_delay: 50.0 }));
+        // A click of the same tap, presented in the same frame but shorter: its handlers count
+        // as processing (web-vitals groups a frame's events by render time, within 8 ms).
+        inp.add(EventTiming {
+            interaction_id: 7,
+            start_time: 1_090.0,
+            duration: 104.0,
+            processing_start: 1_150.0,
+            processing_end: 1_180.0,
+        });
+        assert_eq!(phases(&inp), Some(Phases { input_delay: 30.0, processing_duration: 150.0, presentation_delay: 20.0 }));
+        // An event of no interaction in that frame counts too; one presented 9 ms later does not.
+        inp.add(EventTiming { interaction_id: 0, start_time: 990.0, duration: 216.0, processing_start: 1_010.0, processing_end: 1_185.0 });
+        inp.add(EventTiming { interaction_id: 0, start_time: 990.0, duration: 225.0, processing_start: 1_000.0, processing_end: 1_199.0 });
+        assert_eq!(phases(&inp), Some(Phases { input_delay: 10.0, processing_duration: 175.0, presentation_delay: 15.0 }));
+    }
+
+    #[test]
+    fn processing_is_clamped_to_the_input_and_the_paint() {
+        // A handler still running from before the input, and a sync alert() past the paint.
+        let mut inp = Inp::new();
+        inp.add(EventTiming { interaction_id: 0, start_time: 900.0, duration: 296.0, processing_start: 950.0, processing_end: 990.0 });
+        inp.add(EventTiming {
+            interaction_id: 7,
+            start_time: 1_000.0,
+            duration: 200.0,
+            processing_start: 1_010.0,
+            processing_end: 1_900.0,
+        });
+        let phases = inp.interaction(Some(1)).and_then(Interaction::phases);
+        assert_eq!(phases, Some(Phases { input_delay: 0.0, processing_duration: 200.0, presentation_delay: 0.0 }));
     }
 }

@@ -8,6 +8,7 @@
 //! web-vitals waits for a real input).
 
 use crate::host::{Js, Kept};
+use alloc::string::String;
 use pulse_protocol::{Rating, Vital};
 
 use crate::host;
@@ -89,8 +90,10 @@ impl Lcp {
 pub struct Watch {
     lcp: Lcp,
     instance: Instance,
-    /// The last candidate entry, for attribution.
+    /// The last candidate entry, for attribution, and its target, taken when it became the
+    /// candidate (its element may be gone by the report).
     entry: Option<Kept>,
+    target: Option<String>,
     /// A soft navigation's page view: the `interactionId` that started it (only that
     /// interaction's contentful paints count) and its start time.
     soft: Option<(f64, f64)>,
@@ -98,7 +101,13 @@ pub struct Watch {
 
 impl Watch {
     pub fn new(view: &View) -> Watch {
-        Watch { lcp: Lcp::new(view.activation_start, view.first_hidden), instance: Instance::default(), entry: None, soft: None }
+        Watch {
+            lcp: Lcp::new(view.activation_start, view.first_hidden),
+            instance: Instance::default(),
+            entry: None,
+            target: None,
+            soft: None,
+        }
     }
 
     /// Lets go of the kept entry (the agent has stopped).
@@ -119,8 +128,16 @@ impl Watch {
     /// its interaction's paints).
     pub fn entry(&mut self, entry: Js) {
         if self.soft.is_none() && self.lcp.candidate(host::num(entry, "startTime")).is_some() {
-            self.entry = Some(host::keep(entry));
+            self.keep(entry);
         }
+    }
+
+    /// The candidate's entry, and its target as web-vitals takes it: the element's selector, or
+    /// `#id` once the element has left the DOM.
+    fn keep(&mut self, entry: Js) {
+        self.entry = Some(host::keep(entry));
+        self.target = selector(host::get(entry, "element"))
+            .or_else(|| host::text(entry, "id").filter(|id| !id.is_empty()).map(|id| String::from("#") + &id));
     }
 
     /// An `interaction-contentful-paint` entry: a candidate if its interaction started the current
@@ -135,7 +152,7 @@ impl Watch {
         let render = host::num(largest, "renderTime");
         let render = if render.is_nan() { 0.0 } else { render };
         if self.lcp.candidate_since(render, host::num(entry, "startTime")).is_some() {
-            self.entry = Some(host::keep(largest));
+            self.keep(largest);
         }
     }
 
@@ -155,7 +172,8 @@ impl Watch {
             Some((_, start)) => (start, 0.0),
             None => (view.activation_start, crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value)),
         };
-        self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate()));
+        let target = self.target.take();
+        self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate(), target));
     }
 
     /// The first paint after a back/forward-cache restore at `restored_at`: final at once.
@@ -165,7 +183,7 @@ impl Watch {
         *self = Watch::new(&View { activation_start: 0.0, first_hidden: f64::INFINITY, ..*view });
         self.lcp.candidate(host::now() - restored_at);
         if let Some(value) = self.lcp.finalize(Finalizer::Hidden) {
-            self.instance.report(out, Vital::Lcp, value, attribution(0.0, 0.0, value, host::UNDEFINED));
+            self.instance.report(out, Vital::Lcp, value, attribution(0.0, 0.0, value, host::UNDEFINED, None));
         }
     }
 }
@@ -173,7 +191,7 @@ impl Watch {
 /// web-vitals' LCP breakdown: time to first byte, resource load delay and duration, and the
 /// element render delay, which add up to the value; times count from `activation` (a soft
 /// navigation's start for one).
-fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js) -> Attribution {
+fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js, target: Option<String>) -> Attribution {
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
     // As web-vitals: the latest request of the URL that started before the element was painted.
     let painted = host::num(entry, "startTime");
@@ -190,7 +208,7 @@ fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js) -> Attribution
         (request_start, (host::num(resource, "responseEnd") - activation).max(request_start).min(value))
     };
     Attribution::default()
-        .text("element", selector(host::get(entry, "element")))
+        .text("target", target)
         .text("url", url)
         .num("timeToFirstByte", ttfb)
         .num("resourceLoadDelay", request_start - ttfb)

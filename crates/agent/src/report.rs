@@ -175,50 +175,64 @@ pub fn load_state(time: f64) -> Option<String> {
     Some(String::from(state))
 }
 
-/// A short CSS-like path to `node` (`main>div.hero>img#banner`), at most 100 characters, for
-/// attribution. Walks up until an element with an id or the `<body>`.
+/// web-vitals' `getSelector`: a path from `node` up to the document (`html>body>main>img.hero`),
+/// each step its `#id` (where the path stops) or its lower-case name with its classes sorted
+/// (`div.card.hero`; a text node is `TEXT`), as long as the whole stays under 100 characters
+/// (UTF-16 units, as JavaScript counts them) — but the first step whole. `None` for no node.
 pub fn selector(node: Js) -> Option<String> {
-    const MAX: usize = 100;
-    // Built outermost first by putting each step's part in front of what is below it.
-    let mut out = String::new();
+    let mut sel = String::new();
     let mut current = node;
-    while host::num(current, "nodeType") == 1.0 {
-        let mut part = host::text(current, "localName").unwrap_or_default();
-        if part == "html" || part == "body" {
-            if out.is_empty() {
-                out = part;
-            }
+    loop {
+        // Up to the document (9); a detached node ends at null, where web-vitals' loop throws.
+        let kind = host::num(current, "nodeType");
+        if kind == 9.0 || kind.is_nan() {
             break;
         }
         let id = host::text(current, "id").unwrap_or_default();
+        let mut part = String::new();
         if !id.is_empty() {
             part.push('#');
             part.push_str(&id);
         } else {
-            for class in pulse_protocol::text::words(&host::text(current, "className").unwrap_or_default()) {
+            let name = host::text(current, "nodeName").unwrap_or_default();
+            if kind == 1.0 {
+                part = name.to_ascii_lowercase();
+            } else {
+                part = name.strip_prefix('#').unwrap_or(&name).to_ascii_uppercase();
+            }
+            // The class list's tokens, without repeats, sorted (an SVG element's too).
+            let classes = host::text(host::get(current, "classList"), "value").unwrap_or_default();
+            let mut sorted: Vec<&str> = Vec::new();
+            for class in pulse_protocol::text::words(&classes) {
+                let at = sorted.iter().position(|c| *c >= class).unwrap_or(sorted.len());
+                if sorted.get(at) != Some(&class) {
+                    sorted.insert(at, class);
+                }
+            }
+            for class in sorted {
                 part.push('.');
                 part.push_str(class);
             }
         }
-        if !out.is_empty() {
-            if out.len() + part.len() + 2 > MAX {
-                break;
-            }
-            part.push('>');
-            part.push_str(&out);
+        if units(&sel) + units(&part) > 99 {
+            return Some(if sel.is_empty() { part } else { sel });
         }
-        out = part;
+        if !sel.is_empty() {
+            part.push('>');
+            part.push_str(&sel);
+        }
+        sel = part;
         if !id.is_empty() {
             break;
         }
-        current = host::get(current, "parentElement");
+        current = host::get(current, "parentNode");
     }
-    if out.is_empty() {
-        // A text node: describe its parent element.
-        let parent = host::get(node, "parentElement");
-        return if host::kind(parent) == 0 { None } else { selector(parent) };
-    }
-    Some(pulse_protocol::route::truncate(out, MAX))
+    (!sel.is_empty()).then_some(sel)
+}
+
+/// The length of `s` in UTF-16 units (JavaScript's `length`).
+fn units(s: &str) -> usize {
+    s.chars().map(char::len_utf16).sum()
 }
 
 #[cfg(test)]

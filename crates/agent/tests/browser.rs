@@ -690,8 +690,8 @@ async fn vitals_are_observed_and_reported_on_hide() {
         let lcp = named(&metrics, "LCP");
         assert_eq!(lcp.len(), 1, "LCP reported once, on hide");
         assert!(lcp[0].value.unwrap_or_default() >= fcp.value.unwrap_or_default(), "LCP ≥ FCP");
-        let target = lcp[0].attribution.as_ref().and_then(|a| a.get("element"));
-        assert!(matches!(target, Some(AttrValue::Str(s)) if s.contains("p.hero.big")), "{target:?}");
+        let target = lcp[0].attribution.as_ref().and_then(|a| a.get("target"));
+        assert_eq!(target, Some(&AttrValue::Str("#content>p.big.hero".into())), "web-vitals' selector: classes sorted");
     } else {
         assert!(named(&metrics, "LCP").is_empty());
     }

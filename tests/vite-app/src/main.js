@@ -1,15 +1,28 @@
 import { init } from '@pulse-rum/agent';
-// Google's web-vitals on the same page load, so the end-to-end test can compare the numbers.
-import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals';
+// Google's web-vitals (its attribution build) on the same page load, so the end-to-end test can
+// compare the numbers and their attribution.
+import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals/attribution';
+
+// The attribution's strings and numbers (web-vitals also hands over entries and elements).
+const plain = (attribution) =>
+  Object.fromEntries(Object.entries(attribution || {}).filter(([, v]) => typeof v == 'string' || typeof v == 'number'));
 
 window.webVitals = {};
+window.webAttribution = {};
 for (const on of [onCLS, onFCP, onINP, onLCP, onTTFB]) {
-  on((metric) => { window.webVitals[metric.name] = metric.value; });
+  on((metric) => {
+    window.webVitals[metric.name] = metric.value;
+    window.webAttribution[metric.name] = plain(metric.attribution);
+  });
 }
 
 window.pulseVitals = {};
+window.pulseAttribution = {};
 init({ endpoint: '/v1/beacon', site: 'demo', release: 'vite-example' }).then((pulse) => {
-  pulse.onMetric((metric) => { window.pulseVitals[metric.name] = metric.value; });
+  pulse.onMetric((metric) => {
+    window.pulseVitals[metric.name] = metric.value;
+    window.pulseAttribution[metric.name] = plain(metric.attribution);
+  });
   window.pulse = pulse;
   pulse.record('vite.loaded', 1, { bundler: 'vite' });
 });
