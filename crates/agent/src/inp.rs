@@ -333,7 +333,6 @@ fn browser_count() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
 
     fn event(id: u64, duration: f64) -> EventTiming {
         EventTiming { interaction_id: id, start_time: id as f64 * 10.0, duration, processing_start: 0.0, processing_end: 0.0 }
