@@ -71,7 +71,7 @@ pub struct Inp {
     count_at_restore: u64,
     /// The page view is a back/forward-cache restore.
     restored: bool,
-    /// The latest frames, oldest first, at most [`MAX_FRAMES`].
+    /// The latest frames, a ring of [`MAX_FRAMES`] by id.
     frames: Vec<Frame>,
     next_frame: u32,
 }
@@ -127,20 +127,21 @@ impl Inp {
     /// update (web-vitals shares the group object).
     fn frame(&mut self, entry: &EventTiming) -> Frame {
         let render_time = entry.start_time + entry.duration;
-        let mut found = None;
-        for frame in self.frames.iter_mut().rev() {
-            if (render_time - frame.render_time).abs() <= 8.0 {
-                frame.start_time = frame.start_time.min(entry.start_time);
-                frame.processing_start = frame.processing_start.min(entry.processing_start);
-                frame.processing_end = frame.processing_end.max(entry.processing_end);
-                found = Some(*frame);
-                break;
+        // The latest match: the one with the largest id (the frames are a ring by id).
+        let mut found: Option<&mut Frame> = None;
+        for frame in &mut self.frames {
+            if (render_time - frame.render_time).abs() <= 8.0 && found.as_ref().is_none_or(|f| frame.id > f.id) {
+                found = Some(frame);
             }
         }
         let frame = match found {
-            Some(frame) => frame,
+            Some(frame) => {
+                frame.start_time = frame.start_time.min(entry.start_time);
+                frame.processing_start = frame.processing_start.min(entry.processing_start);
+                frame.processing_end = frame.processing_end.max(entry.processing_end);
+                *frame
+            }
             None => {
-                self.next_frame += 1;
                 let frame = Frame {
                     id: self.next_frame,
                     render_time,
@@ -148,10 +149,12 @@ impl Inp {
                     processing_start: entry.processing_start,
                     processing_end: entry.processing_end,
                 };
-                if self.frames.len() == MAX_FRAMES {
-                    self.frames.remove(0);
+                if self.frames.len() < MAX_FRAMES {
+                    self.frames.push(frame);
+                } else if let Some(oldest) = self.frames.get_mut(self.next_frame as usize % MAX_FRAMES) {
+                    *oldest = frame;
                 }
-                self.frames.push(frame);
+                self.next_frame += 1;
                 frame
             }
         };
@@ -426,6 +429,20 @@ mod tests {
         inp.add(EventTiming { interaction_id: 0, start_time: 990.0, duration: 216.0, processing_start: 1_010.0, processing_end: 1_185.0 });
         inp.add(EventTiming { interaction_id: 0, start_time: 990.0, duration: 225.0, processing_start: 1_000.0, processing_end: 1_199.0 });
         assert_eq!(phases(&inp), Some(Phases { input_delay: 10.0, processing_duration: 175.0, presentation_delay: 15.0 }));
+    }
+
+    #[test]
+    fn the_latest_ten_frames_are_kept() {
+        let mut inp = Inp::new();
+        let at =
+            |t: f64| EventTiming { interaction_id: 0, start_time: t, duration: 40.0, processing_start: t + 1.0, processing_end: t + 2.0 };
+        for i in 0..25 {
+            inp.add(at(f64::from(i) * 100.0));
+        }
+        let mut kept: Vec<f64> = inp.frames.iter().map(|f| f.start_time).collect();
+        kept.sort_by(f64::total_cmp);
+        assert_eq!(kept, (15..25).map(|i| f64::from(i) * 100.0).collect::<Vec<_>>());
+        assert_eq!(inp.frames.iter().map(|f| f.id).max(), Some(24));
     }
 
     #[test]

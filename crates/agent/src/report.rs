@@ -194,24 +194,28 @@ pub fn selector(node: Js) -> Option<String> {
             part.push('#');
             part.push_str(&id);
         } else {
-            let name = host::text(current, "nodeName").unwrap_or_default();
+            let mut name = host::text(current, "nodeName").unwrap_or_default();
             if kind == 1.0 {
-                part = name.to_ascii_lowercase();
+                name.make_ascii_lowercase();
             } else {
-                part = name.strip_prefix('#').unwrap_or(&name).to_ascii_uppercase();
+                name.make_ascii_uppercase();
             }
-            // The class list's tokens, without repeats, sorted (an SVG element's too).
+            part.push_str(name.strip_prefix('#').filter(|_| kind != 1.0).unwrap_or(&name));
+            // The class list's tokens (an SVG element's too), sorted, without repeats: the
+            // smallest one after the last, until there is none (a few classes; no list).
             let classes = host::text(host::get(current, "classList"), "value").unwrap_or_default();
-            let mut sorted: Vec<&str> = Vec::new();
-            for class in pulse_protocol::text::words(&classes) {
-                let at = sorted.iter().position(|c| *c >= class).unwrap_or(sorted.len());
-                if sorted.get(at) != Some(&class) {
-                    sorted.insert(at, class);
+            let mut last = "";
+            loop {
+                let mut next: Option<&str> = None;
+                for class in pulse_protocol::text::words(&classes) {
+                    if class > last && next.is_none_or(|n| class < n) {
+                        next = Some(class);
+                    }
                 }
-            }
-            for class in sorted {
+                let Some(class) = next else { break };
                 part.push('.');
                 part.push_str(class);
+                last = class;
             }
         }
         if units(&sel) + units(&part) > 99 {
@@ -230,14 +234,20 @@ pub fn selector(node: Js) -> Option<String> {
     (!sel.is_empty()).then_some(sel)
 }
 
-/// The length of `s` in UTF-16 units (JavaScript's `length`).
+/// The length of `s` in UTF-16 units (JavaScript's `length`): one per character, two for one
+/// of four UTF-8 bytes.
 fn units(s: &str) -> usize {
-    s.chars().map(char::len_utf16).sum()
+    s.bytes().map(|b| usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0)).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_count_as_javascript_does() {
+        assert_eq!((units(""), units("div.a"), units("é"), units("😀"), units("a€😀b")), (0, 5, 1, 2, 5));
+    }
 
     #[test]
     fn a_metric_knows_its_name_from_its_json() {

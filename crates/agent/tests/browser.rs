@@ -628,6 +628,33 @@ async fn after_shutdown_a_wrapper_another_script_wrapped_stays_and_ours_times_no
     real_fetch();
 }
 
+#[wasm_bindgen_test]
+fn selectors_are_web_vitals_selectors() {
+    use pulse_agent::host::Js;
+    // A running agent: the host binding has the wasm's memory.
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    let long_id = "i".repeat(120);
+    let html = format!(
+        r#"<section id="s"><div class="b a b"><span>hi</span><svg class="icon z"><path class="p"></path></svg></div></section>
+        <div class="outer"><div class="x-very-long-class-name-number-one x-very-long-class-name-number-two"><em class="x-very-long-class-name-number-three">!</em></div></div>
+        <b><i id="{long_id}"></i></b>"#
+    );
+    let root = js_sys::eval("const r = document.createElement('div'); document.body.append(r); r").expect("root");
+    Reflect::set(&root, &"innerHTML".into(), &html.into()).expect("html");
+    let query = Function::new_with_args("r, css", "return css ? r.querySelector(css) : r.querySelector('span').firstChild");
+    let select = |css: &str| pulse_agent::report::selector(Js::hold(&query.call2(&JsValue::NULL, &root, &css.into()).expect("query")));
+    assert_eq!(select("span").as_deref(), Some("#s>div.a.b>span"), "classes sorted, no repeats, up to an id");
+    assert_eq!(select("path").as_deref(), Some("#s>div.a.b>svg.icon.z>path.p"), "SVG classes too");
+    assert_eq!(select("").as_deref(), Some("#s>div.a.b>span>TEXT"), "a text node");
+    assert_eq!(select("em").as_deref(), Some("em.x-very-long-class-name-number-three"), "the parent would pass 99 characters");
+    assert_eq!(select("i"), Some(format!("#{long_id}")), "the first step whole");
+    assert_eq!(select("b").as_deref(), Some("html>body>div>b"), "up to the document");
+    js_sys::Reflect::apply(&Reflect::get(&root, &"remove".into()).expect("remove").into(), &root, &js_sys::Array::new()).expect("removed");
+    assert_eq!(select("span").as_deref(), Some("#s>div.a.b>span"), "detached: as far as it goes");
+    assert_eq!(select("b").as_deref(), Some("div>b"), "detached: as far as it goes");
+    assert_eq!(pulse_agent::report::selector(Js::hold(&JsValue::NULL)), None);
+}
+
 // ---- vitals on a page that paints and shifts ----
 
 #[wasm_bindgen_test]
