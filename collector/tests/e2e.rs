@@ -375,6 +375,8 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     browser.wait_for("return !!document.getElementById('late-banner')").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     click(&browser, "slow-button").await;
+    browser.wait_for("return window.lcpInClick !== undefined").await;
+    assert_eq!(browser.js("return window.lcpInClick").await, false, "LCP is final after the click's next paint, not inside the click");
     click(&browser, "fetch-ok").await;
     click(&browser, "fetch-fail").await;
     browser.wait_for("return document.getElementById('result').dataset.done === '2'").await;

@@ -48,6 +48,7 @@ mod code {
     pub const TICK: u32 = 20;
     pub const TTFB: u32 = 21;
     pub const RESTORE_PAINTED: u32 = 22;
+    pub const INPUT_PAINTED: u32 = 23;
     pub const FETCH_BEGIN: u32 = 30;
     pub const FETCH_END: u32 = 31;
     pub const XHR_BEGIN: u32 = 32;
@@ -558,7 +559,16 @@ impl Core {
                 self.restored(host::num(a, "timeStamp"));
                 effect.flush = true;
             }
-            code::INPUT => self.finalize_lcp(Finalizer::Input { trusted: host::flag(a, "isTrusted") }),
+            code::INPUT => {
+                if self.lcp.input(host::flag(a, "isTrusted")) {
+                    host::paint(code::INPUT_PAINTED);
+                }
+            }
+            code::INPUT_PAINTED => {
+                if self.lcp.input_painted() {
+                    self.finalize_lcp(Finalizer::Input { trusted: true });
+                }
+            }
             code::PRERENDERED => {
                 self.measure(config);
                 if host::hidden() {

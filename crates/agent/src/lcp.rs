@@ -94,6 +94,8 @@ pub struct Watch {
     /// candidate (its element may be gone by the report).
     entry: Option<Kept>,
     target: Option<String>,
+    /// A trusted input is waiting for its next paint to finalise LCP.
+    input: bool,
     /// A soft navigation's page view: the `interactionId` that started it (only that
     /// interaction's contentful paints count) and its start time.
     soft: Option<(f64, f64)>,
@@ -106,6 +108,7 @@ impl Watch {
             instance: Instance::default(),
             entry: None,
             target: None,
+            input: false,
             soft: None,
         }
     }
@@ -158,6 +161,20 @@ impl Watch {
 
     pub fn is_final(&self) -> bool {
         self.lcp.is_final()
+    }
+
+    /// A `keydown` or `click`: whether to finalise after the next paint (a trusted input, LCP not
+    /// final, none waiting). As web-vitals, not inside the page's own handling of the input,
+    /// where the report and the page's `onMetric` callbacks would add to its latency.
+    pub fn input(&mut self, trusted: bool) -> bool {
+        let wait = trusted && !self.is_final() && !self.input;
+        self.input |= wait;
+        wait
+    }
+
+    /// The next paint after an input: whether it is still this page view's to finalise.
+    pub fn input_painted(&mut self) -> bool {
+        core::mem::take(&mut self.input)
     }
 
     fn candidate(&self) -> Js {

@@ -16,12 +16,18 @@ for (const on of [onCLS, onFCP, onINP, onLCP, onTTFB]) {
   });
 }
 
+// Whether the agent reported LCP inside the page's handling of a click (it should wait for the
+// next paint, as web-vitals does): set by the first capturing listener, cleared by the last.
+addEventListener('click', () => { window.inClick = true; }, true);
+addEventListener('click', () => { window.inClick = false; });
+
 window.pulseVitals = {};
 window.pulseAttribution = {};
 init({ endpoint: '/v1/beacon', site: 'demo', release: 'vite-example' }).then((pulse) => {
   pulse.onMetric((metric) => {
     window.pulseVitals[metric.name] = metric.value;
     window.pulseAttribution[metric.name] = plain(metric.attribution);
+    if (metric.name === 'LCP') window.lcpInClick = !!window.inClick;
   });
   window.pulse = pulse;
   pulse.record('vite.loaded', 1, { bundler: 'vite' });
