@@ -559,16 +559,8 @@ impl Core {
                 self.restored(host::num(a, "timeStamp"));
                 effect.flush = true;
             }
-            code::INPUT => {
-                if self.lcp.input(host::flag(a, "isTrusted")) {
-                    host::paint(code::INPUT_PAINTED);
-                }
-            }
-            code::INPUT_PAINTED => {
-                if self.lcp.input_painted() {
-                    self.finalize_lcp(Finalizer::Input { trusted: true });
-                }
-            }
+            code::INPUT if self.lcp.input(host::flag(a, "isTrusted")) => host::paint(code::INPUT_PAINTED),
+            code::INPUT_PAINTED if self.lcp.input_painted() => self.finalize_lcp(Finalizer::Input { trusted: true }),
             code::PRERENDERED => {
                 self.measure(config);
                 if host::hidden() {
