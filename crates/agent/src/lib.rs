@@ -115,7 +115,7 @@ pub fn record(handle: u32, name: Js, value: Js, tags: Js) -> Result<(), String> 
         return Err(String::from("pulse.record: the agent has been shut down"));
     };
     agent.timed(|| {
-        let checked = read_record(name, value, tags).and_then(|(name, value, tags)| {
+        let checked = read_record(name, value, tags).map_err(String::from).and_then(|(name, value, tags)| {
             measure::check(&name, value, &tags)?;
             Ok((name, value, tags))
         });
@@ -126,7 +126,7 @@ pub fn record(handle: u32, name: Js, value: Js, tags: Js) -> Result<(), String> 
             }
             Err(rule) => {
                 agent.reject_record();
-                Err(String::from("pulse.record: ") + rule)
+                Err(String::from("pulse.record: ") + &rule)
             }
         }
     })

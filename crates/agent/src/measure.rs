@@ -15,12 +15,21 @@ use crate::json::Obj;
 use crate::report::{Metric, Outbox, Tags};
 
 /// Checks a `record` call against the wire format's custom-metric rules (the collector applies
-/// the same ones) and the names the agent keeps for itself; the error says what is wrong.
-pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), &'static str> {
+/// the same ones) and the names the agent keeps for itself; the error says what is wrong, and
+/// with which tag.
+pub fn check(name: &str, value: f64, tags: &[(String, String)]) -> Result<(), String> {
     if name.starts_with(RESERVED) {
-        return Err("names starting with page. are the agent's own (the page load)");
+        return Err(String::from("names starting with page. are the agent's own (the page load)"));
     }
-    validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, _)| problem.message())
+    validate::custom(name, value, tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|(problem, key)| {
+        let mut message = String::from(problem.message());
+        if let Some(key) = key {
+            for part in [" (tag `", key, "`)"] {
+                message.push_str(part);
+            }
+        }
+        message
+    })
 }
 
 /// The prefix of the page-load metrics the agent reports itself ([`crate::load`]).

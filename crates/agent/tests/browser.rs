@@ -407,8 +407,11 @@ fn before_send_drops_scrubs_and_survives_errors() {
 #[wasm_bindgen_test]
 fn bad_records_throw_and_are_counted() {
     let agent = start(&[("trackMeasures", JsValue::FALSE)]);
-    let bad: [(JsValue, JsValue, JsValue, &str); 5] = [
+    let tags = |js: &str| js_sys::eval(js).expect("tags");
+    let bad: [(JsValue, JsValue, JsValue, &str); 7] = [
         ("Cart".into(), num(1.0), JsValue::UNDEFINED, "name must match"),
+        ("x".into(), num(1.0), tags("({ plan: 'pro', Plan: 'pro' })"), "tag keys must match [a-z][a-z0-9_.:-]{0,63} (tag `Plan`)"),
+        ("x".into(), num(1.0), tags("({ note: 'a\\nb' })"), "control characters (tag `note`)"),
         ("api".into(), num(1.0), JsValue::UNDEFINED, "name must match"),
         ("x".into(), num(f64::NAN), JsValue::UNDEFINED, "finite"),
         ("x".into(), "3".into(), JsValue::UNDEFINED, "value must be a number"),
@@ -419,7 +422,7 @@ fn bad_records_throw_and_are_counted() {
         let message = Reflect::get(&error, &"message".into()).expect("message").as_string().unwrap_or_default();
         assert!(message.contains(expected), "{message:?} should contain {expected:?}");
     }
-    assert_eq!(stat(&agent, "rejectedRecords"), 5.0);
+    assert_eq!(stat(&agent, "rejectedRecords"), 7.0);
     agent.0.flush();
     assert!(sent().is_empty());
 }
