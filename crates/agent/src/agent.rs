@@ -39,6 +39,7 @@ mod code {
     pub const MEASURE: u32 = 6;
     pub const SOFT_NAVIGATION: u32 = 7;
     pub const INTERACTION_PAINT: u32 = 8;
+    pub const INTERACTION: u32 = 9;
     pub const VISIBILITY: u32 = 10;
     pub const PAGEHIDE: u32 = 11;
     pub const PAGESHOW: u32 = 12;
@@ -503,6 +504,11 @@ impl Core {
         }
         self.shifts = host::observe("layout-shift", code::SHIFT, 0.0);
         host::observe("event", code::EVENT, 40.0);
+        // Without `performance.interactionCount`, the count is estimated from the ids of every
+        // event from 16 ms (the least a browser observes), as web-vitals' polyfill does.
+        if inp::browser_count().is_none() {
+            host::observe("event", code::INTERACTION, 16.0);
+        }
         host::observe("first-input", code::FIRST_INPUT, 0.0);
         if config.track_measures {
             host::observe("measure", code::MEASURE, 0.0);
@@ -537,6 +543,7 @@ impl Core {
             code::LCP => self.lcp.entry(a),
             code::SHIFT => self.cls.entry(a),
             code::EVENT => self.inp.entry(a),
+            code::INTERACTION => self.inp.seen(a),
             code::FIRST_INPUT => {
                 self.inp.entry(a);
                 self.fid.entry(a, &self.view, &mut self.out);

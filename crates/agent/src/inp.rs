@@ -91,8 +91,7 @@ impl Inp {
         if entry.interaction_id == 0 {
             return;
         }
-        self.min_id = Some(self.min_id.map_or(entry.interaction_id, |m| m.min(entry.interaction_id)));
-        self.max_id = Some(self.max_id.map_or(entry.interaction_id, |m| m.max(entry.interaction_id)));
+        self.seen(entry.interaction_id);
 
         if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
             if entry.duration > existing.latency {
@@ -120,6 +119,15 @@ impl Inp {
             rest = rest.get_mut(..len - 1).unwrap_or_default();
         }
         self.longest.truncate(MAX_INTERACTIONS);
+    }
+
+    /// An interaction id seen, for the count estimate (also from the short events web-vitals'
+    /// polyfill observes where the browser has no `performance.interactionCount`).
+    pub fn seen(&mut self, id: u64) {
+        if id > 0 {
+            self.min_id = Some(self.min_id.map_or(id, |m| m.min(id)));
+            self.max_id = Some(self.max_id.map_or(id, |m| m.max(id)));
+        }
     }
 
     /// The frame `entry` was presented in, updated with it: the latest kept one whose render time
@@ -255,11 +263,15 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// An `event` entry of the count estimate's own observer (any duration from 16 ms).
+    pub fn seen(&mut self, entry: Js) {
+        self.inp.seen(interaction_id(entry));
+    }
+
     /// An `event` or `first-input` entry.
     pub fn entry(&mut self, entry: Js) {
-        let id = host::num(entry, "interactionId");
         let timing = EventTiming {
-            interaction_id: if id.is_finite() && id > 0.0 { id as u64 } else { 0 },
+            interaction_id: interaction_id(entry),
             start_time: host::num(entry, "startTime"),
             duration: host::num(entry, "duration"),
             processing_start: host::num(entry, "processingStart"),
@@ -327,8 +339,18 @@ impl Watch {
     }
 }
 
+/// An entry's `interactionId` (0: none).
+fn interaction_id(entry: Js) -> u64 {
+    let id = host::num(entry, "interactionId");
+    if id.is_finite() && id > 0.0 {
+        id as u64
+    } else {
+        0
+    }
+}
+
 /// `performance.interactionCount`, where the browser has it.
-fn browser_count() -> Option<u64> {
+pub fn browser_count() -> Option<u64> {
     let count = host::num(host::PERFORMANCE, "interactionCount");
     count.is_finite().then_some(count as u64)
 }
