@@ -454,6 +454,23 @@ mod tests {
     }
 
     #[test]
+    fn short_events_count_for_the_estimate_where_the_browser_has_no_count() {
+        // Without performance.interactionCount: 100 interactions, one of them long. Counted only
+        // from the long one, INP would be index 0 of one; with every id seen, a restored view's
+        // fast interactions also give the 8 ms placeholder.
+        let mut inp = Inp::new();
+        inp.restart(None);
+        for id in 1..=100 {
+            inp.seen(id * INTERACTION_ID_STEP);
+        }
+        inp.seen(0);
+        assert_eq!(inp.estimated_interaction_count(), 100);
+        assert_eq!(inp.value(None), Some(FAST_RESTORED_INP_MS));
+        inp.add(event(7 * 50, 300.0));
+        assert_eq!(inp.value(None), Some(300.0));
+    }
+
+    #[test]
     fn the_latest_ten_frames_are_kept() {
         let mut inp = Inp::new();
         let at =
