@@ -21,8 +21,10 @@ rm -rf "$out" && mkdir -p "$out"
 built="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/release-wasm/pulse_agent.wasm"
 # The features the Rust target emits (wasm-opt must be told; it defaults to MVP). Memory below
 # 1 KiB is the far end of the 1 MiB stack, which the agent never gets near: wasm-opt may fold
-# offsets into addresses (--low-memory-unused). The features section is for linkers only.
-"$wasm_opt" -Oz --converge --low-memory-unused --strip-debug --strip-producers --strip-target-features \
+# offsets into addresses (--low-memory-unused). The features section is for linkers only, and the
+# linker's __data_end/__heap_base exports for tools that grow the heap themselves (talc does not;
+# nothing in host.js or pulse.js reads them).
+"$wasm_opt" --remove-exports "--pass-arg=remove-exports@__*" -Oz --converge --low-memory-unused --strip-debug --strip-producers --strip-target-features \
   --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
   --enable-reference-types --enable-multivalue \
   "$built" -o "$out/pulse_bg.wasm"
