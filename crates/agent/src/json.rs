@@ -170,11 +170,17 @@ pub fn number(out: &mut String, x: f64) {
     // Halfway points to the neighbours, times 4 (the lower gap is half as wide at a power of two).
     let low = if fraction == 0 && biased > 1 { 4 * m - 1 } else { 4 * m - 2 };
     let high = 4 * m + 2;
-    let mut scale: u128 = 1;
+    // `n`, `low` and `high` times 10^k, multiplied by ten in shifts and adds (a `u128` product
+    // would bring the 128-bit multiplication routine into the wasm).
+    let (mut n, mut low, mut high) = (m, low, high);
     let mut digits = 0u64;
     let mut decimals = 0u32;
     for k in 0..=21 {
-        let n = m * scale;
+        if k > 0 {
+            n = (n << 3) + (n << 1);
+            low = (low << 3) + (low << 1);
+            high = (high << 3) + (high << 1);
+        }
         let mut c = n >> shift;
         if (n - (c << shift)) << 1 >= 1u128 << shift {
             c += 1;
@@ -182,10 +188,9 @@ pub fn number(out: &mut String, x: f64) {
         digits = c as u64;
         decimals = k;
         let v = (4 * c) << shift;
-        if low * scale < v && v < high * scale {
+        if low < v && v < high {
             break;
         }
-        scale *= 10;
     }
     decimal(out, digits, decimals);
 }
