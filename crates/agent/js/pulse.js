@@ -6,7 +6,9 @@
 // forwards) as its imports and hands the page a handle whose methods call the wasm's exports.
 // The build (scripts/build-agent.sh) bundles the two into the one `pulse.js` pages load, beside
 // the content-hashed wasm.
-import * as host from './host.js';
+import { host } from './host.js';
+
+const { scoped: run, setup, hold } = host;
 
 let loading;
 // Keeps the newest handle's final stats and sampling decision (see `init`).
@@ -33,28 +35,28 @@ export async function init(options) {
         ? "this page's Content-Security-Policy blocks WebAssembly (allow 'wasm-unsafe-eval' in script-src): "
         : 'its WebAssembly did not load: ') + m, { cause: e });
     });
+  // The wasm's exports (src/abi.rs): s start, e ev, r record, f flush, d shutdown, o on_metric, a about.
   const w = await loading;
   // Each call runs in `scoped`: the page objects it hands over are released when it returns.
-  const run = host.scoped;
   const check = (ok) => { if (!ok) throw Error(host.given); };
-  host.setup(w.ev, w.memory);
+  setup(w.e, w.memory);
   // The wasm answers stats and sampled for the newest agent only: the one before keeps its last
   // answers when a new one starts, and answers live for as long as the wasm still does.
   retire();
-  const handle = run(() => w.start(host.hold(options)));
+  const handle = run(() => w.s(hold(options)));
   check(handle);
-  const text = (what) => run(() => (w.about(handle, what) ? host.given : undefined));
-  const live = () => !!run(() => w.about(handle, 0));
+  const text = (what) => run(() => (w.a(handle, what) ? host.given : undefined));
+  const live = () => !!run(() => w.a(handle, 0));
   let last, sampled;
   retire = () => {
     last = text(3);
     sampled = live();
   };
   return {
-    record: (name, value, tags) => run(() => check(w.record(handle, host.hold(name), host.hold(value), host.hold(tags)))),
-    flush: () => run(() => w.flush(handle)),
-    shutdown: () => run(() => w.shutdown(handle)),
-    onMetric: (callback) => run(() => w.on_metric(handle, host.hold(callback))),
+    record: (name, value, tags) => run(() => check(w.r(handle, hold(name), hold(value), hold(tags)))),
+    flush: () => run(() => w.f(handle)),
+    shutdown: () => run(() => w.d(handle)),
+    onMetric: (callback) => run(() => w.o(handle, hold(callback))),
     stats: () => { const s = text(3) || last; return s && JSON.parse(s); },
     // The wasm-bindgen class this replaces had it; the agent's memory is freed by shutdown().
     free: () => {},

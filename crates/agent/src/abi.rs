@@ -2,82 +2,84 @@
 //! build, the functions it exports to it. Numbers only (`i32`, `f64`): handles of page objects,
 //! pointers and lengths of UTF-8 bytes in the wasm's memory, codes.
 //!
-//! The page's build (`--no-default-features`) imports `host.js` directly as the import module
-//! `h` and exports plain functions: no generated glue, which would weigh more than the binding.
-//! That needs this module's `unsafe_code`: an `unsafe extern` block (its functions declared
-//! `safe`: they take and return plain numbers and touch no Rust memory, except `copy`, which
-//! writes the bytes `host.js` last encoded into a buffer of exactly that length the caller owns —
-//! see [`received`], which also takes them as UTF-8 unchecked: `TextEncoder` made them) and
-//! `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The wasm is single-threaded
-//! (no `atomics` target feature), which is what makes [`Current`] `Sync`. The browser tests'
-//! build (feature `std`) declares the same imports through wasm-bindgen and calls the agent from
-//! Rust, so it needs none of this.
+//! The page's build (`--no-default-features`) imports `host.js`'s `host` object directly as the
+//! import module `h` and exports plain functions: no generated glue, which would weigh more than
+//! the binding. That needs this module's `unsafe_code`: an `unsafe extern` block (its functions
+//! declared `safe`: they take and return plain numbers and touch no Rust memory, except `copy`,
+//! which writes the bytes `host.js` last encoded into a buffer of exactly that length the caller
+//! owns — see [`received`], which also takes them as UTF-8 unchecked: `TextEncoder` made them) and
+//! `#[unsafe(no_mangle)]` exports (the names `js/pulse.js` calls). The wasm is single-threaded (no
+//! `atomics` target feature), which is what makes [`Current`] `Sync`. The browser tests' build
+//! (feature `std`) declares the same imports through wasm-bindgen and calls the agent from Rust, so
+//! it needs none of this.
 #![allow(unsafe_code)]
 
+// Each import is named by one letter in the wasm (`= "a"`): its key in `host.js`'s `host` object,
+// which names the Rust function in a comment. Short names cost less in the wasm and the bundle.
 macro_rules! imports {
-    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $js:literal;)*) => {
         #[cfg(feature = "std")]
-        #[wasm_bindgen::prelude::wasm_bindgen(module = "/js/host.js")]
+        #[wasm_bindgen::prelude::wasm_bindgen(module = "/js/host.js", js_namespace = host)]
         extern "C" {
-            $($(#[$doc])* pub fn $name($($arg: $ty),*) $(-> $ret)?;)*
+            $($(#[$doc])* #[wasm_bindgen(js_name = $js)] pub fn $name($($arg: $ty),*) $(-> $ret)?;)*
         }
         #[cfg(not(feature = "std"))]
         #[link(wasm_import_module = "h")]
         unsafe extern "C" {
-            $($(#[$doc])* pub safe fn $name($($arg: $ty),*) $(-> $ret)?;)*
+            $($(#[$doc])* #[link_name = $js] pub safe fn $name($($arg: $ty),*) $(-> $ret)?;)*
         }
     };
 }
 
 imports! {
-    fn stop();
-    fn keep(h: i32) -> i32;
-    fn release(h: i32);
-    fn get(h: i32, p: i32, n: i32) -> i32;
-    fn at(h: i32, i: i32) -> i32;
-    fn num(h: i32, p: i32, n: i32) -> f64;
-    fn value(h: i32) -> f64;
-    fn txt(h: i32, p: i32, n: i32) -> i32;
-    fn string(h: i32) -> i32;
+    fn stop() = "a";
+    fn keep(h: i32) -> i32 = "b";
+    fn release(h: i32) = "c";
+    fn get(h: i32, p: i32, n: i32) -> i32 = "d";
+    fn at(h: i32, i: i32) -> i32 = "e";
+    fn num(h: i32, p: i32, n: i32) -> f64 = "f";
+    fn value(h: i32) -> f64 = "g";
+    fn txt(h: i32, p: i32, n: i32) -> i32 = "h";
+    fn string(h: i32) -> i32 = "i";
     /// Writes the bytes `host.js` last encoded at `p` (the caller's buffer of their length).
-    fn copy(p: i32);
-    fn is(h: i32, p: i32, n: i32, sp: i32, sn: i32) -> i32;
-    fn kind(h: i32) -> i32;
-    fn len(h: i32) -> i32;
-    fn pairs(h: i32) -> i32;
-    fn observe(p: i32, n: i32, code: i32, threshold: f64) -> i32;
-    fn take(code: i32) -> i32;
-    fn listen(target: i32, p: i32, n: i32, code: i32);
-    fn every(ms: f64, code: i32);
-    fn later(ms: f64, code: i32);
-    fn paint(code: i32);
-    fn wrap_fetch(begin: i32, end: i32);
-    fn wrap_xhr(begin: i32, end: i32);
-    fn beacon(up: i32, un: i32, bp: i32, bn: i32) -> i32;
-    fn post(up: i32, un: i32, bp: i32, bn: i32, code: i32, token: f64) -> i32;
-    fn entries(p: i32, n: i32) -> i32;
-    fn resource(p: i32, n: i32, before: f64) -> i32;
-    fn now() -> f64;
-    fn epoch() -> f64;
-    fn random() -> f64;
-    fn url(p: i32, n: i32) -> i32;
-    fn header(h: i32, p: i32, n: i32) -> i32;
-    fn float(p: i32, n: i32) -> f64;
-    fn load(p: i32, n: i32) -> i32;
-    fn save(kp: i32, kn: i32, vp: i32, vn: i32);
-    fn test(h: i32, p: i32, n: i32) -> i32;
-    fn parse(p: i32, n: i32) -> i32;
-    fn stringify(h: i32) -> i32;
-    fn invoke(f: i32, a: i32) -> i32;
-    fn method(h: i32, p: i32, n: i32) -> i32;
-    fn log(error: i32, p: i32, n: i32, h: i32);
+    fn copy(p: i32) = "j";
+    fn is(h: i32, p: i32, n: i32, sp: i32, sn: i32) -> i32 = "k";
+    fn kind(h: i32) -> i32 = "l";
+    fn len(h: i32) -> i32 = "m";
+    fn pairs(h: i32) -> i32 = "n";
+    fn observe(p: i32, n: i32, code: i32, threshold: f64) -> i32 = "o";
+    fn take(code: i32) -> i32 = "p";
+    fn listen(target: i32, p: i32, n: i32, code: i32) = "q";
+    fn every(ms: f64, code: i32) = "r";
+    fn later(ms: f64, code: i32) = "s";
+    fn paint(code: i32) = "t";
+    fn wrap_fetch(begin: i32, end: i32) = "u";
+    fn wrap_xhr(begin: i32, end: i32) = "v";
+    fn beacon(up: i32, un: i32, bp: i32, bn: i32) -> i32 = "w";
+    fn post(up: i32, un: i32, bp: i32, bn: i32, code: i32, token: f64) -> i32 = "x";
+    fn entries(p: i32, n: i32) -> i32 = "y";
+    fn resource(p: i32, n: i32, before: f64) -> i32 = "z";
+    fn now() -> f64 = "A";
+    fn epoch() -> f64 = "B";
+    fn random() -> f64 = "C";
+    fn url(p: i32, n: i32) -> i32 = "D";
+    fn header(h: i32, p: i32, n: i32) -> i32 = "E";
+    fn float(p: i32, n: i32) -> f64 = "F";
+    fn load(p: i32, n: i32) -> i32 = "G";
+    fn save(kp: i32, kn: i32, vp: i32, vn: i32) = "H";
+    fn test(h: i32, p: i32, n: i32) -> i32 = "I";
+    fn parse(p: i32, n: i32) -> i32 = "J";
+    fn stringify(h: i32) -> i32 = "K";
+    fn invoke(f: i32, a: i32) -> i32 = "L";
+    fn method(h: i32, p: i32, n: i32) -> i32 = "M";
+    fn log(error: i32, p: i32, n: i32, h: i32) = "N";
     /// Hands the page a string: an API call's answer, or the message of the error it throws.
-    fn give(p: i32, n: i32);
+    fn give(p: i32, n: i32) = "O";
 }
 
 // Only the browser tests' build: values from Rust into the table, the callback and the memory.
 #[cfg(feature = "std")]
-#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/host.js")]
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/host.js", js_namespace = host)]
 extern "C" {
     pub fn hold(v: &wasm_bindgen::JsValue) -> i32;
     pub fn setup(callback: &wasm_bindgen::JsValue, memory: &wasm_bindgen::JsValue);
@@ -115,45 +117,46 @@ unsafe impl Sync for Current {}
 
 pub static CURRENT: Current = Current(core::cell::Cell::new(None));
 
-// The page build's exports, called by `js/pulse.js` (inside `host.js`'s `scoped`).
+// The page build's exports, called by `js/pulse.js` (inside `host.js`'s `scoped`), each named by
+// one letter.
 #[cfg(not(feature = "std"))]
 mod exports {
     use crate::host::{self, Js};
 
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "s")]
     pub extern "C" fn start(options: i32) -> i32 {
         crate::start(Js::raw(options)).map_or_else(|message| fail(&message), |handle| handle as i32)
     }
 
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "e")]
     pub extern "C" fn ev(code: i32, base: i32, n: f64) -> f64 {
         crate::event(code as u32, base, n)
     }
 
     /// 1, or 0 having set the error to throw.
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "r")]
     pub extern "C" fn record(handle: i32, name: i32, value: i32, tags: i32) -> i32 {
         crate::record(handle as u32, Js::raw(name), Js::raw(value), Js::raw(tags)).map_or_else(|message| fail(&message), |()| 1)
     }
 
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "f")]
     pub extern "C" fn flush(handle: i32) {
         crate::flush(handle as u32);
     }
 
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "d")]
     pub extern "C" fn shutdown(handle: i32) {
         crate::shutdown(handle as u32);
     }
 
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "o")]
     pub extern "C" fn on_metric(handle: i32, callback: i32) {
         crate::on_metric(handle as u32, Js::raw(callback));
     }
 
     /// `what`: 0 sampled (1 or 0), 1 the session id, 2 the page id, 3 the stats' JSON — strings
     /// through `give`, 1 when there is one.
-    #[unsafe(no_mangle)]
+    #[unsafe(export_name = "a")]
     pub extern "C" fn about(handle: i32, what: i32) -> i32 {
         let handle = handle as u32;
         let text = match what {

@@ -170,8 +170,8 @@ pub fn number(out: &mut String, x: f64) {
     // Halfway points to the neighbours, times 4 (the lower gap is half as wide at a power of two).
     let low = if fraction == 0 && biased > 1 { 4 * m - 1 } else { 4 * m - 2 };
     let high = 4 * m + 2;
-    // `n`, `low` and `high` times 10^k, multiplied by ten in shifts and adds (a `u128` product
-    // would bring the 128-bit multiplication routine into the wasm).
+    // `n`, `low` and `high` times 10^k, each step multiplied by ten (smaller in the wasm than
+    // three `u128` products by a power of ten).
     let (mut n, mut low, mut high) = (m, low, high);
     let mut digits = 0u64;
     let mut decimals = 0u32;

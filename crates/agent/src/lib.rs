@@ -52,10 +52,13 @@ pub mod session;
 pub mod transport;
 pub mod ttfb;
 
-// A smaller allocator than the default dlmalloc (the agent's heap is small and short-lived).
+// A smaller allocator than the default dlmalloc (the agent's heap is small and short-lived). Each
+// memory.grow becomes a heap of its own (talc's smaller source; extending the last heap instead
+// costs 71 B brotli): the agent's allocations fit in a few pages.
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: talc::cell::TalcSyncCell<talc::wasm::WasmGrowAndClaim, talc::wasm::WasmBinning> =
+    talc::cell::TalcSyncCell::new_wasm(talc::wasm::WasmGrowAndClaim);
 
 /// Without `std` a panic (a bug) stops the wasm where it is: no message formatting in the page.
 #[cfg(all(target_arch = "wasm32", not(feature = "std")))]
