@@ -40,6 +40,7 @@ mod code {
     pub const SOFT_NAVIGATION: u32 = 7;
     pub const INTERACTION_PAINT: u32 = 8;
     pub const INTERACTION: u32 = 9;
+    pub const RESOURCE: u32 = 16;
     pub const VISIBILITY: u32 = 10;
     pub const PAGEHIDE: u32 = 11;
     pub const PAGESHOW: u32 = 12;
@@ -120,6 +121,8 @@ struct Core {
     /// Soft navigations start page views (asked for, and the browser reports them): a metric's
     /// page view is then the navigation it was measured in, not whatever the URL is now.
     soft: bool,
+    /// The latest resource entries, for LCP's attribution.
+    resources: lcp::Resources,
     /// Payloads handed to `fetch` with `keepalive`, by token, until it settles.
     posting: Vec<(f64, Vec<Queued>)>,
     next_token: f64,
@@ -177,6 +180,7 @@ impl Agent {
             load: (0.0, context.clone()),
             shifts: false,
             soft: false,
+            resources: lcp::Resources::default(),
             posting: Vec::new(),
             next_token: 0.0,
         };
@@ -480,9 +484,11 @@ impl Agent {
             self.core().hidden(&self.config);
             self.deliver();
             self.flush();
-            // The page's entry kept for attribution is let go now, not when the next `init`
+            // The page's entries kept for attribution are let go now, not when the next `init`
             // replaces this agent.
-            self.core().lcp.release();
+            let mut core = self.core();
+            core.lcp.release();
+            core.resources.release();
         });
         self.stopped.set(true);
         // The listeners stay until the agent is dropped: one of them may be running this shutdown.
@@ -501,6 +507,7 @@ impl Core {
         if host::observe("largest-contentful-paint", code::LCP, 0.0) {
             host::listen(WINDOW, "keydown", code::INPUT);
             host::listen(WINDOW, "click", code::INPUT);
+            host::observe("resource", code::RESOURCE, 0.0);
         }
         self.shifts = host::observe("layout-shift", code::SHIFT, 0.0);
         host::observe("event", code::EVENT, 40.0);
@@ -544,6 +551,7 @@ impl Core {
             code::SHIFT => self.cls.entry(a),
             code::EVENT => self.inp.entry(a),
             code::INTERACTION => self.inp.seen(a),
+            code::RESOURCE => self.resources.entry(a),
             code::FIRST_INPUT => {
                 self.inp.entry(a);
                 self.fid.entry(a, &self.view, &mut self.out);
@@ -623,7 +631,7 @@ impl Core {
         for entry in Core::pending(code::LCP) {
             self.lcp.entry(entry);
         }
-        self.lcp.finalize(by, &self.view, &mut self.out);
+        self.lcp.finalize(by, &self.view, &self.resources, &mut self.out);
     }
 
     /// The page was hidden (or is being left): read what the observers hold, report what is

@@ -9,6 +9,7 @@
 
 use crate::host::{Js, Kept};
 use alloc::string::String;
+use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
 
 use crate::host;
@@ -182,7 +183,7 @@ impl Watch {
     }
 
     /// Applies a finalising event (pending entries read first); reports once.
-    pub fn finalize(&mut self, by: Finalizer, view: &View, out: &mut Outbox) {
+    pub fn finalize(&mut self, by: Finalizer, view: &View, resources: &Resources, out: &mut Outbox) {
         let Some(value) = self.lcp.finalize(by) else { return };
         let (start, ttfb) = match self.soft {
             // A soft navigation fetched no document: its sub-parts count from its start, TTFB 0.
@@ -190,7 +191,7 @@ impl Watch {
             None => (view.activation_start, crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value)),
         };
         let target = self.target.take();
-        self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate(), target));
+        self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate(), target, resources));
     }
 
     /// The first paint after a back/forward-cache restore at `restored_at`: final at once.
@@ -200,28 +201,77 @@ impl Watch {
         *self = Watch::new(&View { activation_start: 0.0, first_hidden: f64::INFINITY, ..*view });
         self.lcp.candidate(host::now() - restored_at);
         if let Some(value) = self.lcp.finalize(Finalizer::Hidden) {
-            self.instance.report(out, Vital::Lcp, value, attribution(0.0, 0.0, value, host::UNDEFINED, None));
+            self.instance.report(out, Vital::Lcp, value, attribution(0.0, 0.0, value, host::UNDEFINED, None, &Resources::default()));
         }
+    }
+}
+
+/// Resource entries kept that many (web-vitals keeps 50).
+const MAX_RESOURCES: usize = 50;
+
+/// The latest resource entries, from an observer: the browser's timeline stops at 250 entries,
+/// which a long single-page app passes, so the LCP element's resource is looked up here first (as
+/// web-vitals does).
+#[derive(Debug, Default)]
+pub struct Resources {
+    /// A ring: the entry seen `k`-th sits at `k % MAX_RESOURCES`.
+    entries: Vec<Kept>,
+    seen: usize,
+}
+
+impl Resources {
+    /// A `resource` entry.
+    pub fn entry(&mut self, entry: Js) {
+        let entry = host::keep(entry);
+        if self.entries.len() < MAX_RESOURCES {
+            self.entries.push(entry);
+        } else if let Some(oldest) = self.entries.get_mut(self.seen % MAX_RESOURCES) {
+            *oldest = entry;
+        }
+        self.seen += 1;
+    }
+
+    /// The latest entry of `url` whose request started by `before`, here or else in the
+    /// browser's timeline (`undefined` if none).
+    pub fn find(&self, url: &str, before: f64) -> Js {
+        for back in 1..=self.entries.len() {
+            if let Some(entry) = self.entries.get((self.seen - back) % MAX_RESOURCES).map(Kept::js) {
+                if host::is(entry, "name", url) && requested(entry) <= before {
+                    return entry;
+                }
+            }
+        }
+        host::resource(url, before)
+    }
+
+    /// Lets go of the kept entries (the agent has stopped).
+    pub fn release(&mut self) {
+        *self = Resources::default();
+    }
+}
+
+/// When a resource's request started: `requestStart`, or `startTime` where that is 0 (a
+/// cross-origin resource without `Timing-Allow-Origin`).
+fn requested(resource: Js) -> f64 {
+    match host::num(resource, "requestStart") {
+        t if t > 0.0 => t,
+        _ => host::num(resource, "startTime"),
     }
 }
 
 /// web-vitals' LCP breakdown: time to first byte, resource load delay and duration, and the
 /// element render delay, which add up to the value; times count from `activation` (a soft
 /// navigation's start for one).
-fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js, target: Option<String>) -> Attribution {
+fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js, target: Option<String>, resources: &Resources) -> Attribution {
     let url = host::text(entry, "url").filter(|u| !u.is_empty());
     // As web-vitals: the latest request of the URL that started before the element was painted.
     let painted = host::num(entry, "startTime");
     // `undefined` (kind 0) when there is no URL or no such request.
-    let resource = url.as_deref().map_or(host::UNDEFINED, |url| host::resource(url, painted));
+    let resource = url.as_deref().map_or(host::UNDEFINED, |url| resources.find(url, painted));
     let (request_start, response_end) = if host::kind(resource) == 0 {
         (ttfb, ttfb)
     } else {
-        let requested = match host::num(resource, "requestStart") {
-            t if t > 0.0 => t,
-            _ => host::num(resource, "startTime"),
-        };
-        let request_start = (requested - activation).max(ttfb);
+        let request_start = (requested(resource) - activation).max(ttfb);
         (request_start, (host::num(resource, "responseEnd") - activation).max(request_start).min(value))
     };
     Attribution::default()

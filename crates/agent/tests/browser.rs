@@ -658,6 +658,45 @@ fn selectors_are_web_vitals_selectors() {
     assert_eq!(pulse_agent::report::selector(Js::hold(&JsValue::NULL)), None);
 }
 
+#[wasm_bindgen_test]
+fn lcp_resources_are_found_in_the_agents_own_buffer_newest_first() {
+    use pulse_agent::host::{self, Js};
+    use pulse_agent::lcp::Resources;
+    let _agent = start(&[("trackFetch", JsValue::FALSE), ("trackMeasures", JsValue::FALSE)]);
+    let entry = |name: &str, request_start: f64, start_time: f64| {
+        let o = Object::new();
+        Reflect::set(&o, &"name".into(), &name.into()).expect("set");
+        Reflect::set(&o, &"requestStart".into(), &request_start.into()).expect("set");
+        Reflect::set(&o, &"startTime".into(), &start_time.into()).expect("set");
+        Js::hold(&o)
+    };
+    let mut resources = Resources::default();
+    resources.entry(entry("/dup", 5.0, 1.0));
+    resources.entry(entry("/x", 0.0, 7.0));
+    resources.entry(entry("/dup", 50.0, 1.0));
+    for i in 0..47 {
+        resources.entry(entry(&format!("/r{i}"), 100.0, 100.0));
+    }
+    let found = |resources: &Resources, url: &str, before: f64| {
+        let e = resources.find(url, before);
+        (host::kind(e) != 0).then(|| host::num(e, "requestStart"))
+    };
+    assert_eq!(
+        (found(&resources, "/dup", 40.0), found(&resources, "/dup", 60.0), found(&resources, "/dup", 4.0)),
+        (Some(5.0), Some(50.0), None),
+        "the latest that started by then"
+    );
+    assert_eq!((found(&resources, "/x", 6.0), found(&resources, "/x", 8.0)), (None, Some(0.0)), "no requestStart: its startTime");
+    // Three more: the oldest three go (/dup at 5, /x, /dup at 50), the newest stay.
+    for i in 47..50 {
+        resources.entry(entry(&format!("/r{i}"), 100.0, 100.0));
+    }
+    assert_eq!(
+        (found(&resources, "/dup", 60.0), found(&resources, "/x", 8.0), found(&resources, "/r49", 100.0), found(&resources, "/r0", 100.0)),
+        (None, None, Some(100.0), Some(100.0))
+    );
+}
+
 // ---- vitals on a page that paints and shifts ----
 
 #[wasm_bindgen_test]
