@@ -60,9 +60,10 @@ const settle = (p, code, n, s = gen) => Promise.resolve(p).then((r) => call(code
 // `hold`, `scoped`, `given`).
 export const host = {
   scoped,
-  // Before each start. The page's fetch is taken while no agent runs (not the agent's wrapper).
+  // Before each start. The page's fetch is taken while no agent has wrapped it (not the agent's
+  // wrapper; again after a start that failed).
   setup(callback, memory) {
-    if (!sink) pageFetch = typeof g.fetch == 'function' ? g.fetch : null;
+    if (!undo.length) pageFetch = typeof g.fetch == 'function' ? g.fetch : null;
     sink = callback;
     mem = memory;
   },
@@ -163,6 +164,9 @@ export const host = {
     if (!X) return;
     const open = X.open, send = X.send, s = gen;
     const o = (X.open = function (method, url) {
+      // Opened again while a request runs: that request ends without loadend, so its listener goes.
+      const last = this.__pulse;
+      if (last && last[2]) this.removeEventListener('loadend', last[2]);
       this.__pulse = [String(method), String(url)];
       return open.apply(this, arguments);
     });
@@ -170,7 +174,7 @@ export const host = {
       const info = this.__pulse;
       let id = 0, f;
       try { id = info ? call(begin, info[0], info[1], 0, s) : 0; } catch (e) {}
-      if (id) this.addEventListener('loadend', (f = () => call(end, this, undefined, id, s)), { once: true });
+      if (id) this.addEventListener('loadend', (info[2] = f = () => call(end, this, undefined, id, s)), { once: true });
       // A send that throws (sent twice, not opened) ends nothing.
       try { return send.apply(this, arguments); } catch (e) { if (f) this.removeEventListener('loadend', f); throw e; }
     });
@@ -188,7 +192,8 @@ export const host = {
     if (!pageFetch) return 0;
     try {
       const init = { method: 'POST', body: str(bp, bn), keepalive: true, credentials: 'omit', headers: { 'content-type': 'text/plain;charset=UTF-8' } };
-      settle(pageFetch.call(g, str(up, un), init), code, token);
+      // After stop (a listener shut the agent down, its last beacon refused): the outcome reaches no one.
+      settle(pageFetch.call(g, str(up, un), init), code, token, sink ? gen : -1);
       return 1;
     } catch (e) {
       return 0;

@@ -264,12 +264,12 @@ impl Agent {
                 code::XHR_BEGIN if !self.calling.get() => api::describe(&self.config, Begin::Xhr(a, b)),
                 _ => None,
             };
-            // Busy only if page code run from `deliver` re-enters through an event while a
-            // measurement is under way, which the host does not do; the event is then skipped.
-            let effect = match self.core.try_borrow_mut() {
-                Ok(mut core) => core.handle(&self.config, code, a, b, n, call),
-                Err(_) => Effect::default(),
-            };
+            // Busy only if page code run while a measurement is under way (a page's own getter
+            // on an element the agent reads) starts an event: it is skipped, and nothing else is
+            // done until the measurement returns.
+            let Ok(mut core) = self.core.try_borrow_mut() else { return 0.0 };
+            let effect = core.handle(&self.config, code, a, b, n, call);
+            drop(core);
             self.deliver();
             if effect.flush {
                 self.flush();

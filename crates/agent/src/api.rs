@@ -71,9 +71,10 @@ pub fn describe(config: &Config, how: Begin) -> Option<(String, String)> {
         }
         Begin::Xhr(method, url) => (host::string(url), host::string(method)),
     };
-    // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing.
+    // The common case, a same-origin absolute path (`/api/cart?id=3`), needs no URL parsing
+    // (unless a `<base href>` points to another origin).
     let origin = &config.origin;
-    let (href, same_origin_path) = if url.starts_with("/") && !url.starts_with("//") {
+    let (href, same_origin_path) = if config.base_same_origin && url.starts_with("/") && !url.starts_with("//") {
         (origin.clone() + &url, Some(url))
     } else {
         let parsed = host::url(&url);
@@ -81,7 +82,10 @@ pub fn describe(config: &Config, how: Begin) -> Option<(String, String)> {
         let same_origin = host::is(parsed, "origin", origin);
         (href, if same_origin { host::text(parsed, "pathname") } else { None })
     };
-    if !href.starts_with("http") || href.starts_with(&config.endpoint) || config.ignore.iter().any(|re| config.ignores(re, &href)) {
+    if !(href.starts_with("https:") || href.starts_with("http:"))
+        || href.starts_with(&config.endpoint)
+        || config.ignore.iter().any(|re| config.ignores(re, &href))
+    {
         return None;
     }
     let route = match same_origin_path {

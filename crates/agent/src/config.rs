@@ -54,6 +54,9 @@ pub struct Config {
     pub endpoint: String,
     /// The page's origin (`https://shop.example`): calls to it are routed by path.
     pub origin: String,
+    /// The document's base URL is on that origin (no `<base href>` elsewhere): a path such as
+    /// `/api/cart` is then a call to it, known without parsing.
+    pub base_same_origin: bool,
     pub site: String,
     pub release: Option<String>,
     pub env: Option<String>,
@@ -97,6 +100,7 @@ impl Default for Config {
         Config {
             endpoint: String::new(),
             origin: String::new(),
+            base_same_origin: true,
             site: String::new(),
             release: None,
             env: None,
@@ -145,9 +149,11 @@ impl Config {
         let [endpoint, site, release, env, rate, batch, interval, ignore, routes, before_send, track_fetch, track_measures, soft] = values;
         let text = |v: Js| (host::kind(v) != 0).then(|| host::string(v));
         let endpoint = text(endpoint).ok_or_else(|| ConfigError::new("endpoint", "is required: the collector's beacon URL"))?;
+        let origin = host::text(host::LOCATION, "origin").unwrap_or_default();
         let mut config = Config {
             endpoint: host::text(host::url(&endpoint), "href").ok_or_else(|| ConfigError::new("endpoint", "is not a valid URL"))?,
-            origin: host::text(host::LOCATION, "origin").unwrap_or_default(),
+            base_same_origin: host::is(host::url(""), "origin", &origin),
+            origin,
             site: text(site).ok_or_else(|| ConfigError::new("site", "is required: the site key"))?,
             release: text(release),
             env: text(env),

@@ -282,19 +282,27 @@ impl Watch {
         }
         // Also an entry of no interaction: it counts for its frame.
         self.inp.add(timing);
-        let known = self.targets.iter().any(|(id, target, _)| *id == timing.interaction_id && target.is_some());
-        if !known && self.inp.contains(timing.interaction_id) {
+        let id = timing.interaction_id;
+        let Some(interaction) = self.inp.longest.iter().find(|i| i.id == id) else { return };
+        // The type is that of the interaction's first longest entry, as web-vitals reports it.
+        let first = interaction.entries.first() == Some(&timing);
+        let known = self.targets.iter().any(|(i, target, _)| *i == id && target.is_some());
+        if !known {
             // The target's selector; once it has left the DOM, the browser's own (web-vitals' fallback).
             let target = selector(host::get(entry, "target")).or_else(|| host::text(entry, "targetSelector").filter(|s| !s.is_empty()));
-            let item = (timing.interaction_id, target, host::text(entry, "name"));
             // One item per interaction: one without a target is replaced.
-            match self.targets.iter_mut().find(|(id, _, _)| *id == timing.interaction_id) {
-                Some(old) => *old = item,
-                None => self.targets.push(item),
+            match self.targets.iter_mut().find(|(i, _, _)| *i == id) {
+                Some(old) => old.1 = target,
+                None => self.targets.push((id, target, None)),
             }
             if self.targets.len() > MAX_TARGETS {
                 let inp = &self.inp;
-                self.targets.retain(|(id, _, _)| inp.contains(*id));
+                self.targets.retain(|(i, _, _)| inp.contains(*i));
+            }
+        }
+        if first {
+            if let Some(item) = self.targets.iter_mut().find(|(i, _, _)| *i == id) {
+                item.2 = host::text(entry, "name");
             }
         }
     }

@@ -59,6 +59,17 @@ export function xhr(method, url) {
     x.send();
   });
 }
+// One XMLHttpRequest opened again while its first request runs (which that ends without events).
+export function xhr_reopened(first, second) {
+  return new Promise((resolve) => {
+    const x = new XMLHttpRequest();
+    x.open('GET', first);
+    x.send();
+    x.open('GET', second);
+    x.addEventListener('loadend', () => resolve(x.status));
+    x.send();
+  });
+}
 export function xhr_wrapped() { return XMLHttpRequest.prototype.open.toString().includes('__pulse'); }
 
 export function supports(type) {
@@ -117,6 +128,7 @@ extern "C" {
     fn supports(kind: &str) -> bool;
     fn xhr(method: &str, url: &str) -> js_sys::Promise;
     fn xhr_wrapped() -> bool;
+    fn xhr_reopened(first: &str, second: &str) -> js_sys::Promise;
     fn dispatch(kind: &str, persisted: Option<bool>);
     fn next_frame() -> js_sys::Promise;
     fn paint_and_shift() -> js_sys::Promise;
@@ -521,6 +533,13 @@ async fn xml_http_requests_are_timed_too() {
             (Some("127.0.0.1:9/down"), Some("GET"), Some(0), Some("network")),
         ]
     );
+    // Opened again mid-request: the first request never ends, so it is not reported.
+    JsFuture::from(xhr_reopened("/api/first", "/api/second")).await.expect("the second request completes");
+    sleep(50).await;
+    agent.0.flush();
+    let routes: Vec<Option<String>> = named(&sent_metrics(), "api").iter().map(|m| m.route.clone()).collect();
+    assert_eq!(routes.last(), Some(&Some("/api/second".into())));
+    assert!(!routes.contains(&Some("/api/first".into())), "{routes:?}");
     drop(agent);
     assert!(!xhr_wrapped(), "shutdown restores XMLHttpRequest");
 }
@@ -608,6 +627,25 @@ async fn requests_are_timed_over_http_against_the_base_url() {
     js_sys::eval("document.querySelector('base').remove()").expect("removed");
     agent.0.flush();
     assert_eq!(api_routes(), ["/sub/api/relative"], "relative to <base href>, and data: and blob: are not timed");
+    real_fetch();
+}
+
+#[wasm_bindgen_test]
+async fn a_start_that_failed_leaves_the_next_one_the_pages_current_fetch() {
+    let run = |js: &str| js_sys::eval(js).expect("eval");
+    fake_fetch("resolve");
+    if let Some(left_running) = LAST.with(|l| l.borrow_mut().take()) {
+        left_running.shutdown();
+    }
+    assert!(init(options(&[("batchSize", num(0.0))])).is_err(), "a bad option: no agent");
+    // Another script wraps fetch before the next start.
+    run("window.__otherCalls = 0; const f = window.fetch; window.fetch = function () { window.__otherCalls++; return f.apply(this, arguments); }");
+    let agent = start(&[("trackMeasures", JsValue::FALSE)]);
+    fetch_and_settle(&"/api/chained".into()).await;
+    agent.0.flush();
+    assert_eq!(run("window.__otherCalls"), JsValue::from(1), "the other script's wrapper is still called");
+    assert_eq!(api_routes(), ["/api/chained"]);
+    drop(agent);
     real_fetch();
 }
 
