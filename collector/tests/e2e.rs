@@ -394,36 +394,11 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     }
     let pulse_attribution = browser.js("return window.pulseAttribution").await;
     let google_attribution = browser.js("return window.webAttribution").await;
-    // web-vitals' attribution build adds the interaction's time, its next paint and long animation
-    // frames' totals, which the agent does not send. It leaves the INP target out here: it reads the
-    // entries' `target` only when it processes them (idle, or at the hide), and by the hide
-    // Chromium gives them as null (a probe printed both pointerdown entries with target null and
-    // no targetSelector). The agent reads the target when the entry arrives.
-    let extras = [
-        "interactionTime",
-        "nextPaintTime",
-        "totalPaintDuration",
-        "totalScriptDuration",
-        "totalStyleAndLayoutDuration",
-        "totalUnattributedDuration",
-    ];
+    // And their attribution, as web-vitals' attribution build gives it.
     for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
         let (ours, theirs) = (&pulse_attribution[name], &google_attribution[name]);
         eprintln!("e2e: {name:<5} attribution pulse {ours}\ne2e: {:<5} attribution web-vitals {theirs}", "");
-        let (Some(ours), Some(theirs)) = (ours.as_object(), theirs.as_object()) else { panic!("{name}: no attribution") };
-        for (key, theirs) in theirs.iter().filter(|(k, _)| !extras.contains(&k.as_str())) {
-            let ours = ours.get(key).unwrap_or_else(|| panic!("{name}: web-vitals has `{key}`, pulse does not"));
-            match (ours.as_f64(), theirs.as_f64()) {
-                (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{name}.{key}: pulse {a} ≠ web-vitals {b}"),
-                _ => assert_eq!(ours, theirs, "{name}.{key}"),
-            }
-        }
-        for key in ours.keys() {
-            assert!(
-                theirs.contains_key(key) || (name, key.as_str()) == ("INP", "interactionTarget"),
-                "{name}: pulse has `{key}`, web-vitals does not"
-            );
-        }
+        assert_same_attribution(name, ours, theirs);
     }
     assert_eq!(pulse_attribution["INP"]["interactionTarget"], "#slow-button", "the clicked button, as web-vitals' selector");
 
@@ -577,8 +552,8 @@ async fn the_shipped_handle_keeps_its_documented_api() {
 
 /// A single-page app (the Vite app's `spa.html`): two client-side route changes, made by real
 /// clicks, are soft navigations. With `softNavigations: true` Pulse reports every navigation's
-/// FCP, LCP, CLS, INP and TTFB exactly as web-vitals 6.2.3 with `reportSoftNavs: true` on the same
-/// page load, and the collector stores them as page views of their routes (`nav=soft-navigation`).
+/// FCP, LCP, CLS, INP and TTFB, and their attribution, exactly as web-vitals 6.2.3 with
+/// `reportSoftNavs: true` on the same page load, and the collector stores them as page views of their routes (`nav=soft-navigation`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
     let app = repo().join("tests/vite-app/dist");
@@ -616,6 +591,15 @@ async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
         }
     }
     assert_eq!(ours["FCP"].len(), 3, "the load and two soft navigations");
+    // And the attribution of each navigation's metrics, as web-vitals' attribution build gives it.
+    let ours = final_reports(&browser.js("return window.pulseReports").await);
+    let theirs = final_reports(&browser.js("return window.webVitalsReports").await);
+    for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
+        for (a, b) in ours[name].iter().zip(&theirs[name]) {
+            eprintln!("e2e: {name:<5} attribution pulse {}\ne2e: {:<5} attribution web-vitals {}", a["attribution"], "", b["attribution"]);
+            assert_same_attribution(name, &a["attribution"], &b["attribution"]);
+        }
+    }
     browser.client.goto("about:blank").await.expect("leave the page");
     browser.close().await;
 
@@ -637,25 +621,67 @@ async fn a_single_page_app_reports_each_soft_navigation_like_web_vitals() {
     stack.running.stop().await;
 }
 
-/// Each metric's reports as (name → final value of each instance, in the order instances first
-/// reported): the last report of an `id` is its value.
-fn final_values(reports: &Value) -> HashMap<String, Vec<f64>> {
+/// Each metric's reports as (name → the last report of each instance, in the order instances
+/// first reported): the last report of an `id` is its value.
+fn final_reports(reports: &Value) -> HashMap<String, Vec<Value>> {
     let mut order: Vec<(String, String)> = Vec::new();
-    let mut last: HashMap<(String, String), f64> = HashMap::new();
+    let mut last: HashMap<(String, String), Value> = HashMap::new();
     for r in reports.as_array().expect("an array of reports") {
         let key = (r["name"].as_str().unwrap_or_default().to_owned(), r["id"].as_str().unwrap_or_default().to_owned());
         if !last.contains_key(&key) {
             order.push(key.clone());
         }
-        last.insert(key, r["value"].as_f64().unwrap_or(f64::NAN));
+        last.insert(key, r.clone());
     }
-    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for name in ["FCP", "LCP", "CLS", "INP", "TTFB"] {
         out.insert(name.to_owned(), Vec::new());
     }
     for key in order {
-        let value = last[&key];
-        out.entry(key.0).or_default().push(value);
+        let report = last[&key].clone();
+        out.entry(key.0).or_default().push(report);
     }
     out
+}
+
+/// The final value of each instance, as [`final_reports`].
+fn final_values(reports: &Value) -> HashMap<String, Vec<f64>> {
+    final_reports(reports)
+        .into_iter()
+        .map(|(name, r)| (name, r.iter().map(|r| r["value"].as_f64().unwrap_or(f64::NAN)).collect()))
+        .collect()
+}
+
+/// Pulse's attribution of a metric equals web-vitals' attribution build's: every field web-vitals
+/// sends that Pulse's compact attribution has (numbers to 1e-9, strings exactly), and nothing
+/// web-vitals lacks but INP's target. web-vitals adds the interaction's time, its next paint and
+/// long animation frames' totals, which Pulse does not send; it leaves the INP target out when it
+/// reads the entries' `target` only at the hide, by which time Chromium gives it as null (a probe
+/// printed both pointerdown entries with target null and no targetSelector). The agent reads the
+/// target when the entry arrives.
+fn assert_same_attribution(name: &str, ours: &Value, theirs: &Value) {
+    const EXTRAS: [&str; 6] = [
+        "interactionTime",
+        "nextPaintTime",
+        "totalPaintDuration",
+        "totalScriptDuration",
+        "totalStyleAndLayoutDuration",
+        "totalUnattributedDuration",
+    ];
+    let (Some(ours), Some(theirs)) = (ours.as_object(), theirs.as_object()) else {
+        panic!("{name}: no attribution: pulse {ours}, web-vitals {theirs}")
+    };
+    for (key, theirs) in theirs.iter().filter(|(k, _)| !EXTRAS.contains(&k.as_str())) {
+        let ours = ours.get(key).unwrap_or_else(|| panic!("{name}: web-vitals has `{key}`, pulse does not"));
+        match (ours.as_f64(), theirs.as_f64()) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{name}.{key}: pulse {a} ≠ web-vitals {b}"),
+            _ => assert_eq!(ours, theirs, "{name}.{key}"),
+        }
+    }
+    for key in ours.keys() {
+        assert!(
+            theirs.contains_key(key) || (name, key.as_str()) == ("INP", "interactionTarget"),
+            "{name}: pulse has `{key}`, web-vitals does not"
+        );
+    }
 }

@@ -1,19 +1,23 @@
 import { init } from '@pulse-rum/agent';
-// Google's web-vitals with soft navigations on the same page load, so the end-to-end test can
-// compare every navigation's numbers.
-import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals';
+// Google's web-vitals (its attribution build) with soft navigations on the same page load, so the
+// end-to-end test can compare every navigation's numbers and their attribution.
+import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals/attribution';
+
+// The attribution's strings and numbers (web-vitals also hands over entries and elements).
+const plain = (attribution) =>
+  Object.fromEntries(Object.entries(attribution || {}).filter(([, v]) => typeof v == 'string' || typeof v == 'number'));
 
 // Each report as it was at the time (web-vitals hands over the same object again, changed).
 window.webVitalsReports = [];
 for (const on of [onFCP, onLCP, onCLS, onINP, onTTFB]) {
   on((m) => {
-    window.webVitalsReports.push({ name: m.name, value: m.value, id: m.id, nav: m.navigationType, url: m.navigationURL });
+    window.webVitalsReports.push({ name: m.name, value: m.value, id: m.id, nav: m.navigationType, url: m.navigationURL, attribution: plain(m.attribution) });
   }, { reportSoftNavs: true });
 }
 
 window.pulseReports = [];
 init({ endpoint: '/v1/beacon', site: 'demo', release: 'spa-example', softNavigations: true }).then((pulse) => {
-  pulse.onMetric((m) => { window.pulseReports.push({ name: m.name, value: m.value, id: m.id }); });
+  pulse.onMetric((m) => { window.pulseReports.push({ name: m.name, value: m.value, id: m.id, attribution: plain(m.attribution) }); });
   window.pulse = pulse;
 });
 
