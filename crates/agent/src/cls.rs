@@ -168,7 +168,7 @@ impl Watch {
         if let Some(largest) = self.cls.largest_shift() {
             for kept in &self.entries {
                 if kept.sources && kept.start_time == largest.start_time && kept.value == largest.value {
-                    attribution = attribution
+                    attribution
                         .text("largestShiftTarget", kept.target.clone())
                         .num("largestShiftValue", largest.value)
                         .num("largestShiftTime", largest.start_time)

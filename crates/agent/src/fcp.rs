@@ -35,10 +35,8 @@ impl Watch {
     /// Reports `value` with web-vitals' attribution: the time to first byte, the rest of the value
     /// after it, and the load state (one writer for loads and soft navigations).
     fn report(&mut self, value: f64, ttfb: f64, load_state: Option<String>, out: &mut Outbox) {
-        let attribution = Attribution::default()
-            .num("timeToFirstByte", ttfb)
-            .num("firstByteToFCP", (value - ttfb).max(0.0))
-            .text("loadState", load_state);
+        let mut attribution = Attribution::default();
+        attribution.num("timeToFirstByte", ttfb).num("firstByteToFCP", (value - ttfb).max(0.0)).text("loadState", load_state);
         self.instance.report(out, Vital::Fcp, value, attribution);
     }
 

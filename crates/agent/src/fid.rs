@@ -22,7 +22,8 @@ impl Watch {
             return;
         }
         self.reported = true;
-        let attribution = Attribution::default()
+        let mut attribution = Attribution::default();
+        attribution
             .text("eventTarget", selector(host::get(entry, "target")))
             .text("eventType", host::text(entry, "name"))
             .text("loadState", load_state(start_time));

@@ -317,10 +317,9 @@ impl Watch {
             let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
             let (target, name) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
             let kind = name.map(|n| String::from(if n.starts_with("key") { "keyboard" } else { "pointer" }));
-            attribution =
-                attribution.text("interactionTarget", target).text("interactionType", kind).text("loadState", load_state(start_time));
+            attribution.text("interactionTarget", target).text("interactionType", kind).text("loadState", load_state(start_time));
             if let Some(p) = interaction.phases() {
-                attribution = attribution
+                attribution
                     .num("inputDelay", p.input_delay)
                     .num("processingDuration", p.processing_duration)
                     .num("presentationDelay", p.presentation_delay);
@@ -328,7 +327,7 @@ impl Watch {
         } else {
             // The small INP of a restored or soft view whose interactions were all fast: no
             // entry, so web-vitals' placeholder split, all of it presentation delay.
-            attribution = attribution
+            attribution
                 .num("inputDelay", 0.0)
                 .num("processingDuration", 0.0)
                 .num("presentationDelay", value)

@@ -274,13 +274,15 @@ fn attribution(activation: f64, ttfb: f64, value: f64, entry: Js, target: Option
         let request_start = (requested(resource) - activation).max(ttfb);
         (request_start, (host::num(resource, "responseEnd") - activation).max(request_start).min(value))
     };
-    Attribution::default()
+    let mut attribution = Attribution::default();
+    attribution
         .text("target", target)
         .text("url", url)
         .num("timeToFirstByte", ttfb)
         .num("resourceLoadDelay", request_start - ttfb)
         .num("resourceLoadDuration", response_end - request_start)
-        .num("elementRenderDelay", (value - response_end).max(0.0))
+        .num("elementRenderDelay", (value - response_end).max(0.0));
+    attribution
 }
 
 #[cfg(test)]

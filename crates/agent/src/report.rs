@@ -74,7 +74,7 @@ pub struct Attribution(String);
 
 impl Attribution {
     /// Adds `key` when `value` is finite.
-    pub fn num(mut self, key: &'static str, value: f64) -> Attribution {
+    pub fn num(&mut self, key: &'static str, value: f64) -> &mut Attribution {
         if value.is_finite() {
             crate::json::number(self.key(key), value);
         }
@@ -82,7 +82,7 @@ impl Attribution {
     }
 
     /// Adds `key` when `value` is a non-empty string.
-    pub fn text(mut self, key: &'static str, value: Option<String>) -> Attribution {
+    pub fn text(&mut self, key: &'static str, value: Option<String>) -> &mut Attribution {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
             crate::json::string(self.key(key), &value);
         }

@@ -34,7 +34,8 @@ pub fn report(activation: f64, out: &mut Outbox) {
     let dns_start = at("domainLookupStart");
     let connect_start = at("connectStart");
     let connect_end = at("connectEnd");
-    let attribution = Attribution::default()
+    let mut attribution = Attribution::default();
+    attribution
         .num("waitingDuration", wait_end)
         .num("cacheDuration", dns_start - wait_end)
         .num("dnsDuration", connect_start - dns_start)
@@ -47,7 +48,8 @@ pub fn report(activation: f64, out: &mut Outbox) {
 /// when the load had a usable navigation entry.
 pub fn zero(activation: f64, out: &mut Outbox) {
     if value(activation).is_some() {
-        let attribution = Attribution::default()
+        let mut attribution = Attribution::default();
+        attribution
             .num("waitingDuration", 0.0)
             .num("cacheDuration", 0.0)
             .num("dnsDuration", 0.0)
