@@ -286,24 +286,22 @@ impl Watch {
         let Some(interaction) = self.inp.longest.iter().find(|i| i.id == id) else { return };
         // The type is that of the interaction's first longest entry, as web-vitals reports it.
         let first = interaction.entries.first() == Some(&timing);
-        let known = self.targets.iter().any(|(i, target, _)| *i == id && target.is_some());
-        if !known {
-            // The target's selector; once it has left the DOM, the browser's own (web-vitals' fallback).
-            let target = selector(host::get(entry, "target")).or_else(|| host::text(entry, "targetSelector").filter(|s| !s.is_empty()));
-            // One item per interaction: one without a target is replaced.
-            match self.targets.iter_mut().find(|(i, _, _)| *i == id) {
-                Some(old) => old.1 = target,
-                None => self.targets.push((id, target, None)),
-            }
-            if self.targets.len() > MAX_TARGETS {
-                let inp = &self.inp;
-                self.targets.retain(|(i, _, _)| inp.contains(*i));
-            }
+        // One item per interaction, its target taken until there is one: the target's selector;
+        // once it has left the DOM, the browser's own (web-vitals' fallback).
+        if !self.targets.iter().any(|t| t.0 == id) {
+            self.targets.push((id, None, None));
         }
-        if first {
-            if let Some(item) = self.targets.iter_mut().find(|(i, _, _)| *i == id) {
+        if let Some(item) = self.targets.iter_mut().find(|t| t.0 == id) {
+            if item.1.is_none() {
+                item.1 = selector(host::get(entry, "target")).or_else(|| host::text(entry, "targetSelector").filter(|s| !s.is_empty()));
+            }
+            if first {
                 item.2 = host::text(entry, "name");
             }
+        }
+        if self.targets.len() > MAX_TARGETS {
+            let inp = &self.inp;
+            self.targets.retain(|(i, _, _)| inp.contains(*i));
         }
     }
 
