@@ -234,11 +234,11 @@ impl Resources {
     /// The latest entry of `url` whose request started by `before`, here or else in the
     /// browser's timeline (`undefined` if none).
     pub fn find(&self, url: &str, before: f64) -> Js {
-        for back in 1..=self.entries.len() {
-            if let Some(entry) = self.entries.get((self.seen - back) % MAX_RESOURCES).map(Kept::js) {
-                if host::is(entry, "name", url) && requested(entry) <= before {
-                    return entry;
-                }
+        // Latest first: those before the next slot, then those from it.
+        let (newer, older) = self.entries.split_at_checked(self.seen % MAX_RESOURCES).unwrap_or_default();
+        for entry in newer.iter().rev().chain(older.iter().rev()).map(Kept::js) {
+            if host::is(entry, "name", url) && requested(entry) <= before {
+                return entry;
             }
         }
         host::resource(url, before)
