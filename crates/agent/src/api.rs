@@ -59,7 +59,7 @@ pub enum Begin {
 /// page code (a getter, a `toString`) that calls the agent: this runs while the agent's state is
 /// not borrowed.
 pub fn describe(config: &Config, how: Begin) -> Option<(String, String)> {
-    let (url, method) = match how {
+    let (url, mut method) = match how {
         Begin::Fetch(input, init) => {
             let url = match host::kind_of(input) {
                 Kind::String => host::string(input),
@@ -92,7 +92,8 @@ pub fn describe(config: &Config, how: Begin) -> Option<(String, String)> {
         Some(path) => crate::routes::apply(&config.routes, &path).unwrap_or_else(|| pulse_protocol::route::normalise_path(&path)),
         None => pulse_protocol::route::normalise_route(&href),
     };
-    Some((route, method.to_ascii_uppercase()))
+    method.make_ascii_uppercase();
+    Some((route, method))
 }
 
 impl Default for Calls {
