@@ -13,7 +13,6 @@
 
 use crate::host::Js;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use pulse_protocol::{Rating, Vital};
 
@@ -35,13 +34,14 @@ pub struct EventTiming {
     pub processing_end: f64,
 }
 
-/// One interaction: its id, latency (longest entry) and the entries with that latency, and the
-/// frame its first such entry was presented in.
+/// One interaction: its id, latency (longest entry), the first entry with that latency (the one
+/// attribution reads; later ones of the same latency change nothing), and the frame it was
+/// presented in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interaction {
     pub id: u64,
     pub latency: f64,
-    pub entries: Vec<EventTiming>,
+    pub first: EventTiming,
     frame: Frame,
 }
 
@@ -96,14 +96,11 @@ impl Inp {
         if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
             if entry.duration > existing.latency {
                 existing.latency = entry.duration;
-                existing.entries.clear();
-                existing.entries.push(entry);
+                existing.first = entry;
                 existing.frame = frame;
-            } else if entry.duration == existing.latency && existing.entries.first().is_some_and(|e| e.start_time == entry.start_time) {
-                existing.entries.push(entry);
             }
         } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.latency) {
-            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, entries: vec![entry], frame });
+            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, first: entry, frame });
         } else {
             return;
         }
@@ -233,16 +230,16 @@ impl Interaction {
     /// entry: input delay until the first handler ran (not before the input), processing until
     /// the last handler finished (not after the paint: a sync `alert()`), presentation until the
     /// next paint.
-    pub fn phases(&self) -> Option<Phases> {
-        let first = self.entries.first()?;
+    pub fn phases(&self) -> Phases {
+        let first = &self.first;
         let processing_start = self.frame.processing_start.max(first.start_time);
         let next_paint = (first.start_time + first.duration).max(processing_start);
         let processing_end = self.frame.processing_end.min(next_paint);
-        Some(Phases {
+        Phases {
             input_delay: processing_start - first.start_time,
             processing_duration: processing_end - processing_start,
             presentation_delay: next_paint - processing_end,
-        })
+        }
     }
 }
 
@@ -285,7 +282,7 @@ impl Watch {
         let id = timing.interaction_id;
         let Some(interaction) = self.inp.longest.iter().find(|i| i.id == id) else { return };
         // The type is that of the interaction's first longest entry, as web-vitals reports it.
-        let first = interaction.entries.first() == Some(&timing);
+        let first = interaction.first == timing;
         // One item per interaction, its target taken until there is one: the target's selector;
         // once it has left the DOM, the browser's own (web-vitals' fallback).
         if !self.targets.iter().any(|t| t.0 == id) {
@@ -312,16 +309,15 @@ impl Watch {
         let mut attribution = Attribution::default();
         if let Some(interaction) = self.inp.interaction(count) {
             let id = interaction.id;
-            let start_time = interaction.entries.first().map_or(0.0, |e| e.start_time);
+            let start_time = interaction.first.start_time;
             let (target, name) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
             let kind = name.map(|n| String::from(if n.starts_with("key") { "keyboard" } else { "pointer" }));
             attribution.text("interactionTarget", target).text("interactionType", kind).text("loadState", load_state(start_time));
-            if let Some(p) = interaction.phases() {
-                attribution
-                    .num("inputDelay", p.input_delay)
-                    .num("processingDuration", p.processing_duration)
-                    .num("presentationDelay", p.presentation_delay);
-            }
+            let p = interaction.phases();
+            attribution
+                .num("inputDelay", p.input_delay)
+                .num("processingDuration", p.processing_duration)
+                .num("presentationDelay", p.presentation_delay);
         } else {
             // The small INP of a restored or soft view whose interactions were all fast: no
             // entry, so web-vitals' placeholder split, all of it presentation delay.
@@ -440,7 +436,7 @@ mod tests {
             processing_start: 1_030.0,
             processing_end: 1_150.0,
         });
-        let phases = |inp: &Inp| inp.interaction(Some(1)).and_then(Interaction::phases);
+        let phases = |inp: &Inp| inp.interaction(Some(1)).map(Interaction::phases);
         assert_eq!(phases(&inp), Some(Phases { input_delay: 30.0, processing_duration: 120.0, presentation_delay: 50.0 }));
         // A click of the same tap, presented in the same frame but shorter: its handlers count
         // as processing (web-vitals groups a frame's events by render time, within 8 ms).
@@ -501,7 +497,7 @@ mod tests {
             processing_start: 1_010.0,
             processing_end: 1_900.0,
         });
-        let phases = inp.interaction(Some(1)).and_then(Interaction::phases);
+        let phases = inp.interaction(Some(1)).map(Interaction::phases);
         assert_eq!(phases, Some(Phases { input_delay: 0.0, processing_duration: 200.0, presentation_delay: 0.0 }));
     }
 }
