@@ -253,8 +253,8 @@ const MAX_TARGETS: usize = 32;
 pub struct Watch {
     inp: Inp,
     instance: Instance,
-    /// `(interaction id, target selector, event name)`.
-    targets: Vec<(u64, Option<String>, Option<String>)>,
+    /// `(interaction id, target selector, whether the event is a key event)`.
+    targets: Vec<(u64, Option<String>, Option<bool>)>,
     /// When the page view started (the restore, the soft navigation; 0 for the load).
     started: f64,
 }
@@ -293,7 +293,7 @@ impl Watch {
                 item.1 = selector(host::get(entry, "target")).or_else(|| host::text(entry, "targetSelector").filter(|s| !s.is_empty()));
             }
             if first {
-                item.2 = host::text(entry, "name");
+                item.2 = host::text(entry, "name").map(|n| n.starts_with("key"));
             }
         }
         if self.targets.len() > MAX_TARGETS {
@@ -310,8 +310,8 @@ impl Watch {
         if let Some(interaction) = self.inp.interaction(count) {
             let id = interaction.id;
             let start_time = interaction.first.start_time;
-            let (target, name) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, n)| (t.clone(), n.clone())).unwrap_or_default();
-            let kind = name.map(|n| String::from(if n.starts_with("key") { "keyboard" } else { "pointer" }));
+            let (target, key) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, k)| (t.clone(), *k)).unwrap_or_default();
+            let kind = key.map(|key| String::from(if key { "keyboard" } else { "pointer" }));
             attribution.text("interactionTarget", target).text("interactionType", kind).text("loadState", load_state(start_time));
             let p = interaction.phases();
             attribution
