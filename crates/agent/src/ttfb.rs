@@ -34,6 +34,12 @@ pub fn report(activation: f64, out: &mut Outbox) {
     let dns_start = at("domainLookupStart");
     let connect_start = at("connectStart");
     let connect_end = at("connectEnd");
+    send(value, wait_end, dns_start, connect_start, connect_end, out);
+}
+
+/// Reports `value` with its split: waiting until `wait_end`, cache until `dns_start`, DNS until
+/// `connect_start`, the connection until `connect_end`, the request the rest.
+fn send(value: f64, wait_end: f64, dns_start: f64, connect_start: f64, connect_end: f64, out: &mut Outbox) {
     let mut attribution = Attribution::default();
     attribution
         .num("waitingDuration", wait_end)
@@ -48,13 +54,7 @@ pub fn report(activation: f64, out: &mut Outbox) {
 /// when the load had a usable navigation entry.
 pub fn zero(activation: f64, out: &mut Outbox) {
     if value(activation).is_some() {
-        let mut attribution = Attribution::default();
-        attribution
-            .num("waitingDuration", 0.0)
-            .num("cacheDuration", 0.0)
-            .num("dnsDuration", 0.0)
-            .num("connectionDuration", 0.0)
-            .num("requestDuration", 0.0);
-        Instance::default().report(out, Vital::Ttfb, 0.0, attribution);
+        // Every part 0.
+        send(0.0, 0.0, 0.0, 0.0, 0.0, out);
     }
 }
