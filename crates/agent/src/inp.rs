@@ -212,8 +212,11 @@ impl Inp {
     /// [`FAST_RESTORED_INP_MS`].
     pub fn restart(&mut self, browser_count: Option<u64>) {
         // The frames stay, as web-vitals' groups do.
-        let frames = core::mem::take(&mut self.frames);
-        *self = Inp { count_at_restore: browser_count.unwrap_or(0), restored: true, frames, next_frame: self.next_frame, ..Inp::default() };
+        self.longest.clear();
+        self.min_id = None;
+        self.max_id = None;
+        self.count_at_restore = browser_count.unwrap_or(0);
+        self.restored = true;
     }
 }
 
