@@ -34,13 +34,12 @@ pub struct EventTiming {
     pub processing_end: f64,
 }
 
-/// One interaction: its id, latency (longest entry), the first entry with that latency (the one
-/// attribution reads; later ones of the same latency change nothing), and the frame it was
-/// presented in.
+/// One interaction: its id, its first longest entry (whose duration is the interaction's latency;
+/// attribution reads it, and later entries of the same latency change nothing), and the frame it
+/// was presented in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interaction {
     pub id: u64,
-    pub latency: f64,
     pub first: EventTiming,
     frame: Frame,
 }
@@ -94,13 +93,12 @@ impl Inp {
         self.seen(entry.interaction_id);
 
         if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
-            if entry.duration > existing.latency {
-                existing.latency = entry.duration;
+            if entry.duration > existing.first.duration {
                 existing.first = entry;
                 existing.frame = frame;
             }
-        } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.latency) {
-            self.longest.push(Interaction { id: entry.interaction_id, latency: entry.duration, first: entry, frame });
+        } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.first.duration) {
+            self.longest.push(Interaction { id: entry.interaction_id, first: entry, frame });
         } else {
             return;
         }
@@ -109,7 +107,7 @@ impl Inp {
         // Pairs from the end, without indexing (no panic paths in the wasm).
         let mut rest = self.longest.as_mut_slice();
         while let [.., before, last] = rest {
-            if last.latency > before.latency {
+            if last.first.duration > before.first.duration {
                 core::mem::swap(before, last);
             }
             let len = rest.len();
@@ -194,7 +192,7 @@ impl Inp {
     /// INP in ms, if any interaction happened.
     pub fn value(&self, browser_count: Option<u64>) -> Option<f64> {
         match self.interaction(browser_count) {
-            Some(i) => Some(i.latency),
+            Some(i) => Some(i.first.duration),
             None => (self.restored && self.count(browser_count) > 0).then_some(FAST_RESTORED_INP_MS),
         }
     }
@@ -412,8 +410,8 @@ mod tests {
             inp.add(event(7 * i, (i % 13) as f64 * 10.0));
         }
         assert_eq!(inp.longest.len(), MAX_INTERACTIONS);
-        assert!(inp.longest.windows(2).all(|w| w[0].latency >= w[1].latency));
-        assert_eq!(inp.longest[0].latency, 120.0);
+        assert!(inp.longest.windows(2).all(|w| w[0].first.duration >= w[1].first.duration));
+        assert_eq!(inp.longest[0].first.duration, 120.0);
     }
 
     #[test]
