@@ -45,13 +45,13 @@ pub struct Interaction {
 }
 
 /// The entries presented in one frame, as web-vitals' attribution groups them: render times
-/// (`startTime + duration`) within 8 ms of each other; the earliest start and processing start,
-/// the latest processing end.
+/// (`startTime + duration`) within 8 ms of each other; the earliest processing start and the
+/// latest processing end (web-vitals' group also keeps the earliest start, which the phases do
+/// not read: they count from the interaction's entry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Frame {
     id: u32,
     render_time: f64,
-    start_time: f64,
     processing_start: f64,
     processing_end: f64,
 }
@@ -139,7 +139,6 @@ impl Inp {
         }
         let frame = match found {
             Some(frame) => {
-                frame.start_time = frame.start_time.min(entry.start_time);
                 frame.processing_start = frame.processing_start.min(entry.processing_start);
                 frame.processing_end = frame.processing_end.max(entry.processing_end);
                 *frame
@@ -148,7 +147,6 @@ impl Inp {
                 let frame = Frame {
                     id: self.next_frame,
                     render_time,
-                    start_time: entry.start_time,
                     processing_start: entry.processing_start,
                     processing_end: entry.processing_end,
                 };
@@ -480,7 +478,7 @@ mod tests {
         for i in 0..25 {
             inp.add(at(f64::from(i) * 100.0));
         }
-        let mut kept: Vec<f64> = inp.frames.iter().map(|f| f.start_time).collect();
+        let mut kept: Vec<f64> = inp.frames.iter().map(|f| f.processing_start - 1.0).collect();
         kept.sort_by(f64::total_cmp);
         assert_eq!(kept, (15..25).map(|i| f64::from(i) * 100.0).collect::<Vec<_>>());
         assert_eq!(inp.frames.iter().map(|f| f.id).max(), Some(24));
