@@ -417,6 +417,26 @@ fn before_send_drops_scrubs_and_survives_errors() {
 }
 
 #[wasm_bindgen_test]
+fn each_listener_gets_its_own_copy_of_a_metric() {
+    let agent = start(&[("trackMeasures", JsValue::FALSE), ("batchSize", num(1.0))]);
+    let vandal = Function::new_with_args("m", "m.name = 'changed'; m.value = -1;");
+    let seen = js_sys::Array::new();
+    let into = seen.clone();
+    let watcher = Closure::<dyn Fn(JsValue)>::new(move |m: JsValue| {
+        into.push(&js_sys::Array::of2(
+            &Reflect::get(&m, &"name".into()).unwrap_or_default(),
+            &Reflect::get(&m, &"value".into()).unwrap_or_default(),
+        ));
+    });
+    agent.0.on_metric(vandal.into());
+    agent.0.on_metric(watcher.as_ref().clone());
+    record(&agent, "two.listeners", 5.0);
+    let last = js_sys::Array::from(&seen.to_vec().last().cloned().expect("the second listener ran"));
+    assert_eq!((last.get(0), last.get(1)), (JsValue::from("two.listeners"), JsValue::from(5.0)), "untouched by the first listener");
+    assert_eq!(named(&sent_metrics(), "two.listeners")[0].value, Some(5.0), "and sent as measured");
+}
+
+#[wasm_bindgen_test]
 fn bad_records_throw_and_are_counted() {
     let agent = start(&[("trackMeasures", JsValue::FALSE)]);
     let tags = |js: &str| js_sys::eval(js).expect("tags");
