@@ -339,11 +339,8 @@ impl Agent {
         }
         let Some(json) = self.before_send(json) else { return };
         let full = {
-            let mut core = self.core();
-            let dropped = core.queue.dropped;
-            let full = core.queue.push((context, json));
-            core.stats.0[stat::DROPPED_QUEUE_FULL] += core.queue.dropped - dropped;
-            full
+            let core = &mut *self.core();
+            core.queue.push((context, json), &mut core.stats.0[stat::DROPPED_QUEUE_FULL])
         };
         // Stopped while this metric was with a listener or `beforeSend`: shutdown's last beacon
         // has gone, so it goes on its own.
@@ -762,9 +759,7 @@ impl Core {
         let n = group.len() as u32;
         self.stats.0[stat::SENT] = self.stats.0[stat::SENT].saturating_sub(n);
         self.stats.0[stat::RETRIED] += n;
-        let dropped = self.queue.dropped;
-        self.queue.requeue(group);
-        self.stats.0[stat::DROPPED_QUEUE_FULL] += self.queue.dropped - dropped;
+        self.queue.requeue(group, &mut self.stats.0[stat::DROPPED_QUEUE_FULL]);
     }
 
     /// The page view a metric measured now belongs to: rolls the session over after 30 idle

@@ -15,8 +15,6 @@ pub struct Queue<T> {
     items: Vec<T>,
     batch_size: usize,
     capacity: usize,
-    /// Metrics dropped because the queue was full.
-    pub dropped: u32,
 }
 
 impl<T> Queue<T> {
@@ -25,15 +23,16 @@ impl<T> Queue<T> {
     }
 
     pub fn with_capacity(batch_size: usize, capacity: usize) -> Queue<T> {
-        Queue { items: Vec::new(), batch_size, capacity: capacity.max(batch_size), dropped: 0 }
+        Queue { items: Vec::new(), batch_size, capacity: capacity.max(batch_size) }
     }
 
-    /// Adds a metric; returns `true` when a full batch is waiting (time to send).
-    pub fn push(&mut self, item: T) -> bool {
+    /// Adds a metric; returns `true` when a full batch is waiting (time to send). A metric dropped
+    /// because the queue was full is counted in `dropped`.
+    pub fn push(&mut self, item: T, dropped: &mut u32) -> bool {
         if self.items.len() == self.capacity {
             // Rare: the collector is unreachable.
             drop_front(&mut self.items, 1);
-            self.dropped += 1;
+            *dropped += 1;
         }
         self.items.push(item);
         self.items.len() >= self.batch_size
@@ -44,11 +43,12 @@ impl<T> Queue<T> {
         core::mem::take(&mut self.items)
     }
 
-    /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go.
-    pub fn requeue(&mut self, mut failed: Vec<T>) {
+    /// Puts back metrics whose send failed, ahead of newer ones; beyond the capacity the oldest go
+    /// (counted in `dropped`).
+    pub fn requeue(&mut self, mut failed: Vec<T>, dropped: &mut u32) {
         // Without room for all of them, the oldest of the failed are dropped.
         let excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
-        self.dropped += excess as u32;
+        *dropped += excess as u32;
         drop_front(&mut failed, excess);
         failed.append(&mut self.items);
         self.items = failed;
@@ -81,9 +81,11 @@ mod tests {
     #[test]
     fn a_full_batch_asks_to_be_sent() {
         let mut q = Queue::new(3);
-        assert!(!q.push(1));
-        assert!(!q.push(2));
-        assert!(q.push(3));
+        let mut dropped = 0;
+        assert!(!q.push(1, &mut dropped));
+        assert!(!q.push(2, &mut dropped));
+        assert!(q.push(3, &mut dropped));
+        assert_eq!(dropped, 0);
         assert_eq!(q.take(), vec![1, 2, 3]);
         assert!(q.is_empty());
     }
@@ -91,30 +93,32 @@ mod tests {
     #[test]
     fn failed_sends_go_back_in_front_of_newer_metrics() {
         let mut q = Queue::new(10);
-        q.push(1);
-        q.push(2);
+        let mut dropped = 0;
+        q.push(1, &mut dropped);
+        q.push(2, &mut dropped);
         let sending = q.take();
-        q.push(3);
-        q.requeue(sending);
+        q.push(3, &mut dropped);
+        q.requeue(sending, &mut dropped);
         assert_eq!(q.take(), vec![1, 2, 3]);
     }
 
     #[test]
     fn memory_is_bounded_and_drops_are_counted() {
         let mut q = Queue::with_capacity(2, 4);
+        let mut dropped = 0;
         for i in 0..6 {
-            q.push(i);
+            q.push(i, &mut dropped);
         }
         assert_eq!(q.len(), 4);
-        assert_eq!(q.dropped, 2);
+        assert_eq!(dropped, 2);
         assert_eq!(q.take(), vec![2, 3, 4, 5], "the oldest went first");
 
         for i in 10..14 {
-            q.push(i);
+            q.push(i, &mut dropped);
         }
-        q.requeue(vec![0, 1, 2]);
+        q.requeue(vec![0, 1, 2], &mut dropped);
         assert_eq!(q.len(), 4);
-        assert_eq!(q.dropped, 5);
+        assert_eq!(dropped, 5);
         assert_eq!(q.take(), vec![10, 11, 12, 13], "a failed send does not push out newer metrics");
     }
 }
