@@ -7,29 +7,27 @@ use alloc::vec::Vec;
 
 /// The most metrics held, waiting or waiting again after a failed send.
 pub const MAX_QUEUED: usize = 1_000;
+// A full batch always fits (the config refuses a larger batch size).
+const _: () = assert!(MAX_QUEUED >= pulse_protocol::limits::MAX_METRICS_PER_BEACON);
 
+/// `CAP`: the most held (the agent's is [`MAX_QUEUED`], above any batch size).
 #[derive(Debug, Clone)]
-pub struct Queue<T> {
+pub struct Queue<T, const CAP: usize = MAX_QUEUED> {
     /// Oldest first. A `Vec`, not a `VecDeque`: the queue is short, and the deque's rotation code
     /// would cost the wasm more than the occasional shift costs the page.
     items: Vec<T>,
     batch_size: usize,
-    capacity: usize,
 }
 
-impl<T> Queue<T> {
-    pub fn new(batch_size: usize) -> Queue<T> {
-        Queue::with_capacity(batch_size, MAX_QUEUED)
-    }
-
-    pub fn with_capacity(batch_size: usize, capacity: usize) -> Queue<T> {
-        Queue { items: Vec::new(), batch_size, capacity: capacity.max(batch_size) }
+impl<T, const CAP: usize> Queue<T, CAP> {
+    pub fn new(batch_size: usize) -> Queue<T, CAP> {
+        Queue { items: Vec::new(), batch_size }
     }
 
     /// Adds a metric; returns `true` when a full batch is waiting (time to send). A metric dropped
     /// because the queue was full is counted in `dropped`.
     pub fn push(&mut self, item: T, dropped: &mut u32) -> bool {
-        if self.items.len() == self.capacity {
+        if self.items.len() == CAP {
             // Rare: the collector is unreachable.
             drop_front(&mut self.items, 1);
             *dropped += 1;
@@ -47,7 +45,7 @@ impl<T> Queue<T> {
     /// (counted in `dropped`).
     pub fn requeue(&mut self, mut failed: Vec<T>, dropped: &mut u32) {
         // Without room for all of them, the oldest of the failed are dropped.
-        let excess = failed.len().saturating_sub(self.capacity.saturating_sub(self.items.len()));
+        let excess = failed.len().saturating_sub(CAP.saturating_sub(self.items.len()));
         *dropped += excess as u32;
         drop_front(&mut failed, excess);
         failed.append(&mut self.items);
@@ -80,7 +78,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_asks_to_be_sent() {
-        let mut q = Queue::new(3);
+        let mut q = Queue::<_>::new(3);
         let mut dropped = 0;
         assert!(!q.push(1, &mut dropped));
         assert!(!q.push(2, &mut dropped));
@@ -92,7 +90,7 @@ mod tests {
 
     #[test]
     fn failed_sends_go_back_in_front_of_newer_metrics() {
-        let mut q = Queue::new(10);
+        let mut q = Queue::<_>::new(10);
         let mut dropped = 0;
         q.push(1, &mut dropped);
         q.push(2, &mut dropped);
@@ -104,7 +102,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_drops_are_counted() {
-        let mut q = Queue::with_capacity(2, 4);
+        let mut q = Queue::<_, 4>::new(2);
         let mut dropped = 0;
         for i in 0..6 {
             q.push(i, &mut dropped);
