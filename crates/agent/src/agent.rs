@@ -627,7 +627,7 @@ impl Core {
         for entry in Core::pending(code::LCP) {
             self.lcp.entry(entry);
         }
-        self.lcp.finalize(by, &self.view, &self.resources, &mut self.out);
+        self.lcp.finalize(by, &self.resources, &mut self.out);
     }
 
     /// The page was hidden (or is being left): read what the observers hold, report what is

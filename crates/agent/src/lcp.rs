@@ -98,8 +98,8 @@ pub struct Watch {
     /// A trusted input is waiting for its next paint to finalise LCP.
     input: bool,
     /// A soft navigation's page view: the `interactionId` that started it (only that
-    /// interaction's contentful paints count) and its start time.
-    soft: Option<(f64, f64)>,
+    /// interaction's contentful paints count; its start time is the `Lcp`'s activation start).
+    soft: Option<f64>,
 }
 
 impl Watch {
@@ -123,7 +123,7 @@ impl Watch {
     /// largest contentful paint so far is `largest` (an `interaction-contentful-paint` entry).
     /// As web-vitals: measured from the interaction's start, never hidden before it began.
     pub fn soft_navigation(start: f64, interaction: f64, largest: Js) -> Watch {
-        let mut watch = Watch { soft: Some((interaction, start)), ..Watch::new(&View::new(start, f64::INFINITY)) };
+        let mut watch = Watch { soft: Some(interaction), ..Watch::new(&View::new(start, f64::INFINITY)) };
         watch.interaction_paint(largest);
         watch
     }
@@ -148,7 +148,7 @@ impl Watch {
     /// soft navigation. The value is the paint's `renderTime` (0 when unknown, as web-vitals)
     /// minus the interaction's start.
     pub fn interaction_paint(&mut self, entry: Js) {
-        let Some((interaction, _)) = self.soft else { return };
+        let Some(interaction) = self.soft else { return };
         if host::num(entry, "interactionId") != interaction {
             return;
         }
@@ -183,12 +183,14 @@ impl Watch {
     }
 
     /// Applies a finalising event (pending entries read first); reports once.
-    pub fn finalize(&mut self, by: Finalizer, view: &View, resources: &Resources, out: &mut Outbox) {
+    pub fn finalize(&mut self, by: Finalizer, resources: &Resources, out: &mut Outbox) {
         let Some(value) = self.lcp.finalize(by) else { return };
-        let (start, ttfb) = match self.soft {
-            // A soft navigation fetched no document: its sub-parts count from its start, TTFB 0.
-            Some((_, start)) => (start, 0.0),
-            None => (view.activation_start, crate::ttfb::value(view.activation_start).unwrap_or(0.0).min(value)),
+        // The page view's start, where its `Lcp` counts from (every new view has a new `Watch`); a
+        // soft navigation's fetched no document, TTFB 0.
+        let start = self.lcp.activation_start;
+        let ttfb = match self.soft {
+            Some(_) => 0.0,
+            None => crate::ttfb::value(start).unwrap_or(0.0).min(value),
         };
         let target = self.target.take();
         self.instance.report(out, Vital::Lcp, value, attribution(start, ttfb, value, self.candidate(), target, resources));
