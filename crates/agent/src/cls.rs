@@ -33,7 +33,6 @@ pub struct Cls {
     value: f64,
     /// The largest shift of the largest window, for attribution.
     largest: Option<LayoutShift>,
-    window_value: f64,
     /// The current window, if any.
     window: Option<Window>,
 }
@@ -42,6 +41,7 @@ pub struct Cls {
 /// are not kept, only the times that decide whether a shift joins and the largest shift so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Window {
+    value: f64,
     first: f64,
     last: f64,
     /// The largest shift, the latest of equal ones (as `max_by` over the window would choose).
@@ -59,23 +59,21 @@ impl Cls {
             return false;
         }
         let time = shift.start_time;
-        match &mut self.window {
+        let window = match &mut self.window {
             // web-vitals continues a window only while it has a non-zero value.
-            Some(window) if self.window_value > 0.0 && time - window.last < MAX_GAP_MS && time - window.first < MAX_WINDOW_MS => {
-                self.window_value += shift.value;
+            Some(window) if window.value > 0.0 && time - window.last < MAX_GAP_MS && time - window.first < MAX_WINDOW_MS => {
+                window.value += shift.value;
                 window.last = time;
                 if shift.value.total_cmp(&window.largest.value).is_ge() {
                     window.largest = shift;
                 }
+                window
             }
-            window => {
-                self.window_value = shift.value;
-                *window = Some(Window { first: time, last: time, largest: shift });
-            }
-        }
-        if self.window_value > self.value {
-            self.value = self.window_value;
-            self.largest = self.window.map(|w| w.largest);
+            window => window.insert(Window { value: shift.value, first: time, last: time, largest: shift }),
+        };
+        if window.value > self.value {
+            self.value = window.value;
+            self.largest = Some(window.largest);
             true
         } else {
             false
