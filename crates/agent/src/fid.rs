@@ -11,22 +11,21 @@ use crate::report::{load_state, selector, Attribution, Instance, Outbox, View};
 #[derive(Debug, Default)]
 pub struct Watch {
     instance: Instance,
-    reported: bool,
 }
 
 impl Watch {
     /// A `first-input` entry.
     pub fn entry(&mut self, entry: Js, view: &View, out: &mut Outbox) {
         let start_time = host::num(entry, "startTime");
-        if self.reported || start_time.is_nan() || start_time >= view.first_hidden {
+        if self.instance.reported() || start_time.is_nan() || start_time >= view.first_hidden {
             return;
         }
-        self.reported = true;
         let mut attribution = Attribution::default();
         attribution
             .text("eventTarget", selector(host::get(entry, "target")))
             .text("eventType", host::text(entry, "name"))
             .text("loadState", load_state(start_time));
+        // Never NaN (`max`), so always reported.
         let value = (host::num(entry, "processingStart") - start_time).max(0.0);
         self.instance.report(out, Vital::Fid, value, attribution);
     }

@@ -113,6 +113,11 @@ impl Default for Instance {
 }
 
 impl Instance {
+    /// A value was reported.
+    pub fn reported(&self) -> bool {
+        self.reported.is_some()
+    }
+
     /// Reports `value` unless it equals what was last reported (or is not a number).
     pub fn report(&mut self, out: &mut Outbox, vital: Vital, value: f64, attribution: Attribution) {
         if self.reported == Some(value) || !value.is_finite() {
