@@ -34,12 +34,11 @@ pub struct EventTiming {
     pub processing_end: f64,
 }
 
-/// One interaction: its id, its first longest entry (whose duration is the interaction's latency;
-/// attribution reads it, and later entries of the same latency change nothing), and the frame it
-/// was presented in.
+/// One interaction: its first longest entry (whose interaction id is the interaction's, whose
+/// duration is its latency; attribution reads it, and later entries of the same latency change
+/// nothing), and the frame it was presented in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interaction {
-    pub id: u64,
     pub first: EventTiming,
     frame: Frame,
 }
@@ -92,13 +91,13 @@ impl Inp {
         }
         self.seen(entry.interaction_id);
 
-        if let Some(existing) = self.longest.iter_mut().find(|i| i.id == entry.interaction_id) {
+        if let Some(existing) = self.longest.iter_mut().find(|i| i.first.interaction_id == entry.interaction_id) {
             if entry.duration > existing.first.duration {
                 existing.first = entry;
                 existing.frame = frame;
             }
         } else if self.longest.len() < MAX_INTERACTIONS || self.longest.last().is_some_and(|min| entry.duration > min.first.duration) {
-            self.longest.push(Interaction { id: entry.interaction_id, first: entry, frame });
+            self.longest.push(Interaction { first: entry, frame });
         } else {
             return;
         }
@@ -169,7 +168,7 @@ impl Inp {
 
     /// Whether interaction `id` is among the longest kept.
     pub fn contains(&self, id: u64) -> bool {
-        self.longest.iter().any(|i| i.id == id)
+        self.longest.iter().any(|i| i.first.interaction_id == id)
     }
 
     /// Interactions counted from the ids seen (for browsers without `performance.interactionCount`).
@@ -279,7 +278,7 @@ impl Watch {
         // Also an entry of no interaction: it counts for its frame.
         self.inp.add(timing);
         let id = timing.interaction_id;
-        let Some(interaction) = self.inp.longest.iter().find(|i| i.id == id) else { return };
+        let Some(interaction) = self.inp.longest.iter().find(|i| i.first.interaction_id == id) else { return };
         // The type is that of the interaction's first longest entry, as web-vitals reports it.
         let first = interaction.first == timing;
         // One item per interaction, its target taken until there is one: the target's selector;
@@ -307,7 +306,7 @@ impl Watch {
         let Some(value) = self.inp.value(count) else { return };
         let mut attribution = Attribution::default();
         if let Some(interaction) = self.inp.interaction(count) {
-            let id = interaction.id;
+            let id = interaction.first.interaction_id;
             let start_time = interaction.first.start_time;
             let (target, key) = self.targets.iter().find(|(t, _, _)| *t == id).map(|(_, t, k)| (t.clone(), *k)).unwrap_or_default();
             let kind = key.map(|key| String::from(if key { "keyboard" } else { "pointer" }));
