@@ -65,10 +65,9 @@ pub struct Inp {
     longest: Vec<Interaction>,
     min_id: Option<u64>,
     max_id: Option<u64>,
-    /// Interaction count at the last restore (subtracted from the browser's count).
-    count_at_restore: u64,
-    /// The page view is a back/forward-cache restore.
-    restored: bool,
+    /// The page view is a back/forward-cache restore (or a soft navigation): the interaction count
+    /// then (subtracted from the browser's count).
+    restored: Option<u64>,
     /// The latest frames, a ring of [`MAX_FRAMES`] by id.
     frames: Vec<Frame>,
     next_frame: u32,
@@ -190,12 +189,12 @@ impl Inp {
     pub fn value(&self, browser_count: Option<u64>) -> Option<f64> {
         match self.interaction(browser_count) {
             Some(i) => Some(i.first.duration),
-            None => (self.restored && self.count(browser_count) > 0).then_some(FAST_RESTORED_INP_MS),
+            None => (self.restored.is_some() && self.count(browser_count) > 0).then_some(FAST_RESTORED_INP_MS),
         }
     }
 
     fn count(&self, browser_count: Option<u64>) -> u64 {
-        browser_count.map_or(self.estimated_interaction_count(), |c| c.saturating_sub(self.count_at_restore))
+        browser_count.map_or(self.estimated_interaction_count(), |c| c.saturating_sub(self.restored.unwrap_or(0)))
     }
 
     pub fn rating(value: f64) -> Rating {
@@ -210,8 +209,7 @@ impl Inp {
         self.longest.clear();
         self.min_id = None;
         self.max_id = None;
-        self.count_at_restore = browser_count.unwrap_or(0);
-        self.restored = true;
+        self.restored = Some(browser_count.unwrap_or(0));
     }
 }
 
