@@ -291,9 +291,13 @@ impl Running {
         if let Err(err) = self.writer.await {
             tracing::error!(%err, "writer task failed");
         }
-        self.housekeeping.abort();
-        self.alerting.abort();
-        self.finalizing.abort();
+        // Aborted, then awaited: a task's future (and the `App` it holds, with the spool's file
+        // lock) is dropped only when the runtime gets to it, and the next start in this process
+        // must find the spool file free.
+        for task in [self.housekeeping, self.alerting, self.finalizing] {
+            task.abort();
+            let _ = task.await;
+        }
         let spool = self.app.spool.clone();
         let _ = tokio::task::spawn_blocking(move || spool.close()).await;
     }
