@@ -61,15 +61,17 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script {script:?} failed: {e}"))
     }
 
-    /// Polls `script` until it returns `true` (10 s at most).
+    /// Polls `script` until it returns `true`, for 30 s at most: a loaded machine (a build beside
+    /// the tests) can keep a page's first requests waiting for seconds.
     pub async fn wait_for(&self, script: &str) {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if self.client.execute(script, vec![]).await.ok() == Some(Value::Bool(true)) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("timed out waiting for {script:?} in the page");
+        panic!("timed out waiting 30 s for {script:?} in the page");
     }
 
     /// Ends the session (closing Chromium) and stops the driver.
