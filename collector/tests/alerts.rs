@@ -6,6 +6,7 @@
 //! own loop does with the wall clock — instead of waiting.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,8 +33,22 @@ type Received = Arc<Mutex<Vec<(String, HeaderMap, Value)>>>;
 
 /// A local HTTP server that records every POST and answers 200.
 async fn receiver() -> (String, Received) {
+    receiver_down_while(Arc::default()).await
+}
+
+/// A local HTTP server that answers 503 (recording nothing) while `down` is set, and otherwise
+/// records every POST and answers 200.
+async fn receiver_down_while(down: Arc<AtomicBool>) -> (String, Received) {
     let got: Received = Arc::default();
-    async fn record(State(got): State<Received>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+    async fn record(
+        State((got, down)): State<(Received, Arc<AtomicBool>)>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        if down.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         // Keep the raw body for signature checks.
         let mut headers = headers;
@@ -41,7 +56,7 @@ async fn receiver() -> (String, Received) {
         got.lock().expect("received").push((uri.path().to_owned(), headers, value));
         StatusCode::OK
     }
-    let app = Router::new().route("/{*path}", post(record)).with_state(got.clone());
+    let app = Router::new().route("/{*path}", post(record)).with_state((got.clone(), down));
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("receiver serves") });
@@ -266,6 +281,66 @@ async fn two_collectors_send_one_notification() {
     assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "exactly one page");
     a.stop().await;
     b.stop().await;
+}
+
+/// Waits until `/metrics` counts `n` failed deliveries in all.
+async fn failed_deliveries(running: &Running, n: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = get(&format!("{}/metrics", running_url(running)), &[]).await.text();
+        let failed: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("pulse_alert_notifications_total{") && l.contains("outcome=\"failed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum();
+        if failed >= n {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{failed} of {n} deliveries failed so far");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_the_receiver_missed_is_sent_again_after_it_recovers_even_across_a_restart() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (hooks, got) = receiver_down_while(down.clone()).await;
+    let db = clickhouse().fresh_database("alerts_owed");
+    let mut running = pulse_collector::start(config(&db, &hooks)).await.expect("collector starts");
+    let now = now_ms();
+    history(&format!("http://{}", running.addr), now).await;
+    wait_stored(&db, 52 * 10 + 2).await;
+    // Fires at 43 min before now (see the first test) while every receiver answers 503.
+    for minutes_before in (43..=60u32).rev() {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    // ops, chat and pager each gave up after their retries.
+    failed_deliveries(&running, 3).await;
+    assert!(webhooks(&got, 0).await.is_empty());
+    let alerts = get(&format!("{}/v1/alerts?site=demo", running_url(&running)), &[AUTH]).await.json();
+    let error = alerts["alerts"][0]["delivery_error"].as_str().unwrap_or_default().to_owned();
+    let m = get(&format!("{}/metrics", running_url(&running)), &[]).await.text();
+    let m: Vec<&str> = m.lines().filter(|l| l.contains("notifications")).collect();
+    assert!(["ops: ", "chat: ", "pager: "].iter().all(|n| error.contains(n)), "every notifier's failure is shown: {alerts} {m:?}");
+    // A restart, then the receiver recovers: the next evaluation sends the owed notice, once.
+    running.stop().await;
+    running = pulse_collector::start(config(&db, &hooks)).await.expect("collector restarts");
+    down.store(false, Ordering::SeqCst);
+    // The stopped process's lease lapses after three intervals; then the new one leads.
+    let mut minute = 42;
+    while !running.app.alerts.evaluate(&running.app, at(now, minute)).await.expect("evaluates") {
+        minute -= 1;
+        assert!(minute > 36, "the restarted collector never took the lease");
+    }
+    let seen = webhooks(&got, 1).await;
+    assert_eq!(notices(&seen), vec![("firing".to_owned(), "warning".to_owned())], "the missed page arrives");
+    assert_eq!(seen[0]["started_at"], seen[0]["at"], "it is the notice of the firing minute, not a new one");
+    running.app.alerts.evaluate(&running.app, at(now, minute - 1)).await.expect("evaluates");
+    assert_eq!(webhooks(&got, 2).await.len(), 1, "delivered once, not again at the next evaluation");
+    let pd = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/pd").count();
+    assert_eq!(pd, 1, "PagerDuty got its trigger too");
+    running.stop().await;
 }
 
 /// A config that cannot work refuses to start, naming the rule and the field.

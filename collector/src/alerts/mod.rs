@@ -10,8 +10,13 @@
 //! 3. Each rule × group has a state machine ([`state::Alert`]); its transitions are written to
 //!    the `alert_events` table in ClickHouse, so a restart (or another collector taking over)
 //!    neither forgets a firing alert nor announces it again.
-//! 4. Transitions someone should hear about go to the rule's notifiers ([`notify`]), delivered in
-//!    the background with retries.
+//! 4. Transitions someone should hear about go to the rule's notifiers ([`notify`]): each notice
+//!    is written to `alert_deliveries` as owed (with the body to send) and delivered in the
+//!    background; a 2xx writes it delivered. Each evaluation first sends again what is still
+//!    owed (oldest first; at most a day old; not when a later notice of the same alert already
+//!    reached that notifier), so a receiver outage or a restart delays a notice but does not
+//!    lose it. A notice may arrive twice (delivered, but not yet recorded as delivered);
+//!    receivers deduplicate by `fingerprint` and `at` (PagerDuty by `dedup_key`).
 
 pub mod api;
 pub mod notify;
@@ -34,6 +39,9 @@ use crate::query::params::format_time;
 use crate::storage::lease::Lease;
 use crate::App;
 
+/// One notice to one notifier: rule, group, notifier, the notice's `at_ms`.
+type DeliveryId = (String, String, String, u64);
+
 /// The turn of one alert's notices at one notifier (held while delivering).
 type DeliveryTurn = Arc<tokio::sync::Mutex<()>>;
 
@@ -44,8 +52,10 @@ pub struct Tracked {
     pub site: String,
     pub group: String,
     pub alert: Alert,
-    /// The last delivery failure of a notification of this alert, if the last one failed.
+    /// The notifiers whose last delivery of this alert's notices failed, with the failure.
     pub delivery_error: Option<String>,
+    #[serde(skip)]
+    delivery_errors: BTreeMap<String, String>,
     /// What the last evaluation found, in words (release rules: the comparison).
     pub detail: Option<String>,
 }
@@ -75,6 +85,25 @@ pub struct EventRow {
     pub recovering_since: u32,
 }
 
+/// A row of `alert_deliveries`: a notice owed to a notifier (with its body), or its delivery.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+struct DeliveryRow {
+    rule: String,
+    grp: String,
+    notifier: String,
+    /// The notice's `at_ms` in `alert_events`: with rule, group and notifier, the notice's id.
+    notice_ms: u64,
+    at: u32,
+    at_ms: u64,
+    /// `owed` or `delivered`.
+    state: String,
+    /// Owed rows: the body to send, as [`notify::body`] made it.
+    body: String,
+}
+
+/// How long an undelivered notice is sent again.
+const OWED_FOR_MS: u64 = 86_400_000;
+
 /// The alerting engine of one collector.
 #[derive(Debug)]
 pub struct Alerts {
@@ -91,6 +120,8 @@ pub struct Alerts {
     /// One queue per alert and notifier, so notices arrive in order (a resolve never overtakes
     /// the trigger it resolves).
     delivery_order: Mutex<BTreeMap<(String, String), DeliveryTurn>>,
+    /// Deliveries under way (rule, group, notifier, notice_ms): not started again meanwhile.
+    in_flight: Arc<Mutex<std::collections::BTreeSet<DeliveryId>>>,
     client: notify::HttpClient,
     /// Base of the dashboard links in notifications.
     public_url: String,
@@ -107,6 +138,7 @@ impl Alerts {
             lease: Lease::new("alert_lease"),
             last_heartbeat: Mutex::new(None),
             delivery_order: Mutex::new(BTreeMap::new()),
+            in_flight: Arc::default(),
             client: notify::client(),
             public_url,
         }
@@ -153,6 +185,10 @@ impl Alerts {
             return Ok(false);
         }
         self.evaluating.store(true, Ordering::Release);
+        // Before this evaluation's notices, so an alert's notices keep their order.
+        if let Err(err) = self.redeliver(app, now).await {
+            tracing::warn!(%err, "cannot read the notifications still owed; they are sent at a later evaluation");
+        }
         for rule in &self.rules {
             let result = match rule.release {
                 Some(terms) => observe_release(app, rule, terms, now).await,
@@ -191,6 +227,7 @@ impl Alerts {
                         group: group.clone(),
                         alert: Alert::default(),
                         delivery_error: None,
+                        delivery_errors: BTreeMap::new(),
                         detail: None,
                     });
                     let before = entry.alert.clone();
@@ -217,44 +254,141 @@ impl Alerts {
                     continue;
                 }
                 if let Some(notice) = step.notice {
-                    self.announce(app, rule, &tracked, notice, now);
+                    self.announce(app, rule, &tracked, notice, now, event.at_ms).await;
                 }
             }
         }
         Ok(true)
     }
 
-    /// Sends the notice to the rule's notifiers in the background.
-    fn announce(&self, app: &App, rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime) {
+    /// Records the notice as owed to each of the rule's notifiers, then sends it in the
+    /// background. `notice_ms` is its `alert_events` row's `at_ms`.
+    async fn announce(&self, app: &App, rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, notice_ms: u64) {
         let message = message(rule, tracked, notice, now, &self.public_url);
         tracing::info!(rule = %rule.name, group = %tracked.group, notice = notice.as_str(), summary = %message.summary, "alert");
-        for name in &rule.notify {
-            let Some(notifier) = self.notifiers.iter().find(|n| &n.name == name).cloned() else { continue };
-            let (client, message, telemetry) = (self.client.clone(), message.clone(), app.telemetry.clone());
-            let key = (rule.name.clone(), tracked.group.clone());
-            let alerts = app.alerts.clone();
-            let order = self
-                .delivery_order
-                .lock()
-                .map(|mut m| m.entry((message.fingerprint.clone(), notifier.name.clone())).or_default().clone())
-                .unwrap_or_default();
-            // Taken before the task starts: tokio's mutex is fair, so notices keep their order.
-            let turn = order.clone().try_lock_owned();
-            tokio::spawn(async move {
-                let _turn = match turn {
-                    Ok(turn) => turn,
-                    Err(_) => order.lock_owned().await,
-                };
-                let outcome = notify::deliver(&client, &notifier, &message).await;
-                let label = if outcome.is_ok() { "delivered" } else { "failed" };
-                telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
-                if let Ok(mut all) = alerts.tracked.lock() {
-                    if let Some(t) = all.get_mut(&key) {
-                        t.delivery_error = outcome.err().map(|e| format!("{}: {e}", notifier.name));
-                    }
-                }
-            });
+        let at_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+        let owed: Vec<DeliveryRow> = rule
+            .notify
+            .iter()
+            .filter_map(|name| self.notifiers.iter().find(|n| &n.name == name))
+            .map(|notifier| DeliveryRow {
+                rule: rule.name.clone(),
+                grp: tracked.group.clone(),
+                notifier: notifier.name.clone(),
+                notice_ms,
+                at: now.unix_timestamp() as u32,
+                at_ms,
+                state: "owed".into(),
+                body: serde_json::to_string(&notify::body(notifier, &message)).unwrap_or_default(),
+            })
+            .collect();
+        if let Err(err) = insert_deliveries(&app.clickhouse, &owed).await {
+            // Still sent now; only a second chance after a failure is lost.
+            tracing::error!(rule = %rule.name, %err, "cannot record the notifications owed; each is sent once");
         }
+        for row in owed {
+            self.send(app, row);
+        }
+    }
+
+    /// Sends again, oldest first, each notice still owed to a notifier: at most a day old, and
+    /// not when a later notice of the same alert already reached that notifier.
+    async fn redeliver(&self, app: &App, now: OffsetDateTime) -> Result<(), String> {
+        #[derive(Debug, Row, Deserialize)]
+        struct Owed {
+            rule: String,
+            grp: String,
+            notifier: String,
+            notice_ms: u64,
+            delivered: u64,
+            body: String,
+        }
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
+        let rows = app
+            .clickhouse
+            .query(
+                "SELECT rule, grp, notifier, notice_ms, countIf(state = 'delivered') AS delivered, maxIf(body, state = 'owed') AS owed_body
+                 FROM alert_deliveries WHERE notice_ms >= ? AND notice_ms <= ?
+                 GROUP BY rule, grp, notifier, notice_ms ORDER BY notice_ms",
+            )
+            .bind(now_ms.saturating_sub(OWED_FOR_MS))
+            .bind(now_ms)
+            .fetch_all::<Owed>()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut latest_delivered: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.delivered > 0) {
+            latest_delivered.insert((&r.rule, &r.grp, &r.notifier), r.notice_ms);
+        }
+        for r in &rows {
+            let superseded =
+                latest_delivered.get(&(r.rule.as_str(), r.grp.as_str(), r.notifier.as_str())).is_some_and(|d| *d >= r.notice_ms);
+            let known = self.rules.iter().any(|rule| rule.name == r.rule) && self.notifiers.iter().any(|n| n.name == r.notifier);
+            if superseded || !known || r.body.is_empty() {
+                continue;
+            }
+            let row = DeliveryRow {
+                rule: r.rule.clone(),
+                grp: r.grp.clone(),
+                notifier: r.notifier.clone(),
+                notice_ms: r.notice_ms,
+                at: now.unix_timestamp() as u32,
+                at_ms: now_ms,
+                state: "owed".into(),
+                body: r.body.clone(),
+            };
+            tracing::info!(rule = %r.rule, group = %r.grp, notifier = %r.notifier, "sending an owed notification again");
+            self.send(app, row);
+        }
+        Ok(())
+    }
+
+    /// Delivers one owed notice in the background, in its alert's order at that notifier, and
+    /// records it delivered on a 2xx. Does nothing while the same delivery is under way.
+    fn send(&self, app: &App, owed: DeliveryRow) {
+        let Some(notifier) = self.notifiers.iter().find(|n| n.name == owed.notifier).cloned() else { return };
+        let id = (owed.rule.clone(), owed.grp.clone(), owed.notifier.clone(), owed.notice_ms);
+        if !self.in_flight.lock().is_ok_and(|mut f| f.insert(id.clone())) {
+            return;
+        }
+        let order = self
+            .delivery_order
+            .lock()
+            .map(|mut m| m.entry((fingerprint(&owed.rule, &owed.grp), owed.notifier.clone())).or_default().clone())
+            .unwrap_or_default();
+        // Taken before the task starts: tokio's mutex is fair, so notices keep their order.
+        let turn = order.clone().try_lock_owned();
+        let (client, telemetry, alerts, clickhouse, in_flight) =
+            (self.client.clone(), app.telemetry.clone(), app.alerts.clone(), app.clickhouse.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            let _turn = match turn {
+                Ok(turn) => turn,
+                Err(_) => order.lock_owned().await,
+            };
+            let outcome = notify::deliver(&client, &notifier, owed.body.as_bytes()).await;
+            let label = if outcome.is_ok() { "delivered" } else { "failed" };
+            if outcome.is_ok() {
+                let done = DeliveryRow { state: "delivered".into(), body: String::new(), ..owed.clone() };
+                if let Err(err) = insert_deliveries(&clickhouse, &[done]).await {
+                    tracing::warn!(rule = %owed.rule, %err, "a delivered notification could not be recorded; it may be sent twice");
+                }
+            }
+            if let Ok(mut all) = alerts.tracked.lock() {
+                if let Some(t) = all.get_mut(&(owed.rule.clone(), owed.grp.clone())) {
+                    match outcome {
+                        Ok(()) => t.delivery_errors.remove(&notifier.name),
+                        Err(e) => t.delivery_errors.insert(notifier.name.clone(), e),
+                    };
+                    t.delivery_error = (!t.delivery_errors.is_empty())
+                        .then(|| t.delivery_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "));
+                }
+            }
+            // Counted last: whoever sees the count sees the alert's delivery error too.
+            telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
+            if let Ok(mut f) = in_flight.lock() {
+                f.remove(&id);
+            }
+        });
     }
 
     /// Writes this collector's heartbeat and answers whether it leads (see [`Lease`]).
@@ -311,7 +445,15 @@ impl Alerts {
             };
             tracked.insert(
                 (row.rule.clone(), row.grp.clone()),
-                Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_error: None, detail: None },
+                Tracked {
+                    rule: row.rule,
+                    site: row.site,
+                    group: row.grp,
+                    alert,
+                    delivery_error: None,
+                    delivery_errors: BTreeMap::new(),
+                    detail: None,
+                },
             );
         }
         Ok(tracked)
@@ -482,6 +624,17 @@ fn event_row(rule: &Rule, tracked: &Tracked, notice: Option<Notice>, now: Offset
     }
 }
 
+async fn insert_deliveries(clickhouse: &clickhouse::Client, rows: &[DeliveryRow]) -> Result<(), clickhouse::error::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = clickhouse.insert::<DeliveryRow>("alert_deliveries").await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
 async fn store_event(app: &App, event: &EventRow) -> Result<(), clickhouse::error::Error> {
     let mut insert = app.clickhouse.insert::<EventRow>("alert_events").await?;
     insert.write(event).await?;
@@ -498,7 +651,13 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
     let a = &tracked.alert;
     let resolved = notice == Notice::Resolved;
     let severity = if resolved { None } else { a.severity };
-    let threshold = severity.map_or(rule.limits.resolve, |s| rule.limits.threshold(s));
+    // Firing between the resolve threshold and the lowest threshold (hysteresis): the value no
+    // longer breaches any threshold, it is just not back on the good side yet.
+    let in_band = severity.is_some() && a.value.is_some_and(|v| rule.limits.severity(v).is_none());
+    let threshold = match severity {
+        Some(s) if !in_band => rule.limits.threshold(s),
+        _ => rule.limits.resolve,
+    };
     let unit = pulse_protocol::Vital::from_name(&rule.metric).map_or("", |v| if v.unit() == "ms" { " ms" } else { "" });
     let unit = match rule.stat {
         Stat::GoodShare | Stat::PoorShare | Stat::ErrorRate | Stat::Count => "",
@@ -521,6 +680,12 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
     let summary = match (notice, severity) {
         (Notice::Resolved, _) => format!(
             "Resolved: {subject} is {value}, back on the good side of {}{unit} ({window} window, {} samples)",
+            human(threshold),
+            a.samples
+        ),
+        (_, Some(_)) if in_band => format!(
+            "{}: {subject} is {value}, not yet back on the good side of {}{unit} ({window} window, {} samples)",
+            if notice == Notice::Reminder { "Still firing" } else { "Firing" },
             human(threshold),
             a.samples
         ),

@@ -8,7 +8,9 @@
 //!   when resolved, with the alert's fingerprint as `dedup_key`, so PagerDuty keeps one incident
 //!   per alert.
 //!
-//! Delivery is retried with backoff (1 s doubling, 5 attempts); failures are counted in
+//! Each delivery is tried 3 times (1 s, then 2 s apart), which rides out a blip; a notice still
+//! undelivered stays owed in `alert_deliveries` and is sent again at each evaluation (see
+//! [`super::Alerts`]), which rides out an outage or a restart. Failures are counted in
 //! `pulse_alert_notifications_total{outcome="failed"}` and shown on the alert. URLs are logged
 //! without their path or query (Slack and PagerDuty put secrets there).
 
@@ -26,7 +28,7 @@ use sha2::Sha256;
 
 use super::rules::{Notifier, NotifierKind};
 
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -137,13 +139,12 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// Sends `message` to `notifier`, retrying; `Err` holds the last failure.
-pub async fn deliver(client: &HttpClient, notifier: &Notifier, message: &Message) -> Result<(), String> {
-    let body = serde_json::to_vec(&body(notifier, message)).map_err(|e| e.to_string())?;
+/// Sends a body made by [`body`] to `notifier`, retrying; `Err` holds the last failure.
+pub async fn deliver(client: &HttpClient, notifier: &Notifier, body: &[u8]) -> Result<(), String> {
     let mut backoff = FIRST_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match send(client, notifier, &body).await {
+        match send(client, notifier, body).await {
             Ok(()) => return Ok(()),
             Err(err) => {
                 tracing::warn!(notifier = %notifier.name, url = %redacted(&notifier.url), attempt, %err, "notification not delivered");

@@ -9,6 +9,9 @@ use pulse_protocol::Vital;
 use serde::{Deserialize, Serialize};
 
 use super::state::{Limits, NoData};
+use crate::errors::QueryError;
+use crate::query::params::{dimension_filters, Params};
+use crate::query::request::api_filters;
 
 /// `[[notifiers]]`: where notifications go.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -193,6 +196,8 @@ const PAGE_FILTERS: [&str; 7] = ["url", "device", "browser", "os", "country", "r
 const API_FILTERS: [&str; 3] = ["route", "method", "status"];
 const DEFAULT_MAX_GROUPS: usize = 50;
 const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+/// The longest `for`, `keep_firing_for`, repeat or (release) window.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 
 /// `30s`, `15m`, `1h`, `1d`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -293,6 +298,10 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
             return bad("where", format!("{key:?} is not a filter here (one of {})", allowed.join(" ")));
         }
     }
+    // Values are checked and normalised as the query API does (a URL to its route, a method to
+    // upper case), so a rule's filter matches what ingest stored and a value the query would
+    // refuse stops the start, not every evaluation.
+    let filters = checked_filters(&c.filters, api).map_err(|(key, why)| (field(&format!("where.{key}")), why))?;
     let groupable: &[&str] = if api { &API_FILTERS } else { &PAGE_FILTERS };
     if let Some(g) = &c.group_by {
         if !groupable.contains(&g.as_str()) {
@@ -302,6 +311,14 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
     let duration = |f: &str, value: &Option<String>, default: &str| -> Result<Duration, (String, String)> {
         let text = value.as_deref().unwrap_or(default);
         parse_duration(text).ok_or_else(|| (field(f), format!("{text:?} is not a duration like 30s, 15m, 1h or 1d")))
+    };
+    // Every duration fits the state machine's seconds; beyond 30 days none makes sense.
+    let duration = |f: &str, value: &Option<String>, default: &str| -> Result<Duration, (String, String)> {
+        let d = duration(f, value, default)?;
+        if d > MAX_DURATION {
+            return Err((field(f), format!("must be at most {}d", MAX_DURATION.as_secs() / 86_400)));
+        }
+        Ok(d)
     };
     let window = duration("window", &c.window, if release { "7d" } else { "15m" })?;
     let max_window = if release { MAX_WINDOW * 30 } else { MAX_WINDOW };
@@ -331,6 +348,18 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
     for (name, t) in [("warning", warning), ("critical", critical), ("resolve", c.resolve)] {
         if t.is_some_and(|t| !t.is_finite()) {
             return bad(name, "must be a finite number".into());
+        }
+    }
+    // Shares and error rates are fractions: `warning = 5` meant as 5 % could never fire (or, for
+    // a good share, never resolve). Everything else a rule watches is at least 0.
+    let fraction = matches!(stat, Stat::GoodShare | Stat::PoorShare | Stat::ErrorRate);
+    for (name, t) in [("warning", warning), ("critical", critical), ("resolve", c.resolve)] {
+        match t {
+            Some(t) if fraction && !(0.0..=1.0).contains(&t) => {
+                return bad(name, format!("{t} is not a fraction from 0 to 1 ({stat_text} is a share: 0.05 = 5 %)"));
+            }
+            Some(t) if t < 0.0 => return bad(name, format!("{t} is below 0, which {stat_text} never is")),
+            _ => {}
         }
     }
     if let (Some(w), Some(cr)) = (warning, critical) {
@@ -368,7 +397,7 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
         site: c.site.clone(),
         metric: c.metric.clone(),
         stat,
-        filters: c.filters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        filters,
         group_by: c.group_by.clone(),
         max_groups,
         window,
@@ -388,6 +417,23 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
         notify: c.notify.clone(),
         release: release.then_some((min_change, c.min_samples.unwrap_or_else(|| stat.default_min_samples()))),
     })
+}
+
+/// A rule's `where` as the query API reads it: each value checked and normalised. Errors name
+/// the filter.
+fn checked_filters(filters: &BTreeMap<String, String>, api: bool) -> Result<Vec<(String, String)>, (String, String)> {
+    if let Some((key, _)) = filters.iter().find(|(_, v)| v.is_empty()) {
+        return Err((key.clone(), "must not be empty".into()));
+    }
+    let text = serde_urlencoded::to_string(filters).map_err(|e| ("where".to_owned(), e.to_string()))?;
+    let named = |e: QueryError| match e {
+        QueryError::BadParam { param, message } => (param.to_owned(), message),
+        other => ("where".to_owned(), other.to_string()),
+    };
+    let params = Params::parse(Some(&text), &[&PAGE_FILTERS, &API_FILTERS]).map_err(named)?;
+    let (mut checked, status) = if api { api_filters(&params).map_err(named)? } else { (dimension_filters(&params).map_err(named)?, None) };
+    checked.extend(status.map(|s| ("status", s.to_string())));
+    Ok(checked.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 /// The Core Web Vitals rules of a site with `default_alerts = true`: p75 over an hour at
@@ -473,6 +519,10 @@ mod tests {
             ("no_data = \"panic\"", "no_data"),
             ("group_by = \"route\"", "group_by"),
             ("resolve = 3000", "resolve"),
+            ("where = { nav = \"navigation\" }", "where.nav"),
+            ("where = { url = \"\" }", "where.url"),
+            ("for = \"200000000000000d\"", "for"),
+            ("repeat_critical = \"31d\"", "repeat_critical"),
         ];
         for (extra, field) in cases {
             // Later keys replace the base's (toml refuses duplicates, so rebuild the text).
@@ -483,6 +533,46 @@ mod tests {
         }
         let err = check_rule(&rule(&base().replace("\"shop\"", "\"blog\"")), &["shop"], &[]).expect_err("unknown site");
         assert_eq!(err.0, "alert_rules[checkout-lcp].site");
+    }
+
+    #[test]
+    fn filters_are_checked_and_normalised_as_the_query_api_does() {
+        let r = check("where = { url = \"https://shop.example/product/123?ref=mail\", nav = \"reload\" }").expect("valid");
+        assert_eq!(r.filters, vec![("url".to_owned(), "/product/:id".to_owned()), ("nav".to_owned(), "reload".to_owned())]);
+        // Normalising again (the evaluation's query does) changes nothing.
+        assert_eq!(pulse_protocol::route::normalise_path("/product/:id"), "/product/:id");
+        let api = |extra: &str| {
+            check_rule(
+                &rule(&format!("name = \"a\"\nsite = \"shop\"\nmetric = \"api\"\nstat = \"p95\"\nwarning = 800\n{extra}")),
+                &["shop"],
+                &[],
+            )
+        };
+        let r = api("where = { route = \"/api/cart/42\", method = \"post\", status = \"503\" }").expect("valid");
+        assert_eq!(
+            r.filters,
+            vec![
+                ("route".to_owned(), "/api/cart/:id".to_owned()),
+                ("method".to_owned(), "POST".to_owned()),
+                ("status".to_owned(), "503".to_owned())
+            ]
+        );
+        let err = api("where = { status = \"5xx\" }").expect_err("not a status");
+        assert_eq!(err.0, "alert_rules[a].where.status", "{}", err.1);
+    }
+
+    #[test]
+    fn thresholds_in_the_wrong_unit_or_range_are_refused() {
+        let shares = |extra: &str| check_rule(&rule(&format!("name = \"s\"\nsite = \"shop\"\nmetric = \"LCP\"\n{extra}")), &["shop"], &[]);
+        let err = shares("stat = \"good_share\"\nwarning = 90\ncritical = 75").expect_err("percent, not a fraction");
+        assert_eq!(err.0, "alert_rules[s].warning", "{}", err.1);
+        assert!(err.1.contains("fraction"), "{}", err.1);
+        assert!(shares("stat = \"good_share\"\nwarning = 0.9\ncritical = 0.75").is_ok());
+        let err = shares("stat = \"count\"\nwarning = -1").expect_err("negative count");
+        assert_eq!(err.0, "alert_rules[s].warning");
+        let api =
+            check_rule(&rule("name = \"e\"\nsite = \"shop\"\nmetric = \"api\"\nstat = \"error_rate\"\nwarning = 5\n"), &["shop"], &[]);
+        assert_eq!(api.expect_err("5 meant as 5 %").0, "alert_rules[e].warning");
     }
 
     #[test]

@@ -227,7 +227,8 @@ impl Alert {
             None => match limits.no_data {
                 NoData::Keep => return hold(self),
                 NoData::Ok => None,
-                NoData::Alert => Some(limits.lowest_severity()),
+                // A firing alert keeps its severity: losing the data never makes it look better.
+                NoData::Alert => Some(self.severity.unwrap_or(limits.lowest_severity())),
             },
             Some(value) => {
                 self.value = Some(value);
@@ -281,10 +282,19 @@ impl Alert {
                     None
                 }
             }
-            // Between the resolve threshold and the lowest threshold: keeps firing.
+            // Between the resolve threshold and the lowest threshold: keeps firing, at the lowest
+            // severity (a critical alert whose value is back under the critical threshold is no
+            // longer critical, and its reminders must not say so).
             (Phase::Firing, None) => {
                 self.recovering_since = None;
-                self.remind_if_due(limits, now)
+                let lowest = limits.lowest_severity();
+                if self.severity != Some(lowest) {
+                    self.severity = Some(lowest);
+                    self.notified_at = Some(now);
+                    Some(Notice::SeverityChanged)
+                } else {
+                    self.remind_if_due(limits, now)
+                }
             }
         };
         Step { changed: (self.phase, self.severity) != before, notice }
@@ -387,6 +397,35 @@ mod tests {
         let mut a = Alert::default();
         let values = [2600.0, 2400.0, 2600.0, 2450.0, 2550.0, 2300.0, 2100.0];
         assert_eq!(run(&l, &mut a, &values), vec![(0, Notice::Firing), (360, Notice::Resolved)]);
+    }
+
+    #[test]
+    fn inside_the_hysteresis_band_a_critical_alert_steps_down_to_warning() {
+        let mut l = limits();
+        l.pending_for = 0;
+        l.resolve = 2200.0;
+        let mut a = Alert::default();
+        // 4500 fires critical; 2400 is under the warning threshold but not back under `resolve`:
+        // still firing, now as a warning, whose reminders come hourly, not every 5 minutes.
+        let values = [4500.0, 2400.0, 2400.0, 2400.0, 2400.0, 2400.0, 2400.0, 2400.0];
+        assert_eq!(run(&l, &mut a, &values), vec![(0, Notice::Firing), (60, Notice::SeverityChanged)]);
+        assert_eq!((a.phase, a.severity), (Phase::Firing, Some(Severity::Warning)));
+        // Critical only: the band keeps it critical (there is nothing lower).
+        let only_critical = Limits { warning: None, resolve: 3000.0, ..l };
+        let mut b = Alert::default();
+        assert_eq!(run(&only_critical, &mut b, &[4500.0, 3500.0]), vec![(0, Notice::Firing)]);
+        assert_eq!(b.severity, Some(Severity::Critical));
+    }
+
+    #[test]
+    fn no_data_alerting_never_lowers_a_firing_alerts_severity() {
+        let mut l = limits();
+        l.pending_for = 0;
+        l.no_data = NoData::Alert;
+        let mut a = Alert::default();
+        assert_eq!(a.step(&l, seen(5000.0), 0).notice, Some(Notice::Firing));
+        assert_eq!(a.step(&l, Observation { value: None, samples: 0 }, 60).notice, None);
+        assert_eq!((a.phase, a.severity), (Phase::Firing, Some(Severity::Critical)));
     }
 
     #[test]

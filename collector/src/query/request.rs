@@ -230,6 +230,26 @@ pub struct ApiCallsQuery {
     pub status: Option<u16>,
 }
 
+/// Equality filters (column, value) and the status filter.
+pub type ApiFilters = (Vec<(&'static str, String)>, Option<u16>);
+
+/// The filters of API calls (the endpoint and API alert rules): the page dimensions, `route`
+/// (normalised), `method` (upper case) and `status`.
+pub fn api_filters(params: &Params) -> Result<ApiFilters, QueryError> {
+    let mut filters = dimension_filters(params)?;
+    if let Some(route) = params.get("route") {
+        filters.push(("route", pulse_protocol::route::normalise_route(route)));
+    }
+    if let Some(method) = params.get("method") {
+        filters.push(("method", method.to_ascii_uppercase()));
+    }
+    let status = params
+        .get("status")
+        .map(|s| s.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{s:?} is not an HTTP status"))))
+        .transpose()?;
+    Ok((filters, status))
+}
+
 impl ApiCallsQuery {
     pub fn parse(raw: Option<&str>, now: OffsetDateTime, app: &App) -> Result<ApiCallsQuery, QueryError> {
         let params = Params::parse(raw, &[&API_CALLS_PARAMS, &DIMENSIONS])?;
@@ -239,17 +259,7 @@ impl ApiCallsQuery {
             "status" => ApiGroupBy::Status,
             _ => ApiGroupBy::Route,
         };
-        let mut filters = dimension_filters(&params)?;
-        if let Some(route) = params.get("route") {
-            filters.push(("route", pulse_protocol::route::normalise_route(route)));
-        }
-        if let Some(method) = params.get("method") {
-            filters.push(("method", method.to_ascii_uppercase()));
-        }
-        let status = params
-            .get("status")
-            .map(|s| s.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{s:?} is not an HTTP status"))))
-            .transpose()?;
+        let (filters, status) = api_filters(&params)?;
         Ok(ApiCallsQuery {
             site,
             group_by,

@@ -340,6 +340,20 @@ fn migrations() -> Vec<Migration> {
             // Empty in hours finalized before: their series is read from the histograms.
             statements: vec![Step::AddColumn { table: "hist_site_1h", column: "q", definition: "Array(Float64)" }],
         },
+        Migration {
+            version: 10,
+            name: "alert notifications owed until delivered",
+            // A notice is written `owed` (with the body to send) before it is sent and
+            // `delivered` after a 2xx; what is still owed is sent again, after a receiver outage
+            // or a restart.
+            statements: vec![Step::Sql(
+                "CREATE TABLE IF NOT EXISTS alert_deliveries (
+                    rule String, grp String, notifier String, notice_ms UInt64, at DateTime, at_ms UInt64,
+                    state String, body String
+                ) ENGINE = MergeTree() PARTITION BY toYYYYMM(at) ORDER BY (rule, grp, notifier, notice_ms, at_ms)"
+                    .to_owned(),
+            )],
+        },
     ]
 }
 
