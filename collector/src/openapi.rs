@@ -356,7 +356,7 @@ fn vitals() {}
 fn series() {}
 
 #[utoipa::path(get, path = "/v1/api-calls", tag = "query", security(("read_key" = [])),
-    params(("site" = String, Query), ("group_by" = Option<String>, Query, description = "route method status"),
+    params(("site" = String, Query), ("group_by" = Option<String>, Query, description = "route (default) method status none (one row over every call)"),
         ("route" = Option<String>, Query), ("method" = Option<String>, Query), ("status" = Option<u16>, Query),
         ("percentiles" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
     responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]

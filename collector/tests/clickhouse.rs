@@ -283,6 +283,11 @@ async fn api_calls_error_rate_and_rate_per_second() {
         .map(|r| (r["group"].as_str().expect("g").to_owned(), r["count"].as_u64().expect("n")))
         .collect();
     assert_eq!(by_status, vec![("200".into(), 6), ("500".into(), 2), ("0".into(), 1), ("404".into(), 1)]);
+    // `group_by=none`: one row over every call the filters match.
+    let body = c.read(&format!("/v1/api-calls?site=demo&group_by=none&from={from}&to={to}")).await;
+    let all = body["rows"].as_array().expect("rows");
+    assert_eq!(all.len(), 1, "{body}");
+    assert_eq!((all[0]["group"].as_str(), all[0]["count"].as_u64(), f(&all[0]["error_rate"])), (Some(""), Some(10), 0.4), "{body}");
     let body = c.read(&format!("/v1/api-calls?site=demo&group_by=method&route=/api/user/1&from={from}&to={to}")).await;
     assert_eq!(body["rows"], json!([body["rows"][0].clone()]));
     assert_eq!((body["rows"][0]["group"].as_str(), body["rows"][0]["count"].as_u64()), (Some("POST"), Some(4)));

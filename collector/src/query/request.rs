@@ -196,6 +196,9 @@ pub enum ApiGroupBy {
     Route,
     Method,
     Status,
+    /// One row over every call that matches the filters (what a budget or rule on one route
+    /// needs: a figure per method would hide the other methods' calls).
+    None,
 }
 
 impl ApiGroupBy {
@@ -204,6 +207,7 @@ impl ApiGroupBy {
             ApiGroupBy::Route => "route",
             ApiGroupBy::Method => "method",
             ApiGroupBy::Status => "status",
+            ApiGroupBy::None => "none",
         }
     }
 
@@ -211,6 +215,7 @@ impl ApiGroupBy {
     pub fn expression(self) -> &'static str {
         match self {
             ApiGroupBy::Status => "toString(status)",
+            ApiGroupBy::None => "''",
             other => other.name(),
         }
     }
@@ -254,9 +259,10 @@ impl ApiCallsQuery {
     pub fn parse(raw: Option<&str>, now: OffsetDateTime, app: &App) -> Result<ApiCallsQuery, QueryError> {
         let params = Params::parse(raw, &[&API_CALLS_PARAMS, &DIMENSIONS])?;
         let site = site(&params, app)?;
-        let group_by = match params.choice("group_by", &["route", "method", "status"])? {
+        let group_by = match params.choice("group_by", &["route", "method", "status", "none"])? {
             "method" => ApiGroupBy::Method,
             "status" => ApiGroupBy::Status,
+            "none" => ApiGroupBy::None,
             _ => ApiGroupBy::Route,
         };
         let (filters, status) = api_filters(&params)?;
@@ -285,6 +291,7 @@ mod tests {
         assert_eq!(GroupBy::None.column(), None);
         assert_eq!(GroupBy::Country.column(), Some("country"));
         assert_eq!(ApiGroupBy::Status.expression(), "toString(status)");
+        assert_eq!((ApiGroupBy::None.name(), ApiGroupBy::None.expression()), ("none", "''"));
         assert_eq!((Interval::Day.name(), Interval::Day.seconds()), ("1d", 86_400));
     }
 }

@@ -259,10 +259,10 @@ impl Client {
         let api = budget.metric == "api";
         if !api {
             query.push(("metric", budget.metric.clone()));
-            query.push(("group_by", "none".into()));
-        } else {
-            query.push(("group_by", "method".into()));
         }
+        // One row over every call (or page view) the filters match: a budget on a route holds
+        // for all of its methods, not only the busiest one.
+        query.push(("group_by", "none".into()));
         for (k, v) in &budget.filters {
             query.push((k.as_str(), v.clone()));
         }
@@ -272,10 +272,9 @@ impl Client {
             Some(p) => format!("p{p}"),
             None => stat.to_owned(),
         };
-        // API calls come per method: the busiest method's figure, counts summed (a budget on
-        // one route usually has one method; `where = { method = "GET" }` pins it).
-        let samples = rows.iter().map(|r| r["count"].as_u64().unwrap_or(0)).sum();
-        let value = rows.iter().max_by_key(|r| r["count"].as_u64().unwrap_or(0)).and_then(|r| r[&column].as_f64());
+        // `group_by=none`: one row, or none without data.
+        let samples = rows.first().map_or(0, |r| r["count"].as_u64().unwrap_or(0));
+        let value = rows.first().and_then(|r| r[&column].as_f64());
         Ok(verdict(budget, value, samples))
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pulse_collector::config::Config;
 use pulse_testkit::http::post_beacon;
-use pulse_testkit::{beacon, clickhouse, metric, temp_dir};
+use pulse_testkit::{api_call, beacon, clickhouse, metric, now_ms, temp_dir};
 use serde_json::{json, Value};
 
 fn pulse(args: &[&str]) -> (i32, String, String) {
@@ -14,38 +14,52 @@ fn pulse(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn budgets_pass_fail_and_error_with_their_exit_codes() {
+/// A collector on a free port with a fresh database of its own; its endpoint and database.
+async fn collector(test: &str) -> (pulse_collector::Running, String, String) {
     let ch = clickhouse();
-    let db = ch.fresh_database("cli");
+    let db = ch.fresh_database(test);
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         clickhouse_url: ch.url.clone(),
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
-        spool_dir: temp_dir("spool-cli"),
+        ip_rate_per_second: 10_000,
+        spool_dir: temp_dir(&format!("spool-{test}")),
         alert_evaluator: false,
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");
     let endpoint = format!("http://{}", running.addr);
+    (running, endpoint, db)
+}
+
+/// Waits until `table` of `db` holds `n` rows.
+async fn wait_rows(db: &str, table: &str, n: u64) {
+    let started = Instant::now();
+    while clickhouse().count(&format!("SELECT count() FROM {db}.{table}")) < n {
+        assert!(started.elapsed() < Duration::from_secs(20), "{table}: rows not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a budget file into a fresh directory; its path.
+fn budget_file(name: &str, text: &str) -> String {
+    let path = temp_dir("budgets").join(name);
+    std::fs::write(&path, text).expect("write budgets");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_pass_fail_and_error_with_their_exit_codes() {
+    let (running, endpoint, db) = collector("cli").await;
     // /checkout: 100 page views, LCP 1000..=1990 ms (p75 = 1750); /rare: 3 views.
     let metrics: Vec<Value> = (0..100).map(|i| metric("LCP", 1000.0 + f64::from(i) * 10.0, 1000.0)).collect();
     assert_eq!(post_beacon(&endpoint, beacon("demo", "/checkout", metrics).to_string()).await.status, 202);
     let rare: Vec<Value> = (0..3).map(|_| metric("LCP", 9000.0, 1000.0)).collect();
     assert_eq!(post_beacon(&endpoint, beacon("demo", "/rare", rare).to_string()).await.status, 202);
-    let started = Instant::now();
-    while ch.count(&format!("SELECT count() FROM {db}.metrics")) < 103 {
-        assert!(started.elapsed() < Duration::from_secs(20), "rows not stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_rows(&db, "metrics", 103).await;
 
-    let dir = temp_dir("budgets");
-    let file = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write budgets");
-        path.display().to_string()
-    };
+    let file = budget_file;
     let holds = file(
         "holds.toml",
         "site = \"demo\"\nwindow = \"24h\"\n[[budgets]]\nmetric = \"LCP\"\nmax = 2500\nwhere = { url = \"/checkout\" }\n",
@@ -96,5 +110,40 @@ async fn budgets_pass_fail_and_error_with_their_exit_codes() {
         pulse(&["vitals", "--site", "demo", "--metric", "LCP", "--group-by", "url", "--endpoint", &endpoint, "--key", "dev-read-key"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("/checkout") && out.contains("source: raw"), "{out}");
+    running.stop().await;
+}
+
+/// An `api` budget on a route holds for all of its calls: 1000 GET at 1 % errors and 400 POST at
+/// 50 % errors are 15 % errors on the route, not the busiest method's 1 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_budget_counts_every_method_of_its_route() {
+    let (running, endpoint, db) = collector("cli-api").await;
+    // A minute ago: the budget's window ends at the second the check runs.
+    let call = |method: &str, status: u16| {
+        let mut call = api_call("/api/orders", method, status, 50.0);
+        call["at"] = json!(now_ms() - 60_000.0);
+        call
+    };
+    let calls: Vec<Value> = (0..1000)
+        .map(|i| call("GET", if i % 100 == 0 { 500 } else { 200 }))
+        .chain((0..400).map(|i| call("POST", if i % 2 == 0 { 500 } else { 201 })))
+        .collect();
+    for (n, chunk) in calls.chunks(200).enumerate() {
+        let mut b = beacon("demo", "/shop", chunk.to_vec());
+        b["page"] = json!(format!("page-{n}"));
+        assert_eq!(post_beacon(&endpoint, b.to_string()).await.status, 202);
+    }
+    wait_rows(&db, "api_calls", 1400).await;
+
+    let file = budget_file(
+        "api.toml",
+        "site = \"demo\"\nwindow = \"24h\"\n[[budgets]]\nmetric = \"api\"\nstat = \"error_rate\"\nmax = 0.1\nwhere = { route = \"/api/orders\" }\n",
+    );
+    let (code, out, err) = pulse(&["budget", "check", &file, "--endpoint", &endpoint, "--key", "dev-read-key", "--format", "json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let doc: Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(doc["results"][0]["verdict"], "fail", "{doc}");
+    assert_eq!(doc["results"][0]["value"], json!(0.15), "{doc}");
+    assert_eq!(doc["results"][0]["samples"], 1400, "{doc}");
     running.stop().await;
 }
