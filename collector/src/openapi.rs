@@ -152,9 +152,13 @@ pub struct CompareGroup {
     pub group: String,
     pub a: CompareSide,
     pub b: CompareSide,
+    /// `b / a − 1`; null when a's statistic is 0 and b's is not (an infinite change).
     pub change: Option<f64>,
-    /// `[low, high]`, null when there is not enough data.
+    /// `[low, high]`, null when there is not enough data or the bound is infinite.
     pub ci95: Vec<Option<f64>>,
+    /// `b − a` in the metric's units.
+    pub difference: Option<f64>,
+    pub difference_ci95: Vec<Option<f64>>,
     /// `regression`, `improvement`, `no_significant_change` or `insufficient_data`.
     pub verdict: String,
     pub needed: Option<Needed>,
@@ -171,8 +175,13 @@ pub struct CompareAnswer {
     pub min_samples: u64,
     pub a: CompareSide,
     pub b: CompareSide,
+    /// `b / a − 1`; null when a's statistic is 0 and b's is not (an infinite change).
     pub change: Option<f64>,
+    /// `[low, high]`, null when there is not enough data or the bound is infinite.
     pub ci95: Vec<Option<f64>>,
+    /// `b − a` in the metric's units.
+    pub difference: Option<f64>,
+    pub difference_ci95: Vec<Option<f64>>,
     pub verdict: String,
     pub needed: Option<Needed>,
     pub group_by: Option<String>,

@@ -576,7 +576,9 @@ async fn observe_release(
     .await
     .map_err(|e| e.to_string())?;
     let group = format!("{} → {}", previous.release, newest.release);
-    let (change, verdict) = (c["change"].as_f64(), c["verdict"].as_str().unwrap_or(""));
+    let verdict = c["verdict"].as_str().unwrap_or("");
+    // A null change with data is a rise (or fall) from a statistic of 0: infinite, not missing.
+    let change = c["change"].as_f64().or_else(|| c["difference"].as_f64().map(|d| f64::INFINITY.copysign(d)));
     if verdict == "insufficient_data" {
         return Ok((observed, details));
     }

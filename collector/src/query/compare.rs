@@ -129,8 +129,11 @@ fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], terms: Terms, seed: u64)
     let mut out = json!({
         "a": summary(&a.label, av),
         "b": summary(&b.label, bv),
+        // ±∞ (a rise from a zero `a`) has no JSON number: null, with `difference` telling the size.
         "change": num(c.change),
         "ci95": [num(c.ci95.0), num(c.ci95.1)],
+        "difference": num(c.difference),
+        "difference_ci95": [num(c.difference_ci95.0), num(c.difference_ci95.1)],
         "verdict": c.verdict.as_str(),
     });
     if c.verdict == Verdict::InsufficientData {

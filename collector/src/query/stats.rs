@@ -7,7 +7,17 @@
 //! real-user timings are skewed and heavy-tailed, so normal-theory intervals for a percentile are
 //! wrong exactly where it matters (the tail), and a distribution-free order-statistic interval
 //! exists for one percentile but not for the ratio of two; the bootstrap needs no distributional
-//! assumption, handles the ratio directly, and is deterministic here (seeded). Each side is
+//! assumption, handles the ratio directly, and is deterministic here (seeded).
+//!
+//! **A zero baseline.** A statistic of 0 on side `a` is common (most page views have a CLS of 0,
+//! so its p75 often is 0). The relative change from 0 is then taken on the extended reals: 0 when
+//! `b`'s is 0 too, +∞ when it rose (−∞ when it fell below 0), in the point estimate and in every
+//! resample alike. No resample is dropped — dropping those with `a* = 0` keeps only the resamples
+//! where `a` happened to be high and biases the interval towards "improvement". An infinite
+//! change meets any `min_change`; significance still needs the interval to exclude 0 (its sign
+//! in each resample is the sign of `b* − a*`). Because a ratio cannot tell how large a rise from
+//! 0 is, every comparison also gives the absolute difference `b − a` in the metric's units, with
+//! its interval from the same resamples. Each side is
 //! capped at `MAX_VALUES` values (an evenly spaced subsample of the sorted values, which keeps the
 //! distribution's shape), which bounds the work at ~10⁷ steps.
 
@@ -50,10 +60,24 @@ impl Verdict {
 pub struct Comparison {
     pub a: f64,
     pub b: f64,
-    /// `b / a − 1`.
+    /// `b / a − 1` ([`relative_change`]: ±∞ from a zero `a`).
     pub change: f64,
     pub ci95: (f64, f64),
+    /// `b − a`, in the metric's units.
+    pub difference: f64,
+    pub difference_ci95: (f64, f64),
     pub verdict: Verdict,
+}
+
+/// `b / a − 1`, on the extended reals when `a` is 0: 0 when `b` is 0 too, ±∞ as `b` rose or fell.
+pub fn relative_change(a: f64, b: f64) -> f64 {
+    if a != 0.0 {
+        b / a - 1.0
+    } else if b == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY.copysign(b)
+    }
 }
 
 /// `Statistic::Percentile(p)` of sorted values.
@@ -136,25 +160,27 @@ pub fn compare(
 ) -> Comparison {
     let (a, b) = (capped(a), capped(b));
     let (sa, sb) = (statistic(&a, stat), statistic(&b, stat));
-    let change = if sa != 0.0 { sb / sa - 1.0 } else { f64::NAN };
+    let (change, difference) = (relative_change(sa, sb), sb - sa);
+    let none = (f64::NAN, f64::NAN);
     if (a.len() as u64) < min_samples.max(2) || (b.len() as u64) < min_samples.max(2) {
-        return Comparison { a: sa, b: sb, change, ci95: (f64::NAN, f64::NAN), verdict: Verdict::InsufficientData };
+        return Comparison { a: sa, b: sb, change, ci95: none, difference, difference_ci95: none, verdict: Verdict::InsufficientData };
     }
     let mut rng = Rng(seed | 1);
     let mut scratch = Vec::with_capacity(a.len().max(b.len()));
-    let mut changes: Vec<f64> = (0..RESAMPLES)
-        .filter_map(|_| {
+    let (mut changes, mut differences): (Vec<f64>, Vec<f64>) = (0..RESAMPLES)
+        .map(|_| {
             let ra = resampled(&a, stat, &mut rng, &mut scratch);
             let rb = resampled(&b, stat, &mut rng, &mut scratch);
-            (ra != 0.0).then(|| rb / ra - 1.0)
+            (relative_change(ra, rb), rb - ra)
         })
-        .collect();
+        .unzip();
     changes.sort_by(f64::total_cmp);
-    if changes.is_empty() || !change.is_finite() {
-        return Comparison { a: sa, b: sb, change, ci95: (f64::NAN, f64::NAN), verdict: Verdict::InsufficientData };
-    }
-    let at = |q: f64| changes[((q * changes.len() as f64) as usize).min(changes.len() - 1)];
-    let ci95 = (at(0.025), at(0.975));
+    differences.sort_by(f64::total_cmp);
+    let interval = |sorted: &[f64]| {
+        let at = |q: f64| sorted[((q * sorted.len() as f64) as usize).min(sorted.len() - 1)];
+        (at(0.025), at(0.975))
+    };
+    let (ci95, difference_ci95) = (interval(&changes), interval(&differences));
     let worse = if higher_is_worse { ci95.0 > 0.0 && change >= min_change } else { ci95.1 < 0.0 && -change >= min_change };
     let better = if higher_is_worse { ci95.1 < 0.0 && -change >= min_change } else { ci95.0 > 0.0 && change >= min_change };
     let verdict = if worse {
@@ -164,7 +190,7 @@ pub fn compare(
     } else {
         Verdict::NoSignificantChange
     };
-    Comparison { a: sa, b: sb, change, ci95, verdict }
+    Comparison { a: sa, b: sb, change, ci95, difference, difference_ci95, verdict }
 }
 
 #[cfg(test)]
@@ -235,6 +261,35 @@ mod tests {
         let cap = capped(big);
         assert_eq!(cap.len(), MAX_VALUES);
         assert!((statistic(&cap, Statistic::Percentile(75.0)) / full - 1.0).abs() < 0.01);
+    }
+
+    /// `n` zeros and `m` times `value`, e.g. CLS: most page views do not shift at all.
+    fn zeros_and(n: usize, m: usize, value: f64) -> Vec<f64> {
+        vec![0.0; n].into_iter().chain(vec![value; m]).collect()
+    }
+
+    #[test]
+    fn a_rise_from_a_zero_baseline_is_a_regression_not_missing_data() {
+        // p75 of a is 0 (80 % zeros), of b 0.1 (50 % zeros): thousands of samples, a clear rise.
+        let c = compare(zeros_and(1_600, 400, 0.1), zeros_and(1_000, 1_000, 0.1), Statistic::Percentile(75.0), true, 0.2, 40, 5);
+        assert_eq!(c.verdict, Verdict::Regression, "{c:?}");
+        assert_eq!((c.a, c.b, c.change), (0.0, 0.1, f64::INFINITY), "{c:?}");
+        assert_eq!((c.difference, c.difference_ci95), (0.1, (0.1, 0.1)), "{c:?}");
+        // Zero on both sides is no change, with an interval.
+        let c = compare(zeros_and(1_600, 400, 0.1), zeros_and(1_600, 400, 0.2), Statistic::Percentile(75.0), true, 0.2, 40, 5);
+        assert_eq!((c.change, c.ci95, c.verdict), (0.0, (0.0, 0.0), Verdict::NoSignificantChange), "{c:?}");
+    }
+
+    #[test]
+    fn resamples_whose_baseline_is_zero_are_kept() {
+        // The p75 of both sides sits on the edge between the zeros and the rest: about a quarter
+        // of the resamples of a have a p75 of 0. Dropping them kept only the resamples where a
+        // was high, and this came out as a significant 20 % improvement.
+        let c = compare(zeros_and(740, 260, 0.05), zeros_and(740, 260, 0.04), Statistic::Percentile(75.0), true, 0.1, 40, 9);
+        assert_eq!(c.verdict, Verdict::NoSignificantChange, "{c:?}");
+        assert!((c.change + 0.2).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.ci95.1, f64::INFINITY, "resamples where a* = 0 < b* bound the interval: {c:?}");
+        assert!(c.difference_ci95.0 < 0.0 && c.difference_ci95.1 > 0.0, "{c:?}");
     }
 
     #[test]
