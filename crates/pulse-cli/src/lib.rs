@@ -17,6 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
+use pulse_protocol::metric::MetricName;
+use pulse_protocol::Vital;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -123,12 +125,29 @@ impl Budgets {
             return Err(Error(format!("{source}: budgets: the file has no [[budgets]]")));
         }
         for (i, b) in budgets.budgets.iter().enumerate() {
-            let api = b.metric == "api";
-            let named_ok =
-                !b.metric.is_empty() && b.metric.len() <= 64 && b.metric.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c));
-            if !named_ok {
-                return Err(bad(i, b, "metric", format!("{:?} is not a metric name", b.metric)));
-            }
+            // The wire's own names: what the collector would refuse fails here, naming the budget.
+            let api = match MetricName::parse(&b.metric) {
+                Some(MetricName::Api) => true,
+                Some(MetricName::Vital(_)) => false,
+                // `lcp` is a valid custom name, but one that never has data: surely LCP was meant.
+                Some(MetricName::Custom(name)) => match Vital::ALL.into_iter().find(|v| v.name().eq_ignore_ascii_case(name)) {
+                    Some(vital) => {
+                        return Err(bad(i, b, "metric", format!("{name:?} is not a vital (names are upper case: {:?})", vital.name())));
+                    }
+                    None => false,
+                },
+                None => {
+                    return Err(bad(
+                        i,
+                        b,
+                        "metric",
+                        format!(
+                            "{:?} is neither FCP, LCP, CLS, FID, INP, TTFB, api nor a custom metric name ([a-z][a-z0-9_.:-]{{0,63}})",
+                            b.metric
+                        ),
+                    ));
+                }
+            };
             if !STATS.contains(&b.stat()) || (b.stat() == "error_rate" && !api) {
                 return Err(bad(i, b, "stat", format!("{:?} is not one of p50 p75 p90 p95 p99 avg (error_rate for api)", b.stat())));
             }
@@ -238,12 +257,17 @@ impl Client {
             .map_err(|e| Error(format!("cannot reach the collector at {}: {e}", self.endpoint)))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|e| Error(format!("{path}: {e}")))?.to_bytes();
-        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&body)}));
+        let parsed = serde_json::from_slice::<Value>(&body);
         if !status.is_success() {
+            let value = parsed.unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&body)}));
             let field = value["field"].as_str().map(|f| format!(" (parameter {f})")).unwrap_or_default();
             return Err(Error(format!("{path}: the collector answered {status}: {}{field}", value["error"].as_str().unwrap_or(""))));
         }
-        Ok(value)
+        // A proxy's or login page's HTML is not "no data": the check did not happen.
+        parsed.map_err(|e| {
+            let start: String = String::from_utf8_lossy(&body).chars().take(80).collect();
+            Error(format!("{path}: the collector answered {status} with a body that is not JSON ({e}): {start:?}"))
+        })
     }
 
     /// Measures one budget over the last `window` seconds.
@@ -266,8 +290,13 @@ impl Client {
         for (k, v) in &budget.filters {
             query.push((k.as_str(), v.clone()));
         }
-        let answer = self.get(if api { "/v1/api-calls" } else { "/v1/vitals" }, &query).await?;
-        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+        let path = if api { "/v1/api-calls" } else { "/v1/vitals" };
+        let answer = self.get(path, &query).await?;
+        let rows = match answer["rows"].as_array() {
+            Some(rows) if rows.len() <= 1 => rows.clone(),
+            Some(rows) => return Err(Error(format!("{path}: the answer has {} rows for group_by=none, expected at most one", rows.len()))),
+            None => return Err(Error(format!("{path}: the answer has no \"rows\" array"))),
+        };
         let column = match &percentile {
             Some(p) => format!("p{p}"),
             None => stat.to_owned(),
@@ -417,6 +446,17 @@ mod tests {
         assert!(err.0.contains(".where: \"page\""), "{err}");
         assert!(Budgets::parse("site = \"shop\"\n", "b.toml").expect_err("empty").0.contains("no [[budgets]]"));
         assert!(Budgets::parse(&FILE.replace("max = 2500", "max = \"fast\""), "b.toml").expect_err("type").0.starts_with("b.toml: "));
+    }
+
+    #[test]
+    fn metric_names_are_the_wire_names() {
+        // `lcp` is a valid custom name that never has data: refused, pointing at the vital.
+        let err = Budgets::parse(&FILE.replace("\"LCP\"", "\"lcp\""), "b.toml").expect_err("lower-case vital");
+        assert_eq!(err.0, "b.toml: budgets[0] (lcp p75 url=/checkout).metric: \"lcp\" is not a vital (names are upper case: \"LCP\")");
+        let err = Budgets::parse(&FILE.replace("\"LCP\"", "\"Cart.Total\""), "b.toml").expect_err("not a wire name");
+        assert!(err.0.contains(".metric: \"Cart.Total\" is neither"), "{err}");
+        assert!(Budgets::parse(&FILE.replace("\"LCP\"", "\"cart.total\""), "b.toml").is_ok());
+        assert!(Budgets::parse(&FILE.replace("\"LCP\"", "\"api\"").replace("url =", "route ="), "b.toml").is_ok());
     }
 
     #[test]

@@ -147,3 +147,55 @@ async fn an_api_budget_counts_every_method_of_its_route() {
     assert_eq!(doc["results"][0]["samples"], 1400, "{doc}");
     running.stop().await;
 }
+
+/// A server on a free port that answers every request `200 OK` with `body`; its endpoint.
+fn answering_200(content_type: &'static str, body: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+        }
+    });
+    endpoint
+}
+
+/// A 200 that is not the collector's answer (a proxy's login page, a JSON without rows) is an
+/// error, not "insufficient data" that passes.
+#[test]
+fn an_answer_that_is_not_the_collectors_is_an_error() {
+    let file = budget_file("lcp.toml", "site = \"demo\"\n[[budgets]]\nmetric = \"LCP\"\nmax = 2500\n");
+    let html = answering_200("text/html", "<!doctype html><title>Sign in</title>");
+    let (code, out, err) = pulse(&["budget", "check", &file, "--endpoint", &html, "--key", "k"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("/v1/vitals: the collector answered 200 OK with a body that is not JSON") && err.contains("<!doctype html>"),
+        "{err}"
+    );
+    let rowless = answering_200("application/json", "{\"site\": \"demo\"}");
+    let (code, out, err) = pulse(&["budget", "check", &file, "--endpoint", &rowless, "--key", "k"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("/v1/vitals: the answer has no \"rows\" array"), "{err}");
+}
+
+/// A vital's name in the wrong case is a custom metric that never has data: refused.
+#[test]
+fn a_vital_in_lower_case_is_refused_naming_the_field() {
+    let file = budget_file("lower.toml", "site = \"demo\"\n[[budgets]]\nmetric = \"lcp\"\nmax = 2500\n");
+    let (code, out, err) = pulse(&["budget", "check", &file, "--endpoint", "http://127.0.0.1:9", "--key", "k"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("budgets[0] (lcp p75).metric: \"lcp\" is not a vital (names are upper case: \"LCP\")"), "{err}");
+}
