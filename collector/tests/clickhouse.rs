@@ -757,6 +757,17 @@ async fn releases_are_compared_with_an_interval_and_a_verdict() {
     let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&url=/home").await;
     assert_eq!(body["verdict"], "no_significant_change", "{body}");
 
+    // Release sides read `from`..`to`; with only `to`, `from` is 7 days before it (not 24 h).
+    let to = now_ms() as i64 + 60_000;
+    let body = c.read(&format!("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&url=/checkout&to={to}")).await;
+    let seconds = |t: &Value| {
+        time::OffsetDateTime::parse(t.as_str().unwrap_or(""), &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp())
+            .ok()
+    };
+    assert_eq!((seconds(&body["a"]["from"]), seconds(&body["b"]["to"])), (Some(to / 1000 - 7 * 86_400), Some(to / 1000)), "{body}");
+    assert_eq!(body["a"]["count"], 300, "{body}");
+
     let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&group_by=url&min_change=0.1").await;
     let verdicts: Vec<(String, String)> = body["groups"]
         .as_array()

@@ -226,13 +226,8 @@ pub async fn compare(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
     let group_by = params.choice("group_by", &["none", "url", "device", "browser", "os", "country", "nav"])?;
     let limit = params.limit()?.min(200) as usize;
     let now = OffsetDateTime::now_utc();
-    let default_range = if params.get("from").is_some() || params.get("to").is_some() {
-        let r = params.range(now)?;
-        (r.from, r.to)
-    } else {
-        let to = now.unix_timestamp();
-        (to - DEFAULT_DAYS * 86_400, to)
-    };
+    let range = params.range_or(now, time::Duration::days(DEFAULT_DAYS))?;
+    let default_range = (range.from, range.to);
     let (a, b) = (side(&params, "a", default_range)?, side(&params, "b", default_range)?);
     let filters = dimension_filters(&params)?;
     if filters.iter().any(|(c, _)| *c == "release") && (a.release.is_some() || b.release.is_some()) {

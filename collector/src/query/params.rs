@@ -67,8 +67,13 @@ impl Params {
 
     /// `from` and `to` (RFC 3339 or epoch ms), defaulting to the last 24 hours.
     pub fn range(&self, now: OffsetDateTime) -> Result<TimeRange, QueryError> {
+        self.range_or(now, time::Duration::hours(24))
+    }
+
+    /// `from` and `to`: `to` defaults to `now`, `from` to `length` before `to`.
+    pub fn range_or(&self, now: OffsetDateTime, length: time::Duration) -> Result<TimeRange, QueryError> {
         let to = self.get("to").map(|v| parse_time("to", v)).transpose()?.unwrap_or(now);
-        let from = self.get("from").map(|v| parse_time("from", v)).transpose()?.unwrap_or(to - time::Duration::hours(24));
+        let from = self.get("from").map(|v| parse_time("from", v)).transpose()?.unwrap_or(to - length);
         if from >= to {
             return Err(QueryError::bad("from", "must be earlier than to"));
         }
@@ -186,6 +191,9 @@ mod tests {
         assert_eq!((r.from, r.to), (1795428000, 1795438800));
         let default = params("").expect("ok").range(now).expect("ok");
         assert_eq!(default.seconds(), 86_400);
+        // Only `to`: `from` is the default length before it, not before now.
+        let week = params("to=1795438800000").expect("ok").range_or(now, time::Duration::days(7)).expect("ok");
+        assert_eq!((week.from, week.to), (1795438800 - 7 * 86_400, 1795438800));
         let err = params("from=2026-11-24T00:00:00Z&to=2026-11-23T00:00:00Z").expect("ok").range(now).expect_err("reversed");
         assert_eq!(err.to_string(), "from: must be earlier than to");
         assert!(params("from=yesterday").expect("ok").range(now).expect_err("bad").to_string().starts_with("from: "));
