@@ -309,6 +309,7 @@ async fn read_api_needs_the_key_and_checks_parameters_before_any_query() {
         ("/v1/vitals?site=nope&metric=LCP", "site"),
         ("/v1/vitals?site=demo&metric=LCP&from=2026-11-23T00:00:00Z&to=2026-11-22T00:00:00Z", "from"),
         ("/v1/vitals?site=demo&metric=LCP&group_by=color", "group_by"),
+        ("/v1/vitals?site=demo&metric=LCP&to=10000000000000000000000000000000000000", "to"),
         ("/v1/vitals?site=demo&metric=LCP&percentiles=75,abc", "percentiles"),
         ("/v1/vitals?site=demo&metric=LCP&format=xml", "format"),
         ("/v1/vitals?site=demo&metric=LCP&percentiles=90&source=rollup&from=1700000000000&to=1710000000000", "source"),

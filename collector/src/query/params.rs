@@ -125,9 +125,10 @@ impl TimeRange {
 
 pub fn parse_time(name: &'static str, value: &str) -> Result<OffsetDateTime, QueryError> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        let ms: i128 = value.parse().map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"))?;
-        return OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000)
-            .map_err(|_| QueryError::bad(name, "epoch milliseconds out of range"));
+        let out_of_range = || QueryError::bad(name, format!("{value} epoch milliseconds is out of range"));
+        // Up to 38 digits parse as an i128, whose nanoseconds could then overflow.
+        let nanos = value.parse::<i128>().ok().and_then(|ms| ms.checked_mul(1_000_000)).ok_or_else(out_of_range)?;
+        return OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| out_of_range());
     }
     OffsetDateTime::parse(value, &Rfc3339)
         .map_err(|_| QueryError::bad(name, format!("{value:?} is neither RFC 3339 (2026-11-23T10:00:00Z) nor epoch milliseconds")))
@@ -197,6 +198,16 @@ mod tests {
         let err = params("from=2026-11-24T00:00:00Z&to=2026-11-23T00:00:00Z").expect("ok").range(now).expect_err("reversed");
         assert_eq!(err.to_string(), "from: must be earlier than to");
         assert!(params("from=yesterday").expect("ok").range(now).expect_err("bad").to_string().starts_with("from: "));
+    }
+
+    #[test]
+    fn epoch_milliseconds_out_of_range_are_refused_not_overflowed() {
+        // 10^37 ms parses as an i128, and its nanoseconds overflow it.
+        for big in ["10000000000000000000000000000000000000", "170141183460469231731687303715884105727", "99999999999999999999"] {
+            let err = parse_time("to", big).expect_err(big);
+            assert_eq!(err.to_string(), format!("to: {big} epoch milliseconds is out of range"));
+        }
+        assert_eq!(parse_time("from", "1795438800000").expect("ok").unix_timestamp(), 1795438800);
     }
 
     #[test]
