@@ -141,7 +141,7 @@ impl Stat {
     fn default_min_samples(self) -> u64 {
         match self {
             // CloudWatch's rule: a percentile needs 10/(1−p) points to mean anything.
-            Stat::Percentile(p) => (10.0 / (1.0 - p / 100.0)).ceil() as u64,
+            Stat::Percentile(p) => pulse_protocol::metric::percentile_min_samples(p),
             Stat::Count => 0,
             _ => 10,
         }

@@ -91,12 +91,11 @@ pub fn statistic(sorted: &[f64], stat: Statistic) -> f64 {
     }
 }
 
-/// The smallest sample that makes a percentile meaningful: ⌈10/(1−p)⌉ (p75 → 40, p95 → 200),
-/// and 10 for the mean.
+/// The smallest sample that makes a percentile meaningful: ⌈10/(1−p)⌉ (p75 → 40, p90 → 100,
+/// [`pulse_protocol::metric::percentile_min_samples`]), and 10 for the mean.
 pub fn min_samples(stat: Statistic) -> u64 {
     match stat {
-        Statistic::Percentile(p) if p < 100.0 => (10.0 / (1.0 - p / 100.0)).ceil() as u64,
-        Statistic::Percentile(_) => 1_000,
+        Statistic::Percentile(p) => pulse_protocol::metric::percentile_min_samples(p),
         Statistic::Mean => 10,
     }
 }
@@ -247,6 +246,7 @@ mod tests {
         );
         assert_eq!(c.verdict, Verdict::InsufficientData);
         assert_eq!(min_samples(Statistic::Percentile(95.0)), 200);
+        assert_eq!(min_samples(Statistic::Percentile(90.0)), 100, "not 101 from 1 − 0.9 in floating point");
     }
 
     #[test]

@@ -93,6 +93,28 @@ impl<'a> MetricName<'a> {
     }
 }
 
+/// The fewest samples that make percentile `p` (in %) mean something: ⌈10/(1−p/100)⌉, a sample
+/// with 10 values above the percentile (CloudWatch's rule: p50 → 20, p75 → 40, p90 → 100, p95 →
+/// 200, p99 → 1000), and 1000 for p100. Computed as 1000/(100−p), a quotient within 10⁻⁹ of a whole
+/// number taken as that number: in floating point `1 − 0.9` is 0.09999999999999998, and the
+/// ceiling of 10 over it made p90 need 101.
+pub fn percentile_min_samples(p: f64) -> u64 {
+    if p >= 100.0 {
+        return 1_000;
+    }
+    let quotient = 1_000.0 / (100.0 - p);
+    // Integer steps, not `round`/`ceil`: those are not in `core` at the crate's rust-version.
+    let nearest = (quotient + 0.5) as u64;
+    let truncated = quotient as u64;
+    if (quotient - nearest as f64).abs() <= 1e-9 * quotient {
+        nearest
+    } else if (truncated as f64) < quotient {
+        truncated + 1
+    } else {
+        truncated
+    }
+}
+
 /// Whether `name` matches `[a-z][a-z0-9_.:-]{0,63}`, the custom-metric pattern.
 pub fn is_custom_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -112,6 +134,13 @@ mod tests {
     use crate::rating::Rating;
     #[allow(unused_imports)]
     use alloc::{format, string::ToString, vec};
+
+    #[test]
+    fn percentile_min_samples_are_exact() {
+        let got = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 100.0].map(percentile_min_samples);
+        assert_eq!(got, [20, 40, 100, 200, 1_000, 10_000, 1_000]);
+        assert_eq!(percentile_min_samples(33.3), 15, "⌈14.99…⌉");
+    }
 
     #[test]
     fn thresholds_at_the_boundaries() {

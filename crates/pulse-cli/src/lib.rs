@@ -88,7 +88,7 @@ impl Budget {
 
     pub fn min_samples(&self) -> u64 {
         self.min_samples.unwrap_or_else(|| match self.stat().strip_prefix('p').and_then(|p| p.parse::<f64>().ok()) {
-            Some(p) => (10.0 / (1.0 - p / 100.0)).ceil() as u64,
+            Some(p) => pulse_protocol::metric::percentile_min_samples(p),
             None => 10,
         })
     }
@@ -432,6 +432,8 @@ mod tests {
         let b = Budgets::parse(FILE, "b.toml").expect("valid");
         assert_eq!(b.budgets[0].stat(), "p75");
         assert_eq!(b.budgets[0].min_samples(), 40);
+        let p90 = Budgets::parse(&FILE.replace("max = 2500", "max = 2500\nstat = \"p90\""), "b.toml").expect("valid");
+        assert_eq!(p90.budgets[0].min_samples(), 100, "not 101 from 1 − 0.9 in floating point");
         assert_eq!(b.budgets[0].label(), "LCP p75 url=/checkout");
     }
 
