@@ -767,6 +767,11 @@ async fn releases_are_compared_with_an_interval_and_a_verdict() {
     };
     assert_eq!((seconds(&body["a"]["from"]), seconds(&body["b"]["to"])), (Some(to / 1000 - 7 * 86_400), Some(to / 1000)), "{body}");
     assert_eq!(body["a"]["count"], 300, "{body}");
+    // Each side's summary holds the statistic compared, whichever it is.
+    for stat in ["p50", "p75", "p90", "p95", "p99", "avg"] {
+        let body = c.read(&format!("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&stat={stat}")).await;
+        assert!(body["a"][stat].is_number() && body["b"][stat].is_number(), "{stat}: {body}");
+    }
 
     let body = c.read("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&group_by=url&min_change=0.1").await;
     let verdicts: Vec<(String, String)> = body["groups"]

@@ -102,9 +102,12 @@ fn summary(label: &str, values: &[f64]) -> Value {
     json!({
         "label": label,
         "count": sorted.len(),
+        // Every `stat` a comparison takes, so the one compared is always beside its change.
         "p50": num(stats::statistic(&sorted, Statistic::Percentile(50.0))),
         "p75": num(stats::statistic(&sorted, Statistic::Percentile(75.0))),
+        "p90": num(stats::statistic(&sorted, Statistic::Percentile(90.0))),
         "p95": num(stats::statistic(&sorted, Statistic::Percentile(95.0))),
+        "p99": num(stats::statistic(&sorted, Statistic::Percentile(99.0))),
         "avg": num(stats::statistic(&sorted, Statistic::Mean)),
     })
 }

@@ -110,6 +110,30 @@ async fn budgets_pass_fail_and_error_with_their_exit_codes() {
         pulse(&["vitals", "--site", "demo", "--metric", "LCP", "--group-by", "url", "--endpoint", &endpoint, "--key", "dev-read-key"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("/checkout") && out.contains("source: raw"), "{out}");
+    // `pulse compare --stat p90` prints the p90 of each side (rank ⌊0.9·100⌋ = 90 → 1900 ms).
+    let (from, to) = (now_ms() as i64 - 3_600_000, now_ms() as i64 + 60_000);
+    let side = format!("range:{from}..{to}");
+    let (code, out, err) = pulse(&[
+        "compare",
+        "--site",
+        "demo",
+        "--metric",
+        "LCP",
+        "--where",
+        "url=/checkout",
+        "--a",
+        &side,
+        "--b",
+        &side,
+        "--stat",
+        "p90",
+        "--endpoint",
+        &endpoint,
+        "--key",
+        "dev-read-key",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("LCP p90: {side} 1900 (100 samples) → {side} 1900 (100 samples)")), "{out}");
     running.stop().await;
 }
 
