@@ -357,32 +357,46 @@ fn beacon() {}
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
+    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn vitals() {}
 
 #[utoipa::path(get, path = "/v1/vitals/series", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("metric" = String, Query), ("interval" = Option<String>, Query, description = "1m 1h 1d"),
-        ("percentile" = Option<f64>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
+        ("percentile" = Option<f64>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
+        ("source" = Option<String>, Query, description = "auto raw rollup"), ("format" = Option<String>, Query, description = "json csv prometheus"),
+        ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
+        ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
+    ),
+    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn series() {}
 
 #[utoipa::path(get, path = "/v1/api-calls", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("group_by" = Option<String>, Query, description = "route (default) method status none (one row over every call)"),
         ("route" = Option<String>, Query), ("method" = Option<String>, Query), ("status" = Option<u16>, Query),
-        ("percentiles" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
-    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
+        ("percentiles" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
+        ("limit" = Option<u64>, Query, description = "groups, default 100"), ("format" = Option<String>, Query, description = "json csv prometheus"),
+        ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
+        ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
+    ),
+    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn api_calls() {}
 
 #[utoipa::path(get, path = "/v1/compare", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("metric" = String, Query), ("a" = String, Query, description = "release:<version> or range:FROM..TO"),
         ("b" = String, Query), ("stat" = Option<String>, Query, description = "p50 p75 p90 p95 p99 avg"),
-        ("min_change" = Option<f64>, Query), ("min_samples" = Option<u64>, Query), ("group_by" = Option<String>, Query)),
-    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
+        ("min_change" = Option<f64>, Query), ("min_samples" = Option<u64>, Query),
+        ("group_by" = Option<String>, Query, description = "none url device browser os country nav"),
+        ("from" = Option<String>, Query, description = "Range of release sides: RFC 3339 or epoch ms; default the 7 days before to"),
+        ("to" = Option<String>, Query, description = "Default now"), ("limit" = Option<u64>, Query, description = "groups, at most 200"),
+        ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
+        ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
+    ),
+    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn compare() {}
 
 #[utoipa::path(get, path = "/v1/report", tag = "query", security(("read_key" = [])),
     params(("site" = String, Query), ("period" = Option<String>, Query, description = "day week"), ("format" = Option<String>, Query, description = "html json")),
-    responses((status = 200, description = "HTML by default; JSON with format=json", body = ReportAnswer), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "HTML by default; JSON with format=json", body = ReportAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn report() {}
 
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
@@ -391,7 +405,7 @@ fn alerts() {}
 
 #[utoipa::path(get, path = "/v1/alerts/history", tag = "alerts", security(("read_key" = [])),
     params(("site" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = AlertHistory), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
+    responses((status = 200, body = AlertHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
 fn alert_history() {}
 
 #[utoipa::path(get, path = "/v1/alerts/rules", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
@@ -430,4 +444,48 @@ pub struct ApiDoc;
 /// `GET /v1/openapi.json`.
 pub async fn document() -> impl IntoResponse {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::api::{HISTORY_PARAMS, SITE_PARAMS};
+    use crate::query::params::DIMENSIONS;
+    use crate::query::request::{API_CALLS_PARAMS, SERIES_PARAMS, VITALS_PARAMS};
+    use crate::query::{compare, report};
+
+    /// A parameter a handler takes but the document leaves out is one no client generated from
+    /// it can send; one the document names but the handler refuses is a 400 waiting to happen.
+    #[test]
+    fn every_query_path_declares_exactly_the_parameters_its_handler_accepts() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+        let cases: [(&str, Vec<&str>); 8] = [
+            ("/v1/vitals", [&VITALS_PARAMS[..], &DIMENSIONS].concat()),
+            ("/v1/vitals/series", [&SERIES_PARAMS[..], &DIMENSIONS].concat()),
+            ("/v1/api-calls", [&API_CALLS_PARAMS[..], &DIMENSIONS].concat()),
+            ("/v1/compare", [&compare::PARAMS[..], &DIMENSIONS].concat()),
+            ("/v1/report", report::PARAMS.to_vec()),
+            ("/v1/alerts", SITE_PARAMS.to_vec()),
+            ("/v1/alerts/history", HISTORY_PARAMS.to_vec()),
+            ("/v1/alerts/rules", SITE_PARAMS.to_vec()),
+        ];
+        for (path, mut accepted) in cases {
+            let operation = &doc["paths"][path]["get"];
+            let mut declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path} declares no parameters"))
+                .iter()
+                .map(|p| p["name"].as_str().unwrap_or_default())
+                .collect();
+            declared.sort_unstable();
+            accepted.sort_unstable();
+            assert_eq!(declared, accepted, "{path}: the document's parameters against the handler's");
+            for status in ["401", "403", "503"] {
+                let reads_storage = !matches!(path, "/v1/alerts" | "/v1/alerts/rules");
+                if status != "503" || reads_storage {
+                    assert!(operation["responses"][status].is_object(), "{path} does not declare {status}");
+                }
+            }
+        }
+    }
 }

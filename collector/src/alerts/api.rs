@@ -29,7 +29,7 @@ fn num(v: Option<f64>) -> Value {
 /// `GET /v1/alerts?site=`: pending and firing alerts with a severity summary; alerts held for
 /// want of samples are listed under `insufficient_data`.
 pub async fn alerts(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let params = Params::parse(query.as_deref(), &[&["site"]])?;
+    let params = Params::parse(query.as_deref(), &[&SITE_PARAMS])?;
     let site = site_param(&params, &app)?;
     let tracked = app.alerts.current(&app).await.map_err(|e| QueryError::bad("site", format!("alert state unavailable: {e}")))?;
     let (mut critical, mut warning, mut info) = (0, 0, 0);
@@ -68,9 +68,13 @@ pub async fn alerts(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
     Ok(Json(json!({"alerts": active, "summary": summary, "insufficient_data": insufficient})).into_response())
 }
 
+/// The parameters of `/v1/alerts` and `/v1/alerts/rules`, and of `/v1/alerts/history`.
+pub const SITE_PARAMS: [&str; 1] = ["site"];
+pub const HISTORY_PARAMS: [&str; 4] = ["site", "from", "to", "limit"];
+
 /// `GET /v1/alerts/history?site=&from=&to=`: every recorded transition, newest first.
 pub async fn history(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let params = Params::parse(query.as_deref(), &[&["site", "from", "to", "limit"]])?;
+    let params = Params::parse(query.as_deref(), &[&HISTORY_PARAMS])?;
     let site = site_param(&params, &app)?;
     let range = params.range(OffsetDateTime::now_utc())?;
     let limit = params.limit()?;
@@ -100,7 +104,7 @@ pub async fn history(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
 
 /// `GET /v1/alerts/rules?site=`: the rules as checked (defaults filled in).
 pub async fn rules(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let params = Params::parse(query.as_deref(), &[&["site"]])?;
+    let params = Params::parse(query.as_deref(), &[&SITE_PARAMS])?;
     let site = site_param(&params, &app)?;
     let rules: Vec<Value> = app
         .alerts

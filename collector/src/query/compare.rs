@@ -26,7 +26,8 @@ use super::{site, ReadAccess};
 use crate::errors::QueryError;
 use crate::App;
 
-const PARAMS: [&str; 11] = ["site", "metric", "a", "b", "from", "to", "stat", "min_change", "group_by", "limit", "min_samples"];
+/// Parameters besides the page filters ([`DIMENSIONS`]).
+pub const PARAMS: [&str; 11] = ["site", "metric", "a", "b", "from", "to", "stat", "min_change", "group_by", "limit", "min_samples"];
 const MAX_ROWS: u64 = 1_000_000;
 const DEFAULT_DAYS: i64 = 7;
 

@@ -114,8 +114,11 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
     }))
 }
 
+/// The parameters `/v1/report` takes.
+pub const PARAMS: [&str; 3] = ["site", "period", "format"];
+
 pub async fn handler(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let params = Params::parse(query.as_deref(), &[&["site", "period", "format"]])?;
+    let params = Params::parse(query.as_deref(), &[&PARAMS])?;
     let site = site(&params, &app)?;
     let period = params.choice("period", &["day", "week"])?;
     let format = params.choice("format", &["html", "json"])?;

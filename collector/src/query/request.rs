@@ -12,10 +12,11 @@ use crate::App;
 
 const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 75.0, 95.0, 99.0];
 
-/// Parameters of each endpoint besides the page filters ([`DIMENSIONS`]).
-const VITALS_PARAMS: [&str; 9] = ["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit"];
-const SERIES_PARAMS: [&str; 8] = ["site", "metric", "from", "to", "interval", "percentile", "format", "source"];
-const API_CALLS_PARAMS: [&str; 10] = ["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status"];
+/// Parameters of each endpoint besides the page filters ([`DIMENSIONS`]); the OpenAPI document
+/// declares exactly these (a test checks).
+pub const VITALS_PARAMS: [&str; 9] = ["site", "metric", "from", "to", "group_by", "percentiles", "format", "source", "limit"];
+pub const SERIES_PARAMS: [&str; 8] = ["site", "metric", "from", "to", "interval", "percentile", "format", "source"];
+pub const API_CALLS_PARAMS: [&str; 10] = ["site", "from", "to", "group_by", "percentiles", "format", "limit", "route", "method", "status"];
 
 /// A configured site named by `site`.
 fn site(params: &Params, app: &App) -> Result<String, QueryError> {
