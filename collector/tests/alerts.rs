@@ -343,6 +343,51 @@ async fn a_notice_the_receiver_missed_is_sent_again_after_it_recovers_even_acros
     running.stop().await;
 }
 
+/// An `api` rule without `group_by` judges every call of its route at once: 100 fast GETs and 40
+/// slow POSTs have a p95 of the slow ones, not a call-weighted mean of each method's p95.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_rule_judges_every_method_of_its_route_together() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_api");
+    let mut cfg = config(&db, &hooks);
+    cfg.alert_rules = vec![rule(
+        r#"name = "orders-p95"
+        site = "demo"
+        metric = "api"
+        stat = "p95"
+        where = { route = "/api/orders/17" }
+        window = "10m"
+        for = "0s"
+        warning = 1000
+        min_samples = 100
+        notify = ["ops"]"#,
+    )];
+    let running = pulse_collector::start(cfg).await.expect("collector starts");
+    let now = now_ms();
+    let call = |method: &str, duration: f64| {
+        let mut call = pulse_testkit::api_call("/api/orders/17", method, 200, duration);
+        call["at"] = json!(now - 120_000.0);
+        call
+    };
+    let calls: Vec<Value> = (0..100).map(|_| call("GET", 50.0)).chain((0..40).map(|_| call("POST", 2000.0))).collect();
+    let beacon = json!({"v": 1, "site": "demo", "session": "s", "page": "p-api", "url": "/shop", "nav": "navigate",
+                        "sent_at": now, "metrics": calls});
+    assert_eq!(post_beacon(&format!("http://{}", running.addr), beacon.to_string()).await.status, 202);
+    let started = std::time::Instant::now();
+    while clickhouse().count(&format!("SELECT count() FROM {db}.api_calls")) < 140 {
+        assert!(started.elapsed() < Duration::from_secs(20), "API calls not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A newcomer's first heartbeat does not lead yet; its second does.
+    for minutes_before in [1, 0] {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    let seen = webhooks(&got, 1).await;
+    assert_eq!(notices(&seen), vec![("firing".to_owned(), "warning".to_owned())], "p95 over every call is 2000 ms");
+    assert_eq!((seen[0]["value"].as_f64(), seen[0]["samples"].as_u64()), (Some(2000.0), Some(140)), "{}", seen[0]);
+    running.stop().await;
+}
+
 /// A config that cannot work refuses to start, naming the rule and the field.
 #[test]
 fn bad_alert_config_is_refused_with_the_rule_and_field() {

@@ -476,7 +476,8 @@ async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap
     if !api {
         query.push(("metric", rule.metric.clone()));
     }
-    query.push(("group_by", rule.group_by.clone().unwrap_or_else(|| if api { "method".into() } else { "none".into() })));
+    // Without `group_by` one row over every call or view: exact for every statistic.
+    query.push(("group_by", rule.group_by.clone().unwrap_or_else(|| "none".into())));
     query.push(("limit", rule.max_groups.to_string()));
     if let Stat::Percentile(p) = rule.stat {
         query.push(("percentiles", p.to_string()));
@@ -501,21 +502,7 @@ async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap
             if rule.group_by.is_some() { group_col.and_then(|i| row[i].as_str()).unwrap_or_default().to_owned() } else { String::new() };
         let samples = count_col.and_then(|i| row[i].as_u64()).unwrap_or(0);
         let value = row.get(stat_col).and_then(Value::as_f64);
-        // For `api` without group_by the groups are methods: sum them into one.
-        let entry = out.entry(group).or_insert(Observation { value: None, samples: 0 });
-        match (entry.value, value) {
-            (Some(prev), Some(v)) if api && rule.group_by.is_none() => {
-                // Weighted by calls (exact for averages and error rates; percentiles of the
-                // busiest method dominate — a documented approximation).
-                let total = entry.samples + samples;
-                entry.value = Some((prev * entry.samples as f64 + v * samples as f64) / total.max(1) as f64);
-                entry.samples = total;
-            }
-            _ => {
-                entry.value = value;
-                entry.samples += samples;
-            }
-        }
+        out.insert(group, Observation { value, samples });
     }
     if rule.stat == Stat::Count {
         for o in out.values_mut() {
