@@ -39,7 +39,7 @@ fn queries(from: u64, to: u64, month_from: u64) -> Vec<String> {
         out.push(format!("/v1/vitals/series?site=demo&metric={metric}&interval=1h&{month}"));
         out.push(format!("/v1/vitals/series?site=demo&metric={metric}&interval=1d&{month}&url=/a"));
     }
-    for group in ["route", "method", "status"] {
+    for group in ["route", "method", "status", "none"] {
         out.push(format!("/v1/api-calls?site=demo&{day}&group_by={group}"));
     }
     out.push(format!("/v1/compare?site=demo&metric=LCP&a=release:2.4.0&b=release:2.4.1&from={month_from}&to={to}"));
