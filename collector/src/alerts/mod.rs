@@ -185,6 +185,19 @@ impl Alerts {
             return Ok(false);
         }
         self.evaluating.store(true, Ordering::Release);
+        // The lease holds for `lease_window` from the heartbeat above. An evaluation slower than
+        // that (a stalled query) may have been taken over meanwhile: it stops before recording or
+        // announcing anything more, and starts again from the recorded states next time.
+        let started = std::time::Instant::now();
+        let lease_left = |alerts: &Alerts| {
+            let ok = started.elapsed().as_secs() < lease_window as u64;
+            if !ok {
+                tracing::warn!("an alert evaluation outlasted the lease; another collector may lead now");
+                alerts.restored.store(false, Ordering::Release);
+                alerts.evaluating.store(false, Ordering::Release);
+            }
+            ok
+        };
         // Before this evaluation's notices, so an alert's notices keep their order.
         if let Err(err) = self.redeliver(app, now).await {
             tracing::warn!(%err, "cannot read the notifications still owed; they are sent at a later evaluation");
@@ -240,6 +253,14 @@ impl Alerts {
                 let recovering_moved = before.recovering_since != tracked.alert.recovering_since;
                 if !step.changed && step.notice.is_none() && !recovering_moved {
                     continue;
+                }
+                if !lease_left(self) {
+                    if let Ok(mut all) = self.tracked.lock() {
+                        if let Some(entry) = all.get_mut(&key) {
+                            entry.alert = before;
+                        }
+                    }
+                    return Ok(true);
                 }
                 let event = event_row(rule, &tracked, step.notice, now);
                 if let Err(err) = store_event(app, &event).await {
