@@ -61,14 +61,17 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
             "rating": rating, "good": column(&now_table, &row, "good"),
             "needs_improvement": column(&now_table, &row, "needs_improvement"), "poor": column(&now_table, &row, "poor"),
             "thresholds": {"good": t.good, "poor": t.poor},
-            "previous_p75": overall["a"]["p75"], "change": overall["change"], "ci95": overall["ci95"], "verdict": overall["verdict"],
+            "previous_p75": overall["a"]["p75"], "change": overall["change"], "difference": overall["difference"], "ci95": overall["ci95"], "verdict": overall["verdict"],
         }));
         for page in pages.into_iter().filter(|p| p["verdict"] == "regression") {
             regressed.push(json!({"metric": metric, "url": page["group"], "before": page["a"]["p75"], "after": page["b"]["p75"],
-                                  "change": page["change"], "ci95": page["ci95"], "count": page["b"]["count"]}));
+                                  "change": page["change"], "difference": page["difference"], "ci95": page["ci95"],
+                                  "count": page["b"]["count"]}));
         }
     }
-    regressed.sort_by(|a, b| b["change"].as_f64().unwrap_or(0.0).total_cmp(&a["change"].as_f64().unwrap_or(0.0)));
+    // A regression without a relative change rose from 0: the largest change there is.
+    let change = |v: &Value| v["change"].as_f64().unwrap_or(f64::INFINITY);
+    regressed.sort_by(|a, b| change(b).total_cmp(&change(a)));
     regressed.truncate(10);
 
     let (routes_table, _) = api_calls_table(app, Some(&format!("{}&group_by=route&percentiles=95&limit=50", range(from, to))), now).await?;
@@ -148,6 +151,14 @@ fn pct(v: &Value) -> String {
     v.as_f64().map_or_else(|| "–".into(), |f| format!("{:+.1} %", f * 100.0))
 }
 
+/// A comparison's relative change; from a baseline of 0 there is none, only a rise.
+fn change_text(v: &Value) -> String {
+    match (v["change"].as_f64(), v["difference"].as_f64()) {
+        (None, Some(d)) if d > 0.0 => "up from 0".into(),
+        _ => pct(&v["change"]),
+    }
+}
+
 fn share(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0) * 100.0
 }
@@ -197,7 +208,7 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
             p = share(&v["poor"]),
             count = v["count"].as_u64().unwrap_or(0),
             before = value(metric, &v["previous_p75"]),
-            change = pct(&v["change"]),
+            change = change_text(v),
             verdict_text = verdict.replace('_', " "),
         );
     }
@@ -214,7 +225,7 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
             esc(r["url"].as_str().unwrap_or("")),
             value(metric, &r["before"]),
             value(metric, &r["after"]),
-            pct(&r["change"]),
+            change_text(&r),
             pct(&r["ci95"][0]),
             pct(&r["ci95"][1]),
         );
@@ -252,4 +263,16 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
     }
     let _ = writeln!(out, "</tbody></table><p class=\"muted\">{}</p></body></html>", esc(d["method"].as_str().unwrap_or("")));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_rise_from_zero_reads_as_one_not_as_a_dash() {
+        assert_eq!(super::change_text(&json!({"change": 0.125, "difference": 0.01})), "+12.5 %");
+        assert_eq!(super::change_text(&json!({"change": null, "difference": 0.3})), "up from 0");
+        assert_eq!(super::change_text(&json!({"change": null, "difference": 0.0})), "–");
+    }
 }

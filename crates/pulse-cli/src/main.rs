@@ -161,9 +161,14 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 c["b"]["count"]
             );
             let pct = |v: &Value| v.as_f64().map_or_else(|| "–".to_owned(), |f| format!("{:+.1} %", f * 100.0));
+            // From a baseline of 0 there is no relative change, only the difference.
+            let change = match (c["change"].as_f64(), c["difference"].as_f64()) {
+                (None, Some(d)) => format!("{d:+} (from 0)"),
+                _ => pct(&c["change"]),
+            };
             println!(
                 "change {} (95 % interval {} to {}): {}",
-                pct(&c["change"]),
+                change,
                 pct(&c["ci95"][0]),
                 pct(&c["ci95"][1]),
                 c["verdict"].as_str().unwrap_or("")
