@@ -292,6 +292,7 @@ impl<'a> PageContext<'a> {
                     browser: self.client.browser.clone(),
                     os: self.client.os.clone(),
                     country: self.country.clone(),
+                    seq,
                 });
                 &telemetry.accepted_api
             }

@@ -14,7 +14,7 @@
 //! 3. A full spool (`spool_max_bytes`) refuses new records; ingest answers 503 with `Retry-After`.
 //!
 //! # Record format (the value; the key is a sequence number that never repeats)
-//! `[format: u8 = 1][received_ms: u64 LE][rows: u32 LE][crc32 of payload: u32 LE][payload]`, the
+//! `[format: u8 = 3][received_ms: u64 LE][rows: u32 LE][crc32 of payload: u32 LE][payload]`, the
 //! payload being the rows as `postcard`. `redb` keeps each commit atomic and checksummed; the
 //! record's own CRC catches a damaged value that still reads, so a bad record is skipped, counted
 //! and logged instead of stopping the shipper.
@@ -38,8 +38,9 @@ const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine
 /// key range of the batch being inserted (so a retry after a crash sends the same batch).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// The record format written. Format 1 (rows before `seq`) is still read.
-const FORMAT: u8 = 2;
+/// The record format written. Formats 1 (rows before `seq`) and 2 (API calls before `seq`) are
+/// still read.
+const FORMAT: u8 = 3;
 const HEADER_BYTES: usize = 1 + 8 + 4 + 4;
 /// Encoded records waiting for the committer, at most (a memory bound under overload: beyond it
 /// ingest answers 503 at once instead of queueing).
@@ -477,7 +478,7 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
         return bad(format!("record of {} bytes is shorter than its header", value.len()));
     }
     let (header, payload) = value.split_at(HEADER_BYTES);
-    if header[0] != FORMAT && header[0] != 1 {
+    if header[0] != FORMAT && header[0] != 1 && header[0] != 2 {
         return Record { foreign: true, ..bad(format!("unknown record format {}", header[0])) };
     }
     let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
@@ -486,10 +487,10 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
     if crc32fast::hash(payload) != crc {
         return Record { received_ms, rows, crc, ..bad("checksum mismatch".into()) };
     }
-    let decoded = if header[0] == 1 {
-        postcard::from_bytes::<crate::storage::rows::v1::Batch>(payload).map(|b| b.upgrade(received_ms))
-    } else {
-        postcard::from_bytes::<Batch>(payload)
+    let decoded = match header[0] {
+        1 => postcard::from_bytes::<crate::storage::rows::v1::Batch>(payload).map(|b| b.upgrade(received_ms)),
+        2 => postcard::from_bytes::<crate::storage::rows::v2::Batch>(payload).map(|b| b.upgrade(received_ms)),
+        _ => postcard::from_bytes::<Batch>(payload),
     };
     match decoded {
         Ok(batch) => Record { key, received_ms, rows: batch.len() as u64, batch: Ok(batch), bytes, crc, foreign: false },
@@ -879,10 +880,8 @@ mod tests {
         assert_eq!((decoded.metrics[0].value, decoded.metrics[0].seq), (2.5, 1_000 << 10));
     }
 
-    #[test]
-    fn the_record_format_changes_only_with_its_number() {
-        let mut b = batch(&[1.5]);
-        b.api_calls.push(ApiCallRow {
+    fn api_call(seq: u64) -> ApiCallRow {
+        ApiCallRow {
             site: "s".into(),
             event_time: 1,
             received_at: 2,
@@ -903,16 +902,52 @@ mod tests {
             browser: "b".into(),
             os: "o".into(),
             country: String::new(),
-        });
+            seq,
+        }
+    }
+
+    /// Records spooled by a collector before API calls had `seq` (format 2) are read, and each
+    /// call gets an arrival order from the record (the same at every read).
+    #[test]
+    fn format_2_records_are_still_read() {
+        // Format 3 with API calls of seq 0 (one byte, each call's last), minus those bytes, is
+        // format 2.
+        let mut b = batch(&[2.5]);
+        b.api_calls.push(api_call(0));
+        b.api_calls.push(api_call(0));
+        let v3 = postcard::to_stdvec(&b).expect("encodes");
+        // The calls are the payload's last bytes: put them back without their seq.
+        let one = postcard::to_stdvec(&api_call(0)).expect("encodes");
+        let calls_at = v3.len() - 2 * one.len();
+        let mut payload = v3[..calls_at].to_vec();
+        for _ in 0..2 {
+            payload.extend_from_slice(&one[..one.len() - 1]);
+        }
+        let mut record = vec![2u8];
+        record.extend_from_slice(&1_000u64.to_le_bytes());
+        record.extend_from_slice(&3u32.to_le_bytes());
+        record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        record.extend_from_slice(&payload);
+        let decoded = decode(5, &record).batch.expect("format 2 decodes");
+        assert_eq!(decoded.metrics, b.metrics, "metrics as they were");
+        let seqs: Vec<u64> = decoded.api_calls.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, vec![1_000 << 10, (1_000 << 10) | 1]);
+        assert_eq!(decoded.api_calls[1], ApiCallRow { seq: (1_000 << 10) | 1, ..api_call(0) });
+    }
+
+    #[test]
+    fn the_record_format_changes_only_with_its_number() {
+        let mut b = batch(&[1.5]);
+        b.api_calls.push(api_call(9));
         let payload = postcard::to_stdvec(&b).expect("encodes");
         let hex: String = payload.iter().map(|x| format!("{x:02x}")).collect();
         assert_eq!(
             (FORMAT, crc32fast::hash(&payload), payload.len()),
-            (2, GOLDEN_CRC, GOLDEN_LEN),
+            (3, GOLDEN_CRC, GOLDEN_LEN),
             "the rows' encoding changed: bump FORMAT and update the golden values (encoding: {hex})"
         );
     }
 
-    const GOLDEN_CRC: u32 = 3_541_014_825;
-    const GOLDEN_LEN: usize = 158;
+    const GOLDEN_CRC: u32 = 3_921_658_076;
+    const GOLDEN_LEN: usize = 159;
 }

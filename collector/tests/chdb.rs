@@ -133,6 +133,7 @@ async fn the_collectors_sql_runs_on_a_modern_engine() {
         browser: "Chrome".into(),
         os: "Linux".into(),
         country: "DE".into(),
+        seq: 1,
     };
     push("insert", "api_calls", format!("INSERT INTO api_calls FORMAT JSONEachRow {}", serde_json::to_string(&call).expect("JSON")), "");
 

@@ -296,6 +296,43 @@ async fn api_calls_error_rate_and_rate_per_second() {
     c.running.stop().await;
 }
 
+/// Delivery from the spool is at least once: a kill -9 between an insert and the spool's removal
+/// (or a distributed insert retried whole) stores a batch's rows again, field for field. Every
+/// answer about API calls counts each call once; two equal calls in one beacon are still two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_shipped_twice_are_counted_once() {
+    let c = collector("api_calls_twice").await;
+    let calls = vec![
+        api_call("/api/cart", "GET", 200, 10.0),
+        api_call("/api/cart", "GET", 200, 10.0),
+        api_call("/api/cart", "GET", 500, 30.0),
+        api_call("/api/user", "POST", 200, 5.0),
+    ];
+    c.post(&beacon("demo", "/", calls), DESKTOP).await;
+    c.wait_rows("api_calls", 4).await;
+    // The same batch shipped again: the same rows once more.
+    let ch = clickhouse();
+    ch.sql(&format!("INSERT INTO {db}.api_calls SELECT * FROM {db}.api_calls", db = c.db));
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.api_calls", c.db)), 8);
+
+    let now = now_ms() as u64;
+    let (from, to) = (now - 3_600_000, now + 3_600_000);
+    let body = c.read(&format!("/v1/api-calls?site=demo&from={from}&to={to}")).await;
+    let rows = body["rows"].as_array().expect("rows");
+    let cart = rows.iter().find(|r| r["group"] == "/api/cart").expect("cart");
+    assert_eq!((cart["count"].as_u64(), cart["errors"].as_u64()), (Some(3), Some(1)), "{body}");
+    assert_eq!(f(&cart["error_rate"]), 1.0 / 3.0);
+    assert_eq!(f(&cart["p50"]), exact_percentile(&[10.0, 10.0, 30.0], 50.0));
+    assert!((f(&cart["rate_per_second"]) - 3.0 / ((to - from) / 1000) as f64).abs() < 1e-12);
+    let user = rows.iter().find(|r| r["group"] == "/api/user").expect("user");
+    assert_eq!(user["count"].as_u64(), Some(1), "{body}");
+    let body = c.read(&format!("/v1/api-calls?site=demo&group_by=status&from={from}&to={to}")).await;
+    let by_status: Vec<(Value, Value)> =
+        body["rows"].as_array().expect("rows").iter().map(|r| (r["group"].clone(), r["count"].clone())).collect();
+    assert_eq!(by_status, vec![(json!("200"), json!(3)), (json!("500"), json!(1))]);
+    c.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_and_prometheus_formats_parse_and_agree_with_json() {
     let c = collector("formats").await;
@@ -522,7 +559,7 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 10, "migrations 1 to 10, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 11, "migrations 1 to 11, once each");
     let added =
         format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
     assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");

@@ -135,6 +135,28 @@ async fn two_collectors_on_a_two_shard_cluster_count_each_page_view_once() {
             assert_eq!(body["estimate"], if finalized { "histogram" } else { "exact" }, "{body}");
         }
     }
+
+    // API calls through the Distributed table (which migration 10's `seq` column reached), each
+    // counted once after its batch was stored twice on its shard (a distributed insert retried whole).
+    for page in 0..20 {
+        let calls: Vec<Value> = (0..3).map(|i| pulse_testkit::api_call("/api/cart", "GET", 200, f64::from(i))).collect();
+        let mut beacon = pulse_testkit::beacon("demo", "/", calls);
+        beacon["page"] = format!("api-{page}").into();
+        post(if page % 2 == 0 { &a } else { &b }, &beacon).await;
+    }
+    let started = Instant::now();
+    while servers[0].server.count("SELECT count() FROM pulse.api_calls") < 60 {
+        assert!(started.elapsed() < Duration::from_secs(20), "API calls did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in &servers {
+        s.server.sql("INSERT INTO pulse_local.api_calls SELECT * FROM pulse_local.api_calls");
+    }
+    assert_eq!(servers[1].server.count("SELECT count() FROM pulse.api_calls"), 120);
+    for running in [&a, &b] {
+        let body = read(running, &format!("/v1/api-calls?site=demo&{day}")).await;
+        assert_eq!(counts(&body), vec![60], "{body}");
+    }
     b.stop().await;
     a.stop().await;
 }

@@ -34,6 +34,7 @@ use self::render::{num, Format, Table};
 use self::request::{ApiCallsQuery, SeriesQuery, VitalsQuery};
 use self::sql::{Bind, Sql};
 use crate::errors::QueryError;
+use crate::storage::rows::API_CALL_KEY;
 use crate::storage::schema::ROLLUP_LEVELS;
 use crate::App;
 
@@ -367,7 +368,7 @@ struct ApiRow {
 }
 
 /// `GET /v1/api-calls`: duration percentiles, count, error rate and rate per second per group.
-/// Always read from raw rows (there is no API-call rollup yet).
+/// Always read from raw rows (there is no API-call rollup yet), each call counted once.
 pub async fn api_calls(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
     let (table, format) = api_calls_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
     Ok(table.render(format))
@@ -378,19 +379,25 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
     let ApiCallsQuery { site, group_by, percentiles, format, limit, range, filters, status } = ApiCallsQuery::parse(query, now, app)?;
     let site = site.as_str();
     let group_sql = group_by.expression();
+    // Each call once (delivery from the spool is at least once): the inner query keeps one row
+    // per call, the outer one aggregates them (aliases other than column names: 18.16 refuses an
+    // aggregate's alias that shadows a column).
     let mut sql = Sql::new();
-    sql.push(&format!("SELECT {group_sql} AS grp, count() AS n, quantilesExact("), [])
+    sql.push("SELECT grp, count() AS n, quantilesExact(", [])
         .push_list(fractions(&percentiles))
         .push(
-            ")(duration) AS q, avg(duration) AS mean, countIf(ok = 0) AS errors
-             FROM api_calls WHERE site = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)",
+            &format!(
+                ")(d) AS q, avg(d) AS mean, countIf(call_ok = 0) AS errors FROM (
+                 SELECT {group_sql} AS grp, any(duration) AS d, any(ok) AS call_ok
+                 FROM api_calls WHERE site = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?)"
+            ),
             [site.into(), range.from.into(), range.to.into()],
         )
         .push_filters(&filters);
     if let Some(status) = status {
         sql.push(" AND status = ?", [status.into()]);
     }
-    sql.push(" GROUP BY grp ORDER BY n DESC, grp LIMIT ?", [limit.into()]);
+    sql.push(&format!(" GROUP BY grp, {API_CALL_KEY}) GROUP BY grp ORDER BY n DESC, grp LIMIT ?"), [limit.into()]);
     let q = app.query(&sql);
     let rows = q.fetch_all::<ApiRow>().await.map_err(QueryError::Storage)?;
 

@@ -81,7 +81,15 @@ pub struct ApiCallRow {
     pub browser: String,
     pub os: String,
     pub country: String,
+    /// Arrival order, as [`MetricRow::seq`]: with the page view it identifies the call, so a row
+    /// shipped twice (delivery from the spool is at least once) is counted once.
+    pub seq: u64,
 }
+
+/// What identifies one API call (as [`super::finalize::REPORT_KEY`] does a custom metric): the
+/// row itself, its page view and arrival order. A row shipped twice is one; rows stored before
+/// `seq` existed that are equal in every field count once.
+pub const API_CALL_KEY: &str = "cityHash64(page, session, seq, event_time, received_at, route, method, status, duration)";
 
 /// The rows of one accepted beacon: the unit that ingest stores in the spool, one record each.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +113,7 @@ impl Batch {
 pub mod v1 {
     use serde::Deserialize;
 
-    use super::ApiCallRow;
+    use super::v2::ApiCallRow;
 
     #[derive(Debug, Deserialize)]
     pub struct MetricRow {
@@ -185,7 +193,79 @@ pub mod v1 {
                     seq: (received_ms << 10) | (i as u64 & 1023),
                 })
                 .collect();
-            super::Batch { metrics, api_calls: self.api_calls }
+            super::v2::Batch { metrics, api_calls: self.api_calls }.upgrade(received_ms)
+        }
+    }
+}
+
+/// Rows as spool record format 2 stored them (API calls before `seq`).
+pub mod v2 {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct ApiCallRow {
+        site: String,
+        event_time: u32,
+        received_at: u32,
+        route: String,
+        method: String,
+        status: u16,
+        ok: u8,
+        error: String,
+        duration: f64,
+        server_timing: String,
+        session: String,
+        page: String,
+        url: String,
+        nav: String,
+        release: String,
+        env: String,
+        device: String,
+        browser: String,
+        os: String,
+        country: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Batch {
+        pub(super) metrics: Vec<super::MetricRow>,
+        pub(super) api_calls: Vec<ApiCallRow>,
+    }
+
+    impl Batch {
+        /// Today's rows: each API call gets an arrival order from the record's receive time and
+        /// its position among the record's calls (the same at every read, so a record shipped
+        /// twice gives the same rows).
+        pub fn upgrade(self, received_ms: u64) -> super::Batch {
+            let api_calls = self
+                .api_calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| super::ApiCallRow {
+                    site: c.site,
+                    event_time: c.event_time,
+                    received_at: c.received_at,
+                    route: c.route,
+                    method: c.method,
+                    status: c.status,
+                    ok: c.ok,
+                    error: c.error,
+                    duration: c.duration,
+                    server_timing: c.server_timing,
+                    session: c.session,
+                    page: c.page,
+                    url: c.url,
+                    nav: c.nav,
+                    release: c.release,
+                    env: c.env,
+                    device: c.device,
+                    browser: c.browser,
+                    os: c.os,
+                    country: c.country,
+                    seq: (received_ms << 10) | (i as u64 & 1023),
+                })
+                .collect();
+            super::Batch { metrics: self.metrics, api_calls }
         }
     }
 }
