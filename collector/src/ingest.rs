@@ -73,10 +73,11 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
     let received_ms = now_ms();
     let page = PageContext::new(app, &beacon, headers, ip, received_ms);
     let mut batch = Batch::default();
+    let mut tally = Tally::default();
     let mut rejected = Vec::new();
     for (index, raw) in beacon.metrics.iter().enumerate() {
         match parse_metric(raw).and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string()))) {
-            Ok(measurement) => page.add(measurement, index, &mut batch, &app.telemetry),
+            Ok(measurement) => page.add(measurement, index, &mut batch, &mut tally),
             Err((reason, error)) => {
                 app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
                 rejected.push(Rejected { index, error });
@@ -95,8 +96,29 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
                 IngestError::Storage
             }
         })?;
+        // Counted once kept: a beacon answered 503 or 500 (and each retry of it) is not accepted.
+        tally.count(&app.telemetry);
     }
     Ok(Receipt { accepted, rejected })
+}
+
+/// What one beacon adds to the acceptance counters, once its rows are in the spool.
+#[derive(Debug, Default)]
+struct Tally {
+    vital: u64,
+    custom: u64,
+    api: u64,
+    /// Reports from before the watermark (see [`crate::storage::finalize`]).
+    late: u64,
+}
+
+impl Tally {
+    fn count(&self, telemetry: &crate::telemetry::Telemetry) {
+        telemetry.accepted_vital.inc_by(self.vital);
+        telemetry.accepted_custom.inc_by(self.custom);
+        telemetry.accepted_api.inc_by(self.api);
+        telemetry.late_reports.inc_by(self.late);
+    }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
@@ -229,10 +251,10 @@ impl<'a> PageContext<'a> {
     }
 
     /// Adds one measurement, the `index`-th metric of its beacon.
-    fn add(&self, m: Measurement, index: usize, batch: &mut Batch, telemetry: &crate::telemetry::Telemetry) {
+    fn add(&self, m: Measurement, index: usize, batch: &mut Batch, tally: &mut Tally) {
         let event_time = epoch_seconds(enrich::corrected_time_ms(m.at, self.sent_at, self.received_ms));
         if i64::from(event_time) < self.final_until {
-            telemetry.late_reports.inc();
+            tally.late += 1;
         }
         // Arrival order: the receive time, then the position in the beacon (at most
         // `MAX_METRICS_PER_BEACON` < 1 024). Breaks ties between reports of one id in one second.
@@ -250,7 +272,7 @@ impl<'a> PageContext<'a> {
                     BTreeMap::new(),
                     seq,
                 ));
-                &telemetry.accepted_vital
+                &mut tally.vital
             }
             Kind::Custom { name, value, tags } => {
                 batch.metrics.push(self.metric_row(
@@ -264,7 +286,7 @@ impl<'a> PageContext<'a> {
                     tags,
                     seq,
                 ));
-                &telemetry.accepted_custom
+                &mut tally.custom
             }
             Kind::Api { route, method, status, ok, error, duration, server_timing } => {
                 batch.api_calls.push(ApiCallRow {
@@ -294,10 +316,10 @@ impl<'a> PageContext<'a> {
                     country: self.country.clone(),
                     seq,
                 });
-                &telemetry.accepted_api
+                &mut tally.api
             }
         };
-        counter.inc();
+        *counter += 1;
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -297,10 +297,20 @@ async fn a_full_spool_answers_503_and_keeps_what_it_acknowledged() {
     assert_eq!(refusal.status, 503, "{}", refusal.text());
     assert_eq!(refusal.header("retry-after"), Some("30"));
     assert!(refusal.text().contains("spool is full"), "{}", refusal.text());
+    // The browser retries the refused beacon; refused again, it is still not accepted.
+    let (body, _) = beacon(0, seq);
+    for _ in 0..3 {
+        assert_eq!(pulse_testkit::http::post_beacon(&collector.base(), body.to_string()).await.status, 503);
+    }
     let health = get(&format!("{}/healthz", collector.base()), &[]).await;
     assert_eq!((health.status, health.json()["status"].as_str().map(str::to_owned)), (503, Some("unhealthy".into())));
     let metrics = get(&format!("{}/metrics", collector.base()), &[]).await.text();
-    assert!(metrics.contains("pulse_beacons_rejected_total{reason=\"spool_full\"} 1"), "{metrics}");
+    assert!(metrics.contains("pulse_beacons_rejected_total{reason=\"spool_full\"} 4"), "{metrics}");
+    let acked_so_far = seen.acked.lock().expect("acked").len();
+    assert!(
+        metrics.contains(&format!("pulse_metrics_accepted_total{{kind=\"vital\"}} {acked_so_far}")),
+        "accepted counts only the metrics of beacons answered 202 ({acked_so_far}): {metrics}"
+    );
     own.resume();
     let acked = seen.acked.lock().expect("acked").clone();
     let (rows, duplicates) = every_ack_is_stored(ch, &db, &acked, Duration::from_secs(60)).await;
