@@ -976,6 +976,42 @@ async fn each_page_view_counts_once_with_its_last_value() {
     c.running.stop().await;
 }
 
+/// `pulse_late_reports_total` counts each late re-report once: not again when a crash makes the
+/// finalizer rebuild the day that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_day_counts_its_late_reports_once() {
+    let c = collector("late_once").await;
+    let ch = clickhouse();
+    let db = &c.db;
+    // Two days ago: a CLS first reported at 01:10 and again at 07:20 (the 01:00 hour was due to
+    // be final at 02:30), which the span 06:00–12:00 counts as late.
+    let day = (now_ms() / 1000.0) as i64 / 86_400 * 86_400 - 2 * 86_400;
+    let (first, again) = (day + 3_600 + 600, day + 7 * 3_600 + 1_200);
+    ch.sql(&format!(
+        "INSERT INTO {db}.metrics (site, event_time, received_at, name, value, rating, metric_id, session, page, url, device, seq)
+         VALUES ('demo', {first}, {first}, 'CLS', 0.1, 'good', 'late-1', 's', 'p', '/a', 'desktop', 1),
+                ('demo', {again}, {again}, 'CLS', 0.3, 'poor', 'late-1', 's', 'p', '/a', 'desktop', 2)"
+    ));
+    let late_total = || async {
+        let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+        metrics.lines().find_map(|l| l.strip_prefix("pulse_late_reports_total ").map(str::to_owned)).unwrap_or_default()
+    };
+    assert!(matches!(c.finalize().await, Outcome::Finalized { rebuilt_day: false, .. }));
+    assert_eq!(late_total().await, "1");
+
+    // A run that died mid-way through a later span of that day: the next run rebuilds the day.
+    let next_at = ch.count(&format!("SELECT max(at_ms) + 1 FROM {db}.finalizer_progress"));
+    ch.sql(&format!(
+        "INSERT INTO {db}.finalizer_progress VALUES ({next_at}, 'crashed', 'started', toDateTime({}), toDateTime({}))",
+        day + 12 * 3_600,
+        day + 18 * 3_600
+    ));
+    assert!(matches!(c.finalize_at(time::Duration::minutes(125)).await, Outcome::Finalized { rebuilt_day: true, .. }));
+    assert_eq!(ch.count(&format!("SELECT count() FROM {db}.metrics_final")), 1);
+    assert_eq!(late_total().await, "1", "the rebuilt day's late report counted again");
+    c.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalizing_survives_a_crash_mid_way_and_a_second_collector() {
     let c = collector("finalizer_crash").await;

@@ -236,6 +236,9 @@ impl Finalizer {
         if let Some(oldest_ms) = self.lease.oldest_backlog(client, clock(), interval_ms).await.map_err(ch("the spool backlogs"))? {
             due = due.min(((oldest_ms / 1_000) as i64 - grace).div_euclid(HOUR) * HOUR);
         }
+        // Late re-reports of a span are counted the first time it is finalized: not again when
+        // a crash makes the day rebuilt (nor when a rebuild stopped half-way is continued).
+        let counted_until = finalized_until(client).await?;
         let start = from;
         while from < due {
             // Still the leader (a long run outlives a lease unless it renews), and no other
@@ -254,7 +257,7 @@ impl Finalizer {
             // Each shard rolls up its own rows (all reports of a page view are on one shard).
             for (i, shard) in app.shards.iter().enumerate() {
                 let query_id = format!("{}{}-{started_at}-{i}", statement_prefix(app), self.lease.holder());
-                finalize_span(shard, from, to, grace, &query_id, app).await?;
+                finalize_span(shard, from, to, grace, &query_id, app, to > counted_until).await?;
             }
             let done_at = next_at();
             record(client, done_at, self.lease.holder(), "done", from, to).await?;
@@ -338,6 +341,16 @@ async fn last_progress(client: &Client) -> Result<Option<ProgressRow>, FinalizeE
         .await
         .map_err(ch("reading finalizer_progress"))?;
     Ok(rows.into_iter().next())
+}
+
+/// The end (epoch s) of the latest span ever finalized (0 when none was).
+async fn finalized_until(client: &Client) -> Result<i64, FinalizeError> {
+    let until = client
+        .query("SELECT toUInt32(max(span_to)) FROM finalizer_progress WHERE phase = 'done'")
+        .fetch_one::<u32>()
+        .await
+        .map_err(ch("reading finalizer_progress"))?;
+    Ok(i64::from(until))
 }
 
 async fn record(client: &Client, at_ms: u64, holder: &str, phase: &str, from: i64, to: i64) -> Result<(), FinalizeError> {
@@ -578,13 +591,25 @@ fn histogram_statements(from: i64, to: i64) -> Vec<(String, Vec<i64>)> {
     out
 }
 
-async fn finalize_span(client: &Client, from: i64, to: i64, grace: i64, query_id: &str, app: &App) -> Result<(), FinalizeError> {
+/// Finalizes one span on one shard; with `count_late`, adds its late re-reports to
+/// `pulse_late_reports_total`.
+async fn finalize_span(
+    client: &Client,
+    from: i64,
+    to: i64,
+    grace: i64,
+    query_id: &str,
+    app: &App,
+    count_late: bool,
+) -> Result<(), FinalizeError> {
     let (writes, late) = span_statements(client, from, to, grace, query_id);
     for (i, write) in writes.into_iter().enumerate() {
         write.execute().await.map_err(ch(if i == 0 { "writing metrics_final" } else { "writing a rollup" }))?;
     }
-    let late = late.fetch_one::<u64>().await.map_err(ch("counting late re-reports"))?;
-    app.telemetry.late_reports.inc_by(late);
+    if count_late {
+        let late = late.fetch_one::<u64>().await.map_err(ch("counting late re-reports"))?;
+        app.telemetry.late_reports.inc_by(late);
+    }
     Ok(())
 }
 
