@@ -172,6 +172,7 @@ impl Spool {
     pub fn open_with(dir: &Path, max_bytes: u64, capacity: usize, fsync: bool) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open(dir.to_owned(), e.to_string()))?;
         let path = dir.join("spool.redb");
+        finish_salvage(&path).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
         let (db, salvage) = match Database::create(&path) {
             Ok(db) => (db, None),
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why))) => {
@@ -387,9 +388,11 @@ const SALVAGE_MAX_CUT: u64 = 16 << 20;
 /// prefix the new spool starts empty and the damaged file stays for inspection.
 fn salvage(path: &Path, why: &str) -> Result<(Database, Salvage), Box<dyn std::error::Error>> {
     tracing::error!(path = %path.display(), %why, "the spool file is damaged; salvaging its records");
-    // Crash-safe order: the salvaged copy is built and committed beside the damaged file, and
-    // only then do the renames happen, so a crash mid-way leaves the damaged file in place and
-    // the next start salvages again.
+    // Crash-safe order: the salvaged copy is built and committed beside the damaged file; then
+    // the damaged file gets a second name and the copy replaces it in one atomic rename, so
+    // `spool.redb` exists at every moment: a crash leaves the damaged file (salvaged again at
+    // the next start) or the salvaged one, never no spool (a new empty one would be created,
+    // and the salvaged records left unread).
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let moved_to = path.with_extension(format!("redb.damaged-{stamp}"));
     let probe = path.with_extension("redb.probe");
@@ -413,14 +416,41 @@ fn salvage(path: &Path, why: &str) -> Result<(Database, Salvage), Box<dyn std::e
         }
         let _ = std::fs::remove_file(&probe);
     }
-    std::fs::rename(path, &moved_to)?;
+    if std::fs::hard_link(path, &moved_to).is_err() {
+        // A file system without hard links: a copy serves for inspection as well.
+        std::fs::copy(path, &moved_to)?;
+    }
     std::fs::rename(&salvaging, path)?;
+    sync_dir(path)?;
     if report.records == 0 && report.cut_bytes == 0 {
         tracing::error!(moved_to = %moved_to.display(), "no readable prefix found; the spool starts empty");
     } else {
         tracing::warn!(records = report.records, cut_bytes = report.cut_bytes, moved_to = %moved_to.display(), "spool salvaged");
     }
     Ok((Database::create(path)?, report))
+}
+
+/// Finishes a salvage that a crash interrupted between moving the damaged file away and moving
+/// the salvaged copy in (as collectors before the atomic replace in [`salvage`] could leave it):
+/// with no `spool.redb` but a `spool.redb.salvaging`, the copy is the spool. (A copy left beside
+/// a `spool.redb` may be incomplete; the salvage starts over and removes it.)
+fn finish_salvage(path: &Path) -> std::io::Result<()> {
+    let salvaging = path.with_extension("redb.salvaging");
+    if !path.try_exists()? && salvaging.try_exists()? {
+        tracing::warn!(path = %path.display(), "a salvage was interrupted; its copy becomes the spool");
+        std::fs::rename(&salvaging, path)?;
+        sync_dir(path)?;
+    }
+    Ok(())
+}
+
+/// Makes renames in the directory of `path` durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        // Directories cannot be opened as files on Windows; there a rename is durable by itself.
+        Some(dir) if cfg!(unix) => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 fn copy_spool(from: &Database, to: &Database) -> Result<u64, Box<dyn std::error::Error>> {
@@ -878,6 +908,62 @@ mod tests {
         let decoded = decode(5, &record).batch.expect("format 1 decodes");
         assert_eq!(decoded.metrics.len(), 1);
         assert_eq!((decoded.metrics[0].value, decoded.metrics[0].seq), (2.5, 1_000 << 10));
+    }
+
+    /// A crash between the two renames of a salvage by an older collector left no `spool.redb`,
+    /// only the salvaged copy: the next start takes the copy, not a new empty spool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_salvage_is_finished_at_start() {
+        let dir = temp_dir("salvage-interrupted");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        let id = spool.id().to_owned();
+        for i in 0..3 {
+            spool.append(&batch(&[f64::from(i)]), 1_000 + i as u64).await.expect("appends");
+        }
+        spool.close();
+        drop(spool);
+        let path = dir.join("spool.redb");
+        std::fs::rename(&path, path.with_extension("redb.salvaging")).expect("the crash's state");
+
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("reopens");
+        assert_eq!(spool.id(), id, "the salvaged spool, not a new one");
+        assert_eq!(values(&spool.read(None, 1_000, None).expect("reads")), vec![0.0, 1.0, 2.0]);
+        assert!(!path.with_extension("redb.salvaging").exists());
+        spool.close();
+        drop(spool);
+
+        // A copy beside an existing spool is a salvage that did not finish building: left alone.
+        std::fs::write(path.with_extension("redb.salvaging"), b"partial").expect("a partial copy");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("reopens");
+        assert_eq!(spool.stats().records, 3);
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A damaged spool file is salvaged in place: `spool.redb` holds the readable records and the
+    /// damaged file stays for inspection under a second name.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_file_is_replaced_by_its_salvaged_copy() {
+        let dir = temp_dir("salvage-replace");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        for i in 0..3 {
+            spool.append(&batch(&[f64::from(i)]), 1_000 + i as u64).await.expect("appends");
+        }
+        spool.close();
+        drop(spool);
+        let path = dir.join("spool.redb");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("spool file");
+        std::io::Write::write_all(&mut f, &[0xa5; 3000]).expect("torn tail");
+        drop(f);
+
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("salvages");
+        let report = spool.salvage().expect("salvaged").clone();
+        assert_eq!((report.records, report.cut_bytes), (3, 3000));
+        assert!(report.moved_to.exists(), "the damaged file is kept");
+        assert!(!path.with_extension("redb.salvaging").exists());
+        assert_eq!(values(&spool.read(None, 1_000, None).expect("reads")), vec![0.0, 1.0, 2.0]);
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn api_call(seq: u64) -> ApiCallRow {
