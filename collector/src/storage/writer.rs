@@ -96,17 +96,29 @@ impl Writer {
     /// Ships until [`Shutdown::begin`] (then ships what it can within the grace period).
     pub async fn run(self, mut deadline: watch::Receiver<Option<Instant>>) {
         // A batch the previous run was inserting when it stopped goes first, exactly as it was,
-        // so its deduplication token matches.
-        match self.spool.inflight() {
+        // so its deduplication token matches: a read error is retried, not skipped (the records
+        // regrouped would carry another token, and a modern server would store them twice).
+        let spool = self.spool.clone();
+        let inflight = retry_read(&self.status, "the in-flight mark", &deadline, || {
+            let spool = spool.clone();
+            async move { blocking(move || spool.inflight().map_err(|e| e.to_string())).await }
+        })
+        .await;
+        match inflight {
             Ok(Some((_, last))) => {
-                if let Ok(records) = self.read(Some(last)).await {
-                    if !records.is_empty() && self.ship(records, &deadline).await.is_err() {
-                        return self.stopped();
+                let records = retry_read(&self.status, "the in-flight batch", &deadline, || self.read(Some(last))).await;
+                match records {
+                    Ok(records) if !records.is_empty() => {
+                        if self.ship(records, &deadline).await.is_err() {
+                            return self.stopped();
+                        }
                     }
+                    Ok(_) => {}
+                    Err(GaveUp) => return self.stopped(),
                 }
             }
             Ok(None) => {}
-            Err(err) => tracing::error!(%err, "cannot read the spool's in-flight mark"),
+            Err(GaveUp) => return self.stopped(),
         }
         let mut ticker = tokio::time::interval(self.flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,13 +165,7 @@ impl Writer {
     /// Ships every record the spool holds, batch after batch (a backlog drains back to back).
     async fn ship_all(&self, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
         loop {
-            let records = match self.read(None).await {
-                Ok(records) => records,
-                Err(err) => {
-                    tracing::error!(%err, "cannot read the spool");
-                    return Ok(());
-                }
-            };
+            let records = retry_read(&self.status, "the next batch", deadline, || self.read(None)).await?;
             if records.is_empty() {
                 return Ok(());
             }
@@ -171,9 +177,7 @@ impl Writer {
     async fn read(&self, until: Option<u64>) -> Result<Vec<Record>, String> {
         let spool = self.spool.clone();
         let max_rows = self.batch_rows as u64;
-        tokio::task::spawn_blocking(move || spool.read(None, max_rows, until).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| e.to_string())?
+        blocking(move || spool.read(None, max_rows, until).map_err(|e| e.to_string())).await
     }
 
     async fn ship(&self, records: Vec<Record>, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
@@ -275,6 +279,53 @@ impl Writer {
     }
 }
 
+/// Runs a blocking spool call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())?
+}
+
+/// Reads from the spool with `attempt`, retrying with backoff until it succeeds or the shutdown
+/// deadline passes. Meanwhile the error is the writer's status (`/healthz` says degraded and
+/// shows it), so a spool that cannot be read is not silent.
+async fn retry_read<T, F, Fut>(
+    status: &WriterStatus,
+    what: &str,
+    deadline: &watch::Receiver<Option<Instant>>,
+    mut attempt: F,
+) -> Result<T, GaveUp>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut deadline = deadline.clone();
+    let mut failed = false;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if failed {
+                    status.record(None);
+                }
+                return Ok(value);
+            }
+            Err(err) => {
+                failed = true;
+                status.record(Some(format!("cannot read {what} from the spool: {err}")));
+                if deadline.borrow().is_some_and(|d| Instant::now() + backoff > d) {
+                    tracing::error!(%err, "cannot read {what} from the spool; shutdown grace period over");
+                    return Err(GaveUp);
+                }
+                tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "cannot read {what} from the spool; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = deadline.changed() => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
 where
     T: Row + RowWrite + Serialize + Send + Sync + 'static,
@@ -285,4 +336,35 @@ where
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spool_read_errors_are_retried_and_shown_until_a_read_succeeds() {
+        let status = WriterStatus::default();
+        let (shutdown, deadline) = shutdown_channel();
+        let mut failures = 2;
+        let mut seen_failing = Vec::new();
+        let read = retry_read(&status, "the next batch", &deadline, || {
+            seen_failing.push(status.is_failing());
+            let result = if failures > 0 { Err("disk says no".to_owned()) } else { Ok(7) };
+            failures -= 1;
+            async move { result }
+        })
+        .await;
+        assert_eq!(read.ok(), Some(7));
+        assert_eq!(seen_failing, vec![false, true, true], "the failure is the writer's status while it lasts");
+        assert!(!status.is_failing(), "cleared by the read that succeeded");
+        assert_eq!(status.last_error().as_deref(), Some("cannot read the next batch from the spool: disk says no"));
+
+        // At shutdown the retries stop at the grace deadline.
+        shutdown.begin(Duration::from_millis(50));
+        let started = Instant::now();
+        let read = retry_read(&status, "the in-flight batch", &deadline, || async { Err::<(), _>("still no".to_owned()) }).await;
+        assert!(read.is_err() && started.elapsed() < Duration::from_secs(5));
+        assert!(status.is_failing());
+    }
 }
