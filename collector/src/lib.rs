@@ -196,10 +196,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         app.telemetry.spool_files_salvaged.inc();
     }
     let app = Arc::new(app);
-    // Beacons are accepted into the spool from the start; the schema is migrated and the shipper
-    // started as soon as ClickHouse answers, so a restart during a ClickHouse outage loses nothing.
-    // One attempt before serving: with ClickHouse up (the usual case) the schema is in place when
-    // `start` returns.
+    // Beacons are accepted into the spool from the start: the listener serves before ClickHouse
+    // is reached, and the schema is migrated and the shipper started as soon as ClickHouse
+    // answers, so a restart during a ClickHouse outage (down, or not answering) loses nothing.
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Responses go out as soon as they are written: without TCP_NODELAY, a response's last
+    // partial segment can wait for the client's delayed ACK (40 ms on Linux), which the agent's
+    // wasm download hit, depending only on its byte size.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    // One attempt before `start` returns: with ClickHouse up (the usual case) the schema is in
+    // place then.
     let ready = match storage::schema::migrate(&app.config).await {
         Ok(version) => {
             tracing::info!(url = %app.config.clickhouse_url, database = %app.config.clickhouse_database, %version, "ClickHouse schema ready");
@@ -245,25 +265,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let alerting = tokio::spawn(alerting(app.clone()));
     let finalizing = tokio::spawn(storage::finalize::run_forever(app.clone()));
 
-    let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
-    let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
-    let (stop_server, stopped) = oneshot::channel::<()>();
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Responses go out as soon as they are written: without TCP_NODELAY, a response's last
-    // partial segment can wait for the client's delayed ACK (40 ms on Linux), which the agent's
-    // wasm download hit, depending only on its byte size.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
     tracing::info!("listening on http://{addr}");
     if app.config.uses_dev_credentials() {
         tracing::warn!(
@@ -309,7 +310,13 @@ async fn migrate_when_reachable(app: &App, deadline: &tokio::sync::watch::Receiv
     let mut backoff = Duration::from_secs(1);
     let mut deadline = deadline.clone();
     loop {
-        match storage::schema::migrate(&app.config).await {
+        // A migration still waiting for its server when shutdown begins is abandoned (each step
+        // is idempotent; the next start applies what is missing).
+        let migrated = tokio::select! {
+            migrated = storage::schema::migrate(&app.config) => migrated,
+            _ = deadline.wait_for(Option::is_some) => return None,
+        };
+        match migrated {
             Ok(version) => {
                 tracing::info!(url = %app.config.clickhouse_url, database = %app.config.clickhouse_database, %version, "ClickHouse schema ready");
                 return Some(version);

@@ -746,11 +746,11 @@ fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::storage::rows::{ApiCallRow, MetricRow};
 
-    fn temp_dir(name: &str) -> PathBuf {
+    pub(crate) fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("pulse-spool-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
@@ -790,7 +790,7 @@ mod tests {
         }
     }
 
-    fn batch(values: &[f64]) -> Batch {
+    pub(crate) fn batch(values: &[f64]) -> Batch {
         Batch { metrics: values.iter().map(|&v| metric(v)).collect(), api_calls: Vec::<ApiCallRow>::new() }
     }
 

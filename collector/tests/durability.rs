@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use pulse_testkit::http::{get, try_send};
 use pulse_testkit::{clickhouse, free_port, now_ms, temp_dir, ClickHouse, StoppableClickHouse};
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 use serde_json::{json, Value};
 
 const METRICS_PER_BEACON: usize = 10;
@@ -420,4 +420,45 @@ async fn the_collector_starts_and_accepts_while_clickhouse_is_down() {
     }
     let (rows, duplicates) = every_ack_is_stored(ch, &db, &acked, Duration::from_secs(90)).await;
     assert_eq!((rows, duplicates), (acked.len() as u64, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_collector_serves_while_clickhouse_takes_connections_and_never_answers() {
+    // A "server" that accepts every connection and never says a word (a hung ClickHouse, a
+    // black-holing proxy): the collector must listen and take beacons all the same, and stop.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}", silent.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let silent = ClickHouse { url, dir: temp_dir("silent-clickhouse") };
+    let started = Instant::now();
+    let mut collector = Collector::start(&silent, "silent", &temp_dir("spool-silent"), &[("PULSE_SHUTDOWN_GRACE_SECONDS", "2")]);
+    let (body, _) = beacon(0, 1);
+    let answer = pulse_testkit::http::post_beacon(&collector.base(), body.to_string()).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    eprintln!("listening and accepting {:?} after the start", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let health = get(&format!("{}/healthz", collector.base()), &[]).await.json();
+    assert_eq!(health["services"]["clickhouse"]["schema"], "waiting for ClickHouse", "{health}");
+
+    // SIGTERM: the migration still waiting for its server is abandoned; the process exits, the
+    // beacon stays in the spool.
+    let mut child = collector.child.take().expect("running");
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let stopping = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(stopping.elapsed() < Duration::from_secs(20), "the collector did not stop within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spool = redb::Database::create(collector.spool.join("spool.redb")).expect("spool opens");
+    let txn = spool.begin_read().expect("read txn");
+    let records: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    assert_eq!(txn.open_table(records).expect("records").iter().expect("iter").count(), 1, "the beacon waits in the spool");
 }

@@ -550,6 +550,9 @@ pub enum SchemaError {
     },
 }
 
+/// Longest wait for a server's first answer (its version) before migrating it.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Creates the database and applies pending migrations. Returns the server version.
 pub async fn migrate(config: &Config) -> Result<String, SchemaError> {
     let mut version = String::new();
@@ -633,7 +636,12 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
         move |source| SchemaError::ClickHouse { url, what, source }
     };
     let server = super::bare_client_at(config, url);
-    let version = server.query("SELECT version()").fetch_one::<String>().await.map_err(err("SELECT version()"))?;
+    // A server that takes the connection and never answers is an error like a refused one (and
+    // retried); one that answers gets all the time the migrations take.
+    let version = tokio::time::timeout(PROBE_TIMEOUT, server.query("SELECT version()").fetch_one::<String>())
+        .await
+        .unwrap_or(Err(clickhouse::error::Error::TimedOut))
+        .map_err(err("SELECT version()"))?;
     // The database name is checked by `Config::check` (letters, digits, _), so it is safe as an identifier.
     server.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(err("CREATE DATABASE"))?;
     let client = super::client_at(config, url, database);

@@ -2,10 +2,11 @@
 //! table per batch, when `batch_rows` rows are waiting or `flush_interval` has passed, oldest
 //! first. Records leave the spool only after ClickHouse confirmed their inserts.
 //!
-//! Failed inserts are retried with exponential backoff (100 ms doubling to 10 s) for as long as
-//! the collector runs; meanwhile ingest keeps accepting into the spool, which grows until
-//! `spool_max_bytes`. At shutdown the shipper keeps trying for the grace period; what it could not
-//! ship stays in the spool and is shipped at the next start — nothing accepted is dropped.
+//! Failed inserts (and inserts without an answer within 60 s) are retried with exponential
+//! backoff (100 ms doubling to 10 s) for as long as the collector runs; meanwhile ingest keeps
+//! accepting into the spool, which grows until `spool_max_bytes`. At shutdown the shipper keeps
+//! shipping for the grace period at most; what it could not ship stays in the spool and is
+//! shipped at the next start — nothing accepted is dropped.
 //!
 //! On servers that support it (ClickHouse ≥ 22), each batch carries an
 //! `insert_deduplication_token` made of the spool's id and the batch's key range, and the range is
@@ -27,6 +28,9 @@ use crate::telemetry::Telemetry;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest wait for one insert (sending the rows and ClickHouse's answer): a server that takes
+/// the connection and never answers gets a retry, not a shipper stuck for ever.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `/healthz` needs to know about the shipper.
 #[derive(Debug, Default)]
@@ -165,6 +169,10 @@ impl Writer {
     /// Ships every record the spool holds, batch after batch (a backlog drains back to back).
     async fn ship_all(&self, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
         loop {
+            // A long healthy drain ends at the shutdown deadline too; the rest stays in the spool.
+            if deadline.borrow().is_some_and(|d| Instant::now() >= d) {
+                return Err(GaveUp);
+            }
             let records = retry_read(&self.status, "the next batch", deadline, || self.read(None)).await?;
             if records.is_empty() {
                 return Ok(());
@@ -250,7 +258,16 @@ impl Writer {
         let mut backoff = FIRST_BACKOFF;
         let mut deadline = deadline.clone();
         loop {
-            match insert(&client, table, rows).await {
+            // An insert under way when the grace period ends is abandoned: its rows stay in the
+            // spool (shipped again at the next start, at least once as always).
+            let attempt = tokio::select! {
+                result = insert(&client, table, rows) => result,
+                () = passed(deadline.clone()) => {
+                    tracing::warn!(table, rows = rows.len(), "shutdown grace period over during an insert");
+                    return Err(GaveUp);
+                }
+            };
+            match attempt {
                 Ok(()) => {
                     self.status.record(None);
                     self.telemetry.batch_rows.with_label_values(&[table]).observe(rows.len() as f64);
@@ -326,16 +343,36 @@ where
     }
 }
 
+/// Resolves once the shutdown deadline has passed (never while no shutdown has begun).
+async fn passed(mut deadline: watch::Receiver<Option<Instant>>) {
+    loop {
+        let until = *deadline.borrow_and_update();
+        match until {
+            Some(d) => return tokio::time::sleep_until(d.into()).await,
+            None => {
+                if deadline.changed().await.is_err() {
+                    // No one can begin a shutdown any more.
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}
+
 async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
 where
     T: Row + RowWrite + Serialize + Send + Sync + 'static,
     for<'a> T: Row<Value<'a> = T>,
 {
-    let mut insert = client.insert::<T>(table).await?;
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await
+    let attempt = async {
+        let mut insert = client.insert::<T>(table).await?.with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    };
+    // Also bounds what `with_timeouts` does not cover (opening the request).
+    tokio::time::timeout(INSERT_TIMEOUT, attempt).await.unwrap_or(Err(clickhouse::error::Error::TimedOut))
 }
 
 #[cfg(test)]
@@ -366,5 +403,42 @@ mod tests {
         let read = retry_read(&status, "the in-flight batch", &deadline, || async { Err::<(), _>("still no".to_owned()) }).await;
         assert!(read.is_err() && started.elapsed() < Duration::from_secs(5));
         assert!(status.is_failing());
+    }
+
+    /// A ClickHouse that takes the connection and never answers: the insert hangs, and shutdown
+    /// still ends at the grace deadline, the rows kept in the spool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_insert_does_not_outlast_the_grace_period() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let url = format!("http://{}", silent.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in silent.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        let dir = crate::spool::tests::temp_dir("writer-hanging");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
+        let writer = Writer {
+            client: Client::default().with_url(url).with_validation(false),
+            spool: spool.clone(),
+            batch_rows: 1,
+            flush_interval: Duration::from_millis(10),
+            telemetry: Telemetry::new(),
+            status: Arc::new(WriterStatus::default()),
+            deduplicate: false,
+        };
+        let (shutdown, deadline) = shutdown_channel();
+        let running = tokio::spawn(writer.run(deadline));
+        // Let the shipper get stuck in its insert, then stop with one second of grace.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stopping = Instant::now();
+        shutdown.begin(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops within the grace period").expect("writer task");
+        assert!(stopping.elapsed() < Duration::from_secs(3), "stopped after {:?}", stopping.elapsed());
+        assert_eq!(spool.stats_fast().rows, 2, "the rows stay in the spool");
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
