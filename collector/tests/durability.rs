@@ -18,6 +18,9 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde_json::{json, Value};
 
 const METRICS_PER_BEACON: usize = 10;
+/// API calls in each beacon besides its metrics (they have no id: answers count them once by
+/// their page view and arrival order).
+const CALLS_PER_BEACON: usize = 2;
 
 /// The collector binary, restartable on the same port and spool.
 struct Collector {
@@ -102,8 +105,12 @@ struct Seen {
 fn beacon(client: usize, seq: u64) -> (Value, Vec<String>) {
     let now = now_ms();
     let ids: Vec<String> = (0..METRICS_PER_BEACON).map(|k| format!("m-{client}-{seq}-{k}")).collect();
-    let metrics: Vec<Value> =
+    let mut metrics: Vec<Value> =
         ids.iter().enumerate().map(|(k, id)| json!({"name": "LCP", "value": 1000.0 + k as f64, "at": now, "id": id})).collect();
+    metrics.extend(
+        (0..CALLS_PER_BEACON)
+            .map(|k| json!({"name": "api", "value": 50.0, "at": now, "route": "/api/cart", "method": "GET", "status": 200 + k})),
+    );
     let body = json!({"v": 1, "site": "demo", "session": format!("s-{client}"), "page": format!("p-{client}-{seq}"),
                       "url": "/checkout", "nav": "navigate", "sent_at": now, "metrics": metrics});
     (body, ids)
@@ -229,6 +236,18 @@ async fn kill_9_under_load_loses_no_acknowledged_metric() {
     // (Beacons stored whose 202 the kill cut off count too: every distinct metric once.)
     assert_eq!(answer.json()["rows"][0]["count"].as_u64(), Some(rows - duplicates), "{}", answer.text());
     assert!(rows - duplicates >= acked.len() as u64);
+    // API calls too: every call of an acknowledged beacon stored, each counted once.
+    let calls = (seen.accepted.load(Ordering::Relaxed) as usize * CALLS_PER_BEACON) as u64;
+    let distinct = format!("SELECT count() FROM (SELECT DISTINCT page, seq FROM {db}.api_calls)");
+    let started = Instant::now();
+    while ch.count(&distinct) < calls {
+        assert!(started.elapsed() < Duration::from_secs(60), "acknowledged API calls missing");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (stored, raw) = (ch.count(&distinct), ch.count(&format!("SELECT count() FROM {db}.api_calls")));
+    let answer = get(&format!("{}/v1/api-calls?site=demo&to={to}", collector.base()), &[("authorization", "Bearer dev-read-key")]).await;
+    eprintln!("API calls: {calls} acknowledged, {stored} stored ({} raw duplicates)", raw - stored);
+    assert_eq!(answer.json()["rows"][0]["count"].as_u64(), Some(stored), "{}", answer.text());
     collector.terminate();
 }
 
@@ -311,6 +330,8 @@ async fn a_full_spool_answers_503_and_keeps_what_it_acknowledged() {
         metrics.contains(&format!("pulse_metrics_accepted_total{{kind=\"vital\"}} {acked_so_far}")),
         "accepted counts only the metrics of beacons answered 202 ({acked_so_far}): {metrics}"
     );
+    let calls = acked_so_far / METRICS_PER_BEACON * CALLS_PER_BEACON;
+    assert!(metrics.contains(&format!("pulse_metrics_accepted_total{{kind=\"api\"}} {calls}")), "{metrics}");
     own.resume();
     let acked = seen.acked.lock().expect("acked").clone();
     let (rows, duplicates) = every_ack_is_stored(ch, &db, &acked, Duration::from_secs(60)).await;
@@ -379,7 +400,10 @@ async fn a_damaged_spool_keeps_every_complete_record() {
     let moved_to = health["spool"]["salvaged_at_start"]["moved_to"].as_str().unwrap_or_default().to_owned();
     assert!(Path::new(&moved_to).exists(), "the damaged file is kept for inspection: {moved_to}");
     assert!(
-        metrics.contains(&format!("pulse_rows_dropped_total{{reason=\"damaged_record\",table=\"spool\"}} {METRICS_PER_BEACON}")),
+        metrics.contains(&format!(
+            "pulse_rows_dropped_total{{reason=\"damaged_record\",table=\"spool\"}} {}",
+            METRICS_PER_BEACON + CALLS_PER_BEACON
+        )),
         "{metrics}"
     );
     collector.terminate();
