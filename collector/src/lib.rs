@@ -218,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             })
             .await
     });
+    tracing::info!("listening on http://{addr}");
     // One attempt before `start` returns: with ClickHouse up (the usual case) the schema is in
     // place then.
     let ready = match storage::schema::migrate(&app.config).await {
@@ -265,7 +266,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let alerting = tokio::spawn(alerting(app.clone()));
     let finalizing = tokio::spawn(storage::finalize::run_forever(app.clone()));
 
-    tracing::info!("listening on http://{addr}");
     if app.config.uses_dev_credentials() {
         tracing::warn!(
             "dev credentials in use: site key `{}` (origins http://localhost:*, http://127.0.0.1:*) and read key `{}`; configure `sites` and `read_keys` before exposing this collector",
