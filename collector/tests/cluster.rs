@@ -136,7 +136,7 @@ async fn two_collectors_on_a_two_shard_cluster_count_each_page_view_once() {
         }
     }
 
-    // API calls through the Distributed table (which migration 10's `seq` column reached), each
+    // API calls through the Distributed table (which migration 11's `seq` column reached), each
     // counted once after its batch was stored twice on its shard (a distributed insert retried whole).
     for page in 0..20 {
         let calls: Vec<Value> = (0..3).map(|i| pulse_testkit::api_call("/api/cart", "GET", 200, f64::from(i))).collect();
