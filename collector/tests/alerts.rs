@@ -234,6 +234,12 @@ async fn an_alert_fires_escalates_reminds_survives_a_restart_and_resolves() {
     assert_eq!(headers.get("x-pulse-signature").and_then(|v| v.to_str().ok()), Some(format!("sha256={expected}").as_str()));
 
     // Slack: an incoming-webhook payload. PagerDuty: Events v2, one dedup key from trigger to resolve.
+    // (Each notifier delivers on its own: wait until the last notice reached the other two.)
+    let started = std::time::Instant::now();
+    let arrived = |path: &str| got.lock().expect("received").iter().filter(|(p, _, _)| p == path).count();
+    while (arrived("/slack") < kinds.len() || arrived("/pd") < kinds.len()) && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let received = got.lock().expect("received").clone();
     let slack: Vec<&Value> = received.iter().filter(|(p, _, _)| p == "/slack").map(|(_, _, v)| v).collect();
     assert_eq!(slack.len(), kinds.len());
