@@ -25,7 +25,7 @@ pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -42,8 +42,8 @@ use crate::App;
 /// One notice to one notifier: rule, group, notifier, the notice's `at_ms`.
 type DeliveryId = (String, String, String, u64);
 
-/// The turn of one alert's notices at one notifier (held while delivering).
-type DeliveryTurn = Arc<tokio::sync::Mutex<()>>;
+/// The notices of one alert for one notifier (rule, group, notifier), delivered one at a time.
+type DeliveryQueue = tokio::sync::mpsc::UnboundedSender<DeliveryRow>;
 
 /// One rule × group being watched.
 #[derive(Debug, Clone, Serialize)]
@@ -117,11 +117,11 @@ pub struct Alerts {
     lease: Lease,
     /// When this collector last wrote a heartbeat (epoch s of the evaluated `now`).
     last_heartbeat: Mutex<Option<i64>>,
-    /// One queue per alert and notifier, so notices arrive in order (a resolve never overtakes
-    /// the trigger it resolves).
-    delivery_order: Mutex<BTreeMap<(String, String), DeliveryTurn>>,
+    /// One queue per alert and notifier, so notices arrive in the order they were made (a
+    /// resolve never overtakes the trigger it resolves, a re-sent trigger never follows it).
+    queues: Mutex<BTreeMap<(String, String, String), DeliveryQueue>>,
     /// Deliveries under way (rule, group, notifier, notice_ms): not started again meanwhile.
-    in_flight: Arc<Mutex<std::collections::BTreeSet<DeliveryId>>>,
+    in_flight: Mutex<std::collections::BTreeSet<DeliveryId>>,
     client: notify::HttpClient,
     /// Base of the dashboard links in notifications.
     public_url: String,
@@ -137,8 +137,8 @@ impl Alerts {
             evaluating: AtomicBool::new(false),
             lease: Lease::new("alert_lease"),
             last_heartbeat: Mutex::new(None),
-            delivery_order: Mutex::new(BTreeMap::new()),
-            in_flight: Arc::default(),
+            queues: Mutex::new(BTreeMap::new()),
+            in_flight: Mutex::default(),
             client: notify::client(),
             public_url,
         }
@@ -160,6 +160,8 @@ impl Alerts {
         if self.rules.is_empty() {
             return Ok(false);
         }
+        // The lease taken below holds for `lease_window` from about now.
+        let started = std::time::Instant::now();
         let t = now.unix_timestamp();
         let lease_window = 3 * app.config.alert_interval_seconds.max(1) as i64;
         let lapsed = self.last_heartbeat.lock().ok().and_then(|l| *l).is_some_and(|last| t - last > lease_window);
@@ -185,10 +187,9 @@ impl Alerts {
             return Ok(false);
         }
         self.evaluating.store(true, Ordering::Release);
-        // The lease holds for `lease_window` from the heartbeat above. An evaluation slower than
-        // that (a stalled query) may have been taken over meanwhile: it stops before recording or
-        // announcing anything more, and starts again from the recorded states next time.
-        let started = std::time::Instant::now();
+        // An evaluation slower than the lease (a stalled query) may have been taken over
+        // meanwhile: it stops before recording or sending anything more, and starts again from the
+        // recorded states next time.
         let lease_left = |alerts: &Alerts| {
             let ok = started.elapsed().as_secs() < lease_window as u64;
             if !ok {
@@ -275,16 +276,32 @@ impl Alerts {
                     continue;
                 }
                 if let Some(notice) = step.notice {
-                    self.announce(app, rule, &tracked, notice, now, event.at_ms).await;
+                    // Recorded: owed to the notifiers; sent now unless the lease ran out meanwhile
+                    // (then whoever leads sends it from `alert_deliveries`).
+                    let send_now = lease_left(self);
+                    self.announce(app, rule, &tracked, notice, now, event.at_ms, send_now).await;
+                    if !send_now {
+                        return Ok(true);
+                    }
                 }
             }
         }
         Ok(true)
     }
 
-    /// Records the notice as owed to each of the rule's notifiers, then sends it in the
-    /// background. `notice_ms` is its `alert_events` row's `at_ms`.
-    async fn announce(&self, app: &App, rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, notice_ms: u64) {
+    /// Records the notice as owed to each of the rule's notifiers, then (with `send_now`) sends
+    /// it in the background. `notice_ms` is its `alert_events` row's `at_ms`.
+    #[allow(clippy::too_many_arguments)]
+    async fn announce(
+        &self,
+        app: &App,
+        rule: &Rule,
+        tracked: &Tracked,
+        notice: Notice,
+        now: OffsetDateTime,
+        notice_ms: u64,
+        send_now: bool,
+    ) {
         let message = message(rule, tracked, notice, now, &self.public_url);
         tracing::info!(rule = %rule.name, group = %tracked.group, notice = notice.as_str(), summary = %message.summary, "alert");
         let at_ms = (now.unix_timestamp_nanos() / 1_000_000) as u64;
@@ -300,15 +317,19 @@ impl Alerts {
                 at: now.unix_timestamp() as u32,
                 at_ms,
                 state: "owed".into(),
-                body: serde_json::to_string(&notify::body(notifier, &message)).unwrap_or_default(),
+                // The message, not the notifier's body: that is made when it is sent, with the
+                // notifier's settings then (a rotated PagerDuty key is not kept here).
+                body: serde_json::to_string(&message).unwrap_or_default(),
             })
             .collect();
         if let Err(err) = insert_deliveries(&app.clickhouse, &owed).await {
             // Still sent now; only a second chance after a failure is lost.
             tracing::error!(rule = %rule.name, %err, "cannot record the notifications owed; each is sent once");
         }
-        for row in owed {
-            self.send(app, row);
+        if send_now {
+            for row in owed {
+                self.send(app, row);
+            }
         }
     }
 
@@ -344,7 +365,8 @@ impl Alerts {
         for r in &rows {
             let superseded =
                 latest_delivered.get(&(r.rule.as_str(), r.grp.as_str(), r.notifier.as_str())).is_some_and(|d| *d >= r.notice_ms);
-            let known = self.rules.iter().any(|rule| rule.name == r.rule) && self.notifiers.iter().any(|n| n.name == r.notifier);
+            // Only to a notifier the rule still notifies.
+            let known = self.rules.iter().any(|rule| rule.name == r.rule && rule.notify.contains(&r.notifier));
             if superseded || !known || r.body.is_empty() {
                 continue;
             }
@@ -364,52 +386,67 @@ impl Alerts {
         Ok(())
     }
 
-    /// Delivers one owed notice in the background, in its alert's order at that notifier, and
-    /// records it delivered on a 2xx. Does nothing while the same delivery is under way.
+    /// Queues one owed notice for delivery in the background, behind the notices of its alert
+    /// already queued for that notifier. Does nothing while the same notice is queued.
     fn send(&self, app: &App, owed: DeliveryRow) {
-        let Some(notifier) = self.notifiers.iter().find(|n| n.name == owed.notifier).cloned() else { return };
         let id = (owed.rule.clone(), owed.grp.clone(), owed.notifier.clone(), owed.notice_ms);
         if !self.in_flight.lock().is_ok_and(|mut f| f.insert(id.clone())) {
             return;
         }
-        let order = self
-            .delivery_order
-            .lock()
-            .map(|mut m| m.entry((fingerprint(&owed.rule, &owed.grp), owed.notifier.clone())).or_default().clone())
-            .unwrap_or_default();
-        // Taken before the task starts: tokio's mutex is fair, so notices keep their order.
-        let turn = order.clone().try_lock_owned();
-        let (client, telemetry, alerts, clickhouse, in_flight) =
-            (self.client.clone(), app.telemetry.clone(), app.alerts.clone(), app.clickhouse.clone(), self.in_flight.clone());
-        tokio::spawn(async move {
-            let _turn = match turn {
-                Ok(turn) => turn,
-                Err(_) => order.lock_owned().await,
-            };
-            let outcome = notify::deliver(&client, &notifier, owed.body.as_bytes()).await;
-            let label = if outcome.is_ok() { "delivered" } else { "failed" };
-            if outcome.is_ok() {
-                let done = DeliveryRow { state: "delivered".into(), body: String::new(), ..owed.clone() };
-                if let Err(err) = insert_deliveries(&clickhouse, &[done]).await {
-                    tracing::warn!(rule = %owed.rule, %err, "a delivered notification could not be recorded; it may be sent twice");
-                }
-            }
-            if let Ok(mut all) = alerts.tracked.lock() {
-                if let Some(t) = all.get_mut(&(owed.rule.clone(), owed.grp.clone())) {
-                    match outcome {
-                        Ok(()) => t.delivery_errors.remove(&notifier.name),
-                        Err(e) => t.delivery_errors.insert(notifier.name.clone(), e),
-                    };
-                    t.delivery_error = (!t.delivery_errors.is_empty())
-                        .then(|| t.delivery_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "));
-                }
-            }
-            // Counted last: whoever sees the count sees the alert's delivery error too.
-            telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
-            if let Ok(mut f) = in_flight.lock() {
+        let Ok(mut queues) = self.queues.lock() else { return };
+        let key = (owed.rule.clone(), owed.grp.clone(), owed.notifier.clone());
+        let queue = queues.entry(key).or_insert_with(|| self.deliverer(app));
+        if queue.send(owed).is_err() {
+            if let Ok(mut f) = self.in_flight.lock() {
                 f.remove(&id);
             }
+        }
+    }
+
+    /// The task that delivers one alert's notices to one notifier in order, each with its
+    /// retries, recording each delivered on a 2xx. A notice older than one it already delivered
+    /// (re-sent from `alert_deliveries` while a newer one was under way) is dropped: it would
+    /// undo the newer one at the receiver.
+    fn deliverer(&self, app: &App) -> DeliveryQueue {
+        let (queue, mut notices) = tokio::sync::mpsc::unbounded_channel::<DeliveryRow>();
+        let (client, telemetry, alerts, clickhouse) =
+            (self.client.clone(), app.telemetry.clone(), app.alerts.clone(), app.clickhouse.clone());
+        tokio::spawn(async move {
+            let mut newest_delivered = 0;
+            while let Some(owed) = notices.recv().await {
+                let id = (owed.rule.clone(), owed.grp.clone(), owed.notifier.clone(), owed.notice_ms);
+                let notifier = alerts.notifiers.iter().find(|n| n.name == owed.notifier).cloned();
+                let message = serde_json::from_str::<Message>(&owed.body);
+                if let (Some(notifier), Ok(message), true) = (notifier, message, owed.notice_ms > newest_delivered) {
+                    let body = serde_json::to_vec(&notify::body(&notifier, &message)).unwrap_or_default();
+                    let outcome = notify::deliver(&client, &notifier, &body).await;
+                    let label = if outcome.is_ok() { "delivered" } else { "failed" };
+                    if outcome.is_ok() {
+                        newest_delivered = owed.notice_ms;
+                        let done = DeliveryRow { state: "delivered".into(), body: String::new(), ..owed.clone() };
+                        if let Err(err) = insert_deliveries(&clickhouse, &[done]).await {
+                            tracing::warn!(rule = %owed.rule, %err, "a delivered notification could not be recorded; it may be sent twice");
+                        }
+                    }
+                    if let Ok(mut all) = alerts.tracked.lock() {
+                        if let Some(t) = all.get_mut(&(owed.rule.clone(), owed.grp.clone())) {
+                            match outcome {
+                                Ok(()) => t.delivery_errors.remove(&notifier.name),
+                                Err(e) => t.delivery_errors.insert(notifier.name.clone(), e),
+                            };
+                            t.delivery_error = (!t.delivery_errors.is_empty())
+                                .then(|| t.delivery_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "));
+                        }
+                    }
+                    // Counted last: whoever sees the count sees the alert's delivery error too.
+                    telemetry.alert_notifications.with_label_values(&[notifier.name.as_str(), label]).inc();
+                }
+                if let Ok(mut f) = alerts.in_flight.lock() {
+                    f.remove(&id);
+                }
+            }
         });
+        queue
     }
 
     /// Writes this collector's heartbeat and answers whether it leads (see [`Lease`]).
@@ -459,10 +496,11 @@ impl Alerts {
                 since: i64::from(row.since),
                 recovering_since: (row.recovering_since > 0).then_some(i64::from(row.recovering_since)),
                 notified_at: (row.notified_at > 0).then_some(i64::from(row.notified_at)),
-                value: row.value.is_finite().then_some(row.value),
+                // NaN is "no data"; a release regression from 0 is stored as +∞.
+                value: (!row.value.is_nan()).then_some(row.value),
                 samples: row.samples,
                 insufficient: false,
-                no_data: !row.value.is_finite(),
+                no_data: row.value.is_nan(),
             };
             tracked.insert(
                 (row.rule.clone(), row.grp.clone()),
@@ -551,7 +589,7 @@ async fn observe_release(
     let to = window_end_ms(app, now).div_euclid(1000);
     let from = to - rule.window.as_secs() as i64;
     let filters: Vec<(&'static str, String)> = rule
-        .filters
+        .normalised
         .iter()
         .filter_map(|(k, v)| crate::query::params::DIMENSIONS.iter().find(|d| *d == k).map(|d| (*d, v.clone())))
         .collect();
@@ -601,7 +639,10 @@ async fn observe_release(
             rule.metric,
             newest.release,
             previous.release,
-            pct(&c["change"]),
+            match (c["change"].as_f64(), c["difference"].as_f64()) {
+                (None, Some(d)) => format!("up from 0 by {}", human(d)),
+                _ => pct(&c["change"]),
+            },
             pct(&c["ci95"][0]),
             pct(&c["ci95"][1]),
             c["a"]["count"],
@@ -720,14 +761,14 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
     }
     Message {
         version: 1,
-        status: if resolved { "resolved" } else { "firing" },
-        notice: notice.as_str(),
+        status: if resolved { "resolved" } else { "firing" }.to_owned(),
+        notice: notice.as_str().to_owned(),
         rule: rule.name.clone(),
         site: rule.site.clone(),
         group: tracked.group.clone(),
         metric: rule.metric.clone(),
         stat: rule.stat.name(),
-        severity: severity.map(Severity::as_str),
+        severity: severity.map(|s| s.as_str().to_owned()),
         value: a.value,
         threshold,
         samples: a.samples,

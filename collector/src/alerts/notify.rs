@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -33,19 +33,19 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one alert transition says; the webhook body as is.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
     pub version: u32,
     /// `firing` or `resolved`.
-    pub status: &'static str,
+    pub status: String,
     /// `firing`, `severity_changed`, `reminder` or `resolved`.
-    pub notice: &'static str,
+    pub notice: String,
     pub rule: String,
     pub site: String,
     pub group: String,
     pub metric: String,
     pub stat: String,
-    pub severity: Option<&'static str>,
+    pub severity: Option<String>,
     pub value: Option<f64>,
     pub threshold: f64,
     pub samples: u64,
@@ -73,7 +73,7 @@ pub fn body(notifier: &Notifier, message: &Message) -> Value {
     match notifier.kind {
         NotifierKind::Webhook => serde_json::to_value(message).unwrap_or(Value::Null),
         NotifierKind::Slack => {
-            let icon = match (message.status, message.severity) {
+            let icon = match (message.status.as_str(), message.severity.as_deref()) {
                 ("resolved", _) => ":large_green_circle:",
                 (_, Some("critical")) => ":red_circle:",
                 _ => ":large_orange_circle:",
@@ -98,7 +98,7 @@ pub fn body(notifier: &Notifier, message: &Message) -> Value {
                     "payload": {
                         "summary": message.summary,
                         "source": format!("pulse/{}", message.site),
-                        "severity": message.severity.unwrap_or("warning"),
+                        "severity": message.severity.as_deref().unwrap_or("warning"),
                         "timestamp": message.at,
                         "component": message.site,
                         "group": message.group,

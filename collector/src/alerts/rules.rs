@@ -155,7 +155,11 @@ pub struct Rule {
     pub site: String,
     pub metric: String,
     pub stat: Stat,
+    /// `where` as written (the query API normalises it at each evaluation).
     pub filters: Vec<(String, String)>,
+    /// `where` as the query API reads it (a URL as its route, a method in upper case), for the
+    /// queries built here rather than through the query API (release rules).
+    pub normalised: Vec<(String, String)>,
     pub group_by: Option<String>,
     pub max_groups: usize,
     pub window: Duration,
@@ -301,7 +305,7 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
     // Values are checked and normalised as the query API does (a URL to its route, a method to
     // upper case), so a rule's filter matches what ingest stored and a value the query would
     // refuse stops the start, not every evaluation.
-    let filters = checked_filters(&c.filters, api).map_err(|(key, why)| (field(&format!("where.{key}")), why))?;
+    let normalised = checked_filters(&c.filters, api).map_err(|(key, why)| (field(&format!("where.{key}")), why))?;
     let groupable: &[&str] = if api { &API_FILTERS } else { &PAGE_FILTERS };
     if let Some(g) = &c.group_by {
         if !groupable.contains(&g.as_str()) {
@@ -358,7 +362,10 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
             Some(t) if fraction && !(0.0..=1.0).contains(&t) => {
                 return bad(name, format!("{t} is not a fraction from 0 to 1 ({stat_text} is a share: 0.05 = 5 %)"));
             }
-            Some(t) if t < 0.0 => return bad(name, format!("{t} is below 0, which {stat_text} never is")),
+            // Custom metrics may be negative; a release rule watches a change, which may be too.
+            Some(t) if t < 0.0 && !release && (vital.is_some() || api || stat == Stat::Count) => {
+                return bad(name, format!("{t} is below 0, which {stat_text} of {} never is", c.metric));
+            }
             _ => {}
         }
     }
@@ -397,7 +404,8 @@ pub fn check_rule(c: &AlertRuleConfig, sites: &[&str], notifiers: &[Notifier]) -
         site: c.site.clone(),
         metric: c.metric.clone(),
         stat,
-        filters,
+        filters: c.filters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        normalised,
         group_by: c.group_by.clone(),
         max_groups,
         window,
@@ -538,9 +546,10 @@ mod tests {
     #[test]
     fn filters_are_checked_and_normalised_as_the_query_api_does() {
         let r = check("where = { url = \"https://shop.example/product/123?ref=mail\", nav = \"reload\" }").expect("valid");
-        assert_eq!(r.filters, vec![("url".to_owned(), "/product/:id".to_owned()), ("nav".to_owned(), "reload".to_owned())]);
-        // Normalising again (the evaluation's query does) changes nothing.
-        assert_eq!(pulse_protocol::route::normalise_path("/product/:id"), "/product/:id");
+        assert_eq!(r.normalised, vec![("url".to_owned(), "/product/:id".to_owned()), ("nav".to_owned(), "reload".to_owned())]);
+        // As written for the query API, which normalises once (a route normalised twice is not
+        // the same: `api.example/v1/items/:id` would become a path).
+        assert_eq!(r.filters[1], ("url".to_owned(), "https://shop.example/product/123?ref=mail".to_owned()));
         let api = |extra: &str| {
             check_rule(
                 &rule(&format!("name = \"a\"\nsite = \"shop\"\nmetric = \"api\"\nstat = \"p95\"\nwarning = 800\n{extra}")),
@@ -550,13 +559,15 @@ mod tests {
         };
         let r = api("where = { route = \"/api/cart/42\", method = \"post\", status = \"503\" }").expect("valid");
         assert_eq!(
-            r.filters,
+            r.normalised,
             vec![
                 ("route".to_owned(), "/api/cart/:id".to_owned()),
                 ("method".to_owned(), "POST".to_owned()),
                 ("status".to_owned(), "503".to_owned())
             ]
         );
+        let cross_origin = api("where = { route = \"https://api.example/v1/items/7\" }").expect("valid");
+        assert_eq!(cross_origin.filters, vec![("route".to_owned(), "https://api.example/v1/items/7".to_owned())]);
         let err = api("where = { status = \"5xx\" }").expect_err("not a status");
         assert_eq!(err.0, "alert_rules[a].where.status", "{}", err.1);
     }
@@ -570,6 +581,10 @@ mod tests {
         assert!(shares("stat = \"good_share\"\nwarning = 0.9\ncritical = 0.75").is_ok());
         let err = shares("stat = \"count\"\nwarning = -1").expect_err("negative count");
         assert_eq!(err.0, "alert_rules[s].warning");
+        // A custom metric may be negative (a balance, a temperature).
+        let custom =
+            check_rule(&rule("name = \"c\"\nsite = \"shop\"\nmetric = \"cart.delta\"\nstat = \"avg\"\nwarning = -5\n"), &["shop"], &[]);
+        assert!(custom.is_ok(), "{custom:?}");
         let api =
             check_rule(&rule("name = \"e\"\nsite = \"shop\"\nmetric = \"api\"\nstat = \"error_rate\"\nwarning = 5\n"), &["shop"], &[]);
         assert_eq!(api.expect_err("5 meant as 5 %").0, "alert_rules[e].warning");
