@@ -450,15 +450,7 @@ async fn the_collector_starts_and_accepts_while_clickhouse_is_down() {
 async fn the_collector_serves_while_clickhouse_takes_connections_and_never_answers() {
     // A "server" that accepts every connection and never says a word (a hung ClickHouse, a
     // black-holing proxy): the collector must listen and take beacons all the same, and stop.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-    let url = format!("http://{}", silent.local_addr().expect("address"));
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming().flatten() {
-            held.push(stream);
-        }
-    });
-    let silent = ClickHouse { url, dir: temp_dir("silent-clickhouse") };
+    let silent = ClickHouse { url: pulse_testkit::silent_server(), dir: temp_dir("silent-clickhouse") };
     let started = Instant::now();
     let mut collector = Collector::start(&silent, "silent", &temp_dir("spool-silent"), &[("PULSE_SHUTDOWN_GRACE_SECONDS", "2")]);
     let (body, _) = beacon(0, 1);

@@ -168,6 +168,20 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The URL of a "server" that accepts every connection and never says a word (a hung ClickHouse,
+/// a black-holing proxy). It lives as long as the test process.
+pub fn silent_server() -> String {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}", silent.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
+}
+
 /// A port that was free a moment ago, and that no other caller in this process got: a test that
 /// restarts a server on its port (the kill tests) leaves it free for a moment, and must not find
 /// another test's server there when it comes back.

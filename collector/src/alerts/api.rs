@@ -60,7 +60,7 @@ pub async fn alerts(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(q
             "since": format_time(a.since),
             "note": if a.insufficient { Some("insufficient data") } else if a.no_data { Some("no data") } else { None },
             "last_notified": a.notified_at.map(format_time),
-            "delivery_error": t.delivery_error,
+            "delivery_error": t.delivery_error(),
             "fingerprint": super::fingerprint(&t.rule, &t.group),
         }));
     }

@@ -53,11 +53,18 @@ pub struct Tracked {
     pub group: String,
     pub alert: Alert,
     /// The notifiers whose last delivery of this alert's notices failed, with the failure.
-    pub delivery_error: Option<String>,
     #[serde(skip)]
     delivery_errors: BTreeMap<String, String>,
     /// What the last evaluation found, in words (release rules: the comparison).
     pub detail: Option<String>,
+}
+
+impl Tracked {
+    /// Each notifier whose last delivery of this alert's notices failed, with the failure.
+    pub fn delivery_error(&self) -> Option<String> {
+        (!self.delivery_errors.is_empty())
+            .then(|| self.delivery_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "))
+    }
 }
 
 /// A row of `alert_events`: one transition or notification of one alert.
@@ -240,7 +247,6 @@ impl Alerts {
                         site: rule.site.clone(),
                         group: group.clone(),
                         alert: Alert::default(),
-                        delivery_error: None,
                         delivery_errors: BTreeMap::new(),
                         detail: None,
                     });
@@ -434,8 +440,6 @@ impl Alerts {
                                 Ok(()) => t.delivery_errors.remove(&notifier.name),
                                 Err(e) => t.delivery_errors.insert(notifier.name.clone(), e),
                             };
-                            t.delivery_error = (!t.delivery_errors.is_empty())
-                                .then(|| t.delivery_errors.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; "));
                         }
                     }
                     // Counted last: whoever sees the count sees the alert's delivery error too.
@@ -504,15 +508,7 @@ impl Alerts {
             };
             tracked.insert(
                 (row.rule.clone(), row.grp.clone()),
-                Tracked {
-                    rule: row.rule,
-                    site: row.site,
-                    group: row.grp,
-                    alert,
-                    delivery_error: None,
-                    delivery_errors: BTreeMap::new(),
-                    detail: None,
-                },
+                Tracked { rule: row.rule, site: row.site, group: row.grp, alert, delivery_errors: BTreeMap::new(), detail: None },
             );
         }
         Ok(tracked)
@@ -679,17 +675,11 @@ async fn insert_deliveries(clickhouse: &clickhouse::Client, rows: &[DeliveryRow]
     if rows.is_empty() {
         return Ok(());
     }
-    let mut insert = clickhouse.insert::<DeliveryRow>("alert_deliveries").await?;
-    for row in rows {
-        insert.write(row).await?;
-    }
-    insert.end().await
+    crate::storage::writer::insert(clickhouse, "alert_deliveries", rows).await
 }
 
 async fn store_event(app: &App, event: &EventRow) -> Result<(), clickhouse::error::Error> {
-    let mut insert = app.clickhouse.insert::<EventRow>("alert_events").await?;
-    insert.write(event).await?;
-    insert.end().await
+    crate::storage::writer::insert(&app.clickhouse, "alert_events", std::slice::from_ref(event)).await
 }
 
 /// A number as people read it: up to three decimals, no trailing zeros.

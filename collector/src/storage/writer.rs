@@ -359,7 +359,8 @@ async fn passed(mut deadline: watch::Receiver<Option<Instant>>) {
     }
 }
 
-async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
+/// Inserts `rows` into `table` in one request, bounded by [`INSERT_TIMEOUT`].
+pub(crate) async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
 where
     T: Row + RowWrite + Serialize + Send + Sync + 'static,
     for<'a> T: Row<Value<'a> = T>,
@@ -409,14 +410,7 @@ mod tests {
     /// still ends at the grace deadline, the rows kept in the spool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hanging_insert_does_not_outlast_the_grace_period() {
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-        let url = format!("http://{}", silent.local_addr().expect("address"));
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in silent.incoming().flatten() {
-                held.push(stream);
-            }
-        });
+        let url = pulse_testkit::silent_server();
         let dir = crate::spool::tests::temp_dir("writer-hanging");
         let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
         spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
