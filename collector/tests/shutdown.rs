@@ -28,8 +28,11 @@ async fn beacons_accepted_before_sigterm_are_stored_after_exit() {
         .expect("collector binary starts");
 
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || get(&format!("{base}/healthz"), &[]).await.status != 200 {
-        assert!(started.elapsed() < Duration::from_secs(30), "collector did not become healthy");
+    // Ready: the listener serves while the schema is still being migrated, and beacons taken
+    // then are shipped as a backlog the moment the shipper starts — not what this test is about.
+    let ready = || async { get(&format!("{base}/healthz"), &[]).await.json()["services"]["clickhouse"]["schema"] == "ready" };
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !ready().await {
+        assert!(started.elapsed() < Duration::from_secs(30), "collector did not become ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
