@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::alerts::rules::{self, AlertRuleConfig, Notifier, NotifierConfig, Rule};
 use crate::origin::OriginPattern;
+use pulse_protocol::limits::{MAX_BODY_BYTES, MAX_METRICS_PER_BEACON};
 
 /// The dev site key that `make run` and the demo page use.
 pub const DEV_SITE: &str = "demo";
@@ -292,14 +293,37 @@ settings! {
     /// How often the finalizer looks for hours to make final, s. Any number of collectors may
     /// run it: a lease in ClickHouse lets one at a time.
     finalize_interval_seconds: u64 = 60;
-    /// Beacons per second per client IP (burst twice this). Sized for a large office or campus
-    /// behind one NAT address: 5 000 people on the site at once send about 200 beacons/s.
+    /// Beacons per second per client (an IPv4 address or an IPv6 /64; burst twice this). Sized
+    /// for a large office or campus behind one NAT address: 5 000 people on the site at once send
+    /// about 200 beacons/s.
     ip_rate_per_second: u32 = 500;
-    /// Beacons per second per site unless the site sets its own (burst twice this).
-    site_rate_per_second: u32 = 2_000;
-    /// Trusted header with the client IP (its first entry), e.g. `x-forwarded-for`; none: the
-    /// socket's peer address.
+    /// Metrics (rows) per second per client (burst twice this). That campus sends about 2 000 a
+    /// second (10 a beacon); a flood of full 500-metric beacons is cut to 20 beacons/s.
+    ip_metrics_per_second: u64 = 10_000;
+    /// Body bytes per second per client (burst twice this). That campus sends about 400 KB/s; at
+    /// this rate one client adds at most about 2 MB/s to the spool.
+    ip_bytes_per_second: u64 = 1_000_000;
+    /// Most clients the per-client buckets remember (about 46 B each: 23 MB at the default).
+    /// Past it, idle clients are forgotten once a second and new ones share 4 096 overflow
+    /// buckets, so a flood from a million addresses costs no more memory.
+    rate_limit_max_clients: usize = 500_000;
+    /// Beacons per second per site unless the site sets its own `rate_per_second` (burst twice
+    /// this). Counted only for beacons that validate. Sized for a site at 10 000 beacons/s.
+    site_rate_per_second: u32 = 10_000;
+    /// Metrics per second per site unless the site sets `metrics_per_second` (burst twice this):
+    /// 10 000 beacons/s of 20 metrics.
+    site_metrics_per_second: u64 = 200_000;
+    /// Body bytes per second per site unless the site sets `bytes_per_second` (burst twice this):
+    /// 10 000 beacons/s of 4 KB.
+    site_bytes_per_second: u64 = 40_000_000;
+    /// Header with the client's address, which the proxies in front append to, e.g.
+    /// `x-forwarded-for`; none: the socket's peer address. The client is the right-most address
+    /// that is not in `trusted_proxies`.
     client_ip_header: Option<String> = None;
+    /// The proxies in front of the collector (addresses or CIDRs, `10.0.0.0/8,fd00::/8`). The
+    /// header is read only from them; none: only the peer itself is a proxy, so the header's last
+    /// entry (the one it wrote) is the client.
+    trusted_proxies: Vec<String> = Vec::new();
     /// Trusted header with the visitor's country code, e.g. `cf-ipcountry`.
     country_header: Option<String> = None;
     /// MaxMind country database (`.mmdb`) for IP → country when no country header is present.
@@ -350,6 +374,12 @@ pub struct SiteConfig {
     /// Beacons per second for this site; default: the global `site_rate_per_second`.
     #[serde(default)]
     pub rate_per_second: Option<u32>,
+    /// Metrics per second for this site; default: the global `site_metrics_per_second`.
+    #[serde(default)]
+    pub metrics_per_second: Option<u64>,
+    /// Body bytes per second for this site; default: the global `site_bytes_per_second`.
+    #[serde(default)]
+    pub bytes_per_second: Option<u64>,
     /// Watch this site's Core Web Vitals with the default rules (p75 over an hour at
     /// web-vitals' needs-improvement / poor thresholds), notifying every notifier.
     #[serde(default)]
@@ -376,6 +406,8 @@ impl SiteConfig {
             key: key.trim().to_owned(),
             origins: origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(OriginPattern::parse).collect::<Result<_, _>>()?,
             rate_per_second: None,
+            metrics_per_second: None,
+            bytes_per_second: None,
             default_alerts: false,
         })
     }
@@ -438,6 +470,12 @@ impl Config {
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
             }
+            if site.metrics_per_second.is_some_and(|m| m * 2 < MAX_METRICS_PER_BEACON as u64) {
+                return bad("sites.metrics_per_second", format!("site {}: the burst (twice this) must hold one full beacon of {MAX_METRICS_PER_BEACON} metrics", site.key));
+            }
+            if site.bytes_per_second.is_some_and(|b| b * 2 < MAX_BODY_BYTES as u64) {
+                return bad("sites.bytes_per_second", format!("site {}: the burst (twice this) must hold one beacon of {MAX_BODY_BYTES} bytes", site.key));
+            }
         }
         if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {
             return bad("read_keys", "at least one non-empty read key is needed".into());
@@ -458,10 +496,25 @@ impl Config {
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
+            ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than 0".into());
             }
+        }
+        // A burst smaller than one beacon would refuse that beacon forever.
+        for (field, rate, one_beacon) in [
+            ("ip_metrics_per_second", self.ip_metrics_per_second, MAX_METRICS_PER_BEACON as u64),
+            ("site_metrics_per_second", self.site_metrics_per_second, MAX_METRICS_PER_BEACON as u64),
+            ("ip_bytes_per_second", self.ip_bytes_per_second, MAX_BODY_BYTES as u64),
+            ("site_bytes_per_second", self.site_bytes_per_second, MAX_BODY_BYTES as u64),
+        ] {
+            if rate.saturating_mul(2) < one_beacon {
+                return bad(field, format!("the burst (twice this) must hold one full beacon ({one_beacon}); {rate} is too small"));
+            }
+        }
+        if let Err(why) = crate::ingest::client_ip::parse_trusted(&self.trusted_proxies) {
+            return bad("trusted_proxies", why);
         }
         if self.alert_interval_seconds == 0 {
             return bad("alert_interval_seconds", "must be greater than 0".into());

@@ -1,8 +1,9 @@
-//! Enrichment: what the collector adds to each beacon from the request itself — the client's
-//! IP (for rate limits only; never stored), browser / OS / device class from the User-Agent,
-//! country from a trusted header or a GeoIP database, and clock-skew-corrected event times.
+//! Enrichment: what the collector adds to each beacon from the request itself — browser / OS /
+//! device class from the User-Agent, country from a trusted header or a GeoIP database, and
+//! clock-skew-corrected event times. (The client's address, for the quotas only, is
+//! [`crate::ingest::client_ip`]'s.)
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use axum::http::HeaderMap;
@@ -35,17 +36,6 @@ pub fn client(user_agent: Option<&str>) -> Client {
     };
     let known = |s: &str| if s.is_empty() || s == woothee::woothee::VALUE_UNKNOWN { "unknown".to_owned() } else { s.to_owned() };
     Client { browser: known(parsed.name), os: known(parsed.os), device }
-}
-
-/// The client's IP: the first address in a trusted header when one is configured and present,
-/// otherwise the socket peer.
-pub fn client_ip(headers: &HeaderMap, trusted_header: Option<&str>, peer: Option<SocketAddr>) -> IpAddr {
-    let from_header = trusted_header
-        .and_then(|name| headers.get(name))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse::<IpAddr>().ok());
-    from_header.or(peer.map(|p| p.ip())).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Where countries come from.
@@ -113,16 +103,6 @@ mod tests {
         assert_eq!((c.browser.as_str(), c.device), ("Firefox", "desktop"));
         assert_eq!(client(Some(GOOGLEBOT)).device, "bot");
         assert_eq!(client(None), Client { browser: "unknown".into(), os: "unknown".into(), device: "other" });
-    }
-
-    #[test]
-    fn ip_from_trusted_header_only_when_configured() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().expect("header"));
-        let peer = Some(SocketAddr::from(([127, 0, 0, 1], 5000)));
-        assert_eq!(client_ip(&h, Some("x-forwarded-for"), peer), IpAddr::from([203, 0, 113, 9]));
-        assert_eq!(client_ip(&h, None, peer), IpAddr::from([127, 0, 0, 1]));
-        assert_eq!(client_ip(&HeaderMap::new(), Some("x-forwarded-for"), peer), IpAddr::from([127, 0, 0, 1]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::sites::Throttled;
+use crate::ingest::quota::Throttled;
 
 /// Why a beacon was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +30,14 @@ pub enum IngestError {
     UnknownSite(String),
     #[error("origin {origin:?} may not send beacons for site {site:?}")]
     OriginNotAllowed { site: String, origin: String },
-    #[error("too many beacons from this {}; retry later", .0.scope)]
+    #[error("too many {} from this {}; retry later", .0.unit, .0.scope)]
     RateLimited(Throttled),
     #[error("the collector is overloaded; retry later")]
     Overloaded,
     #[error("the collector's spool is full; retry later")]
     SpoolFull,
+    #[error("this site's share of the collector's spool is full; retry later")]
+    SiteShareFull,
     #[error("the collector cannot store beacons right now; retry later")]
     Storage,
     #[error("the collector is shutting down; retry later")]
@@ -57,8 +59,18 @@ impl IngestError {
             IngestError::RateLimited(_) => "rate_limited_site",
             IngestError::Overloaded => "overloaded",
             IngestError::SpoolFull => "spool_full",
+            IngestError::SiteShareFull => "spool_site_share_full",
             IngestError::Storage => "storage_error",
             IngestError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// [`IngestError::reason`], with the unit for a quota (`rate_limited_ip_bytes`), for
+    /// `pulse_ingest_refusals_total{reason, site}`.
+    pub fn detailed_reason(&self) -> String {
+        match self {
+            IngestError::RateLimited(t) => format!("{}_{}", self.reason(), t.unit),
+            _ => self.reason().to_owned(),
         }
     }
 
@@ -69,7 +81,11 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::UnknownSite(_) | IngestError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             IngestError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Overloaded | IngestError::SpoolFull | IngestError::Storage | IngestError::ShuttingDown => {
+            IngestError::Overloaded
+            | IngestError::SpoolFull
+            | IngestError::SiteShareFull
+            | IngestError::Storage
+            | IngestError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -89,7 +105,7 @@ impl IngestError {
             IngestError::RateLimited(t) => Some(t.retry_after),
             IngestError::Overloaded => Some(Duration::from_secs(1)),
             // A full spool drains at ClickHouse's pace: come back in a while, not at once.
-            IngestError::SpoolFull => Some(Duration::from_secs(30)),
+            IngestError::SpoolFull | IngestError::SiteShareFull => Some(Duration::from_secs(30)),
             IngestError::Storage => Some(Duration::from_secs(5)),
             IngestError::ShuttingDown => Some(Duration::from_secs(5)),
             _ => None,

@@ -84,6 +84,13 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     t.spool_oldest_age_seconds.set(spool.oldest_ms.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0));
     let commits = app.spool.commit_stats();
     t.spool_commits.set(commits.commits.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    t.rate_limit_clients.set(app.quotas.clients.len() as i64);
+    t.rate_limit_overflow.set(app.quotas.clients.overflowed.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    for (site, bytes) in app.spool.site_bytes() {
+        if app.sites.get(&site).is_some() {
+            t.spool_site_bytes.with_label_values(&[&site]).set(bytes as i64);
+        }
+    }
     let mut response = app.telemetry.render().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response

@@ -60,6 +60,10 @@ use crate::telemetry::Telemetry;
 pub struct App {
     pub config: Config,
     pub sites: Sites,
+    /// Beacons, metrics and bytes per client and per site.
+    pub quotas: ingest::quota::Quotas,
+    /// How a request's client address is found (trusted proxies).
+    pub client_ip: ingest::client_ip::ClientIp,
     pub geo: Geo,
     pub telemetry: Telemetry,
     /// Where accepted rows wait, on disk, until ClickHouse has them.
@@ -96,10 +100,16 @@ impl App {
     /// and by tests that drive the router directly.
     pub fn new(config: Config, spool: Spool) -> Result<App, StartError> {
         config.check()?;
+        spool.share_among(config.sites.iter().map(|s| s.key.clone()).collect());
         let (rules, notifiers) = config.alert_rules()?;
         Ok(App {
             alerts: Arc::new(alerts::Alerts::new(rules, notifiers, config.public_url())),
             sites: Sites::new(&config),
+            quotas: ingest::quota::Quotas::new(&config),
+            client_ip: ingest::client_ip::ClientIp::new(
+                config.client_ip_header.as_deref(),
+                ingest::client_ip::parse_trusted(&config.trusted_proxies).unwrap_or_default(),
+            ),
             geo: Geo::new(config.country_header.clone(), config.geoip_database.as_deref())
                 .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
             telemetry: Telemetry::new(),
@@ -344,7 +354,7 @@ async fn housekeeping(app: Arc<App>) {
     let mut every = tokio::time::interval(Duration::from_secs(3_600));
     loop {
         every.tick().await;
-        app.sites.forget_idle_clients();
+        app.quotas.forget_idle_clients();
         if app.clickhouse_version.get().is_some_and(|v| storage::schema::is_modern(v)) {
             continue; // modern servers expire rows by TTL
         }

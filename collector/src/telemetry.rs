@@ -17,6 +17,13 @@ pub struct Telemetry {
     pub metrics_rejected: IntCounterVec,
     /// Whole beacons refused, by reason (`too_large`, `malformed`, `unknown_site`, …).
     pub beacons_rejected: IntCounterVec,
+    /// Beacons refused once their (configured) site was known, by detailed reason and site.
+    pub refusals_by_site: IntCounterVec,
+    /// Clients the per-client quota buckets remember, and requests that found the table full.
+    pub rate_limit_clients: IntGauge,
+    pub rate_limit_overflow: IntGauge,
+    /// Bytes each site holds in the spool (only configured sites: a bounded label).
+    pub spool_site_bytes: prometheus::IntGaugeVec,
     /// Beacons (spool records) not yet in ClickHouse.
     pub queue_depth: IntGauge,
     /// Bytes, rows and the oldest record's age (s) in the disk spool.
@@ -95,6 +102,22 @@ impl Telemetry {
             requests: counter("http_requests_total", "HTTP requests by route and status.", &["route", "status"]),
             metrics_rejected: counter("metrics_rejected_total", "Metrics dropped from a beacon, by reason.", &["reason"]),
             beacons_rejected: counter("beacons_rejected_total", "Whole beacons refused, by reason.", &["reason"]),
+            refusals_by_site: counter(
+                "ingest_refusals_total",
+                "Beacons refused once their site was known, by reason (quotas with their unit) and site.",
+                &["reason", "site"],
+            ),
+            rate_limit_clients: gauge("rate_limit_clients", "Clients the per-client quota buckets remember."),
+            rate_limit_overflow: gauge(
+                "rate_limit_overflow_requests",
+                "Requests limited by a shared overflow bucket because the client table was at its cap.",
+            ),
+            spool_site_bytes: {
+                let g = prometheus::IntGaugeVec::new(Opts::new("spool_site_bytes", "Bytes each site holds in the spool."), &["site"])
+                    .expect("valid gauge");
+                registry.register(Box::new(g.clone())).expect("unique gauge");
+                g
+            },
             queue_depth,
             spool_bytes: gauge("spool_bytes", "Bytes in the disk spool."),
             spool_rows: gauge("spool_rows", "Rows in the disk spool, not yet in ClickHouse."),

@@ -1,6 +1,11 @@
-//! `POST /v1/beacon`: the hot path. Limit the body, parse, check the site, validate each metric,
-//! enrich, append the rows to the disk spool (a group commit shared with concurrent requests),
-//! answer 202 once they are synced. No ClickHouse I/O here.
+//! `POST /v1/beacon`: the hot path. Find the client ([`client_ip`]) and charge its quota
+//! ([`quota`]), limit the body, parse, check the site, validate each metric, charge the site for
+//! what validated, enrich, append the rows to the disk spool within the site's share (a group
+//! commit shared with concurrent requests), answer 202 once they are synced. No ClickHouse I/O
+//! here.
+
+pub mod client_ip;
+pub mod quota;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::enrich;
+use crate::ingest::quota::Cost;
 use crate::errors::IngestError;
 use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
@@ -40,34 +46,44 @@ pub struct Rejected {
 }
 
 pub async fn beacon(State(app): State<Arc<App>>, request: Request) -> Response {
-    match ingest(&app, request).await {
+    let mut site = None;
+    match ingest(&app, request, &mut site).await {
         Ok(receipt) => (StatusCode::ACCEPTED, Json(receipt)).into_response(),
         Err(err) => {
             app.telemetry.beacons_rejected.with_label_values(&[err.reason()]).inc();
+            if let Some(site) = site {
+                app.telemetry.refusals_by_site.with_label_values(&[&err.detailed_reason(), site]).inc();
+            }
             err.into_response()
         }
     }
 }
 
-async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
+/// `site` is set once the beacon names a configured site (for the refusals by site).
+async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a str>) -> Result<Receipt, IngestError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     check_content_type(headers)?;
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let ip = enrich::client_ip(headers, app.config.client_ip_header.as_deref(), peer);
-    app.sites.check_ip(ip)?;
+    let ip = app.client_ip.of(headers, peer);
+    // The client pays in each unit as soon as it is known, valid or not: the beacon before its
+    // body is read, then the bytes it sent, then the metrics it claims.
+    let quotas = &app.quotas;
+    quotas.charge_client(ip, Cost { beacons: 1, ..Cost::default() }, quotas.now())?;
 
     let body = read_body(body, headers).await?;
+    quotas.charge_client(ip, Cost { bytes: body.len() as u64, ..Cost::default() }, quotas.now())?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let beacon: Beacon<Box<RawValue>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
     de.end().map_err(|e| IngestError::Malformed { field: String::new(), message: format!("trailing data after the JSON body: {e}") })?;
 
     let site = app.sites.get(&beacon.site).ok_or_else(|| IngestError::UnknownSite(beacon.site.clone()))?;
+    *site_seen = Some(site.key.as_str());
+    quotas.charge_client(ip, Cost { metrics: beacon.metrics.len() as u64, ..Cost::default() }, quotas.now())?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !site.allows(origin) {
         return Err(IngestError::OriginNotAllowed { site: beacon.site.clone(), origin: origin.unwrap_or_default().to_owned() });
     }
-    app.sites.check_site(site)?;
     validate::envelope(&beacon).map_err(IngestError::Invalid)?;
 
     let received_ms = now_ms();
@@ -85,10 +101,14 @@ async fn ingest(app: &App, request: Request) -> Result<Receipt, IngestError> {
         }
     }
     let accepted = batch.len();
+    // The site pays only for beacons that validate: junk sent with its (public) key does not
+    // spend its real visitors' tokens.
+    quotas.charge_site(&site.key, Cost { beacons: 1, metrics: accepted as u64, bytes: body.len() as u64 }, quotas.now())?;
     if accepted > 0 {
         // The 202 is a promise: it waits until the rows are synced to the spool.
         app.spool.append(&batch, u64::try_from(received_ms).unwrap_or(0)).await.map_err(|err| match err {
             SpoolError::Full { .. } => IngestError::SpoolFull,
+            SpoolError::ShareFull { .. } => IngestError::SiteShareFull,
             SpoolError::Busy => IngestError::Overloaded,
             SpoolError::Closed => IngestError::ShuttingDown,
             SpoolError::Open(..) | SpoolError::Storage(_) => {

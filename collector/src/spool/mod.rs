@@ -12,12 +12,18 @@
 //!    crash, a ClickHouse outage or a restart. Delivery is at least once: a crash between the
 //!    insert and the removal ships those records again (see `insert_deduplication_token`).
 //! 3. A full spool (`spool_max_bytes`) refuses new records; ingest answers 503 with `Retry-After`.
+//!    Each configured site has a reserve ([`Spool::share_among`]): half of an equal share,
+//!    `spool_max_bytes / sites / 2`, that no other site may take; the rest is shared first come.
+//!    So a busy site can use most of the spool during an outage, yet one site's flood never
+//!    refuses another site's beacons.
 //!
 //! # Record format (the value; the key is a sequence number that never repeats)
-//! `[format: u8 = 3][received_ms: u64 LE][rows: u32 LE][crc32 of payload: u32 LE][payload]`, the
-//! payload being the rows as `postcard`. `redb` keeps each commit atomic and checksummed; the
-//! record's own CRC catches a damaged value that still reads, so a bad record is skipped, counted
-//! and logged instead of stopping the shipper.
+//! `[format: u8 = 4][received_ms: u64 LE][rows: u32 LE][crc32: u32 LE][site length: u8][site]
+//! [payload]`, the CRC covering everything after it and the payload being the rows as `postcard`
+//! with each beacon's envelope stored once ([`packed`]). The site in the header lets the spool
+//! account each site's bytes without decoding rows. `redb` keeps each commit atomic and
+//! checksummed; the record's own CRC catches a damaged value that still reads, so a bad record is
+//! skipped, counted and logged instead of stopping the shipper.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +35,8 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::storage::rows::Batch;
 
+mod packed;
+
 /// Records by sequence number.
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 /// Intact records this collector could not read (another format version), kept for a collector
@@ -38,9 +46,9 @@ const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine
 /// key range of the batch being inserted (so a retry after a crash sends the same batch).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// The record format written. Formats 1 (rows before `seq`) and 2 (API calls before `seq`) are
-/// still read.
-const FORMAT: u8 = 3;
+/// The record format written. Formats 1 (rows before `seq`), 2 (API calls before `seq`) and 3
+/// (every row with its own envelope, no site in the header) are still read.
+const FORMAT: u8 = 4;
 const HEADER_BYTES: usize = 1 + 8 + 4 + 4;
 /// Encoded records waiting for the committer, at most (a memory bound under overload: beyond it
 /// ingest answers 503 at once instead of queueing).
@@ -82,6 +90,8 @@ pub struct SpoolStats {
 pub enum SpoolError {
     #[error("the spool is full ({bytes} of {max} bytes)")]
     Full { bytes: u64, max: u64 },
+    #[error("site {site} may take no more of the spool ({bytes} bytes held; the rest is other sites' reserve of {reserve} each)")]
+    ShareFull { site: String, bytes: u64, reserve: u64 },
     #[error("too many beacons are waiting for the disk")]
     Busy,
     #[error("the spool is closed")]
@@ -114,6 +124,25 @@ struct Totals {
     full: std::sync::atomic::AtomicBool,
     /// The last commit failed (a disk error); cleared by the next successful commit.
     failed: Mutex<Option<String>>,
+    /// Bytes each site holds (stored and reserved), by the site in each record's header.
+    sites: Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Totals {
+    /// Adds (or with `add = false` takes away) a record's bytes from its site's.
+    fn account_record(&self, record: &[u8], add: bool) {
+        self.account(header_site(record), record.len() as u64, add);
+    }
+
+    fn account(&self, site: Option<&str>, bytes: u64, add: bool) {
+        let Some(site) = site else { return };
+        let Ok(mut sites) = self.sites.lock() else { return };
+        if add {
+            *sites.entry(site.to_owned()).or_default() += bytes;
+        } else if let Some(held) = sites.get_mut(site) {
+            *held = held.saturating_sub(bytes);
+        }
+    }
 }
 
 /// Group-commit figures, for `/metrics` and the benchmark.
@@ -145,6 +174,8 @@ struct Inner {
     pub commit_stats: Arc<CommitStats>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     salvage: Option<Salvage>,
+    /// The sites sharing the spool fairly (none: no shares, only the total limit).
+    shared_by: Mutex<Vec<String>>,
 }
 
 /// What happened when the spool file could not be opened as it was.
@@ -207,8 +238,48 @@ impl Spool {
                 commit_stats,
                 committer: Mutex::new(Some(committer)),
                 salvage,
+                shared_by: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Gives each of these sites a reserve of the spool, half of an equal share: a site may always
+    /// hold up to `max_bytes / sites / 2`, and more only while the free space left still covers
+    /// what every other site's reserve has not used.
+    pub fn share_among(&self, sites: Vec<String>) {
+        if let Ok(mut shared_by) = self.inner.shared_by.lock() {
+            *shared_by = sites;
+        }
+    }
+
+    /// Bytes each site holds in the spool (records of formats before 4 are not counted).
+    pub fn site_bytes(&self) -> Vec<(String, u64)> {
+        let Ok(sites) = self.inner.totals.sites.lock() else { return Vec::new() };
+        let mut out: Vec<(String, u64)> = sites.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `site` may add `size` bytes, held by now `held` in all (stored and reserved).
+    fn check_share(&self, site: &str, size: u64, held: u64) -> Result<(), SpoolError> {
+        let shared_by = self.inner.shared_by.lock().map_err(storage)?;
+        if shared_by.len() < 2 {
+            return Ok(());
+        }
+        let sites = self.inner.totals.sites.lock().map_err(storage)?;
+        let max = self.inner.max_bytes;
+        let reserve = max / shared_by.len() as u64 / 2;
+        let mine = sites.get(site).copied().unwrap_or(0);
+        if mine + size <= reserve {
+            return Ok(());
+        }
+        // Past its reserve a site takes only space no other site's reserve still needs.
+        let unused_by_others: u64 =
+            shared_by.iter().filter(|s| s.as_str() != site).map(|s| reserve.saturating_sub(sites.get(s).copied().unwrap_or(0))).sum();
+        if held + unused_by_others > max {
+            return Err(SpoolError::ShareFull { site: site.to_owned(), bytes: mine, reserve });
+        }
+        Ok(())
     }
 
     /// Set when the spool file was damaged at open and its records were copied into a new one.
@@ -267,13 +338,24 @@ impl Spool {
         let size = record.len() as u64;
         let totals = &self.inner.totals;
         let reserved = totals.reserved.fetch_add(size, Ordering::AcqRel) + size;
-        let release = || totals.reserved.fetch_sub(size, Ordering::AcqRel);
+        let site = header_site(&record).map(str::to_owned);
+        let release = || {
+            totals.reserved.fetch_sub(size, Ordering::AcqRel);
+            totals.account(site.as_deref(), size, false);
+        };
         let held = totals.bytes.load(Ordering::Acquire) + reserved;
         if held > self.inner.max_bytes {
-            release();
+            totals.reserved.fetch_sub(size, Ordering::AcqRel);
             totals.full.store(true, Ordering::Release);
             return Err(SpoolError::Full { bytes: held - size, max: self.inner.max_bytes });
         }
+        if let Some(site) = site.as_deref() {
+            if let Err(e) = self.check_share(site, size, held) {
+                totals.reserved.fetch_sub(size, Ordering::AcqRel);
+                return Err(e);
+            }
+        }
+        totals.account(site.as_deref(), size, true);
         let permits = u32::try_from(record.len()).unwrap_or(u32::MAX);
         let Ok(_permit) = self.inner.pending.clone().try_acquire_many_owned(permits) else {
             release();
@@ -483,16 +565,40 @@ fn header_rows(value: &[u8]) -> u64 {
     value.get(9..13).and_then(|b| b.try_into().ok()).map_or(0, |b| u64::from(u32::from_le_bytes(b)))
 }
 
+/// The site a format-4 record's header names (`None` for older formats and damaged headers).
+fn header_site(value: &[u8]) -> Option<&str> {
+    if value.first() != Some(&FORMAT) {
+        return None;
+    }
+    let len = usize::from(*value.get(HEADER_BYTES)?);
+    std::str::from_utf8(value.get(HEADER_BYTES + 1..HEADER_BYTES + 1 + len)?).ok()
+}
+
+/// The site a record is accounted to: its first row's (ingest writes one beacon per record).
+fn batch_site(batch: &Batch) -> &str {
+    let site = batch.metrics.first().map(|m| m.site.as_str()).or_else(|| batch.api_calls.first().map(|a| a.site.as_str()));
+    let site = site.unwrap_or("");
+    // Site keys are at most 64 bytes (the wire format's rule); a longer one is cut at a char.
+    let mut end = site.len().min(255);
+    while !site.is_char_boundary(end) {
+        end -= 1;
+    }
+    &site[..end]
+}
+
 fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
     // One buffer on the ingest path: the header, then the rows encoded straight after it, then
-    // the payload's checksum written into the header.
-    let mut record = Vec::with_capacity(HEADER_BYTES + 256 * batch.len());
+    // the checksum written into the header.
+    let site = batch_site(batch);
+    let mut record = Vec::with_capacity(HEADER_BYTES + 1 + site.len() + 64 * batch.len() + 512);
     record.push(FORMAT);
     record.extend_from_slice(&received_ms.to_le_bytes());
     record.extend_from_slice(&u32::try_from(batch.len()).unwrap_or(u32::MAX).to_le_bytes());
     record.extend_from_slice(&[0; 4]);
+    record.push(site.len() as u8);
+    record.extend_from_slice(site.as_bytes());
     // Encoding plain structs into a Vec cannot fail; an empty payload would be caught at decode.
-    let mut record = postcard::to_extend(batch, record).unwrap_or_default();
+    let mut record = postcard::to_extend(&packed::pack(batch), record).unwrap_or_default();
     if record.len() >= HEADER_BYTES {
         let crc = crc32fast::hash(&record[HEADER_BYTES..]);
         record[13..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
@@ -508,7 +614,7 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
         return bad(format!("record of {} bytes is shorter than its header", value.len()));
     }
     let (header, payload) = value.split_at(HEADER_BYTES);
-    if header[0] != FORMAT && header[0] != 1 && header[0] != 2 {
+    if !(1..=FORMAT).contains(&header[0]) {
         return Record { foreign: true, ..bad(format!("unknown record format {}", header[0])) };
     }
     let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
@@ -518,9 +624,17 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
         return Record { received_ms, rows, crc, ..bad("checksum mismatch".into()) };
     }
     let decoded = match header[0] {
-        1 => postcard::from_bytes::<crate::storage::rows::v1::Batch>(payload).map(|b| b.upgrade(received_ms)),
-        2 => postcard::from_bytes::<crate::storage::rows::v2::Batch>(payload).map(|b| b.upgrade(received_ms)),
-        _ => postcard::from_bytes::<Batch>(payload),
+        1 => postcard::from_bytes::<crate::storage::rows::v1::Batch>(payload).map(|b| b.upgrade(received_ms)).map_err(|e| e.to_string()),
+        2 => postcard::from_bytes::<crate::storage::rows::v2::Batch>(payload).map(|b| b.upgrade(received_ms)).map_err(|e| e.to_string()),
+        3 => postcard::from_bytes::<Batch>(payload).map_err(|e| e.to_string()),
+        _ => {
+            // The site's length and bytes, then the packed rows.
+            let rows = payload.split_first().and_then(|(len, rest)| rest.get(usize::from(*len)..));
+            match rows {
+                Some(rows) => postcard::from_bytes::<packed::Packed<String>>(rows).map_err(|e| e.to_string()).and_then(packed::unpack),
+                None => Err("the site in the header is cut short".to_owned()),
+            }
+        }
     };
     match decoded {
         Ok(batch) => Record { key, received_ms, rows: batch.len() as u64, batch: Ok(batch), bytes, crc, foreign: false },
@@ -568,6 +682,7 @@ fn recover(db: &Database) -> Result<(String, u64, Totals), Box<dyn std::error::E
             totals.records.fetch_add(1, Ordering::Relaxed);
             totals.rows.fetch_add(rows, Ordering::Relaxed);
             totals.bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+            totals.account_record(value, true);
             next_key = next_key.max(key.value() + 1);
         }
         debug_assert_eq!(records.len()?, totals.records.load(Ordering::Relaxed));
@@ -627,6 +742,9 @@ fn commit_loop(
                 totals.records.fetch_sub(applied.removed_records, Ordering::AcqRel);
                 totals.rows.fetch_sub(applied.removed_rows, Ordering::AcqRel);
                 totals.bytes.fetch_sub(applied.removed_bytes, Ordering::AcqRel);
+                for (site, bytes) in &applied.removed_by_site {
+                    totals.account(Some(site), *bytes, false);
+                }
                 if applied.added_records > 0 || applied.removed_records > 0 {
                     totals.full.store(false, Ordering::Release);
                 }
@@ -657,6 +775,11 @@ fn commit_loop(
                 let reserved: u64 =
                     group.iter().map(|r| if let Request::Append { record, .. } = r { record.len() as u64 } else { 0 }).sum();
                 totals.reserved.fetch_sub(reserved, Ordering::AcqRel);
+                for request in &group {
+                    if let Request::Append { record, .. } = request {
+                        totals.account_record(record, false);
+                    }
+                }
                 for request in group.drain(..) {
                     let e = || SpoolError::Storage(err.to_string());
                     match request {
@@ -685,6 +808,7 @@ struct Applied {
     removed_records: u64,
     removed_rows: u64,
     removed_bytes: u64,
+    removed_by_site: std::collections::HashMap<String, u64>,
 }
 
 fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Result<Applied, Box<dyn std::error::Error>> {
@@ -720,6 +844,9 @@ fn commit(db: &Database, group: &[Request], next_key: u64, fsync: bool) -> Resul
                         n += 1;
                         bytes += value.len() as u64;
                         rows += header_rows(value);
+                        if let Some(site) = header_site(value) {
+                            *applied.removed_by_site.entry(site.to_owned()).or_default() += value.len() as u64;
+                        }
                         false
                     })?;
                     applied.removed_records += n;
@@ -1025,15 +1152,131 @@ pub(crate) mod tests {
     fn the_record_format_changes_only_with_its_number() {
         let mut b = batch(&[1.5]);
         b.api_calls.push(api_call(9));
-        let payload = postcard::to_stdvec(&b).expect("encodes");
+        let payload = postcard::to_stdvec(&packed::pack(&b)).expect("encodes");
         let hex: String = payload.iter().map(|x| format!("{x:02x}")).collect();
         assert_eq!(
             (FORMAT, crc32fast::hash(&payload), payload.len()),
-            (3, GOLDEN_CRC, GOLDEN_LEN),
+            (4, GOLDEN_CRC, GOLDEN_LEN),
             "the rows' encoding changed: bump FORMAT and update the golden values (encoding: {hex})"
         );
     }
 
-    const GOLDEN_CRC: u32 = 3_921_658_076;
-    const GOLDEN_LEN: usize = 159;
+    const GOLDEN_CRC: u32 = 995_169_281;
+    const GOLDEN_LEN: usize = 175;
+
+    #[test]
+    fn format_3_records_are_still_read() {
+        let mut b = batch(&[1.5, 2.5]);
+        b.api_calls.push(api_call(9));
+        let payload = postcard::to_stdvec(&b).expect("encodes");
+        let mut value = vec![3u8];
+        value.extend_from_slice(&42u64.to_le_bytes());
+        value.extend_from_slice(&3u32.to_le_bytes());
+        value.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        value.extend_from_slice(&payload);
+        let record = decode(7, &value);
+        assert_eq!(record.batch.expect("format 3 reads"), b);
+        assert_eq!((record.received_ms, record.rows, header_site(&value)), (42, 3, None));
+    }
+
+    /// A beacon as a hostile client can legally make it: 500 metrics, long envelope strings.
+    fn wide_beacon(site: &str) -> Batch {
+        let long = |c: char| c.to_string().repeat(200);
+        let rows = (0..500).map(|i| MetricRow {
+            site: site.into(),
+            url: format!("/{}", long('u')),
+            release: long('r'),
+            env: long('e'),
+            session: long('s'),
+            page: long('p'),
+            name: format!("custom.metric_{}", i % 7),
+            metric_id: String::new(),
+            seq: (1_800_000_000_000u64 << 10) | i,
+            ..metric(i as f64)
+        });
+        let mut b = Batch { metrics: rows.collect(), api_calls: vec![] };
+        b.api_calls.push(ApiCallRow { site: site.into(), session: long('s'), page: long('p'), ..api_call(3) });
+        b
+    }
+
+    #[test]
+    fn a_beacon_s_envelope_is_stored_once_and_read_back_exactly() {
+        let b = wide_beacon("shop");
+        let record = encode(&b, 5);
+        let per_row = HEADER_BYTES + postcard::to_stdvec(&b).expect("encodes").len();
+        assert!(record.len() * 10 < per_row, "format 4 is {} bytes, the envelope per row {per_row}", record.len());
+        assert_eq!(header_site(&record), Some("shop"));
+        let read = decode(1, &record);
+        assert_eq!(read.batch.expect("decodes"), b);
+        assert_eq!(read.rows, 501);
+        // Rows of two page views in one record keep their own envelopes.
+        let mut two = batch(&[1.0, 2.0]);
+        two.metrics[1].page = "another".into();
+        two.api_calls.push(ApiCallRow { page: "another".into(), ..api_call(1) });
+        assert_eq!(decode(2, &encode(&two, 5)).batch.expect("decodes"), two);
+    }
+
+    fn site_batch(site: &str) -> Batch {
+        Batch { metrics: vec![MetricRow { site: site.into(), ..metric(1.0) }], api_calls: vec![] }
+    }
+
+    #[tokio::test]
+    async fn a_flooding_site_cannot_take_the_other_sites_reserves() {
+        let dir = temp_dir("shares");
+        let one = encode(&site_batch("a"), 0).len() as u64;
+        // Room for 12 records, three sites: a reserve of 2 each, the other 6 first come.
+        let spool = Spool::open(&dir, one * 12, 100).expect("opens");
+        spool.share_among(vec!["a".into(), "b".into(), "c".into()]);
+        let mut a = 0;
+        while spool.append(&site_batch("a"), 0).await.is_ok() {
+            a += 1;
+        }
+        assert_eq!(a, 8, "a takes its reserve and the shared part, not b's or c's reserve");
+        assert!(matches!(spool.append(&site_batch("a"), 0).await, Err(SpoolError::ShareFull { .. })));
+        for _ in 0..2 {
+            spool.append(&site_batch("b"), 0).await.expect("b's reserve is there");
+            spool.append(&site_batch("c"), 0).await.expect("c's reserve is there");
+        }
+        assert!(matches!(spool.append(&site_batch("c"), 0).await, Err(SpoolError::Full { .. })));
+        assert_eq!(spool.site_bytes(), vec![("a".into(), one * 8), ("b".into(), one * 2), ("c".into(), one * 2)]);
+        // Shipping frees a's records (the first eight) and the space with them.
+        spool.remove_through(7, vec![]).await.expect("removes");
+        assert_eq!(spool.site_bytes()[0], ("a".into(), 0));
+        spool.append(&site_batch("a"), 0).await.expect("a has room again");
+        spool.close();
+        drop(spool);
+        let reopened = Spool::open(&dir, one * 12, 100).expect("reopens");
+        assert_eq!(reopened.site_bytes(), vec![("a".into(), one), ("b".into(), one * 2), ("c".into(), one * 2)], "counted again at start");
+        reopened.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn one_site_alone_may_use_the_whole_spool() {
+        let dir = temp_dir("alone");
+        let one = encode(&site_batch("a"), 0).len() as u64;
+        let spool = Spool::open(&dir, one * 12, 100).expect("opens");
+        spool.share_among(vec!["a".into(), "b".into()]);
+        spool.append(&site_batch("b"), 0).await.expect("b");
+        let mut a = 0;
+        while spool.append(&site_batch("a"), 0).await.is_ok() {
+            a += 1;
+        }
+        assert_eq!(a, 9, "a stops where b's unused reserve (3 - 1) begins");
+        for _ in 0..2 {
+            spool.append(&site_batch("b"), 0).await.expect("b's reserve is still there");
+        }
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_dir("single");
+        let spool = Spool::open(&dir, one * 12, 100).expect("opens");
+        spool.share_among(vec!["a".into()]);
+        let mut a = 0;
+        while spool.append(&site_batch("a"), 0).await.is_ok() {
+            a += 1;
+        }
+        assert_eq!(a, 12, "one site: no reserves");
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,0 +1,130 @@
+//! Who sent a beacon: the client address that the rate limits are keyed by (never stored).
+//!
+//! Behind proxies, the address is read from a header such as `X-Forwarded-For`, where every
+//! proxy appends the address it received the request from. Only the entries appended by proxies
+//! we trust mean anything: whatever is to their left was written by the client and may be any
+//! text. So the client is the **right-most** address that is not a trusted proxy, walking in from
+//! the socket's peer, and the header is ignored entirely when the peer itself is not trusted.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+use ipnetwork::IpNetwork;
+
+/// How to find the client's address in a request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIp {
+    /// The header the proxies append to (lower case), if any.
+    header: Option<String>,
+    /// The proxies in front of the collector. Empty with a header: the peer is the one proxy.
+    trusted: Vec<IpNetwork>,
+}
+
+/// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+pub fn parse_trusted(entries: &[String]) -> Result<Vec<IpNetwork>, String> {
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<IpNetwork>()
+                .or_else(|_| e.parse::<IpAddr>().map(IpNetwork::from))
+                .map_err(|_| format!("{e:?} is neither an IP address nor a CIDR range"))
+        })
+        .collect()
+}
+
+impl ClientIp {
+    pub fn new(header: Option<&str>, trusted: Vec<IpNetwork>) -> ClientIp {
+        ClientIp { header: header.map(str::to_ascii_lowercase), trusted }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client's address: the socket's peer, or — when the peer is a trusted proxy — the
+    /// right-most address of the header that is not a trusted proxy.
+    pub fn of(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+        let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip().to_canonical());
+        let Some(name) = self.header.as_deref() else { return peer };
+        // With no list, the peer is taken to be the one proxy in front (it wrote the last entry).
+        let one_hop = self.trusted.is_empty();
+        if !one_hop && !self.is_trusted(peer) {
+            return peer;
+        }
+        // Every line of the header, in order, as one list (proxies may add a line each).
+        let entries: Vec<&str> =
+            headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            let Some(ip) = parse_entry(entry) else {
+                // Text a trusted proxy would not have written: stop at the last trusted hop.
+                return client;
+            };
+            client = ip;
+            if one_hop || !self.is_trusted(ip) {
+                return ip;
+            }
+        }
+        client
+    }
+}
+
+/// One header entry: an address, with or without a port (`203.0.113.9:4711`, `[2001:db8::1]:80`).
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    entry.parse::<SocketAddr>().ok().map(|s| s.ip().to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append("x-forwarded-for", line.parse().expect("header"));
+        }
+        h
+    }
+
+    fn peer(ip: [u8; 4]) -> Option<SocketAddr> {
+        Some(SocketAddr::from((ip, 5000)))
+    }
+
+    #[test]
+    fn without_a_header_the_peer_is_the_client() {
+        let c = ClientIp::new(None, Vec::new());
+        assert_eq!(c.of(&headers(&["203.0.113.9"]), peer([127, 0, 0, 1])), IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn one_proxy_the_last_entry_is_the_client() {
+        let c = ClientIp::new(Some("X-Forwarded-For"), Vec::new());
+        // nginx's $proxy_add_x_forwarded_for: what the client sent, then the address nginx saw.
+        let h = headers(&["1.2.3.4, 203.0.113.9"]);
+        assert_eq!(c.of(&h, peer([10, 0, 0, 5])), IpAddr::from([203, 0, 113, 9]));
+        assert_eq!(c.of(&HeaderMap::new(), peer([10, 0, 0, 5])), IpAddr::from([10, 0, 0, 5]));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_address_is_the_client() {
+        let c = ClientIp::new(Some("x-forwarded-for"), parse_trusted(&["10.0.0.0/8".into(), "192.0.2.7".into()]).unwrap());
+        let h = headers(&["6.6.6.6, 203.0.113.9", "192.0.2.7"]);
+        assert_eq!(c.of(&h, peer([10, 1, 1, 1])), IpAddr::from([203, 0, 113, 9]), "skips the trusted hops, not the client's text");
+        assert_eq!(c.of(&h, peer([198, 51, 100, 1])), IpAddr::from([198, 51, 100, 1]), "an untrusted peer wrote the header itself");
+        let spoof = headers(&["garbage, 10.2.2.2"]);
+        assert_eq!(c.of(&spoof, peer([10, 1, 1, 1])), IpAddr::from([10, 2, 2, 2]), "junk stops the walk at the last trusted hop");
+        let ports = headers(&["[2001:db8::1]:443, 10.3.3.3:80"]);
+        assert_eq!(c.of(&ports, peer([10, 1, 1, 1])), "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        assert!(parse_trusted(&["10.0.0.0/33".into()]).unwrap_err().contains("10.0.0.0/33"));
+        assert_eq!(parse_trusted(&["::1".into(), "fd00::/8".into()]).unwrap().len(), 2);
+    }
+}
