@@ -254,6 +254,9 @@ settings! {
     /// never sends a request on one the collector is closing (nginx's default is 75 s too);
     /// browsers keep idle sockets longer (Chrome: 5 min) and reconnect when the server closed one.
     idle_timeout_ms: u64 = 75_000;
+    /// Longest time spent reading one request body, ms. A beacon is at most 64 KiB: 10 s is a
+    /// slow mobile link's worth; a client stalling longer is answered 400.
+    body_timeout_ms: u64 = 10_000;
     /// Connections served at once. Beyond it new connections wait in the kernel's listen backlog
     /// until one closes (a beacon is served late rather than refused). Keep it below the
     /// open-file limit (`ulimit -n`): each connection holds a descriptor (and an 8 KiB read buffer).
@@ -414,6 +417,10 @@ impl Config {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
@@ -483,6 +490,7 @@ impl Config {
             ("flush_interval_ms", self.flush_interval_ms),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
             ("max_connections", self.max_connections as u64),
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
