@@ -245,6 +245,23 @@ macro_rules! settings {
 settings! {
     /// Address to listen on.
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// Longest wait for a request's head, ms: from accept for a connection's first request, from
+    /// its first byte for later ones; then the connection is closed. A browser sends a beacon's
+    /// head (under 2 KiB) in one packet: 10 s covers a poor mobile link, and a client trickling
+    /// a head (slowloris) holds a connection no longer.
+    header_read_timeout_ms: u64 = 10_000;
+    /// How long a keep-alive connection may sit idle between requests, ms. Longer than the 60 s
+    /// of common load balancers (AWS ALB), so a proxy in front closes an idle connection first and
+    /// never sends a request on one the collector is closing (nginx's default is 75 s too);
+    /// browsers keep idle sockets longer (Chrome: 5 min) and reconnect when the server closed one.
+    idle_timeout_ms: u64 = 75_000;
+    /// Longest time spent reading one request body, ms. A beacon is at most 64 KiB: 10 s is a
+    /// slow mobile link's worth; a client stalling longer is answered 400.
+    body_timeout_ms: u64 = 10_000;
+    /// Connections served at once. Beyond it new connections wait in the kernel's listen backlog
+    /// until one closes (a beacon is served late rather than refused). Keep it below the
+    /// open-file limit (`ulimit -n`): each connection holds a descriptor (and an 8 KiB read buffer).
+    max_connections: usize = 10_000;
     /// ClickHouse HTTP endpoint.
     clickhouse_url: String = "http://127.0.0.1:8123".into();
     /// Database holding Pulse's tables (created at start).
@@ -336,8 +353,9 @@ settings! {
     agent_dir: PathBuf = PathBuf::from("target/agent/dist");
     /// Serve `/demo/api/{ok,fail,slow}` for the demo page; turn it off in production.
     demo_api: bool = true;
-    /// How long the shipper keeps trying to store the spool's rows at shutdown, s (what is left
-    /// stays in the spool for the next start).
+    /// Longest shutdown, s: requests under way get at most half of it to finish (connections
+    /// between requests close at once), the shipper stores the spool's rows in the rest (what is
+    /// left stays in the spool for the next start).
     shutdown_grace_seconds: u64 = 15;
     /// Log format, `text` or `json`; the level comes from `PULSE_LOG` (e.g. `debug`).
     log_format: LogFormat = LogFormat::Text;
@@ -423,6 +441,22 @@ impl Config {
         Duration::from_millis(self.flush_interval_ms)
     }
 
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
     /// Whether the dev site or dev read key is in use (said loudly at start).
     pub fn uses_dev_credentials(&self) -> bool {
         self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
@@ -492,6 +526,10 @@ impl Config {
             ("spool_max_bytes", self.spool_max_bytes),
             ("batch_rows", self.batch_rows as u64),
             ("flush_interval_ms", self.flush_interval_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("max_connections", self.max_connections as u64),
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
@@ -515,6 +553,10 @@ impl Config {
         }
         if let Err(why) = crate::ingest::client_ip::parse_trusted(&self.trusted_proxies) {
             return bad("trusted_proxies", why);
+        }
+        // The connection slots are a semaphore's permits, of which there are at most this many.
+        if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad("max_connections", format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS));
         }
         if self.alert_interval_seconds == 0 {
             return bad("alert_interval_seconds", "must be greater than 0".into());

@@ -1,6 +1,9 @@
 //! The Pulse collector.
 //!
 //! # The path of a beacon through the collector
+//! 0. [`server`] accepts the connection (at most `max_connections` at once), closes it when a
+//!    request head is slow to come or it idles between requests, and hands each request to the
+//!    [`router`].
 //! 1. [`ingest::beacon`] (`POST /v1/beacon`) limits the body to 64 KiB, rate-limits the client IP,
 //!    parses the envelope, checks the site key and the `Origin` ([`sites`]), validates the envelope
 //!    and then every metric on its own with `pulse_protocol::validate` (a bad metric is dropped and
@@ -28,6 +31,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod origin;
 pub mod query;
+pub mod server;
 pub mod sites;
 pub mod spool;
 pub mod storage;
@@ -43,7 +47,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -183,8 +186,7 @@ pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub app: Arc<App>,
-    stop_server: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: server::Server,
     writer_shutdown: Shutdown,
     writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
@@ -211,23 +213,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // answers, so a restart during a ClickHouse outage (down, or not answering) loses nothing.
     let listener = tokio::net::TcpListener::bind(app.config.listen).await.map_err(|e| StartError::Listen(app.config.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(app.config.listen, e))?;
-    let (stop_server, stopped) = oneshot::channel::<()>();
-    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Responses go out as soon as they are written: without TCP_NODELAY, a response's last
-    // partial segment can wait for the client's delayed ACK (40 ms on Linux), which the agent's
-    // wasm download hit, depending only on its byte size.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let limits = server::Limits {
+        header_read: app.config.header_read_timeout(),
+        idle: app.config.idle_timeout(),
+        max_connections: app.config.max_connections,
+    };
+    let server = server::Server::spawn(listener, router(app.clone()), limits, app.telemetry.clone());
     tracing::info!("listening on http://{addr}");
     // One attempt before `start` returns: with ClickHouse up (the usual case) the schema is in
     // place then.
@@ -283,22 +274,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config::DEV_READ_KEY
         );
     }
-    Ok(Running { addr, app, stop_server, server, writer_shutdown, writer, housekeeping, alerting, finalizing })
+    Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing })
 }
 
 impl Running {
     /// Stops accepting requests, lets in-flight ones finish, then ships what the spool holds
-    /// (retrying for up to `shutdown_grace_seconds`; the rest stays in the spool) before returning.
+    /// (the rest stays in the spool) before returning, all within `shutdown_grace_seconds`.
     pub async fn stop(self) {
-        let _ = self.stop_server.send(());
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(%err, "server stopped with an error"),
-            Err(err) => tracing::error!(%err, "server task failed"),
-        }
+        // One deadline for the whole stop, so a supervisor that kills after the grace period
+        // (systemd, Kubernetes) does not. The two steps run one after the other, not at once:
+        // the shipper's last pass must see every row that a request under way still appends.
+        // Requests under way get at most half the grace (a beacon needs milliseconds, or at most
+        // `body_timeout_ms` to read a slow body); stalled connections are closed at once, and
+        // any still open at the drain deadline are dropped without an answer, so nothing they
+        // carry was acknowledged. The shipper gets whatever is left, at least half.
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.app.config.shutdown_grace();
+        self.server.drain(started + self.app.config.shutdown_grace() / 2).await;
         let waiting = self.app.spool.stats_fast();
-        tracing::info!(rows = waiting.rows, "no longer accepting beacons; shipping the spool");
-        self.writer_shutdown.begin(Duration::from_secs(self.app.config.shutdown_grace_seconds));
+        tracing::info!(
+            rows = waiting.rows,
+            drained_ms = started.elapsed().as_millis() as u64,
+            "no longer accepting beacons; shipping the spool"
+        );
+        self.writer_shutdown.begin(deadline.saturating_duration_since(tokio::time::Instant::now()));
         if let Err(err) = self.writer.await {
             tracing::error!(%err, "writer task failed");
         }

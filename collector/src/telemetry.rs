@@ -59,6 +59,12 @@ pub struct Telemetry {
     pub hours_finalized: IntCounter,
     /// Everything first reported before this time (epoch s) is final.
     pub final_until_seconds: IntGauge,
+    /// HTTP connections open now.
+    pub connections_open: IntGauge,
+    /// HTTP connections closed, by reason (`client`, `header_timeout`, `idle`, `shutdown`).
+    pub connections_closed: IntCounterVec,
+    /// Times every `max_connections` slot was taken, so new connections waited in the backlog.
+    pub connection_slots_exhausted: IntCounter,
 }
 
 impl Telemetry {
@@ -148,6 +154,12 @@ impl Telemetry {
             late_reports,
             hours_finalized,
             final_until_seconds: gauge("final_until_seconds", "Everything first reported before this time (epoch s) is final."),
+            connections_open: gauge("connections_open", "HTTP connections open."),
+            connections_closed: counter("connections_closed_total", "HTTP connections closed, by reason.", &["reason"]),
+            connection_slots_exhausted: plain_counter(
+                "connection_slots_exhausted_total",
+                "Times every connection slot (max_connections) was taken; new connections waited in the listen backlog.",
+            ),
             registry,
         }
     }

@@ -71,7 +71,7 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     let quotas = &app.quotas;
     quotas.charge_client(ip, Cost { beacons: 1, ..Cost::default() }, quotas.now())?;
 
-    let body = read_body(body, headers).await?;
+    let body = read_body(body, headers, app.config.body_timeout()).await?;
     quotas.charge_client(ip, Cost { bytes: body.len() as u64, ..Cost::default() }, quotas.now())?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let beacon: Beacon<Box<RawValue>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
@@ -159,10 +159,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
 /// client receives the 413: closing a socket with unread data makes the kernel send a reset that
 /// can destroy the answer before the client reads it (the "lingering close" of nginx).
 const LINGER_MAX_BYTES: usize = 1 << 20;
-/// Longest time spent reading one body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, IngestError> {
+/// Reads the body, taking at most `timeout` (`body_timeout_ms`).
+async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> Result<bytes::Bytes, IngestError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > LINGER_MAX_BYTES as u64) {
         return Err(IngestError::TooLarge);
@@ -189,7 +187,7 @@ async fn read_body(body: Body, headers: &HeaderMap) -> Result<bytes::Bytes, Inge
         }
         Ok::<_, IngestError>(buf.freeze())
     };
-    let bytes = tokio::time::timeout(BODY_TIMEOUT, read).await.map_err(|_| IngestError::BodyUnreadable)??;
+    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyUnreadable)??;
     if too_large {
         Err(IngestError::TooLarge)
     } else {

@@ -1,0 +1,301 @@
+//! Slow and stalled clients against the real binary: connections that never finish a request
+//! head, or idle after one, are closed; the connection cap holds; and SIGTERM with hundreds of
+//! stalled connections open still ends within the grace period with every acknowledged row stored.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pulse_testkit::http::post_beacon;
+use pulse_testkit::{beacon, clickhouse, free_port, metric};
+
+/// What a client sends before it stalls: half a request head.
+const HALF_HEAD: &[u8] = b"POST /v1/beacon HTTP/1.1\r\nHost: x\r\n";
+
+/// The collector binary, killed when dropped (a failing test leaves no process behind).
+struct Collector {
+    child: Child,
+    port: u16,
+    db: String,
+}
+
+impl Collector {
+    async fn start(test: &str, env: &[(&str, &str)]) -> Collector {
+        let ch = clickhouse();
+        let db = ch.fresh_database(test);
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pulse-collector"));
+        command
+            .env("PULSE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PULSE_CLICKHOUSE_URL", &ch.url)
+            .env("PULSE_CLICKHOUSE_DATABASE", &db)
+            .env("PULSE_SPOOL_DIR", pulse_testkit::temp_dir(test))
+            .env("PULSE_IP_RATE_PER_SECOND", "1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let collector = Collector { child: command.spawn().expect("collector binary starts"), port, db };
+        // Ready once the schema is in place (beacons are accepted before, but these tests count
+        // what shutdown ships, not a backlog shipped when the shipper starts).
+        let started = Instant::now();
+        while !collector.get("/healthz").is_some_and(|(status, body)| status == 200 && body.contains(r#""schema":"ready""#)) {
+            assert!(started.elapsed() < Duration::from_secs(30), "collector did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        collector
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn connect(&self) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", self.port)).expect("connects")
+    }
+
+    /// A connection that sent half a request head and then nothing.
+    fn stalled(&self) -> TcpStream {
+        let mut tcp = self.connect();
+        tcp.write_all(HALF_HEAD).expect("half a head sent");
+        tcp
+    }
+
+    /// GET on a connection of its own (`Connection: close`); None when it cannot connect, breaks
+    /// or gets no answer within 5 s.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).ok()?;
+        parse(&answer)
+    }
+
+    fn metric(&self, line_start: &str) -> f64 {
+        let (_, text) = self.get("/metrics").expect("/metrics answers");
+        text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).map_or(0.0, |v| v.parse().expect("a number"))
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status and body of a whole HTTP/1.1 answer (the body read to the connection's end).
+fn parse(answer: &[u8]) -> Option<(u16, String)> {
+    let text = String::from_utf8_lossy(answer);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// A beacon POST as `sendBeacon` sends it, on its own connection.
+fn beacon_request(body: &str) -> String {
+    format!(
+        "POST /v1/beacon HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain;charset=UTF-8\r\nOrigin: http://localhost:3000\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Whether the server has closed `tcp` (end of stream or a reset); never blocks.
+fn closed_by_server(tcp: &mut TcpStream) -> bool {
+    tcp.set_nonblocking(true).expect("non-blocking");
+    let mut buf = [0u8; 512];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (none is expected) before the close
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Polls until every connection is closed by the server or `within` passes; returns when each was
+/// first seen closed.
+async fn wait_closed(connections: &mut [TcpStream], within: Duration) -> Vec<Instant> {
+    let started = Instant::now();
+    let mut closed_at: Vec<Option<Instant>> = vec![None; connections.len()];
+    while closed_at.iter().any(Option::is_none) {
+        for (tcp, at) in connections.iter_mut().zip(closed_at.iter_mut()) {
+            if at.is_none() && closed_by_server(tcp) {
+                *at = Some(Instant::now());
+            }
+        }
+        let open = closed_at.iter().filter(|c| c.is_none()).count();
+        assert!(started.elapsed() < within, "{open} of {} connections still open after {within:?}", connections.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    closed_at.into_iter().flatten().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_are_closed_while_beacons_are_served() {
+    // The idle timeout is the longer one, so an idle close cannot be the header timer.
+    let collector = Collector::start("slow_timeouts", &[("PULSE_HEADER_READ_TIMEOUT_MS", "1000"), ("PULSE_IDLE_TIMEOUT_MS", "2500")]).await;
+
+    let opened = Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..50).map(|_| collector.stalled()).collect();
+
+    // A keep-alive connection: one request answered whole, then silence.
+    let mut idle = collector.connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request sent");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = idle.read(&mut buf).expect("answer read");
+        assert!(n > 0, "closed before the whole answer");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().expect("length")))
+            .expect("a Content-Length");
+        if body.len() >= length {
+            break Instant::now();
+        }
+    };
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+
+    // Beacons on fresh connections are answered throughout.
+    let sending = {
+        let base = collector.base();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while opened.elapsed() < Duration::from_secs(4) {
+                let r = post_beacon(&base, beacon("demo", "/", vec![metric("LCP", 1200.0, 0.0)]).to_string()).await;
+                assert_eq!(r.status, 202, "{}", r.text());
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            sent
+        })
+    };
+
+    let closed = wait_closed(&mut stalled, Duration::from_secs(15)).await;
+    // Not before the header timeout: each was accepted after `opened`.
+    assert!(closed.iter().all(|at| at.duration_since(opened) >= Duration::from_millis(1000)));
+    let idle_closed = wait_closed(std::slice::from_mut(&mut idle), Duration::from_secs(15)).await[0];
+    // The idle timer starts when the answer was sent, a moment before it was read here.
+    let idled = idle_closed.duration_since(answered);
+    assert!(idled >= Duration::from_millis(2400), "an idle connection closed after {idled:?}, before its idle timeout");
+
+    let sent = sending.await.expect("beacons sent");
+    assert!(sent >= 10, "{sent} beacons sent");
+    assert!(collector.metric(r#"pulse_connections_closed_total{reason="header_timeout"}"#) >= 50.0);
+    assert!(collector.metric(r#"pulse_connections_closed_total{reason="idle"}"#) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_stalled_connections_exits_within_the_grace_period_with_every_accepted_row() {
+    let grace = Duration::from_secs(5);
+    let mut collector = Collector::start(
+        "slow_sigterm",
+        &[
+            // Stalled connections are still open at the signal.
+            ("PULSE_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("PULSE_IDLE_TIMEOUT_MS", "600000"),
+            ("PULSE_SHUTDOWN_GRACE_SECONDS", "5"),
+            // Nothing is flushed by size or time before the signal: only shutdown can store rows.
+            ("PULSE_FLUSH_INTERVAL_MS", "600000"),
+            ("PULSE_BATCH_ROWS", "1000000"),
+        ],
+    )
+    .await;
+    let base = collector.base();
+    for i in 0..20 {
+        let metrics = (0..10).map(|j| metric("LCP", f64::from(i * 10 + j), 0.0)).collect();
+        let r = post_beacon(&base, beacon("demo", "/", metrics).to_string()).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let stalled: Vec<TcpStream> = (0..200).map(|_| collector.stalled()).collect();
+    // Requests under way that never finish: a beacon whose body stops halfway (read for up to
+    // `body_timeout_ms`, longer than the drain). They are dropped at the drain deadline, never
+    // acknowledged.
+    let body = beacon("demo", "/", vec![metric("LCP", 9999.0, 0.0)]).to_string();
+    let request = beacon_request(&body);
+    let half_body: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut tcp = collector.connect();
+            tcp.write_all(&request.as_bytes()[..request.len() - body.len() / 2]).expect("half a body sent");
+            tcp
+        })
+        .collect();
+    // Every one accepted (a connection the kernel completed may wait a moment in the backlog).
+    let started = Instant::now();
+    while collector.metric("pulse_connections_open ") < 206.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the stalled connections were not all accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    collector.sigterm();
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(exit) = collector.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(30), "collector did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with {} stalled connections (grace {grace:?})", stalled.len() + half_body.len());
+    assert!(exit.success(), "exit status {exit}");
+    // The margin is for the process's own exit, not a benchmark.
+    assert!(took < grace + Duration::from_secs(3), "exit took {took:?}, grace {grace:?}");
+    let db = &collector.db;
+    assert_eq!(clickhouse().count(&format!("SELECT count() FROM {db}.metrics")), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_connections_a_connection_waits_for_a_free_slot() {
+    let collector = Collector::start(
+        "slow_cap",
+        &[("PULSE_MAX_CONNECTIONS", "20"), ("PULSE_HEADER_READ_TIMEOUT_MS", "600000"), ("PULSE_IDLE_TIMEOUT_MS", "600000")],
+    )
+    .await;
+    // The readiness checks' connections are gone (their close reached the server): only the
+    // connection asking is open.
+    let started = Instant::now();
+    while collector.metric("pulse_connections_open ") != 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "earlier connections still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stalled: Vec<TcpStream> = (0..20).map(|_| collector.stalled()).collect();
+
+    // The 21st connection is made (the kernel's backlog) but its request is not read.
+    let body = beacon("demo", "/", vec![metric("LCP", 1500.0, 0.0)]).to_string();
+    let mut waiting = collector.connect();
+    waiting.write_all(beacon_request(&body).as_bytes()).expect("request sent");
+    waiting.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout set");
+    let mut buf = [0u8; 64];
+    let early = waiting.read(&mut buf);
+    assert!(
+        early.as_ref().is_err_and(|e| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "the 21st connection was answered while 20 were open: {early:?}"
+    );
+
+    // One stalled client goes away: its slot serves the waiting request.
+    drop(stalled.pop());
+    waiting.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout set");
+    let mut answer = Vec::new();
+    waiting.read_to_end(&mut answer).expect("answered once a slot is free");
+    assert_eq!(parse(&answer).map(|(status, _)| status), Some(202), "{}", String::from_utf8_lossy(&answer));
+
+    drop(stalled.pop()); // a slot for the question below
+    assert!(collector.metric("pulse_connection_slots_exhausted_total") >= 1.0);
+    let mut collector = collector;
+    assert!(collector.child.try_wait().expect("wait").is_none(), "the collector is still running");
+}
