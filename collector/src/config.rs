@@ -505,10 +505,16 @@ impl Config {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
             }
             if site.metrics_per_second.is_some_and(|m| m * 2 < MAX_METRICS_PER_BEACON as u64) {
-                return bad("sites.metrics_per_second", format!("site {}: the burst (twice this) must hold one full beacon of {MAX_METRICS_PER_BEACON} metrics", site.key));
+                return bad(
+                    "sites.metrics_per_second",
+                    format!("site {}: the burst (twice this) must hold one full beacon of {MAX_METRICS_PER_BEACON} metrics", site.key),
+                );
             }
             if site.bytes_per_second.is_some_and(|b| b * 2 < MAX_BODY_BYTES as u64) {
-                return bad("sites.bytes_per_second", format!("site {}: the burst (twice this) must hold one beacon of {MAX_BODY_BYTES} bytes", site.key));
+                return bad(
+                    "sites.bytes_per_second",
+                    format!("site {}: the burst (twice this) must hold one beacon of {MAX_BODY_BYTES} bytes", site.key),
+                );
             }
         }
         if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {

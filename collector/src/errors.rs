@@ -85,9 +85,7 @@ impl IngestError {
             | IngestError::SpoolFull
             | IngestError::SiteShareFull
             | IngestError::Storage
-            | IngestError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

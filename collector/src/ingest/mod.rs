@@ -26,8 +26,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::enrich;
-use crate::ingest::quota::Cost;
 use crate::errors::IngestError;
+use crate::ingest::quota::Cost;
 use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
 use crate::App;
@@ -66,20 +66,20 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     check_content_type(headers)?;
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let ip = app.client_ip.of(headers, peer);
-    // The client pays in each unit as soon as it is known, valid or not: the beacon before its
-    // body is read, then the bytes it sent, then the metrics it claims.
+    // The client pays for the beacon before its body is read, then for the bytes it sent and
+    // the metrics it claims, valid or not.
     let quotas = &app.quotas;
     quotas.charge_client(ip, Cost { beacons: 1, ..Cost::default() }, quotas.now())?;
 
     let body = read_body(body, headers, app.config.body_timeout()).await?;
-    quotas.charge_client(ip, Cost { bytes: body.len() as u64, ..Cost::default() }, quotas.now())?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let beacon: Beacon<Box<RawValue>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
-    de.end().map_err(|e| IngestError::Malformed { field: String::new(), message: format!("trailing data after the JSON body: {e}") })?;
-
-    let site = app.sites.get(&beacon.site).ok_or_else(|| IngestError::UnknownSite(beacon.site.clone()))?;
-    *site_seen = Some(site.key.as_str());
-    quotas.charge_client(ip, Cost { metrics: beacon.metrics.len() as u64, ..Cost::default() }, quotas.now())?;
+    let parsed = parse_beacon(&body);
+    let site = parsed.as_ref().ok().and_then(|b| app.sites.get(&b.site));
+    *site_seen = site.map(|s| s.key.as_str());
+    // More than a beacon may carry is refused by validation below; the bucket is charged at most that.
+    let claimed = parsed.as_ref().map_or(0, |b| b.metrics.len().min(pulse_protocol::limits::MAX_METRICS_PER_BEACON) as u64);
+    quotas.charge_client(ip, Cost { beacons: 0, metrics: claimed, bytes: body.len() as u64 }, quotas.now())?;
+    let beacon = parsed?;
+    let site = site.ok_or_else(|| IngestError::UnknownSite(beacon.site.clone()))?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !site.allows(origin) {
         return Err(IngestError::OriginNotAllowed { site: beacon.site.clone(), origin: origin.unwrap_or_default().to_owned() });
@@ -193,6 +193,14 @@ async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> Result
     } else {
         Ok(bytes)
     }
+}
+
+/// The envelope, each metric left as raw JSON (validated one by one).
+fn parse_beacon(body: &[u8]) -> Result<Beacon<Box<RawValue>>, IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let beacon: Beacon<Box<RawValue>> = serde_path_to_error::deserialize(&mut de).map_err(malformed)?;
+    de.end().map_err(|e| IngestError::Malformed { field: String::new(), message: format!("trailing data after the JSON body: {e}") })?;
+    Ok(beacon)
 }
 
 fn malformed(err: serde_path_to_error::Error<serde_json::Error>) -> IngestError {

@@ -216,8 +216,11 @@ impl Quotas {
                 (s.key.clone(), (Limits::new(rates), Mutex::new([0; 3])))
             })
             .collect();
-        let client_rates =
-            Rates { beacons: u64::from(config.ip_rate_per_second), metrics: config.ip_metrics_per_second, bytes: config.ip_bytes_per_second };
+        let client_rates = Rates {
+            beacons: u64::from(config.ip_rate_per_second),
+            metrics: config.ip_metrics_per_second,
+            bytes: config.ip_bytes_per_second,
+        };
         Quotas { epoch: Instant::now(), clients: ClientBuckets::new(client_rates, config.rate_limit_max_clients), sites }
     }
 
@@ -296,14 +299,14 @@ mod tests {
     #[test]
     fn ipv6_is_limited_per_64_and_ipv4_mapped_as_ipv4() {
         let buckets = ClientBuckets::new(rates(1, 1_000, 1_000_000), 100);
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("valid");
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().expect("valid");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("valid");
         assert!(buckets.charge(a, beacon(1, 1), 0).is_ok());
         assert!(buckets.charge(b, beacon(1, 1), 0).is_ok());
         assert!(buckets.charge(a, beacon(1, 1), 0).is_err(), "a and b share one /64");
         assert!(buckets.charge(c, beacon(1, 1), 0).is_ok(), "another /64");
-        assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap()), client_key([192, 0, 2, 1].into()));
+        assert_eq!(client_key("::ffff:192.0.2.1".parse().expect("valid")), client_key([192, 0, 2, 1].into()));
     }
 
     #[test]
@@ -328,8 +331,11 @@ mod tests {
     fn sites_are_charged_per_site() {
         let config = Config {
             sites: vec![
-                crate::config::SiteConfig::parse("a=https://a.example").unwrap(),
-                crate::config::SiteConfig { rate_per_second: Some(1), ..crate::config::SiteConfig::parse("b=https://b.example").unwrap() },
+                crate::config::SiteConfig::parse("a=https://a.example").expect("valid"),
+                crate::config::SiteConfig {
+                    rate_per_second: Some(1),
+                    ..crate::config::SiteConfig::parse("b=https://b.example").expect("valid")
+                },
             ],
             site_rate_per_second: 100,
             ..Config::default()

@@ -129,7 +129,11 @@ fn fits_api(e: &Envelope<&str>, a: &Envelope<&str>) -> bool {
 
 /// The index of `e` in `envelopes` (rows of one beacon share one: the last is checked first),
 /// adding it when new.
-fn index_of<'a>(envelopes: &mut Vec<Envelope<&'a str>>, e: Envelope<&'a str>, fits: impl Fn(&Envelope<&str>, &Envelope<&str>) -> bool) -> u32 {
+fn index_of<'a>(
+    envelopes: &mut Vec<Envelope<&'a str>>,
+    e: Envelope<&'a str>,
+    fits: impl Fn(&Envelope<&str>, &Envelope<&str>) -> bool,
+) -> u32 {
     let found = envelopes.iter().rposition(|known| fits(known, &e));
     let index = found.unwrap_or_else(|| {
         envelopes.push(e);
