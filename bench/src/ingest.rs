@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::repo;
 use crate::report::{median, percentile, Report};
 
-const SECTION: &str = "3. ingest throughput (loopback, ClickHouse on the same machine)";
+pub const SECTION: &str = "3. ingest throughput (loopback, ClickHouse on the same machine)";
 const CONNECTIONS: usize = 16;
 
 /// `count` beacons of realistic shape: 10–50 metrics each, vitals with attribution, API calls with

@@ -320,10 +320,11 @@ settings! {
     /// Body bytes per second per client (burst twice this). That campus sends about 400 KB/s; at
     /// this rate one client adds at most about 2 MB/s to the spool.
     ip_bytes_per_second: u64 = 1_000_000;
-    /// Most clients the per-client buckets remember (about 46 B each: 23 MB at the default).
-    /// Past it, idle clients are forgotten once a second and new ones share 4 096 overflow
-    /// buckets, so a flood from a million addresses costs no more memory.
-    rate_limit_max_clients: usize = 500_000;
+    /// Most clients the per-client buckets remember (a client's buckets are full again, and it
+    /// is forgotten, within 2 s of its last beacon, so this bounds clients active at once; 5 MiB
+    /// at the default). Past it, new clients share 4 096 overflow buckets, so a flood from a
+    /// million addresses costs no more memory.
+    rate_limit_max_clients: usize = 100_000;
     /// Beacons per second per site unless the site sets its own `rate_per_second` (burst twice
     /// this). Counted only for beacons that validate. Sized for a site at 10 000 beacons/s.
     site_rate_per_second: u32 = 10_000;
