@@ -30,6 +30,8 @@ async fn collector(test: &str) -> Collector {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        ip_metrics_per_second: 1_000_000_000,
+        ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
         ..Config::default()
     };

@@ -47,6 +47,8 @@ async fn two_collectors_on_a_two_shard_cluster_count_each_page_view_once() {
         clickhouse_shards: urls.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        ip_metrics_per_second: 1_000_000_000,
+        ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-cluster-{name}")),
         ..Config::default()
     };

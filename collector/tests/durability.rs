@@ -37,6 +37,8 @@ impl Collector {
             ("PULSE_CLICKHOUSE_DATABASE".into(), db.into()),
             ("PULSE_SPOOL_DIR".into(), spool.display().to_string()),
             ("PULSE_IP_RATE_PER_SECOND".into(), "1000000".into()),
+            ("PULSE_IP_METRICS_PER_SECOND".into(), "1000000000".into()),
+            ("PULSE_IP_BYTES_PER_SECOND".into(), "1000000000000".into()),
             ("PULSE_SITE_RATE_PER_SECOND".into(), "1000000".into()),
             ("PULSE_FLUSH_INTERVAL_MS".into(), "200".into()),
             ("PULSE_LOG".into(), "warn".into()),

@@ -22,6 +22,8 @@ async fn beacons_accepted_before_sigterm_are_stored_after_exit() {
         .env("PULSE_FLUSH_INTERVAL_MS", "600000")
         .env("PULSE_BATCH_ROWS", "1000000")
         .env("PULSE_IP_RATE_PER_SECOND", "1000")
+        .env("PULSE_IP_METRICS_PER_SECOND", "1000000000")
+        .env("PULSE_IP_BYTES_PER_SECOND", "1000000000000")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -32,6 +32,8 @@ impl Collector {
             .env("PULSE_CLICKHOUSE_DATABASE", &db)
             .env("PULSE_SPOOL_DIR", pulse_testkit::temp_dir(test))
             .env("PULSE_IP_RATE_PER_SECOND", "1000")
+            .env("PULSE_IP_METRICS_PER_SECOND", "1000000000")
+            .env("PULSE_IP_BYTES_PER_SECOND", "1000000000000")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (name, value) in env {
