@@ -334,6 +334,27 @@ settings! {
     /// Body bytes per second per site unless the site sets `bytes_per_second` (burst twice this):
     /// 10 000 beacons/s of 4 KB.
     site_bytes_per_second: u64 = 40_000_000;
+    /// Distinct page URLs (after clustering) a site may create per UTC day; past it, new ones are
+    /// stored as `(other)` (their metrics still count in every total). A large shop with text
+    /// slugs clustered (`/products/*`) has a few hundred routes.
+    cardinality_urls_per_day: usize = 10_000;
+    /// Distinct API routes (after clustering) per site per day; past it, `(other)`.
+    cardinality_routes_per_day: usize = 2_000;
+    /// Distinct custom metric names per site per day; past it, a new name is refused with the
+    /// reason (`metrics_rejected_total{reason="cardinality"}`).
+    cardinality_metric_names_per_day: usize = 1_000;
+    /// Distinct releases per site per day (a deploy a minute is 1 440); past it, `(other)`.
+    cardinality_releases_per_day: usize = 2_000;
+    /// Distinct envs per site per day; past it, `(other)`.
+    cardinality_envs_per_day: usize = 50;
+    /// Distinct custom-metric tag keys per site per day; past it, `(other)`.
+    cardinality_tag_keys_per_day: usize = 200;
+    /// Distinct values of one tag key per site per day; past it, `(other)`.
+    cardinality_tag_values_per_day: usize = 1_000;
+    /// Distinct segments at one path position (under one prefix) before that position becomes
+    /// `*` (`/products/blue-shoes-42` → `/products/*`), for URLs and API routes. Segments the page
+    /// templated (`:slug`) are kept, so the agent's `routes` win.
+    url_cluster_threshold: usize = 200;
     /// Header with the client's address, which the proxies in front append to, e.g.
     /// `x-forwarded-for`; none: the socket's peer address. The client is the right-most address
     /// that is not in `trusted_proxies`.
@@ -399,10 +420,53 @@ pub struct SiteConfig {
     /// Body bytes per second for this site; default: the global `site_bytes_per_second`.
     #[serde(default)]
     pub bytes_per_second: Option<u64>,
+    /// This site's own cardinality limits (`cardinality = { urls = 50000 }`); default: the
+    /// global `cardinality_*_per_day`.
+    #[serde(default)]
+    pub cardinality: CardinalityOverrides,
     /// Watch this site's Core Web Vitals with the default rules (p75 over an hour at
     /// web-vitals' needs-improvement / poor thresholds), notifying every notifier.
     #[serde(default)]
     pub default_alerts: bool,
+}
+
+/// Distinct values a site may create per day, per dimension (see `ingest::cardinality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardinalityLimits {
+    pub urls: usize,
+    pub routes: usize,
+    pub metric_names: usize,
+    pub releases: usize,
+    pub envs: usize,
+    pub tag_keys: usize,
+    pub tag_values: usize,
+}
+
+/// A site's own cardinality limits; each unset one is the global setting's.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CardinalityOverrides {
+    pub urls: Option<usize>,
+    pub routes: Option<usize>,
+    pub metric_names: Option<usize>,
+    pub releases: Option<usize>,
+    pub envs: Option<usize>,
+    pub tag_keys: Option<usize>,
+    pub tag_values: Option<usize>,
+}
+
+impl CardinalityOverrides {
+    pub fn resolve(&self, d: &CardinalityLimits) -> CardinalityLimits {
+        CardinalityLimits {
+            urls: self.urls.unwrap_or(d.urls),
+            routes: self.routes.unwrap_or(d.routes),
+            metric_names: self.metric_names.unwrap_or(d.metric_names),
+            releases: self.releases.unwrap_or(d.releases),
+            envs: self.envs.unwrap_or(d.envs),
+            tag_keys: self.tag_keys.unwrap_or(d.tag_keys),
+            tag_values: self.tag_values.unwrap_or(d.tag_values),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -427,6 +491,7 @@ impl SiteConfig {
             rate_per_second: None,
             metrics_per_second: None,
             bytes_per_second: None,
+            cardinality: CardinalityOverrides::default(),
             default_alerts: false,
         })
     }
@@ -438,6 +503,19 @@ impl SiteConfig {
 }
 
 impl Config {
+    /// The global cardinality limits (a site's own override them).
+    pub fn cardinality_defaults(&self) -> CardinalityLimits {
+        CardinalityLimits {
+            urls: self.cardinality_urls_per_day,
+            routes: self.cardinality_routes_per_day,
+            metric_names: self.cardinality_metric_names_per_day,
+            releases: self.cardinality_releases_per_day,
+            envs: self.cardinality_envs_per_day,
+            tag_keys: self.cardinality_tag_keys_per_day,
+            tag_values: self.cardinality_tag_values_per_day,
+        }
+    }
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
     }
@@ -542,6 +620,7 @@ impl Config {
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
+            ("url_cluster_threshold", self.url_cluster_threshold as u64),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than 0".into());

@@ -66,6 +66,10 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             })),
         },
         "queue": { "depth": spool.records, "capacity": app.config.queue_capacity },
+        // Sites at 80 % of a cardinality limit or past it today.
+        "cardinality": app.cardinality.near_limits().into_iter().map(|s| json!({
+            "site": s.site, "dimension": s.dimension, "distinct": s.distinct, "limit": s.limit, "folded": s.over,
+        })).collect::<Vec<_>>(),
     });
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()

@@ -65,6 +65,8 @@ pub struct App {
     pub sites: Sites,
     /// Beacons, metrics and bytes per client and per site.
     pub quotas: ingest::quota::Quotas,
+    /// Distinct values per site per day, and the learnt URL clusters.
+    pub cardinality: ingest::cardinality::Cardinality,
     /// How a request's client address is found (trusted proxies).
     pub client_ip: ingest::client_ip::ClientIp,
     pub geo: Geo,
@@ -109,6 +111,7 @@ impl App {
             alerts: Arc::new(alerts::Alerts::new(rules, notifiers, config.public_url())),
             sites: Sites::new(&config),
             quotas: ingest::quota::Quotas::new(&config),
+            cardinality: ingest::cardinality::Cardinality::new(&config),
             client_ip: ingest::client_ip::ClientIp::new(
                 config.client_ip_header.as_deref(),
                 ingest::client_ip::parse_trusted(&config.trusted_proxies).unwrap_or_default(),

@@ -22,6 +22,9 @@ pub struct Telemetry {
     /// Clients the per-client quota buckets remember, and requests that found the table full.
     pub rate_limit_clients: IntGauge,
     pub rate_limit_overflow: IntGauge,
+    /// Values folded into `(other)` (or custom metric names refused) past a site's cardinality
+    /// limit, by site and dimension.
+    pub cardinality_folded: IntCounterVec,
     /// Bytes each site holds in the spool (only configured sites: a bounded label).
     pub spool_site_bytes: prometheus::IntGaugeVec,
     /// Beacons (spool records) not yet in ClickHouse.
@@ -112,6 +115,11 @@ impl Telemetry {
                 "ingest_refusals_total",
                 "Beacons refused once their site was known, by reason (quotas with their unit) and site.",
                 &["reason", "site"],
+            ),
+            cardinality_folded: counter(
+                "cardinality_folded_total",
+                "Values folded into (other), or custom metric names refused, past a site's cardinality limit, by site and dimension.",
+                &["site", "dimension"],
             ),
             rate_limit_clients: gauge("rate_limit_clients", "Clients the per-client quota buckets remember."),
             rate_limit_overflow: gauge(

@@ -22,6 +22,11 @@ struct Collector {
 }
 
 async fn collector(test: &str) -> Collector {
+    collector_with(test, Config::default()).await
+}
+
+/// A collector on `base`'s settings, with this test's database, spool, port and no client limits.
+async fn collector_with(test: &str, base: Config) -> Collector {
     let ch = clickhouse();
     let db = ch.fresh_database(test);
     let config = Config {
@@ -33,7 +38,7 @@ async fn collector(test: &str) -> Collector {
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
-        ..Config::default()
+        ..base
     };
     let running = pulse_collector::start(config).await.expect("collector starts");
     let base = format!("http://{}", running.addr);
@@ -1268,4 +1273,81 @@ async fn long_ranges_are_read_from_histograms_within_two_percent() {
     let body = c.read(&format!("/v1/vitals/series?site=demo&metric=LCP&interval=1h&from={}&to={to}", first * 1000)).await;
     assert_eq!(body["estimate"], "t-digest");
     c.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_slug_urls_cluster_into_one_route_and_the_totals_stay_exact() {
+    let c = std::sync::Arc::new(collector("cardinality_slugs").await);
+    let n = 20_000usize;
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(16) {
+                    let mut b = beacon(
+                        "demo",
+                        &format!("/products/blue-shoes-{}-{i}", ["red", "big", "new"][i % 3]),
+                        vec![metric("LCP", 1_000.0 + i as f64, 0.0)],
+                    );
+                    b["page"] = json!(format!("pv-{i}"));
+                    c.post(&b, DESKTOP).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    c.wait_rows("metrics", n as u64).await;
+    let answer = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=url&limit=1000&{}", range())).await;
+    let rows = answer["rows"].as_array().expect("rows");
+    let total: u64 = rows.iter().map(|r| r["count"].as_u64().expect("count")).sum();
+    assert_eq!(total, n as u64, "every page view counts in the total");
+    let clustered = rows.iter().find(|r| r["group"] == "/products/*").expect("a clustered route");
+    assert!(rows.len() <= 201, "{} routes: the first 200 slugs, then one", rows.len());
+    assert_eq!(clustered["count"].as_u64(), Some(n as u64 - 200), "all but the 200 slugs seen before the position clustered");
+    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    assert_eq!(health["cardinality"], json!([]), "clustering kept the site far from its URL limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_names_past_the_limit_are_refused_and_releases_fold_into_other() {
+    let config = Config { cardinality_metric_names_per_day: 100, cardinality_releases_per_day: 2, ..Config::default() };
+    let c = collector_with("cardinality_names", config).await;
+    let (mut accepted, mut refused) = (0, 0);
+    for b in 0..20 {
+        let metrics = (0..500).map(|i| metric(&format!("widget.m{}", b * 500 + i), 1.0, 0.0)).collect();
+        let receipt = c.post(&beacon("demo", "/", metrics), DESKTOP).await;
+        accepted += receipt["accepted"].as_u64().expect("accepted");
+        for r in receipt["rejected"].as_array().expect("rejected") {
+            assert!(r["error"].as_str().expect("error").contains("100 distinct custom metric names today"), "{r}");
+            refused += 1;
+        }
+    }
+    assert_eq!((accepted, refused), (100, 9_900));
+    for (i, release) in ["r1", "r2", "r3", "r4", "r1"].iter().enumerate() {
+        let mut b = beacon("demo", "/", vec![metric("LCP", 2_000.0, 0.0)]);
+        b["release"] = json!(release);
+        b["page"] = json!(format!("pv-{i}"));
+        c.post(&b, DESKTOP).await;
+    }
+    c.wait_rows("metrics", 105).await;
+    let answer = c.read(&format!("/v1/vitals?site=demo&metric=LCP&group_by=release&{}", range())).await;
+    let mut by_release: Vec<(String, u64)> = answer["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["group"].as_str().expect("group").to_owned(), r["count"].as_u64().expect("count")))
+        .collect();
+    by_release.sort();
+    assert_eq!(by_release, [("(other)".to_owned(), 2), ("r1".to_owned(), 2), ("r2".to_owned(), 1)]);
+    let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+    assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="metric_name",site="demo"} 9900"#), "{metrics}");
+    assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="release",site="demo"} 2"#));
+    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    let standing = health["cardinality"].as_array().expect("cardinality");
+    assert!(
+        standing.contains(&json!({"site": "demo", "dimension": "metric_name", "distinct": 100, "limit": 100, "folded": 9_900})),
+        "{standing:?}"
+    );
 }

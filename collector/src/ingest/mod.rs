@@ -4,6 +4,7 @@
 //! commit shared with concurrent requests), answer 202 once they are synced. No ClickHouse I/O
 //! here.
 
+pub mod cardinality;
 pub mod client_ip;
 pub mod quota;
 
@@ -27,6 +28,7 @@ use serde_json::value::RawValue;
 
 use crate::enrich;
 use crate::errors::IngestError;
+use crate::ingest::cardinality::{Admitted, Dimension, SiteGuard};
 use crate::ingest::quota::Cost;
 use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
@@ -87,18 +89,32 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     validate::envelope(&beacon).map_err(IngestError::Invalid)?;
 
     let received_ms = now_ms();
-    let page = PageContext::new(app, &beacon, headers, ip, received_ms);
     let mut batch = Batch::default();
     let mut tally = Tally::default();
     let mut rejected = Vec::new();
-    for (index, raw) in beacon.metrics.iter().enumerate() {
-        match parse_metric(raw).and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string()))) {
-            Ok(measurement) => page.add(measurement, index, &mut batch, &mut tally),
-            Err((reason, error)) => {
-                app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
-                rejected.push(Rejected { index, error });
+    let mut folded = Vec::new();
+    {
+        // The site's distinct values of the day, locked for this beacon (never across an await).
+        let mut card = app.cardinality.site(&site.key, received_ms.div_euclid(86_400_000));
+        let page = PageContext::new(app, &beacon, headers, ip, received_ms, card.as_mut(), &mut folded);
+        for (index, raw) in beacon.metrics.iter().enumerate() {
+            let measurement = parse_metric(raw)
+                .and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string())))
+                .and_then(|m| match card.as_mut() {
+                    Some(card) => limit_cardinality(card, m, &mut folded, &site.key),
+                    None => Ok(m),
+                });
+            match measurement {
+                Ok(measurement) => page.add(measurement, index, &mut batch, &mut tally),
+                Err((reason, error)) => {
+                    app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
+                    rejected.push(Rejected { index, error });
+                }
             }
         }
+    }
+    for dimension in folded {
+        app.telemetry.cardinality_folded.with_label_values(&[&site.key, dimension.as_str()]).inc();
     }
     let accepted = batch.len();
     // The site pays only for beacons that validate: junk sent with its (public) key does not
@@ -226,6 +242,47 @@ fn parse_metric(raw: &RawValue) -> Result<Metric, (&'static str, String)> {
     })
 }
 
+/// Folds a metric's API route and tags past the site's limits; refuses a new custom metric name
+/// past its limit.
+fn limit_cardinality(
+    card: &mut SiteGuard<'_>,
+    mut m: Measurement,
+    folded: &mut Vec<Dimension>,
+    site: &str,
+) -> Result<Measurement, (&'static str, String)> {
+    match &mut m.kind {
+        Kind::Custom { name, tags, .. } => {
+            match card.admit(Dimension::Name, std::mem::take(name)) {
+                Admitted::Kept(kept) => *name = kept,
+                Admitted::Folded => {
+                    folded.push(Dimension::Name);
+                    return Err((
+                    "cardinality",
+                    format!(
+                        "name: site {site} has used its {} distinct custom metric names today; a new name is refused until tomorrow (cardinality_metric_names_per_day)",
+                        card.name_limit()
+                    ),
+                    ));
+                }
+            }
+            let limited: BTreeMap<String, String> = std::mem::take(tags)
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = card.fold(Dimension::TagKey, key, folded);
+                    let value = card.fold_tag_value(&key, value, folded);
+                    (key, value)
+                })
+                .collect();
+            *tags = limited;
+        }
+        Kind::Api { route, .. } => {
+            *route = card.route(std::mem::take(route), folded);
+        }
+        Kind::Vital { .. } => {}
+    }
+    Ok(m)
+}
+
 /// What every row of one beacon shares.
 struct PageContext<'a> {
     site: &'a str,
@@ -233,8 +290,8 @@ struct PageContext<'a> {
     page: &'a str,
     url: String,
     nav: &'static str,
-    release: &'a str,
-    env: &'a str,
+    release: String,
+    env: String,
     client: enrich::Client,
     country: String,
     ect: &'a str,
@@ -251,16 +308,33 @@ struct PageContext<'a> {
 }
 
 impl<'a> PageContext<'a> {
-    fn new(app: &App, beacon: &'a Beacon<Box<RawValue>>, headers: &HeaderMap, ip: std::net::IpAddr, received_ms: i64) -> Self {
+    /// The beacon's envelope, its URL clustered and its URL, release and env folded past the
+    /// site's cardinality limits (`card`).
+    fn new(
+        app: &App,
+        beacon: &'a Beacon<Box<RawValue>>,
+        headers: &HeaderMap,
+        ip: std::net::IpAddr,
+        received_ms: i64,
+        card: Option<&mut SiteGuard<'_>>,
+        folded: &mut Vec<Dimension>,
+    ) -> Self {
         let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        let url = normalise_path(&beacon.url);
+        let release = beacon.release.clone().unwrap_or_default();
+        let env = beacon.env.clone().unwrap_or_default();
+        let (url, release, env) = match card {
+            Some(card) => (card.url(url, folded), card.fold(Dimension::Release, release, folded), card.fold(Dimension::Env, env, folded)),
+            None => (url, release, env),
+        };
         PageContext {
             site: &beacon.site,
             session: &beacon.session,
             page: &beacon.page,
-            url: normalise_path(&beacon.url),
+            url,
             nav: beacon.nav.as_str(),
-            release: beacon.release.as_deref().unwrap_or(""),
-            env: beacon.env.as_deref().unwrap_or(""),
+            release,
+            env,
             client: enrich::client(user_agent),
             country: app.geo.country(headers, ip),
             ect: beacon.ect.as_deref().unwrap_or(""),
@@ -334,8 +408,8 @@ impl<'a> PageContext<'a> {
                     page: self.page.to_owned(),
                     url: self.url.clone(),
                     nav: self.nav.to_owned(),
-                    release: self.release.to_owned(),
-                    env: self.env.to_owned(),
+                    release: self.release.clone(),
+                    env: self.env.clone(),
                     device: self.client.device.to_owned(),
                     browser: self.client.browser.clone(),
                     os: self.client.os.clone(),
@@ -375,8 +449,8 @@ impl<'a> PageContext<'a> {
             page: self.page.to_owned(),
             url: self.url.clone(),
             nav: self.nav.to_owned(),
-            release: self.release.to_owned(),
-            env: self.env.to_owned(),
+            release: self.release.clone(),
+            env: self.env.clone(),
             device: self.client.device.to_owned(),
             browser: self.client.browser.clone(),
             os: self.client.os.clone(),
