@@ -374,21 +374,22 @@ impl<'a> PageContext<'a> {
                 ));
                 &mut tally.vital
             }
-            Kind::Custom { name, value, tags } => {
+            Kind::Custom { name, value, tags, id } => {
                 batch.metrics.push(self.metric_row(
                     event_time,
                     name,
                     value,
                     value,
                     rating_code(None),
-                    String::new(),
+                    // The agent's id: a resent beacon's copy is the same report (`REPORT_KEY`).
+                    id,
                     String::new(),
                     tags,
                     seq,
                 ));
                 &mut tally.custom
             }
-            Kind::Api { route, method, status, ok, error, duration, server_timing } => {
+            Kind::Api { route, method, status, ok, error, duration, server_timing, id } => {
                 batch.api_calls.push(ApiCallRow {
                     site: self.site.to_owned(),
                     event_time,
@@ -415,6 +416,7 @@ impl<'a> PageContext<'a> {
                     os: self.client.os.clone(),
                     country: self.country.clone(),
                     seq,
+                    call_id: id,
                 });
                 &mut tally.api
             }

@@ -626,7 +626,7 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
     let decoded = match header[0] {
         1 => postcard::from_bytes::<crate::storage::rows::v1::Batch>(payload).map(|b| b.upgrade(received_ms)).map_err(|e| e.to_string()),
         2 => postcard::from_bytes::<crate::storage::rows::v2::Batch>(payload).map(|b| b.upgrade(received_ms)).map_err(|e| e.to_string()),
-        3 => postcard::from_bytes::<Batch>(payload).map_err(|e| e.to_string()),
+        3 => postcard::from_bytes::<crate::storage::rows::v3::Batch>(payload).map(|b| b.upgrade()).map_err(|e| e.to_string()),
         _ => {
             // The site's length and bytes, then the packed rows.
             let rows = payload.split_first().and_then(|(len, rest)| rest.get(usize::from(*len)..));

@@ -62,6 +62,7 @@ struct ApiCall<S> {
     duration: f64,
     server_timing: S,
     seq: u64,
+    call_id: S,
 }
 
 /// The payload as stored.
@@ -175,6 +176,7 @@ pub fn pack(batch: &Batch) -> Packed<&str> {
             duration: r.duration,
             server_timing: r.server_timing.as_str(),
             seq: r.seq,
+            call_id: r.call_id.as_str(),
         })
         .collect();
     Packed { envelopes, metrics, api_calls }
@@ -246,6 +248,7 @@ pub fn unpack(packed: Packed<String>) -> Result<Batch, String> {
                 os: e.os.clone(),
                 country: e.country.clone(),
                 seq: a.seq,
+                call_id: a.call_id,
             })
         })
         .collect::<Result<_, String>>()?;

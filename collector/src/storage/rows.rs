@@ -84,12 +84,16 @@ pub struct ApiCallRow {
     /// Arrival order, as [`MetricRow::seq`]: with the page view it identifies the call, so a row
     /// shipped twice (delivery from the spool is at least once) is counted once.
     pub seq: u64,
+    /// The agent's id of the call: with the page view it identifies the call across a resent
+    /// beacon (which arrives with another `seq`). Empty from agents that send none.
+    pub call_id: String,
 }
 
 /// What identifies one API call (as [`super::finalize::REPORT_KEY`] does a custom metric): the
 /// row itself, its page view and arrival order. A row shipped twice is one; rows stored before
 /// `seq` existed that are equal in every field count once.
-pub const API_CALL_KEY: &str = "cityHash64(page, session, seq, event_time, received_at, route, method, status, duration)";
+pub const API_CALL_KEY: &str =
+    "if(call_id = '', cityHash64(page, session, seq, event_time, received_at, route, method, status, duration), cityHash64(page, session, call_id))";
 
 /// The rows of one accepted beacon: the unit that ingest stores in the spool, one record each.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,6 +267,78 @@ pub mod v2 {
                     os: c.os,
                     country: c.country,
                     seq: (received_ms << 10) | (i as u64 & 1023),
+                    call_id: String::new(),
+                })
+                .collect();
+            super::Batch { metrics: self.metrics, api_calls }
+        }
+    }
+}
+
+/// Rows as spool record format 3 stored them (API calls before `call_id`).
+pub mod v3 {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct ApiCallRow {
+        site: String,
+        event_time: u32,
+        received_at: u32,
+        route: String,
+        method: String,
+        status: u16,
+        ok: u8,
+        error: String,
+        duration: f64,
+        server_timing: String,
+        session: String,
+        page: String,
+        url: String,
+        nav: String,
+        release: String,
+        env: String,
+        device: String,
+        browser: String,
+        os: String,
+        country: String,
+        seq: u64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct Batch {
+        metrics: Vec<super::MetricRow>,
+        api_calls: Vec<ApiCallRow>,
+    }
+
+    impl Batch {
+        /// Today's rows: API calls without an agent's id.
+        pub fn upgrade(self) -> super::Batch {
+            let api_calls = self
+                .api_calls
+                .into_iter()
+                .map(|c| super::ApiCallRow {
+                    site: c.site,
+                    event_time: c.event_time,
+                    received_at: c.received_at,
+                    route: c.route,
+                    method: c.method,
+                    status: c.status,
+                    ok: c.ok,
+                    error: c.error,
+                    duration: c.duration,
+                    server_timing: c.server_timing,
+                    session: c.session,
+                    page: c.page,
+                    url: c.url,
+                    nav: c.nav,
+                    release: c.release,
+                    env: c.env,
+                    device: c.device,
+                    browser: c.browser,
+                    os: c.os,
+                    country: c.country,
+                    seq: c.seq,
+                    call_id: String::new(),
                 })
                 .collect();
             super::Batch { metrics: self.metrics, api_calls }

@@ -362,6 +362,13 @@ fn migrations() -> Vec<Migration> {
             // every field. On a cluster, `distribute` then remakes the `Distributed` table.
             statements: vec![Step::AddColumn { table: "api_calls", column: "seq", definition: "UInt64 DEFAULT 0" }],
         },
+        Migration {
+            version: 13,
+            name: "the agent's id of an API call",
+            // With the page view it identifies a call across a resent beacon
+            // (`rows::API_CALL_KEY`); empty in rows stored before and from older agents.
+            statements: vec![Step::AddColumn { table: "api_calls", column: "call_id", definition: "String DEFAULT ''" }],
+        },
     ]
 }
 

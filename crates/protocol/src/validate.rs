@@ -178,11 +178,16 @@ pub enum Kind {
         error: Option<String>,
         duration: f64,
         server_timing: Vec<ServerTiming>,
+        /// The agent's id of this call: a resent beacon's copy counts once. Empty when not sent.
+        id: String,
     },
     Custom {
         name: String,
         value: f64,
         tags: BTreeMap<String, String>,
+        /// The agent's id of this measurement: a resent beacon's copy counts once. Empty when
+        /// not sent.
+        id: String,
     },
 }
 
@@ -199,6 +204,12 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
     }
     let name = MetricName::parse(&m.name).ok_or_else(|| Invalid::new("name", Reason::UnknownName))?;
     let value = m.value.ok_or_else(|| Invalid::new("value", Reason::NotFinite))?;
+    // Every kind may carry an id (vitals: web-vitals' instance id; others: one per measurement),
+    // checked after the kind's own fields.
+    let id = |id: Option<String>| match id {
+        Some(id) => token("id", &id, MAX_ID_LEN).map(|()| id),
+        None => Ok(String::new()),
+    };
     let kind = match name {
         MetricName::Vital(vital) => {
             let value = bounded("value", value, vital.max_value())?;
@@ -210,13 +221,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
                 Some(delta) => delta,
                 None => value,
             };
-            let id = match m.id {
-                Some(id) => {
-                    token("id", &id, MAX_ID_LEN)?;
-                    id
-                }
-                None => String::new(),
-            };
+            let id = id(m.id)?;
             Kind::Vital {
                 vital,
                 value,
@@ -265,6 +270,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
                 error: m.error.map(|e| truncate(e, MAX_ERROR_LEN)),
                 duration,
                 server_timing,
+                id: id(m.id)?,
             }
         }
         MetricName::Custom(name) => {
@@ -285,7 +291,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
                 };
                 Invalid::new(field, reason)
             })?;
-            Kind::Custom { name: name.to_owned(), value, tags }
+            Kind::Custom { name: name.to_owned(), value, tags, id: id(m.id)? }
         }
     };
     Ok(Measurement { at: m.at, kind })
