@@ -104,7 +104,8 @@ async fn rows_clickhouse_refuses_for_good_become_dead_letters_and_the_rest_ships
     wait_count(&format!("SELECT count() FROM {db}.metrics"), 6).await;
     let started = Instant::now();
     let lines = loop {
-        let files: Vec<_> = std::fs::read_dir(spool_dir.join("dead-letter")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let files: Vec<_> =
+            std::fs::read_dir(spool_dir.join("dead-letter")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         let text: String = files.iter().map(|f| std::fs::read_to_string(f).expect("reads")).collect();
         if !text.is_empty() {
             break text;
@@ -118,7 +119,9 @@ async fn rows_clickhouse_refuses_for_good_become_dead_letters_and_the_rest_ships
     let started = Instant::now();
     loop {
         let text = get(&format!("{base}/metrics"), &[]).await.text();
-        if metric_value(&text, r#"pulse_dead_letter_rows_total{table="metrics",to="file"}"#) == 1.0 && running.app.spool.stats_fast().rows == 0 {
+        if metric_value(&text, r#"pulse_dead_letter_rows_total{table="metrics",to="file"}"#) == 1.0
+            && running.app.spool.stats_fast().rows == 0
+        {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "counted and removed from the spool");

@@ -151,9 +151,15 @@ mod tests {
     fn only_answers_about_the_data_are_refusals() {
         let bad = |text: &str| classify(&Error::BadResponse(text.to_owned()));
         // 18.16 and modern exception texts about values and shapes.
-        assert_eq!(bad("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero, e.what() = DB::Exception"), Refusal::Rows);
+        assert_eq!(
+            bad("Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero, e.what() = DB::Exception"),
+            Refusal::Rows
+        );
         assert_eq!(bad("Code: 27. DB::Exception: Cannot parse input: expected '\\t' (version 24.3.1)"), Refusal::Rows);
-        assert_eq!(bad("Code: 16, e.displayText() = DB::Exception: No such column poison in table t, e.what() = DB::Exception"), Refusal::Table);
+        assert_eq!(
+            bad("Code: 16, e.displayText() = DB::Exception: No such column poison in table t, e.what() = DB::Exception"),
+            Refusal::Table
+        );
         assert_eq!(bad("Code: 53. DB::Exception: Type mismatch"), Refusal::Table);
         // Exceptions about the server, not the data: retried for ever.
         for code in [241, 252, 242, 202, 159, 209, 210, 60, 81, 516, 497, 999, 225] {

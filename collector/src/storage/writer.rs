@@ -127,6 +127,9 @@ pub struct Writer {
 /// Where a row comes from: its spool record's key and receive time (ms).
 type Origin = (u64, u64);
 
+/// ClickHouse's answer to a refused insert, and what it means.
+type Refused = (String, Refusal);
+
 /// How one insert ended once ClickHouse answered.
 enum Answer {
     Stored,
@@ -323,7 +326,7 @@ impl Writer {
         tracing::error!(table, rows = rows.len(), %error, refusals, "ClickHouse refuses the batch for good; looking for the refused rows");
         // Groups still to try, and groups known refused (with the answer); the first half of a
         // group is done before the second, so the rows keep their order.
-        let mut todo: Vec<(std::ops::Range<usize>, Option<(String, Refusal)>)> = vec![(0..rows.len(), Some((error, refusal)))];
+        let mut todo: Vec<(std::ops::Range<usize>, Option<Refused>)> = vec![(0..rows.len(), Some((error, refusal)))];
         while let Some((range, refused)) = todo.pop() {
             match refused {
                 None => {
