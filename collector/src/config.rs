@@ -299,6 +299,12 @@ settings! {
     batch_rows: usize = 20_000;
     /// Longest wait before spooled rows are inserted, ms.
     flush_interval_ms: u64 = 1_000;
+    /// Times ClickHouse must refuse a batch's data (it answered with an error about the rows or
+    /// the table, not an outage) before the refused rows go to the dead letters (the
+    /// `dead_letter` table, else files in `<spool_dir>/dead-letter/`) so the rows behind them
+    /// ship. Outages (no connection, timeouts, errors without a ClickHouse exception) never count.
+    /// 10 refusals with the shipper's backoff take about 20 s.
+    dead_letter_after_attempts: u32 = 10;
     /// Days of raw rows and final values (`metrics_final`) kept (whole days dropped).
     retention_days: u32 = 30;
     /// Days of hour and day rollups kept (whole days dropped).
@@ -611,6 +617,7 @@ impl Config {
             ("spool_max_bytes", self.spool_max_bytes),
             ("batch_rows", self.batch_rows as u64),
             ("flush_interval_ms", self.flush_interval_ms),
+            ("dead_letter_after_attempts", u64::from(self.dead_letter_after_attempts)),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),

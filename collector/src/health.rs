@@ -51,6 +51,10 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             "writer": {
                 "status": if writer_failing { "retrying" } else { "ok" },
                 "last_error": app.writer_status.last_error(),
+                "dead_letter": {
+                    "rows": app.writer_status.dead_letter_rows(),
+                    "last_error": app.writer_status.dead_letter_error(),
+                },
             },
         },
         "spool": {

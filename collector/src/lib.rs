@@ -261,6 +261,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 telemetry: app.telemetry.clone(),
                 status: app.writer_status.clone(),
                 deduplicate,
+                dead_letter_after: app.config.dead_letter_after_attempts,
+                dead_letter_dir: app.config.spool_dir.join("dead-letter"),
             }
             .run(deadline)
             .await;

@@ -49,6 +49,9 @@ pub struct Telemetry {
     pub rows_written: IntCounterVec,
     /// Rows accepted but given up on, by table and reason. Should stay 0.
     pub rows_dropped: IntCounterVec,
+    /// Rows ClickHouse refused for good, kept as dead letters, by table and where they went
+    /// (`clickhouse`: the `dead_letter` table, `file`: `<spool_dir>/dead-letter/`).
+    pub dead_letter_rows: IntCounterVec,
     /// Alert rule evaluations by outcome (`ok`, `error`).
     pub alert_evaluations: IntCounterVec,
     /// Alert notifications by notifier and outcome (`delivered`, `failed` after the retries).
@@ -152,6 +155,11 @@ impl Telemetry {
             ),
             rows_written: counter("rows_written_total", "Rows stored in ClickHouse, by table.", &["table"]),
             rows_dropped: counter("rows_dropped_total", "Accepted rows given up on, by table and reason.", &["table", "reason"]),
+            dead_letter_rows: counter(
+                "dead_letter_rows_total",
+                "Rows ClickHouse refused for good, kept as dead letters, by table and where (clickhouse, file).",
+                &["table", "to"],
+            ),
             alert_evaluations: counter("alert_evaluations_total", "Alert rule evaluations, by outcome.", &["outcome"]),
             alert_notifications: counter(
                 "alert_notifications_total",

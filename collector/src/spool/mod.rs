@@ -16,6 +16,10 @@
 //!    `spool_max_bytes / sites / 2`, that no other site may take; the rest is shared first come.
 //!    So a busy site can use most of the spool during an outage, yet one site's flood never
 //!    refuses another site's beacons.
+//! 4. A failed commit (full disk, I/O error) refuses its requests (ingest answers 503) and closes
+//!    the database, which redb requires after an I/O error; the committer opens it again with
+//!    backoff, recovering the counts and the next key from the file as at start, so appends work
+//!    again once the disk does, without a restart.
 //!
 //! # Record format (the value; the key is a sequence number that never repeats)
 //! `[format: u8 = 4][received_ms: u64 LE][rows: u32 LE][crc32: u32 LE][site length: u8][site]
@@ -159,9 +163,12 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
+/// The open database, `None` while the committer reopens it after a disk error.
+type Slot = std::sync::RwLock<Option<Arc<Database>>>;
+
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<Slot>,
     path: PathBuf,
     id: String,
     max_bytes: u64,
@@ -213,16 +220,17 @@ impl Spool {
             Err(e) => return Err(SpoolError::Open(path.clone(), e.to_string())),
         };
         let (id, next_key, totals) = recover(&db).map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?;
-        let db = Arc::new(db);
+        let db: Arc<Slot> = Arc::new(std::sync::RwLock::new(Some(Arc::new(db))));
         let totals = Arc::new(totals);
         let appended = Arc::new(Notify::new());
         let commit_stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let committer = {
             let (db, totals, appended, stats) = (db.clone(), totals.clone(), appended.clone(), commit_stats.clone());
+            let file = path.clone();
             std::thread::Builder::new()
                 .name("pulse-spool".into())
-                .spawn(move || commit_loop(&db, rx, next_key, fsync, &totals, &appended, &stats))
+                .spawn(move || commit_loop(&db, &file, rx, next_key, fsync, &totals, &appended, &stats))
                 .map_err(|e| SpoolError::Open(path.clone(), e.to_string()))?
         };
         Ok(Spool {
@@ -316,8 +324,9 @@ impl Spool {
         self.inner.totals.full.load(Ordering::Acquire)
     }
 
-    /// The error of the last commit, when it failed (a disk error: full disk, I/O error). redb
-    /// refuses every later transaction after an I/O error, so this holds until a restart.
+    /// The error of the last commit, when it failed (a disk error: full disk, I/O error), until a
+    /// commit succeeds again. redb refuses every later transaction after an I/O error, so the
+    /// committer closes the database and opens it again (with backoff) until the disk lets it.
     pub fn failure(&self) -> Option<String> {
         self.inner.totals.failed.lock().ok().and_then(|f| f.clone())
     }
@@ -325,6 +334,12 @@ impl Spool {
     /// Whether [`Spool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.requests.lock().map_or(true, |tx| tx.is_none())
+    }
+
+    /// The open database, or why there is none now (reopening after a disk error).
+    fn db(&self) -> Result<Arc<Database>, SpoolError> {
+        let slot = self.inner.db.read().map_err(storage)?;
+        slot.clone().ok_or_else(|| SpoolError::Storage("the spool is being reopened after a disk error".into()))
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Request>, SpoolError> {
@@ -393,7 +408,7 @@ impl Spool {
     /// The in-flight range left by the previous run, if it stopped between an insert and the
     /// removal of its records.
     pub fn inflight(&self) -> Result<Option<(u64, u64)>, SpoolError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
         Ok(meta.get("inflight").map_err(storage)?.and_then(|v| decode_range(v.value())))
     }
@@ -401,7 +416,7 @@ impl Spool {
     /// Reads records in key order after `after` (all when `None`), up to `max_rows` rows (at
     /// least one record) or through `until` when given.
     pub fn read(&self, after: Option<u64>, max_rows: u64, until: Option<u64>) -> Result<Vec<Record>, SpoolError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         let start = after.map_or(0, |k| k.saturating_add(1));
         let mut out = Vec::new();
@@ -439,7 +454,7 @@ impl Spool {
     }
 
     fn oldest_ms(&self) -> Option<u64> {
-        let txn = self.inner.db.begin_read().ok()?;
+        let txn = self.db().ok()?.begin_read().ok()?;
         let table = txn.open_table(RECORDS).ok()?;
         let (key, value) = table.first().ok()??;
         Some(decode(key.value(), value.value()).received_ms)
@@ -700,9 +715,73 @@ pub fn new_id() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// First and longest wait between attempts to reopen the database after a disk error.
+const FIRST_REOPEN_WAIT: Duration = Duration::from_millis(100);
+const MAX_REOPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// Closes the database after a failed commit (redb refuses every later transaction after an
+/// I/O error) and opens it again when the disk lets it, recovering the totals and the next key
+/// as at start (a commit reported failed may still have reached the disk: the file says).
+struct Reopen {
+    /// When to try next (`None`: the database is open).
+    due: Option<Instant>,
+    wait: Duration,
+}
+
+impl Reopen {
+    fn close(&mut self, slot: &Slot) {
+        if let Ok(mut db) = slot.write() {
+            // Dropped here or when the last reader is done with it.
+            db.take();
+        }
+        self.due = Some(Instant::now());
+    }
+
+    /// Tries to reopen when due; `Err` while the database is still closed.
+    fn ensure_open(&mut self, slot: &Slot, path: &Path, totals: &Totals, next_key: &mut u64) -> Result<(), String> {
+        let Some(due) = self.due else { return Ok(()) };
+        if Instant::now() < due {
+            return Err("the spool is being reopened after a disk error".into());
+        }
+        let opened = Database::create(path).map_err(|e| e.to_string()).and_then(|db| {
+            let recovered = recover(&db).map_err(|e| e.to_string())?;
+            Ok((db, recovered))
+        });
+        match opened {
+            Ok((db, (_, recovered_next, recovered))) => {
+                *next_key = (*next_key).max(recovered_next);
+                for (mine, theirs) in
+                    [(&totals.records, &recovered.records), (&totals.rows, &recovered.rows), (&totals.bytes, &recovered.bytes)]
+                {
+                    mine.store(theirs.load(Ordering::Acquire), Ordering::Release);
+                }
+                // Records still queued for the committer are not in their site's bytes until
+                // they commit (a share is briefly a little larger than it should be).
+                if let (Ok(mut sites), Ok(found)) = (totals.sites.lock(), recovered.sites.lock()) {
+                    sites.clone_from(&found);
+                }
+                if let Ok(mut db_slot) = slot.write() {
+                    *db_slot = Some(Arc::new(db));
+                }
+                tracing::warn!(path = %path.display(), "spool reopened after a disk error");
+                *self = Reopen { due: None, wait: FIRST_REOPEN_WAIT };
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(%err, retry_in_ms = self.wait.as_millis() as u64, "cannot reopen the spool yet");
+                self.due = Some(Instant::now() + self.wait);
+                self.wait = (self.wait * 2).min(MAX_REOPEN_WAIT);
+                Err(format!("cannot reopen the spool: {err}"))
+            }
+        }
+    }
+}
+
 /// The committer: one write transaction per group of waiting requests.
+#[allow(clippy::too_many_arguments)] // one thread's whole context, passed once
 fn commit_loop(
-    db: &Database,
+    slot: &Slot,
+    path: &Path,
     mut rx: mpsc::Receiver<Request>,
     mut next_key: u64,
     fsync: bool,
@@ -712,6 +791,7 @@ fn commit_loop(
 ) {
     let mut group = Vec::new();
     let mut busy = false;
+    let mut reopen = Reopen { due: None, wait: FIRST_REOPEN_WAIT };
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         if busy {
@@ -727,7 +807,15 @@ fn commit_loop(
         }
         busy = group.len() > 1;
         let started = Instant::now();
-        let outcome = commit(db, &group, next_key, fsync);
+        let outcome = reopen.ensure_open(slot, path, totals, &mut next_key).map_err(Box::<dyn std::error::Error>::from).and_then(|()| {
+            let db = slot.read().ok().and_then(|db| db.clone()).ok_or("the spool is not open")?;
+            let outcome = commit(&db, &group, next_key, fsync);
+            if outcome.is_err() {
+                drop(db);
+                reopen.close(slot);
+            }
+            outcome
+        });
         let elapsed = started.elapsed();
         match outcome {
             Ok(applied) => {
@@ -919,6 +1007,85 @@ pub(crate) mod tests {
 
     pub(crate) fn batch(values: &[f64]) -> Batch {
         Batch { metrics: values.iter().map(|&v| metric(v)).collect(), api_calls: Vec::<ApiCallRow>::new() }
+    }
+
+    /// ENOSPC for real: the spool on a 2 MiB tmpfs, the disk filled by a filler file. Appends
+    /// are refused (`Storage`); once the filler is gone they succeed again without reopening the
+    /// spool from outside (the committer reopens its database), and every record committed
+    /// before is still there. Needs root to mount; elsewhere it says so and passes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_work_again_once_a_full_disk_has_space() {
+        struct Mounted(PathBuf);
+        impl Drop for Mounted {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = temp_dir("enospc");
+        std::fs::create_dir_all(&dir).expect("creates the mount point");
+        let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&dir).status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: cannot mount a tmpfs at {} (needs root)", dir.display());
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
+        let mounted = Mounted(dir.clone());
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        let mut stored = Vec::new();
+        for i in 0..20 {
+            let values = vec![f64::from(i); 10];
+            spool.append(&batch(&values), 1_000).await.expect("appends while there is space");
+            stored.extend(values);
+        }
+        // The rest of the disk taken by another file.
+        let filler = dir.join("filler");
+        {
+            let mut file = std::fs::File::create(&filler).expect("creates the filler");
+            let chunk = vec![0xA5u8; 16 << 10];
+            while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+            let _ = file.sync_all();
+        }
+        let mut refused = None;
+        for i in 0..500 {
+            let values = vec![1_000.0 + f64::from(i); 200];
+            match spool.append(&batch(&values), 1_000).await {
+                Ok(()) => stored.extend(values),
+                Err(SpoolError::Storage(why)) => {
+                    refused = Some(why);
+                    break;
+                }
+                Err(other) => panic!("refused with {other}, expected a storage error"),
+            }
+        }
+        let why = refused.expect("a full disk refuses appends");
+        assert!(spool.failure().is_some(), "the failure is shown: {why}");
+
+        std::fs::remove_file(&filler).expect("removes the filler");
+        let started = Instant::now();
+        loop {
+            match spool.append(&batch(&[7.0]), 1_000).await {
+                Ok(()) => break,
+                Err(SpoolError::Storage(why)) => {
+                    assert!(started.elapsed() < Duration::from_secs(30), "still refused after 30 s: {why}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(other) => panic!("refused with {other}"),
+            }
+        }
+        stored.push(7.0);
+        assert_eq!(spool.failure(), None, "cleared by the commit that succeeded");
+        let records = spool.read(None, u64::MAX, None).expect("reads");
+        assert_eq!(values(&records), stored, "every record committed before the disk filled is kept");
+        assert_eq!(spool.stats_fast().rows, stored.len() as u64, "the totals match the file");
+        // Removal works again too.
+        let last = records.last().map(|r| r.key).expect("records");
+        spool.remove_through(last, Vec::new()).await.expect("removes");
+        assert_eq!(spool.stats_fast().rows, 0);
+        spool.close();
+        // The database closes with the last handle; then the tmpfs can go.
+        drop(spool);
+        drop(mounted);
     }
 
     fn values(records: &[Record]) -> Vec<f64> {

@@ -10,6 +10,7 @@
 //! of the collector reads the whole cluster unchanged. The finalizer and retention work on each
 //! shard's local tables ([`shard_clients`]).
 
+pub mod dead_letter;
 pub mod finalize;
 pub mod histogram;
 pub mod lease;

@@ -13,6 +13,7 @@
 //!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
 //! - `finalizer_progress`, `finalizer_lease`: how far the rollups are final, and which
 //!   collector builds them.
+//! - `dead_letter`: rows ClickHouse refused for good, as JSON text ([`super::dead_letter`]).
 //! - `metrics_1m`, `metrics_1h`, `metrics_1d`: the rollups of schema 1–5 (insert-time views, which
 //!   counted every report); no longer written or read, dropped by retention as they age.
 
@@ -361,6 +362,19 @@ fn migrations() -> Vec<Migration> {
             // twice is counted once. 0 in rows stored before: those count once when equal in
             // every field. On a cluster, `distribute` then remakes the `Distributed` table.
             statements: vec![Step::AddColumn { table: "api_calls", column: "seq", definition: "UInt64 DEFAULT 0" }],
+        },
+        Migration {
+            version: 12,
+            name: "dead letters: rows ClickHouse refused for good",
+            // One row per refused row ([`super::dead_letter`]), kept until a person deletes it
+            // (no partitions, so retention leaves it alone). On a cluster `distribute` gives it a
+            // `Distributed` table like the others.
+            statements: vec![Step::Sql(
+                "CREATE TABLE IF NOT EXISTS dead_letter (
+                    dead_at DateTime, received_ms UInt64, spool_key UInt64, target String, error String, row String
+                ) ENGINE = MergeTree() ORDER BY (dead_at, target, spool_key)"
+                    .to_owned(),
+            )],
         },
         Migration {
             version: 13,

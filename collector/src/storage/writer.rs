@@ -3,8 +3,16 @@
 //! first. Records leave the spool only after ClickHouse confirmed their inserts.
 //!
 //! Failed inserts (and inserts without an answer within 60 s) are retried with exponential
-//! backoff (100 ms doubling to 10 s) for as long as the collector runs; meanwhile ingest keeps
-//! accepting into the spool, which grows until `spool_max_bytes`. At shutdown the shipper keeps
+//! backoff (100 ms doubling to 10 s) for as long as ClickHouse is out; meanwhile ingest keeps
+//! accepting into the spool, which grows until `spool_max_bytes`.
+//!
+//! An insert ClickHouse refuses for good — it answered, and the answer is about the data
+//! ([`super::dead_letter::classify`]) — is tried `dead_letter_after_attempts` times, then bisected
+//! to find the refused rows: each half is inserted once, a refused half is halved again, down to
+//! single rows (an error about the table's shape refuses every row, so that group is not split).
+//! The rows found refused go to the dead letters ([`super::dead_letter`]); the rest are stored.
+//! Then the batch leaves the spool and the rows behind it ship. Bisecting costs about
+//! `2 × log2(rows)` inserts per bad row, paid only when a batch is refused. At shutdown the shipper keeps
 //! shipping for the grace period at most; what it could not ship stays in the spool and is
 //! shipped at the next start — nothing accepted is dropped.
 //!
@@ -22,6 +30,7 @@ use clickhouse::{Client, Row, RowWrite};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::dead_letter::{self, DeadRow, Refusal};
 use super::rows::Batch;
 use crate::spool::{Record, Spool};
 use crate::telemetry::Telemetry;
@@ -37,6 +46,9 @@ const INSERT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct WriterStatus {
     failing: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Rows kept as dead letters since start, and the last refusal that sent rows there.
+    dead_letter_rows: std::sync::atomic::AtomicU64,
+    dead_letter_error: Mutex<Option<String>>,
 }
 
 impl WriterStatus {
@@ -47,6 +59,23 @@ impl WriterStatus {
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    /// Rows kept as dead letters since start.
+    pub fn dead_letter_rows(&self) -> u64 {
+        self.dead_letter_rows.load(Ordering::Relaxed)
+    }
+
+    /// The error of the last rows kept as dead letters.
+    pub fn dead_letter_error(&self) -> Option<String> {
+        self.dead_letter_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    fn record_dead(&self, rows: usize, error: &str) {
+        self.dead_letter_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        if let Ok(mut last) = self.dead_letter_error.lock() {
+            *last = Some(error.to_owned());
+        }
     }
 
     /// Marks the shipper as failing with `error` (also before it runs: the schema is not ready).
@@ -88,6 +117,23 @@ pub struct Writer {
     pub status: Arc<WriterStatus>,
     /// Send `insert_deduplication_token`s (the server supports them).
     pub deduplicate: bool,
+    /// Refusals of a batch's data before its refused rows become dead letters
+    /// (`dead_letter_after_attempts`).
+    pub dead_letter_after: u32,
+    /// Where dead letters go when ClickHouse refuses them too (`<spool_dir>/dead-letter`).
+    pub dead_letter_dir: std::path::PathBuf,
+}
+
+/// Where a row comes from: its spool record's key and receive time (ms).
+type Origin = (u64, u64);
+
+/// ClickHouse's answer to a refused insert, and what it means.
+type Refused = (String, Refusal);
+
+/// How one insert ended once ClickHouse answered.
+enum Answer {
+    Stored,
+    Refused(String, Refusal),
 }
 
 /// The shutdown signal of a shipper: [`Shutdown::begin`] on one end, [`Writer::run`] watching the other.
@@ -193,6 +239,7 @@ impl Writer {
             return Ok(());
         };
         let mut batch = Batch::default();
+        let (mut metric_origins, mut api_origins) = (Vec::new(), Vec::new());
         let mut foreign = Vec::new();
         // Part of the deduplication token: a batch's key range alone could repeat if a spool ever
         // fell back to an older commit; its records' checksums make the token its content's.
@@ -201,6 +248,9 @@ impl Writer {
             crcs = crcs.rotate_left(5) ^ record.crc;
             match record.batch {
                 Ok(mut rows) => {
+                    let origin = (record.key, record.received_ms);
+                    metric_origins.resize(metric_origins.len() + rows.metrics.len(), origin);
+                    api_origins.resize(api_origins.len() + rows.api_calls.len(), origin);
                     batch.metrics.append(&mut rows.metrics);
                     batch.api_calls.append(&mut rows.api_calls);
                 }
@@ -222,8 +272,8 @@ impl Writer {
             }
         }
         let token = |table: &str| format!("pulse-{}-{table}-{first}-{last}-{crcs:08x}", self.spool.id());
-        self.store("metrics", &batch.metrics, token("metrics"), deadline).await?;
-        self.store("api_calls", &batch.api_calls, token("api_calls"), deadline).await?;
+        self.store("metrics", &batch.metrics, &metric_origins, token("metrics"), deadline).await?;
+        self.store("api_calls", &batch.api_calls, &api_origins, token("api_calls"), deadline).await?;
         let mut backoff = FIRST_BACKOFF;
         while let Err(err) = self.spool.remove_through(last, foreign.clone()).await {
             // The rows are in ClickHouse; if they stay in the spool they are shipped again.
@@ -237,11 +287,13 @@ impl Writer {
         Ok(())
     }
 
-    /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes.
+    /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes; rows
+    /// ClickHouse refuses for good become dead letters (see the module doc).
     async fn store<T>(
         &self,
         table: &'static str,
         rows: &[T],
+        origins: &[Origin],
         token: String,
         deadline: &watch::Receiver<Option<Instant>>,
     ) -> Result<(), GaveUp>
@@ -252,11 +304,67 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
-        let client =
-            if self.deduplicate { self.client.clone().with_setting("insert_deduplication_token", token) } else { self.client.clone() };
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
-        let mut deadline = deadline.clone();
+        let mut refusals = 0;
+        let (error, refusal) = loop {
+            match self.insert_answered(table, rows, &token, deadline, &mut backoff).await? {
+                Answer::Stored => {
+                    self.telemetry.insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
+                    return Ok(());
+                }
+                Answer::Refused(error, refusal) => {
+                    refusals += 1;
+                    if refusals >= self.dead_letter_after {
+                        break (error, refusal);
+                    }
+                    tracing::warn!(table, rows = rows.len(), %error, refusals, "ClickHouse refuses the batch's data; retrying");
+                    pause(deadline, &mut backoff).await?;
+                }
+            }
+        };
+        tracing::error!(table, rows = rows.len(), %error, refusals, "ClickHouse refuses the batch for good; looking for the refused rows");
+        // Groups still to try, and groups known refused (with the answer); the first half of a
+        // group is done before the second, so the rows keep their order.
+        let mut todo: Vec<(std::ops::Range<usize>, Option<Refused>)> = vec![(0..rows.len(), Some((error, refusal)))];
+        while let Some((range, refused)) = todo.pop() {
+            match refused {
+                None => {
+                    let token = format!("{token}-{}-{}", range.start, range.end);
+                    if let Answer::Refused(error, refusal) =
+                        self.insert_answered(table, &rows[range.clone()], &token, deadline, &mut backoff).await?
+                    {
+                        todo.push((range, Some((error, refusal))));
+                    }
+                }
+                Some((_, Refusal::Rows)) if range.len() > 1 => {
+                    let middle = range.start + range.len() / 2;
+                    todo.push((middle..range.end, None));
+                    todo.push((range.start..middle, None));
+                }
+                Some((error, _)) => {
+                    self.dead_letter(table, &rows[range.clone()], &origins[range.clone()], &error, &token, deadline).await?;
+                }
+            }
+        }
+        self.telemetry.insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// One insert of `rows`, retried while ClickHouse is out, until ClickHouse answers.
+    async fn insert_answered<T>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        token: &str,
+        deadline: &watch::Receiver<Option<Instant>>,
+        backoff: &mut Duration,
+    ) -> Result<Answer, GaveUp>
+    where
+        T: Row + RowWrite + Serialize + Send + Sync + 'static,
+        for<'a> T: Row<Value<'a> = T>,
+    {
+        let client = self.client_with_token(token);
         loop {
             // An insert under way when the grace period ends is abandoned: its rows stay in the
             // spool (shipped again at the next start, at least once as always).
@@ -271,29 +379,102 @@ impl Writer {
                 Ok(()) => {
                     self.status.record(None);
                     self.telemetry.batch_rows.with_label_values(&[table]).observe(rows.len() as f64);
-                    self.telemetry.insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
                     self.telemetry.rows_written.with_label_values(&[table]).inc_by(rows.len() as u64);
-                    return Ok(());
+                    return Ok(Answer::Stored);
                 }
                 Err(err) => {
                     self.telemetry.clickhouse_errors.with_label_values(&["insert"]).inc();
                     self.status.record(Some(err.to_string()));
-                    let until = *deadline.borrow();
-                    if until.is_some_and(|d| Instant::now() + backoff > d) {
-                        tracing::warn!(table, rows = rows.len(), %err, "shutdown grace period over and ClickHouse still refuses the insert");
-                        return Err(GaveUp);
+                    let refusal = dead_letter::classify(&err);
+                    if refusal.is_for_good() {
+                        return Ok(Answer::Refused(err.to_string(), refusal));
                     }
                     tracing::warn!(table, rows = rows.len(), %err, retry_in_ms = backoff.as_millis() as u64, "ClickHouse insert failed; retrying");
-                    // Wake early when shutdown starts, so the deadline is honoured.
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = deadline.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    pause(deadline, backoff).await.inspect_err(|_| {
+                        tracing::warn!(table, rows = rows.len(), %err, "shutdown grace period over and ClickHouse still refuses the insert");
+                    })?;
                 }
             }
         }
     }
+
+    /// Keeps `rows` (refused with `error`) in the `dead_letter` table, or when ClickHouse refuses
+    /// that too, in a file of the dead-letter directory. An outage is waited out like any insert.
+    async fn dead_letter<T: Serialize>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        origins: &[Origin],
+        error: &str,
+        token: &str,
+        deadline: &watch::Receiver<Option<Instant>>,
+    ) -> Result<(), GaveUp> {
+        let now = u32::try_from(crate::ingest::now_ms() / 1000).unwrap_or(u32::MAX);
+        let dead: Vec<DeadRow> = rows.iter().zip(origins).map(|(row, origin)| DeadRow::new(table, row, *origin, error, now)).collect();
+        let first_key = origins.first().map_or(0, |o| o.0);
+        tracing::error!(table, rows = dead.len(), spool_key = first_key, error, "rows ClickHouse refused for good go to the dead letters");
+        let client = self.client_with_token(&format!("{token}-dead-{first_key}-{}", dead.len()));
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let attempt = tokio::select! {
+                result = insert(&client, dead_letter::TABLE, &dead) => result,
+                () = passed(deadline.clone()) => return Err(GaveUp),
+            };
+            let to = match attempt {
+                Ok(()) => "clickhouse",
+                Err(err) if dead_letter::classify(&err) == Refusal::Outage => {
+                    self.telemetry.clickhouse_errors.with_label_values(&["insert"]).inc();
+                    self.status.record(Some(err.to_string()));
+                    tracing::warn!(%err, "cannot store dead letters in ClickHouse; retrying");
+                    pause(deadline, &mut backoff).await?;
+                    continue;
+                }
+                Err(err) => {
+                    // ClickHouse answered and refuses the dead letters too: to the file.
+                    self.telemetry.clickhouse_errors.with_label_values(&["insert"]).inc();
+                    tracing::error!(%err, dir = %self.dead_letter_dir.display(), "ClickHouse refuses the dead letters too; writing them to a file");
+                    let (dir, lines) = (self.dead_letter_dir.clone(), dead.clone());
+                    match blocking(move || dead_letter::append_to_file(&dir, &lines).map_err(|e| e.to_string())).await {
+                        Ok(_) => "file",
+                        Err(why) => {
+                            // Nowhere to keep them: they stay in the spool, and this is retried.
+                            self.status.record(Some(format!("cannot write dead letters to {}: {why}", self.dead_letter_dir.display())));
+                            tracing::error!(%why, "cannot write dead letters to a file; they stay in the spool; retrying");
+                            pause(deadline, &mut backoff).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.status.record_dead(dead.len(), error);
+            self.telemetry.dead_letter_rows.with_label_values(&[table, to]).inc_by(dead.len() as u64);
+            return Ok(());
+        }
+    }
+
+    fn client_with_token(&self, token: &str) -> Client {
+        if self.deduplicate {
+            self.client.clone().with_setting("insert_deduplication_token", token.to_owned())
+        } else {
+            self.client.clone()
+        }
+    }
+}
+
+/// Sleeps `backoff` (then doubles it, up to the most), or gives up when the shutdown deadline
+/// would pass first. Wakes early when shutdown begins, so the deadline is honoured.
+async fn pause(deadline: &watch::Receiver<Option<Instant>>, backoff: &mut Duration) -> Result<(), GaveUp> {
+    let mut deadline = deadline.clone();
+    let until = *deadline.borrow_and_update();
+    if until.is_some_and(|d| Instant::now() + *backoff > d) {
+        return Err(GaveUp);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = deadline.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    Ok(())
 }
 
 /// Runs a blocking spool call off the async threads.
@@ -406,6 +587,40 @@ mod tests {
         assert!(status.is_failing());
     }
 
+    /// ClickHouse down (connection refused) is an outage however long it lasts: the rows stay in
+    /// the spool, none become dead letters, even with `dead_letter_after` at 1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_never_makes_dead_letters() {
+        let url = format!("http://127.0.0.1:{}", pulse_testkit::free_port());
+        let dir = crate::spool::tests::temp_dir("writer-outage");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
+        let (status, telemetry) = (Arc::new(WriterStatus::default()), Telemetry::new());
+        let writer = Writer {
+            client: Client::default().with_url(url).with_validation(false),
+            spool: spool.clone(),
+            batch_rows: 1,
+            flush_interval: Duration::from_millis(10),
+            telemetry: telemetry.clone(),
+            status: status.clone(),
+            deduplicate: false,
+            dead_letter_after: 1,
+            dead_letter_dir: dir.join("dead-letter"),
+        };
+        let (shutdown, deadline) = shutdown_channel();
+        let running = tokio::spawn(writer.run(deadline));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        shutdown.begin(Duration::from_millis(200));
+        tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops").expect("writer task");
+        assert!(telemetry.clickhouse_errors.with_label_values(&["insert"]).get() >= 3, "it kept trying");
+        assert!(status.is_failing());
+        assert_eq!(status.dead_letter_rows(), 0);
+        assert!(!dir.join("dead-letter").exists());
+        assert_eq!(spool.stats_fast().rows, 2, "the rows stay in the spool");
+        spool.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A ClickHouse that takes the connection and never answers: the insert hangs, and shutdown
     /// still ends at the grace deadline, the rows kept in the spool.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,6 +637,8 @@ mod tests {
             telemetry: Telemetry::new(),
             status: Arc::new(WriterStatus::default()),
             deduplicate: false,
+            dead_letter_after: 1,
+            dead_letter_dir: dir.join("dead-letter"),
         };
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
