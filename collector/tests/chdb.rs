@@ -134,6 +134,7 @@ async fn the_collectors_sql_runs_on_a_modern_engine() {
         os: "Linux".into(),
         country: "DE".into(),
         seq: 1,
+        call_id: "m1-call".into(),
     };
     push("insert", "api_calls", format!("INSERT INTO api_calls FORMAT JSONEachRow {}", serde_json::to_string(&call).expect("JSON")), "");
 

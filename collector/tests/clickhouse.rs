@@ -1351,3 +1351,40 @@ async fn custom_names_past_the_limit_are_refused_and_releases_fold_into_other() 
         "{standing:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_beacon_counts_its_custom_metrics_and_api_calls_once() {
+    let c = collector("resent_once").await;
+    // As the agent sends them: every custom metric and API call with an id of its own. Two calls
+    // equal in every field but their ids are two calls.
+    let with_id = |mut m: Value, id: &str| {
+        m["id"] = json!(id);
+        m
+    };
+    let metrics = vec![
+        with_id(api_call("/api/cart", "GET", 200, 10.0), "m1-a"),
+        with_id(api_call("/api/cart", "GET", 200, 10.0), "m1-b"),
+        with_id(api_call("/api/cart", "GET", 500, 30.0), "m1-c"),
+        with_id(metric("cart.items", 3.0, 0.0), "m1-d"),
+        with_id(metric("cart.items", 3.0, 0.0), "m1-e"),
+    ];
+    let b = beacon("demo", "/", metrics);
+    // The answer was lost (a proxy's 504): the agent sends the very same beacon again, and the
+    // collector receives it at another time (another `seq`).
+    c.post(&b, DESKTOP).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    c.post(&b, DESKTOP).await;
+    c.wait_rows("api_calls", 6).await;
+    c.wait_rows("metrics", 4).await;
+    let body = c.read(&format!("/v1/api-calls?site=demo&{}", range())).await;
+    let cart = body["rows"].as_array().expect("rows").iter().find(|r| r["group"] == "/api/cart").cloned().expect("cart");
+    assert_eq!((cart["count"].as_u64(), cart["errors"].as_u64()), (Some(3), Some(1)), "{body}");
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=cart.items&{}", range())).await;
+    assert_eq!(body["rows"][0]["count"].as_u64(), Some(2), "{body}");
+    // And once final.
+    c.finalize_at(time::Duration::hours(2)).await;
+    let now = now_ms() as u64;
+    let body = c.read(&format!("/v1/vitals?site=demo&metric=cart.items&from={}&to={}&source=rollup", now - 3_600_000, now + 120_000)).await;
+    assert_eq!(body["rows"][0]["count"].as_u64(), Some(2), "{body}");
+    c.running.stop().await;
+}

@@ -170,6 +170,7 @@ enum Outcome {
 fn report(call: Call, outcome: Outcome, out: &mut Outbox) {
     let duration = host::now() - call.started;
     out.push(Metric::new(pulse_protocol::metric::API, duration.max(0.0), host::epoch_of(call.started), |o| {
+        crate::report::id(o);
         o.str("route", &call.route);
         o.str("method", &call.method);
         match outcome {

@@ -37,6 +37,7 @@ pub const RESERVED: &str = "page.";
 
 pub fn metric(name: &str, value: f64, at: f64, tags: &Tags) -> Metric {
     Metric::new(name, value, at, |o| {
+        crate::report::id(o);
         if !tags.is_empty() {
             let mut t = Obj::new(o.key("tags"));
             for (k, v) in tags {

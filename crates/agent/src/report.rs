@@ -67,6 +67,15 @@ impl Metric {
     }
 }
 
+/// Writes a new `id` member (`m1-` and a random id): the collector counts a measurement once by
+/// it, also when its beacon is sent again after a lost answer (the retry sends the same JSON).
+pub fn id(o: &mut Obj<'_>) {
+    let id = o.key("id");
+    id.push_str("\"m1-");
+    id.push_str(&host::random_id());
+    id.push('"');
+}
+
 /// Attribution details of one vital (web-vitals' attribution build, flattened): the `attribution`
 /// object, without its closing brace, or empty when it has no members.
 #[derive(Debug, Default, Clone)]

@@ -340,11 +340,17 @@ async fn refused_beacons_fall_back_to_fetch_keepalive_and_failures_are_kept() {
     let init = Reflect::get(&calls.get(0), &"init".into()).expect("init");
     assert_eq!(Reflect::get(&init, &"keepalive".into()).expect("keepalive"), JsValue::TRUE);
     assert_eq!(Reflect::get(&init, &"method".into()).expect("method").as_string().as_deref(), Some("POST"));
+    let body = Reflect::get(&init, &"body".into()).expect("body").as_string().expect("a text body");
+    let refused: Beacon = serde_json::from_str(&body).expect("a beacon is wire-format JSON");
+    let id = refused.metrics.iter().find(|m| m.name == "kept").and_then(|m| m.id.clone()).expect("a custom metric has an id");
     sleep(50).await;
     assert_eq!(stat(&agent, "retried"), 1.0, "the rejected send is queued again");
     accept_beacons(true);
     agent.0.flush();
-    assert_eq!(named(&sent_metrics(), "kept").len(), 1, "the next send carries it");
+    let kept = sent_metrics();
+    let kept = named(&kept, "kept");
+    assert_eq!(kept.len(), 1, "the next send carries it");
+    assert_eq!(kept[0].id.as_deref(), Some(id.as_str()), "with the same id, so the collector counts it once");
     drop(agent);
     real_fetch();
 }
