@@ -245,7 +245,7 @@ pub mod v2 {
                 .api_calls
                 .into_iter()
                 .enumerate()
-                .map(|(i, c)| super::ApiCallRow {
+                .map(|(i, c)| super::v3::ApiCallRow {
                     site: c.site,
                     event_time: c.event_time,
                     received_at: c.received_at,
@@ -267,10 +267,9 @@ pub mod v2 {
                     os: c.os,
                     country: c.country,
                     seq: (received_ms << 10) | (i as u64 & 1023),
-                    call_id: String::new(),
                 })
                 .collect();
-            super::Batch { metrics: self.metrics, api_calls }
+            super::v3::Batch { metrics: self.metrics, api_calls }.upgrade()
         }
     }
 }
@@ -281,33 +280,33 @@ pub mod v3 {
 
     #[derive(Debug, Deserialize)]
     pub struct ApiCallRow {
-        site: String,
-        event_time: u32,
-        received_at: u32,
-        route: String,
-        method: String,
-        status: u16,
-        ok: u8,
-        error: String,
-        duration: f64,
-        server_timing: String,
-        session: String,
-        page: String,
-        url: String,
-        nav: String,
-        release: String,
-        env: String,
-        device: String,
-        browser: String,
-        os: String,
-        country: String,
-        seq: u64,
+        pub(super) site: String,
+        pub(super) event_time: u32,
+        pub(super) received_at: u32,
+        pub(super) route: String,
+        pub(super) method: String,
+        pub(super) status: u16,
+        pub(super) ok: u8,
+        pub(super) error: String,
+        pub(super) duration: f64,
+        pub(super) server_timing: String,
+        pub(super) session: String,
+        pub(super) page: String,
+        pub(super) url: String,
+        pub(super) nav: String,
+        pub(super) release: String,
+        pub(super) env: String,
+        pub(super) device: String,
+        pub(super) browser: String,
+        pub(super) os: String,
+        pub(super) country: String,
+        pub(super) seq: u64,
     }
 
     #[derive(Debug, Deserialize)]
     pub struct Batch {
-        metrics: Vec<super::MetricRow>,
-        api_calls: Vec<ApiCallRow>,
+        pub(super) metrics: Vec<super::MetricRow>,
+        pub(super) api_calls: Vec<ApiCallRow>,
     }
 
     impl Batch {
