@@ -378,7 +378,7 @@ fn migrations() -> Vec<Migration> {
         },
         Migration {
             version: 13,
-            name: "the agent's id of an API call",
+            name: "agent ids of API calls",
             // With the page view it identifies a call across a resent beacon
             // (`rows::API_CALL_KEY`); empty in rows stored before and from older agents.
             statements: vec![Step::AddColumn { table: "api_calls", column: "call_id", definition: "String DEFAULT ''" }],
