@@ -366,8 +366,9 @@ settings! {
     /// that is not in `trusted_proxies`.
     client_ip_header: Option<String> = None;
     /// The proxies in front of the collector (addresses or CIDRs, `10.0.0.0/8,fd00::/8`). The
-    /// header is read only from them; none: only the peer itself is a proxy, so the header's last
-    /// entry (the one it wrote) is the client.
+    /// header is read only from them; none: a peer on loopback or a private network is the one
+    /// proxy in front, so the header's last entry (the one it wrote) is the client, and the header
+    /// of any other peer is ignored.
     trusted_proxies: Vec<String> = Vec::new();
     /// Trusted header with the visitor's country code, e.g. `cf-ipcountry`.
     country_header: Option<String> = None;
@@ -589,13 +590,13 @@ impl Config {
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
             }
-            if site.metrics_per_second.is_some_and(|m| m * 2 < MAX_METRICS_PER_BEACON as u64) {
+            if site.metrics_per_second.is_some_and(|m| m.saturating_mul(2) < MAX_METRICS_PER_BEACON as u64) {
                 return bad(
                     "sites.metrics_per_second",
                     format!("site {}: the burst (twice this) must hold one full beacon of {MAX_METRICS_PER_BEACON} metrics", site.key),
                 );
             }
-            if site.bytes_per_second.is_some_and(|b| b * 2 < MAX_BODY_BYTES as u64) {
+            if site.bytes_per_second.is_some_and(|b| b.saturating_mul(2) < MAX_BODY_BYTES as u64) {
                 return bad(
                     "sites.bytes_per_second",
                     format!("site {}: the burst (twice this) must hold one beacon of {MAX_BODY_BYTES} bytes", site.key),

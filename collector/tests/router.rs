@@ -222,11 +222,19 @@ async fn floods_are_429_with_retry_after() {
         out
     };
     assert_eq!(statuses, vec![202, 202, 429, 429], "burst of 2, then throttled");
-    let reply = call(&h.router, post(body, &localhost())).await;
+    let reply = call(&h.router, post(body.clone(), &localhost())).await;
     assert_eq!(reply.header("retry-after"), Some("1"));
 
+    // A site is charged only for beacons with something to keep.
     let h = harness(Config { sites: vec![SiteConfig { rate_per_second: Some(1), ..SiteConfig::dev() }], ..test_config() });
-    let body = beacon("demo", "/", vec![]).to_string();
+    for _ in 0..5 {
+        assert_eq!(
+            call(&h.router, post(body.clone(), &localhost())).await.status,
+            StatusCode::ACCEPTED,
+            "an empty beacon costs the site nothing"
+        );
+    }
+    let body = beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]).to_string();
     for _ in 0..2 {
         assert_eq!(call(&h.router, post(body.clone(), &localhost())).await.status, StatusCode::ACCEPTED);
     }

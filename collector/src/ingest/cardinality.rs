@@ -112,9 +112,10 @@ impl Cardinality {
     /// A guard over one site's day (`day` = days since the epoch, UTC), reset when the day turned.
     pub fn site(&self, site: &str, day: i64) -> Option<SiteGuard<'_>> {
         let (limits, state, clusters) = self.sites.get(site)?;
-        let mut state = state.lock().ok()?;
+        let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.day != day {
             *state = SiteDay { day, ..SiteDay::default() };
+            clusters.reset();
         }
         Some(SiteGuard { limits, state, clusters })
     }
@@ -235,8 +236,8 @@ enum ClusterKind {
 ///
 /// A trie of the paths seen: each node keeps its distinct child segments until there are more than
 /// the threshold, then forgets them and becomes a wildcard (`*` for every segment at that
-/// position). Memory is bounded: at most `max_nodes` nodes per site; past it, new paths are left
-/// as they are (the URL limit folds them).
+/// position). Memory is bounded: at most `max_nodes` nodes per site; a path that finds the trie
+/// full is kept as it is (the URL limit folds it) and the next starts a new trie.
 #[derive(Debug)]
 pub struct Clusters {
     threshold: usize,
@@ -262,9 +263,19 @@ impl Clusters {
         Clusters { threshold: threshold.max(1), max_nodes: max_nodes.max(1), tries: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets what was learnt (each UTC day, like the limits).
+    fn reset(&self) {
+        self.tries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
     fn cluster(&self, kind: ClusterKind, path: &str) -> String {
-        let Ok(mut tries) = self.tries.lock() else { return path.to_owned() };
+        let mut tries = self.tries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let trie = tries.entry(kind).or_default();
+        if trie.nodes.len() >= self.max_nodes {
+            // Full (of junk paths, or of subtrees a wildcard replaced): learn again from
+            // scratch rather than stop clustering until the day ends.
+            *trie = Trie::default();
+        }
         if trie.nodes.is_empty() {
             trie.nodes.push(Node::default());
         }

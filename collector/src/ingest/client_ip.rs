@@ -16,7 +16,9 @@ use ipnetwork::IpNetwork;
 pub struct ClientIp {
     /// The header the proxies append to (lower case), if any.
     header: Option<String>,
-    /// The proxies in front of the collector. Empty with a header: the peer is the one proxy.
+    /// The proxies in front of the collector. Empty with a header: a peer on loopback or a
+    /// private network is the one proxy in front; a public peer's header is ignored (it would be
+    /// a client naming its own address).
     trusted: Vec<IpNetwork>,
 }
 
@@ -48,9 +50,11 @@ impl ClientIp {
     pub fn of(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip().to_canonical());
         let Some(name) = self.header.as_deref() else { return peer };
-        // With no list, the peer is taken to be the one proxy in front (it wrote the last entry).
+        // With no list, a private peer is taken to be the one proxy in front (it wrote the last
+        // entry); a collector reachable directly from the internet never believes the header.
         let one_hop = self.trusted.is_empty();
-        if !one_hop && !self.is_trusted(peer) {
+        let trusted_peer = if one_hop { is_private(peer) } else { self.is_trusted(peer) };
+        if !trusted_peer {
             return peer;
         }
         // Every line of the header, in order, as one list (proxies may add a line each).
@@ -68,6 +72,15 @@ impl ClientIp {
             }
         }
         client
+    }
+}
+
+/// Loopback, private (RFC 1918), unique-local and link-local addresses: where a proxy in front
+/// of the collector is, when none is configured.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
     }
 }
 
@@ -108,6 +121,7 @@ mod tests {
         let h = headers(&["1.2.3.4, 203.0.113.9"]);
         assert_eq!(c.of(&h, peer([10, 0, 0, 5])), IpAddr::from([203, 0, 113, 9]));
         assert_eq!(c.of(&HeaderMap::new(), peer([10, 0, 0, 5])), IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(c.of(&h, peer([198, 51, 100, 7])), IpAddr::from([198, 51, 100, 7]), "a public peer's header is its own text");
     }
 
     #[test]

@@ -73,7 +73,12 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     let quotas = &app.quotas;
     quotas.charge_client(ip, Cost { beacons: 1, ..Cost::default() }, quotas.now())?;
 
-    let body = read_body(body, headers, app.config.body_timeout()).await?;
+    let (read, body) = read_body(body, headers, app.config.body_timeout()).await;
+    if body.is_err() {
+        // What was read of a refused body costs the client too (the refusal's reason wins).
+        let _ = quotas.charge_client(ip, Cost { bytes: read as u64, ..Cost::default() }, quotas.now());
+    }
+    let body = body?;
     let parsed = parse_beacon(&body);
     let site = parsed.as_ref().ok().and_then(|b| app.sites.get(&b.site));
     *site_seen = site.map(|s| s.key.as_str());
@@ -89,37 +94,49 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     validate::envelope(&beacon).map_err(IngestError::Invalid)?;
 
     let received_ms = now_ms();
+    let mut rejected = Vec::new();
+    let reject = |rejected: &mut Vec<Rejected>, index: usize, (reason, error): (&'static str, String)| {
+        app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
+        rejected.push(Rejected { index, error });
+    };
+    let mut valid = Vec::with_capacity(beacon.metrics.len());
+    for (index, raw) in beacon.metrics.iter().enumerate() {
+        match parse_metric(raw).and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string()))) {
+            Ok(measurement) => valid.push((index, measurement)),
+            Err(why) => reject(&mut rejected, index, why),
+        }
+    }
+    if valid.is_empty() {
+        // Nothing to keep: neither the site's quota nor its day's distinct values are spent.
+        return Ok(Receipt { accepted: 0, rejected });
+    }
+    // The site pays only for what validates: junk sent with its (public) key does not spend its
+    // real visitors' tokens, nor (below) the day's distinct URLs, releases and names.
+    quotas.charge_site(&site.key, Cost { beacons: 1, metrics: valid.len() as u64, bytes: body.len() as u64 }, quotas.now())?;
     let mut batch = Batch::default();
     let mut tally = Tally::default();
-    let mut rejected = Vec::new();
     let mut folded = Vec::new();
     {
         // The site's distinct values of the day, locked for this beacon (never across an await).
         let mut card = app.cardinality.site(&site.key, received_ms.div_euclid(86_400_000));
         let page = PageContext::new(app, &beacon, headers, ip, received_ms, card.as_mut(), &mut folded);
-        for (index, raw) in beacon.metrics.iter().enumerate() {
-            let measurement = parse_metric(raw)
-                .and_then(|m| validate::metric(m, beacon.sent_at).map_err(|e| (e.reason.code(), e.to_string())))
-                .and_then(|m| match card.as_mut() {
-                    Some(card) => limit_cardinality(card, m, &mut folded, &site.key),
-                    None => Ok(m),
-                });
+        for (index, measurement) in valid {
+            let measurement = match card.as_mut() {
+                Some(card) => limit_cardinality(card, measurement, &mut folded, &site.key),
+                None => Ok(measurement),
+            };
             match measurement {
                 Ok(measurement) => page.add(measurement, index, &mut batch, &mut tally),
-                Err((reason, error)) => {
-                    app.telemetry.metrics_rejected.with_label_values(&[reason]).inc();
-                    rejected.push(Rejected { index, error });
-                }
+                Err(why) => reject(&mut rejected, index, why),
             }
         }
     }
+    // Refusals were added in beacon order, then the cardinality ones: the receipt lists them by index.
+    rejected.sort_by_key(|r| r.index);
     for dimension in folded {
         app.telemetry.cardinality_folded.with_label_values(&[&site.key, dimension.as_str()]).inc();
     }
     let accepted = batch.len();
-    // The site pays only for beacons that validate: junk sent with its (public) key does not
-    // spend its real visitors' tokens.
-    quotas.charge_site(&site.key, Cost { beacons: 1, metrics: accepted as u64, bytes: body.len() as u64 }, quotas.now())?;
     if accepted > 0 {
         // The 202 is a promise: it waits until the rows are synced to the spool.
         app.spool.append(&batch, u64::try_from(received_ms).unwrap_or(0)).await.map_err(|err| match err {
@@ -176,19 +193,24 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), IngestError> {
 /// can destroy the answer before the client reads it (the "lingering close" of nginx).
 const LINGER_MAX_BYTES: usize = 1 << 20;
 /// Reads the body, taking at most `timeout` (`body_timeout_ms`).
-async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> Result<bytes::Bytes, IngestError> {
+/// The body, and how many bytes were read for it (the client pays for those, also when the body
+/// is refused as too large or unreadable).
+async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> (usize, Result<bytes::Bytes, IngestError>) {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > LINGER_MAX_BYTES as u64) {
-        return Err(IngestError::TooLarge);
+        return (0, Err(IngestError::TooLarge));
     }
     let mut too_large = declared.is_some_and(|len| len > MAX_BODY_BYTES as u64);
+    let seen = std::sync::atomic::AtomicUsize::new(0);
     let read = async {
         let mut body = body;
         let mut buf = bytes::BytesMut::new();
-        let mut seen = 0usize;
+        let mut seen_here = 0usize;
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame.map_err(|_| IngestError::BodyUnreadable)?.into_data() else { continue };
-            seen += data.len();
+            seen_here += data.len();
+            seen.store(seen_here, std::sync::atomic::Ordering::Relaxed);
+            let seen = seen_here;
             if seen > MAX_BODY_BYTES {
                 too_large = true;
                 buf = bytes::BytesMut::new();
@@ -203,12 +225,13 @@ async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> Result
         }
         Ok::<_, IngestError>(buf.freeze())
     };
-    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| IngestError::BodyUnreadable)??;
-    if too_large {
-        Err(IngestError::TooLarge)
-    } else {
-        Ok(bytes)
-    }
+    let result = match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(IngestError::BodyUnreadable),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(_)) if too_large => Err(IngestError::TooLarge),
+        Ok(Ok(bytes)) => Ok(bytes),
+    };
+    (seen.load(std::sync::atomic::Ordering::Relaxed), result)
 }
 
 /// The envelope, each metric left as raw JSON (validated one by one).

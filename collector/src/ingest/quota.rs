@@ -137,7 +137,8 @@ impl ClientBuckets {
     /// Charges `cost` to the client at `ip` if each of its buckets allows it.
     pub fn charge(&self, ip: IpAddr, cost: Cost, now: u64) -> Result<(), (usize, Duration)> {
         let key = client_key(ip);
-        let Ok(mut table) = self.table.lock() else { return Ok(()) };
+        // A panic under the lock leaves the buckets as they were: keep limiting with them.
+        let mut table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let table = &mut *table;
         if let Some(tat) = table.clients.get_mut(&key) {
             *tat = self.limits.admit(tat, cost, now)?;
@@ -242,7 +243,7 @@ impl Quotas {
     /// tokens). Unknown sites are not limited here: they never get this far.
     pub fn charge_site(&self, site: &str, cost: Cost, now: u64) -> Result<(), Throttled> {
         let Some((limits, tat)) = self.sites.get(site) else { return Ok(()) };
-        let Ok(mut tat) = tat.lock() else { return Ok(()) };
+        let mut tat = tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *tat = limits.admit(&tat, cost, now).map_err(|(unit, retry_after)| Throttled { scope: "site", unit: UNITS[unit], retry_after })?;
         Ok(())
     }

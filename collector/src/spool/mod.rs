@@ -269,24 +269,23 @@ impl Spool {
     }
 
     /// Whether `site` may add `size` bytes, held by now `held` in all (stored and reserved).
-    fn check_share(&self, site: &str, size: u64, held: u64) -> Result<(), SpoolError> {
+    /// Counts `size` more bytes for `site` if it may take them: checked and counted under one
+    /// lock, so concurrent appends of one site cannot all pass on the same count.
+    fn take_share(&self, site: &str, size: u64, held: u64) -> Result<(), SpoolError> {
         let shared_by = self.inner.shared_by.lock().map_err(storage)?;
-        if shared_by.len() < 2 {
-            return Ok(());
-        }
-        let sites = self.inner.totals.sites.lock().map_err(storage)?;
-        let max = self.inner.max_bytes;
-        let reserve = max / shared_by.len() as u64 / 2;
+        let mut sites = self.inner.totals.sites.lock().map_err(storage)?;
         let mine = sites.get(site).copied().unwrap_or(0);
-        if mine + size <= reserve {
-            return Ok(());
+        if shared_by.len() >= 2 {
+            let max = self.inner.max_bytes;
+            let reserve = max / shared_by.len() as u64 / 2;
+            // Past its reserve a site takes only space no other site's reserve still needs.
+            let unused_by_others: u64 =
+                shared_by.iter().filter(|s| s.as_str() != site).map(|s| reserve.saturating_sub(sites.get(s).copied().unwrap_or(0))).sum();
+            if mine + size > reserve && held + unused_by_others > max {
+                return Err(SpoolError::ShareFull { site: site.to_owned(), bytes: mine, reserve });
+            }
         }
-        // Past its reserve a site takes only space no other site's reserve still needs.
-        let unused_by_others: u64 =
-            shared_by.iter().filter(|s| s.as_str() != site).map(|s| reserve.saturating_sub(sites.get(s).copied().unwrap_or(0))).sum();
-        if held + unused_by_others > max {
-            return Err(SpoolError::ShareFull { site: site.to_owned(), bytes: mine, reserve });
-        }
+        sites.insert(site.to_owned(), mine + size);
         Ok(())
     }
 
@@ -365,12 +364,11 @@ impl Spool {
             return Err(SpoolError::Full { bytes: held - size, max: self.inner.max_bytes });
         }
         if let Some(site) = site.as_deref() {
-            if let Err(e) = self.check_share(site, size, held) {
+            if let Err(e) = self.take_share(site, size, held) {
                 totals.reserved.fetch_sub(size, Ordering::AcqRel);
                 return Err(e);
             }
         }
-        totals.account(site.as_deref(), size, true);
         let permits = u32::try_from(record.len()).unwrap_or(u32::MAX);
         let Ok(_permit) = self.inner.pending.clone().try_acquire_many_owned(permits) else {
             release();
@@ -755,11 +753,9 @@ impl Reopen {
                 {
                     mine.store(theirs.load(Ordering::Acquire), Ordering::Release);
                 }
-                // Records still queued for the committer are not in their site's bytes until
-                // they commit (a share is briefly a little larger than it should be).
-                if let (Ok(mut sites), Ok(found)) = (totals.sites.lock(), recovered.sites.lock()) {
-                    sites.clone_from(&found);
-                }
+                // Each site's bytes are left as counted: they are the file's records (a failed
+                // commit gave its own back) plus the appends still queued, which the file does not
+                // hold yet.
                 if let Ok(mut db_slot) = slot.write() {
                     *db_slot = Some(Arc::new(db));
                 }

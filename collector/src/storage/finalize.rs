@@ -6,7 +6,7 @@
 //!
 //! - An id belongs to the time of its **first** report; its value is that of its **last** report
 //!   (latest event time, ties by arrival order `seq`) among the reports up to [`LOOKBACK_SECONDS`]
-//!   around it. [`REPORT_KEY`] is the id (a custom metric, which has none, is its own row).
+//!   around it. [`REPORT_KEY`] is the id (a metric sent without one is its own row).
 //! - `final_grace_minutes` after an hour ends (and once no collector still holds unshipped rows
 //!   from before that), the leader of the `finalizer_lease` writes the hour's ids, one row each,
 //!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1h` and
@@ -45,8 +45,9 @@ pub const LOOKBACK_SECONDS: i64 = 86_400;
 /// reported once; their only repeats are a beacon delivered twice (same time, same `seq`).
 pub const RE_REPORTED: [&str; 2] = ["CLS", "INP"];
 
-/// What identifies one metric of one page view: its id, or, for custom metrics (which have none),
-/// the row itself (its page view and arrival order; a row shipped twice is one). Rows stored
+/// What identifies one metric of one page view: its id (vitals', and since issue 28 the agent's
+/// id of each custom metric, so a resent beacon counts once), or, for metrics without one (older
+/// agents), the row itself (its page view and arrival order; a row shipped twice is one). Rows stored
 /// before `seq` existed that are equal in every field count once. A 64-bit hash: grouping by it
 /// is cheaper than by the id's text, and two ids of one site and metric share one with odds of
 /// about n²/2⁶⁵ (none expected below billions).

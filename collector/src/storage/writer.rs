@@ -411,9 +411,11 @@ impl Writer {
     ) -> Result<(), GaveUp> {
         let now = u32::try_from(crate::ingest::now_ms() / 1000).unwrap_or(u32::MAX);
         let dead: Vec<DeadRow> = rows.iter().zip(origins).map(|(row, origin)| DeadRow::new(table, row, *origin, error, now)).collect();
-        let first_key = origins.first().map_or(0, |o| o.0);
+        let (first_key, first_row) = origins.first().copied().unwrap_or((0, 0));
         tracing::error!(table, rows = dead.len(), spool_key = first_key, error, "rows ClickHouse refused for good go to the dead letters");
-        let client = self.client_with_token(&format!("{token}-dead-{first_key}-{}", dead.len()));
+        // The row range, not only the record: two rows of one record refused one by one are two
+        // inserts, and one must not be taken for a retry of the other.
+        let client = self.client_with_token(&format!("{token}-dead-{first_key}-{first_row}-{}", dead.len()));
         let mut backoff = FIRST_BACKOFF;
         loop {
             let attempt = tokio::select! {
