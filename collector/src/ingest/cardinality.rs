@@ -173,39 +173,21 @@ impl SiteGuard<'_> {
     }
 
     pub fn admit(&mut self, dimension: Dimension, value: String) -> Admitted {
-        // Empty means "not sent": never a new value.
-        if value.is_empty() || value == OTHER {
-            return Admitted::Kept(value);
-        }
-        let limit = dimension.limit(self.limits);
         let state = &mut *self.state;
-        let seen = state.seen.entry(dimension).or_default();
-        if seen.contains(&value) {
-            return Admitted::Kept(value);
-        }
-        if seen.len() < limit {
-            seen.insert(value.clone());
-            return Admitted::Kept(value);
-        }
-        *state.folded.entry(dimension).or_default() += 1;
-        Admitted::Folded
+        admit(state.seen.entry(dimension).or_default(), dimension.limit(self.limits), value, dimension, &mut state.folded)
     }
 
     /// A tag value, limited per tag key.
     pub fn fold_tag_value(&mut self, key: &str, value: String, folded: &mut Vec<Dimension>) -> String {
-        if value.is_empty() || value == OTHER {
-            return value;
-        }
-        let limit = self.limits.tag_values;
         let state = &mut *self.state;
         let values = state.tag_values.entry(key.to_owned()).or_default();
-        if values.contains(&value) || values.len() < limit {
-            values.insert(value.clone());
-            return value;
+        match admit(values, self.limits.tag_values, value, Dimension::TagValue, &mut state.folded) {
+            Admitted::Kept(value) => value,
+            Admitted::Folded => {
+                folded.push(Dimension::TagValue);
+                OTHER.to_owned()
+            }
         }
-        *state.folded.entry(Dimension::TagValue).or_default() += 1;
-        folded.push(Dimension::TagValue);
-        OTHER.to_owned()
     }
 
     /// A page URL: clustered, then limited.
@@ -224,6 +206,20 @@ impl SiteGuard<'_> {
     pub fn name_limit(&self) -> usize {
         self.limits.metric_names
     }
+}
+
+/// `value` into `seen` while it holds fewer than `limit` values; past it, a new value is folded
+/// (counted in `folded` under `dimension`). Empty means "not sent": never a new value.
+fn admit(seen: &mut HashSet<String>, limit: usize, value: String, dimension: Dimension, folded: &mut HashMap<Dimension, u64>) -> Admitted {
+    if value.is_empty() || value == OTHER || seen.contains(&value) {
+        return Admitted::Kept(value);
+    }
+    if seen.len() < limit {
+        seen.insert(value.clone());
+        return Admitted::Kept(value);
+    }
+    *folded.entry(dimension).or_default() += 1;
+    Admitted::Folded
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -201,16 +201,14 @@ async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> (usize
         return (0, Err(IngestError::TooLarge));
     }
     let mut too_large = declared.is_some_and(|len| len > MAX_BODY_BYTES as u64);
-    let seen = std::sync::atomic::AtomicUsize::new(0);
+    // Counted outside the read, so a read cut short by the timeout still tells how much it took.
+    let mut seen = 0usize;
     let read = async {
         let mut body = body;
         let mut buf = bytes::BytesMut::new();
-        let mut seen_here = 0usize;
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame.map_err(|_| IngestError::BodyUnreadable)?.into_data() else { continue };
-            seen_here += data.len();
-            seen.store(seen_here, std::sync::atomic::Ordering::Relaxed);
-            let seen = seen_here;
+            seen += data.len();
             if seen > MAX_BODY_BYTES {
                 too_large = true;
                 buf = bytes::BytesMut::new();
@@ -231,7 +229,7 @@ async fn read_body(body: Body, headers: &HeaderMap, timeout: Duration) -> (usize
         Ok(Ok(_)) if too_large => Err(IngestError::TooLarge),
         Ok(Ok(bytes)) => Ok(bytes),
     };
-    (seen.load(std::sync::atomic::Ordering::Relaxed), result)
+    (seen, result)
 }
 
 /// The envelope, each metric left as raw JSON (validated one by one).

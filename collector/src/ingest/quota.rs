@@ -54,20 +54,20 @@ pub struct Rates {
     pub bytes: u64,
 }
 
+/// How far ahead of now a bucket's arrival time may run, ns: a burst of twice the rate is two
+/// seconds' worth of units, whatever the unit.
+const TOLERANCE: f64 = 2e9;
+
 /// The three buckets' parameters, in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     /// Time one unit takes to earn back.
     interval: [f64; 3],
-    /// How far ahead of now the arrival time may run (the burst).
-    tolerance: [f64; 3],
 }
 
 impl Limits {
     fn new(rates: Rates) -> Limits {
-        let per_second = [rates.beacons, rates.metrics, rates.bytes].map(|r| r.max(1) as f64);
-        let interval = per_second.map(|r| 1e9 / r);
-        Limits { interval, tolerance: [0, 1, 2].map(|i| interval[i] * per_second[i] * 2.0) }
+        Limits { interval: [rates.beacons, rates.metrics, rates.bytes].map(|r| 1e9 / r.max(1) as f64) }
     }
 
     /// The arrival times after admitting `cost` at `now`, or which unit refuses and for how long.
@@ -80,8 +80,8 @@ impl Limits {
             let start = tat[i].max(now) as f64;
             let after = start + n as f64 * self.interval[i];
             let ahead = after - now as f64;
-            if ahead > self.tolerance[i] {
-                let wait = (ahead - self.tolerance[i]).min(3.6e12);
+            if ahead > TOLERANCE {
+                let wait = (ahead - TOLERANCE).min(3.6e12);
                 return Err((i, Duration::from_nanos(wait as u64)));
             }
             next[i] = after as u64;
@@ -227,12 +227,7 @@ impl Quotas {
 
     /// Nanoseconds since the quotas were made: the clock the buckets run on.
     pub fn now(&self) -> u64 {
-        self.at(Instant::now())
-    }
-
-    /// `instant` on the buckets' clock.
-    pub fn at(&self, instant: Instant) -> u64 {
-        u64::try_from(instant.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub fn charge_client(&self, ip: IpAddr, cost: Cost, now: u64) -> Result<(), Throttled> {
