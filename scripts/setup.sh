@@ -110,6 +110,10 @@ if [ "$profile" = test ]; then
   if [ ${#browsers[@]} -gt 0 ]; then
     step "apt: ${browsers[*]}" "1 minute" apt_install "${browsers[@]}"
   fi
+  # faketime runs a collector with its wall clock shifted (a fleet whose clocks differ).
+  if ! command -v faketime >/dev/null; then
+    step "apt: faketime" "15 s" apt_install faketime
+  fi
   if ! command -v geckodriver >/dev/null && [ ! -x "$cargo_bin/geckodriver" ]; then
     step "cargo install geckodriver (Firefox's WebDriver server)" "90 s" cargo install geckodriver --locked --quiet
   fi
