@@ -358,6 +358,8 @@ async fn direct(report: &mut Report, rows: u64) {
         tag_keys: vec![],
         tag_values: vec![],
         seq: i,
+        page_at: 0,
+        report_n: 0,
     };
     let started = Instant::now();
     let mut i = 0;

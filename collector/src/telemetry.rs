@@ -63,6 +63,7 @@ pub struct Telemetry {
     pub late_reports: IntCounter,
     /// Hours made final by this collector's finalizer.
     pub hours_finalized: IntCounter,
+    pub hours_refinalized: IntCounter,
     /// Everything first reported before this time (epoch s) is final.
     pub final_until_seconds: IntGauge,
     /// HTTP connections open now.
@@ -107,6 +108,10 @@ impl Telemetry {
         let late_reports =
             plain_counter("late_reports_total", "Reports that arrived after their hour was final (kept raw, not in answers).");
         let hours_finalized = plain_counter("hours_finalized_total", "Hours made final (metrics_final and rollups) by this collector.");
+        let hours_refinalized = plain_counter(
+            "hours_refinalized_total",
+            "Final hours this collector made final again because rows of theirs were stored late (counted when the rebuild starts).",
+        );
         Telemetry {
             accepted_vital: accepted.with_label_values(&["vital"]),
             accepted_api: accepted.with_label_values(&["api"]),
@@ -169,6 +174,7 @@ impl Telemetry {
             clickhouse_errors: counter("clickhouse_errors_total", "ClickHouse errors, by operation.", &["op"]),
             late_reports,
             hours_finalized,
+            hours_refinalized,
             final_until_seconds: gauge("final_until_seconds", "Everything first reported before this time (epoch s) is final."),
             connections_open: gauge("connections_open", "HTTP connections open."),
             connections_closed: counter("connections_closed_total", "HTTP connections closed, by reason.", &["reason"]),

@@ -82,6 +82,8 @@ fn metric(i: u32, at: u32, name: &str, value: f64, id: String, release: &str) ->
         tag_keys: vec![],
         tag_values: vec![],
         seq: u64::from(i),
+        page_at: u64::from(at) * 1_000,
+        report_n: 0,
     }
 }
 

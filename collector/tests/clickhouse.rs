@@ -989,6 +989,35 @@ async fn each_page_view_counts_once_with_its_last_value() {
     c.running.stop().await;
 }
 
+/// The page's clock decides which report is the last, not their arrival: every beacon is sent
+/// when its report was measured (so the collector places both reports at their arrival) and the
+/// final reports arrive first. Raw answers, the finalizer and the rollups keep the final values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_clock_orders_reports_that_arrive_out_of_order() {
+    let c = collector("page_order").await;
+    let (finals, beacons) = re_reported_cls(200);
+    let (first, last) = beacons.split_at(beacons.len() / 2);
+    for b in last.iter().chain(first) {
+        let mut b = b.clone();
+        b["sent_at"] = b["metrics"][0]["at"].clone();
+        c.post(&b, DESKTOP).await;
+    }
+    c.wait_rows("metrics", 400).await;
+    let ch = clickhouse();
+    // By the collector's clock the first reports are the newer ones.
+    let newer = ch.count(&format!(
+        "SELECT count() FROM (SELECT metric_id, argMax(value, (event_time, seq)) AS v, max(value) AS top
+         FROM {}.metrics GROUP BY metric_id) WHERE v < top",
+        c.db
+    ));
+    assert!(newer > 150, "only {newer} first reports look newer by arrival");
+    assert_counted_once(&c, &finals).await;
+    assert!(matches!(c.finalize().await, Outcome::Finalized { .. }));
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.metrics_final WHERE name = 'CLS'", c.db)), 200);
+    assert_counted_once(&c, &finals).await;
+    c.running.stop().await;
+}
+
 /// `pulse_late_reports_total` counts each late re-report once: not again when a crash makes the
 /// finalizer rebuild the day that holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,6 +380,8 @@ impl<'a> PageContext<'a> {
         // Arrival order: the receive time, then the position in the beacon (at most
         // `MAX_METRICS_PER_BEACON` < 1 024). Breaks ties between reports of one id in one second.
         let seq = (u64::try_from(self.received_ms).unwrap_or(0) << 10) | (index as u64 & 1023);
+        // The page's own order of its reports (validation bounds `at` near `sent_at`, after 2020).
+        let order = (m.at.round() as u64, m.report);
         let counter = match m.kind {
             Kind::Vital { vital, value, delta, rating, id, attribution } => {
                 batch.metrics.push(self.metric_row(
@@ -392,6 +394,7 @@ impl<'a> PageContext<'a> {
                     attribution_json(&attribution),
                     BTreeMap::new(),
                     seq,
+                    order,
                 ));
                 &mut tally.vital
             }
@@ -407,6 +410,7 @@ impl<'a> PageContext<'a> {
                     String::new(),
                     tags,
                     seq,
+                    order,
                 ));
                 &mut tally.custom
             }
@@ -457,6 +461,7 @@ impl<'a> PageContext<'a> {
         attribution: String,
         tags: BTreeMap<String, String>,
         seq: u64,
+        (page_at, report_n): (u64, u32),
     ) -> MetricRow {
         let (tag_keys, tag_values) = tags.into_iter().unzip();
         MetricRow {
@@ -489,6 +494,8 @@ impl<'a> PageContext<'a> {
             tag_keys,
             tag_values,
             seq,
+            page_at,
+            report_n,
         }
     }
 }

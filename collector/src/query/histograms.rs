@@ -14,6 +14,7 @@ use super::plan::{rollup_index, Scope};
 use super::sql::Sql;
 use super::{PointRow, StatsRow};
 use crate::errors::QueryError;
+use crate::storage::finalize::report_order;
 use crate::storage::histogram::{combine, slot, Hist, HistRow, RUNNING_DAYS, RUNNING_HOUR_DAYS};
 use crate::storage::retention::kept_from;
 use crate::storage::schema::{Shape, ROLLUP_LEVELS};
@@ -39,6 +40,8 @@ struct Report {
     report: u64,
     at: u32,
     seq: u64,
+    report_n: u32,
+    page_at: u64,
     value: f64,
     rating: u8,
     grp: String,
@@ -60,7 +63,7 @@ async fn recent_values(app: &App, scope: &Scope<'_>, recent: Option<TimeRange>) 
     let mut sql = Sql::new();
     scope.push_recent_rows(&mut sql, recent);
     let reports = app.query(&sql).with_setting("max_threads", THREADS).fetch_all::<Report>().await.map_err(QueryError::Storage)?;
-    // Per id: the first report's time, and the last report (latest time, then arrival).
+    // Per id: the first report's time, and the last report (by the page's order, then arrival).
     let mut ids: HashMap<u64, (u32, Report)> = HashMap::with_capacity(reports.len());
     for report in reports {
         match ids.entry(report.report) {
@@ -70,7 +73,8 @@ async fn recent_values(app: &App, scope: &Scope<'_>, recent: Option<TimeRange>) 
             std::collections::hash_map::Entry::Occupied(mut slot) => {
                 let (first, last) = slot.get_mut();
                 *first = (*first).min(report.at);
-                if (report.at, report.seq) > (last.at, last.seq) {
+                let order = |r: &Report| report_order(r.report_n, r.page_at, r.at, r.seq);
+                if order(&report) > order(last) {
                     *last = report;
                 }
             }

@@ -10,7 +10,7 @@ use super::params::TimeRange;
 use super::request::SourceChoice;
 use super::sql::Sql;
 use crate::errors::QueryError;
-use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, RE_REPORTED};
+use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, REPORT_ORDER, RE_REPORTED};
 use crate::storage::schema::{recent_from, shape_for, state_expressions, Grain, Shape, ROLLUP_LEVELS, STATE_COLUMNS};
 use crate::App;
 
@@ -151,9 +151,9 @@ impl<'a> Scope<'a> {
         // The last report's value; for metrics reported once every copy holds the same value
         // (a beacon delivered twice), so any is the last, and cheaper.
         let (value, rating) = if RE_REPORTED.contains(&self.metric) {
-            ("argMax(value, (event_time, seq))", "argMax(rating, (event_time, seq))")
+            (format!("argMax(value, {REPORT_ORDER})"), format!("argMax(rating, {REPORT_ORDER})"))
         } else {
-            ("any(value)", "any(rating)")
+            ("any(value)".to_owned(), "any(rating)".to_owned())
         };
         sql.push(
             &format!("SELECT min(event_time) AS first_time, {value} AS v, {rating} AS r, any({group}) AS grp", group = self.group_expr()),
@@ -202,17 +202,22 @@ impl<'a> Scope<'a> {
     }
 
     /// The raw reports of the values first reported in `recent`, not deduplicated (the caller
-    /// keeps, per [`REPORT_KEY`], the last report and the time of the first): `key`, `at`, `seq`,
-    /// `value`, `rating` (0 none, 1 good, 2 needs improvement, 3 poor) and `grp`.
+    /// keeps, per [`REPORT_KEY`], the last report by [`crate::storage::finalize::report_order`]
+    /// and the time of the first): `key`, `at`, `seq`, `report_n`, `page_at`, `value`, `rating`
+    /// (0 none, 1 good, 2 needs improvement, 3 poor) and `grp`.
     pub fn push_recent_rows(&self, sql: &mut Sql, recent: TimeRange) {
         let mut from = Sql::new();
         let key = self.push_recent_reports(&mut from, recent);
-        // Arrival order only breaks ties between reports of different values: only metrics
+        // The order of reports only matters between reports of different values: only metrics
         // reported again have those.
-        let seq = if RE_REPORTED.contains(&self.metric) { "seq" } else { "materialize(toUInt64(0))" };
+        let order = if RE_REPORTED.contains(&self.metric) {
+            "seq, report_n, page_at"
+        } else {
+            "materialize(toUInt64(0)) AS seq, materialize(toUInt32(0)) AS report_n, materialize(toUInt64(0)) AS page_at"
+        };
         sql.push(
             &format!(
-                "SELECT {key} AS report, toUInt32(event_time) AS at, {seq} AS seq, value, toUInt8(rating) AS rating, {group} AS grp",
+                "SELECT {key} AS report, toUInt32(event_time) AS at, {order}, value, toUInt8(rating) AS rating, {group} AS grp",
                 group = self.group_expr()
             ),
             [],

@@ -52,7 +52,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The record format written. Formats 1 (rows before `seq`), 2 (API calls before `seq`) and 3
 /// (every row with its own envelope, no site in the header) are still read.
-const FORMAT: u8 = 4;
+const FORMAT: u8 = 5;
 const HEADER_BYTES: usize = 1 + 8 + 4 + 4;
 /// Encoded records waiting for the committer, at most (a memory bound under overload: beyond it
 /// ingest answers 503 at once instead of queueing).
@@ -578,9 +578,9 @@ fn header_rows(value: &[u8]) -> u64 {
     value.get(9..13).and_then(|b| b.try_into().ok()).map_or(0, |b| u64::from(u32::from_le_bytes(b)))
 }
 
-/// The site a format-4 record's header names (`None` for older formats and damaged headers).
+/// The site a record's header names (from format 4; `None` for older formats and damaged headers).
 fn header_site(value: &[u8]) -> Option<&str> {
-    if value.first() != Some(&FORMAT) {
+    if !value.first().is_some_and(|format| (4..=FORMAT).contains(format)) {
         return None;
     }
     let len = usize::from(*value.get(HEADER_BYTES)?);
@@ -611,7 +611,8 @@ fn encode(batch: &Batch, received_ms: u64) -> Vec<u8> {
     record.push(site.len() as u8);
     record.extend_from_slice(site.as_bytes());
     // Encoding plain structs into a Vec cannot fail; an empty payload would be caught at decode.
-    let mut record = postcard::to_extend(&packed::pack(batch), record).unwrap_or_default();
+    let record = postcard::to_extend(&packed::pack(batch), record).unwrap_or_default();
+    let mut record = postcard::to_extend(&packed::orders(batch), record).unwrap_or_default();
     if record.len() >= HEADER_BYTES {
         let crc = crc32fast::hash(&record[HEADER_BYTES..]);
         record[13..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
@@ -644,7 +645,13 @@ pub fn decode(key: u64, value: &[u8]) -> Record {
             // The site's length and bytes, then the packed rows.
             let rows = payload.split_first().and_then(|(len, rest)| rest.get(usize::from(*len)..));
             match rows {
-                Some(rows) => postcard::from_bytes::<packed::Packed<String>>(rows).map_err(|e| e.to_string()).and_then(packed::unpack),
+                Some(rows) if header[0] == 4 => {
+                    postcard::from_bytes::<packed::Packed<String>>(rows).map_err(|e| e.to_string()).and_then(|p| packed::unpack(p, &[]))
+                }
+                Some(rows) => postcard::take_from_bytes::<packed::Packed<String>>(rows)
+                    .and_then(|(p, rest)| Ok((p, postcard::from_bytes::<Vec<packed::Order>>(rest)?)))
+                    .map_err(|e| e.to_string())
+                    .and_then(|(p, orders)| packed::unpack(p, &orders)),
                 None => Err("the site in the header is cut short".to_owned()),
             }
         }
@@ -998,6 +1005,8 @@ pub(crate) mod tests {
             tag_keys: vec![],
             tag_values: vec![],
             seq: 7,
+            page_at: 0,
+            report_n: 0,
         }
     }
 
@@ -1184,12 +1193,9 @@ pub(crate) mod tests {
     /// from the record's receive time.
     #[test]
     fn format_1_records_are_still_read() {
-        // Format 2 of one metric row (seq 7, one byte) and no API calls, minus the seq byte, is
-        // exactly format 1.
-        let v2 = postcard::to_stdvec(&batch(&[2.5])).expect("encodes");
-        assert_eq!(v2[v2.len() - 2..], [7, 0]);
-        let mut payload = v2[..v2.len() - 2].to_vec();
-        payload.push(0);
+        // A metric row without seq (7, one byte) and the page clock and report number (0, one
+        // byte each) is format 1's.
+        let payload = older_payload(&batch(&[2.5]), 3, 0);
         let mut record = vec![1u8];
         record.extend_from_slice(&1_000u64.to_le_bytes());
         record.extend_from_slice(&1u32.to_le_bytes());
@@ -1283,23 +1289,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// The unpacked rows of `b` as an older format stored them: each metric row without its last
+    /// `metric_cut` bytes and each API call without its last `call_cut` (the fields added since,
+    /// each one byte when 0 or empty).
+    fn older_payload(b: &Batch, metric_cut: usize, call_cut: usize) -> Vec<u8> {
+        fn rows<T: serde::Serialize>(out: &mut Vec<u8>, rows: &[T], cut: usize) {
+            out.extend(postcard::to_stdvec(&rows.len()).expect("encodes"));
+            for row in rows {
+                let row = postcard::to_stdvec(row).expect("encodes");
+                out.extend_from_slice(&row[..row.len() - cut]);
+            }
+        }
+        let mut out = Vec::new();
+        rows(&mut out, &b.metrics, metric_cut);
+        rows(&mut out, &b.api_calls, call_cut);
+        out
+    }
+
     /// Records spooled by a collector before API calls had `seq` (format 2) are read, and each
     /// call gets an arrival order from the record (the same at every read).
     #[test]
     fn format_2_records_are_still_read() {
-        // Today's rows with API calls of seq 0 and no call_id (one byte each, each call's last
-        // two), minus those bytes, are format 2.
+        // API calls of seq 0 and no call_id (one byte each) without those bytes, and metric rows
+        // without the page clock and report number, are format 2's.
         let mut b = batch(&[2.5]);
         b.api_calls.push(api_call(0));
         b.api_calls.push(api_call(0));
-        let v3 = postcard::to_stdvec(&b).expect("encodes");
-        // The calls are the payload's last bytes: put them back without their seq.
-        let one = postcard::to_stdvec(&api_call(0)).expect("encodes");
-        let calls_at = v3.len() - 2 * one.len();
-        let mut payload = v3[..calls_at].to_vec();
-        for _ in 0..2 {
-            payload.extend_from_slice(&one[..one.len() - 2]);
-        }
+        let payload = older_payload(&b, 2, 2);
         let mut record = vec![2u8];
         record.extend_from_slice(&1_000u64.to_le_bytes());
         record.extend_from_slice(&3u32.to_le_bytes());
@@ -1316,26 +1332,28 @@ pub(crate) mod tests {
     fn the_record_format_changes_only_with_its_number() {
         let mut b = batch(&[1.5]);
         b.api_calls.push(api_call(9));
+        b.metrics[0].page_at = 1_800_000_000_123;
+        b.metrics[0].report_n = 2;
         let payload = postcard::to_stdvec(&packed::pack(&b)).expect("encodes");
+        let payload = postcard::to_extend(&packed::orders(&b), payload).expect("encodes");
         let hex: String = payload.iter().map(|x| format!("{x:02x}")).collect();
         assert_eq!(
             (FORMAT, crc32fast::hash(&payload), payload.len()),
-            (4, GOLDEN_CRC, GOLDEN_LEN),
+            (5, GOLDEN_CRC, GOLDEN_LEN),
             "the rows' encoding changed: bump FORMAT and update the golden values (encoding: {hex})"
         );
     }
 
-    const GOLDEN_CRC: u32 = 2_772_340_239;
-    const GOLDEN_LEN: usize = 176;
+    const GOLDEN_CRC: u32 = 1_778_060_446;
+    const GOLDEN_LEN: usize = 184;
 
     #[test]
     fn format_3_records_are_still_read() {
-        // Today's rows with one API call without call_id (its last byte, an empty string),
-        // minus that byte, are format 3: the rows with every field, not packed.
+        // The rows, not packed, without the metrics' page clock and report number and the API
+        // calls' call_id, are format 3's.
         let mut b = batch(&[1.5, 2.5]);
         b.api_calls.push(api_call(9));
-        let mut payload = postcard::to_stdvec(&b).expect("encodes");
-        payload.pop();
+        let payload = older_payload(&b, 2, 1);
         let mut value = vec![3u8];
         value.extend_from_slice(&42u64.to_le_bytes());
         value.extend_from_slice(&3u32.to_le_bytes());
@@ -1344,6 +1362,31 @@ pub(crate) mod tests {
         let record = decode(7, &value);
         assert_eq!(record.batch.expect("format 3 reads"), b);
         assert_eq!((record.received_ms, record.rows, header_site(&value)), (42, 3, None));
+    }
+
+    /// Records of format 4 (packed rows, before the page clock) are read, their metrics without
+    /// a page clock or report number; today's keep both.
+    #[test]
+    fn format_4_records_are_still_read() {
+        let mut b = batch(&[1.5, 2.5]);
+        b.api_calls.push(api_call(9));
+        let today = encode(&b, 42);
+        // Format 4 is today's record without the orders after the packed rows.
+        let site_len = usize::from(today[HEADER_BYTES]);
+        let mut payload = today[HEADER_BYTES..HEADER_BYTES + 1 + site_len].to_vec();
+        payload.extend(postcard::to_stdvec(&packed::pack(&b)).expect("encodes"));
+        let mut value = vec![4u8];
+        value.extend_from_slice(&42u64.to_le_bytes());
+        value.extend_from_slice(&3u32.to_le_bytes());
+        value.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        value.extend_from_slice(&payload);
+        let record = decode(7, &value);
+        assert_eq!(header_site(&value), Some("demo"));
+        assert_eq!(record.batch.expect("format 4 reads"), b);
+
+        b.metrics[1].page_at = 1_800_000_000_123;
+        b.metrics[1].report_n = 3;
+        assert_eq!(decode(7, &encode(&b, 42)).batch.expect("format 5 reads"), b, "today's keep the page clock");
     }
 
     /// A beacon as a hostile client can legally make it: 500 metrics, long envelope strings.

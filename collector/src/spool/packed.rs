@@ -5,6 +5,10 @@
 //! envelope strings took 22 times its wire size in the spool. Here a record keeps a table of
 //! distinct envelopes and each row keeps only its own fields and the index of its envelope.
 //! [`pack`] and [`unpack`] are exact inverses ([`super::decode`] gives back the [`Batch`]).
+//!
+//! Format 5 appends each metric's page clock and report number ([`Order`], one per metric, in
+//! the metrics' order) after format 4's payload, which is otherwise unchanged: a format-4 record
+//! is read as one without them.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +67,14 @@ struct ApiCall<S> {
     server_timing: S,
     seq: u64,
     call_id: S,
+}
+
+/// A metric's [`MetricRow::page_at`] and [`MetricRow::report_n`] (format 5).
+pub type Order = (u64, u32);
+
+/// The orders of `batch`'s metrics, stored after [`pack`]'s payload.
+pub fn orders(batch: &Batch) -> Vec<Order> {
+    batch.metrics.iter().map(|m| (m.page_at, m.report_n)).collect()
 }
 
 /// The payload as stored.
@@ -182,13 +194,19 @@ pub fn pack(batch: &Batch) -> Packed<&str> {
     Packed { envelopes, metrics, api_calls }
 }
 
-pub fn unpack(packed: Packed<String>) -> Result<Batch, String> {
+/// The rows of `packed`, each metric with its order from `orders` (empty for format 4: none).
+pub fn unpack(packed: Packed<String>, orders: &[Order]) -> Result<Batch, String> {
     let Packed { envelopes, metrics, api_calls } = packed;
+    if !orders.is_empty() && orders.len() != metrics.len() {
+        return Err(format!("{} metric orders for {} metrics", orders.len(), metrics.len()));
+    }
     let envelope = |i: u32| envelopes.get(i as usize).ok_or_else(|| format!("a row names envelope {i} of {}", envelopes.len()));
     let metrics = metrics
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let e = envelope(m.envelope)?;
+            let (page_at, report_n) = orders.get(i).copied().unwrap_or((0, 0));
             Ok(MetricRow {
                 site: e.site.clone(),
                 event_time: m.event_time,
@@ -219,6 +237,8 @@ pub fn unpack(packed: Packed<String>) -> Result<Batch, String> {
                 tag_keys: m.tag_keys,
                 tag_values: m.tag_values,
                 seq: m.seq,
+                page_at,
+                report_n,
             })
         })
         .collect::<Result<_, String>>()?;

@@ -5,8 +5,10 @@
 //! The raw table keeps every report; answers count each metric id once, with its last value:
 //!
 //! - An id belongs to the time of its **first** report; its value is that of its **last** report
-//!   (latest event time, ties by arrival order `seq`) among the reports up to [`LOOKBACK_SECONDS`]
-//!   around it. [`REPORT_KEY`] is the id (a metric sent without one is its own row).
+//!   by the page's own order ([`REPORT_ORDER`]: the agent's report number, then the page's clock,
+//!   the collectors' arrival order only to break ties) among the reports up to
+//!   [`LOOKBACK_SECONDS`] around it. [`REPORT_KEY`] is the id (a metric sent without one is its
+//!   own row).
 //! - `final_grace_minutes` after an hour ends (and once no collector still holds unshipped rows
 //!   from before that), the leader of the `finalizer_lease` writes the hour's ids, one row each,
 //!   to `metrics_final`, then the hour's states to every rollup shape (`rollup_<shape>_1h` and
@@ -16,6 +18,11 @@
 //!   `pulse_late_reports_total`, and change no answer: at ingest, a report whose own time is
 //!   before the watermark; in the finalizer, a re-report whose page view's first hour was due
 //!   to be final (its end plus the grace period) before the re-report arrived.
+//! - Rows a collector **stores** late — it accepted them in time, then could not reach
+//!   ClickHouse for longer than the finalizer waits for it (a lease: three intervals without a
+//!   heartbeat) — are made final too: the shipper writes a `late_rows` marker with their earliest
+//!   hour after storing them, and the next run finds the hour below the watermark and rebuilds its
+//!   day onwards as after a crash (below), counted in `pulse_hours_refinalized_total`.
 //!
 //! Crash safety: each span (whole hours within one UTC day, six at most) is recorded as `started` in
 //! `finalizer_progress` before anything is written and `done` after. A run that finds its last
@@ -52,6 +59,18 @@ pub const RE_REPORTED: [&str; 2] = ["CLS", "INP"];
 /// is cheaper than by the id's text, and two ids of one site and metric share one with odds of
 /// about n²/2⁶⁵ (none expected below billions).
 pub const REPORT_KEY: &str = "if(metric_id = '', cityHash64(page, session, seq, event_time, value, received_at), cityHash64(metric_id))";
+
+/// Which report of one id is the last, as an `argMax` key: the agent's report number (`n`), then
+/// the page's clock (`at`) — one page's reports come from one clock, so no skew correction is
+/// needed to order them, and a collector whose clock is off cannot reorder them — then the
+/// receiving collector's arrival order. Rows stored before the page's order was kept (both 0)
+/// are ordered as they were: by skew-corrected time, then arrival.
+pub const REPORT_ORDER: &str = "(report_n, page_at, if(page_at = 0, toUInt32(event_time), 0), seq)";
+
+/// [`REPORT_ORDER`] of one row, for reports deduplicated outside ClickHouse.
+pub fn report_order(report_n: u32, page_at: u64, event_time: u32, seq: u64) -> (u32, u64, u32, u64) {
+    (report_n, page_at, if page_at == 0 { event_time } else { 0 }, seq)
+}
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
@@ -206,20 +225,7 @@ impl Finalizer {
                 }
                 let day = i64::from(p.span_from).div_euclid(DAY) * DAY;
                 tracing::warn!(day = %crate::query::params::format_time(day), "the last finalizer run stopped mid-way; rebuilding from that day");
-                // Its statements may still be running on the server (the client gave up, the
-                // server did not): dropping before they end would let their rows land after.
-                for shard in &app.shards {
-                    wait_for_writes(shard, &statement_prefix(app), interval_ms).await?;
-                }
-                // This collector reads the day from raw rows while it is rebuilt; others read
-                // empty final tables for the day until their next run (at most an interval).
-                self.publish(app, day);
-                for shard in &app.shards {
-                    drop_days_from(shard, day).await?;
-                }
-                let done_at = next_at();
-                record(client, done_at, self.lease.holder(), "done", day, day).await?;
-                expected = Some(done_at);
+                expected = Some(self.start_over(app, day, interval_ms, next_at()).await?);
                 rebuilt_day = true;
                 day
             }
@@ -229,6 +235,34 @@ impl Finalizer {
                 None => return Ok(Outcome::Idle),
             },
         };
+        // Rows a collector stored after their hour was made final (it was cut off from
+        // ClickHouse longer than the finalizer waits for it): their day is made final again.
+        let late = pending_late(client).await?;
+        if let Some(hour) = late.iter().map(|l| i64::from(l.hour)).min().filter(|hour| *hour < from) {
+            let day = hour.div_euclid(DAY) * DAY;
+            tracing::warn!(
+                hour = %crate::query::params::format_time(hour),
+                "rows arrived after their hour was made final; finalizing again from that day"
+            );
+            expected = Some(self.start_over(app, day, interval_ms, next_at()).await?);
+            app.telemetry.hours_refinalized.inc_by(((from - day) / HOUR) as u64);
+            rebuilt_day = true;
+            from = day;
+        }
+        if !late.is_empty() {
+            // Handled: the day is rebuilt from `finalizer_progress` from here on (a crash now
+            // leaves a span `started`, which rebuilds it again).
+            let markers: Vec<&str> = late.iter().map(|l| l.marker.as_str()).collect();
+            let handled_at = next_at();
+            client
+                .query("INSERT INTO late_rows (at, at_ms, marker, phase, hour) SELECT toDateTime(intDiv(?, 1000)), ?, arrayJoin(?), 'done', toDateTime(0)")
+                .bind(handled_at)
+                .bind(handled_at)
+                .bind(markers)
+                .execute()
+                .await
+                .map_err(ch("recording late rows handled"))?;
+        }
 
         // Due: whole hours that ended a grace period ago, and before any row still waiting in a
         // live collector's spool (a row may be up to a grace period older than its receipt).
@@ -279,6 +313,24 @@ impl Finalizer {
             return Ok(Outcome::Finalized { hours: (from - start) / HOUR, until: from, rebuilt_day });
         }
         Ok(Outcome::Idle)
+    }
+
+    /// Drops `day` and every later day from the derived tables and records everything before
+    /// `day` as final (at `at_ms`, returned): finalizing goes on from there.
+    async fn start_over(&self, app: &App, day: i64, interval_ms: u64, at_ms: u64) -> Result<u64, FinalizeError> {
+        // Earlier statements may still be running on the server (the client gave up, the server
+        // did not): dropping before they end would let their rows land after.
+        for shard in &app.shards {
+            wait_for_writes(shard, &statement_prefix(app), interval_ms).await?;
+        }
+        // This collector reads the day from raw rows while it is rebuilt; others read empty
+        // final tables for the day until their next run (at most an interval).
+        self.publish(app, day);
+        for shard in &app.shards {
+            drop_days_from(shard, day).await?;
+        }
+        record(&app.clickhouse, at_ms, self.lease.holder(), "done", day, day).await?;
+        Ok(at_ms)
     }
 
     /// Learns how far values are final from `finalizer_progress` (at start, before the first run).
@@ -367,6 +419,21 @@ async fn record(client: &Client, at_ms: u64, holder: &str, phase: &str, from: i6
         .map_err(ch("recording finalizer progress"))
 }
 
+/// A `late_rows` marker no finalizer run has handled: rows from `hour` on were stored late.
+#[derive(Debug, Row, Deserialize)]
+struct Late {
+    marker: String,
+    hour: u32,
+}
+
+async fn pending_late(client: &Client) -> Result<Vec<Late>, FinalizeError> {
+    client
+        .query("SELECT marker, toUInt32(min(hour)) AS hour FROM late_rows GROUP BY marker HAVING countIf(phase = 'done') = 0")
+        .fetch_all::<Late>()
+        .await
+        .map_err(ch("reading late_rows"))
+}
+
 /// The UTC day of the oldest raw row, where finalizing starts in a new database.
 async fn first_day(client: &Client) -> Result<Option<i64>, FinalizeError> {
     let (n, first) = client
@@ -447,7 +514,7 @@ fn final_rows_sql() -> String {
     let carried: String = CARRIED.iter().map(|c| format!(", any({c}) AS c_{c}")).collect();
     format!(
         "SELECT site, name, min(event_time) AS first_time, any(metric_id) AS id,
-            argMax(value, (event_time, seq)) AS v, argMax(rating, (event_time, seq)) AS r, toUInt32(count()) AS n{carried}
+            argMax(value, {REPORT_ORDER}) AS v, argMax(rating, {REPORT_ORDER}) AS r, toUInt32(count()) AS n{carried}
          FROM metrics
          WHERE (event_time >= toDateTime(?) AND event_time < toDateTime(?))
             OR (has({re}, name) AND event_time >= toDateTime(?) AND event_time < toDateTime(?)

@@ -48,6 +48,8 @@ pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
     tables.push(entry("hist_site_1h".into(), "bucket", rollup_days, Granularity::Month));
     // Owed notices are sent again for a day; a month keeps what was sent for a look back.
     tables.push(entry("alert_deliveries".into(), "at", 31, Granularity::Month));
+    // Markers are handled within a finalizer interval or two of being written.
+    tables.push(entry("late_rows".into(), "at", 31, Granularity::Month));
     tables
 }
 

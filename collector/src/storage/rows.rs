@@ -52,8 +52,15 @@ pub struct MetricRow {
     pub tag_keys: Vec<String>,
     pub tag_values: Vec<String>,
     /// Arrival order (receive time in ms, then the position in the beacon): of two reports of
-    /// one metric id in the same second, the later arrival is the newer.
+    /// one metric id that the page's clock cannot tell apart, the later arrival is the newer.
     pub seq: u64,
+    /// The page's own clock when measured (the metric's `at`, epoch ms, not skew-corrected): the
+    /// reports of one id come from one page, so this orders them whatever the collectors'
+    /// clocks say. 0 in rows stored before it existed.
+    pub page_at: u64,
+    /// A vital's report number for its id (the agent's `n`; 0 when not sent): orders the
+    /// reports of one id before `page_at` does (a page's clock may step back or repeat a ms).
+    pub report_n: u32,
 }
 
 /// One timed `fetch`/XHR (`api_calls` table).
@@ -161,43 +168,49 @@ pub mod v1 {
         /// Today's rows, with the arrival order ingest would have given them (`received_ms` is
         /// the record's receive time).
         pub fn upgrade(self, received_ms: u64) -> super::Batch {
-            let metrics = self
-                .metrics
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| super::MetricRow {
-                    site: m.site,
-                    event_time: m.event_time,
-                    received_at: m.received_at,
-                    name: m.name,
-                    value: m.value,
-                    delta: m.delta,
-                    rating: m.rating,
-                    metric_id: m.metric_id,
-                    session: m.session,
-                    page: m.page,
-                    url: m.url,
-                    nav: m.nav,
-                    release: m.release,
-                    env: m.env,
-                    device: m.device,
-                    browser: m.browser,
-                    os: m.os,
-                    country: m.country,
-                    ect: m.ect,
-                    viewport_w: m.viewport_w,
-                    viewport_h: m.viewport_h,
-                    dpr: m.dpr,
-                    memory: m.memory,
-                    cores: m.cores,
-                    skew_ms: m.skew_ms,
-                    attribution: m.attribution,
-                    tag_keys: m.tag_keys,
-                    tag_values: m.tag_values,
-                    seq: (received_ms << 10) | (i as u64 & 1023),
-                })
-                .collect();
+            let metrics = self.metrics.into_iter().enumerate().map(|(i, m)| (m, (received_ms << 10) | (i as u64 & 1023))).collect();
             super::v2::Batch { metrics, api_calls: self.api_calls }.upgrade(received_ms)
+        }
+    }
+
+    impl MetricRow {
+        /// Today's row, with the arrival order `seq` (formats 2 and 3 stored a row as these
+        /// fields and then `seq`) and no page clock.
+        pub(super) fn with_seq(self, seq: u64) -> super::MetricRow {
+            let m = self;
+            super::MetricRow {
+                site: m.site,
+                event_time: m.event_time,
+                received_at: m.received_at,
+                name: m.name,
+                value: m.value,
+                delta: m.delta,
+                rating: m.rating,
+                metric_id: m.metric_id,
+                session: m.session,
+                page: m.page,
+                url: m.url,
+                nav: m.nav,
+                release: m.release,
+                env: m.env,
+                device: m.device,
+                browser: m.browser,
+                os: m.os,
+                country: m.country,
+                ect: m.ect,
+                viewport_w: m.viewport_w,
+                viewport_h: m.viewport_h,
+                dpr: m.dpr,
+                memory: m.memory,
+                cores: m.cores,
+                skew_ms: m.skew_ms,
+                attribution: m.attribution,
+                tag_keys: m.tag_keys,
+                tag_values: m.tag_values,
+                seq,
+                page_at: 0,
+                report_n: 0,
+            }
         }
     }
 }
@@ -232,7 +245,8 @@ pub mod v2 {
 
     #[derive(Debug, Deserialize)]
     pub struct Batch {
-        pub(super) metrics: Vec<super::MetricRow>,
+        /// A metric row as format 1 had it, then its `seq`.
+        pub(super) metrics: Vec<(super::v1::MetricRow, u64)>,
         pub(super) api_calls: Vec<ApiCallRow>,
     }
 
@@ -305,7 +319,8 @@ pub mod v3 {
 
     #[derive(Debug, Deserialize)]
     pub struct Batch {
-        pub(super) metrics: Vec<super::MetricRow>,
+        /// A metric row as format 1 had it, then its `seq`.
+        pub(super) metrics: Vec<(super::v1::MetricRow, u64)>,
         pub(super) api_calls: Vec<ApiCallRow>,
     }
 
@@ -340,7 +355,8 @@ pub mod v3 {
                     call_id: String::new(),
                 })
                 .collect();
-            super::Batch { metrics: self.metrics, api_calls }
+            let metrics = self.metrics.into_iter().map(|(m, seq)| m.with_seq(seq)).collect();
+            super::Batch { metrics, api_calls }
         }
     }
 }

@@ -383,6 +383,15 @@ fn migrations() -> Vec<Migration> {
             // (`rows::API_CALL_KEY`); empty in rows stored before and from older agents.
             statements: vec![Step::AddColumn { table: "api_calls", column: "call_id", definition: "String DEFAULT ''" }],
         },
+        Migration {
+            version: 14,
+            name: "the page clock orders the reports of one id",
+            // `page_at` (the metric's `at`) and `report_n` (the agent's `n`): the last report
+            // of an id is the page's last, whichever collector received it when
+            // (`finalize::REPORT_ORDER`); 0 in rows stored before, which keep the collectors'
+            // order. A marker table for rows stored after their hour was made final.
+            statements: page_order(),
+        },
     ]
 }
 
@@ -453,12 +462,36 @@ fn final_values() -> Vec<Step> {
 pub const RECENT_DAYS: u32 = 3;
 
 /// What `metrics_recent` takes of each raw row: what answers read of rows not yet final, with the
-/// row's report key ([`super::finalize::REPORT_KEY`]) computed once, at insert.
-fn recent_select() -> String {
+/// row's report key ([`super::finalize::REPORT_KEY`]) computed once, at insert; since migration
+/// 14 also the page's order of its reports (`with_page_order`).
+fn recent_select(with_page_order: bool) -> String {
     format!(
-        "SELECT site, name, event_time, {key} AS key, seq, value, rating, url, nav, release, env, device, browser, os, country FROM metrics",
-        key = super::finalize::REPORT_KEY
+        "SELECT site, name, event_time, {key} AS key, seq, value, rating, url, nav, release, env, device, browser, os, country{order} FROM metrics",
+        key = super::finalize::REPORT_KEY,
+        order = if with_page_order { ", page_at, report_n" } else { "" }
     )
+}
+
+/// Migration 14: the page's own clock and report number on raw rows, in `metrics` and its copy
+/// in time order. The copying view is replaced by one that takes them (made before the old one
+/// is dropped: a row inserted meanwhile may be copied twice, which answers read once).
+fn page_order() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for table in ["metrics", "metrics_recent"] {
+        steps.push(Step::AddColumn { table, column: "page_at", definition: "UInt64 DEFAULT 0" });
+        steps.push(Step::AddColumn { table, column: "report_n", definition: "UInt32 DEFAULT 0" });
+    }
+    steps
+        .push(Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv2 TO metrics_recent AS {}", recent_select(true))));
+    steps.push(Step::Sql("DROP TABLE IF EXISTS metrics_recent_mv".to_owned()));
+    // Rows stored after their hour may have been made final: `late` (a shipper, from `hour` on)
+    // and `done` (the finalizer handled the marker) rows per marker (`super::finalize`).
+    steps.push(Step::Sql(
+        "CREATE TABLE IF NOT EXISTS late_rows (at DateTime, at_ms UInt64, marker String, phase String, hour DateTime)
+         ENGINE = MergeTree() PARTITION BY toYYYYMM(at) ORDER BY (marker, at_ms)"
+            .to_owned(),
+    ));
+    steps
 }
 
 /// `metrics_recent`: the last few days of raw rows ordered by time, so the part of an answer that
@@ -478,10 +511,10 @@ fn recent_rows() -> Vec<Step> {
             ORDER BY (site, name, event_time)"
                 .to_owned(),
         ),
-        Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select())),
+        Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select(false))),
         Step::Sql(format!(
             "INSERT INTO metrics_recent {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
-            recent_select()
+            recent_select(false)
         )),
     ]
 }

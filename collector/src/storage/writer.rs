@@ -122,6 +122,9 @@ pub struct Writer {
     pub dead_letter_after: u32,
     /// Where dead letters go when ClickHouse refuses them too (`<spool_dir>/dead-letter`).
     pub dead_letter_dir: std::path::PathBuf,
+    /// Metric rows stored this long after their receipt may belong to hours already made final
+    /// without them: they get a `late_rows` marker ([`super::finalize`]).
+    pub late_after: Duration,
 }
 
 /// Where a row comes from: its spool record's key and receive time (ms).
@@ -274,6 +277,14 @@ impl Writer {
         let token = |table: &str| format!("pulse-{}-{table}-{first}-{last}-{crcs:08x}", self.spool.id());
         self.store("metrics", &batch.metrics, &metric_origins, token("metrics"), deadline).await?;
         self.store("api_calls", &batch.api_calls, &api_origins, token("api_calls"), deadline).await?;
+        // Before the records leave the spool: a crash before the marker ships them again, and
+        // marks them then.
+        let now = crate::ingest::now_ms() / 1000;
+        let late_after = self.late_after.as_secs() as i64;
+        let late = batch.metrics.iter().filter(|m| now - i64::from(m.received_at) > late_after).map(|m| m.event_time).min();
+        if let Some(earliest) = late {
+            self.mark_late(&format!("{}-{first}-{last}", self.spool.id()), earliest, deadline).await?;
+        }
         let mut backoff = FIRST_BACKOFF;
         while let Err(err) = self.spool.remove_through(last, foreign.clone()).await {
             // The rows are in ClickHouse; if they stay in the spool they are shipped again.
@@ -285,6 +296,32 @@ impl Writer {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         Ok(())
+    }
+
+    /// Records that rows from `earliest` (epoch s) on were stored late, as `marker` (the same for
+    /// a batch shipped again), retrying until it is recorded or the shutdown deadline passes.
+    async fn mark_late(&self, marker: &str, earliest: u32, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
+        let hour = earliest - earliest % 3_600;
+        tracing::info!(marker, hour, "rows stored after the finalizer stopped waiting for them; marking their hour to be made final again");
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let insert = self
+                .client
+                .query("INSERT INTO late_rows (at, at_ms, marker, phase, hour) VALUES (now(), ?, ?, 'late', toDateTime(?))")
+                .bind(crate::ingest::now_ms().max(0) as u64)
+                .bind(marker)
+                .bind(hour)
+                .execute();
+            match tokio::time::timeout(INSERT_TIMEOUT, insert).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(err)) => {
+                    self.telemetry.clickhouse_errors.with_label_values(&["insert"]).inc();
+                    tracing::warn!(%err, "cannot record late rows; retrying");
+                }
+                Err(_) => tracing::warn!("recording late rows got no answer; retrying"),
+            }
+            pause(deadline, &mut backoff).await?;
+        }
     }
 
     /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes; rows
@@ -608,6 +645,7 @@ mod tests {
             deduplicate: false,
             dead_letter_after: 1,
             dead_letter_dir: dir.join("dead-letter"),
+            late_after: Duration::from_secs(180),
         };
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
@@ -641,6 +679,7 @@ mod tests {
             deduplicate: false,
             dead_letter_after: 1,
             dead_letter_dir: dir.join("dead-letter"),
+            late_after: Duration::from_secs(180),
         };
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));

@@ -43,6 +43,8 @@ export interface PulseMetric {
   rating?: "good" | "needs-improvement" | "poor";
   delta?: number;
   id?: string;
+  /** A vital's report number for its `id` (1, 2, …): the collector keeps the highest as final. */
+  n?: number;
   attribution?: Record<string, string | number>;
   route?: string;
   method?: string;

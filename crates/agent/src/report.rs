@@ -113,11 +113,14 @@ pub struct Instance {
     /// The random part of web-vitals' `id` (written after `v1-`).
     id: String,
     reported: Option<f64>,
+    /// Reports sent so far: each report carries its number (`n`), which orders the reports of
+    /// one id at the collector even when the page's clock repeats a millisecond or steps back.
+    reports: u32,
 }
 
 impl Default for Instance {
     fn default() -> Instance {
-        Instance { id: host::random_id(), reported: None }
+        Instance { id: host::random_id(), reported: None, reports: 0 }
     }
 }
 
@@ -145,6 +148,8 @@ impl Instance {
         id.push_str("\"v1-");
         id.push_str(&self.id);
         id.push('"');
+        self.reports += 1;
+        o.num("n", f64::from(self.reports));
         if !attribution.0.is_empty() {
             let a = o.key("attribution");
             a.push_str(&attribution.0);

@@ -115,6 +115,11 @@ pub struct Metric {
     /// Unique id of the metric instance (web-vitals' `id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// A vital's report number for its `id` (1, 2, …): of two reports of one id, the higher is
+    /// the newer, whatever the clocks say. A number here (not an integer type) so a bad one is
+    /// refused with its field, not with the whole beacon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<BTreeMap<String, AttrValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

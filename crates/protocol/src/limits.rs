@@ -17,6 +17,8 @@ pub const MAX_CUSTOM_VALUE: f64 = 1e12;
 pub const MAX_SITE_KEY_LEN: usize = 64;
 /// Longest session id, page id or metric id.
 pub const MAX_ID_LEN: usize = 128;
+/// Highest report number (`n`) of one vital's id: a page view reports each vital a few times.
+pub const MAX_REPORTS: u32 = 1_000_000;
 /// Longest URL or route before normalisation.
 pub const MAX_URL_LEN: usize = 2048;
 /// Longest route kept after normalisation; longer ones are cut (on a char boundary).

@@ -153,6 +153,9 @@ pub fn envelope<M>(beacon: &Beacon<M>) -> Result<(), Invalid> {
 pub struct Measurement {
     /// Client clock when measured, epoch ms (the collector corrects it for skew).
     pub at: f64,
+    /// A vital's report number for its id (`n`; 0 when not sent): orders the reports of one id
+    /// before `at` does.
+    pub report: u32,
     pub kind: Kind,
 }
 
@@ -210,6 +213,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
         Some(id) => token("id", &id, MAX_ID_LEN).map(|()| id),
         None => Ok(String::new()),
     };
+    let mut report = 0;
     let kind = match name {
         MetricName::Vital(vital) => {
             let value = bounded("value", value, vital.max_value())?;
@@ -222,6 +226,14 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
                 None => value,
             };
             let id = id(m.id)?;
+            report = match m.n {
+                None => 0,
+                // (`n as u32` saturates, and NaN becomes 0: only whole numbers in range survive.)
+                Some(n) if (1..=MAX_REPORTS).contains(&(n as u32)) && f64::from(n as u32) == n => n as u32,
+                Some(_) => {
+                    return Err(Invalid::new("n", Reason::BadValue("must be a whole number from 1 (the report's number for its id)")))
+                }
+            };
             Kind::Vital {
                 vital,
                 value,
@@ -294,7 +306,7 @@ pub fn metric(m: Metric, sent_at: f64) -> Result<Measurement, Invalid> {
             Kind::Custom { name: name.to_owned(), value, tags, id: id(m.id)? }
         }
     };
-    Ok(Measurement { at: m.at, kind })
+    Ok(Measurement { at: m.at, report, kind })
 }
 
 /// The site key rule, shared by the agent's `init`, the collector's configuration and every
@@ -568,6 +580,11 @@ mod tests {
         assert_eq!(reason(vital("Robert'); DROP TABLE metrics;--", 1.0)), ("name".into(), "unknown_name"));
         assert_eq!(reason(Metric { delta: Some(f64::NAN), ..vital("CLS", 0.1) }), ("delta".into(), "not_finite"));
         assert_eq!(reason(Metric { id: Some("x".repeat(200)), ..vital("CLS", 0.1) }), ("id".into(), "too_long"));
+        for n in [0.0, -1.0, 1.5, f64::NAN, 2e6] {
+            assert_eq!(reason(Metric { n: Some(n), ..vital("CLS", 0.1) }), ("n".into(), "bad_value"), "n = {n}");
+        }
+        assert_eq!(metric(Metric { n: Some(3.0), ..vital("CLS", 0.1) }, NOW).expect("valid").report, 3);
+        assert_eq!(metric(vital("CLS", 0.1), NOW).expect("valid").report, 0, "no n: 0");
         assert_eq!(reason(Metric { at: NOW - MAX_METRIC_AGE_MS - 1.0, ..vital("LCP", 1.0) }), ("at".into(), "too_old"));
         assert_eq!(reason(Metric { at: NOW + MAX_METRIC_FUTURE_MS + 1.0, ..vital("LCP", 1.0) }), ("at".into(), "in_future"));
         assert_eq!(reason(vital("cart.total", 1e13)), ("value".into(), "too_large"));
