@@ -465,3 +465,60 @@ async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded
     assert_eq!(notices(&hooks_seen).last().map(|(n, _)| n.as_str()), Some("resolved"), "{hooks_seen:?}");
     running.stop().await;
 }
+
+/// Page URLs are data: a URL that is a Slack channel ping or a Slack link reaches Slack as text,
+/// and the one link in the message is the dashboard's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_urls_reach_slack_as_text_not_markup() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_escape");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![rule(
+        r#"name = "page-lcp"
+        site = "demo"
+        metric = "LCP"
+        group_by = "url"
+        window = "10m"
+        for = "0s"
+        warning = 100
+        min_samples = 1
+        notify = ["chat", "pager"]"#,
+    )];
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let now = now_ms();
+    for (page, url) in [("p1", "/<!channel>"), ("p2", "<https://evil|Log in>")] {
+        let beacon = json!({"v": 1, "site": "demo", "session": "s", "page": page, "url": url, "nav": "navigate", "sent_at": now,
+                            "metrics": [{"name": "LCP", "value": 5000, "at": now - 120_000.0}]});
+        let r = post_beacon(&format!("http://{}", running.addr), beacon.to_string()).await;
+        assert_eq!((r.status, r.json()["accepted"].as_u64()), (202, Some(1)), "{}", r.text());
+    }
+    wait_stored(&db, 2).await;
+    // A newcomer's first heartbeat does not lead yet; its second does.
+    for minutes_before in [1, 0] {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    let started = std::time::Instant::now();
+    let slack = loop {
+        let slack: Vec<Value> = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/slack").map(|(_, _, v)| v.clone()).collect();
+        if slack.len() >= 2 || started.elapsed() > Duration::from_secs(10) {
+            break slack;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(slack.len(), 2, "one alert per page: {slack:?}");
+    let bodies: Vec<String> = slack.iter().map(Value::to_string).collect();
+    let all = bodies.join("\n");
+    assert!(!all.contains("<!channel>") && !all.contains("<https:"), "markup from a page URL reached Slack: {all}");
+    assert!(all.contains("url /&lt;!channel&gt;"), "the URL is shown as text: {all}");
+    // Normalised as a path (`//` collapses): `/<https:/evil|Log in>`.
+    assert!(all.contains("url /&lt;https:/evil|Log in&gt;"), "the URL is shown as text: {all}");
+    for body in &bodies {
+        assert_eq!(body.matches('<').count(), 1, "the dashboard link only: {body}");
+        let link = body.split('<').nth(1).unwrap_or_default();
+        assert!(link.starts_with("http://") && link.contains("/dashboard.html?site=demo&amp;metric=LCP|Open the Pulse dashboard>"), "{body}");
+    }
+    // PagerDuty's summary is plain text: the URL as written, and no link but the dashboard's.
+    let pd: Vec<Value> = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/pd").map(|(_, _, v)| v.clone()).collect();
+    assert!(pd.iter().all(|e| e["links"].as_array().map(Vec::len) == Some(1)), "{pd:?}");
+    running.stop().await;
+}

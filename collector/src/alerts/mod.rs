@@ -618,6 +618,9 @@ async fn observe_release(
     .await
     .map_err(|e| e.to_string())?;
     let group = format!("{} → {}", previous.release, newest.release);
+    // Release names are whatever beacons sent: cut for the notice (the group keeps them whole).
+    let (newest_name, previous_name) =
+        (notify::capped(&newest.release, notify::MAX_VALUE_CHARS), notify::capped(&previous.release, notify::MAX_VALUE_CHARS));
     let verdict = c["verdict"].as_str().unwrap_or("");
     // A null change with data is a rise (or fall) from a statistic of 0: infinite, not missing.
     let change = c["change"].as_f64().or_else(|| c["difference"].as_f64().map(|d| f64::INFINITY.copysign(d)));
@@ -633,8 +636,8 @@ async fn observe_release(
             "{} {} of release {} against {}: {} (95 % interval {} to {}; {} and {} samples): {}",
             rule.stat.name(),
             rule.metric,
-            newest.release,
-            previous.release,
+            newest_name,
+            previous_name,
             match (c["change"].as_f64(), c["difference"].as_f64()) {
                 (None, Some(d)) => format!("up from 0 by {}", human(d)),
                 _ => pct(&c["change"]),
@@ -712,7 +715,7 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
             s.push_str(&format!(" ({})", filters.join(", ")));
         }
         if let Some(g) = &rule.group_by {
-            s.push_str(&format!(" for {g} {}", tracked.group));
+            s.push_str(&format!(" for {g} {}", notify::capped(&tracked.group, notify::MAX_VALUE_CHARS)));
         }
         s
     };
@@ -745,17 +748,19 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
         (Some(_), Some(detail)) => format!("Release regression: {detail}"),
         _ => summary,
     };
-    let mut dashboard = format!("{}/dashboard.html?site={}&metric={}", public_url.trim_end_matches('/'), rule.site, rule.metric);
-    if let Some(url) = rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| v) {
-        dashboard.push_str(&format!("&url={}", serde_urlencoded::to_string([("", url)]).unwrap_or_default().trim_start_matches('=')));
-    }
+    let summary = notify::capped(&summary, notify::MAX_SUMMARY_CHARS);
+    // Every parameter encoded: the link is Pulse's, whatever the values hold.
+    let mut link = vec![("site", rule.site.as_str()), ("metric", rule.metric.as_str())];
+    link.extend(rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| ("url", v.as_str())));
+    let dashboard =
+        format!("{}/dashboard.html?{}", public_url.trim_end_matches('/'), serde_urlencoded::to_string(&link).unwrap_or_default());
     Message {
         version: 1,
         status: if resolved { "resolved" } else { "firing" }.to_owned(),
         notice: notice.as_str().to_owned(),
         rule: rule.name.clone(),
         site: rule.site.clone(),
-        group: tracked.group.clone(),
+        group: notify::capped(&tracked.group, notify::MAX_VALUE_CHARS),
         metric: rule.metric.clone(),
         stat: rule.stat.name(),
         severity: severity.map(|s| s.as_str().to_owned()),
