@@ -384,6 +384,32 @@ async fn csv_and_prometheus_formats_parse_and_agree_with_json() {
     c.running.stop().await;
 }
 
+/// A release name that is a spreadsheet formula reaches CSV as text (a leading `'`); a negative
+/// custom metric's statistics stay numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+    let c = collector("csv_formulas").await;
+    let formula = "=HYPERLINK(\"https://evil.example\",\"Log in\")";
+    let mut b = beacon("demo", "/cart", vec![metric("cart.delta", -3.5, 0.0), metric("cart.delta", -1.5, 0.0)]);
+    b["release"] = json!(formula);
+    c.post(&b, DESKTOP).await;
+    c.wait_rows("metrics", 2).await;
+    let q = format!("/v1/vitals?site=demo&metric=cart.delta&group_by=release&{}&format=csv", range());
+    let r = get(&format!("{}{q}", c.base), &[AUTH]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut reader = csv::Reader::from_reader(r.body.as_ref());
+    let headers = reader.headers().expect("header").clone();
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
+    assert_eq!(records.len(), 1, "{}", r.text());
+    assert_eq!(&records[0][0], format!("'{formula}"), "{}", r.text());
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!((&records[0][column("min")], &records[0][column("max")]), ("-3.5", "-1.5"), "{}", r.text());
+    // JSON says what was sent: the mark is CSV's alone.
+    let json = c.read(&q.replace("&format=csv", "")).await;
+    assert_eq!(json["rows"][0]["group"], formula, "{json}");
+    c.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
     let c = collector("bad_inputs").await;
