@@ -133,9 +133,14 @@ pub async fn run(report: &mut Report, quick: bool, big: bool) {
         // What the hourly retention job keeps: `metrics_recent` holds the last days only (the
         // load copied all 30 into it).
         let app = &running.app;
-        pulse_collector::storage::retention::drop_expired(&app.clickhouse, &db, time::OffsetDateTime::now_utc(), 30, 400)
-            .await
-            .expect("retention runs");
+        pulse_collector::storage::retention::drop_expired(
+            &app.clickhouse,
+            &db,
+            time::OffsetDateTime::now_utc(),
+            pulse_collector::storage::retention::Keep { raw: 30, rollups: 400, alert_events: 90 },
+        )
+        .await
+        .expect("retention runs");
 
         // The collector's finalizer over the whole history (what it does an hour at a time).
         let started = Instant::now();

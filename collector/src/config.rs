@@ -393,6 +393,16 @@ settings! {
     /// Run the alert evaluation loop here. Any number of collectors may: a lease in ClickHouse
     /// lets exactly one evaluate at a time.
     alert_evaluator: bool = true;
+    /// Groups one alert rule tracks at most (pending, firing, and those seen with data at the
+    /// last evaluation; a group back to normal without data is forgotten). Past it, a group not
+    /// yet tracked is not evaluated, the busiest first in, and counted in
+    /// `pulse_alert_groups_over_cap_total`; tracked groups are never pushed out (a firing alert
+    /// always gets its resolve).
+    alert_max_groups_per_rule: usize = 200;
+    /// Days of alert history (`alert_events`) kept (whole months dropped). The latest event of
+    /// each alert is its state after a restart, so this must be longer than every rule's reminder
+    /// period (`repeat_warning`, `repeat_critical`): a firing alert writes one each period.
+    alert_events_retention_days: u32 = 90;
     /// Base URL of this collector as people reach it, for the dashboard links in notifications;
     /// none: `http://` + `listen`.
     public_url: Option<String> = None;
@@ -629,6 +639,8 @@ impl Config {
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),
+            ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
+            ("alert_events_retention_days", u64::from(self.alert_events_retention_days)),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than 0".into());
@@ -663,7 +675,16 @@ impl Config {
                 return bad("public_url", format!("{url:?} must start with http:// or https://"));
             }
         }
-        self.alert_rules()?;
+        let (rules, _) = self.alert_rules()?;
+        // A firing alert's latest event (its state after a restart) must outlive the wait for
+        // its next reminder, which writes a newer one.
+        let kept = i64::from(self.alert_events_retention_days) * 86_400;
+        if let Some(rule) = rules.iter().find(|r| r.limits.repeat_warning.max(r.limits.repeat_critical) >= kept) {
+            return bad(
+                "alert_events_retention_days",
+                format!("{} days is not longer than the reminder period of rule {:?}", self.alert_events_retention_days, rule.name),
+            );
+        }
         if !self.clickhouse_url.starts_with("http://") && !self.clickhouse_url.starts_with("https://") {
             return bad("clickhouse_url", format!("{:?} must start with http:// or https://", self.clickhouse_url));
         }

@@ -369,8 +369,7 @@ async fn housekeeping(app: Arc<App>) {
             app.config.clickhouse_database.clone()
         };
         for shard in &app.shards {
-            let result =
-                storage::retention::drop_expired(shard, &database, now, app.config.retention_days, app.config.rollup_retention_days).await;
+            let result = storage::retention::drop_expired(shard, &database, now, storage::retention::Keep::of(&app.config)).await;
             if let Err(err) = result {
                 app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
                 tracing::warn!(%err, "retention pass failed; will retry in an hour");

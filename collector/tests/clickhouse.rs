@@ -576,10 +576,14 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         "INSERT INTO {db}.running_page_1d (site, name, at, url) VALUES ('demo', 'LCP', {old}, '/'), ('demo', 'LCP', {new}, '/')",
         db = c.db
     ));
-    let dropped =
-        pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
-            .await
-            .expect("retention runs");
+    let dropped = pulse_collector::storage::retention::drop_expired(
+        &c.running.app.clickhouse,
+        &c.db,
+        time::OffsetDateTime::now_utc(),
+        pulse_collector::storage::retention::Keep { raw: 30, rollups: 400, alert_events: 90 },
+    )
+    .await
+    .expect("retention runs");
     // The collector's own retention pass (the same call, at start, concurrent with the inserts
     // above) may have dropped some of these days first: the outcome is what is checked, and
     // this call drops no other table.
