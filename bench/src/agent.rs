@@ -173,6 +173,8 @@ pub async fn in_page(report: &mut Report, quick: bool) {
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir("bench-agent-spool"),
+        // The bench page calls `/demo/api/ok`.
+        dev: true,
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

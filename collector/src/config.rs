@@ -85,7 +85,21 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, String, u32, u64, usize, bool);
+from_str_values!(SocketAddr, String, u32, u64, usize);
+
+impl SettingValue for bool {
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        // `PULSE_DEV=1` as shells and CI systems write switches, as well as `true`.
+        match one(items)? {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            item => Err(format!("{item:?} is not true, false, 1 or 0")),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
 
 impl SettingValue for PathBuf {
     fn parse(items: &[&str]) -> Result<Self, String> {
@@ -380,7 +394,11 @@ settings! {
     www_dir: PathBuf = PathBuf::from("www");
     /// The built agent, served at `/agent/` (content-hashed files cached for a year).
     agent_dir: PathBuf = PathBuf::from("target/agent/dist");
-    /// Serve `/demo/api/{ok,fail,slow}` for the demo page; turn it off in production.
+    /// Dev mode (`make run` sets it): the dev site `demo` and read key `dev-read-key` are
+    /// allowed on any address, and `/demo/api/*` is served. Without it a collector that listens
+    /// on an address other machines reach (not loopback) refuses to start with either.
+    dev: bool = false;
+    /// Serve `/demo/api/{ok,fail,slow}` for the demo page, in `dev` mode only (never without it).
     demo_api: bool = true;
     /// Longest shutdown, s: requests under way get at most half of it to finish (connections
     /// between requests close at once), the shipper stores the spool's rows in the rest (what is
@@ -558,6 +576,11 @@ impl Config {
         self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
     }
 
+    /// Whether `/demo/api/*` is served: asked for, and in dev mode.
+    pub fn serves_demo_api(&self) -> bool {
+        self.dev && self.demo_api
+    }
+
     /// Reads a TOML file whose keys are the settings' names.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
@@ -611,6 +634,22 @@ impl Config {
                     "sites.bytes_per_second",
                     format!("site {}: the burst (twice this) must hold one beacon of {MAX_BODY_BYTES} bytes", site.key),
                 );
+            }
+        }
+        // The dev credentials are printed in the README: on an address other machines reach they
+        // would publish every site's data (and take anyone's beacons), so only in dev mode.
+        if !self.dev && !self.listen.ip().is_loopback() {
+            let why = |what: String| {
+                format!(
+                    "{what} is the dev setup's, and {} is reachable from other machines: configure your own, or set dev (PULSE_DEV=1) for a dev setup",
+                    self.listen
+                )
+            };
+            if self.read_keys.iter().any(|k| k.key == DEV_READ_KEY) {
+                return bad("read_keys", why(format!("the read key {DEV_READ_KEY:?}")));
+            }
+            if self.sites.iter().any(|s| s.key == DEV_SITE) {
+                return bad("sites", why(format!("the site {DEV_SITE:?}")));
             }
         }
         if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {
@@ -805,13 +844,28 @@ mod tests {
     }
 
     #[test]
+    fn dev_credentials_on_an_address_others_reach_need_dev_mode() {
+        let err = load(&["--listen", "0.0.0.0:8080"]).expect_err("dev read key on 0.0.0.0").to_string();
+        assert!(err.starts_with("config: read_keys: the read key \"dev-read-key\" is the dev setup's, and 0.0.0.0:8080"), "{err}");
+        assert!(err.contains("PULSE_DEV=1"), "{err}");
+        let err = load(&["--listen", "[::]:8080", "--read-key", "k"]).expect_err("dev site on ::").to_string();
+        assert!(err.starts_with("config: sites: the site \"demo\""), "{err}");
+        load(&["--listen", "0.0.0.0:8080", "--read-key", "k", "--site", "shop=https://shop.example"]).expect("own credentials");
+        load(&["--listen", "[::1]:8080"]).expect("loopback");
+        let dev = load(&["--listen", "0.0.0.0:8080", "--dev", "1"]).expect("dev mode");
+        assert!(dev.serves_demo_api());
+        assert!(!Config::default().serves_demo_api(), "the demo API only in dev mode");
+        assert!(load(&["--dev", "yes"]).expect_err("not a switch").to_string().contains("dev"));
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = std::env::temp_dir().join(format!("pulse-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("pulse.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nbatch_rows = 5\n[[sites]]\nkey = \"shop\"\norigins = [\"https://*.shop.example\"]\n",
+            "listen = \"0.0.0.0:9000\"\nbatch_rows = 5\nread_keys = [\"k\"]\n[[sites]]\nkey = \"shop\"\norigins = [\"https://*.shop.example\"]\n",
         )
         .expect("write");
         let c = load(&["--config", file.to_str().expect("utf8"), "--batch-rows", "7"]).expect("loads");

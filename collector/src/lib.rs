@@ -144,7 +144,7 @@ pub fn router(app: Arc<App>) -> Router {
         .max_age(Duration::from_secs(86_400));
     let ingest = Router::new().route("/v1/beacon", post(ingest::beacon)).layer(cors);
     let mut router = Router::new().merge(ingest).nest_service("/agent", assets::agent(&app.config.agent_dir));
-    if app.config.demo_api {
+    if app.config.serves_demo_api() {
         router = router.merge(assets::demo_api());
     }
     router

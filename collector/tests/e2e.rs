@@ -53,6 +53,8 @@ async fn stack_serving(test: &str, www_dir: PathBuf) -> Stack {
         www_dir,
         agent_dir,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
+        // The demo page calls `/demo/api/*`.
+        dev: true,
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

@@ -367,7 +367,7 @@ async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
     std::fs::write(dir.join("pulse.js"), "export async function init() {}").expect("entry");
     std::fs::write(dir.join("pulse.0123abcd89.js"), "export default 1;").expect("glue");
     std::fs::write(dir.join("pulse_bg.0123abcd89.wasm"), b"\0asm\x01\0\0\0").expect("wasm");
-    let h = harness(Config { agent_dir: dir.clone(), ..test_config() });
+    let h = harness(Config { agent_dir: dir.clone(), dev: true, ..test_config() });
     let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
 
     let entry = call(&h.router, get("/agent/pulse.js")).await;
@@ -384,13 +384,15 @@ async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.header("cache-control"), None, "a 404 is not cached for a year");
 
-    // The demo endpoints, on by default and off when configured so.
+    // The demo endpoints, on in dev mode, off when configured so, and never without dev mode.
     let ok = call(&h.router, get("/demo/api/ok")).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert!(ok.header("server-timing").is_some_and(|v| v.contains("db;dur=")));
     assert_eq!(call(&h.router, get("/demo/api/fail")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let off = harness(Config { agent_dir: dir.clone(), demo_api: false, ..test_config() });
+    let off = harness(Config { agent_dir: dir.clone(), dev: true, demo_api: false, ..test_config() });
     assert_eq!(call(&off.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
+    let production = harness(Config { agent_dir: dir.clone(), ..test_config() });
+    assert_eq!(call(&production.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
