@@ -340,6 +340,10 @@ settings! {
     /// Body bytes per second per client (burst twice this). That campus sends about 400 KB/s; at
     /// this rate one client adds at most about 2 MB/s to the spool.
     ip_bytes_per_second: u64 = 1_000_000;
+    /// Requests per second per client (burst twice this) to every route but `/v1/beacon` and
+    /// `/agent/`: the read API, `/healthz`, `/metrics` and the dashboard's files. A dashboard
+    /// load is about 15 requests, a scraper a few a minute; past it, `429` with `Retry-After`.
+    ip_read_rate_per_second: u32 = 50;
     /// Most clients the per-client buckets remember (a client's buckets are full again, and it
     /// is forgotten, within 2 s of its last beacon, so this bounds clients active at once; 5 MiB
     /// at the default). Past it, new clients share 4 096 overflow buckets, so a flood from a
@@ -675,6 +679,7 @@ impl Config {
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
+            ("ip_read_rate_per_second", u64::from(self.ip_read_rate_per_second)),
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),

@@ -139,6 +139,8 @@ pub enum QueryError {
     Storage(#[source] clickhouse::error::Error),
     #[error("this read key may not read site {0:?}")]
     Forbidden(String),
+    #[error("too many requests from this address; retry later")]
+    RateLimited(Duration),
 }
 
 impl QueryError {
@@ -159,6 +161,11 @@ impl IntoResponse for QueryError {
             QueryError::BadParam { param, .. } => {
                 tracing::debug!(error = %self, "query refused");
                 error_response(StatusCode::BAD_REQUEST, self.to_string(), Some((*param).to_owned()))
+            }
+            QueryError::RateLimited(wait) => {
+                let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, self.to_string(), None);
+                set_retry_after(&mut r, *wait);
+                r
             }
             QueryError::Storage(err) => {
                 tracing::error!(%err, "query failed in ClickHouse");

@@ -44,7 +44,7 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::task::JoinHandle;
@@ -80,6 +80,8 @@ pub struct App {
     /// The server's version, once the schema is in place (the collector accepts beacons before).
     pub clickhouse_version: std::sync::OnceLock<String>,
     pub writer_status: Arc<WriterStatus>,
+    /// What the background probe last found about ClickHouse (`/healthz` reads it).
+    pub clickhouse_probe: health::Probe,
     /// Makes hours final and rolls them up (one collector at a time), and knows how far they are.
     pub finalizer: storage::finalize::Finalizer,
     /// When set, the text of every read-API query is kept here as it is sent (the check that
@@ -123,6 +125,7 @@ impl App {
             shards: storage::shard_clients(&config),
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
+            clickhouse_probe: health::Probe::default(),
             finalizer: storage::finalize::Finalizer::default(),
             sql_capture: std::sync::Mutex::new(None),
             spool,
@@ -160,6 +163,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback_service(ServeDir::new(&app.config.www_dir))
+        .layer(middleware::from_fn_with_state(app.clone(), limit_reads))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
@@ -169,6 +173,22 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     let response = next.run(request).await;
     app.telemetry.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
     response
+}
+
+/// A per-client quota on every route but ingest (which has its own, in beacons, metrics and
+/// bytes) and the agent's files (which every visitor's page loads): reads, health, metrics and
+/// static files cost work, and a client that floods them is answered `429` with `Retry-After`.
+async fn limit_reads(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/v1/beacon" || path.starts_with("/agent/") {
+        return next.run(request).await;
+    }
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let ip = app.client_ip.of(request.headers(), peer);
+    match app.quotas.charge_read(ip, app.quotas.now()) {
+        Ok(()) => next.run(request).await,
+        Err(retry_after) => errors::QueryError::RateLimited(retry_after).into_response(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +215,7 @@ pub struct Running {
     housekeeping: JoinHandle<()>,
     alerting: JoinHandle<()>,
     finalizing: JoinHandle<()>,
+    probing: JoinHandle<()>,
 }
 
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
@@ -269,6 +290,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
+    let probing = tokio::spawn(health::watch(app.clone()));
     let alerting = tokio::spawn(alerting(app.clone()));
     let finalizing = tokio::spawn(storage::finalize::run_forever(app.clone()));
 
@@ -279,7 +301,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config::DEV_READ_KEY
         );
     }
-    Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing })
+    Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing, probing })
 }
 
 impl Running {
@@ -309,7 +331,7 @@ impl Running {
         // Aborted, then awaited: a task's future (and the `App` it holds, with the spool's file
         // lock) is dropped only when the runtime gets to it, and the next start in this process
         // must find the spool file free.
-        for task in [self.housekeeping, self.alerting, self.finalizing] {
+        for task in [self.housekeeping, self.alerting, self.finalizing, self.probing] {
             task.abort();
             let _ = task.await;
         }

@@ -81,6 +81,7 @@ fn config(db: &str, hooks: &str) -> Config {
         clickhouse_database: db.into(),
         flush_interval_ms: 100,
         ip_rate_per_second: 100_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: temp_dir("spool-alerts"),

@@ -35,6 +35,7 @@ async fn collector_with(test: &str, base: Config) -> Collector {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
@@ -618,7 +619,7 @@ async fn failed_inserts_are_retried_until_clickhouse_takes_them() {
     c.post(&beacon("demo", "/", (0..25).map(|i| metric("CLS", f64::from(i) / 100.0, 0.0)).collect()), DESKTOP).await;
     let started = Instant::now();
     loop {
-        let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+        let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
         if health["services"]["writer"]["status"] == "retrying" {
             assert_eq!(health["status"], "degraded");
             assert!(health["services"]["writer"]["last_error"].as_str().unwrap_or("").contains("metrics"), "{health}");
@@ -1336,7 +1337,7 @@ async fn text_slug_urls_cluster_into_one_route_and_the_totals_stay_exact() {
     let clustered = rows.iter().find(|r| r["group"] == "/products/*").expect("a clustered route");
     assert!(rows.len() <= 201, "{} routes: the first 200 slugs, then one", rows.len());
     assert_eq!(clustered["count"].as_u64(), Some(n as u64 - 200), "all but the 200 slugs seen before the position clustered");
-    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
     assert_eq!(health["cardinality"], json!([]), "clustering kept the site far from its URL limit");
 }
 
@@ -1374,7 +1375,7 @@ async fn custom_names_past_the_limit_are_refused_and_releases_fold_into_other() 
     let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
     assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="metric_name",site="demo"} 9900"#), "{metrics}");
     assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="release",site="demo"} 2"#));
-    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
     let standing = health["cardinality"].as_array().expect("cardinality");
     assert!(
         standing.contains(&json!({"site": "demo", "dimension": "metric_name", "distinct": 100, "limit": 100, "folded": 9_900})),
@@ -1416,5 +1417,64 @@ async fn a_resent_beacon_counts_its_custom_metrics_and_api_calls_once() {
     let now = now_ms() as u64;
     let body = c.read(&format!("/v1/vitals?site=demo&metric=cart.items&from={}&to={}&source=rollup", now - 3_600_000, now + 120_000)).await;
     assert_eq!(body["rows"][0]["count"].as_u64(), Some(2), "{body}");
+    c.running.stop().await;
+}
+
+/// `/healthz` answers from what the background probe keeps: a flood of health checks sends
+/// ClickHouse no query, and a stopped server shows as down without a request waiting for it.
+/// The details (error texts, paths) need a read key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_from_state_without_asking_clickhouse() {
+    // A server of this test's own: its query counter counts this collector's queries only.
+    let server = pulse_testkit::StoppableClickHouse::start("healthz");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: server.server.url.clone(),
+        clickhouse_database: server.server.fresh_database("healthz_state"),
+        spool_dir: pulse_testkit::temp_dir("spool-healthz-state"),
+        // No background work but the probe: no rows to ship, no finalizer run, no alerts.
+        finalize_interval_seconds: 3_600,
+        ip_read_rate_per_second: 1_000_000,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let c = Collector { base: format!("http://{}", running.addr), db: String::new(), running };
+    let queries = || server.server.count("SELECT value FROM system.events WHERE event = 'Query'");
+    let started = Instant::now();
+    while get(&format!("{}/healthz", c.base), &[]).await.json()["services"]["clickhouse"]["status"] != "up" {
+        assert!(started.elapsed() < Duration::from_secs(10), "the probe never saw ClickHouse up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = queries();
+    let mut healthy = 0;
+    for _ in 0..200 {
+        let r = get(&format!("{}/healthz", c.base), &[AUTH]).await;
+        healthy += usize::from(r.json()["status"] == "healthy");
+    }
+    let asked = queries() - before;
+    println!("200 /healthz requests: {asked} ClickHouse queries meanwhile (the probe's, and this count's own)");
+    assert_eq!(healthy, 200);
+    assert!(asked < 20, "{asked} queries for 200 health checks");
+
+    // Anonymous: statuses and numbers, no error texts, versions or paths.
+    let anonymous = get(&format!("{}/healthz", c.base), &[]).await.json();
+    assert_eq!(anonymous["services"]["clickhouse"].get("version"), None, "{anonymous}");
+    assert!(anonymous["details"].as_str().is_some_and(|d| d.contains("read key")), "{anonymous}");
+
+    // The server stops: the probe notices; health checks keep answering from the state.
+    server.stop();
+    let started = Instant::now();
+    let health = loop {
+        let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
+        if health["services"]["clickhouse"]["status"] == "down" {
+            break health;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the probe never saw ClickHouse down: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["services"]["clickhouse"]["error"].is_string(), "with a read key, why: {health}");
+    let anonymous = get(&format!("{}/healthz", c.base), &[]).await.json();
+    assert_eq!((anonymous["status"].as_str(), anonymous["services"]["clickhouse"].get("error")), (Some("degraded"), None), "{anonymous}");
     c.running.stop().await;
 }

@@ -419,3 +419,53 @@ async fn a_read_key_limited_to_a_site_reads_only_that_site() {
     assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "all")).await.status, StatusCode::OK);
     assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "nobody")).await.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Every route but ingest and the agent's files has a per-client quota: past its burst a client
+/// gets 429 with Retry-After, while its beacons and another client's reads still pass.
+#[tokio::test]
+async fn reads_are_rate_limited_per_client_and_ingest_is_not() {
+    let h = harness(Config { ip_read_rate_per_second: 1, ..test_config() });
+    let from = |path: &str, ip: [u8; 4]| {
+        let mut request = Request::get(path).body(Body::empty()).expect("request");
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        request
+    };
+    let send = |request: Request<Body>| async { h.router.clone().oneshot(request).await.expect("router answers") };
+    // A burst of two (twice the rate), then refused.
+    for _ in 0..2 {
+        assert_eq!(send(from("/metrics", [198, 51, 100, 7])).await.status(), StatusCode::OK);
+    }
+    let refused = send(from("/healthz", [198, 51, 100, 7])).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().get("retry-after").is_some());
+    let body = refused.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("too many requests"), "{body:?}");
+    assert_eq!(send(from("/v1/vitals?site=demo&metric=LCP", [198, 51, 100, 7])).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client reads; the limited one still sends beacons (`call` uses its address).
+    assert_eq!(send(from("/metrics", [203, 0, 113, 9])).await.status(), StatusCode::OK);
+    let body = beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]).to_string();
+    assert_eq!(call(&h.router, post(body, &localhost())).await.status, StatusCode::ACCEPTED);
+    let metrics = send(from("/metrics", [203, 0, 113, 9])).await.into_body().collect().await.expect("body").to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for route in ["/healthz", "/v1/vitals"] {
+        assert!(
+            metrics.contains(&format!("pulse_http_requests_total{{route=\"{route}\",status=\"429\"}} 1")),
+            "counted by route: {metrics}"
+        );
+    }
+}
+
+/// Without a read key `/healthz` shows statuses and numbers; error texts need a key.
+#[tokio::test]
+async fn health_details_need_a_read_key() {
+    let h = harness(test_config());
+    let anonymous = call(&h.router, Request::get("/healthz").body(Body::empty()).expect("request")).await.json();
+    assert_eq!(anonymous["services"]["clickhouse"]["status"], "down", "not seen up yet: {anonymous}");
+    assert_eq!(anonymous["services"]["clickhouse"].get("error"), None, "{anonymous}");
+    assert_eq!(anonymous["services"]["writer"].get("last_error"), None, "{anonymous}");
+    assert_eq!(anonymous.get("cardinality"), None, "{anonymous}");
+    let keyed = Request::get("/healthz").header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request");
+    let detailed = call(&h.router, keyed).await.json();
+    assert_eq!(detailed["services"]["clickhouse"]["error"], "not checked yet", "{detailed}");
+    assert!(detailed["cardinality"].is_array() && detailed.get("details").is_none(), "{detailed}");
+}

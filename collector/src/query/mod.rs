@@ -87,7 +87,8 @@ impl axum::extract::FromRequestParts<Arc<App>> for ReadAccess {
     }
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<ReadAccess, QueryError> {
+/// The access of the read key in `headers`' bearer token.
+pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<ReadAccess, QueryError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
