@@ -394,6 +394,17 @@ settings! {
     geoip_database: Option<PathBuf> = None;
     /// Ranges up to this many hours are answered from raw rows (exact percentiles).
     raw_max_hours: u32 = 24;
+    /// Longest a read query may run in ClickHouse, s (its `max_execution_time`, sent with every
+    /// query of the read API and the alert evaluation): ClickHouse stops it and the request is
+    /// answered 503 naming this setting. A year of rollups reads in well under a second.
+    read_max_execution_seconds: u64 = 30;
+    /// Most memory one read query may take in ClickHouse, bytes (its `max_memory_usage`); past it
+    /// ClickHouse stops the query and the request is answered 503 naming this setting.
+    read_max_memory_bytes: u64 = 2_000_000_000;
+    /// Longest wait for a read request's answer, s, ClickHouse's included: a server that stops
+    /// answering holds no request longer (503 with `Retry-After`). Longer than
+    /// `read_max_execution_seconds`, so ClickHouse's own limit speaks first.
+    read_timeout_seconds: u64 = 45;
     /// Static files served at `/` (demo page, dashboard).
     www_dir: PathBuf = PathBuf::from("www");
     /// The built agent, served at `/agent/` (content-hashed files cached for a year).
@@ -684,6 +695,8 @@ impl Config {
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),
             ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
+            ("read_max_execution_seconds", self.read_max_execution_seconds),
+            ("read_max_memory_bytes", self.read_max_memory_bytes),
             ("alert_events_retention_days", u64::from(self.alert_events_retention_days)),
         ] {
             if value == 0 {
@@ -707,6 +720,15 @@ impl Config {
         // The connection slots are a semaphore's permits, of which there are at most this many.
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return bad("max_connections", format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS));
+        }
+        if self.read_timeout_seconds <= self.read_max_execution_seconds {
+            return bad(
+                "read_timeout_seconds",
+                format!(
+                    "must be longer than read_max_execution_seconds ({}), so ClickHouse's limit speaks first",
+                    self.read_max_execution_seconds
+                ),
+            );
         }
         if self.alert_interval_seconds == 0 {
             return bad("alert_interval_seconds", "must be greater than 0".into());

@@ -90,15 +90,24 @@ pub struct App {
 }
 
 impl App {
-    /// The ClickHouse query of `sql`, every value bound (and its text kept when capturing).
+    /// The ClickHouse query of `sql`, every value bound (and its text kept when capturing), with
+    /// the read limits.
     pub fn query(&self, sql: &query::sql::Sql) -> clickhouse::query::Query {
-        let q = sql.query(&self.clickhouse);
+        let q = self.limited(sql.query(&self.clickhouse));
         if let Ok(mut capture) = self.sql_capture.lock() {
             if let Some(capture) = capture.as_mut() {
                 capture.push(q.sql_display().to_string());
             }
         }
         q
+    }
+
+    /// `query` with the read limits: ClickHouse stops it past `read_max_execution_seconds` or
+    /// `read_max_memory_bytes` (answered 503 naming the setting, [`errors::QueryError`]).
+    pub fn limited(&self, query: clickhouse::query::Query) -> clickhouse::query::Query {
+        query
+            .with_setting("max_execution_time", self.config.read_max_execution_seconds.to_string())
+            .with_setting("max_memory_usage", self.config.read_max_memory_bytes.to_string())
     }
 }
 
@@ -185,9 +194,18 @@ async fn limit_reads(State(app): State<Arc<App>>, request: Request, next: Next) 
     }
     let peer = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
     let ip = app.client_ip.of(request.headers(), peer);
-    match app.quotas.charge_read(ip, app.quotas.now()) {
-        Ok(()) => next.run(request).await,
-        Err(retry_after) => errors::QueryError::RateLimited(retry_after).into_response(),
+    if let Err(retry_after) = app.quotas.charge_read(ip, app.quotas.now()) {
+        return errors::QueryError::RateLimited(retry_after).into_response();
+    }
+    if !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    // A read holds its request no longer than `read_timeout_seconds`, whatever ClickHouse does
+    // (dropping the future drops the query's connection).
+    let limit = Duration::from_secs(app.config.read_timeout_seconds);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => errors::QueryError::TimedOut(app.config.read_timeout_seconds).into_response(),
     }
 }
 

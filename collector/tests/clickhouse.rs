@@ -1478,3 +1478,17 @@ async fn healthz_answers_from_state_without_asking_clickhouse() {
     assert_eq!((anonymous["status"].as_str(), anonymous["services"]["clickhouse"].get("error")), (Some("degraded"), None), "{anonymous}");
     c.running.stop().await;
 }
+
+/// The read limits reach ClickHouse with every query: a query over `read_max_memory_bytes` is
+/// stopped by the server and answered 503 naming the setting, not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_its_clickhouse_limit_is_refused_naming_the_setting() {
+    let c = collector_with("read_limits", Config { read_max_memory_bytes: 1_000, ..Config::default() }).await;
+    c.post(&beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]), DESKTOP).await;
+    c.wait_rows("metrics", 1).await;
+    let r = get(&format!("{}/v1/vitals?site=demo&metric=LCP&{}", c.base, range()), &[AUTH]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("read_max_memory_bytes")), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    c.running.stop().await;
+}

@@ -469,3 +469,20 @@ async fn health_details_need_a_read_key() {
     assert_eq!(detailed["services"]["clickhouse"]["error"], "not checked yet", "{detailed}");
     assert!(detailed["cardinality"].is_array() && detailed.get("details").is_none(), "{detailed}");
 }
+
+/// A ClickHouse that stops answering holds a read no longer than `read_timeout_seconds`: the
+/// answer is a 503 naming the setting, with `Retry-After`.
+#[tokio::test]
+async fn a_read_from_a_server_that_never_answers_times_out() {
+    let h = harness(Config {
+        clickhouse_url: pulse_testkit::silent_server(),
+        read_max_execution_seconds: 1,
+        read_timeout_seconds: 2,
+        ..test_config()
+    });
+    let request = Request::get("/v1/vitals?site=demo&metric=LCP").header("authorization", "Bearer dev-read-key").body(Body::empty());
+    let reply = call(&h.router, request.expect("request")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert!(reply.json()["error"].as_str().is_some_and(|e| e.contains("read_timeout_seconds (2 s)")), "{:?}", reply.json());
+}
