@@ -405,6 +405,11 @@ settings! {
     /// answering holds no request longer (503 with `Retry-After`). Longer than
     /// `read_max_execution_seconds`, so ClickHouse's own limit speaks first.
     read_timeout_seconds: u64 = 45;
+    /// Comparisons' bootstraps and report pages computed at once (`/v1/compare`, `/v1/report`,
+    /// release alerts), each on a blocking thread, off the threads that serve beacons. A request
+    /// that finds them all busy is answered 503 with `Retry-After` (the alert evaluation waits its
+    /// turn). 1 leaves a 2-core host's other core to ingest.
+    read_compute_concurrency: usize = 1;
     /// Static files served at `/` (demo page, dashboard).
     www_dir: PathBuf = PathBuf::from("www");
     /// The built agent, served at `/agent/` (content-hashed files cached for a year).
@@ -697,6 +702,7 @@ impl Config {
             ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
             ("read_max_execution_seconds", self.read_max_execution_seconds),
             ("read_max_memory_bytes", self.read_max_memory_bytes),
+            ("read_compute_concurrency", self.read_compute_concurrency as u64),
             ("alert_events_retention_days", u64::from(self.alert_events_retention_days)),
         ] {
             if value == 0 {
@@ -720,6 +726,9 @@ impl Config {
         // The connection slots are a semaphore's permits, of which there are at most this many.
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return bad("max_connections", format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS));
+        }
+        if self.read_compute_concurrency > 1024 {
+            return bad("read_compute_concurrency", "must be at most 1024 (each is a thread)".into());
         }
         if self.read_timeout_seconds <= self.read_max_execution_seconds {
             return bad(

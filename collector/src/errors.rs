@@ -143,6 +143,8 @@ pub enum QueryError {
     RateLimited(Duration),
     #[error("no answer within read_timeout_seconds ({0} s); retry later")]
     TimedOut(u64),
+    #[error("the collector is busy with other comparisons and reports; retry later")]
+    Busy,
 }
 
 impl QueryError {
@@ -167,6 +169,11 @@ impl IntoResponse for QueryError {
             QueryError::RateLimited(wait) => {
                 let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, self.to_string(), None);
                 set_retry_after(&mut r, *wait);
+                r
+            }
+            QueryError::Busy => {
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, self.to_string(), None);
+                set_retry_after(&mut r, Duration::from_secs(1));
                 r
             }
             QueryError::TimedOut(_) => {

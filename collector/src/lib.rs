@@ -82,6 +82,8 @@ pub struct App {
     pub writer_status: Arc<WriterStatus>,
     /// What the background probe last found about ClickHouse (`/healthz` reads it).
     pub clickhouse_probe: health::Probe,
+    /// Slots for the CPU-heavy part of reads (`read_compute_concurrency`; [`query::compute`]).
+    pub compute: tokio::sync::Semaphore,
     /// Makes hours final and rolls them up (one collector at a time), and knows how far they are.
     pub finalizer: storage::finalize::Finalizer,
     /// When set, the text of every read-API query is kept here as it is sent (the check that
@@ -135,6 +137,7 @@ impl App {
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
             clickhouse_probe: health::Probe::default(),
+            compute: tokio::sync::Semaphore::new(config.read_compute_concurrency),
             finalizer: storage::finalize::Finalizer::default(),
             sql_capture: std::sync::Mutex::new(None),
             spool,

@@ -1492,3 +1492,61 @@ async fn a_read_over_its_clickhouse_limit_is_refused_naming_the_setting() {
     assert_eq!(r.header("retry-after"), Some("5"));
     c.running.stop().await;
 }
+
+/// A storm of comparisons and reports leaves ingest answering: their bootstraps run one at a time
+/// (`read_compute_concurrency` 1) on a blocking thread, and requests that find the slot taken are
+/// answered 503 with Retry-After. The beacons' latency meanwhile is printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_storm_leaves_ingest_answering() {
+    let c = collector("compare_storm").await;
+    // 10 000 page views per release: each comparison resamples 10 000 values 400 times a side.
+    for (release, scale) in [("1.0", 1.0), ("1.1", 1.2)] {
+        for chunk in 0..20 {
+            let metrics: Vec<Value> =
+                (0..500).map(|i| metric("LCP", scale * (1000.0 + f64::from((chunk * 500 + i) % 3000)), 60_000.0)).collect();
+            let mut b = beacon("demo", "/", metrics);
+            b["release"] = json!(release);
+            b["page"] = json!(format!("{release}-{chunk}"));
+            c.post(&b, DESKTOP).await;
+        }
+    }
+    c.wait_rows("metrics", 20_000).await;
+    let compare = format!("{}/v1/compare?site=demo&metric=LCP&a=release:1.0&b=release:1.1", c.base);
+    let storm: Vec<_> = (0..6)
+        .map(|_| {
+            let compare = compare.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..4 {
+                    let r = get(&compare, &[AUTH]).await;
+                    answers.push((r.status, r.header("retry-after").map(str::to_owned)));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let started = Instant::now();
+        let r = post_beacon(&c.base, beacon("demo", &format!("/during-{i}"), vec![metric("FCP", 500.0, 0.0)]).to_string()).await;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 202, "a beacon during the storm: {}", r.text());
+    }
+    let mut answers = Vec::new();
+    for task in storm {
+        answers.extend(task.await.expect("storm task"));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    println!(
+        "ingest during a storm of 24 comparisons (6 at a time): p50 {:.1} ms, p99 {:.1} ms; {} comparisons answered, {busy} busy",
+        latencies[49],
+        latencies[98],
+        answers.len() - busy
+    );
+    for (status, retry_after) in &answers {
+        assert!(*status == 200 || (*status == 503 && retry_after.as_deref() == Some("1")), "{answers:?}");
+    }
+    assert!(busy > 0 && busy < answers.len(), "one at a time: some busy, some answered: {answers:?}");
+    c.running.stop().await;
+}
