@@ -486,3 +486,19 @@ async fn a_read_from_a_server_that_never_answers_times_out() {
     assert_eq!(reply.header("retry-after"), Some("5"));
     assert!(reply.json()["error"].as_str().is_some_and(|e| e.contains("read_timeout_seconds (2 s)")), "{:?}", reply.json());
 }
+
+/// A `range:` side of a comparison is capped as `from`/`to` are, and the answer names the side.
+#[tokio::test]
+async fn a_comparison_side_spanning_years_is_refused_naming_the_side() {
+    let h = harness(test_config());
+    let uri = "/v1/compare?site=demo&metric=LCP&a=range:2020-01-01T00:00:00Z..2026-01-01T00:00:00Z&b=range:2026-01-01T00:00:00Z..2026-01-02T00:00:00Z";
+    let reply =
+        call(&h.router, Request::get(uri).header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let body = reply.json();
+    assert_eq!((body["field"].as_str(), body["error"].as_str()), (Some("a"), Some("a: ranges are limited to 800 days")), "{body}");
+    let from_to = "/v1/vitals?site=demo&metric=LCP&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z";
+    let reply =
+        call(&h.router, Request::get(from_to).header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request")).await;
+    assert_eq!((reply.status, reply.json()["field"].as_str().map(str::to_owned)), (StatusCode::BAD_REQUEST, Some("from".into())));
+}

@@ -54,6 +54,8 @@ fn side(params: &Params, name: &'static str, default_range: (i64, i64)) -> Resul
         if from >= to {
             return Err(QueryError::bad(name, "range:FROM..TO needs FROM before TO"));
         }
+        // As long as `from`/`to` may be: a side is a range like any other.
+        super::params::check_span(name, from, to)?;
         return Ok(Side { label: text.to_owned(), release: None, from, to });
     }
     Err(QueryError::bad(name, format!("{text:?} is neither release:<version> nor range:FROM..TO")))
