@@ -24,9 +24,9 @@ pub struct Probe {
 
 #[derive(Debug, Clone, Default)]
 struct ProbeState {
-    /// `None` until the first answer (counted as down: not yet seen up).
+    /// Why the last probe failed; `None` when ClickHouse answered it.
     error: Option<String>,
-    /// Epoch ms of the last probe; `None` before the first.
+    /// Epoch ms of the last probe; `None` before the first (counted as down: not yet seen up).
     at_ms: Option<u64>,
 }
 
