@@ -40,6 +40,25 @@ fn refused(mut command: Command) -> Output {
     waiter.join().expect("waiter")
 }
 
+/// A running collector, stopped with SIGTERM when dropped, so a failed assertion leaves no
+/// process behind.
+struct Collector(Child);
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let started = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Waits until the collector answers `/healthz` on `base`.
 async fn serving(child: &mut Child, base: &str) {
     let started = Instant::now();
@@ -53,18 +72,6 @@ async fn serving(child: &mut Child, base: &str) {
         }
         assert!(started.elapsed() < Duration::from_secs(30), "collector did not serve");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -86,19 +93,18 @@ async fn dev_credentials_on_an_open_address_refuse_to_start_unless_in_dev_mode()
     assert!(!out.status.success() && err.contains("config: sites: the site \"demo\""), "{err}");
 
     // Dev mode says yes, and serves the demo API.
-    let mut child = collector(&open, &db, &[("PULSE_DEV", "1")]).spawn().expect("collector binary starts");
+    let mut child = Collector(collector(&open, &db, &[("PULSE_DEV", "1")]).spawn().expect("collector binary starts"));
     let base = format!("http://127.0.0.1:{port}");
-    serving(&mut child, &base).await;
+    serving(&mut child.0, &base).await;
     assert_eq!(get(&format!("{base}/demo/api/ok"), &[]).await.status, 200);
-    stop(child);
+    drop(child);
 
     // On loopback the dev credentials stay usable (the quick start), the demo API is off.
     let port = free_port();
-    let mut child = collector(&format!("127.0.0.1:{port}"), &db, &[]).spawn().expect("collector binary starts");
+    let mut child = Collector(collector(&format!("127.0.0.1:{port}"), &db, &[]).spawn().expect("collector binary starts"));
     let base = format!("http://127.0.0.1:{port}");
-    serving(&mut child, &base).await;
+    serving(&mut child.0, &base).await;
     assert_eq!(get(&format!("{base}/demo/api/ok"), &[]).await.status, 404);
     let r = get(&format!("{base}/v1/vitals?site=demo&metric=LCP"), &[("authorization", "Bearer dev-read-key")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    stop(child);
 }
