@@ -42,6 +42,7 @@ async fn spool_ratio(bodies: &[Bytes]) -> f64 {
         .env("PULSE_LISTEN", format!("127.0.0.1:{port}"))
         .env("PULSE_CLICKHOUSE_URL", format!("http://127.0.0.1:{}", free_port()))
         .env("PULSE_IP_RATE_PER_SECOND", "1000000")
+        .env("PULSE_IP_READ_RATE_PER_SECOND", "1000000")
         .env("PULSE_IP_BYTES_PER_SECOND", "1000000000000")
         .env("PULSE_IP_METRICS_PER_SECOND", "1000000000000")
         .env("PULSE_LOG", "error")

@@ -170,9 +170,12 @@ pub async fn in_page(report: &mut Report, quick: bool) {
         www_dir: repo().join("bench/www"),
         agent_dir: repo().join("target/agent/dist"),
         ip_rate_per_second: 10_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir("bench-agent-spool"),
+        // The bench page calls `/demo/api/ok`.
+        dev: true,
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

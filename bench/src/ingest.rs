@@ -112,6 +112,7 @@ async fn spawn_collector(db: &str, mode: Mode) -> Collector {
         .env("PULSE_CLICKHOUSE_URL", &clickhouse().url)
         .env("PULSE_CLICKHOUSE_DATABASE", db)
         .env("PULSE_IP_RATE_PER_SECOND", "1000000")
+        .env("PULSE_IP_READ_RATE_PER_SECOND", "1000000")
         .env("PULSE_IP_METRICS_PER_SECOND", "1000000000")
         .env("PULSE_IP_BYTES_PER_SECOND", "1000000000000")
         .env("PULSE_SITE_RATE_PER_SECOND", "1000000")

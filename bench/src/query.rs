@@ -110,6 +110,8 @@ pub async fn run(report: &mut Report, quick: bool, big: bool) {
             // The background finalizer's first run would come an hour after start: none runs
             // while queries are timed (this bench drives it below).
             finalize_interval_seconds: 3_600,
+            // Queries are timed back to back: no per-client limit on reads.
+            ip_read_rate_per_second: 1_000_000,
             ..Config::default()
         };
         let running = pulse_collector::start(config).await.expect("collector starts");
@@ -133,9 +135,14 @@ pub async fn run(report: &mut Report, quick: bool, big: bool) {
         // What the hourly retention job keeps: `metrics_recent` holds the last days only (the
         // load copied all 30 into it).
         let app = &running.app;
-        pulse_collector::storage::retention::drop_expired(&app.clickhouse, &db, time::OffsetDateTime::now_utc(), 30, 400)
-            .await
-            .expect("retention runs");
+        pulse_collector::storage::retention::drop_expired(
+            &app.clickhouse,
+            &db,
+            time::OffsetDateTime::now_utc(),
+            pulse_collector::storage::retention::Keep { raw: 30, rollups: 400, alert_events: 90 },
+        )
+        .await
+        .expect("retention runs");
 
         // The collector's finalizer over the whole history (what it does an hour at a time).
         let started = Instant::now();

@@ -85,7 +85,21 @@ macro_rules! from_str_values {
         }
     )*};
 }
-from_str_values!(SocketAddr, String, u32, u64, usize, bool);
+from_str_values!(SocketAddr, String, u32, u64, usize);
+
+impl SettingValue for bool {
+    fn parse(items: &[&str]) -> Result<Self, String> {
+        // `PULSE_DEV=1` as shells and CI systems write switches, as well as `true`.
+        match one(items)? {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            item => Err(format!("{item:?} is not true, false, 1 or 0")),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
 
 impl SettingValue for PathBuf {
     fn parse(items: &[&str]) -> Result<Self, String> {
@@ -326,6 +340,10 @@ settings! {
     /// Body bytes per second per client (burst twice this). That campus sends about 400 KB/s; at
     /// this rate one client adds at most about 2 MB/s to the spool.
     ip_bytes_per_second: u64 = 1_000_000;
+    /// Requests per second per client (burst twice this) to every route but `/v1/beacon` and
+    /// `/agent/`: the read API, `/healthz`, `/metrics` and the dashboard's files. A dashboard
+    /// load is about 15 requests, a scraper a few a minute; past it, `429` with `Retry-After`.
+    ip_read_rate_per_second: u32 = 50;
     /// Most clients the per-client buckets remember (a client's buckets are full again, and it
     /// is forgotten, within 2 s of its last beacon, so this bounds clients active at once; 5 MiB
     /// at the default). Past it, new clients share 4 096 overflow buckets, so a flood from a
@@ -376,11 +394,31 @@ settings! {
     geoip_database: Option<PathBuf> = None;
     /// Ranges up to this many hours are answered from raw rows (exact percentiles).
     raw_max_hours: u32 = 24;
+    /// Longest a read query may run in ClickHouse, s (its `max_execution_time`, sent with every
+    /// query of the read API and the alert evaluation): ClickHouse stops it and the request is
+    /// answered 503 naming this setting. A year of rollups reads in well under a second.
+    read_max_execution_seconds: u64 = 30;
+    /// Most memory one read query may take in ClickHouse, bytes (its `max_memory_usage`); past it
+    /// ClickHouse stops the query and the request is answered 503 naming this setting.
+    read_max_memory_bytes: u64 = 2_000_000_000;
+    /// Longest wait for a read request's answer, s, ClickHouse's included: a server that stops
+    /// answering holds no request longer (503 with `Retry-After`). Longer than
+    /// `read_max_execution_seconds`, so ClickHouse's own limit speaks first.
+    read_timeout_seconds: u64 = 45;
+    /// Comparisons' bootstraps and report pages computed at once (`/v1/compare`, `/v1/report`,
+    /// release alerts), each on a blocking thread, off the threads that serve beacons. A request
+    /// that finds them all busy is answered 503 with `Retry-After` (the alert evaluation waits its
+    /// turn). 1 leaves a 2-core host's other core to ingest.
+    read_compute_concurrency: usize = 1;
     /// Static files served at `/` (demo page, dashboard).
     www_dir: PathBuf = PathBuf::from("www");
     /// The built agent, served at `/agent/` (content-hashed files cached for a year).
     agent_dir: PathBuf = PathBuf::from("target/agent/dist");
-    /// Serve `/demo/api/{ok,fail,slow}` for the demo page; turn it off in production.
+    /// Dev mode (`make run` sets it): the dev site `demo` and read key `dev-read-key` are
+    /// allowed on any address, and `/demo/api/*` is served. Without it a collector that listens
+    /// on an address other machines reach (not loopback) refuses to start with either.
+    dev: bool = false;
+    /// Serve `/demo/api/{ok,fail,slow}` for the demo page, in `dev` mode only (never without it).
     demo_api: bool = true;
     /// Longest shutdown, s: requests under way get at most half of it to finish (connections
     /// between requests close at once), the shipper stores the spool's rows in the rest (what is
@@ -393,6 +431,16 @@ settings! {
     /// Run the alert evaluation loop here. Any number of collectors may: a lease in ClickHouse
     /// lets exactly one evaluate at a time.
     alert_evaluator: bool = true;
+    /// Groups one alert rule tracks at most (pending, firing, and those seen with data at the
+    /// last evaluation; a group back to normal without data is forgotten). Past it, a group not
+    /// yet tracked is not evaluated, the busiest first in, and counted in
+    /// `pulse_alert_groups_over_cap_total`; tracked groups are never pushed out (a firing alert
+    /// always gets its resolve).
+    alert_max_groups_per_rule: usize = 200;
+    /// Days of alert history (`alert_events`) kept (whole months dropped). The latest event of
+    /// each alert is its state after a restart, so this must be longer than every rule's reminder
+    /// period (`repeat_warning`, `repeat_critical`): a firing alert writes one each period.
+    alert_events_retention_days: u32 = 90;
     /// Base URL of this collector as people reach it, for the dashboard links in notifications;
     /// none: `http://` + `listen`.
     public_url: Option<String> = None;
@@ -548,6 +596,11 @@ impl Config {
         self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
     }
 
+    /// Whether `/demo/api/*` is served: asked for, and in dev mode.
+    pub fn serves_demo_api(&self) -> bool {
+        self.dev && self.demo_api
+    }
+
     /// Reads a TOML file whose keys are the settings' names.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
@@ -603,6 +656,22 @@ impl Config {
                 );
             }
         }
+        // The dev credentials are printed in the README: on an address other machines reach they
+        // would publish every site's data (and take anyone's beacons), so only in dev mode.
+        if !self.dev && !self.listen.ip().is_loopback() {
+            let why = |what: String| {
+                format!(
+                    "{what} is the dev setup's, and {} is reachable from other machines: configure your own, or set dev (PULSE_DEV=1) for a dev setup",
+                    self.listen
+                )
+            };
+            if self.read_keys.iter().any(|k| k.key == DEV_READ_KEY) {
+                return bad("read_keys", why(format!("the read key {DEV_READ_KEY:?}")));
+            }
+            if self.sites.iter().any(|s| s.key == DEV_SITE) {
+                return bad("sites", why(format!("the site {DEV_SITE:?}")));
+            }
+        }
         if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {
             return bad("read_keys", "at least one non-empty read key is needed".into());
         }
@@ -626,9 +695,15 @@ impl Config {
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
+            ("ip_read_rate_per_second", u64::from(self.ip_read_rate_per_second)),
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),
+            ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
+            ("read_max_execution_seconds", self.read_max_execution_seconds),
+            ("read_max_memory_bytes", self.read_max_memory_bytes),
+            ("read_compute_concurrency", self.read_compute_concurrency as u64),
+            ("alert_events_retention_days", u64::from(self.alert_events_retention_days)),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than 0".into());
@@ -652,6 +727,18 @@ impl Config {
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return bad("max_connections", format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS));
         }
+        if self.read_compute_concurrency > 1024 {
+            return bad("read_compute_concurrency", "must be at most 1024 (each is a thread)".into());
+        }
+        if self.read_timeout_seconds <= self.read_max_execution_seconds {
+            return bad(
+                "read_timeout_seconds",
+                format!(
+                    "must be longer than read_max_execution_seconds ({}), so ClickHouse's limit speaks first",
+                    self.read_max_execution_seconds
+                ),
+            );
+        }
         if self.alert_interval_seconds == 0 {
             return bad("alert_interval_seconds", "must be greater than 0".into());
         }
@@ -663,7 +750,16 @@ impl Config {
                 return bad("public_url", format!("{url:?} must start with http:// or https://"));
             }
         }
-        self.alert_rules()?;
+        let (rules, _) = self.alert_rules()?;
+        // A firing alert's latest event (its state after a restart) must outlive the wait for
+        // its next reminder, which writes a newer one.
+        let kept = i64::from(self.alert_events_retention_days) * 86_400;
+        if let Some(rule) = rules.iter().find(|r| r.limits.repeat_warning.max(r.limits.repeat_critical) >= kept) {
+            return bad(
+                "alert_events_retention_days",
+                format!("{} days is not longer than the reminder period of rule {:?}", self.alert_events_retention_days, rule.name),
+            );
+        }
         if !self.clickhouse_url.starts_with("http://") && !self.clickhouse_url.starts_with("https://") {
             return bad("clickhouse_url", format!("{:?} must start with http:// or https://", self.clickhouse_url));
         }
@@ -784,13 +880,28 @@ mod tests {
     }
 
     #[test]
+    fn dev_credentials_on_an_address_others_reach_need_dev_mode() {
+        let err = load(&["--listen", "0.0.0.0:8080"]).expect_err("dev read key on 0.0.0.0").to_string();
+        assert!(err.starts_with("config: read_keys: the read key \"dev-read-key\" is the dev setup's, and 0.0.0.0:8080"), "{err}");
+        assert!(err.contains("PULSE_DEV=1"), "{err}");
+        let err = load(&["--listen", "[::]:8080", "--read-key", "k"]).expect_err("dev site on ::").to_string();
+        assert!(err.starts_with("config: sites: the site \"demo\""), "{err}");
+        load(&["--listen", "0.0.0.0:8080", "--read-key", "k", "--site", "shop=https://shop.example"]).expect("own credentials");
+        load(&["--listen", "[::1]:8080"]).expect("loopback");
+        let dev = load(&["--listen", "0.0.0.0:8080", "--dev", "1"]).expect("dev mode");
+        assert!(dev.serves_demo_api());
+        assert!(!Config::default().serves_demo_api(), "the demo API only in dev mode");
+        assert!(load(&["--dev", "yes"]).expect_err("not a switch").to_string().contains("dev"));
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = std::env::temp_dir().join(format!("pulse-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("pulse.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\nbatch_rows = 5\n[[sites]]\nkey = \"shop\"\norigins = [\"https://*.shop.example\"]\n",
+            "listen = \"0.0.0.0:9000\"\nbatch_rows = 5\nread_keys = [\"k\"]\n[[sites]]\nkey = \"shop\"\norigins = [\"https://*.shop.example\"]\n",
         )
         .expect("write");
         let c = load(&["--config", file.to_str().expect("utf8"), "--batch-rows", "7"]).expect("loads");

@@ -139,6 +139,12 @@ pub enum QueryError {
     Storage(#[source] clickhouse::error::Error),
     #[error("this read key may not read site {0:?}")]
     Forbidden(String),
+    #[error("too many requests from this address; retry later")]
+    RateLimited(Duration),
+    #[error("no answer within read_timeout_seconds ({0} s); retry later")]
+    TimedOut(u64),
+    #[error("the collector is busy with other comparisons and reports; retry later")]
+    Busy,
 }
 
 impl QueryError {
@@ -160,9 +166,34 @@ impl IntoResponse for QueryError {
                 tracing::debug!(error = %self, "query refused");
                 error_response(StatusCode::BAD_REQUEST, self.to_string(), Some((*param).to_owned()))
             }
-            QueryError::Storage(err) => {
-                tracing::error!(%err, "query failed in ClickHouse");
+            QueryError::RateLimited(wait) => {
+                let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, self.to_string(), None);
+                set_retry_after(&mut r, *wait);
+                r
+            }
+            QueryError::Busy => {
                 let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, self.to_string(), None);
+                set_retry_after(&mut r, Duration::from_secs(1));
+                r
+            }
+            QueryError::TimedOut(_) => {
+                tracing::warn!(error = %self, "read timed out");
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, self.to_string(), None);
+                set_retry_after(&mut r, Duration::from_secs(5));
+                r
+            }
+            QueryError::Storage(err) => {
+                // ClickHouse stopped the query at a read limit: say which, and what helps.
+                let text = err.to_string();
+                let message = if text.contains("Code: 159") {
+                    "the query ran past read_max_execution_seconds in ClickHouse; narrow the range or the filters".to_owned()
+                } else if text.contains("Code: 241") {
+                    "the query needed more than read_max_memory_bytes in ClickHouse; narrow the range or the filters".to_owned()
+                } else {
+                    tracing::error!(%err, "query failed in ClickHouse");
+                    self.to_string()
+                };
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, message, None);
                 set_retry_after(&mut r, Duration::from_secs(5));
                 r
             }

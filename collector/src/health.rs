@@ -1,30 +1,83 @@
 //! `GET /healthz` and `GET /metrics`: how the collector itself is doing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::App;
 
-/// `healthy` when ClickHouse answers and the spool drains; `degraded` when ClickHouse does not
-/// answer or inserts fail (beacons are still accepted: they wait in the spool) or the spool is
-/// over 80 % full; `unhealthy` (HTTP 503) when the spool cannot take beacons (it refused one for
-/// want of space, its last disk commit failed, or it is closed).
-pub async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let ping = tokio::time::timeout(Duration::from_secs(2), crate::storage::ping(&app.clickhouse)).await;
-    let clickhouse_error = match ping {
-        Ok(Ok(())) => None,
-        Ok(Err(err)) => {
-            app.telemetry.clickhouse_errors.with_label_values(&["ping"]).inc();
-            Some(err.to_string())
+/// How often the background probe asks ClickHouse whether it answers, and how long it waits.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the background probe last found about ClickHouse. `/healthz` reads this and never calls
+/// ClickHouse itself: a flood of health checks costs the database nothing.
+#[derive(Debug, Default)]
+pub struct Probe {
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProbeState {
+    /// Why the last probe failed; `None` when ClickHouse answered it.
+    error: Option<String>,
+    /// Epoch ms of the last probe; `None` before the first (counted as down: not yet seen up).
+    at_ms: Option<u64>,
+}
+
+impl Probe {
+    /// Records one probe's outcome at `at_ms`.
+    pub fn record(&self, outcome: Result<(), String>, at_ms: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = ProbeState { error: outcome.err(), at_ms: Some(at_ms) };
         }
-        Err(_) => Some("no answer within 2 s".to_owned()),
-    };
+    }
+
+    /// The last outcome: `Ok` when ClickHouse answered, else why not; and when it was checked.
+    fn last(&self) -> (Result<(), String>, Option<u64>) {
+        let state = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        match (state.at_ms, state.error) {
+            (None, _) => (Err("not checked yet".into()), None),
+            (Some(at), Some(err)) => (Err(err), Some(at)),
+            (Some(at), None) => (Ok(()), Some(at)),
+        }
+    }
+}
+
+/// The background probe: pings ClickHouse every [`PROBE_INTERVAL`] and keeps the outcome.
+pub async fn watch(app: Arc<App>) {
+    let mut every = tokio::time::interval(PROBE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let outcome = match tokio::time::timeout(PROBE_TIMEOUT, crate::storage::ping(&app.clickhouse)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                app.telemetry.clickhouse_errors.with_label_values(&["ping"]).inc();
+                Err(err.to_string())
+            }
+            Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+        };
+        app.clickhouse_probe.record(outcome, now_ms());
+    }
+}
+
+/// `GET /healthz`, from the state the background tasks keep (no ClickHouse call). `healthy` when
+/// ClickHouse answered the last probe and the spool drains; `degraded` when it did not (beacons
+/// are still accepted: they wait in the spool), inserts fail, or the spool is over 80 % full;
+/// `unhealthy` (HTTP 503) when the spool cannot take beacons (it refused one for want of space,
+/// its last disk commit failed, or it is closed).
+///
+/// Anyone gets the statuses and the numbers (as `/metrics` has them). The details — error texts
+/// (which may name the ClickHouse URL), the spool's file paths, the server's version and the
+/// sites near a cardinality limit — need a read key (a key limited to sites sees its own sites).
+pub async fn healthz(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let (clickhouse, checked_at) = app.clickhouse_probe.last();
     let spool = app.spool.stats();
     let max = app.spool.max_bytes();
     let oldest_age = spool.oldest_ms.map(|t| (now_ms().saturating_sub(t)) as f64 / 1000.0);
@@ -33,28 +86,22 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
     let spool_error = app.spool.failure();
     let status = if spool_full || app.spool.is_closed() || spool_error.is_some() {
         "unhealthy"
-    } else if clickhouse_error.is_some() || writer_failing || spool.bytes * 5 >= max * 4 {
+    } else if clickhouse.is_err() || writer_failing || spool.bytes * 5 >= max * 4 {
         "degraded"
     } else {
         "healthy"
     };
-    let body = json!({
+    let mut body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "services": {
             "clickhouse": {
-                "status": if clickhouse_error.is_none() { "up" } else { "down" },
-                "version": app.clickhouse_version.get(),
+                "status": if clickhouse.is_ok() { "up" } else { "down" },
                 "schema": if app.clickhouse_version.get().is_some() { "ready" } else { "waiting for ClickHouse" },
-                "error": clickhouse_error,
             },
             "writer": {
                 "status": if writer_failing { "retrying" } else { "ok" },
-                "last_error": app.writer_status.last_error(),
-                "dead_letter": {
-                    "rows": app.writer_status.dead_letter_rows(),
-                    "last_error": app.writer_status.dead_letter_error(),
-                },
+                "dead_letter": { "rows": app.writer_status.dead_letter_rows() },
             },
         },
         "spool": {
@@ -64,17 +111,42 @@ pub async fn healthz(State(app): State<Arc<App>>) -> Response {
             "records": spool.records,
             "oldest_age_seconds": oldest_age,
             "full": spool_full,
-            "error": spool_error,
-            "salvaged_at_start": app.spool.salvage().map(|s| json!({
-                "moved_to": s.moved_to.display().to_string(), "why": s.why, "cut_bytes": s.cut_bytes, "records": s.records,
-            })),
         },
         "queue": { "depth": spool.records, "capacity": app.config.queue_capacity },
-        // Sites at 80 % of a cardinality limit or past it today.
-        "cardinality": app.cardinality.near_limits().into_iter().map(|s| json!({
-            "site": s.site, "dimension": s.dimension, "distinct": s.distinct, "limit": s.limit, "folded": s.over,
-        })).collect::<Vec<_>>(),
     });
+    match crate::query::authorize(&app, &headers) {
+        Ok(access) => {
+            let details = [
+                ("/services/clickhouse/version", json!(app.clickhouse_version.get())),
+                ("/services/clickhouse/error", json!(clickhouse.err())),
+                ("/services/clickhouse/checked_at_ms", json!(checked_at)),
+                ("/services/writer/last_error", json!(app.writer_status.last_error())),
+                ("/services/writer/dead_letter/last_error", json!(app.writer_status.dead_letter_error())),
+                ("/spool/error", json!(spool_error)),
+                (
+                    "/spool/salvaged_at_start",
+                    json!(app.spool.salvage().map(|s| json!({
+                        "moved_to": s.moved_to.display().to_string(), "why": s.why, "cut_bytes": s.cut_bytes, "records": s.records,
+                    }))),
+                ),
+            ];
+            for (pointer, value) in details {
+                let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
+                if let Some(Value::Object(map)) = body.pointer_mut(parent) {
+                    map.insert(key.to_owned(), value);
+                }
+            }
+            // Sites at 80 % of a cardinality limit or past it today.
+            body["cardinality"] = app
+                .cardinality
+                .near_limits()
+                .into_iter()
+                .filter(|s| access.may_read(&s.site))
+                .map(|s| json!({"site": s.site, "dimension": s.dimension, "distinct": s.distinct, "limit": s.limit, "folded": s.over}))
+                .collect();
+        }
+        Err(_) => body["details"] = json!("errors, versions, paths and sites need Authorization: Bearer <read key>"),
+    }
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()
 }

@@ -44,7 +44,7 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::task::JoinHandle;
@@ -80,6 +80,10 @@ pub struct App {
     /// The server's version, once the schema is in place (the collector accepts beacons before).
     pub clickhouse_version: std::sync::OnceLock<String>,
     pub writer_status: Arc<WriterStatus>,
+    /// What the background probe last found about ClickHouse (`/healthz` reads it).
+    pub clickhouse_probe: health::Probe,
+    /// Slots for the CPU-heavy part of reads (`read_compute_concurrency`; [`query::compute`]).
+    pub compute: tokio::sync::Semaphore,
     /// Makes hours final and rolls them up (one collector at a time), and knows how far they are.
     pub finalizer: storage::finalize::Finalizer,
     /// When set, the text of every read-API query is kept here as it is sent (the check that
@@ -88,15 +92,24 @@ pub struct App {
 }
 
 impl App {
-    /// The ClickHouse query of `sql`, every value bound (and its text kept when capturing).
+    /// The ClickHouse query of `sql`, every value bound (and its text kept when capturing), with
+    /// the read limits.
     pub fn query(&self, sql: &query::sql::Sql) -> clickhouse::query::Query {
-        let q = sql.query(&self.clickhouse);
+        let q = self.limited(sql.query(&self.clickhouse));
         if let Ok(mut capture) = self.sql_capture.lock() {
             if let Some(capture) = capture.as_mut() {
                 capture.push(q.sql_display().to_string());
             }
         }
         q
+    }
+
+    /// `query` with the read limits: ClickHouse stops it past `read_max_execution_seconds` or
+    /// `read_max_memory_bytes` (answered 503 naming the setting, [`errors::QueryError`]).
+    pub fn limited(&self, query: clickhouse::query::Query) -> clickhouse::query::Query {
+        query
+            .with_setting("max_execution_time", self.config.read_max_execution_seconds.to_string())
+            .with_setting("max_memory_usage", self.config.read_max_memory_bytes.to_string())
     }
 }
 
@@ -123,6 +136,8 @@ impl App {
             shards: storage::shard_clients(&config),
             clickhouse_version: std::sync::OnceLock::new(),
             writer_status: Arc::default(),
+            clickhouse_probe: health::Probe::default(),
+            compute: tokio::sync::Semaphore::new(config.read_compute_concurrency),
             finalizer: storage::finalize::Finalizer::default(),
             sql_capture: std::sync::Mutex::new(None),
             spool,
@@ -144,7 +159,7 @@ pub fn router(app: Arc<App>) -> Router {
         .max_age(Duration::from_secs(86_400));
     let ingest = Router::new().route("/v1/beacon", post(ingest::beacon)).layer(cors);
     let mut router = Router::new().merge(ingest).nest_service("/agent", assets::agent(&app.config.agent_dir));
-    if app.config.demo_api {
+    if app.config.serves_demo_api() {
         router = router.merge(assets::demo_api());
     }
     router
@@ -160,6 +175,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback_service(ServeDir::new(&app.config.www_dir))
+        .layer(middleware::from_fn_with_state(app.clone(), limit_reads))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
 }
@@ -169,6 +185,31 @@ async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Nex
     let response = next.run(request).await;
     app.telemetry.requests.with_label_values(&[route.as_str(), response.status().as_str()]).inc();
     response
+}
+
+/// A per-client quota on every route but ingest (which has its own, in beacons, metrics and
+/// bytes) and the agent's files (which every visitor's page loads): reads, health, metrics and
+/// static files cost work, and a client that floods them is answered `429` with `Retry-After`.
+async fn limit_reads(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/v1/beacon" || path.starts_with("/agent/") {
+        return next.run(request).await;
+    }
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let ip = app.client_ip.of(request.headers(), peer);
+    if let Err(retry_after) = app.quotas.charge_read(ip, app.quotas.now()) {
+        return errors::QueryError::RateLimited(retry_after).into_response();
+    }
+    if !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    // A read holds its request no longer than `read_timeout_seconds`, whatever ClickHouse does
+    // (dropping the future drops the query's connection).
+    let limit = Duration::from_secs(app.config.read_timeout_seconds);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => errors::QueryError::TimedOut(app.config.read_timeout_seconds).into_response(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +236,7 @@ pub struct Running {
     housekeeping: JoinHandle<()>,
     alerting: JoinHandle<()>,
     finalizing: JoinHandle<()>,
+    probing: JoinHandle<()>,
 }
 
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
@@ -272,6 +314,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     });
     let housekeeping = tokio::spawn(housekeeping(app.clone()));
+    let probing = tokio::spawn(health::watch(app.clone()));
     let alerting = tokio::spawn(alerting(app.clone()));
     let finalizing = tokio::spawn(storage::finalize::run_forever(app.clone()));
 
@@ -282,7 +325,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config::DEV_READ_KEY
         );
     }
-    Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing })
+    Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing, probing })
 }
 
 impl Running {
@@ -312,7 +355,7 @@ impl Running {
         // Aborted, then awaited: a task's future (and the `App` it holds, with the spool's file
         // lock) is dropped only when the runtime gets to it, and the next start in this process
         // must find the spool file free.
-        for task in [self.housekeeping, self.alerting, self.finalizing] {
+        for task in [self.housekeeping, self.alerting, self.finalizing, self.probing] {
             task.abort();
             let _ = task.await;
         }
@@ -372,8 +415,7 @@ async fn housekeeping(app: Arc<App>) {
             app.config.clickhouse_database.clone()
         };
         for shard in &app.shards {
-            let result =
-                storage::retention::drop_expired(shard, &database, now, app.config.retention_days, app.config.rollup_retention_days).await;
+            let result = storage::retention::drop_expired(shard, &database, now, storage::retention::Keep::of(&app.config)).await;
             if let Err(err) = result {
                 app.telemetry.clickhouse_errors.with_label_values(&["retention"]).inc();
                 tracing::warn!(%err, "retention pass failed; will retry in an hour");

@@ -56,6 +56,10 @@ pub struct Telemetry {
     pub alert_evaluations: IntCounterVec,
     /// Alert notifications by notifier and outcome (`delivered`, `failed` after the retries).
     pub alert_notifications: IntCounterVec,
+    /// Groups a rule's evaluation saw but did not track, its `alert_max_groups_per_rule` reached.
+    pub alert_groups_over_cap: IntCounterVec,
+    /// Groups each rule tracks after its last evaluation (rules are configured: a bounded label).
+    pub alert_groups: prometheus::IntGaugeVec,
     /// ClickHouse errors by operation (`insert`, `query`, `schema`, `retention`, `ping`, `finalize`).
     pub clickhouse_errors: IntCounterVec,
     /// Reports whose own time falls in an hour already final when they arrived: kept in the raw
@@ -171,6 +175,17 @@ impl Telemetry {
                 "Alert notifications, by notifier and outcome.",
                 &["notifier", "outcome"],
             ),
+            alert_groups_over_cap: counter(
+                "alert_groups_over_cap_total",
+                "Groups an alert rule saw but did not track because it tracked alert_max_groups_per_rule already, by rule.",
+                &["rule"],
+            ),
+            alert_groups: {
+                let g = prometheus::IntGaugeVec::new(Opts::new("alert_groups", "Groups each alert rule tracks."), &["rule"])
+                    .expect("valid gauge");
+                registry.register(Box::new(g.clone())).expect("unique gauge");
+                g
+            },
             clickhouse_errors: counter("clickhouse_errors_total", "ClickHouse errors, by operation.", &["op"]),
             late_reports,
             hours_finalized,

@@ -81,6 +81,7 @@ fn config(db: &str, hooks: &str) -> Config {
         clickhouse_database: db.into(),
         flush_interval_ms: 100,
         ip_rate_per_second: 100_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: temp_dir("spool-alerts"),
@@ -464,4 +465,166 @@ async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded
     let hooks_seen = webhooks(&got, 2).await;
     assert_eq!(notices(&hooks_seen).last().map(|(n, _)| n.as_str()), Some("resolved"), "{hooks_seen:?}");
     running.stop().await;
+}
+
+/// Page URLs are data: a URL that is a Slack channel ping or a Slack link reaches Slack as text,
+/// and the one link in the message is the dashboard's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_urls_reach_slack_as_text_not_markup() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_escape");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![rule(
+        r#"name = "page-lcp"
+        site = "demo"
+        metric = "LCP"
+        group_by = "url"
+        window = "10m"
+        for = "0s"
+        warning = 100
+        min_samples = 1
+        notify = ["chat", "pager"]"#,
+    )];
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let now = now_ms();
+    for (page, url) in [("p1", "/<!channel>"), ("p2", "<https://evil|Log in>")] {
+        let beacon = json!({"v": 1, "site": "demo", "session": "s", "page": page, "url": url, "nav": "navigate", "sent_at": now,
+                            "metrics": [{"name": "LCP", "value": 5000, "at": now - 120_000.0}]});
+        let r = post_beacon(&format!("http://{}", running.addr), beacon.to_string()).await;
+        assert_eq!((r.status, r.json()["accepted"].as_u64()), (202, Some(1)), "{}", r.text());
+    }
+    wait_stored(&db, 2).await;
+    // A newcomer's first heartbeat does not lead yet; its second does.
+    for minutes_before in [1, 0] {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    let started = std::time::Instant::now();
+    let slack = loop {
+        let slack: Vec<Value> = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/slack").map(|(_, _, v)| v.clone()).collect();
+        if slack.len() >= 2 || started.elapsed() > Duration::from_secs(10) {
+            break slack;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(slack.len(), 2, "one alert per page: {slack:?}");
+    let bodies: Vec<String> = slack.iter().map(Value::to_string).collect();
+    let all = bodies.join("\n");
+    assert!(!all.contains("<!channel>") && !all.contains("<https:"), "markup from a page URL reached Slack: {all}");
+    assert!(all.contains("url /&lt;!channel&gt;"), "the URL is shown as text: {all}");
+    // Normalised as a path (`//` collapses): `/<https:/evil|Log in>`.
+    assert!(all.contains("url /&lt;https:/evil|Log in&gt;"), "the URL is shown as text: {all}");
+    for body in &bodies {
+        assert_eq!(body.matches('<').count(), 1, "the dashboard link only: {body}");
+        let link = body.split('<').nth(1).unwrap_or_default();
+        assert!(
+            link.starts_with("http://") && link.contains("/dashboard.html?site=demo&amp;metric=LCP|Open the Pulse dashboard>"),
+            "{body}"
+        );
+    }
+    // PagerDuty's summary is plain text: the URL as written, and no link but the dashboard's.
+    let pd: Vec<Value> = got.lock().expect("received").iter().filter(|(p, _, _)| p == "/pd").map(|(_, _, v)| v.clone()).collect();
+    assert!(pd.iter().all(|e| e["links"].as_array().map(Vec::len) == Some(1)), "{pd:?}");
+    running.stop().await;
+}
+
+/// The value of one sample in `/metrics` text, 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Attacker-chosen URLs cannot grow a `group_by` rule without bound: past
+/// `alert_max_groups_per_rule` new groups are counted, not tracked (the busiest get in); groups
+/// back to normal without data are forgotten with their delivery queues; and `alert_events`
+/// older than its retention is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_groups_are_capped_and_forgotten_when_gone_and_events_expire() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_cap");
+    let mut c = config(&db, &hooks);
+    c.alert_max_groups_per_rule = 3;
+    c.alert_rules = vec![rule(
+        r#"name = "page-lcp"
+        site = "demo"
+        metric = "LCP"
+        group_by = "url"
+        window = "10m"
+        for = "0s"
+        warning = 100
+        min_samples = 1
+        no_data = "ok"
+        notify = ["ops"]"#,
+    )];
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    let now = now_ms();
+    // Five pages, /p5 the busiest (5 views) down to /p1 (1 view), all slow.
+    for views in 1..=5u32 {
+        let metrics: Vec<Value> = (0..views).map(|i| json!({"name": "LCP", "value": 5000, "at": now - 120_000.0 + f64::from(i)})).collect();
+        for (i, m) in metrics.into_iter().enumerate() {
+            let b = json!({"v": 1, "site": "demo", "session": "s", "page": format!("p{views}-{i}"), "url": format!("/p{views}"),
+                           "nav": "navigate", "sent_at": now, "metrics": [m]});
+            assert_eq!(post_beacon(&base, b.to_string()).await.status, 202);
+        }
+    }
+    wait_stored(&db, 15).await;
+    for minutes_before in [1, 0] {
+        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    }
+    let fired = webhooks(&got, 3).await;
+    let mut groups: Vec<&str> = fired.iter().filter_map(|h| h["group"].as_str()).collect();
+    groups.sort_unstable();
+    assert_eq!(groups, vec!["/p3", "/p4", "/p5"], "the three busiest pages are tracked");
+    let metrics = get(&format!("{base}/metrics"), &[]).await.text();
+    assert_eq!(sample(&metrics, "pulse_alert_groups_over_cap_total{rule=\"page-lcp\"}"), 2.0, "{metrics}");
+    assert_eq!(sample(&metrics, "pulse_alert_groups{rule=\"page-lcp\"}"), 3.0, "{metrics}");
+    assert_eq!(running.app.alerts.delivery_queues(), 3);
+
+    // Half an hour on the pages are quiet: each resolves (no_data = ok), then it is forgotten,
+    // its delivery queue with it.
+    let later =
+        |minutes: u32| OffsetDateTime::from_unix_timestamp_nanos((now as i128 + i128::from(minutes) * 60_000) * 1_000_000).expect("time");
+    // (A collector away longer than its lease rejoins as a newcomer: it leads from its second
+    // heartbeat.)
+    let mut minute = 30;
+    while !running.app.alerts.evaluate(&running.app, later(minute)).await.expect("evaluates") {
+        minute += 1;
+        assert!(minute < 35, "the collector never took the lease back");
+    }
+    let seen = webhooks(&got, 6).await;
+    assert_eq!(seen.iter().filter(|h| h["notice"] == "resolved").count(), 3, "{seen:?}");
+    let metrics = get(&format!("{base}/metrics"), &[]).await.text();
+    assert_eq!(sample(&metrics, "pulse_alert_groups{rule=\"page-lcp\"}"), 0.0, "{metrics}");
+    assert_eq!(running.app.alerts.delivery_queues(), 0);
+    assert_eq!(webhooks(&got, 7).await.len(), 6, "nothing more");
+
+    // Retention: an event from 100 days ago goes, this test's stay.
+    clickhouse().sql(&format!(
+        "INSERT INTO {db}.alert_events (rule, grp, site, at, at_ms, phase, severity, notice, value, threshold, samples, since, notified_at)
+         VALUES ('page-lcp', '/old', 'demo', toDateTime({old}), {old}000, 'firing', 'warning', 'firing', 1, 1, 1, toDateTime({old}), toDateTime({old}))",
+        old = (now / 1000.0) as i64 - 100 * 86_400
+    ));
+    let events = |db: &str| clickhouse().count(&format!("SELECT count() FROM {db}.alert_events"));
+    let before = events(&db);
+    let keep = pulse_collector::storage::retention::Keep::of(&running.app.config);
+    assert_eq!(keep.alert_events, 90, "the default");
+    let dropped = pulse_collector::storage::retention::drop_expired(&running.app.clickhouse, &db, OffsetDateTime::now_utc(), keep)
+        .await
+        .expect("retention runs");
+    assert!(dropped.iter().any(|(t, _)| t == "alert_events"), "{dropped:?}");
+    assert_eq!(events(&db), before - 1, "only the old event is gone");
+    running.stop().await;
+}
+
+/// A firing alert's latest event is its state after a restart: the retention must outlive every
+/// rule's reminder period.
+#[test]
+fn alert_events_retention_shorter_than_a_reminder_period_is_refused() {
+    let mut c = config("x", "http://127.0.0.1:9");
+    c.alert_events_retention_days = 1;
+    assert!(c.check().is_ok(), "reminders every 1 h and 5 min fit in a day");
+    c.alert_rules[0].repeat_warning = Some("2d".into());
+    let err = c.check().expect_err("a reminder period of two days").to_string();
+    assert!(err.contains("alert_events_retention_days") && err.contains("checkout-lcp"), "{err}");
+    c.alert_events_retention_days = 3;
+    assert!(c.check().is_ok());
 }

@@ -35,6 +35,7 @@ async fn collector_with(test: &str, base: Config) -> Collector {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
@@ -384,6 +385,32 @@ async fn csv_and_prometheus_formats_parse_and_agree_with_json() {
     c.running.stop().await;
 }
 
+/// A release name that is a spreadsheet formula reaches CSV as text (a leading `'`); a negative
+/// custom metric's statistics stay numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+    let c = collector("csv_formulas").await;
+    let formula = "=HYPERLINK(\"https://evil.example\",\"Log in\")";
+    let mut b = beacon("demo", "/cart", vec![metric("cart.delta", -3.5, 0.0), metric("cart.delta", -1.5, 0.0)]);
+    b["release"] = json!(formula);
+    c.post(&b, DESKTOP).await;
+    c.wait_rows("metrics", 2).await;
+    let q = format!("/v1/vitals?site=demo&metric=cart.delta&group_by=release&{}&format=csv", range());
+    let r = get(&format!("{}{q}", c.base), &[AUTH]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut reader = csv::Reader::from_reader(r.body.as_ref());
+    let headers = reader.headers().expect("header").clone();
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
+    assert_eq!(records.len(), 1, "{}", r.text());
+    assert_eq!(&records[0][0], format!("'{formula}"), "{}", r.text());
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!((&records[0][column("min")], &records[0][column("max")]), ("-3.5", "-1.5"), "{}", r.text());
+    // JSON says what was sent: the mark is CSV's alone.
+    let json = c.read(&q.replace("&format=csv", "")).await;
+    assert_eq!(json["rows"][0]["group"], formula, "{json}");
+    c.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_specific_answers_and_lose_nothing_else() {
     let c = collector("bad_inputs").await;
@@ -550,10 +577,14 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
         "INSERT INTO {db}.running_page_1d (site, name, at, url) VALUES ('demo', 'LCP', {old}, '/'), ('demo', 'LCP', {new}, '/')",
         db = c.db
     ));
-    let dropped =
-        pulse_collector::storage::retention::drop_expired(&c.running.app.clickhouse, &c.db, time::OffsetDateTime::now_utc(), 30, 400)
-            .await
-            .expect("retention runs");
+    let dropped = pulse_collector::storage::retention::drop_expired(
+        &c.running.app.clickhouse,
+        &c.db,
+        time::OffsetDateTime::now_utc(),
+        pulse_collector::storage::retention::Keep { raw: 30, rollups: 400, alert_events: 90 },
+    )
+    .await
+    .expect("retention runs");
     // The collector's own retention pass (the same call, at start, concurrent with the inserts
     // above) may have dropped some of these days first: the outcome is what is checked, and
     // this call drops no other table.
@@ -588,7 +619,7 @@ async fn failed_inserts_are_retried_until_clickhouse_takes_them() {
     c.post(&beacon("demo", "/", (0..25).map(|i| metric("CLS", f64::from(i) / 100.0, 0.0)).collect()), DESKTOP).await;
     let started = Instant::now();
     loop {
-        let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+        let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
         if health["services"]["writer"]["status"] == "retrying" {
             assert_eq!(health["status"], "degraded");
             assert!(health["services"]["writer"]["last_error"].as_str().unwrap_or("").contains("metrics"), "{health}");
@@ -1335,7 +1366,7 @@ async fn text_slug_urls_cluster_into_one_route_and_the_totals_stay_exact() {
     let clustered = rows.iter().find(|r| r["group"] == "/products/*").expect("a clustered route");
     assert!(rows.len() <= 201, "{} routes: the first 200 slugs, then one", rows.len());
     assert_eq!(clustered["count"].as_u64(), Some(n as u64 - 200), "all but the 200 slugs seen before the position clustered");
-    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
     assert_eq!(health["cardinality"], json!([]), "clustering kept the site far from its URL limit");
 }
 
@@ -1373,7 +1404,7 @@ async fn custom_names_past_the_limit_are_refused_and_releases_fold_into_other() 
     let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
     assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="metric_name",site="demo"} 9900"#), "{metrics}");
     assert!(metrics.contains(r#"pulse_cardinality_folded_total{dimension="release",site="demo"} 2"#));
-    let health = get(&format!("{}/healthz", c.base), &[]).await.json();
+    let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
     let standing = health["cardinality"].as_array().expect("cardinality");
     assert!(
         standing.contains(&json!({"site": "demo", "dimension": "metric_name", "distinct": 100, "limit": 100, "folded": 9_900})),
@@ -1415,5 +1446,136 @@ async fn a_resent_beacon_counts_its_custom_metrics_and_api_calls_once() {
     let now = now_ms() as u64;
     let body = c.read(&format!("/v1/vitals?site=demo&metric=cart.items&from={}&to={}&source=rollup", now - 3_600_000, now + 120_000)).await;
     assert_eq!(body["rows"][0]["count"].as_u64(), Some(2), "{body}");
+    c.running.stop().await;
+}
+
+/// `/healthz` answers from what the background probe keeps: a flood of health checks sends
+/// ClickHouse no query, and a stopped server shows as down without a request waiting for it.
+/// The details (error texts, paths) need a read key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_from_state_without_asking_clickhouse() {
+    // A server of this test's own: its query counter counts this collector's queries only.
+    let server = pulse_testkit::StoppableClickHouse::start("healthz");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: server.server.url.clone(),
+        clickhouse_database: server.server.fresh_database("healthz_state"),
+        spool_dir: pulse_testkit::temp_dir("spool-healthz-state"),
+        // No background work but the probe: no rows to ship, no finalizer run, no alerts.
+        finalize_interval_seconds: 3_600,
+        ip_read_rate_per_second: 1_000_000,
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let c = Collector { base: format!("http://{}", running.addr), db: String::new(), running };
+    let queries = || server.server.count("SELECT value FROM system.events WHERE event = 'Query'");
+    let started = Instant::now();
+    while get(&format!("{}/healthz", c.base), &[]).await.json()["services"]["clickhouse"]["status"] != "up" {
+        assert!(started.elapsed() < Duration::from_secs(10), "the probe never saw ClickHouse up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = queries();
+    let mut healthy = 0;
+    for _ in 0..200 {
+        let r = get(&format!("{}/healthz", c.base), &[AUTH]).await;
+        healthy += usize::from(r.json()["status"] == "healthy");
+    }
+    let asked = queries() - before;
+    println!("200 /healthz requests: {asked} ClickHouse queries meanwhile (the probe's, and this count's own)");
+    assert_eq!(healthy, 200);
+    assert!(asked < 20, "{asked} queries for 200 health checks");
+
+    // Anonymous: statuses and numbers, no error texts, versions or paths.
+    let anonymous = get(&format!("{}/healthz", c.base), &[]).await.json();
+    assert_eq!(anonymous["services"]["clickhouse"].get("version"), None, "{anonymous}");
+    assert!(anonymous["details"].as_str().is_some_and(|d| d.contains("read key")), "{anonymous}");
+
+    // The server stops: the probe notices; health checks keep answering from the state.
+    server.stop();
+    let started = Instant::now();
+    let health = loop {
+        let health = get(&format!("{}/healthz", c.base), &[AUTH]).await.json();
+        if health["services"]["clickhouse"]["status"] == "down" {
+            break health;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the probe never saw ClickHouse down: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(health["services"]["clickhouse"]["error"].is_string(), "with a read key, why: {health}");
+    let anonymous = get(&format!("{}/healthz", c.base), &[]).await.json();
+    assert_eq!((anonymous["status"].as_str(), anonymous["services"]["clickhouse"].get("error")), (Some("degraded"), None), "{anonymous}");
+    c.running.stop().await;
+}
+
+/// The read limits reach ClickHouse with every query: a query over `read_max_memory_bytes` is
+/// stopped by the server and answered 503 naming the setting, not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_its_clickhouse_limit_is_refused_naming_the_setting() {
+    let c = collector_with("read_limits", Config { read_max_memory_bytes: 1_000, ..Config::default() }).await;
+    c.post(&beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]), DESKTOP).await;
+    c.wait_rows("metrics", 1).await;
+    let r = get(&format!("{}/v1/vitals?site=demo&metric=LCP&{}", c.base, range()), &[AUTH]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("read_max_memory_bytes")), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    c.running.stop().await;
+}
+
+/// A storm of comparisons and reports leaves ingest answering: their bootstraps run one at a time
+/// (`read_compute_concurrency` 1) on a blocking thread, and requests that find the slot taken are
+/// answered 503 with Retry-After. The beacons' latency meanwhile is printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compare_storm_leaves_ingest_answering() {
+    let c = collector("compare_storm").await;
+    // 10 000 page views per release: each comparison resamples 10 000 values 400 times a side.
+    for (release, scale) in [("1.0", 1.0), ("1.1", 1.2)] {
+        for chunk in 0..20 {
+            let metrics: Vec<Value> =
+                (0..500).map(|i| metric("LCP", scale * (1000.0 + f64::from((chunk * 500 + i) % 3000)), 60_000.0)).collect();
+            let mut b = beacon("demo", "/", metrics);
+            b["release"] = json!(release);
+            b["page"] = json!(format!("{release}-{chunk}"));
+            c.post(&b, DESKTOP).await;
+        }
+    }
+    c.wait_rows("metrics", 20_000).await;
+    let compare = format!("{}/v1/compare?site=demo&metric=LCP&a=release:1.0&b=release:1.1", c.base);
+    let storm: Vec<_> = (0..6)
+        .map(|_| {
+            let compare = compare.clone();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..4 {
+                    let r = get(&compare, &[AUTH]).await;
+                    answers.push((r.status, r.header("retry-after").map(str::to_owned)));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let started = Instant::now();
+        let r = post_beacon(&c.base, beacon("demo", &format!("/during-{i}"), vec![metric("FCP", 500.0, 0.0)]).to_string()).await;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 202, "a beacon during the storm: {}", r.text());
+    }
+    let mut answers = Vec::new();
+    for task in storm {
+        answers.extend(task.await.expect("storm task"));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    println!(
+        "ingest during a storm of 24 comparisons (6 at a time): p50 {:.1} ms, p99 {:.1} ms; {} comparisons answered, {busy} busy",
+        latencies[49],
+        latencies[98],
+        answers.len() - busy
+    );
+    for (status, retry_after) in &answers {
+        assert!(*status == 200 || (*status == 503 && retry_after.as_deref() == Some("1")), "{answers:?}");
+    }
+    assert!(busy > 0 && busy < answers.len(), "one at a time: some busy, some answered: {answers:?}");
     c.running.stop().await;
 }

@@ -94,7 +94,8 @@ async fn rows_clickhouse_refuses_for_good_become_dead_letters_and_the_rest_ships
     }
     let metrics_text = get(&format!("{base}/metrics"), &[]).await.text();
     assert_eq!(metric_value(&metrics_text, r#"pulse_dead_letter_rows_total{table="metrics",to="clickhouse"}"#), 1.0);
-    let health = get(&format!("{base}/healthz"), &[]).await.json();
+    // The error texts need a read key.
+    let health = get(&format!("{base}/healthz"), &[("authorization", "Bearer dev-read-key")]).await.json();
     assert_eq!(health["services"]["writer"]["dead_letter"]["rows"], 1, "{health}");
     assert!(health["services"]["writer"]["dead_letter"]["last_error"].as_str().is_some_and(|e| e.contains("throwIf")), "{health}");
 

@@ -411,7 +411,7 @@ async fn a_damaged_spool_keeps_every_complete_record() {
     let metrics = get(&format!("{}/metrics", collector.base()), &[]).await.text();
     assert!(metrics.contains("pulse_spool_records_skipped_total 1"), "{metrics}");
     assert!(metrics.contains("pulse_spool_files_salvaged_total 1"), "{metrics}");
-    let health = get(&format!("{}/healthz", collector.base()), &[]).await.json();
+    let health = get(&format!("{}/healthz", collector.base()), &[("authorization", "Bearer dev-read-key")]).await.json();
     assert_eq!(health["spool"]["salvaged_at_start"]["cut_bytes"], 3000, "{health}");
     let moved_to = health["spool"]["salvaged_at_start"]["moved_to"].as_str().unwrap_or_default().to_owned();
     assert!(Path::new(&moved_to).exists(), "the damaged file is kept for inspection: {moved_to}");

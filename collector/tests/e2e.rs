@@ -53,6 +53,10 @@ async fn stack_serving(test: &str, www_dir: PathBuf) -> Stack {
         www_dir,
         agent_dir,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
+        // The demo page calls `/demo/api/*`.
+        dev: true,
+        // The dashboard tests load it many times over.
+        ip_read_rate_per_second: 1_000_000,
         ..Config::default()
     };
     let running = pulse_collector::start(config).await.expect("collector starts");

@@ -367,7 +367,7 @@ async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
     std::fs::write(dir.join("pulse.js"), "export async function init() {}").expect("entry");
     std::fs::write(dir.join("pulse.0123abcd89.js"), "export default 1;").expect("glue");
     std::fs::write(dir.join("pulse_bg.0123abcd89.wasm"), b"\0asm\x01\0\0\0").expect("wasm");
-    let h = harness(Config { agent_dir: dir.clone(), ..test_config() });
+    let h = harness(Config { agent_dir: dir.clone(), dev: true, ..test_config() });
     let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
 
     let entry = call(&h.router, get("/agent/pulse.js")).await;
@@ -384,13 +384,15 @@ async fn the_agent_is_served_with_its_mime_types_and_cache_headers() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.header("cache-control"), None, "a 404 is not cached for a year");
 
-    // The demo endpoints, on by default and off when configured so.
+    // The demo endpoints, on in dev mode, off when configured so, and never without dev mode.
     let ok = call(&h.router, get("/demo/api/ok")).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert!(ok.header("server-timing").is_some_and(|v| v.contains("db;dur=")));
     assert_eq!(call(&h.router, get("/demo/api/fail")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
-    let off = harness(Config { agent_dir: dir.clone(), demo_api: false, ..test_config() });
+    let off = harness(Config { agent_dir: dir.clone(), dev: true, demo_api: false, ..test_config() });
     assert_eq!(call(&off.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
+    let production = harness(Config { agent_dir: dir.clone(), ..test_config() });
+    assert_eq!(call(&production.router, get("/demo/api/ok")).await.status, StatusCode::NOT_FOUND);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -416,4 +418,87 @@ async fn a_read_key_limited_to_a_site_reads_only_that_site() {
     }
     assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "all")).await.status, StatusCode::OK);
     assert_eq!(call(&h.router, get("/v1/alerts/rules?site=demo", "nobody")).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Every route but ingest and the agent's files has a per-client quota: past its burst a client
+/// gets 429 with Retry-After, while its beacons and another client's reads still pass.
+#[tokio::test]
+async fn reads_are_rate_limited_per_client_and_ingest_is_not() {
+    let h = harness(Config { ip_read_rate_per_second: 1, ..test_config() });
+    let from = |path: &str, ip: [u8; 4]| {
+        let mut request = Request::get(path).body(Body::empty()).expect("request");
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        request
+    };
+    let send = |request: Request<Body>| async { h.router.clone().oneshot(request).await.expect("router answers") };
+    // A burst of two (twice the rate), then refused.
+    for _ in 0..2 {
+        assert_eq!(send(from("/metrics", [198, 51, 100, 7])).await.status(), StatusCode::OK);
+    }
+    let refused = send(from("/healthz", [198, 51, 100, 7])).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().get("retry-after").is_some());
+    let body = refused.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("too many requests"), "{body:?}");
+    assert_eq!(send(from("/v1/vitals?site=demo&metric=LCP", [198, 51, 100, 7])).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Another client reads; the limited one still sends beacons (`call` uses its address).
+    assert_eq!(send(from("/metrics", [203, 0, 113, 9])).await.status(), StatusCode::OK);
+    let body = beacon("demo", "/", vec![metric("LCP", 1000.0, 0.0)]).to_string();
+    assert_eq!(call(&h.router, post(body, &localhost())).await.status, StatusCode::ACCEPTED);
+    let metrics = send(from("/metrics", [203, 0, 113, 9])).await.into_body().collect().await.expect("body").to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for route in ["/healthz", "/v1/vitals"] {
+        assert!(
+            metrics.contains(&format!("pulse_http_requests_total{{route=\"{route}\",status=\"429\"}} 1")),
+            "counted by route: {metrics}"
+        );
+    }
+}
+
+/// Without a read key `/healthz` shows statuses and numbers; error texts need a key.
+#[tokio::test]
+async fn health_details_need_a_read_key() {
+    let h = harness(test_config());
+    let anonymous = call(&h.router, Request::get("/healthz").body(Body::empty()).expect("request")).await.json();
+    assert_eq!(anonymous["services"]["clickhouse"]["status"], "down", "not seen up yet: {anonymous}");
+    assert_eq!(anonymous["services"]["clickhouse"].get("error"), None, "{anonymous}");
+    assert_eq!(anonymous["services"]["writer"].get("last_error"), None, "{anonymous}");
+    assert_eq!(anonymous.get("cardinality"), None, "{anonymous}");
+    let keyed = Request::get("/healthz").header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request");
+    let detailed = call(&h.router, keyed).await.json();
+    assert_eq!(detailed["services"]["clickhouse"]["error"], "not checked yet", "{detailed}");
+    assert!(detailed["cardinality"].is_array() && detailed.get("details").is_none(), "{detailed}");
+}
+
+/// A ClickHouse that stops answering holds a read no longer than `read_timeout_seconds`: the
+/// answer is a 503 naming the setting, with `Retry-After`.
+#[tokio::test]
+async fn a_read_from_a_server_that_never_answers_times_out() {
+    let h = harness(Config {
+        clickhouse_url: pulse_testkit::silent_server(),
+        read_max_execution_seconds: 1,
+        read_timeout_seconds: 2,
+        ..test_config()
+    });
+    let request = Request::get("/v1/vitals?site=demo&metric=LCP").header("authorization", "Bearer dev-read-key").body(Body::empty());
+    let reply = call(&h.router, request.expect("request")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert!(reply.json()["error"].as_str().is_some_and(|e| e.contains("read_timeout_seconds (2 s)")), "{:?}", reply.json());
+}
+
+/// A `range:` side of a comparison is capped as `from`/`to` are, and the answer names the side.
+#[tokio::test]
+async fn a_comparison_side_spanning_years_is_refused_naming_the_side() {
+    let h = harness(test_config());
+    let uri = "/v1/compare?site=demo&metric=LCP&a=range:2020-01-01T00:00:00Z..2026-01-01T00:00:00Z&b=range:2026-01-01T00:00:00Z..2026-01-02T00:00:00Z";
+    let reply =
+        call(&h.router, Request::get(uri).header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let body = reply.json();
+    assert_eq!((body["field"].as_str(), body["error"].as_str()), (Some("a"), Some("a: ranges are limited to 800 days")), "{body}");
+    let from_to = "/v1/vitals?site=demo&metric=LCP&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z";
+    let reply =
+        call(&h.router, Request::get(from_to).header("authorization", "Bearer dev-read-key").body(Body::empty()).expect("request")).await;
+    assert_eq!((reply.status, reply.json()["field"].as_str().map(str::to_owned)), (StatusCode::BAD_REQUEST, Some("from".into())));
 }

@@ -83,7 +83,7 @@ pub async fn history(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
         sql.push_str(" AND site = ?");
     }
     sql.push_str(" ORDER BY at_ms DESC LIMIT ?");
-    let mut q = app.clickhouse.query(&sql).bind(range.from).bind(range.to);
+    let mut q = app.limited(app.clickhouse.query(&sql)).bind(range.from).bind(range.to);
     if let Some(site) = site {
         q = q.bind(site);
     }

@@ -224,20 +224,21 @@ impl Alerts {
                 }
             };
             app.telemetry.alert_evaluations.with_label_values(&["ok"]).inc();
-            // Groups seen before but absent now have no data in this window — unless the answer
-            // was cut at `max_groups`, when they may merely have dropped out of the busiest.
-            let complete = observed.len() < rule.max_groups;
-            let mut groups: BTreeMap<String, Observation> = observed;
-            if let (true, Ok(tracked)) = (complete, self.tracked.lock()) {
-                for (r, g) in tracked.keys() {
-                    if r == &rule.name {
-                        groups.entry(g.clone()).or_insert(Observation { value: None, samples: 0 });
-                    }
-                }
-            }
+            let mut observed = observed;
             if rule.group_by.is_none() {
-                groups.entry(String::new()).or_insert(Observation { value: None, samples: 0 });
+                observed.entry(String::new()).or_insert(Observation { value: None, samples: 0 });
             }
+            let tracked_now: Vec<String> = self
+                .tracked
+                .lock()
+                .map(|t| t.keys().filter(|(r, _)| r == &rule.name).map(|(_, g)| g.clone()).collect())
+                .unwrap_or_default();
+            let (groups, over_cap) = admit(observed, tracked_now, rule.max_groups, app.config.alert_max_groups_per_rule);
+            if over_cap > 0 {
+                app.telemetry.alert_groups_over_cap.with_label_values(&[rule.name.as_str()]).inc_by(over_cap as u64);
+                tracing::warn!(rule = %rule.name, over_cap, cap = app.config.alert_max_groups_per_rule, "alert groups past the cap are not evaluated");
+            }
+            let seen: Vec<(String, bool)> = groups.iter().map(|(g, o)| (g.clone(), o.value.is_some())).collect();
             for (group, observation) in groups {
                 let key = (rule.name.clone(), group.clone());
                 let (step, before, tracked) = {
@@ -291,8 +292,24 @@ impl Alerts {
                     }
                 }
             }
+            self.forget_gone(app, &rule.name, &seen);
         }
         Ok(true)
+    }
+
+    /// Forgets the groups of `rule` that are back to normal and had no data at this evaluation
+    /// (`seen`: the groups evaluated, and whether each had data): a normal alert carries nothing
+    /// the next breach needs, so a group that is gone costs no memory, and its delivery queues
+    /// close (each task ends once the notices already queued are delivered).
+    fn forget_gone(&self, app: &App, rule: &str, seen: &[(String, bool)]) {
+        let Ok(mut tracked) = self.tracked.lock() else { return };
+        let with_data = |group: &str| seen.iter().any(|(g, data)| g == group && *data);
+        tracked.retain(|(r, g), t| r != rule || t.alert.phase != Phase::Normal || with_data(g));
+        let count = tracked.keys().filter(|(r, _)| r == rule).count();
+        app.telemetry.alert_groups.with_label_values(&[rule]).set(count as i64);
+        if let Ok(mut queues) = self.queues.lock() {
+            queues.retain(|(r, g, _), _| tracked.contains_key(&(r.clone(), g.clone())));
+        }
     }
 
     /// Records the notice as owed to each of the rule's notifiers, then (with `send_now`) sends
@@ -460,6 +477,12 @@ impl Alerts {
         self.lease.renew(&app.clickhouse, now_ms, interval_ms, 0).await.map_err(|e| e.to_string())
     }
 
+    /// Delivery queues open (one per alert and notifier that has had a notice since it was
+    /// last forgotten).
+    pub fn delivery_queues(&self) -> usize {
+        self.queues.lock().map_or(0, |q| q.len())
+    }
+
     /// Replaces the in-memory states with the last recorded ones.
     async fn restore(&self, app: &App) -> Result<(), String> {
         let loaded = self.load(app).await?;
@@ -492,7 +515,9 @@ impl Alerts {
             let phase = match row.phase.as_str() {
                 "firing" => Phase::Firing,
                 "pending" => Phase::Pending,
-                _ => Phase::Normal,
+                // A normal alert carries nothing the next breach needs: the evaluation makes it
+                // again when its group has data (every group ever seen is not kept in memory).
+                _ => continue,
             };
             let alert = Alert {
                 phase,
@@ -513,6 +538,39 @@ impl Alerts {
         }
         Ok(tracked)
     }
+}
+
+/// The groups one evaluation of a rule steps, and how many it leaves out for the cap.
+///
+/// Every tracked group is stepped: with what was observed, or with no data when the answer was
+/// complete (fewer than `max_groups` rows; a cut answer may merely have left it out of the
+/// busiest). New groups join, the busiest first, while the rule tracks fewer than `cap`; the rest
+/// are counted, not tracked. Tracked groups are never pushed out: a firing alert keeps its resolve.
+fn admit(
+    mut observed: BTreeMap<String, Observation>,
+    tracked: Vec<String>,
+    max_groups: usize,
+    cap: usize,
+) -> (BTreeMap<String, Observation>, usize) {
+    let complete = observed.len() < max_groups;
+    let mut groups = BTreeMap::new();
+    for group in tracked {
+        match observed.remove(&group) {
+            Some(o) => {
+                groups.insert(group, o);
+            }
+            None if complete => {
+                groups.insert(group, Observation { value: None, samples: 0 });
+            }
+            None => {}
+        }
+    }
+    let mut fresh: Vec<(String, Observation)> = observed.into_iter().collect();
+    fresh.sort_by(|a, b| b.1.samples.cmp(&a.1.samples).then_with(|| a.0.cmp(&b.0)));
+    let room = cap.saturating_sub(groups.len());
+    let over = fresh.len().saturating_sub(room);
+    groups.extend(fresh.into_iter().take(room));
+    (groups, over)
 }
 
 /// Where an evaluation window ends, epoch ms. Rows reach ClickHouse up to `flush_interval` after
@@ -618,6 +676,9 @@ async fn observe_release(
     .await
     .map_err(|e| e.to_string())?;
     let group = format!("{} → {}", previous.release, newest.release);
+    // Release names are whatever beacons sent: cut for the notice (the group keeps them whole).
+    let (newest_name, previous_name) =
+        (notify::capped(&newest.release, notify::MAX_VALUE_CHARS), notify::capped(&previous.release, notify::MAX_VALUE_CHARS));
     let verdict = c["verdict"].as_str().unwrap_or("");
     // A null change with data is a rise (or fall) from a statistic of 0: infinite, not missing.
     let change = c["change"].as_f64().or_else(|| c["difference"].as_f64().map(|d| f64::INFINITY.copysign(d)));
@@ -633,8 +694,8 @@ async fn observe_release(
             "{} {} of release {} against {}: {} (95 % interval {} to {}; {} and {} samples): {}",
             rule.stat.name(),
             rule.metric,
-            newest.release,
-            previous.release,
+            newest_name,
+            previous_name,
             match (c["change"].as_f64(), c["difference"].as_f64()) {
                 (None, Some(d)) => format!("up from 0 by {}", human(d)),
                 _ => pct(&c["change"]),
@@ -712,7 +773,7 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
             s.push_str(&format!(" ({})", filters.join(", ")));
         }
         if let Some(g) = &rule.group_by {
-            s.push_str(&format!(" for {g} {}", tracked.group));
+            s.push_str(&format!(" for {g} {}", notify::capped(&tracked.group, notify::MAX_VALUE_CHARS)));
         }
         s
     };
@@ -745,17 +806,19 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
         (Some(_), Some(detail)) => format!("Release regression: {detail}"),
         _ => summary,
     };
-    let mut dashboard = format!("{}/dashboard.html?site={}&metric={}", public_url.trim_end_matches('/'), rule.site, rule.metric);
-    if let Some(url) = rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| v) {
-        dashboard.push_str(&format!("&url={}", serde_urlencoded::to_string([("", url)]).unwrap_or_default().trim_start_matches('=')));
-    }
+    let summary = notify::capped(&summary, notify::MAX_SUMMARY_CHARS);
+    // Every parameter encoded: the link is Pulse's, whatever the values hold.
+    let mut link = vec![("site", rule.site.as_str()), ("metric", rule.metric.as_str())];
+    link.extend(rule.filters.iter().find(|(k, _)| k == "url").map(|(_, v)| ("url", v.as_str())));
+    let dashboard =
+        format!("{}/dashboard.html?{}", public_url.trim_end_matches('/'), serde_urlencoded::to_string(&link).unwrap_or_default());
     Message {
         version: 1,
         status: if resolved { "resolved" } else { "firing" }.to_owned(),
         notice: notice.as_str().to_owned(),
         rule: rule.name.clone(),
         site: rule.site.clone(),
-        group: tracked.group.clone(),
+        group: notify::capped(&tracked.group, notify::MAX_VALUE_CHARS),
         metric: rule.metric.clone(),
         stat: rule.stat.name(),
         severity: severity.map(|s| s.as_str().to_owned()),
@@ -774,4 +837,35 @@ fn message(rule: &Rule, tracked: &Tracked, notice: Notice, now: OffsetDateTime, 
 /// Stable id of an alert (rule × group): 16 hex digits of FNV-1a.
 pub fn fingerprint(rule: &str, group: &str) -> String {
     format!("{:016x}", crate::query::stats::fnv1a(&[rule, "\0", group]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(groups: &[(&str, u64)]) -> BTreeMap<String, Observation> {
+        groups.iter().map(|(g, n)| ((*g).to_owned(), Observation { value: Some(1.0), samples: *n })).collect()
+    }
+
+    #[test]
+    fn new_groups_join_busiest_first_up_to_the_cap_and_tracked_ones_stay() {
+        let observed = seen(&[("/a", 1), ("/b", 9), ("/c", 5), ("/d", 5)]);
+        let (groups, over) = admit(observed, vec!["/old".into()], 50, 3);
+        assert_eq!(
+            groups.keys().map(String::as_str).collect::<Vec<_>>(),
+            vec!["/b", "/c", "/old"],
+            "the tracked one first, then the busiest"
+        );
+        assert_eq!(groups["/old"].value, None, "a complete answer without it: no data");
+        assert_eq!(over, 2);
+        // A full rule takes no new group, and keeps every tracked one even past a lowered cap.
+        let (groups, over) = admit(seen(&[("/x", 100), ("/a", 1)]), vec!["/a".into(), "/b".into()], 50, 1);
+        assert_eq!((groups.keys().map(String::as_str).collect::<Vec<_>>(), over), (vec!["/a", "/b"], 1));
+    }
+
+    #[test]
+    fn a_cut_answer_leaves_tracked_groups_it_lacks_unstepped() {
+        let (groups, over) = admit(seen(&[("/a", 3), ("/b", 2)]), vec!["/c".into()], 2, 10);
+        assert_eq!((groups.keys().map(String::as_str).collect::<Vec<_>>(), over), (vec!["/a", "/b"], 0));
+    }
 }

@@ -8,6 +8,14 @@
 //!   when resolved, with the alert's fingerprint as `dedup_key`, so PagerDuty keeps one incident
 //!   per alert.
 //!
+//! Page URLs, release names and group values in a notice come from beacons, that is from anyone:
+//! they are data, never markup. Each is cut to [`MAX_VALUE_CHARS`] and the summary to
+//! [`MAX_SUMMARY_CHARS`] ([`capped`]); Slack's text has `&`, `<` and `>` escaped ([`mrkdwn`]), so
+//! `<!channel>` pings nobody and `<https://evil|Log in>` is no link, its blocks are `verbatim`
+//! (Slack links no bare URL or name in them), and the one link is the dashboard's, which Pulse
+//! builds. The webhook's JSON and PagerDuty's fields are plain text: receivers must not read them
+//! as markup.
+//!
 //! Each delivery is tried 3 times (1 s, then 2 s apart), which rides out a blip; a notice still
 //! undelivered stays owed in `alert_deliveries` and is sent again at each evaluation (see
 //! [`super::Alerts`]), which rides out an outage or a restart. Failures are counted in
@@ -31,6 +39,45 @@ use super::rules::{Notifier, NotifierKind};
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest page URL, release name or group in a notice, in chars: enough to recognise a page
+/// (routes are at most 512 bytes, release names 256), short enough for a phone's notification.
+pub const MAX_VALUE_CHARS: usize = 120;
+/// Longest summary, in chars: PagerDuty refuses a `summary` over 1024.
+pub const MAX_SUMMARY_CHARS: usize = 1024;
+
+/// `text` cut to at most `max` chars, the last of them `…` when it was cut.
+pub fn capped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
+        _ => text.to_owned(),
+    }
+}
+
+/// `text` as Slack `mrkdwn` shows it literally: `&`, `<` and `>` as entities (Slack's escaping;
+/// `<…>` is how mentions, channel pings and links are written, so none survives).
+pub fn mrkdwn(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A link target Pulse built, for Slack's `<url|text>`: only `http(s)` URLs, with `|` (which would
+/// end the target) percent-encoded and the rest escaped; anything else is no link.
+fn slack_link(url: &str, text: &str) -> String {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        format!("<{}|{}>", mrkdwn(&url.replace('|', "%7C")), mrkdwn(text))
+    } else {
+        mrkdwn(text)
+    }
+}
 
 /// What one alert transition says; the webhook body as is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,11 +125,20 @@ pub fn body(notifier: &Notifier, message: &Message) -> Value {
                 (_, Some("critical")) => ":red_circle:",
                 _ => ":large_orange_circle:",
             };
+            let summary = mrkdwn(&capped(&message.summary, MAX_SUMMARY_CHARS));
+            let text = |s: &str| mrkdwn(&capped(s, MAX_VALUE_CHARS));
             json!({
-                "text": format!("{icon} {}", message.summary),
+                "text": format!("{icon} {summary}"),
+                "unfurl_links": false,
+                "unfurl_media": false,
                 "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} *{}* — {}", message.rule, message.summary)}},
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("<{}|Open the Pulse dashboard> · site {} · {}", message.dashboard, message.site, message.notice)}]},
+                    {"type": "section", "text": {"type": "mrkdwn", "verbatim": true, "text": format!("{icon} *{}* — {summary}", text(&message.rule))}},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "verbatim": true, "text": format!(
+                        "{} · site {} · {}",
+                        slack_link(&message.dashboard, "Open the Pulse dashboard"),
+                        text(&message.site),
+                        text(&message.notice)
+                    )}]},
                 ],
             })
         }
@@ -96,12 +152,12 @@ pub fn body(notifier: &Notifier, message: &Message) -> Value {
                     "event_action": "trigger",
                     "dedup_key": message.fingerprint,
                     "payload": {
-                        "summary": message.summary,
+                        "summary": capped(&message.summary, MAX_SUMMARY_CHARS),
                         "source": format!("pulse/{}", message.site),
                         "severity": message.severity.as_deref().unwrap_or("warning"),
                         "timestamp": message.at,
                         "component": message.site,
-                        "group": message.group,
+                        "group": capped(&message.group, MAX_VALUE_CHARS),
                         "class": message.metric,
                         "custom_details": serde_json::to_value(message).unwrap_or(Value::Null),
                     },
@@ -184,6 +240,80 @@ async fn send(client: &HttpClient, notifier: &Notifier, body: &[u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(group: &str, summary: &str) -> Message {
+        Message {
+            version: 1,
+            status: "firing".into(),
+            notice: "firing".into(),
+            rule: "page-lcp".into(),
+            site: "shop".into(),
+            group: group.into(),
+            metric: "LCP".into(),
+            stat: "p75".into(),
+            severity: Some("warning".into()),
+            value: Some(3000.0),
+            threshold: 2500.0,
+            samples: 50,
+            window: "600s".into(),
+            started_at: "2026-12-01T00:00:00Z".into(),
+            at: "2026-12-01T00:00:00Z".into(),
+            summary: summary.into(),
+            dashboard: "https://pulse.example/dashboard.html?site=shop&metric=LCP".into(),
+            fingerprint: "0123456789abcdef".into(),
+        }
+    }
+
+    fn notifier(kind: NotifierKind) -> Notifier {
+        Notifier { name: "n".into(), kind, url: "https://hooks.example/x".into(), secret: None, routing_key: Some("k".into()) }
+    }
+
+    #[test]
+    fn mrkdwn_escapes_what_slack_reads_as_markup() {
+        assert_eq!(mrkdwn("/<!channel>"), "/&lt;!channel&gt;");
+        assert_eq!(mrkdwn("<https://evil|Log in>"), "&lt;https://evil|Log in&gt;");
+        assert_eq!(mrkdwn("a &amp; b"), "a &amp;amp; b", "an entity in data stays text");
+        assert_eq!(mrkdwn("/checkout → 2.4.1"), "/checkout → 2.4.1");
+    }
+
+    #[test]
+    fn capped_cuts_on_chars_and_marks_the_cut() {
+        assert_eq!(capped("/checkout", 9), "/checkout");
+        assert_eq!(capped("/checkout", 5), "/che…");
+        assert_eq!(capped("éééé", 3), "éé…");
+        assert_eq!(capped("", 3), "");
+    }
+
+    #[test]
+    fn slack_shows_data_as_text_and_links_only_the_dashboard() {
+        let m = message("/<!channel>", "Firing: p75 LCP for url /<!channel> and <https://evil|Log in> is 3000 ms");
+        let body = body(&notifier(NotifierKind::Slack), &m);
+        let text = body.to_string();
+        assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "{text}");
+        assert!(text.contains("/&lt;!channel&gt;") && text.contains("&lt;https://evil|Log in&gt;"), "{text}");
+        assert_eq!(text.matches('<').count(), 1, "one link: {text}");
+        assert!(text.contains("<https://pulse.example/dashboard.html?site=shop&amp;metric=LCP|Open the Pulse dashboard>"), "{text}");
+        assert_eq!(body["blocks"][0]["text"]["verbatim"], true);
+        assert_eq!(body["unfurl_links"], false);
+    }
+
+    #[test]
+    fn long_data_is_capped_for_every_notifier() {
+        let long = format!("/{}", "a".repeat(5000));
+        let m = message(&long, &format!("Firing: {long}"));
+        let slack = body(&notifier(NotifierKind::Slack), &m);
+        let text = slack["text"].as_str().unwrap_or_default();
+        assert_eq!(text.split_once(' ').map(|(_, summary)| summary.chars().count()), Some(MAX_SUMMARY_CHARS), "{text}");
+        let pd = body(&notifier(NotifierKind::PagerDuty), &m);
+        assert_eq!(pd["payload"]["summary"].as_str().map(|t| t.chars().count()), Some(MAX_SUMMARY_CHARS));
+        assert_eq!(pd["payload"]["group"].as_str().map(|t| t.chars().count()), Some(MAX_VALUE_CHARS));
+    }
+
+    #[test]
+    fn a_dashboard_link_that_is_no_http_url_is_no_link() {
+        assert_eq!(slack_link("javascript:alert(1)", "Open"), "Open");
+        assert_eq!(slack_link("https://p.example/?a=1|x>y", "Open"), "<https://p.example/?a=1%7Cx&gt;y|Open>");
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_hex() {

@@ -200,6 +200,8 @@ fn overflow_slot(key: u128) -> usize {
 pub struct Quotas {
     epoch: Instant,
     pub clients: ClientBuckets,
+    /// Requests per client to every route but ingest (reads, health, metrics, static files).
+    pub reads: ClientBuckets,
     sites: HashMap<String, (Limits, Mutex<[u64; 3]>)>,
 }
 
@@ -222,7 +224,14 @@ impl Quotas {
             metrics: config.ip_metrics_per_second,
             bytes: config.ip_bytes_per_second,
         };
-        Quotas { epoch: Instant::now(), clients: ClientBuckets::new(client_rates, config.rate_limit_max_clients), sites }
+        // Only the first unit is charged for reads; the others never run out.
+        let read_rates = Rates { beacons: u64::from(config.ip_read_rate_per_second), metrics: 1, bytes: 1 };
+        Quotas {
+            epoch: Instant::now(),
+            clients: ClientBuckets::new(client_rates, config.rate_limit_max_clients),
+            reads: ClientBuckets::new(read_rates, config.rate_limit_max_clients),
+            sites,
+        }
     }
 
     /// Nanoseconds since the quotas were made: the clock the buckets run on.
@@ -232,6 +241,12 @@ impl Quotas {
 
     pub fn charge_client(&self, ip: IpAddr, cost: Cost, now: u64) -> Result<(), Throttled> {
         self.clients.charge(ip, cost, now).map_err(|(unit, retry_after)| Throttled { scope: "ip", unit: UNITS[unit], retry_after })
+    }
+
+    /// Charges one request to a route other than ingest to the client at `ip`; `Err` says when
+    /// to come back.
+    pub fn charge_read(&self, ip: IpAddr, now: u64) -> Result<(), Duration> {
+        self.reads.charge(ip, Cost { beacons: 1, metrics: 0, bytes: 0 }, now).map_err(|(_, retry_after)| retry_after)
     }
 
     /// Charges a site (one that validated: junk with a valid key does not spend its visitors'
@@ -246,6 +261,7 @@ impl Quotas {
     /// Hourly: forgets idle clients.
     pub fn forget_idle_clients(&self) {
         self.clients.forget_idle(self.now());
+        self.reads.forget_idle(self.now());
     }
 }
 

@@ -54,6 +54,8 @@ fn side(params: &Params, name: &'static str, default_range: (i64, i64)) -> Resul
         if from >= to {
             return Err(QueryError::bad(name, "range:FROM..TO needs FROM before TO"));
         }
+        // As long as `from`/`to` may be: a side is a range like any other.
+        super::params::check_span(name, from, to)?;
         return Ok(Side { label: text.to_owned(), release: None, from, to });
     }
     Err(QueryError::bad(name, format!("{text:?} is neither release:<version> nor range:FROM..TO")))
@@ -146,6 +148,36 @@ fn compared(a: &Side, av: &[f64], b: &Side, bv: &[f64], terms: Terms, seed: u64)
     out
 }
 
+/// The busiest groups of side b (at most `limit`), each compared with the same group of side a.
+#[allow(clippy::too_many_arguments)] // The terms of one comparison, passed whole into a blocking task.
+fn grouped(
+    a: &Side,
+    av: &BTreeMap<String, Vec<f64>>,
+    b: &Side,
+    bv: &BTreeMap<String, Vec<f64>>,
+    terms: Terms,
+    site: &str,
+    metric: &str,
+    limit: usize,
+) -> Vec<Value> {
+    let mut groups: Vec<(&String, &Vec<f64>)> = bv.iter().collect();
+    groups.sort_by(|x, y| y.1.len().cmp(&x.1.len()).then(x.0.cmp(y.0)));
+    let empty = Vec::new();
+    groups
+        .into_iter()
+        .take(limit)
+        .map(|(group, values_b)| {
+            let mut row = compared(a, av.get(group).unwrap_or(&empty), b, values_b, terms, seed(site, metric, group));
+            row["group"] = json!(group);
+            row
+        })
+        .collect()
+}
+
+fn all(m: &BTreeMap<String, Vec<f64>>) -> Vec<f64> {
+    m.values().flatten().copied().collect()
+}
+
 /// Two periods compared on the p75 (min_change 0.1, the default min_samples), overall and, with
 /// `group_by`, for the busiest groups of the later period — what the report shows.
 pub(crate) async fn compare_periods(
@@ -162,25 +194,12 @@ pub(crate) async fn compare_periods(
     let stat = Statistic::Percentile(75.0);
     let terms = Terms { stat, min_change: 0.1, min_samples: stats::min_samples(stat) };
     let (av, bv) = tokio::try_join!(values(app, site, metric, &a, group_by, &[]), values(app, site, metric, &b, group_by, &[]))?;
-    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
-    let overall = compared(&a, &all(&av), &b, &all(&bv), terms, seed(site, metric, ""));
-    let mut groups: Vec<(&String, &Vec<f64>)> = bv.iter().collect();
-    groups.sort_by(|x, y| y.1.len().cmp(&x.1.len()).then(x.0.cmp(y.0)));
-    let empty = Vec::new();
-    let rows = if group_by == "none" {
-        Vec::new()
-    } else {
-        groups
-            .into_iter()
-            .take(limit)
-            .map(|(group, values_b)| {
-                let mut row = compared(&a, av.get(group).unwrap_or(&empty), &b, values_b, terms, seed(site, metric, group));
-                row["group"] = json!(group);
-                row
-            })
-            .collect()
-    };
-    Ok((overall, rows))
+    let (site, metric, limit) = (site.to_owned(), metric.to_owned(), if group_by == "none" { 0 } else { limit });
+    super::compute(&app.compute, false, move || {
+        let overall = compared(&a, &all(&av), &b, &all(&bv), terms, seed(&site, &metric, ""));
+        (overall, grouped(&a, &av, &b, &bv, terms, &site, &metric, limit))
+    })
+    .await
 }
 
 /// Release `a` against release `b` within `range`, with `filters` — what a release alert rule
@@ -200,8 +219,9 @@ pub(crate) async fn compare_releases(
     let side = |release: &str| Side { label: format!("release:{release}"), release: Some(release.to_owned()), from: range.0, to: range.1 };
     let (a, b) = (side(releases.0), side(releases.1));
     let (av, bv) = tokio::try_join!(values(app, site, metric, &a, "none", filters), values(app, site, metric, &b, "none", filters))?;
-    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
-    Ok(compared(&a, &all(&av), &b, &all(&bv), Terms { stat, min_change, min_samples }, seed(site, metric, releases.1)))
+    let seed = seed(site, metric, releases.1);
+    // The evaluator waits for a slot: a busy read API must not skip an evaluation.
+    super::compute(&app.compute, true, move || compared(&a, &all(&av), &b, &all(&bv), Terms { stat, min_change, min_samples }, seed)).await
 }
 
 pub async fn compare(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
@@ -239,10 +259,16 @@ pub async fn compare(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
     }
     let (av, bv) =
         tokio::try_join!(values(&app, site, &metric, &a, group_by, &filters), values(&app, site, &metric, &b, group_by, &filters))?;
-    let all = |m: &BTreeMap<String, Vec<f64>>| m.values().flatten().copied().collect::<Vec<f64>>();
-    let (all_a, all_b) = (all(&av), all(&bv));
     let terms = Terms { stat, min_change, min_samples };
-    let mut answer = compared(&a, &all_a, &b, &all_b, terms, seed(site, &metric, ""));
+    let (mut answer, rows) = {
+        let (a, b, site, metric) = (a.clone(), b.clone(), site.to_owned(), metric.clone());
+        let limit = if group_by == "none" { 0 } else { limit };
+        super::compute(&app.compute, false, move || {
+            let overall = compared(&a, &all(&av), &b, &all(&bv), terms, seed(&site, &metric, ""));
+            (overall, grouped(&a, &av, &b, &bv, terms, &site, &metric, limit))
+        })
+        .await?
+    };
     answer["site"] = json!(site);
     answer["metric"] = json!(metric);
     answer["stat"] = json!(stat_text);
@@ -260,19 +286,6 @@ pub async fn compare(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
     answer["b"]["to"] = json!(format_time(b.to));
     if group_by != "none" {
         // The busiest groups of side b, each compared on its own.
-        let mut groups: Vec<(&String, &Vec<f64>)> = bv.iter().collect();
-        groups.sort_by(|x, y| y.1.len().cmp(&x.1.len()).then(x.0.cmp(y.0)));
-        let empty = Vec::new();
-        let rows: Vec<Value> = groups
-            .into_iter()
-            .take(limit)
-            .map(|(group, values_b)| {
-                let values_a = av.get(group).unwrap_or(&empty);
-                let mut row = compared(&a, values_a, &b, values_b, terms, seed(site, &metric, group));
-                row["group"] = json!(group);
-                row
-            })
-            .collect();
         answer["group_by"] = json!(group_by);
         answer["groups"] = json!(rows);
     }

@@ -87,7 +87,25 @@ impl axum::extract::FromRequestParts<Arc<App>> for ReadAccess {
     }
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<ReadAccess, QueryError> {
+/// Runs CPU-heavy work of a read — a comparison's bootstrap, a report's page — on the blocking
+/// pool, at most as many at once as `slots` has permits (`read_compute_concurrency`), so the
+/// async workers keep serving beacons. With `wait` it queues for a slot (the alert evaluation);
+/// otherwise a request that finds every slot taken is answered 503 with `Retry-After` (`Busy`).
+pub(crate) async fn compute<T, F>(slots: &tokio::sync::Semaphore, wait: bool, work: F) -> Result<T, QueryError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let permit = if wait { slots.acquire().await.ok() } else { slots.try_acquire().ok() };
+    let Some(_permit) = permit else { return Err(QueryError::Busy) };
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        tracing::error!(%err, "a read's computation failed");
+        QueryError::Busy
+    })
+}
+
+/// The access of the read key in `headers`' bearer token.
+pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<ReadAccess, QueryError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -435,6 +453,22 @@ pub async fn api_calls_table(app: &App, query: Option<&str>, now: OffsetDateTime
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn compute_takes_a_free_slot_or_answers_busy_and_the_evaluator_waits() {
+        let slots = tokio::sync::Semaphore::new(1);
+        assert_eq!(compute(&slots, false, || 2 + 2).await.ok(), Some(4));
+        let held = slots.try_acquire().expect("a free slot");
+        assert!(matches!(compute(&slots, false, || ()).await, Err(QueryError::Busy)), "every slot taken: busy");
+        let waiting = compute(&slots, true, || "mine");
+        let release = async {
+            tokio::task::yield_now().await;
+            drop(held);
+        };
+        let (answer, ()) = tokio::join!(waiting, release);
+        assert_eq!(answer.ok(), Some("mine"), "the evaluator got the slot once it was free");
+        assert_eq!(slots.available_permits(), 1, "and gave it back");
+    }
 
     #[test]
     fn dims_are_the_group_and_the_filters() {

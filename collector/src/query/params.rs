@@ -16,6 +16,18 @@ pub struct Params {
     values: HashMap<String, String>,
 }
 
+/// Longest range any read parameter may span, days: longer than the rollups are kept (400 days
+/// by default), short enough that no parameter asks ClickHouse for years.
+pub const MAX_RANGE_DAYS: i64 = 800;
+
+/// Refuses a range (epoch s) longer than [`MAX_RANGE_DAYS`], naming `field`.
+pub fn check_span(field: &'static str, from: i64, to: i64) -> Result<(), QueryError> {
+    if to.saturating_sub(from) > MAX_RANGE_DAYS * 86_400 {
+        return Err(QueryError::bad(field, format!("ranges are limited to {MAX_RANGE_DAYS} days")));
+    }
+    Ok(())
+}
+
 impl Params {
     /// Parses a raw query string; parameters not in one of the `known` lists, and repeated
     /// ones, are refused.
@@ -77,9 +89,7 @@ impl Params {
         if from >= to {
             return Err(QueryError::bad("from", "must be earlier than to"));
         }
-        if to - from > time::Duration::days(800) {
-            return Err(QueryError::bad("from", "ranges are limited to 800 days"));
-        }
+        check_span("from", from.unix_timestamp(), to.unix_timestamp())?;
         Ok(TimeRange { from: from.unix_timestamp(), to: to.unix_timestamp() })
     }
 

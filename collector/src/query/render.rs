@@ -64,7 +64,7 @@ impl Table {
             if result.is_err() {
                 break;
             }
-            result = out.write_record(row.iter().map(cell_text));
+            result = out.write_record(row.iter().map(csv_cell));
         }
         match (result, out.into_inner()) {
             (Ok(()), Ok(bytes)) => with_type(bytes, "text/csv; charset=utf-8"),
@@ -109,6 +109,17 @@ fn cell_text(value: &Value) -> String {
     }
 }
 
+/// A CSV cell that a spreadsheet shows as written. Text that starts with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return would be read as a formula (`=HYPERLINK(…)` in a release name, a URL
+/// or a tag), so it gets a leading `'`, as OWASP's CSV-injection advice has it. Only text: numbers
+/// (a negative custom metric's average) stay numbers.
+fn csv_cell(value: &Value) -> String {
+    match value {
+        Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
+        other => cell_text(other),
+    }
+}
+
 /// Prometheus metric names allow `[a-zA-Z0-9_:]`.
 fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
@@ -149,6 +160,22 @@ mod tests {
     async fn csv_quotes_and_blanks() {
         let text = body(table().render(Format::Csv)).await;
         assert_eq!(text, "group,count,p75\n\"/a \"\"q\"\"\",3,12.5\n\"/b,c\",1,\n");
+    }
+
+    #[tokio::test]
+    async fn csv_text_that_a_spreadsheet_would_run_is_neutralised_and_numbers_are_not() {
+        let mut t = table();
+        let formulas = ["=HYPERLINK(\"https://evil\",\"x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"];
+        t.rows = formulas.iter().map(|f| vec![Value::from(*f), (-3).into(), num(-2.5)]).collect();
+        t.rows.push(vec!["/a=b".into(), 1.into(), num(1.0)]);
+        let text = body(t.render(Format::Csv)).await;
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("valid CSV");
+        for (record, formula) in records.iter().zip(formulas) {
+            assert_eq!(&record[0], format!("'{formula}"), "{text}");
+            assert_eq!((&record[1], &record[2]), ("-3", "-2.5"), "numbers stay numbers: {text}");
+        }
+        assert_eq!(&records[formulas.len()][0], "/a=b", "only a leading character counts");
     }
 
     #[tokio::test]

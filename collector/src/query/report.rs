@@ -129,7 +129,8 @@ pub async fn handler(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(
     if format == "json" {
         return Ok(Json(data).into_response());
     }
-    let mut response = html(&data).into_response();
+    let page = super::compute(&app.compute, false, move || html(&data)).await?;
+    let mut response = page.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     Ok(response)
 }

@@ -19,9 +19,25 @@ pub struct Expiring {
     granularity: Granularity,
 }
 
+/// How long each kind of row is kept, days: the settings `retention_days`,
+/// `rollup_retention_days` and `alert_events_retention_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub raw: u32,
+    pub rollups: u32,
+    pub alert_events: u32,
+}
+
+impl Keep {
+    pub fn of(config: &crate::config::Config) -> Keep {
+        Keep { raw: config.retention_days, rollups: config.rollup_retention_days, alert_events: config.alert_events_retention_days }
+    }
+}
+
 /// Every table whose rows expire, how long each keeps them, and its partition granularity: the
 /// partitions dropped here on 18.16, the `TTL`s of modern servers.
-pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
+pub fn expiring(keep: Keep) -> Vec<Expiring> {
+    let Keep { raw: raw_days, rollups: rollup_days, alert_events } = keep;
     let entry = |table: String, column, days, granularity| Expiring { table, column, days, granularity };
     let mut tables = vec![
         entry("metrics".into(), "event_time", raw_days, Granularity::Day),
@@ -50,6 +66,9 @@ pub fn expiring(raw_days: u32, rollup_days: u32) -> Vec<Expiring> {
     tables.push(entry("alert_deliveries".into(), "at", 31, Granularity::Month));
     // Markers are handled within a finalizer interval or two of being written.
     tables.push(entry("late_rows".into(), "at", 31, Granularity::Month));
+    // The latest event of an alert is its state: `Config::check` keeps this longer than any
+    // reminder period, so a firing alert always has a newer event than the cutoff.
+    tables.push(entry("alert_events".into(), "at", alert_events, Granularity::Month));
     tables
 }
 
@@ -90,15 +109,14 @@ pub async fn drop_expired(
     client: &Client,
     database: &str,
     now: OffsetDateTime,
-    raw_days: u32,
-    rollup_days: u32,
+    keep: Keep,
 ) -> Result<Vec<(String, u32)>, clickhouse::error::Error> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Part {
         partition: String,
     }
     let mut dropped: Vec<(String, u32)> = Vec::new();
-    for Expiring { table, days: keep_days, granularity, .. } in expiring(raw_days, rollup_days) {
+    for Expiring { table, days: keep_days, granularity, .. } in expiring(keep) {
         let parts = client
             .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
             .bind(database)

@@ -757,7 +757,7 @@ async fn migrate_server(config: &Config, url: &str, database: &str) -> Result<St
     if modern {
         // Retention by TTL (merges drop expired rows and whole parts) instead of the hourly job;
         // set at every start, so a changed retention setting applies.
-        for t in super::retention::expiring(config.retention_days, config.rollup_retention_days) {
+        for t in super::retention::expiring(super::retention::Keep::of(config)) {
             client
                 .query(&format!("ALTER TABLE {} MODIFY TTL {} + INTERVAL {} DAY", t.table, t.column, t.days))
                 .execute()
@@ -821,7 +821,7 @@ pub fn modern_statements(config: &Config) -> Vec<String> {
     for table in ["metrics", "api_calls"] {
         out.push(format!("ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000"));
     }
-    for t in super::retention::expiring(config.retention_days, config.rollup_retention_days) {
+    for t in super::retention::expiring(super::retention::Keep::of(config)) {
         out.push(format!("ALTER TABLE {} MODIFY TTL {} + INTERVAL {} DAY", t.table, t.column, t.days));
     }
     out

@@ -24,6 +24,7 @@ async fn collector(test: &str) -> (pulse_collector::Running, String, String) {
         clickhouse_database: db.clone(),
         flush_interval_ms: 100,
         ip_rate_per_second: 10_000,
+        ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: temp_dir(&format!("spool-{test}")),
