@@ -512,8 +512,10 @@ fn recent_rows() -> Vec<Step> {
                 .to_owned(),
         ),
         Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select(false))),
+        // The columns named: applied again on a database migrated further, the table has more.
         Step::Sql(format!(
-            "INSERT INTO metrics_recent {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
+            "INSERT INTO metrics_recent (site, name, event_time, key, seq, value, rating, url, nav, release, env, device, browser, os, country)
+             {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
             recent_select(false)
         )),
     ]
