@@ -238,7 +238,11 @@ impl Finalizer {
         // Rows a collector stored after their hour was made final (it was cut off from
         // ClickHouse longer than the finalizer waits for it): their day is made final again.
         let late = pending_late(client).await?;
-        if let Some(hour) = late.iter().map(|l| i64::from(l.hour)).min().filter(|hour| *hour < from) {
+        // Never before the oldest raw row: days whose raw rows retention dropped keep their
+        // rollups (kept longer), and their late rows are gone with them.
+        let oldest = if late.is_empty() { None } else { first_day(client).await? };
+        let late_hour = late.iter().map(|l| i64::from(l.hour)).min().map(|hour| hour.max(oldest.unwrap_or(hour)));
+        if let Some(hour) = late_hour.filter(|hour| *hour < from) {
             let day = hour.div_euclid(DAY) * DAY;
             tracing::warn!(
                 hour = %crate::query::params::format_time(hour),
