@@ -883,7 +883,8 @@ async fn releases_are_compared_with_an_interval_and_a_verdict() {
 /// Every endpoint's real answers validate against `/v1/openapi.json`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_openapi_document() {
-    let c = collector("openapi").await;
+    let write_keys = vec![pulse_collector::config::WriteKey { key: "ci".into(), sites: None }];
+    let c = collector_with("openapi", Config { write_keys, ..Config::default() }).await;
     let mut sent = 0;
     for (release, url) in [("1.0", "/"), ("1.1", "/checkout")] {
         let mut metrics: Vec<Value> = (0..50).map(|i| metric("LCP", 1000.0 + f64::from(i) * 20.0, 1000.0)).collect();
@@ -936,6 +937,20 @@ async fn every_answer_matches_the_openapi_document() {
     check("/v1/beacon", "post", 400, &refused.json());
     let unauthorized = get(&format!("{}/v1/vitals?site=demo&metric=LCP", c.base), &[]).await;
     check("/v1/vitals", "get", 401, &unauthorized.json());
+    let declare = |key: &'static str, body: Value| {
+        let url = format!("{}/v1/releases", c.base);
+        async move { send("POST", &url, &[("authorization", key), ("content-type", "application/json")], body.to_string()).await }
+    };
+    for (key, body, status) in [
+        ("Bearer ci", json!({"site": "demo", "release": "1.1"}), 201),
+        ("Bearer ci", json!({"site": "demo", "release": "1.1"}), 200),
+        ("Bearer ci", json!({"site": "demo", "release": ""}), 400),
+        ("Bearer dev-read-key", json!({"site": "demo", "release": "1.1"}), 401),
+    ] {
+        let r = declare(key, body).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        check("/v1/releases", "post", status, &r.json());
+    }
     c.running.stop().await;
 }
 

@@ -13,6 +13,7 @@
 //!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
 //! - `finalizer_progress`, `finalizer_lease`: how far the rollups are final, and which
 //!   collector builds them.
+//! - `releases`: the releases CI declared ([`crate::releases`]), each with its first `declared_at`.
 //! - `dead_letter`: rows ClickHouse refused for good, as JSON text ([`super::dead_letter`]).
 //! - `metrics_1m`, `metrics_1h`, `metrics_1d`: the rollups of schema 1–5 (insert-time views, which
 //!   counted every report); no longer written or read, dropped by retention as they age.
@@ -391,6 +392,20 @@ fn migrations() -> Vec<Migration> {
             // (`finalize::REPORT_ORDER`); 0 in rows stored before, which keep the collectors'
             // order. A marker table for rows stored after their hour was made final.
             statements: page_order(),
+        },
+        Migration {
+            version: 15,
+            name: "declared releases",
+            // One row per declaration (`POST /v1/releases`, [`crate::releases`]); a release is
+            // stored once, and readers take its first declaration (`min(declared_ms)`). Kept for
+            // good (no partitions, so retention leaves it alone); on a cluster `distribute` gives
+            // it a `Distributed` table like the others.
+            statements: vec![Step::Sql(
+                "CREATE TABLE IF NOT EXISTS releases (
+                    site String, release String, declared_at DateTime, declared_ms UInt64
+                ) ENGINE = MergeTree() ORDER BY (site, release)"
+                    .to_owned(),
+            )],
         },
     ]
 }
