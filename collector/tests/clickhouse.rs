@@ -603,7 +603,7 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 13, "migrations 1 to 13, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 15, "migrations 1 to 15, once each");
     let added =
         format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
     assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");

@@ -514,6 +514,9 @@ fn page_order() -> Vec<Step> {
 /// ordered by page for the finalizer and exact answers, so a time range there reads every row of
 /// the metric in the day. Filled by a view at insert; the last days are copied once at migration
 /// (rows the view also copied meanwhile are read once: the answers deduplicate reports).
+/// The columns of `metrics_recent` as migration 7 made it.
+const RECENT_COLUMNS: &str = "site, name, event_time, key, seq, value, rating, url, nav, release, env, device, browser, os, country";
+
 fn recent_rows() -> Vec<Step> {
     vec![
         Step::Sql(
@@ -527,8 +530,10 @@ fn recent_rows() -> Vec<Step> {
                 .to_owned(),
         ),
         Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select(false))),
+        // The columns named: applied again on a database where migration 14 gave
+        // `metrics_recent` more columns, the copy still fills these.
         Step::Sql(format!(
-            "INSERT INTO metrics_recent {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
+            "INSERT INTO metrics_recent ({RECENT_COLUMNS}) {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
             recent_select(false)
         )),
     ]
