@@ -34,7 +34,7 @@ run: ## Install what running needs, build the agent, start a local ClickHouse an
 	@scripts/setup.sh run
 	@scripts/build-agent.sh
 	@scripts/clickhouse.sh start $(CLICKHOUSE_DIR) $(CLICKHOUSE_HTTP_PORT) $(CLICKHOUSE_TCP_PORT)
-	PULSE_DEV=1 PULSE_CLICKHOUSE_URL=http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT) PULSE_SPOOL_DIR=$(SPOOL_DIR) cargo run -p pulse-collector
+	PULSE_DEV=1 PULSE_WRITE_KEYS=dev-write-key@demo PULSE_CLICKHOUSE_URL=http://127.0.0.1:$(CLICKHOUSE_HTTP_PORT) PULSE_SPOOL_DIR=$(SPOOL_DIR) cargo run -p pulse-collector
 
 stop: ## Stop the local ClickHouse started by `make run`
 	@scripts/clickhouse.sh stop $(CLICKHOUSE_DIR)

@@ -22,6 +22,8 @@ use pulse_protocol::limits::{MAX_BODY_BYTES, MAX_METRICS_PER_BEACON};
 pub const DEV_SITE: &str = "demo";
 /// The dev read key for the query API.
 pub const DEV_READ_KEY: &str = "dev-read-key";
+/// The dev write key (`POST /v1/releases`) that `make run` gives for the dev site.
+pub const DEV_WRITE_KEY: &str = "dev-write-key";
 
 /// One setting as the outside world sees it: names, default and doc.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,33 +131,39 @@ impl SettingValue for Vec<String> {
     }
 }
 
-/// A read key, and the sites it may read (all when `None`).
+/// A bearer key as written in TOML, and the sites it may reach (all when unscoped).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum ReadKeyConfig {
+pub enum ApiKeyConfig {
     Key(String),
     Scoped { key: String, sites: Vec<String> },
 }
 
-/// A read key of the query API.
+/// A bearer key: a read key of the query API (`read_keys`) or a write key that declares
+/// releases (`write_keys`). The two lists are separate: a key of one is never accepted as the other.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "ReadKeyConfig")]
-pub struct ReadKey {
+#[serde(from = "ApiKeyConfig")]
+pub struct ApiKey {
     pub key: String,
-    /// The sites this key may read; `None`: every site.
+    /// The sites this key may reach; `None`: every site.
     pub sites: Option<Vec<String>>,
 }
 
-impl From<ReadKeyConfig> for ReadKey {
-    fn from(c: ReadKeyConfig) -> ReadKey {
+/// A key of `read_keys`.
+pub type ReadKey = ApiKey;
+/// A key of `write_keys`.
+pub type WriteKey = ApiKey;
+
+impl From<ApiKeyConfig> for ApiKey {
+    fn from(c: ApiKeyConfig) -> ApiKey {
         match c {
-            ReadKeyConfig::Key(key) => ReadKey { key, sites: None },
-            ReadKeyConfig::Scoped { key, sites } => ReadKey { key, sites: Some(sites) },
+            ApiKeyConfig::Key(key) => ApiKey { key, sites: None },
+            ApiKeyConfig::Scoped { key, sites } => ApiKey { key, sites: Some(sites) },
         }
     }
 }
 
-impl SettingValue for Vec<ReadKey> {
+impl SettingValue for Vec<ApiKey> {
     const DELIMITER: Option<char> = Some(',');
     fn parse(items: &[&str]) -> Result<Self, String> {
         Ok(items
@@ -163,8 +171,8 @@ impl SettingValue for Vec<ReadKey> {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(|s| match s.split_once('@') {
-                Some((key, sites)) => ReadKey { key: key.to_owned(), sites: Some(sites.split('+').map(str::to_owned).collect()) },
-                None => ReadKey { key: s.to_owned(), sites: None },
+                Some((key, sites)) => ApiKey { key: key.to_owned(), sites: Some(sites.split('+').map(str::to_owned).collect()) },
+                None => ApiKey { key: s.to_owned(), sites: None },
             })
             .collect())
     }
@@ -300,6 +308,11 @@ settings! {
     /// `{ key = "…", sites = ["shop"] }`).
     #[secret true]
     read_keys: Vec<ReadKey> = vec![ReadKey { key: DEV_READ_KEY.into(), sites: None }];
+    /// Bearer keys that declare releases (`POST /v1/releases`, `pulse release new`), in the form
+    /// of `read_keys` (`KEY@SITE+SITE`); none: releases cannot be declared. A write key is never
+    /// a read key, nor the reverse.
+    #[secret true]
+    write_keys: Vec<WriteKey> = Vec::new();
     /// Directory of the disk spool, where accepted beacons wait (synced) until ClickHouse has them.
     spool_dir: PathBuf = PathBuf::from(".pulse/spool");
     /// Most bytes the spool may hold; beyond it ingest answers 503 with `Retry-After`.
@@ -483,6 +496,11 @@ pub struct SiteConfig {
     /// web-vitals' needs-improvement / poor thresholds), notifying every notifier.
     #[serde(default)]
     pub default_alerts: bool,
+    /// Releases whose names match this regular expression count as declared, ordered by when
+    /// they were first seen (`release_pattern = "^\\d+\\.\\d+\\.\\d+$"`); none: only releases
+    /// declared with `POST /v1/releases` do. Release rules compare declared releases only.
+    #[serde(default)]
+    pub release_pattern: Option<String>,
 }
 
 /// Distinct values a site may create per day, per dimension (see `ingest::cardinality`).
@@ -548,6 +566,7 @@ impl SiteConfig {
             bytes_per_second: None,
             cardinality: CardinalityOverrides::default(),
             default_alerts: false,
+            release_pattern: None,
         })
     }
 
@@ -593,7 +612,9 @@ impl Config {
 
     /// Whether the dev site or dev read key is in use (said loudly at start).
     pub fn uses_dev_credentials(&self) -> bool {
-        self.sites.iter().any(|s| s.key == DEV_SITE) || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
+        self.sites.iter().any(|s| s.key == DEV_SITE)
+            || self.read_keys.iter().any(|k| k.key == DEV_READ_KEY)
+            || self.write_keys.iter().any(|k| k.key == DEV_WRITE_KEY)
     }
 
     /// Whether `/demo/api/*` is served: asked for, and in dev mode.
@@ -640,6 +661,11 @@ impl Config {
             if let Err(why) = pulse_protocol::validate::site_key(&site.key) {
                 return bad("sites.key", format!("{:?} {why}", site.key));
             }
+            if let Some(pattern) = &site.release_pattern {
+                if let Err(e) = regex::Regex::new(pattern) {
+                    return bad("sites.release_pattern", format!("site {}: {pattern:?} is not a regular expression: {e}", site.key));
+                }
+            }
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
             }
@@ -668,6 +694,9 @@ impl Config {
             if self.read_keys.iter().any(|k| k.key == DEV_READ_KEY) {
                 return bad("read_keys", why(format!("the read key {DEV_READ_KEY:?}")));
             }
+            if self.write_keys.iter().any(|k| k.key == DEV_WRITE_KEY) {
+                return bad("write_keys", why(format!("the write key {DEV_WRITE_KEY:?}")));
+            }
             if self.sites.iter().any(|s| s.key == DEV_SITE) {
                 return bad("sites", why(format!("the site {DEV_SITE:?}")));
             }
@@ -675,12 +704,21 @@ impl Config {
         if self.read_keys.is_empty() || self.read_keys.iter().any(|k| k.key.is_empty()) {
             return bad("read_keys", "at least one non-empty read key is needed".into());
         }
-        for key in &self.read_keys {
-            for site in key.sites.iter().flatten() {
-                if !self.sites.iter().any(|s| &s.key == site) {
-                    return bad("read_keys", format!("a key is limited to {site:?}, which is not a configured site"));
+        if self.write_keys.iter().any(|k| k.key.is_empty()) {
+            return bad("write_keys", "a write key must not be empty".into());
+        }
+        for (field, keys) in [("read_keys", &self.read_keys), ("write_keys", &self.write_keys)] {
+            for key in keys {
+                for site in key.sites.iter().flatten() {
+                    if !self.sites.iter().any(|s| &s.key == site) {
+                        return bad(field, format!("a key is limited to {site:?}, which is not a configured site"));
+                    }
                 }
             }
+        }
+        // One text in both lists would be a write key accepted for reading, and the reverse.
+        if self.write_keys.iter().any(|w| self.read_keys.iter().any(|r| r.key == w.key)) {
+            return bad("write_keys", "a write key is also a read key; give each its own".into());
         }
         for (field, value) in [
             ("queue_capacity", self.queue_capacity as u64),
@@ -926,6 +964,32 @@ mod tests {
         assert!(err.to_string().starts_with("config: read_keys: "), "{err}");
         let toml_keys: Config = toml::from_str("read_keys = [\"all\", { key = \"shop-key\", sites = [\"demo\"] }]").expect("TOML keys");
         assert_eq!(toml_keys.read_keys[1].sites, Some(vec!["demo".to_owned()]));
+    }
+
+    #[test]
+    fn write_keys_are_their_own_and_release_patterns_are_checked() {
+        assert!(Config::default().write_keys.is_empty(), "no write key by default");
+        let c = load(&["--site", "a=https://a.example", "--read-key", "r", "--write-key", "w@a,all"]).expect("write keys");
+        assert_eq!(
+            c.write_keys,
+            vec![WriteKey { key: "w".into(), sites: Some(vec!["a".into()]) }, WriteKey { key: "all".into(), sites: None }]
+        );
+        let err = load(&["--site", "a=https://a.example", "--read-key", "k", "--write-key", "k"]).expect_err("shared key").to_string();
+        assert_eq!(err, "config: write_keys: a write key is also a read key; give each its own");
+        let err = load(&["--site", "a=https://a.example", "--read-key", "k", "--write-key", "w@b"]).expect_err("unknown site").to_string();
+        assert!(err.starts_with("config: write_keys: a key is limited to \"b\""), "{err}");
+        let err =
+            load(&["--listen", "0.0.0.0:8080", "--read-key", "k", "--site", "shop=https://shop.example", "--write-key", "dev-write-key"])
+                .expect_err("dev write key on 0.0.0.0")
+                .to_string();
+        assert!(err.starts_with("config: write_keys: the write key \"dev-write-key\" is the dev setup's"), "{err}");
+        let site = |pattern: &str| -> Config {
+            toml::from_str(&format!("[[sites]]\nkey = \"shop\"\norigins = [\"https://shop.example\"]\nrelease_pattern = {pattern:?}\n"))
+                .expect("TOML site")
+        };
+        site("^\\d+\\.\\d+\\.\\d+$").check().expect("a valid pattern");
+        let err = site("^(\\d+").check().expect_err("unclosed group").to_string();
+        assert!(err.starts_with("config: sites.release_pattern: site shop: \"^(\\\\d+\" is not a regular expression"), "{err}");
     }
 
     #[test]

@@ -201,6 +201,78 @@ impl IntoResponse for QueryError {
     }
 }
 
+/// Why a release declaration (`POST /v1/releases`) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclareError {
+    #[error("missing or wrong bearer token; send Authorization: Bearer <write key> (a key of write_keys; read keys cannot declare)")]
+    Unauthorized,
+    #[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+    Malformed { field: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(pulse_protocol::validate::Invalid),
+    #[error("site: {0:?} is not a configured site")]
+    UnknownSite(String),
+    #[error("this write key may not declare releases of site {0:?}")]
+    Forbidden(String),
+    #[error("the database could not store the release; retry later")]
+    Storage(#[source] clickhouse::error::Error),
+}
+
+impl DeclareError {
+    pub fn malformed(field: &'static str, message: impl Into<String>) -> Self {
+        DeclareError::Malformed { field, message: message.into() }
+    }
+
+    /// Stable label for `pulse_release_declarations_total{outcome}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeclareError::Unauthorized => "unauthorized",
+            DeclareError::Malformed { field: "", .. } => "malformed",
+            DeclareError::Malformed { field: "site", .. } => "invalid_site",
+            DeclareError::Malformed { .. } | DeclareError::Invalid(_) => "invalid_release",
+            DeclareError::UnknownSite(_) => "unknown_site",
+            DeclareError::Forbidden(_) => "forbidden",
+            DeclareError::Storage(_) => "storage_error",
+        }
+    }
+
+    /// The body field at fault, if one is.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            DeclareError::Malformed { field, .. } if !field.is_empty() => Some((*field).to_owned()),
+            DeclareError::Invalid(invalid) => Some(invalid.field.clone()),
+            DeclareError::UnknownSite(_) | DeclareError::Forbidden(_) => Some("site".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for DeclareError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            DeclareError::Unauthorized => StatusCode::UNAUTHORIZED,
+            DeclareError::Malformed { .. } | DeclareError::Invalid(_) | DeclareError::UnknownSite(_) => StatusCode::BAD_REQUEST,
+            DeclareError::Forbidden(_) => StatusCode::FORBIDDEN,
+            DeclareError::Storage(err) => {
+                tracing::error!(%err, "cannot store a declared release");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        if status.is_client_error() {
+            tracing::debug!(error = %self, "release declaration refused");
+        }
+        let mut response = error_response(status, self.to_string(), self.field());
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => set_retry_after(&mut response, Duration::from_secs(5)),
+            _ => {}
+        }
+        response
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody {
     error: String,

@@ -15,7 +15,8 @@
 //!    retrying with backoff, and removes them from the spool only once ClickHouse has them;
 //!    materialized views fill the minute, hour and day rollups ([`storage::schema`]).
 //! 3. [`query`] answers percentile questions from raw rows or rollups; [`alerts`] evaluates the
-//!    alert rules through it and notifies people; [`health`] reports on the collector itself;
+//!    alert rules through it and notifies people (release rules compare the releases CI declared,
+//!    [`releases`]); [`health`] reports on the collector itself;
 //!    [`storage::retention`] drops partitions past their age.
 //!
 //! Errors of both request boundaries are mapped to HTTP in [`errors`]. [`config`] documents every
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod origin;
 pub mod query;
+pub mod releases;
 pub mod server;
 pub mod sites;
 pub mod spool;
@@ -168,6 +170,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/api-calls", get(query::api_calls))
         .route("/v1/compare", get(query::compare::compare))
         .route("/v1/report", get(query::report::handler))
+        .route("/v1/releases", post(releases::declare))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/alerts", get(alerts::api::alerts))
         .route("/v1/alerts/history", get(alerts::api::history))
@@ -320,9 +323,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     if app.config.uses_dev_credentials() {
         tracing::warn!(
-            "dev credentials in use: site key `{}` (origins http://localhost:*, http://127.0.0.1:*) and read key `{}`; configure `sites` and `read_keys` before exposing this collector",
+            "dev credentials in use: site key `{}` (origins http://localhost:*, http://127.0.0.1:*), read key `{}`, write key `{}`; configure `sites`, `read_keys` and `write_keys` before exposing this collector",
             config::DEV_SITE,
-            config::DEV_READ_KEY
+            config::DEV_READ_KEY,
+            config::DEV_WRITE_KEY
         );
     }
     Ok(Running { addr, app, server, writer_shutdown, writer, housekeeping, alerting, finalizing, probing })

@@ -20,6 +20,18 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
+/// The body of `POST /v1/releases`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Declaration {
+    /// A configured site key.
+    pub site: String,
+    /// The release as beacons name it: 1 to 256 bytes, no control characters.
+    pub release: String,
+}
+
+/// The answer of `POST /v1/releases`.
+pub use crate::releases::Declared;
+
 /// The 202 answer of `POST /v1/beacon`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Receipt {
@@ -412,6 +424,19 @@ fn alert_history() {}
     responses((status = 200, body = AlertRules), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn alert_rules() {}
 
+#[utoipa::path(post, path = "/v1/releases", tag = "releases", security(("write_key" = [])),
+    request_body(content = Declaration, content_type = "application/json", description = "The release CI just deployed"),
+    responses(
+        (status = 201, description = "Declared now", body = Declared),
+        (status = 200, description = "Declared before; keeps its first declared_at", body = Declared),
+        (status = 400, description = "Bad body (the field is named) or unknown site", body = ErrorBody),
+        (status = 401, description = "No write key (read keys cannot declare)", body = ErrorBody),
+        (status = 403, description = "The write key may not declare releases of this site", body = ErrorBody),
+        (status = 429, description = "Rate limited (Retry-After)", body = ErrorBody),
+        (status = 503, description = "ClickHouse could not store it (Retry-After)", body = ErrorBody),
+    ))]
+fn declare_release() {}
+
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "healthy or degraded", body = Health), (status = 503, description = "unhealthy", body = Health)))]
 fn healthz() {}
@@ -429,6 +454,7 @@ impl Modify for ReadKey {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("read_key", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme("write_key", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
     }
 }
 
@@ -436,7 +462,7 @@ impl Modify for ReadKey {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Pulse", description = "Real-user monitoring: beacons in, percentiles, comparisons and alerts out."),
-    paths(beacon, vitals, series, api_calls, compare, report, alerts, alert_history, alert_rules, healthz, metrics, openapi_path),
+    paths(beacon, vitals, series, api_calls, compare, report, alerts, alert_history, alert_rules, declare_release, healthz, metrics, openapi_path),
     modifiers(&ReadKey),
 )]
 pub struct ApiDoc;

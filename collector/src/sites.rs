@@ -11,6 +11,8 @@ use crate::origin::OriginPattern;
 pub struct Site {
     pub key: String,
     origins: Vec<OriginPattern>,
+    /// Releases matching it count as declared (`release_pattern`; [`crate::releases`]).
+    pub release_pattern: Option<regex::Regex>,
 }
 
 impl Site {
@@ -32,7 +34,12 @@ pub struct Sites {
 impl Sites {
     /// Builds the registry from a checked [`Config`].
     pub fn new(config: &Config) -> Sites {
-        let site = |s: &SiteConfig| Site { key: s.key.clone(), origins: s.origins.clone() };
+        // The pattern compiled when the configuration was checked.
+        let site = |s: &SiteConfig| Site {
+            key: s.key.clone(),
+            origins: s.origins.clone(),
+            release_pattern: s.release_pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()),
+        };
         Sites { sites: config.sites.iter().map(|s| (s.key.clone(), site(s))).collect() }
     }
 

@@ -52,6 +52,9 @@ pub struct Telemetry {
     /// Rows ClickHouse refused for good, kept as dead letters, by table and where they went
     /// (`clickhouse`: the `dead_letter` table, `file`: `<spool_dir>/dead-letter/`).
     pub dead_letter_rows: IntCounterVec,
+    /// Release declarations (`POST /v1/releases`) by outcome: `declared`, `declared_again`, or
+    /// why one was refused (`unauthorized`, `forbidden`, `unknown_site`, `invalid_release`, …).
+    pub release_declarations: IntCounterVec,
     /// Alert rule evaluations by outcome (`ok`, `error`).
     pub alert_evaluations: IntCounterVec,
     /// Alert notifications by notifier and outcome (`delivered`, `failed` after the retries).
@@ -168,6 +171,11 @@ impl Telemetry {
                 "dead_letter_rows_total",
                 "Rows ClickHouse refused for good, kept as dead letters, by table and where (clickhouse, file).",
                 &["table", "to"],
+            ),
+            release_declarations: counter(
+                "release_declarations_total",
+                "Release declarations (POST /v1/releases), by outcome (declared, declared_again, or why refused).",
+                &["outcome"],
             ),
             alert_evaluations: counter("alert_evaluations_total", "Alert rule evaluations, by outcome.", &["outcome"]),
             alert_notifications: counter(

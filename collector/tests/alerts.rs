@@ -19,13 +19,14 @@ use hmac::{Hmac, Mac};
 use pulse_collector::alerts::rules::{AlertRuleConfig, NotifierConfig};
 use pulse_collector::config::Config;
 use pulse_collector::Running;
-use pulse_testkit::http::{get, post_beacon};
+use pulse_testkit::http::{get, post_beacon, send};
 use pulse_testkit::{clickhouse, now_ms, temp_dir};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use time::OffsetDateTime;
 
 const AUTH: (&str, &str) = ("authorization", "Bearer dev-read-key");
+const WRITE_KEY: &str = "ci-write-key";
 const SECRET: &str = "webhook-secret";
 
 /// What the receiver got: path, headers, body.
@@ -85,6 +86,7 @@ fn config(db: &str, hooks: &str) -> Config {
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: temp_dir("spool-alerts"),
+        write_keys: vec![pulse_collector::config::WriteKey { key: WRITE_KEY.into(), sites: None }],
         // The test drives the evaluator itself.
         alert_evaluator: false,
         alert_interval_seconds: 60,
@@ -416,12 +418,38 @@ fn running_url(running: &Running) -> String {
     format!("http://{}", running.addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded() {
-    let (hooks, got) = receiver().await;
-    let db = clickhouse().fresh_database("alerts_release");
-    let mut c = config(&db, &hooks);
-    c.alert_rules = vec![rule(
+/// Declares `release` of the demo site as CI does after a deploy.
+async fn declare(base: &str, release: &str) {
+    let auth = format!("Bearer {WRITE_KEY}");
+    let body = json!({"site": "demo", "release": release}).to_string();
+    let r =
+        send("POST", &format!("{base}/v1/releases"), &[("authorization", auth.as_str()), ("content-type", "application/json")], body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// Sends `per_minute` LCP values of `release` for each minute of `minutes` before `now`, value
+/// `i` of a minute being `value(i)`.
+async fn release_traffic(
+    base: &str,
+    now: f64,
+    release: &str,
+    minutes: std::ops::RangeInclusive<u32>,
+    per_minute: u32,
+    value: impl Fn(u32) -> f64,
+) {
+    for m in minutes {
+        let metrics: Vec<Value> =
+            (0..per_minute).map(|i| json!({"name": "LCP", "value": value(i), "at": now - f64::from(m) * 60_000.0})).collect();
+        let b = json!({"v": 1, "site": "demo", "session": "s", "page": format!("{release}-{m}"), "url": "/", "nav": "navigate",
+                       "release": release, "sent_at": now, "metrics": metrics});
+        let r = post_beacon(base, b.to_string()).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.json()["accepted"], per_minute, "{}", r.text());
+    }
+}
+
+fn release_rule() -> AlertRuleConfig {
+    rule(
         r#"name = "release-lcp"
         kind = "release"
         site = "demo"
@@ -430,26 +458,32 @@ async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded
         min_change = 0.1
         min_samples = 100
         notify = ["ops"]"#,
-    )];
+    )
+}
+
+/// `now` plus `minutes`.
+fn after(now: f64, minutes: u32) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos((now as i128 + i128::from(minutes) * 60_000) * 1_000_000).expect("time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_release");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![release_rule()];
     let running = pulse_collector::start(c).await.expect("collector starts");
     let base = format!("http://{}", running.addr);
     let now = now_ms();
-    // 2.4.0 forty to thirty minutes ago, 2.4.1 (30 % slower) twenty to ten minutes ago.
-    for (release, scale, minutes) in [("2.4.0", 1.0, 31..=40u32), ("2.4.1", 1.3, 11..=20u32)] {
-        for m in minutes {
-            let metrics: Vec<Value> = (0..20)
-                .map(|i| json!({"name": "LCP", "value": scale * (1500.0 + 50.0 * f64::from(i)), "at": now - f64::from(m) * 60_000.0}))
-                .collect();
-            let b = json!({"v": 1, "site": "demo", "session": "s", "page": format!("{release}-{m}"), "url": "/", "nav": "navigate",
-                           "release": release, "sent_at": now, "metrics": metrics});
-            let r = post_beacon(&base, b.to_string()).await;
-            assert_eq!(r.status, 202, "{}", r.text());
-            assert_eq!(r.json()["accepted"], 20, "{}", r.text());
-        }
-    }
+    // 2.4.0 forty to thirty minutes ago, 2.4.1 (30 % slower) twenty to ten minutes ago; both
+    // declared (evaluations below run after the declarations).
+    release_traffic(&base, now, "2.4.0", 31..=40, 20, |i| 1500.0 + 50.0 * f64::from(i)).await;
+    release_traffic(&base, now, "2.4.1", 11..=20, 20, |i| 1.3 * (1500.0 + 50.0 * f64::from(i))).await;
+    declare(&base, "2.4.0").await;
+    declare(&base, "2.4.1").await;
     wait_stored(&db, 400).await;
-    for minutes_before in [3, 2, 1] {
-        running.app.alerts.evaluate(&running.app, at(now, minutes_before)).await.expect("evaluates");
+    for minutes_after in [1, 2, 3] {
+        running.app.alerts.evaluate(&running.app, after(now, minutes_after)).await.expect("evaluates");
     }
     let hooks_seen = webhooks(&got, 1).await;
     assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "one announcement for one regressed release");
@@ -457,13 +491,87 @@ async fn a_release_that_regresses_is_announced_once_and_resolves_when_superseded
     assert_eq!(first["group"], "2.4.0 → 2.4.1");
     let summary = first["summary"].as_str().unwrap_or("");
     assert!(summary.starts_with("Release regression: p75 LCP of release 2.4.1 against 2.4.0: +30"), "{summary}");
-    // Two hours on, the window holds no releases: the pair resolves (no_data = ok by default).
+    // Two hours on, the window holds no values of either release: the pair resolves (no_data =
+    // ok by default).
     for minutes_after in [120u32, 121, 122] {
-        let t = OffsetDateTime::from_unix_timestamp_nanos((now as i128 + i128::from(minutes_after) * 60_000) * 1_000_000).expect("time");
-        running.app.alerts.evaluate(&running.app, t).await.expect("evaluates");
+        running.app.alerts.evaluate(&running.app, after(now, minutes_after)).await.expect("evaluates");
     }
     let hooks_seen = webhooks(&got, 2).await;
     assert_eq!(notices(&hooks_seen).last().map(|(n, _)| n.as_str()), Some("resolved"), "{hooks_seen:?}");
+    running.stop().await;
+}
+
+/// A release name is whatever a beacon says: 300 poor values of a release nobody declared page
+/// nobody and do not take the place of the newest declared release, whose regression is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_release_never_notifies_and_hides_no_declared_regression() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_undeclared");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![release_rule()];
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    let now = now_ms();
+    let good = |i: u32| 1500.0 + 50.0 * f64::from(i);
+    release_traffic(&base, now, "2.4.0", 41..=50, 20, good).await;
+    declare(&base, "2.4.0").await;
+    // The forged release: first seen after 2.4.0, 300 poor LCP values (9 s, twice web-vitals' poor).
+    release_traffic(&base, now, "9.9.9-forged", 31..=45, 20, |_| 9000.0).await;
+    wait_stored(&db, 500).await;
+    let owed = || clickhouse().count(&format!("SELECT count() FROM {db}.alert_deliveries"));
+    let events = || clickhouse().count(&format!("SELECT count() FROM {db}.alert_events WHERE phase != 'normal'"));
+    for minutes_after in [1, 2, 3] {
+        running.app.alerts.evaluate(&running.app, after(now, minutes_after)).await.expect("evaluates");
+    }
+    // A notice is written owed before it is sent, within the evaluation: none was.
+    assert_eq!((owed(), events()), (0, 0), "the forged release made an alert");
+    let alerts = get(&format!("{base}/v1/alerts?site=demo"), &[AUTH]).await.json();
+    assert!(!alerts.to_string().contains("forged"), "{alerts}");
+
+    // CI declares 2.4.1, which is 30 % slower; the forger keeps sending new names meanwhile.
+    release_traffic(&base, now, "2.4.1", 16..=25, 20, |i| 1.3 * good(i)).await;
+    declare(&base, "2.4.1").await;
+    release_traffic(&base, now, "9.9.10-forged", 5..=14, 30, |_| 9000.0).await;
+    wait_stored(&db, 500 + 200 + 300).await;
+    for minutes_after in [4, 5, 6] {
+        running.app.alerts.evaluate(&running.app, after(now, minutes_after)).await.expect("evaluates");
+    }
+    let hooks_seen = webhooks(&got, 1).await;
+    assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "{hooks_seen:?}");
+    assert_eq!(hooks_seen[0]["group"], "2.4.0 → 2.4.1");
+    assert!(hooks_seen.iter().all(|h| !h.to_string().contains("forged")), "{hooks_seen:?}");
+    // The forged releases are stored and can still be asked about.
+    let by_release =
+        get(&format!("{base}/v1/vitals?site=demo&metric=LCP&group_by=release&from={}&to={}", now as i64 - 3_600_000, now as i64), &[AUTH])
+            .await
+            .json();
+    assert!(by_release.to_string().contains("9.9.9-forged"), "{by_release}");
+    running.stop().await;
+}
+
+/// With a `release_pattern`, the releases seen that match it count as declared (by first seen);
+/// the others are left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_pattern_counts_matching_releases_as_declared() {
+    let (hooks, got) = receiver().await;
+    let db = clickhouse().fresh_database("alerts_pattern");
+    let mut c = config(&db, &hooks);
+    c.alert_rules = vec![release_rule()];
+    c.sites[0].release_pattern = Some(r"^\d+\.\d+\.\d+$".into());
+    let running = pulse_collector::start(c).await.expect("collector starts");
+    let base = format!("http://{}", running.addr);
+    let now = now_ms();
+    let good = |i: u32| 1500.0 + 50.0 * f64::from(i);
+    release_traffic(&base, now, "2.4.0", 41..=50, 20, good).await;
+    release_traffic(&base, now, "2.4.1", 21..=30, 20, |i| 1.3 * good(i)).await;
+    release_traffic(&base, now, "2.4.2-forged", 5..=19, 20, |_| 9000.0).await;
+    wait_stored(&db, 700).await;
+    for minutes_after in [1, 2, 3] {
+        running.app.alerts.evaluate(&running.app, after(now, minutes_after)).await.expect("evaluates");
+    }
+    let hooks_seen = webhooks(&got, 1).await;
+    assert_eq!(notices(&hooks_seen), vec![("firing".to_owned(), "warning".to_owned())], "{hooks_seen:?}");
+    assert_eq!(hooks_seen[0]["group"], "2.4.0 → 2.4.1");
     running.stop().await;
 }
 

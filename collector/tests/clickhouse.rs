@@ -603,7 +603,7 @@ async fn retention_drops_old_partitions_and_migrations_are_idempotent() {
 
     // Starting again on the same database applies nothing twice.
     pulse_collector::storage::schema::migrate(&c.running.app.config).await.expect("second migration run");
-    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 14, "migrations 1 to 14, once each");
+    assert_eq!(ch.count(&format!("SELECT count() FROM {}.schema_migrations", c.db)), 15, "migrations 1 to 15, once each");
     let added =
         format!("SELECT count() FROM system.columns WHERE database = '{}' AND table = 'metrics' AND name IN ('memory', 'cores')", c.db);
     assert_eq!(ch.count(&added), 2, "columns added once, whatever the number of runs");
@@ -883,7 +883,8 @@ async fn releases_are_compared_with_an_interval_and_a_verdict() {
 /// Every endpoint's real answers validate against `/v1/openapi.json`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_openapi_document() {
-    let c = collector("openapi").await;
+    let write_keys = vec![pulse_collector::config::WriteKey { key: "ci".into(), sites: None }];
+    let c = collector_with("openapi", Config { write_keys, ..Config::default() }).await;
     let mut sent = 0;
     for (release, url) in [("1.0", "/"), ("1.1", "/checkout")] {
         let mut metrics: Vec<Value> = (0..50).map(|i| metric("LCP", 1000.0 + f64::from(i) * 20.0, 1000.0)).collect();
@@ -936,6 +937,20 @@ async fn every_answer_matches_the_openapi_document() {
     check("/v1/beacon", "post", 400, &refused.json());
     let unauthorized = get(&format!("{}/v1/vitals?site=demo&metric=LCP", c.base), &[]).await;
     check("/v1/vitals", "get", 401, &unauthorized.json());
+    let declare = |key: &'static str, body: Value| {
+        let url = format!("{}/v1/releases", c.base);
+        async move { send("POST", &url, &[("authorization", key), ("content-type", "application/json")], body.to_string()).await }
+    };
+    for (key, body, status) in [
+        ("Bearer ci", json!({"site": "demo", "release": "1.1"}), 201),
+        ("Bearer ci", json!({"site": "demo", "release": "1.1"}), 200),
+        ("Bearer ci", json!({"site": "demo", "release": ""}), 400),
+        ("Bearer dev-read-key", json!({"site": "demo", "release": "1.1"}), 401),
+    ] {
+        let r = declare(key, body).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        check("/v1/releases", "post", status, &r.json());
+    }
     c.running.stop().await;
 }
 

@@ -625,15 +625,12 @@ async fn observe(app: &App, rule: &Rule, now: OffsetDateTime) -> Result<BTreeMap
     Ok(out)
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct ReleaseRow {
-    release: String,
-}
-
-/// A release rule: the newest release in the window against the one before it (by first
-/// appearance). The group is `<previous> → <newest>`; its value is the relative change while the
-/// comparison says `regression`, else at most 0. Until both releases have `min_samples` values
-/// (or while there is one release) the window holds no data and older pairs resolve quietly.
+/// A release rule: the newest declared release against the one declared before it
+/// ([`crate::releases::newest_two`]; releases beacons name but CI never declared are left out,
+/// so a made-up release neither fires nor supersedes anything), their values in the window. The
+/// group is `<previous> → <newest>`; its value is the relative change while the comparison says
+/// `regression`, else at most 0. Until both releases have `min_samples` values in the window (or
+/// while fewer than two are declared) the window holds no data and older pairs resolve quietly.
 async fn observe_release(
     app: &App,
     rule: &Rule,
@@ -647,17 +644,11 @@ async fn observe_release(
         .iter()
         .filter_map(|(k, v)| crate::query::params::DIMENSIONS.iter().find(|d| *d == k).map(|d| (*d, v.clone())))
         .collect();
-    let mut sql = crate::query::sql::Sql::new();
-    sql.push(
-        "SELECT release FROM metrics WHERE site = ? AND name = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?) AND release != ''",
-        [rule.site.as_str().into(), rule.metric.as_str().into(), from.into(), to.into()],
-    )
-    .push_filters(&filters)
-    .push(" GROUP BY release ORDER BY min(event_time) DESC, release DESC LIMIT 2", []);
-    let releases = app.query(&sql).fetch_all::<ReleaseRow>().await.map_err(|e| e.to_string())?;
+    let releases =
+        crate::releases::newest_two(app, &rule.site, &rule.metric, (from, to), &filters, now).await.map_err(|e| e.to_string())?;
     let mut observed = BTreeMap::new();
     let mut details = BTreeMap::new();
-    let [newest, previous] = releases.as_slice() else { return Ok((observed, details)) };
+    let Some((newest, previous)) = releases else { return Ok((observed, details)) };
     let stat = match rule.stat {
         Stat::Percentile(p) => crate::query::stats::Statistic::Percentile(p),
         _ => crate::query::stats::Statistic::Mean,
@@ -669,16 +660,16 @@ async fn observe_release(
         stat,
         min_change,
         min_samples,
-        (&previous.release, &newest.release),
+        (&previous, &newest),
         (from, to),
         &filters,
     )
     .await
     .map_err(|e| e.to_string())?;
-    let group = format!("{} → {}", previous.release, newest.release);
-    // Release names are whatever beacons sent: cut for the notice (the group keeps them whole).
+    let group = format!("{previous} → {newest}");
+    // Release names are cut for the notice (the group keeps them whole).
     let (newest_name, previous_name) =
-        (notify::capped(&newest.release, notify::MAX_VALUE_CHARS), notify::capped(&previous.release, notify::MAX_VALUE_CHARS));
+        (notify::capped(&newest, notify::MAX_VALUE_CHARS), notify::capped(&previous, notify::MAX_VALUE_CHARS));
     let verdict = c["verdict"].as_str().unwrap_or("");
     // A null change with data is a rise (or fall) from a statistic of 0: infinite, not missing.
     let change = c["change"].as_f64().or_else(|| c["difference"].as_f64().map(|d| f64::INFINITY.copysign(d)));

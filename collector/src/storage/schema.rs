@@ -13,6 +13,7 @@
 //!   shape's dimensions. Partitioned by UTC day number, so the finalizer can rebuild a day.
 //! - `finalizer_progress`, `finalizer_lease`: how far the rollups are final, and which
 //!   collector builds them.
+//! - `releases`: the releases CI declared ([`crate::releases`]), each with its first `declared_at`.
 //! - `dead_letter`: rows ClickHouse refused for good, as JSON text ([`super::dead_letter`]).
 //! - `metrics_1m`, `metrics_1h`, `metrics_1d`: the rollups of schema 1–5 (insert-time views, which
 //!   counted every report); no longer written or read, dropped by retention as they age.
@@ -392,6 +393,20 @@ fn migrations() -> Vec<Migration> {
             // order. A marker table for rows stored after their hour was made final.
             statements: page_order(),
         },
+        Migration {
+            version: 15,
+            name: "declared releases",
+            // One row per declaration (`POST /v1/releases`, [`crate::releases`]); a release is
+            // stored once, and readers take its first declaration (`min(declared_ms)`). Kept for
+            // good (no partitions, so retention leaves it alone); on a cluster `distribute` gives
+            // it a `Distributed` table like the others.
+            statements: vec![Step::Sql(
+                "CREATE TABLE IF NOT EXISTS releases (
+                    site String, release String, declared_at DateTime, declared_ms UInt64
+                ) ENGINE = MergeTree() ORDER BY (site, release)"
+                    .to_owned(),
+            )],
+        },
     ]
 }
 
@@ -494,6 +509,9 @@ fn page_order() -> Vec<Step> {
     steps
 }
 
+/// The columns of `metrics_recent` as migration 7 made it.
+const RECENT_COLUMNS: &str = "site, name, event_time, key, seq, value, rating, url, nav, release, env, device, browser, os, country";
+
 /// `metrics_recent`: the last few days of raw rows ordered by time, so the part of an answer that
 /// is not final yet (the hour or two after the watermark) reads those rows only. `metrics` is
 /// ordered by page for the finalizer and exact answers, so a time range there reads every row of
@@ -512,10 +530,10 @@ fn recent_rows() -> Vec<Step> {
                 .to_owned(),
         ),
         Step::Sql(format!("CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_recent_mv TO metrics_recent AS {}", recent_select(false))),
-        // The columns named: applied again on a database migrated further, the table has more.
+        // The columns named: applied again on a database where migration 14 gave
+        // `metrics_recent` more columns, the copy still fills these.
         Step::Sql(format!(
-            "INSERT INTO metrics_recent (site, name, event_time, key, seq, value, rating, url, nav, release, env, device, browser, os, country)
-             {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
+            "INSERT INTO metrics_recent ({RECENT_COLUMNS}) {} WHERE event_time >= toDateTime((intDiv(toUInt32(now()), 86400) - {RECENT_DAYS}) * 86400)",
             recent_select(false)
         )),
     ]

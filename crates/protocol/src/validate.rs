@@ -114,7 +114,7 @@ pub fn envelope<M>(beacon: &Beacon<M>) -> Result<(), Invalid> {
     token("page", &beacon.page, MAX_ID_LEN)?;
     text("url", &beacon.url, MAX_URL_LEN)?;
     if let Some(release) = &beacon.release {
-        text("release", release, MAX_SHORT_LEN)?;
+        self::release(release)?;
     }
     if let Some(env) = &beacon.env {
         text("env", env, MAX_SHORT_LEN)?;
@@ -445,6 +445,12 @@ fn token(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 }
 
 /// Free text: at most `max` bytes, no control characters.
+/// A release name, as beacons send it and CI declares it (`POST /v1/releases`): at most
+/// [`MAX_SHORT_LEN`] bytes, no control characters. (A beacon may send it empty: no release.)
+pub fn release(value: &str) -> Result<(), Invalid> {
+    text("release", value, MAX_SHORT_LEN)
+}
+
 fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
     if value.len() > max {
         return Err(Invalid::new(field, Reason::TooLong { max }));

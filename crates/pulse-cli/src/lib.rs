@@ -1,5 +1,5 @@
-//! The `pulse` command: performance budgets checked against real-user data in CI, and the query
-//! API from a terminal. A thin client: every number comes from the collector's read API.
+//! The `pulse` command: performance budgets checked against real-user data in CI, releases
+//! declared from CI (`pulse release new`), and the query API from a terminal. A thin client: every number comes from the collector's read API.
 //!
 //! # The path of `pulse budget check`
 //! 1. [`Budgets::parse`] reads the TOML file and checks every budget (errors name the budget
@@ -251,6 +251,23 @@ impl Client {
             .header("user-agent", "pulse-cli")
             .body(Full::new(Bytes::new()))
             .map_err(|e| Error(format!("{url}: {e}")))?;
+        self.send(path, request).await.map(|(_, value)| value)
+    }
+
+    /// POSTs `body` as JSON to `path`; the status and the JSON answer, or an error with the
+    /// collector's message.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), Error> {
+        let url = format!("{}{path}", self.endpoint);
+        let request = hyper::Request::post(&url)
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .header("user-agent", "pulse-cli")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| Error(format!("{url}: {e}")))?;
+        self.send(path, request).await
+    }
+
+    async fn send(&self, path: &str, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Value), Error> {
         let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(request))
             .await
             .map_err(|_| Error(format!("{}: no answer within 30 s", self.endpoint)))?
@@ -260,14 +277,15 @@ impl Client {
         let parsed = serde_json::from_slice::<Value>(&body);
         if !status.is_success() {
             let value = parsed.unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&body)}));
-            let field = value["field"].as_str().map(|f| format!(" (parameter {f})")).unwrap_or_default();
+            let field = value["field"].as_str().map(|f| format!(" (field {f})")).unwrap_or_default();
             return Err(Error(format!("{path}: the collector answered {status}: {}{field}", value["error"].as_str().unwrap_or(""))));
         }
         // A proxy's or login page's HTML is not "no data": the check did not happen.
-        parsed.map_err(|e| {
+        let value = parsed.map_err(|e| {
             let start: String = String::from_utf8_lossy(&body).chars().take(80).collect();
             Error(format!("{path}: the collector answered {status} with a body that is not JSON ({e}): {start:?}"))
-        })
+        })?;
+        Ok((status.as_u16(), value))
     }
 
     /// Measures one budget over the last `window` seconds.

@@ -1,6 +1,7 @@
-//! `pulse`: performance budgets in CI (`pulse budget check`) and the query API from a terminal
-//! (`pulse vitals`, `pulse compare`). Exit codes: 0 all budgets hold, 1 a budget is blown, 2 an
-//! error (a bad file, an unreachable collector, a refused query).
+//! `pulse`: performance budgets in CI (`pulse budget check`), releases declared from CI (`pulse
+//! release new`) and the query API from a terminal (`pulse vitals`, `pulse compare`). Exit codes:
+//! 0 all budgets hold (or the release is declared), 1 a budget is blown, 2 an error (a bad file,
+//! an unreachable collector, a refused query or declaration).
 
 use std::process::ExitCode;
 
@@ -25,6 +26,17 @@ struct Connection {
     key: String,
 }
 
+/// The collector and a write key (declarations).
+#[derive(Debug, Args)]
+struct WriteConnection {
+    /// The collector, e.g. https://rum.example.com
+    #[arg(long, env = "PULSE_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    endpoint: String,
+    /// A write key of the collector (its `write_keys`; read keys cannot declare).
+    #[arg(long, env = "PULSE_WRITE_KEY", hide_env_values = true)]
+    key: String,
+}
+
 /// The collector, and what to ask it about.
 #[derive(Debug, Args)]
 struct Question {
@@ -45,6 +57,11 @@ enum Command {
     Budget {
         #[command(subcommand)]
         command: BudgetCommand,
+    },
+    /// Releases.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
     },
     /// Percentiles of a metric (`/v1/vitals`), as a table.
     Vitals {
@@ -89,6 +106,21 @@ enum BudgetCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Declare a release after deploying it (`POST /v1/releases`): release alert rules compare
+    /// declared releases only. Declaring a release again changes nothing.
+    New {
+        /// The release as the agent reports it (`release` in `init`), e.g. 2.4.1.
+        version: String,
+        /// The site key.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        connection: WriteConnection,
+    },
+}
+
 fn filters(pairs: &[String]) -> Result<Vec<(&str, String)>, Error> {
     pairs
         .iter()
@@ -123,6 +155,17 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             print!("{}", render(&budgets.site, &outcomes, &format, strict));
             Ok(exit_code(&outcomes, strict))
+        }
+        Command::Release { command: ReleaseCommand::New { version, site, connection } } => {
+            let client = Client::new(&connection.endpoint, &connection.key)?;
+            let (status, answer) = client.post("/v1/releases", &serde_json::json!({"site": site, "release": version})).await?;
+            let at = answer["declared_at"].as_str().unwrap_or("?");
+            if status == 201 {
+                println!("declared release {version} of site {site} at {at}");
+            } else {
+                println!("release {version} of site {site} was already declared at {at}; nothing changed");
+            }
+            Ok(0)
         }
         Command::Vitals { question: Question { connection, site, metric, filters: pairs }, group_by, window } => {
             let client = Client::new(&connection.endpoint, &connection.key)?;

@@ -10,12 +10,28 @@ use pulse_testkit::{api_call, beacon, clickhouse, metric, now_ms, temp_dir};
 use serde_json::{json, Value};
 
 fn pulse(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pulse")).args(args).env_remove("PULSE_READ_KEY").output().expect("pulse runs");
+    pulse_with(args, &[])
+}
+
+/// `pulse` with `env` set (and no key from the test's own environment).
+fn pulse_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args(args)
+        .env_remove("PULSE_READ_KEY")
+        .env_remove("PULSE_WRITE_KEY")
+        .env_remove("PULSE_ENDPOINT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("pulse runs");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A collector on a free port with a fresh database of its own; its endpoint and database.
 async fn collector(test: &str) -> (pulse_collector::Running, String, String) {
+    collector_with(test, Config::default()).await
+}
+
+async fn collector_with(test: &str, base: Config) -> (pulse_collector::Running, String, String) {
     let ch = clickhouse();
     let db = ch.fresh_database(test);
     let config = Config {
@@ -29,7 +45,7 @@ async fn collector(test: &str) -> (pulse_collector::Running, String, String) {
         ip_bytes_per_second: 1_000_000_000_000,
         spool_dir: temp_dir(&format!("spool-{test}")),
         alert_evaluator: false,
-        ..Config::default()
+        ..base
     };
     let running = pulse_collector::start(config).await.expect("collector starts");
     let endpoint = format!("http://{}", running.addr);
@@ -225,4 +241,39 @@ fn a_vital_in_lower_case_is_refused_naming_the_field() {
     let (code, out, err) = pulse(&["budget", "check", &file, "--endpoint", "http://127.0.0.1:9", "--key", "k"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("budgets[0] (lcp p75).metric: \"lcp\" is not a vital (names are upper case: \"LCP\")"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_new_declares_once_with_a_write_key_and_fails_without_one() {
+    let write_keys = vec![pulse_collector::config::WriteKey { key: "ci-key".into(), sites: None }];
+    let (running, endpoint, db) = collector_with("cli_release", Config { write_keys, ..Config::default() }).await;
+    let declared = || clickhouse().count(&format!("SELECT count() FROM {db}.releases WHERE site = 'demo' AND release = '2.4.1'"));
+    // Endpoint and key from the environment, as a CI step sets them.
+    let env = [("PULSE_ENDPOINT", endpoint.as_str()), ("PULSE_WRITE_KEY", "ci-key")];
+    let (code, out, err) = pulse_with(&["release", "new", "2.4.1", "--site", "demo"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("declared release 2.4.1 of site demo at "), "{out}");
+    let (code, out, err) = pulse_with(&["release", "new", "2.4.1", "--site", "demo", "--endpoint", &endpoint, "--key", "ci-key"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("was already declared"), "{out}");
+    assert_eq!(declared(), 1, "declared twice is one release");
+
+    // A read key, an unknown site, a bad release and no key at all fail with the reason.
+    let with_key = |key: &'static str| [("PULSE_ENDPOINT", endpoint.clone()), ("PULSE_WRITE_KEY", key.to_owned())];
+    for (args, key, says) in [
+        (vec!["release", "new", "2.4.2", "--site", "demo"], "dev-read-key", "401"),
+        (vec!["release", "new", "2.4.2", "--site", "nope"], "ci-key", "(field site)"),
+        (vec!["release", "new", "2.4.2\u{1}", "--site", "demo"], "ci-key", "(field release)"),
+    ] {
+        let env = with_key(key);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, out, err) = pulse_with(&args, &env);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, _, err) = pulse_with(&["release", "new", "2.4.2", "--site", "demo", "--endpoint", &endpoint], &[]);
+    assert_ne!(code, 0, "no key: {err}");
+    assert!(err.contains("--key"), "{err}");
+    assert_eq!(clickhouse().count(&format!("SELECT count() FROM {db}.releases")), 1, "nothing refused was stored");
+    running.stop().await;
 }
