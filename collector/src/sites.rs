@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::{Config, SiteConfig};
+use crate::ingest::scrub::Scrubber;
 use crate::origin::OriginPattern;
 
 /// A configured site.
@@ -11,6 +12,8 @@ use crate::origin::OriginPattern;
 pub struct Site {
     pub key: String,
     origins: Vec<OriginPattern>,
+    /// What is cut from its URLs before they are stored.
+    pub scrub: Scrubber,
 }
 
 impl Site {
@@ -32,7 +35,11 @@ pub struct Sites {
 impl Sites {
     /// Builds the registry from a checked [`Config`].
     pub fn new(config: &Config) -> Sites {
-        let site = |s: &SiteConfig| Site { key: s.key.clone(), origins: s.origins.clone() };
+        let site = |s: &SiteConfig| Site {
+            key: s.key.clone(),
+            origins: s.origins.clone(),
+            scrub: Scrubber::new(&s.scrub).unwrap_or_else(|e| unreachable!("checked by Config::check: {e}")),
+        };
         Sites { sites: config.sites.iter().map(|s| (s.key.clone(), site(s))).collect() }
     }
 
