@@ -192,6 +192,11 @@ fn scrub_segments(path: &str, tally: &mut Tally) -> Option<String> {
 
 /// What a path segment holds that must not be stored, if anything.
 pub fn classify(segment: &str) -> Option<Kind> {
+    // Most segments are short names: one pass rules them out (an e-mail address needs `@` or
+    // `%40`; a JWT's header and the start of its payload are already longer than this).
+    if segment.len() < TOKEN_MIN_LEN && !segment.bytes().any(|c| c == b'@' || c == b'%') {
+        return None;
+    }
     if is_email(segment) {
         Some(Kind::Email)
     } else if is_jwt(segment) {
