@@ -17,7 +17,7 @@
 //!   them at least three letters (`/blog/how-to-measure-inp-2024`, `iphone-15-pro-max-256gb`);
 //! - an attribution or tag value that is a URL (`http(s)://`, `//` or `/…`) loses its query,
 //!   fragment and `user:password@`, and its path segments go through the rules above; a `data:`
-//!   URL keeps only its media type.
+//!   URL keeps only its media type; in other text (selectors) e-mail addresses become `:email`.
 //!
 //! Everything here is linear in the input; a value with nothing to scrub is not copied.
 
@@ -147,7 +147,7 @@ fn scrub_url(text: &str, tally: &mut Tally) -> Option<String> {
             (Some((&text[..start], &text[host..end], host != start)), &text[end..])
         }
         _ if text.starts_with('/') => (None, text),
-        _ => return None,
+        _ => return scrub_words(text, tally),
     };
     let cut = path.find(['?', '#']);
     if cut.is_some() {
@@ -170,14 +170,37 @@ fn scrub_url(text: &str, tally: &mut Tally) -> Option<String> {
 
 /// `path` with its e-mail, JWT and token segments replaced, or `None` when none is.
 fn scrub_segments(path: &str, tally: &mut Tally) -> Option<String> {
+    scrub_pieces(path, |c| c == '/', classify, tally)
+}
+
+/// Free text (a selector, `a[href="mailto:bob@shop.example"]`) with the e-mail addresses in it
+/// replaced, or `None` when it holds none. Only addresses: a long word in a selector is more
+/// often a generated class name than a secret.
+fn scrub_words(text: &str, tally: &mut Tally) -> Option<String> {
+    if !text.contains('@') && !text.contains("%40") {
+        return None;
+    }
+    // Separators are ASCII, so each is one byte (`scrub_pieces` relies on it).
+    let separator = |c: char| c.is_ascii() && !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '%' | '+' | '-' | '@'));
+    scrub_pieces(text, separator, |word| is_email(word).then_some(Kind::Email), tally)
+}
+
+/// `text` with each piece between one-byte separators that `classify` names replaced by its
+/// placeholder, or `None` when none is.
+fn scrub_pieces(
+    text: &str,
+    separator: impl Fn(char) -> bool,
+    classify: impl Fn(&str) -> Option<Kind>,
+    tally: &mut Tally,
+) -> Option<String> {
     let mut out: Option<String> = None;
     let mut done = 0;
     let mut start = 0;
-    for segment in path.split('/') {
-        let end = start + segment.len();
-        if let Some(kind) = classify(segment) {
-            let out = out.get_or_insert_with(|| String::with_capacity(path.len()));
-            out.push_str(&path[done..start]);
+    for piece in text.split(separator) {
+        let end = start + piece.len();
+        if let Some(kind) = classify(piece) {
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[done..start]);
             out.push_str(if kind == Kind::Email { EMAIL } else { TOKEN });
             done = end;
             tally.add(kind);
@@ -185,7 +208,7 @@ fn scrub_segments(path: &str, tally: &mut Tally) -> Option<String> {
         start = end + 1;
     }
     out.map(|mut out| {
-        out.push_str(&path[done..]);
+        out.push_str(&text[done..]);
         out
     })
 }
@@ -331,6 +354,10 @@ mod tests {
         assert_eq!(text("/img/a.png?v=2"), "/img/a.png");
         assert_eq!(text("https://cdn.example.com?sig=1"), "https://cdn.example.com");
         assert_eq!(text("data:image/png;base64,iVBORw0KGgo="), "data:image/png");
+        // In other text (selectors), e-mail addresses only.
+        assert_eq!(text(r#"a[href="mailto:bob@shop.example"] > span"#), r#"a[href="mailto::email"] > span"#);
+        assert_eq!(text("#user-bob%40shop.example é"), "#:email é");
+        assert_eq!(text("div.Button_primary__3xYz9AbCdEfGh12QwE"), "div.Button_primary__3xYz9AbCdEfGh12QwE");
         // Not URLs, or clean: kept as they are.
         for clean in ["html > body > img.hero", "keyboard", "https://cdn.example.com/img/hero.jpg", "data:", "mailto?x"] {
             assert_eq!(text(clean), clean);
