@@ -89,6 +89,8 @@ impl Scrubber {
             .iter()
             .enumerate()
             .map(|(i, rule)| match Regex::new(&rule.pattern) {
+                // It would put its replacement between every two characters of every value.
+                Ok(re) if re.is_match("") => Err(format!("scrub[{i}]: pattern {:?} matches the empty text", rule.pattern)),
                 Ok(re) => Ok((re, rule.replacement.clone())),
                 Err(e) => Err(format!("scrub[{i}]: pattern {:?} is not a regular expression: {e}", rule.pattern)),
             })
@@ -390,5 +392,7 @@ mod tests {
         ];
         let err = Scrubber::new(&rules).expect_err("a bad rule");
         assert!(err.starts_with("scrub[1]: pattern \"(unclosed\""), "{err}");
+        let err = Scrubber::new(&[ScrubRule { pattern: "x*".into(), replacement: ":x".into() }]).expect_err("an empty match");
+        assert_eq!(err, "scrub[0]: pattern \"x*\" matches the empty text");
     }
 }
