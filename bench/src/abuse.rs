@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pulse_collector::config::{Config, ScrubRule};
-use pulse_collector::ingest::scrub::{Scrubber, Tally};
 use pulse_collector::ingest::quota::{ClientBuckets, Cost, Quotas, Rates};
+use pulse_collector::ingest::scrub::{Scrubber, Tally};
 use pulse_testkit::{free_port, now_ms};
 use serde_json::{json, Value};
 
