@@ -4,16 +4,19 @@
 //!   collector binary with ClickHouse away (everything accepted stays in the spool);
 //! - the per-client quota table's memory after 1 M distinct addresses, with its cap (the
 //!   default) beside the same table uncapped;
-//! - the quotas' time per beacon (three bucket charges), beside the time the whole ingest path
-//!   takes per beacon in the ingest section.
+//! - the quotas' time per beacon (three bucket charges), and the privacy scrubbing's (page URL,
+//!   an API route, two attribution strings; a clean beacon, and one with an e-mail address, a
+//!   token, a signed URL and a site rule), beside the time the whole ingest path takes per beacon
+//!   in the ingest section.
 
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pulse_collector::config::Config;
+use pulse_collector::config::{Config, ScrubRule};
 use pulse_collector::ingest::quota::{ClientBuckets, Cost, Quotas, Rates};
+use pulse_collector::ingest::scrub::{Scrubber, Tally};
 use pulse_testkit::{free_port, now_ms};
 use serde_json::{json, Value};
 
@@ -142,5 +145,35 @@ pub async fn run(report: &mut Report, quick: bool) {
         "ns",
         "wall time per beacon of the whole ingest (section 3, 2 threads)".to_owned(),
         ingest_per_beacon_ns,
+    );
+
+    // Scrubbing as ingest runs it per beacon, on the already normalised URL and route.
+    let rule = Scrubber::new(&[ScrubRule { pattern: "^/team/[^/]+".into(), replacement: "/team/:user".into() }]).expect("a good rule");
+    let clean = ["/products/blue-shoes-42/reviews", "/api/cart/:id", "https://cdn.shop.example/img/hero.jpg", "img.hero"];
+    let secrets = [
+        "/team/alice/u/bob@shop.example/reset/Xk9aP2mQ7vL8nB3cR5tY1wZq",
+        "api.example.com/v1/magic/Xk9_aP2mQ7vL-8nB3cR5tY1wZ/confirm",
+        "https://cdn.example.com/hero.jpg?X-Amz-Signature=0a1b2c&X-Amz-Credential=AKIAEXAMPLE",
+        "img.hero",
+    ];
+    let scrub_ns = |scrubber: &Scrubber, [url, route, lcp_url, target]: [&str; 4]| {
+        let rounds = 1_000_000u32;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let mut tally = Tally::default();
+            std::hint::black_box(scrubber.path(std::hint::black_box(url).to_owned(), &mut tally));
+            std::hint::black_box(scrubber.path(std::hint::black_box(route).to_owned(), &mut tally));
+            std::hint::black_box(scrubber.text(std::hint::black_box(lcp_url).to_owned(), &mut tally));
+            std::hint::black_box(scrubber.text(std::hint::black_box(target).to_owned(), &mut tally));
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(rounds)
+    };
+    report.compare(
+        SECTION,
+        "privacy scrubbing per beacon, clean (URL, route, 2 attribution strings)",
+        scrub_ns(&Scrubber::default(), clean),
+        "ns",
+        "with an e-mail, tokens, a signed URL and one site rule".to_owned(),
+        scrub_ns(&rule, secrets),
     );
 }

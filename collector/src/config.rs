@@ -302,7 +302,7 @@ settings! {
     clickhouse_shards: Vec<String> = Vec::new();
     /// Site keys and the origins that may send for each (`KEY=ORIGIN,ORIGIN;…`): exact
     /// (`https://shop.example`), any port (`http://localhost:*`) or any subdomain
-    /// (`https://*.shop.example`); TOML sites may set `rate_per_second`.
+    /// (`https://*.shop.example`); TOML sites may set `rate_per_second` and `scrub` rules.
     sites: Vec<SiteConfig> = vec![SiteConfig::dev()];
     /// Bearer keys of the read API; `KEY@SITE+SITE` limits a key to those sites (TOML:
     /// `{ key = "…", sites = ["shop"] }`).
@@ -492,6 +492,11 @@ pub struct SiteConfig {
     /// global `cardinality_*_per_day`.
     #[serde(default)]
     pub cardinality: CardinalityOverrides,
+    /// This site's own scrubbing rules, applied after the built-in ones to every stored URL,
+    /// route and attribution text (`scrub = [{ pattern = "^/team/[^/]+", replacement =
+    /// "/team/:user" }]`; README, "Privacy"). Default: none.
+    #[serde(default)]
+    pub scrub: Vec<ScrubRule>,
     /// Watch this site's Core Web Vitals with the default rules (p75 over an hour at
     /// web-vitals' needs-improvement / poor thresholds), notifying every notifier.
     #[serde(default)]
@@ -501,6 +506,15 @@ pub struct SiteConfig {
     /// declared with `POST /v1/releases` do. Release rules compare declared releases only.
     #[serde(default)]
     pub release_pattern: Option<String>,
+}
+
+/// A site's scrubbing rule: every match of `pattern` (a regular expression of the `regex`
+/// crate; `$1` in `replacement` is its first group) is replaced (see `ingest::scrub`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubRule {
+    pub pattern: String,
+    pub replacement: String,
 }
 
 /// Distinct values a site may create per day, per dimension (see `ingest::cardinality`).
@@ -565,6 +579,7 @@ impl SiteConfig {
             metrics_per_second: None,
             bytes_per_second: None,
             cardinality: CardinalityOverrides::default(),
+            scrub: Vec::new(),
             default_alerts: false,
             release_pattern: None,
         })
@@ -665,6 +680,9 @@ impl Config {
                 if let Err(e) = regex::Regex::new(pattern) {
                     return bad("sites.release_pattern", format!("site {}: {pattern:?} is not a regular expression: {e}", site.key));
                 }
+            }
+            if let Err(why) = crate::ingest::scrub::Scrubber::new(&site.scrub) {
+                return bad("sites.scrub", format!("site {}: {why}", site.key));
             }
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
@@ -1005,6 +1023,22 @@ mod tests {
         assert!(err.to_string().contains("unknown_key"), "{err}");
         let err = toml::from_str::<Config>("[[sites]]\nkey = \"shop\"\norigins = [\"shop.example\"]\n").expect_err("bad origin");
         assert!(err.to_string().contains("shop.example"), "{err}");
+    }
+
+    #[test]
+    fn site_scrub_rules_are_read_and_a_bad_pattern_is_named() {
+        let site = |rules: &str| {
+            format!("read_keys = [\"k\"]\n[[sites]]\nkey = \"shop\"\norigins = [\"https://shop.example\"]\nscrub = {rules}\n")
+        };
+        let config: Config = toml::from_str(&site(r#"[{ pattern = "^/team/[^/]+", replacement = "/team/:user" }]"#)).expect("parses");
+        config.check().expect("a good rule");
+        assert_eq!(config.sites[0].scrub, vec![ScrubRule { pattern: "^/team/[^/]+".into(), replacement: "/team/:user".into() }]);
+        let config: Config =
+            toml::from_str(&site(r#"[{ pattern = "ok", replacement = "" }, { pattern = "/(x", replacement = ":x" }]"#)).expect("parses");
+        let err = config.check().expect_err("a bad pattern").to_string();
+        assert!(err.starts_with(r#"config: sites.scrub: site shop: scrub[1]: pattern "/(x" is not a regular expression"#), "{err}");
+        let err = toml::from_str::<Config>(&site(r#"[{ pattern = "x" }]"#)).expect_err("no replacement");
+        assert!(err.to_string().contains("replacement"), "{err}");
     }
 
     /// The names are derived from the key, so none can drift from another.

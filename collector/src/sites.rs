@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::{Config, SiteConfig};
+use crate::ingest::scrub::Scrubber;
 use crate::origin::OriginPattern;
 
 /// A configured site.
@@ -13,6 +14,8 @@ pub struct Site {
     origins: Vec<OriginPattern>,
     /// Releases matching it count as declared (`release_pattern`; [`crate::releases`]).
     pub release_pattern: Option<regex::Regex>,
+    /// What is cut from its URLs before they are stored.
+    pub scrub: Scrubber,
 }
 
 impl Site {
@@ -34,11 +37,12 @@ pub struct Sites {
 impl Sites {
     /// Builds the registry from a checked [`Config`].
     pub fn new(config: &Config) -> Sites {
-        // The pattern compiled when the configuration was checked.
+        // The patterns compiled when the configuration was checked.
         let site = |s: &SiteConfig| Site {
             key: s.key.clone(),
             origins: s.origins.clone(),
             release_pattern: s.release_pattern.as_deref().and_then(|p| regex::Regex::new(p).ok()),
+            scrub: Scrubber::new(&s.scrub).unwrap_or_else(|e| unreachable!("checked by Config::check: {e}")),
         };
         Sites { sites: config.sites.iter().map(|s| (s.key.clone(), site(s))).collect() }
     }

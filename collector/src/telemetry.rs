@@ -25,6 +25,9 @@ pub struct Telemetry {
     /// Values folded into `(other)` (or custom metric names refused) past a site's cardinality
     /// limit, by site and dimension.
     pub cardinality_folded: IntCounterVec,
+    /// Values scrubbed before they were stored, by what they held (`email`, `jwt`, `token`,
+    /// `query`, `rule`; see `ingest::scrub`).
+    pub values_scrubbed: IntCounterVec,
     /// Bytes each site holds in the spool (only configured sites: a bounded label).
     pub spool_site_bytes: prometheus::IntGaugeVec,
     /// Beacons (spool records) not yet in ClickHouse.
@@ -135,6 +138,11 @@ impl Telemetry {
                 "cardinality_folded_total",
                 "Values folded into (other), or custom metric names refused, past a site's cardinality limit, by site and dimension.",
                 &["site", "dimension"],
+            ),
+            values_scrubbed: counter(
+                "values_scrubbed_total",
+                "Values scrubbed before they were stored (e-mail, JWT, token, query string, site rule), by kind.",
+                &["kind"],
             ),
             rate_limit_clients: gauge("rate_limit_clients", "Clients the per-client quota buckets remember."),
             rate_limit_overflow: gauge(

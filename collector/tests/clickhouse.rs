@@ -1598,3 +1598,57 @@ async fn a_compare_storm_leaves_ingest_answering() {
     assert!(busy > 0 && busy < answers.len(), "one at a time: some busy, some answered: {answers:?}");
     c.running.stop().await;
 }
+
+/// Privacy by default (README, "Privacy"): e-mail addresses, JWTs and tokens in paths, query
+/// strings of attribution URLs and what a site's own rule names never reach ClickHouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_stored_scrubbed_with_the_sites_own_rules() {
+    use pulse_collector::config::{ScrubRule, SiteConfig};
+    let rule = ScrubRule { pattern: "^/team/[^/]+".into(), replacement: "/team/:user".into() };
+    let c = collector_with("scrubbed", Config { sites: vec![SiteConfig { scrub: vec![rule], ..SiteConfig::dev() }], ..Config::default() })
+        .await;
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+    let url = format!(
+        "https://shop.example/team/alice/u/bob@shop.example/verify/{jwt}/reset/Xk9aP2mQ7vL8nB3cR5tY1wZq?email=bob%40shop.example#t"
+    );
+    let mut lcp = metric("LCP", 2_000.0, 0.0);
+    lcp["attribution"] = json!({
+        "url": "https://cdn.example.com/u/bob%40shop.example/hero.jpg?X-Amz-Signature=0a1b2c&X-Amz-Credential=AKIAEXAMPLE",
+        "target": "img.hero",
+    });
+    let api = api_call("https://api.example.com/v1/magic/Xk9_aP2mQ7vL-8nB3cR5tY1wZ/confirm?key=sk_live_1", "POST", 200, 10.0);
+    let slug = metric("LCP", 1_000.0, 0.0);
+    c.post(&beacon("demo", &url, vec![lcp, api]), DESKTOP).await;
+    c.post(&beacon("demo", "/blog/how-to-measure-inp-in-2024-with-web-vitals", vec![slug]), DESKTOP).await;
+    c.wait_rows("metrics", 2).await;
+    c.wait_rows("api_calls", 1).await;
+
+    let ch = clickhouse();
+    let stored = ch.sql(&format!("SELECT url, attribution FROM {}.metrics ORDER BY value DESC FORMAT JSONEachRow", c.db));
+    let rows: Vec<Value> = stored.lines().map(|l| serde_json::from_str(l).expect("a JSON row")).collect();
+    assert_eq!(rows[0]["url"], "/team/:user/u/:email/verify/:token/reset/:token", "{stored}");
+    let attribution: Value = serde_json::from_str(rows[0]["attribution"].as_str().expect("text")).expect("JSON");
+    assert_eq!(attribution["url"], "https://cdn.example.com/u/:email/hero.jpg", "{stored}");
+    assert_eq!(attribution["target"], "img.hero", "{stored}");
+    assert_eq!(rows[1]["url"], "/blog/how-to-measure-inp-in-2024-with-web-vitals", "a slug stays");
+    let calls = ch.sql(&format!("SELECT route, url FROM {}.api_calls FORMAT TSV", c.db));
+    assert_eq!(calls.trim(), "api.example.com/v1/magic/:token/confirm\t/team/:user/u/:email/verify/:token/reset/:token");
+    // Nothing of the secrets anywhere in the rows, whatever the column.
+    for table in ["metrics", "api_calls"] {
+        let all = ch.sql(&format!("SELECT * FROM {}.{table} FORMAT TSV", c.db));
+        for secret in ["bob", "alice", "eyJ", "Xk9", "Amz", "sk_live", "key="] {
+            assert!(!all.contains(secret), "{table} holds {secret:?}: {all}");
+        }
+    }
+    // The rollups are built from the raw rows: scrubbed as well.
+    c.finalize().await;
+    let finals = ch.sql(&format!("SELECT DISTINCT url FROM {}.metrics_final ORDER BY url FORMAT TSV", c.db));
+    assert_eq!(finals, "/blog/how-to-measure-inp-in-2024-with-web-vitals\n/team/:user/u/:email/verify/:token/reset/:token\n");
+
+    let metrics = get(&format!("{}/metrics", c.base), &[]).await.text();
+    for (kind, n) in [("email", 2), ("jwt", 1), ("token", 2), ("query", 1), ("rule", 1)] {
+        let line = format!("pulse_values_scrubbed_total{{kind=\"{kind}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    c.running.stop().await;
+}

@@ -1,12 +1,13 @@
 //! `POST /v1/beacon`: the hot path. Find the client ([`client_ip`]) and charge its quota
 //! ([`quota`]), limit the body, parse, check the site, validate each metric, charge the site for
-//! what validated, enrich, append the rows to the disk spool within the site's share (a group
-//! commit shared with concurrent requests), answer 202 once they are synced. No ClickHouse I/O
-//! here.
+//! what validated, scrub personal data and secrets out of its URLs ([`scrub`]), enrich, append
+//! the rows to the disk spool within the site's share (a group commit shared with concurrent
+//! requests), answer 202 once they are synced. No ClickHouse I/O here.
 
 pub mod cardinality;
 pub mod client_ip;
 pub mod quota;
+pub mod scrub;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::enrich;
 use crate::errors::IngestError;
 use crate::ingest::cardinality::{Admitted, Dimension, SiteGuard};
 use crate::ingest::quota::Cost;
+use crate::ingest::scrub::Scrubber;
 use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
 use crate::App;
@@ -116,11 +118,13 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     let mut batch = Batch::default();
     let mut tally = Tally::default();
     let mut folded = Vec::new();
+    let mut scrubbed = scrub::Tally::default();
     {
         // The site's distinct values of the day, locked for this beacon (never across an await).
         let mut card = app.cardinality.site(&site.key, received_ms.div_euclid(86_400_000));
-        let page = PageContext::new(app, &beacon, headers, ip, received_ms, card.as_mut(), &mut folded);
+        let page = PageContext::new(app, &beacon, headers, ip, received_ms, card.as_mut(), &mut folded, &site.scrub, &mut scrubbed);
         for (index, measurement) in valid {
+            let measurement = scrub_measurement(&site.scrub, measurement, &mut scrubbed);
             let measurement = match card.as_mut() {
                 Some(card) => limit_cardinality(card, measurement, &mut folded, &site.key),
                 None => Ok(measurement),
@@ -151,6 +155,12 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
         })?;
         // Counted once kept: a beacon answered 503 or 500 (and each retry of it) is not accepted.
         tally.count(&app.telemetry);
+        for kind in scrub::Kind::ALL {
+            let n = scrubbed.get(kind);
+            if n > 0 {
+                app.telemetry.values_scrubbed.with_label_values(&[kind.as_str()]).inc_by(n);
+            }
+        }
     }
     Ok(Receipt { accepted, rejected })
 }
@@ -263,6 +273,27 @@ fn parse_metric(raw: &RawValue) -> Result<Metric, (&'static str, String)> {
     })
 }
 
+/// Scrubs what a metric sends that can hold a URL: the API route, attribution strings and tag
+/// values (the page URL is [`PageContext::new`]'s).
+fn scrub_measurement(scrubber: &Scrubber, mut m: Measurement, tally: &mut scrub::Tally) -> Measurement {
+    match &mut m.kind {
+        Kind::Api { route, .. } => *route = scrubber.path(std::mem::take(route), tally),
+        Kind::Vital { attribution, .. } => {
+            for value in attribution.values_mut() {
+                if let AttrValue::Str(text) = value {
+                    *text = scrubber.text(std::mem::take(text), tally);
+                }
+            }
+        }
+        Kind::Custom { tags, .. } => {
+            for value in tags.values_mut() {
+                *value = scrubber.text(std::mem::take(value), tally);
+            }
+        }
+    }
+    m
+}
+
 /// Folds a metric's API route and tags past the site's limits; refuses a new custom metric name
 /// past its limit.
 fn limit_cardinality(
@@ -329,8 +360,9 @@ struct PageContext<'a> {
 }
 
 impl<'a> PageContext<'a> {
-    /// The beacon's envelope, its URL clustered and its URL, release and env folded past the
-    /// site's cardinality limits (`card`).
+    /// The beacon's envelope, its URL clustered and scrubbed (`scrubber`), and its URL, release
+    /// and env folded past the site's cardinality limits (`card`).
+    #[allow(clippy::too_many_arguments)]
     fn new(
         app: &App,
         beacon: &'a Beacon<Box<RawValue>>,
@@ -339,9 +371,11 @@ impl<'a> PageContext<'a> {
         received_ms: i64,
         card: Option<&mut SiteGuard<'_>>,
         folded: &mut Vec<Dimension>,
+        scrubber: &Scrubber,
+        scrubbed: &mut scrub::Tally,
     ) -> Self {
         let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-        let url = normalise_path(&beacon.url);
+        let url = scrubber.path(normalise_path(&beacon.url), scrubbed);
         let release = beacon.release.clone().unwrap_or_default();
         let env = beacon.env.clone().unwrap_or_default();
         let (url, release, env) = match card {

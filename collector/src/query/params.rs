@@ -172,7 +172,7 @@ pub fn dimension_filters(params: &Params) -> Result<Vec<(&'static str, String)>,
                 return Err(QueryError::bad(column, "is longer than 1024 bytes"));
             }
             let value = match column {
-                "url" => normalise_path(value),
+                "url" => crate::ingest::scrub::built_in(normalise_path(value)),
                 "nav" if !NavigationType::ALL.iter().any(|n| n.as_str() == value) => {
                     return Err(QueryError::bad("nav", format!("{value:?} is not a navigation type")));
                 }
@@ -246,6 +246,9 @@ mod tests {
         let f = dimension_filters(&params("url=/users/42?x=1&nav=reload").expect("ok")).expect("ok");
         assert_eq!(f, vec![("url", "/users/:id".to_owned()), ("nav", "reload".to_owned())]);
         assert!(dimension_filters(&params("nav=teleport").expect("ok")).is_err());
+        // Compared as stored: scrubbed (README, "Privacy").
+        let f = dimension_filters(&params("url=/u/bob%2540shop.example/reset/Xk9aP2mQ7vL8nB3cR5tY1wZq").expect("ok")).expect("ok");
+        assert_eq!(f, vec![("url", "/u/:email/reset/:token".to_owned())]);
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub type ApiFilters = (Vec<(&'static str, String)>, Option<u16>);
 pub fn api_filters(params: &Params) -> Result<ApiFilters, QueryError> {
     let mut filters = dimension_filters(params)?;
     if let Some(route) = params.get("route") {
-        filters.push(("route", pulse_protocol::route::normalise_route(route)));
+        filters.push(("route", crate::ingest::scrub::built_in(pulse_protocol::route::normalise_route(route))));
     }
     if let Some(method) = params.get("method") {
         filters.push(("method", method.to_ascii_uppercase()));
