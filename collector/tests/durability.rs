@@ -231,15 +231,9 @@ async fn kill_9_under_load_loses_no_acknowledged_metric() {
     );
     assert_eq!(seen.status_503.load(Ordering::Relaxed) + seen.other.load(Ordering::Relaxed), 0, "{seen:?}");
     // The raw table may hold a batch twice (18.16 has no insert deduplication); answers count
-    // every metric exactly once.
+    // every metric exactly once (beacons stored whose 202 the kill cut off count too).
+    assert_answers_count_each_once(&collector, rows - duplicates).await;
     let to = now_ms() as u64 + 60_000;
-    let answer = get(
-        &format!("{}/v1/vitals?site=demo&metric=LCP&source=raw&to={to}", collector.base()),
-        &[("authorization", "Bearer dev-read-key")],
-    )
-    .await;
-    // (Beacons stored whose 202 the kill cut off count too: every distinct metric once.)
-    assert_eq!(answer.json()["rows"][0]["count"].as_u64(), Some(rows - duplicates), "{}", answer.text());
     assert!(rows - duplicates >= acked.len() as u64);
     // API calls too: every call of an acknowledged beacon stored, each counted once.
     let calls = (seen.accepted.load(Ordering::Relaxed) as usize * CALLS_PER_BEACON) as u64;
@@ -299,13 +293,18 @@ async fn clickhouse_outage_is_absorbed_by_the_spool() {
     // deduplication tokens): at most one batch twice, and answers count every metric once.
     const BATCH_ROWS: u64 = 20_000; // batch_rows' default: the most rows one insert carries
     assert!(duplicates <= BATCH_ROWS, "more than the one batch in flight at the stop was stored twice: {duplicates}");
+    assert_answers_count_each_once(&collector, rows - duplicates).await;
+}
+
+/// The raw answer for every LCP counts `distinct` metrics.
+async fn assert_answers_count_each_once(collector: &Collector, distinct: u64) {
     let to = now_ms() as u64 + 60_000;
     let answer = get(
         &format!("{}/v1/vitals?site=demo&metric=LCP&source=raw&to={to}", collector.base()),
         &[("authorization", "Bearer dev-read-key")],
     )
     .await;
-    assert_eq!(answer.json()["rows"][0]["count"].as_u64(), Some(rows - duplicates), "{}", answer.text());
+    assert_eq!(answer.json()["rows"][0]["count"].as_u64(), Some(distinct), "{}", answer.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

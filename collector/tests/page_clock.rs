@@ -130,6 +130,15 @@ fn p75(values: &[f64]) -> f64 {
     exact_percentile(&sorted, 75.0)
 }
 
+/// Page views whose smaller (first) report is the newer by the collectors' order (skew-corrected
+/// time, then arrival): what picked the final value before the page's clock did.
+fn first_reports_newer_by_the_collectors(db: &str) -> u64 {
+    clickhouse().count(&format!(
+        "SELECT count() FROM (SELECT metric_id, argMax(value, (event_time, seq)) AS v, max(value) AS top
+         FROM {db}.metrics GROUP BY metric_id) WHERE v < top"
+    ))
+}
+
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -164,10 +173,7 @@ async fn a_collector_with_its_clock_ahead_cannot_make_the_first_report_win() {
     wait_for("600 reports in metrics_recent", Duration::from_secs(30), || ch.count(&rows) >= 600).await;
     // The fast collector's clock really is ahead: its skew-corrected times are later than the
     // final reports', and its arrival order larger (what ordered reports before).
-    let later = ch.count(&format!(
-        "SELECT count() FROM (SELECT metric_id, argMax(value, (event_time, seq)) AS v, max(value) AS top
-         FROM {db}.metrics GROUP BY metric_id) WHERE v < top"
-    ));
+    let later = first_reports_newer_by_the_collectors(&db);
     assert!(later > 250, "only {later} of {views} first reports look newer by the collectors' clocks: is faketime working?");
     let want = p75(&finals);
     for collector in [&fast, &exact] {
@@ -200,10 +206,7 @@ async fn reports_arriving_out_of_the_page_order_keep_the_page_order() {
     }
     let rows = format!("SELECT count() FROM {db}.metrics_recent");
     wait_for("800 reports in metrics_recent", Duration::from_secs(30), || ch.count(&rows) >= 800).await;
-    let arrived_last = ch.count(&format!(
-        "SELECT count() FROM (SELECT metric_id, argMax(value, (event_time, seq)) AS v, max(value) AS top
-         FROM {db}.metrics GROUP BY metric_id) WHERE v < top"
-    ));
+    let arrived_last = first_reports_newer_by_the_collectors(&db);
     let (got, count) = raw_cls(&collector).await;
     assert_eq!(count, views as u64);
     assert_eq!(got, p75(&finals));
