@@ -308,9 +308,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 deduplicate,
                 dead_letter_after: app.config.dead_letter_after_attempts,
                 dead_letter_dir: app.config.spool_dir.join("dead-letter"),
-                // The finalizer waits for a collector's unshipped rows while it heartbeats, and
-                // stops waiting a lease (three intervals) after its last heartbeat.
-                late_after: Duration::from_secs(3 * app.config.finalize_interval_seconds),
+                final_grace: i64::from(app.config.final_grace_minutes) * 60,
             }
             .run(deadline)
             .await;

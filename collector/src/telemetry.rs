@@ -74,6 +74,7 @@ pub struct Telemetry {
     /// Hours made final by this collector's finalizer.
     pub hours_finalized: IntCounter,
     pub hours_refinalized: IntCounter,
+    pub late_markers_lost: IntCounter,
     /// Everything first reported before this time (epoch s) is final.
     pub final_until_seconds: IntGauge,
     /// HTTP connections open now.
@@ -118,6 +119,10 @@ impl Telemetry {
         let late_reports =
             plain_counter("late_reports_total", "Reports that arrived after their hour was final (kept raw, not in answers).");
         let hours_finalized = plain_counter("hours_finalized_total", "Hours made final (metrics_final and rollups) by this collector.");
+        let late_markers_lost = plain_counter(
+            "late_markers_lost_total",
+            "Batches stored late whose late_rows marker could not be recorded (their hours stay final without them).",
+        );
         let hours_refinalized = plain_counter(
             "hours_refinalized_total",
             "Final hours this collector made final again because rows of theirs were stored late (counted when the rebuild starts).",
@@ -206,6 +211,7 @@ impl Telemetry {
             late_reports,
             hours_finalized,
             hours_refinalized,
+            late_markers_lost,
             final_until_seconds: gauge("final_until_seconds", "Everything first reported before this time (epoch s) is final."),
             connections_open: gauge("connections_open", "HTTP connections open."),
             connections_closed: counter("connections_closed_total", "HTTP connections closed, by reason.", &["reason"]),

@@ -5,8 +5,9 @@
 //!   final one, 1.2 s later by the page's clock, the other collector.
 //! - Reports whose arrival contradicts the page's order: the final report arrives first, both in
 //!   the same moment; some pairs share one `at` and differ only by the agent's report number `n`.
-//! - A collector cut off from ClickHouse past the finalizer's wait ships its rows after their hour
-//!   was made final: the hour is made final again, with every row once.
+//! - A collector cut off from ClickHouse past the finalizer's wait (its clock jumps three hours
+//!   meanwhile, through libfaketime's timestamp file) ships its rows after their hour was made
+//!   final: the hour is made final again, with every row once.
 //!
 //! Sleeps here only let real processes catch up; every wait for an outcome polls with a deadline.
 
@@ -22,6 +23,16 @@ use serde_json::{json, Value};
 
 const AUTH: (&str, &str) = ("authorization", "Bearer dev-read-key");
 
+/// A collector's wall clock.
+#[derive(Clone, Copy)]
+enum Clock<'a> {
+    Real,
+    /// Ahead by a fixed offset (`+2s`).
+    Ahead(&'a str),
+    /// Offset by what the file says (`+0`, `+3h`), read at every look at the clock.
+    File(&'a std::path::Path),
+}
+
 /// One collector process; killed when dropped.
 struct Collector {
     child: Child,
@@ -30,17 +41,27 @@ struct Collector {
 }
 
 impl Collector {
-    /// Starts the binary on ClickHouse at `clickhouse_url`, database `db`, under `faketime` with
-    /// `clock` (`+2s`) when given.
-    fn start(name: &str, clickhouse_url: &str, db: &str, clock: Option<&str>, extra: &[(&str, &str)]) -> Collector {
+    /// Starts the binary on ClickHouse at `clickhouse_url`, database `db`, with its wall clock
+    /// as `clock` says.
+    fn start(name: &str, clickhouse_url: &str, db: &str, clock: Clock<'_>, extra: &[(&str, &str)]) -> Collector {
         let port = free_port();
         let spool = temp_dir(&format!("spool-page-clock-{name}"));
         let binary = env!("CARGO_BIN_EXE_pulse-collector");
         let mut command = Command::new(binary);
-        if let Some(offset) = clock {
-            // Debian's faketime, preloaded into the collector itself (the `faketime` command
-            // would run it as a child that outlives a kill of the command).
-            command.env("LD_PRELOAD", libfaketime()).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        // Debian's faketime, preloaded into the collector itself (the `faketime` command would
+        // run it as a child that outlives a kill of the command).
+        match clock {
+            Clock::Real => {}
+            Clock::Ahead(offset) => {
+                command.env("LD_PRELOAD", libfaketime()).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
+            Clock::File(path) => {
+                command
+                    .env("LD_PRELOAD", libfaketime())
+                    .env("FAKETIME_TIMESTAMP_FILE", path)
+                    .env("FAKETIME_NO_CACHE", "1")
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
         }
         command
             .env("PULSE_LISTEN", format!("127.0.0.1:{port}"))
@@ -159,8 +180,8 @@ async fn raw_cls(collector: &Collector) -> (f64, u64) {
 async fn a_collector_with_its_clock_ahead_cannot_make_the_first_report_win() {
     let ch = clickhouse();
     let db = ch.fresh_database("page_clock_fleet");
-    let fast = Collector::start("fast", &ch.url, &db, Some("+2s"), &[]);
-    let exact = Collector::start("exact", &ch.url, &db, None, &[]);
+    let fast = Collector::start("fast", &ch.url, &db, Clock::Ahead("+2s"), &[]);
+    let exact = Collector::start("exact", &ch.url, &db, Clock::Real, &[]);
     let (views, t0) = (300, now_ms() - 60_000.0);
     let finals: Vec<f64> = (0..views).map(final_cls).collect();
     for (i, value) in finals.iter().enumerate() {
@@ -190,7 +211,7 @@ async fn a_collector_with_its_clock_ahead_cannot_make_the_first_report_win() {
 async fn reports_arriving_out_of_the_page_order_keep_the_page_order() {
     let ch = clickhouse();
     let db = ch.fresh_database("page_clock_pairs");
-    let collector = Collector::start("pairs", &ch.url, &db, None, &[]);
+    let collector = Collector::start("pairs", &ch.url, &db, Clock::Real, &[]);
     let (views, t0) = (400, now_ms() - 120_000.0);
     let finals: Vec<f64> = (0..views).map(final_cls).collect();
     for (i, value) in finals.iter().enumerate() {
@@ -250,10 +271,11 @@ impl Link {
     }
 }
 
-/// One LCP page view measured at `at`, in a beacon sent now (so its skew-corrected time is `at`).
-fn lcp_beacon(page: &str, value: f64, at: f64) -> Value {
-    json!({"v": 1, "site": "demo", "session": format!("s-{page}"), "page": page, "url": "/late",
-           "nav": "navigate", "sent_at": now_ms(), "metrics": [{"name": "LCP", "value": value, "at": at, "id": format!("v1-{page}")}]})
+/// One LCP page view measured `before_ms` before the beacon was sent (now by the test's clock).
+fn lcp_beacon(page: &str, value: f64, before_ms: f64) -> Value {
+    let sent = now_ms();
+    json!({"v": 1, "site": "demo", "session": format!("s-{page}"), "page": page, "url": "/late", "nav": "navigate",
+           "sent_at": sent, "metrics": [{"name": "LCP", "value": value, "at": sent - before_ms, "id": format!("v1-{page}")}]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -262,34 +284,36 @@ async fn rows_stored_after_their_hour_was_final_are_made_final() {
     let db = ch.fresh_database("page_clock_late");
     let link = Link::to(&ch.url).await;
     let fast_finalizer = [("PULSE_FINALIZE_INTERVAL_SECONDS", "1")];
-    // Cut off from the start: it accepts into its spool and cannot heartbeat, so the finalizer
-    // does not wait for it.
-    let cut_off = Collector::start("cut-off", &link.url(), &db, None, &fast_finalizer);
-    let connected = Collector::start("connected", &ch.url, &db, None, &fast_finalizer);
-    // Page views of an hour three hours ago (past any grace period).
-    let hour = ((now_ms() / 1000.0) as i64 - 3 * 3_600).div_euclid(3_600) * 3_600;
-    let at = (hour * 1000 + 600_000) as f64;
+    // The cut-off collector accepts this hour's page views in time (its clock is the test's),
+    // then is cut off from ClickHouse while three hours pass for it (its clock jumps) and the
+    // other collector, three hours ahead from the start, makes the hour final without them.
+    const HOURS: f64 = 3.0 * 3_600_000.0;
+    let clock_file = temp_dir("page-clock-late-clock").join("offset");
+    std::fs::write(&clock_file, "+0\n").expect("writes the clock file");
+    let cut_off = Collector::start("cut-off", &link.url(), &db, Clock::File(&clock_file), &fast_finalizer);
+    let connected = Collector::start("connected", &ch.url, &db, Clock::Ahead("+3h"), &fast_finalizer);
+    let hour = ((now_ms() / 1000.0) as i64).div_euclid(3_600) * 3_600;
     let late: Vec<f64> = (0..100).map(|i| 1_000.0 + f64::from(i) * 10.0).collect();
     let on_time: Vec<f64> = (0..100).map(|i| 3_000.0 + f64::from(i) * 10.0).collect();
     for (i, value) in late.iter().enumerate() {
-        cut_off.send(lcp_beacon(&format!("late-{i}"), *value, at)).await;
+        cut_off.send(lcp_beacon(&format!("late-{i}"), *value, 0.0)).await;
     }
-    let accepted_late = Instant::now();
+    // Measured three hours before they were sent by the clock of the collector that receives
+    // them: the same hour.
     for (i, value) in on_time.iter().enumerate() {
-        connected.send(lcp_beacon(&format!("on-time-{i}"), *value, at)).await;
+        connected.send(lcp_beacon(&format!("on-time-{i}"), *value, HOURS)).await;
     }
-    let in_hour = format!("event_time >= toDateTime({hour}) AND event_time < toDateTime({})", hour + 3_600);
+    // Two hours: the page views may straddle the end of the first (all are final by then for
+    // the collector three hours ahead).
+    let until = hour + 2 * 3_600;
+    let in_hour = format!("event_time >= toDateTime({hour}) AND event_time < toDateTime({until})");
     let final_rows = format!("SELECT count() FROM {db}.metrics_final WHERE {in_hour}");
     let done = format!("SELECT toUInt32(max(span_to)) FROM {db}.finalizer_progress WHERE phase = 'done'");
     wait_for("the hour made final without the cut-off collector's rows", Duration::from_secs(60), || {
-        ch.count(&final_rows) == 100 && ch.count(&done) as i64 >= hour + 3_600
+        ch.count(&final_rows) == 100 && ch.count(&done) as i64 >= until
     })
     .await;
-    // The finalizer stops waiting for a collector three intervals after its last heartbeat, and
-    // the shipper marks rows that waited longer than that.
-    if let Some(rest) = Duration::from_secs(4).checked_sub(accepted_late.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
+    std::fs::write(&clock_file, "+3h\n").expect("moves the clock");
     link.open.store(true, Ordering::Relaxed);
     let raw_rows = format!("SELECT count() FROM {db}.metrics WHERE {in_hour}");
     wait_for("the cut-off collector's rows stored", Duration::from_secs(60), || ch.count(&raw_rows) == 200).await;
@@ -297,7 +321,7 @@ async fn rows_stored_after_their_hour_was_final_are_made_final() {
     let distinct = ch.count(&format!("SELECT uniqExact(metric_id) FROM {db}.metrics_final WHERE {in_hour}"));
     assert_eq!(distinct, 200, "each page view once");
     // Answers from the final tables (the hour is before the watermark) include both collectors'.
-    let body = connected.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", hour * 1000, (hour + 3_600) * 1000)).await;
+    let body = connected.read(&format!("/v1/vitals?site=demo&metric=LCP&from={}&to={}", hour * 1000, until * 1000)).await;
     let row = &body["rows"][0];
     let all: Vec<f64> = late.iter().chain(&on_time).copied().collect();
     assert_eq!(row["count"].as_u64(), Some(200), "{body}");

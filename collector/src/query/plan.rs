@@ -203,17 +203,19 @@ impl<'a> Scope<'a> {
 
     /// The raw reports of the values first reported in `recent`, not deduplicated (the caller
     /// keeps, per [`REPORT_KEY`], the last report by [`crate::storage::finalize::report_order`]
-    /// and the time of the first): `key`, `at`, `seq`, `report_n`, `page_at`, `value`, `rating`
-    /// (0 none, 1 good, 2 needs improvement, 3 poor) and `grp`.
+    /// and the time of the first): `key`, `at`, the order (`o_seq`, `o_n`, `o_at`: `seq`,
+    /// `report_n`, `page_at`), `value`, `rating` (0 none, 1 good, 2 needs improvement, 3 poor)
+    /// and `grp`.
     pub fn push_recent_rows(&self, sql: &mut Sql, recent: TimeRange) {
         let mut from = Sql::new();
         let key = self.push_recent_reports(&mut from, recent);
         // The order of reports only matters between reports of different values: only metrics
-        // reported again have those.
+        // reported again have those. (Aliases of their own: one named `seq` would replace the
+        // column inside the report key of rows without an id.)
         let order = if RE_REPORTED.contains(&self.metric) {
-            "seq, report_n, page_at"
+            "seq AS o_seq, report_n AS o_n, page_at AS o_at"
         } else {
-            "materialize(toUInt64(0)) AS seq, materialize(toUInt32(0)) AS report_n, materialize(toUInt64(0)) AS page_at"
+            "materialize(toUInt64(0)) AS o_seq, materialize(toUInt32(0)) AS o_n, materialize(toUInt64(0)) AS o_at"
         };
         sql.push(
             &format!(

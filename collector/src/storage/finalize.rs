@@ -20,9 +20,12 @@
 //!   to be final (its end plus the grace period) before the re-report arrived.
 //! - Rows a collector **stores** late — it accepted them in time, then could not reach
 //!   ClickHouse for longer than the finalizer waits for it (a lease: three intervals without a
-//!   heartbeat) — are made final too: the shipper writes a `late_rows` marker with their earliest
-//!   hour after storing them, and the next run finds the hour below the watermark and rebuilds its
-//!   day onwards as after a crash (below), counted in `pulse_hours_refinalized_total`.
+//!   heartbeat) — are made final too: after storing a batch the shipper writes a `late_rows`
+//!   marker naming the earliest hour that may have been made final without one of its rows
+//!   ([`late_hour`]), and the next run that finds such an hour below the watermark (and no live
+//!   collector still draining a backlog) rebuilds its day onwards as after a crash (below),
+//!   counted in `pulse_hours_refinalized_total`. A rebuilt day reads every raw row of its ids,
+//!   reports that arrived late included.
 //!
 //! Crash safety: each span (whole hours within one UTC day, six at most) is recorded as `started` in
 //! `finalizer_progress` before anything is written and `done` after. A run that finds its last
@@ -74,6 +77,26 @@ pub fn report_order(report_n: u32, page_at: u64, event_time: u32, seq: u64) -> (
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;
+
+/// How far another collector's clock may run ahead of this one's and its finalizer still not
+/// make an hour final before this collector's shipper sees the hour's end plus grace pass.
+const CLOCK_SLACK_SECONDS: i64 = 60;
+
+/// The earliest hour (epoch s) that may have been made final without a row of metric `name`
+/// (its own time `event_time`, received at `received_at`, epoch s) stored at `stored`: an hour
+/// whose deadline (its end plus `grace`) came after the row's receipt — so the row was in time —
+/// and before it was stored (within [`CLOCK_SLACK_SECONDS`]). A report is counted with the
+/// first report of its id, whose hour is its own for metrics reported once and, for CLS and INP,
+/// any hour from the first whose deadline came after the receipt. `None`: the row was late
+/// already when received (kept raw, see the module doc), or no deadline passed before it was
+/// stored.
+pub fn late_hour(name: &str, event_time: u32, received_at: u32, stored: i64, grace: i64) -> Option<i64> {
+    let deadline = |hour: i64| hour + HOUR + grace;
+    let received = i64::from(received_at);
+    let own = i64::from(event_time).div_euclid(HOUR) * HOUR;
+    let first = if RE_REPORTED.contains(&name) { (received - grace).div_euclid(HOUR) * HOUR } else { own };
+    (deadline(own) > received && deadline(first) <= stored + CLOCK_SLACK_SECONDS).then_some(first.min(own))
+}
 
 /// The columns of `metrics_final` besides the value, in order, as the finalizer takes them from
 /// raw rows (aliases: 18.16 refuses an aggregate's alias that shadows a column).
@@ -200,9 +223,7 @@ impl Finalizer {
         let leading = renew(clock()).await?;
         self.learn_histograms_since(client).await?;
         let last = last_progress(client).await?;
-        if let Some(done) = last.as_ref().filter(|p| p.phase == "done") {
-            self.publish(app, i64::from(done.span_to));
-        }
+        self.learn(app, last.as_ref());
         if !leading {
             return Ok(Outcome::NotLeader);
         }
@@ -235,9 +256,13 @@ impl Finalizer {
                 None => return Ok(Outcome::Idle),
             },
         };
-        // Rows a collector stored after their hour was made final (it was cut off from
-        // ClickHouse longer than the finalizer waits for it): their day is made final again.
-        let late = pending_late(client).await?;
+        // Rows a collector stored after an hour they count in was made final (it was cut off from
+        // ClickHouse longer than the finalizer waits for it): the day is made final again. Not
+        // while a live collector still drains a backlog (its later batches would each ask again):
+        // one rebuild once it has shipped.
+        let backlog = self.lease.oldest_backlog(client, clock(), interval_ms).await.map_err(ch("the spool backlogs"))?;
+        let draining = backlog.is_some_and(|oldest_ms| oldest_ms + interval_ms < clock());
+        let late = if draining { Vec::new() } else { pending_late(client).await? };
         // Never before the oldest raw row: days whose raw rows retention dropped keep their
         // rollups (kept longer), and their late rows are gone with them.
         let oldest = if late.is_empty() { None } else { first_day(client).await? };
@@ -253,11 +278,12 @@ impl Finalizer {
             rebuilt_day = true;
             from = day;
         }
-        if !late.is_empty() {
-            // Handled: the day is rebuilt from `finalizer_progress` from here on (a crash now
-            // leaves a span `started`, which rebuilds it again).
-            let markers: Vec<&str> = late.iter().map(|l| l.marker.as_str()).collect();
-            let handled_at = next_at();
+        // Handled: the day is rebuilt from `finalizer_progress` from here on (a crash now leaves a
+        // span `started`, which rebuilds it again). In chunks: the markers are part of the
+        // statement's text, which the server bounds (`max_query_size`).
+        let handled_at = next_at();
+        for chunk in late.chunks(1_000) {
+            let markers: Vec<&str> = chunk.iter().map(|l| l.marker.as_str()).collect();
             client
                 .query("INSERT INTO late_rows (at, at_ms, marker, phase, hour) SELECT toDateTime(intDiv(?, 1000)), ?, arrayJoin(?), 'done', toDateTime(0)")
                 .bind(handled_at)
@@ -272,7 +298,7 @@ impl Finalizer {
         // live collector's spool (a row may be up to a grace period older than its receipt).
         let grace = i64::from(app.config.final_grace_minutes) * 60;
         let mut due = (now.unix_timestamp() - grace).div_euclid(HOUR) * HOUR;
-        if let Some(oldest_ms) = self.lease.oldest_backlog(client, clock(), interval_ms).await.map_err(ch("the spool backlogs"))? {
+        if let Some(oldest_ms) = backlog {
             due = due.min(((oldest_ms / 1_000) as i64 - grace).div_euclid(HOUR) * HOUR);
         }
         // Late re-reports of a span are counted the first time it is finalized: not again when
@@ -340,10 +366,19 @@ impl Finalizer {
     /// Learns how far values are final from `finalizer_progress` (at start, before the first run).
     pub async fn refresh(&self, app: &App) -> Result<(), FinalizeError> {
         self.learn_histograms_since(&app.clickhouse).await?;
-        if let Some(done) = last_progress(&app.clickhouse).await?.filter(|p| p.phase == "done") {
-            self.publish(app, i64::from(done.span_to));
-        }
+        self.learn(app, last_progress(&app.clickhouse).await?.as_ref());
         Ok(())
+    }
+
+    /// Learns how far values are final from the last progress record: a span `done` ends the
+    /// final part; a span `started` that begins earlier than what this collector knows (a
+    /// rebuild, whose days are dropped from the final tables) moves it back to its start.
+    fn learn(&self, app: &App, last: Option<&ProgressRow>) {
+        match last {
+            Some(p) if p.phase == "done" => self.publish(app, i64::from(p.span_to)),
+            Some(p) if i64::from(p.span_from) < self.final_until.load(Ordering::Acquire) => self.publish(app, i64::from(p.span_from)),
+            _ => {}
+        }
     }
 }
 
@@ -707,5 +742,61 @@ pub async fn run_forever(app: std::sync::Arc<App>) {
                 tracing::warn!(%err, "finalizing failed; retrying at the next interval");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 1_800_000_000 / HOUR * HOUR; // an hour's start
+    const GRACE: i64 = 1_800;
+
+    fn at(t: i64) -> u32 {
+        t as u32
+    }
+
+    #[test]
+    fn a_row_stored_before_any_deadline_passed_needs_no_marker() {
+        // Received and stored within a minute, half an hour into hour H.
+        assert_eq!(late_hour("LCP", at(H + 1_800), at(H + 1_800), H + 1_860, GRACE), None);
+        assert_eq!(late_hour("CLS", at(H + 1_800), at(H + 1_800), H + 1_860, GRACE), None);
+    }
+
+    #[test]
+    fn a_row_stored_after_its_hours_deadline_marks_its_hour() {
+        // Received in hour H, stored two hours later (H's deadline is H + 1 h + 30 min).
+        assert_eq!(late_hour("LCP", at(H + 600), at(H + 600), H + 3 * HOUR, GRACE), Some(H));
+        // Within the clock slack of the deadline: marked too (another collector's clock may be ahead).
+        let deadline = H + HOUR + GRACE;
+        assert_eq!(late_hour("LCP", at(H + 600), at(H + 600), deadline - CLOCK_SLACK_SECONDS, GRACE), Some(H));
+        assert_eq!(late_hour("LCP", at(H + 600), at(H + 600), deadline - CLOCK_SLACK_SECONDS - 1, GRACE), None);
+    }
+
+    #[test]
+    fn a_re_report_marks_the_earliest_hour_its_first_report_may_be_in() {
+        // Received at H + 1 h + 5 min (its own hour H + 1 h): the id's first report may be in
+        // hour H, whose deadline (H + 1 h 30) had not passed; stored at H + 1 h 40.
+        let received = H + HOUR + 300;
+        assert_eq!(late_hour("CLS", at(received), at(received), H + HOUR + 2_400, GRACE), Some(H));
+        // The same LCP counts in its own hour only, whose deadline is still ahead.
+        assert_eq!(late_hour("LCP", at(received), at(received), H + HOUR + 2_400, GRACE), None);
+    }
+
+    #[test]
+    fn a_row_late_already_when_received_needs_no_marker() {
+        // Its own time three hours before its receipt: its hour was due before it arrived.
+        assert_eq!(late_hour("LCP", at(H), at(H + 3 * HOUR), H + 5 * HOUR, GRACE), None);
+        assert_eq!(late_hour("INP", at(H), at(H + 3 * HOUR), H + 5 * HOUR, GRACE), None);
+    }
+
+    #[test]
+    fn the_rust_order_is_the_sql_order() {
+        // The page's report number first, then its clock, arrival last; old rows by time.
+        assert!(report_order(2, 1_000, 50, 1) > report_order(1, 9_000, 99, 9));
+        assert!(report_order(0, 2_000, 10, 1) > report_order(0, 1_000, 99, 9));
+        assert!(report_order(0, 1_000, 10, 2) > report_order(0, 1_000, 10, 1));
+        assert!(report_order(0, 0, 11, 1) > report_order(0, 0, 10, 9));
+        assert_eq!(REPORT_ORDER, "(report_n, page_at, if(page_at = 0, toUInt32(event_time), 0), seq)");
     }
 }

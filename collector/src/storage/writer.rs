@@ -31,6 +31,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::dead_letter::{self, DeadRow, Refusal};
+use super::finalize::late_hour;
 use super::rows::Batch;
 use crate::spool::{Record, Spool};
 use crate::telemetry::Telemetry;
@@ -122,9 +123,10 @@ pub struct Writer {
     pub dead_letter_after: u32,
     /// Where dead letters go when ClickHouse refuses them too (`<spool_dir>/dead-letter`).
     pub dead_letter_dir: std::path::PathBuf,
-    /// Metric rows stored this long after their receipt may belong to hours already made final
-    /// without them: they get a `late_rows` marker ([`super::finalize`]).
-    pub late_after: Duration,
+    /// `final_grace_minutes`, in seconds: metric rows stored after the end of an hour they may
+    /// count in plus this may have missed its finalizing, and get a `late_rows` marker
+    /// ([`super::finalize::late_hour`]).
+    pub final_grace: i64,
 }
 
 /// Where a row comes from: its spool record's key and receive time (ms).
@@ -280,10 +282,9 @@ impl Writer {
         // Before the records leave the spool: a crash before the marker ships them again, and
         // marks them then.
         let now = crate::ingest::now_ms() / 1000;
-        let late_after = self.late_after.as_secs() as i64;
-        let late = batch.metrics.iter().filter(|m| now - i64::from(m.received_at) > late_after).map(|m| m.event_time).min();
-        if let Some(earliest) = late {
-            self.mark_late(&format!("{}-{first}-{last}", self.spool.id()), earliest, deadline).await?;
+        let late = batch.metrics.iter().filter_map(|m| late_hour(&m.name, m.event_time, m.received_at, now, self.final_grace)).min();
+        if let Some(hour) = late {
+            self.mark_late(&format!("{}-{first}-{last}", self.spool.id()), hour, deadline).await?;
         }
         let mut backoff = FIRST_BACKOFF;
         while let Err(err) = self.spool.remove_through(last, foreign.clone()).await {
@@ -298,13 +299,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Records that rows from `earliest` (epoch s) on were stored late, as `marker` (the same for
-    /// a batch shipped again), retrying until it is recorded or the shutdown deadline passes.
-    async fn mark_late(&self, marker: &str, earliest: u32, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
-        let hour = earliest - earliest % 3_600;
-        tracing::info!(marker, hour, "rows stored after the finalizer stopped waiting for them; marking their hour to be made final again");
+    /// Records that rows counted from `hour` (epoch s) on were stored late, as `marker` (the same
+    /// for a batch shipped again). Retried like an insert, `dead_letter_after_attempts` times at
+    /// most: a table this user may not write must not stop shipping (the failure is logged and
+    /// counted, and those hours stay final without the rows). At shutdown the records stay in the
+    /// spool, shipped and marked again at the next start.
+    async fn mark_late(&self, marker: &str, hour: i64, deadline: &watch::Receiver<Option<Instant>>) -> Result<(), GaveUp> {
+        tracing::info!(marker, hour, "rows stored after an hour they count in may have been made final; marking it to be made final again");
         let mut backoff = FIRST_BACKOFF;
-        loop {
+        for _ in 0..self.dead_letter_after.max(1) {
             let insert = self
                 .client
                 .query("INSERT INTO late_rows (at, at_ms, marker, phase, hour) VALUES (now(), ?, ?, 'late', toDateTime(?))")
@@ -322,6 +325,9 @@ impl Writer {
             }
             pause(deadline, &mut backoff).await?;
         }
+        self.telemetry.late_markers_lost.inc();
+        tracing::error!(marker, hour, "could not record late rows: their hours stay final without them");
+        Ok(())
     }
 
     /// Inserts `rows`, retrying until it succeeds or the shutdown deadline passes; rows
@@ -645,7 +651,7 @@ mod tests {
             deduplicate: false,
             dead_letter_after: 1,
             dead_letter_dir: dir.join("dead-letter"),
-            late_after: Duration::from_secs(180),
+            final_grace: 1_800,
         };
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
@@ -679,7 +685,7 @@ mod tests {
             deduplicate: false,
             dead_letter_after: 1,
             dead_letter_dir: dir.join("dead-letter"),
-            late_after: Duration::from_secs(180),
+            final_grace: 1_800,
         };
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
