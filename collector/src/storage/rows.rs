@@ -255,35 +255,40 @@ pub mod v2 {
         /// its position among the record's calls (the same at every read, so a record shipped
         /// twice gives the same rows).
         pub fn upgrade(self, received_ms: u64) -> super::Batch {
-            let api_calls = self
-                .api_calls
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| super::v3::ApiCallRow {
-                    site: c.site,
-                    event_time: c.event_time,
-                    received_at: c.received_at,
-                    route: c.route,
-                    method: c.method,
-                    status: c.status,
-                    ok: c.ok,
-                    error: c.error,
-                    duration: c.duration,
-                    server_timing: c.server_timing,
-                    session: c.session,
-                    page: c.page,
-                    url: c.url,
-                    nav: c.nav,
-                    release: c.release,
-                    env: c.env,
-                    device: c.device,
-                    browser: c.browser,
-                    os: c.os,
-                    country: c.country,
-                    seq: (received_ms << 10) | (i as u64 & 1023),
-                })
-                .collect();
+            let api_calls = self.api_calls.into_iter().enumerate().map(|(i, c)| (c, (received_ms << 10) | (i as u64 & 1023))).collect();
             super::v3::Batch { metrics: self.metrics, api_calls }.upgrade()
+        }
+    }
+
+    impl ApiCallRow {
+        /// Today's row, with the arrival order `seq` (format 3 stored a call as these fields and
+        /// then `seq`) and no agent's id.
+        pub(super) fn with_seq(self, seq: u64) -> super::ApiCallRow {
+            let c = self;
+            super::ApiCallRow {
+                site: c.site,
+                event_time: c.event_time,
+                received_at: c.received_at,
+                route: c.route,
+                method: c.method,
+                status: c.status,
+                ok: c.ok,
+                error: c.error,
+                duration: c.duration,
+                server_timing: c.server_timing,
+                session: c.session,
+                page: c.page,
+                url: c.url,
+                nav: c.nav,
+                release: c.release,
+                env: c.env,
+                device: c.device,
+                browser: c.browser,
+                os: c.os,
+                country: c.country,
+                seq,
+                call_id: String::new(),
+            }
         }
     }
 }
@@ -293,68 +298,17 @@ pub mod v3 {
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
-    pub struct ApiCallRow {
-        pub(super) site: String,
-        pub(super) event_time: u32,
-        pub(super) received_at: u32,
-        pub(super) route: String,
-        pub(super) method: String,
-        pub(super) status: u16,
-        pub(super) ok: u8,
-        pub(super) error: String,
-        pub(super) duration: f64,
-        pub(super) server_timing: String,
-        pub(super) session: String,
-        pub(super) page: String,
-        pub(super) url: String,
-        pub(super) nav: String,
-        pub(super) release: String,
-        pub(super) env: String,
-        pub(super) device: String,
-        pub(super) browser: String,
-        pub(super) os: String,
-        pub(super) country: String,
-        pub(super) seq: u64,
-    }
-
-    #[derive(Debug, Deserialize)]
     pub struct Batch {
         /// A metric row as format 1 had it, then its `seq`.
         pub(super) metrics: Vec<(super::v1::MetricRow, u64)>,
-        pub(super) api_calls: Vec<ApiCallRow>,
+        /// An API call as format 2 had it, then its `seq`.
+        pub(super) api_calls: Vec<(super::v2::ApiCallRow, u64)>,
     }
 
     impl Batch {
         /// Today's rows: API calls without an agent's id.
         pub fn upgrade(self) -> super::Batch {
-            let api_calls = self
-                .api_calls
-                .into_iter()
-                .map(|c| super::ApiCallRow {
-                    site: c.site,
-                    event_time: c.event_time,
-                    received_at: c.received_at,
-                    route: c.route,
-                    method: c.method,
-                    status: c.status,
-                    ok: c.ok,
-                    error: c.error,
-                    duration: c.duration,
-                    server_timing: c.server_timing,
-                    session: c.session,
-                    page: c.page,
-                    url: c.url,
-                    nav: c.nav,
-                    release: c.release,
-                    env: c.env,
-                    device: c.device,
-                    browser: c.browser,
-                    os: c.os,
-                    country: c.country,
-                    seq: c.seq,
-                    call_id: String::new(),
-                })
-                .collect();
+            let api_calls = self.api_calls.into_iter().map(|(c, seq)| c.with_seq(seq)).collect();
             let metrics = self.metrics.into_iter().map(|(m, seq)| m.with_seq(seq)).collect();
             super::Batch { metrics, api_calls }
         }

@@ -640,19 +640,8 @@ mod tests {
         let dir = crate::spool::tests::temp_dir("writer-outage");
         let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
         spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
-        let (status, telemetry) = (Arc::new(WriterStatus::default()), Telemetry::new());
-        let writer = Writer {
-            client: Client::default().with_url(url).with_validation(false),
-            spool: spool.clone(),
-            batch_rows: 1,
-            flush_interval: Duration::from_millis(10),
-            telemetry: telemetry.clone(),
-            status: status.clone(),
-            deduplicate: false,
-            dead_letter_after: 1,
-            dead_letter_dir: dir.join("dead-letter"),
-            final_grace: 1_800,
-        };
+        let writer = test_writer(&url, &spool, &dir);
+        let (status, telemetry) = (writer.status.clone(), writer.telemetry.clone());
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -667,15 +656,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A ClickHouse that takes the connection and never answers: the insert hangs, and shutdown
-    /// still ends at the grace deadline, the rows kept in the spool.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hanging_insert_does_not_outlast_the_grace_period() {
-        let url = pulse_testkit::silent_server();
-        let dir = crate::spool::tests::temp_dir("writer-hanging");
-        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
-        spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
-        let writer = Writer {
+    /// A shipper of `spool` to ClickHouse at `url`, one row a batch, refusals dead letters at once.
+    fn test_writer(url: &str, spool: &Spool, dir: &std::path::Path) -> Writer {
+        Writer {
             client: Client::default().with_url(url).with_validation(false),
             spool: spool.clone(),
             batch_rows: 1,
@@ -686,7 +669,18 @@ mod tests {
             dead_letter_after: 1,
             dead_letter_dir: dir.join("dead-letter"),
             final_grace: 1_800,
-        };
+        }
+    }
+
+    /// A ClickHouse that takes the connection and never answers: the insert hangs, and shutdown
+    /// still ends at the grace deadline, the rows kept in the spool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_insert_does_not_outlast_the_grace_period() {
+        let url = pulse_testkit::silent_server();
+        let dir = crate::spool::tests::temp_dir("writer-hanging");
+        let spool = Spool::open(&dir, 1 << 30, 100).expect("opens");
+        spool.append(&crate::spool::tests::batch(&[1.0, 2.0]), 1_000).await.expect("appends");
+        let writer = test_writer(&url, &spool, &dir);
         let (shutdown, deadline) = shutdown_channel();
         let running = tokio::spawn(writer.run(deadline));
         // Let the shipper get stuck in its insert, then stop with one second of grace.
