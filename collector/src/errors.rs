@@ -145,7 +145,16 @@ pub enum QueryError {
     TimedOut(u64),
     #[error("the collector is busy with other comparisons and reports; retry later")]
     Busy,
+    #[error(
+        "the cluster is missing {0}: an answer now would miss its rows; retry later, or add allow_partial=1 to answer from the live shards"
+    )]
+    ShardsAway(String),
 }
+
+/// Marks the answer of a read that ClickHouse could not answer (`QueryError::Storage`), so the
+/// layer of [`crate::query::partial`] can find out whether a shard is away.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageFailure;
 
 impl QueryError {
     pub fn bad(param: &'static str, message: impl Into<String>) -> Self {
@@ -194,6 +203,13 @@ impl IntoResponse for QueryError {
                     self.to_string()
                 };
                 let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, message, None);
+                set_retry_after(&mut r, Duration::from_secs(5));
+                r.extensions_mut().insert(StorageFailure);
+                r
+            }
+            QueryError::ShardsAway(_) => {
+                tracing::warn!(error = %self, "read refused: a shard is away");
+                let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, self.to_string(), None);
                 set_retry_after(&mut r, Duration::from_secs(5));
                 r
             }

@@ -28,14 +28,25 @@ struct ProbeState {
     error: Option<String>,
     /// Epoch ms of the last probe; `None` before the first (counted as down: not yet seen up).
     at_ms: Option<u64>,
+    /// On a cluster, each shard's last outcome in `clickhouse_shards` order: why it did not
+    /// answer, or `None`. Empty on one server.
+    shards: Vec<Option<String>>,
 }
 
 impl Probe {
-    /// Records one probe's outcome at `at_ms`.
-    pub fn record(&self, outcome: Result<(), String>, at_ms: u64) {
+    /// Records one probe's outcome at `at_ms`: the configured server's, and on a cluster each
+    /// shard's (in `clickhouse_shards` order).
+    pub fn record(&self, outcome: Result<(), String>, shards: Vec<Result<(), String>>, at_ms: u64) {
         if let Ok(mut state) = self.state.lock() {
-            *state = ProbeState { error: outcome.err(), at_ms: Some(at_ms) };
+            *state = ProbeState { error: outcome.err(), at_ms: Some(at_ms), shards: shards.into_iter().map(Result::err).collect() };
         }
+    }
+
+    /// The shards (0-based, `clickhouse_shards` order) that did not answer the last probe, and
+    /// why. Empty before the first probe: a shard is missing only once it was seen away.
+    pub fn down_shards(&self) -> Vec<(usize, String)> {
+        let state = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        state.shards.into_iter().enumerate().filter_map(|(i, error)| error.map(|e| (i, e))).collect()
     }
 
     /// The last outcome: `Ok` when ClickHouse answered, else why not; and when it was checked.
@@ -55,16 +66,46 @@ pub async fn watch(app: Arc<App>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let outcome = match tokio::time::timeout(PROBE_TIMEOUT, crate::storage::ping(&app.clickhouse)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => {
-                app.telemetry.clickhouse_errors.with_label_values(&["ping"]).inc();
-                Err(err.to_string())
-            }
-            Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-        };
-        app.clickhouse_probe.record(outcome, now_ms());
+        let all = std::iter::once(app.clickhouse.clone()).chain(crate::storage::shard_servers(&app.config));
+        let mut outcomes = ping_all(&app, all).await.into_iter();
+        let outcome = outcomes.next().unwrap_or(Ok(()));
+        app.clickhouse_probe.record(outcome, outcomes.collect(), now_ms());
     }
+}
+
+/// Asks each server `SELECT 1`, all at once, waiting at most [`PROBE_TIMEOUT`]: the outcomes in
+/// the servers' order. Failures are counted.
+async fn ping_all(app: &App, servers: impl Iterator<Item = clickhouse::Client>) -> Vec<Result<(), String>> {
+    let mut asked = tokio::task::JoinSet::new();
+    for (i, client) in servers.enumerate() {
+        asked.spawn(async move {
+            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, crate::storage::ping(&client)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+            };
+            (i, outcome)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = asked.join_next().await {
+        outcomes.push(done.unwrap_or_else(|panic| (usize::MAX, Err(panic.to_string()))));
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    let outcomes: Vec<Result<(), String>> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    app.telemetry.clickhouse_errors.with_label_values(&["ping"]).inc_by(failed as u64);
+    outcomes
+}
+
+/// Asks the shards at `indices` (0-based, `clickhouse_shards` order) now: the ones that do not
+/// answer, and why. Reads confirm with this what the probe last saw before they refuse or answer
+/// partially, and name the shards when ClickHouse could not answer.
+pub async fn shards_away(app: &App, indices: &[usize]) -> Vec<(usize, String)> {
+    let servers = crate::storage::shard_servers(&app.config);
+    let asked: Vec<clickhouse::Client> = indices.iter().filter_map(|i| servers.get(*i).cloned()).collect();
+    let outcomes = ping_all(app, asked.into_iter()).await;
+    indices.iter().zip(outcomes).filter_map(|(i, outcome)| outcome.err().map(|e| (*i, e))).collect()
 }
 
 /// `GET /healthz`, from the state the background tasks keep (no ClickHouse call). `healthy` when
@@ -84,15 +125,44 @@ pub async fn healthz(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
     let writer_failing = app.writer_status.is_failing();
     let spool_full = spool.bytes >= max || app.spool.is_full();
     let spool_error = app.spool.failure();
+    let shards_down = app.clickhouse_probe.down_shards();
+    let shard_count = if app.config.clickhouse_cluster.is_some() { app.config.clickhouse_shards.len() } else { 0 };
+    // Why the status is not `healthy`, in words; a missing shard is named.
+    let mut reasons: Vec<String> = Vec::new();
+    if spool_full {
+        reasons.push("the spool is full: beacons are refused".into());
+    }
+    if app.spool.is_closed() {
+        reasons.push("the spool is closed".into());
+    }
+    if spool_error.is_some() {
+        reasons.push("the spool's last disk commit failed".into());
+    }
+    if clickhouse.is_err() {
+        reasons.push("ClickHouse did not answer the last check: beacons wait in the spool".into());
+    }
+    for (shard, _) in &shards_down {
+        reasons.push(format!(
+            "shard {} of {shard_count} did not answer the last check: its rows wait in the spool, reads refuse without allow_partial=1",
+            shard + 1
+        ));
+    }
+    if writer_failing {
+        reasons.push("storing rows in ClickHouse fails; the writer retries".into());
+    }
+    if spool.bytes * 5 >= max * 4 && !spool_full {
+        reasons.push("the spool is over 80 % full".into());
+    }
     let status = if spool_full || app.spool.is_closed() || spool_error.is_some() {
         "unhealthy"
-    } else if clickhouse.is_err() || writer_failing || spool.bytes * 5 >= max * 4 {
+    } else if clickhouse.is_err() || !shards_down.is_empty() || writer_failing || spool.bytes * 5 >= max * 4 {
         "degraded"
     } else {
         "healthy"
     };
     let mut body = json!({
         "status": status,
+        "reasons": reasons,
         "version": env!("CARGO_PKG_VERSION"),
         "services": {
             "clickhouse": {
@@ -114,6 +184,11 @@ pub async fn healthz(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
         },
         "queue": { "depth": spool.records, "capacity": app.config.queue_capacity },
     });
+    if shard_count > 0 {
+        let down = |i: usize| shards_down.iter().find(|(s, _)| *s == i).map(|(_, why)| why.clone());
+        body["services"]["clickhouse"]["shards"] =
+            (0..shard_count).map(|i| json!({"shard": i + 1, "status": if down(i).is_some() { "down" } else { "up" }})).collect();
+    }
     match crate::query::authorize(&app, &headers) {
         Ok(access) => {
             let details = [
@@ -134,6 +209,13 @@ pub async fn healthz(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
                 let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
                 if let Some(Value::Object(map)) = body.pointer_mut(parent) {
                     map.insert(key.to_owned(), value);
+                }
+            }
+            if let Some(Value::Array(shards)) = body.pointer_mut("/services/clickhouse/shards") {
+                for (shard, url) in shards.iter_mut().zip(&app.config.clickhouse_shards) {
+                    let i = shard["shard"].as_u64().unwrap_or(0) as usize;
+                    shard["url"] = json!(url);
+                    shard["error"] = json!(shards_down.iter().find(|(s, _)| *s + 1 == i).map(|(_, why)| why));
                 }
             }
             // Sites at 80 % of a cardinality limit or past it today.

@@ -108,10 +108,16 @@ impl App {
 
     /// `query` with the read limits: ClickHouse stops it past `read_max_execution_seconds` or
     /// `read_max_memory_bytes` (answered 503 naming the setting, [`errors::QueryError`]).
+    /// A read that may answer from the live shards ([`query::partial`]) skips the ones away.
     pub fn limited(&self, query: clickhouse::query::Query) -> clickhouse::query::Query {
-        query
+        let query = query
             .with_setting("max_execution_time", self.config.read_max_execution_seconds.to_string())
-            .with_setting("max_memory_usage", self.config.read_max_memory_bytes.to_string())
+            .with_setting("max_memory_usage", self.config.read_max_memory_bytes.to_string());
+        if query::partial::skipping() {
+            query.with_setting("skip_unavailable_shards", "1")
+        } else {
+            query
+        }
     }
 }
 
@@ -164,16 +170,20 @@ pub fn router(app: Arc<App>) -> Router {
     if app.config.serves_demo_api() {
         router = router.merge(assets::demo_api());
     }
-    router
+    // The reads that ask ClickHouse, which a cluster with a shard away answers partially or not.
+    let reads = Router::new()
         .route("/v1/vitals", get(query::vitals))
         .route("/v1/vitals/series", get(query::series))
         .route("/v1/api-calls", get(query::api_calls))
         .route("/v1/compare", get(query::compare::compare))
         .route("/v1/report", get(query::report::handler))
+        .route("/v1/alerts/history", get(alerts::api::history))
+        .route_layer(middleware::from_fn_with_state(app.clone(), query::partial::layer));
+    router
+        .merge(reads)
         .route("/v1/releases", post(releases::declare))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/alerts", get(alerts::api::alerts))
-        .route("/v1/alerts/history", get(alerts::api::history))
         .route("/v1/alerts/rules", get(alerts::api::rules))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))

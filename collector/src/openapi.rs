@@ -87,6 +87,10 @@ pub struct VitalsAnswer {
     pub unit: Option<String>,
     pub thresholds: Option<Thresholds>,
     pub rows: Vec<VitalsRow>,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +118,10 @@ pub struct SeriesAnswer {
     pub to: String,
     pub thresholds: Option<Thresholds>,
     pub points: Vec<SeriesPoint>,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -138,6 +146,10 @@ pub struct ApiCallsAnswer {
     pub percentiles: Vec<f64>,
     pub unit: String,
     pub rows: Vec<ApiCallsRow>,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -200,6 +212,10 @@ pub struct CompareAnswer {
     pub needed: Option<Needed>,
     pub group_by: Option<String>,
     pub groups: Option<Vec<CompareGroup>>,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -267,6 +283,10 @@ pub struct AlertHistory {
     pub from: String,
     pub to: String,
     pub events: Vec<AlertEvent>,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,12 +354,27 @@ pub struct ReportAnswer {
     pub api_routes: Vec<BTreeMap<String, serde_json::Value>>,
     pub alerts: Vec<BTreeMap<String, serde_json::Value>>,
     pub method: String,
+    /// With `allow_partial=1` only: whether shards of the cluster were missing from this answer.
+    pub partial: Option<bool>,
+    /// With `allow_partial=1` only: the shards the answer is missing (none when complete).
+    pub missing_shards: Option<Vec<MissingShard>>,
+}
+
+/// A shard of the cluster that did not answer (`allow_partial=1`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MissingShard {
+    /// Its place in `clickhouse_shards`, from 1.
+    pub shard: u64,
+    pub url: String,
+    pub error: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `healthy`, `degraded` or `unhealthy` (503).
     pub status: String,
+    /// Why the status is not `healthy`, in words; a shard that is away is named.
+    pub reasons: Vec<String>,
     pub version: String,
     pub services: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     pub spool: BTreeMap<String, serde_json::Value>,
@@ -360,7 +395,7 @@ pub struct Health {
 fn beacon() {}
 
 #[utoipa::path(get, path = "/v1/vitals", tag = "query", security(("read_key" = [])),
-    params(
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), 
         ("site" = String, Query), ("metric" = String, Query, description = "FCP LCP CLS FID INP TTFB or a custom name"),
         ("from" = Option<String>, Query, description = "RFC 3339 or epoch ms"), ("to" = Option<String>, Query),
         ("group_by" = Option<String>, Query, description = "none url device browser os country release nav"),
@@ -369,32 +404,32 @@ fn beacon() {}
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    responses((status = 200, body = VitalsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn vitals() {}
 
 #[utoipa::path(get, path = "/v1/vitals/series", tag = "query", security(("read_key" = [])),
-    params(("site" = String, Query), ("metric" = String, Query), ("interval" = Option<String>, Query, description = "1m 1h 1d"),
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), ("site" = String, Query), ("metric" = String, Query), ("interval" = Option<String>, Query, description = "1m 1h 1d"),
         ("percentile" = Option<f64>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
         ("source" = Option<String>, Query, description = "auto raw rollup"), ("format" = Option<String>, Query, description = "json csv prometheus"),
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    responses((status = 200, body = SeriesAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn series() {}
 
 #[utoipa::path(get, path = "/v1/api-calls", tag = "query", security(("read_key" = [])),
-    params(("site" = String, Query), ("group_by" = Option<String>, Query, description = "route (default) method status none (one row over every call)"),
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), ("site" = String, Query), ("group_by" = Option<String>, Query, description = "route (default) method status none (one row over every call)"),
         ("route" = Option<String>, Query), ("method" = Option<String>, Query), ("status" = Option<u16>, Query),
         ("percentiles" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
         ("limit" = Option<u64>, Query, description = "groups, default 100"), ("format" = Option<String>, Query, description = "json csv prometheus"),
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    responses((status = 200, body = ApiCallsAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn api_calls() {}
 
 #[utoipa::path(get, path = "/v1/compare", tag = "query", security(("read_key" = [])),
-    params(("site" = String, Query), ("metric" = String, Query), ("a" = String, Query, description = "release:<version> or range:FROM..TO"),
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), ("site" = String, Query), ("metric" = String, Query), ("a" = String, Query, description = "release:<version> or range:FROM..TO"),
         ("b" = String, Query), ("stat" = Option<String>, Query, description = "p50 p75 p90 p95 p99 avg"),
         ("min_change" = Option<f64>, Query), ("min_samples" = Option<u64>, Query),
         ("group_by" = Option<String>, Query, description = "none url device browser os country nav"),
@@ -403,12 +438,12 @@ fn api_calls() {}
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
-    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    responses((status = 200, body = CompareAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn compare() {}
 
 #[utoipa::path(get, path = "/v1/report", tag = "query", security(("read_key" = [])),
-    params(("site" = String, Query), ("period" = Option<String>, Query, description = "day week"), ("format" = Option<String>, Query, description = "html json")),
-    responses((status = 200, description = "HTML by default; JSON with format=json", body = ReportAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), ("site" = String, Query), ("period" = Option<String>, Query, description = "day week"), ("format" = Option<String>, Query, description = "html json")),
+    responses((status = 200, description = "HTML by default; JSON with format=json", body = ReportAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn report() {}
 
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
@@ -416,8 +451,8 @@ fn report() {}
 fn alerts() {}
 
 #[utoipa::path(get, path = "/v1/alerts/history", tag = "alerts", security(("read_key" = [])),
-    params(("site" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, body = AlertHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer (Retry-After)", body = ErrorBody)))]
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"), ("site" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, body = AlertHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn alert_history() {}
 
 #[utoipa::path(get, path = "/v1/alerts/rules", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),

@@ -162,3 +162,139 @@ async fn two_collectors_on_a_two_shard_cluster_count_each_page_view_once() {
     b.stop().await;
     a.stop().await;
 }
+
+/// `/healthz` of a collector, without a read key.
+async fn health(running: &Running) -> Value {
+    get(&format!("http://{}/healthz", running.addr), &[]).await.json()
+}
+
+/// Polls `/healthz` until `done` holds, for 30 s at most (the probe runs every 2 s).
+async fn health_until(running: &Running, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let body = health(running).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One shard of two stopped and started again: ingest keeps accepting (rows for the missing shard
+/// wait in the spool), `/healthz` says `degraded` naming the shard, reads refuse with a 503 that
+/// names it unless `allow_partial=1` (then they answer from the live shard and say so, and the
+/// dashboard shows a banner), and once the shard is back every answer is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_shard_away_reads_name_it_or_answer_partially_and_nothing_is_lost() {
+    let servers = StoppableClickHouse::cluster("away", "pulse_away");
+    let urls: Vec<String> = servers.iter().map(|s| s.server.url.clone()).collect();
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        clickhouse_url: urls[0].clone(),
+        clickhouse_database: "pulse".into(),
+        clickhouse_cluster: Some("pulse_away".into()),
+        clickhouse_shards: urls.clone(),
+        flush_interval_ms: 100,
+        ip_rate_per_second: 10_000,
+        ip_read_rate_per_second: 1_000_000,
+        www_dir: repo.join("www"),
+        spool_dir: pulse_testkit::temp_dir("spool-cluster-away"),
+        ..Config::default()
+    };
+    let running = pulse_collector::start(config).await.expect("collector starts");
+    let page_views = |from: u32, to: u32| -> Vec<Value> {
+        (from..to)
+            .map(|i| {
+                let mut b = pulse_testkit::beacon("demo", "/", vec![pulse_testkit::metric("LCP", 1000.0 + f64::from(i), 1000.0)]);
+                b["page"] = format!("away-{i}").into();
+                b
+            })
+            .collect()
+    };
+    for beacon in page_views(0, 100) {
+        post(&running, &beacon).await;
+    }
+    let started = Instant::now();
+    while servers[0].server.count("SELECT count() FROM pulse.metrics") < 100 {
+        assert!(started.elapsed() < Duration::from_secs(20), "rows did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_first = servers[0].server.count("SELECT count() FROM pulse_local.metrics");
+    assert!(on_first > 0 && on_first < 100, "rows on shard 1: {on_first} of 100");
+    let body = health_until(&running, "every shard up", |h| h["status"] == "healthy").await;
+    assert_eq!(body["services"]["clickhouse"]["shards"], serde_json::json!([{"shard": 1, "status": "up"}, {"shard": 2, "status": "up"}]));
+
+    let now = now_ms() as u64;
+    let day = format!("from={}&to={}", now - 86_400_000, now + 3_600_000);
+    let vitals = format!("/v1/vitals?site=demo&metric=LCP&group_by=none&source=raw&{day}");
+    let total = |body: &Value| counts(body).iter().sum::<u64>();
+    let complete = read(&running, &format!("{vitals}&allow_partial=1")).await;
+    assert_eq!((total(&complete), &complete["partial"], &complete["missing_shards"]), (100, &Value::Bool(false), &serde_json::json!([])));
+
+    servers[1].stop();
+    // At once (before or after the probe noticed, the answer is the same): a 503 naming shard 2.
+    for _ in 0..2 {
+        let refused = get(&format!("http://{}{vitals}", running.addr), &[AUTH]).await;
+        assert_eq!(refused.status, 503, "{}", refused.text());
+        let error = refused.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains("shard 2 of 2") && error.contains(&urls[1]) && error.contains("allow_partial=1"), "{error}");
+        for (other, path) in
+            [("series", "/v1/vitals/series?site=demo&metric=LCP&interval=1h&source=raw"), ("api", "/v1/api-calls?site=demo")]
+        {
+            let refused = get(&format!("http://{}{path}&{day}", running.addr), &[AUTH]).await;
+            assert_eq!(refused.status, 503, "{other}: {}", refused.text());
+            assert!(refused.text().contains("shard 2 of 2"), "{other}: {}", refused.text());
+        }
+    }
+    let body = health_until(&running, "shard 2 seen away", |h| h["services"]["clickhouse"]["shards"][1]["status"] == "down").await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert!(body["reasons"].as_array().is_some_and(|r| r.iter().any(|r| r.as_str().is_some_and(|r| r.contains("shard 2 of 2")))), "{body}");
+    assert_eq!(body["services"]["clickhouse"]["shards"][1].get("url"), None, "shard URLs need a read key: {body}");
+    let detailed = get(&format!("http://{}/healthz", running.addr), &[AUTH]).await.json();
+    assert_eq!(detailed["services"]["clickhouse"]["shards"][1]["url"], urls[1].as_str(), "{detailed}");
+    assert!(detailed["services"]["clickhouse"]["shards"][1]["error"].is_string(), "{detailed}");
+    // Without a read key nothing is named: the usual 401.
+    let anonymous = get(&format!("http://{}{vitals}", running.addr), &[]).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+
+    // Partial answers when asked: shard 1's rows, said to be partial.
+    let partial = read(&running, &format!("{vitals}&allow_partial=1")).await;
+    assert_eq!(total(&partial), on_first, "{partial}");
+    assert_eq!(partial["partial"], true, "{partial}");
+    assert_eq!(partial["missing_shards"][0]["shard"], 2, "{partial}");
+    assert_eq!(partial["missing_shards"][0]["url"], urls[1].as_str(), "{partial}");
+    let csv = get(&format!("http://{}{vitals}&allow_partial=1&format=csv", running.addr), &[AUTH]).await;
+    assert_eq!((csv.status, csv.header("pulse-missing-shards")), (200, Some("2")), "{}", csv.text());
+    let bad = get(&format!("http://{}{vitals}&allow_partial=maybe", running.addr), &[AUTH]).await;
+    assert_eq!((bad.status, bad.json()["field"].clone()), (400, Value::from("allow_partial")));
+
+    // Ingest goes on: 202 for every beacon, the missing shard's rows waiting in the spool.
+    for beacon in page_views(100, 150) {
+        post(&running, &beacon).await;
+    }
+
+    // The dashboard says its figures are partial.
+    let browser = pulse_testkit::browser::chromium().await;
+    browser.client.goto(&format!("http://{}/dashboard.html", running.addr)).await.expect("open the dashboard");
+    browser.wait_for("return document.body.dataset.loaded === 'true'").await;
+    let banner = browser.js("const b = document.getElementById('partial'); return b.hidden ? '' : b.textContent").await;
+    assert!(banner.as_str().is_some_and(|b| b.contains("shard 2")), "the dashboard's banner: {banner}");
+    browser.close().await;
+
+    servers[1].resume();
+    health_until(&running, "shard 2 back and the spool drained", |h| h["status"] == "healthy" && h["spool"]["rows"] == 0).await;
+    let started = Instant::now();
+    loop {
+        let body = read(&running, &format!("{vitals}&allow_partial=1")).await;
+        if total(&body) == 150 {
+            assert_eq!((&body["partial"], &body["missing_shards"]), (&Value::Bool(false), &serde_json::json!([])), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not complete after the shard came back: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(total(&read(&running, &vitals).await), 150);
+    running.stop().await;
+}

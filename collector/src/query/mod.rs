@@ -1,5 +1,5 @@
 //! The read API: `/v1/vitals`, `/v1/vitals/series`, `/v1/api-calls`, and `/v1/compare`
-//! ([`compare`], with the statistics of [`stats`]).
+//! ([`compare`], with the statistics of [`stats`]); on a cluster with a shard away, [`partial`].
 //!
 //! Each handler checks the bearer key, parses and checks its parameters ([`params`]), picks the
 //! source that can answer (raw rows for short ranges and exact percentiles, minute or hour rollups
@@ -9,6 +9,7 @@
 pub mod compare;
 mod histograms;
 pub mod params;
+pub mod partial;
 pub mod plan;
 pub mod render;
 pub mod report;

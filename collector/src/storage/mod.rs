@@ -63,6 +63,15 @@ pub fn shard_clients(config: &Config) -> Vec<clickhouse::Client> {
     config.clickhouse_shards.iter().map(|url| server_client_at(config, url).with_database(local_database(config))).collect()
 }
 
+/// On a cluster, a client of each shard's server (no database), in `clickhouse_shards` order, for
+/// the health probe; none on one server.
+pub fn shard_servers(config: &Config) -> Vec<clickhouse::Client> {
+    match &config.clickhouse_cluster {
+        None => Vec::new(),
+        Some(_) => config.clickhouse_shards.iter().map(|url| server_client_at(config, url)).collect(),
+    }
+}
+
 /// Every server to migrate, with the database of its tables: on a cluster, each shard's local
 /// database; on one server, the configured one.
 pub fn schema_targets(config: &Config) -> Vec<(String, String)> {
