@@ -178,6 +178,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/compare", get(query::compare::compare))
         .route("/v1/report", get(query::report::handler))
         .route("/v1/alerts/history", get(alerts::api::history))
+        .route("/v1/attribution", get(query::attribution::handler))
         .route_layer(middleware::from_fn_with_state(app.clone(), query::partial::layer));
     router
         .merge(reads)

@@ -360,6 +360,34 @@ pub struct ReportAnswer {
     pub missing_shards: Option<Vec<MissingShard>>,
 }
 
+/// `/v1/attribution`: the culprits of a vital, counted over page views.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttributionAnswer {
+    pub site: String,
+    pub metric: String,
+    /// `script`, `subpart`, `target`, `type` (INP); `subpart`, `element`, `resource_origin` (LCP); `target` (CLS).
+    pub by: String,
+    pub from: String,
+    pub to: String,
+    /// Always `raw`: counted exactly on raw rows, each page view once with its last report.
+    pub source: String,
+    pub unit: String,
+    pub thresholds: Thresholds,
+    /// Page views of the vital in the range (by `subpart`: those with subparts).
+    pub page_views: u64,
+    pub poor_page_views: u64,
+    /// Page views without this attribution (INP by `script`: no long animation frame, or a browser without them).
+    pub unattributed_page_views: Option<u64>,
+    /// By `subpart`: the vital's p75.
+    pub p75: Option<f64>,
+    /// By `script`: `{url, function, party, page_views, p75, intersecting_p75, poor_share}`; by `subpart`:
+    /// `{subpart, p75, share}` (LCP also `at_p75`, `share_at_p75`: the page view at the p75); otherwise
+    /// `{<by>, page_views, p75, poor_share}`. The `limit` largest groups, then `(other)`.
+    pub rows: Vec<BTreeMap<String, serde_json::Value>>,
+    pub partial: Option<bool>,
+    pub missing_shards: Option<Vec<MissingShard>>,
+}
+
 /// A shard of the cluster that did not answer (`allow_partial=1`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MissingShard {
@@ -446,6 +474,18 @@ fn compare() {}
     responses((status = 200, description = "HTML by default; JSON with format=json", body = ReportAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
 fn report() {}
 
+#[utoipa::path(get, path = "/v1/attribution", tag = "query", security(("read_key" = [])),
+    params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"),
+        ("site" = String, Query), ("metric" = String, Query, description = "INP LCP CLS"),
+        ("by" = Option<String>, Query, description = "INP: script (default) subpart target type; LCP: subpart (default) element resource_origin; CLS: target"),
+        ("from" = Option<String>, Query, description = "RFC 3339 or epoch ms; at most retention_days + 1 before to"), ("to" = Option<String>, Query),
+        ("limit" = Option<u64>, Query, description = "groups before (other), 1 to 100, default 10"), ("format" = Option<String>, Query, description = "json csv"),
+        ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
+        ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
+    ),
+    responses((status = 200, body = AttributionAnswer), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody), (status = 503, description = "ClickHouse could not answer, or a shard is away without allow_partial (Retry-After)", body = ErrorBody)))]
+fn attribution() {}
+
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", security(("read_key" = [])), params(("site" = Option<String>, Query)),
     responses((status = 200, body = AlertsAnswer), (status = 401, body = ErrorBody), (status = 403, description = "The read key may not read this site", body = ErrorBody)))]
 fn alerts() {}
@@ -497,7 +537,7 @@ impl Modify for ReadKey {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Pulse", description = "Real-user monitoring: beacons in, percentiles, comparisons and alerts out."),
-    paths(beacon, vitals, series, api_calls, compare, report, alerts, alert_history, alert_rules, declare_release, healthz, metrics, openapi_path),
+    paths(beacon, vitals, series, api_calls, compare, report, attribution, alerts, alert_history, alert_rules, declare_release, healthz, metrics, openapi_path),
     modifiers(&ReadKey),
 )]
 pub struct ApiDoc;
@@ -520,7 +560,8 @@ mod tests {
     #[test]
     fn every_query_path_declares_exactly_the_parameters_its_handler_accepts() {
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
-        let cases: [(&str, Vec<&str>); 8] = [
+        let cases: [(&str, Vec<&str>); 9] = [
+            ("/v1/attribution", [&crate::query::attribution::PARAMS[..], &DIMENSIONS].concat()),
             ("/v1/vitals", [&VITALS_PARAMS[..], &DIMENSIONS].concat()),
             ("/v1/vitals/series", [&SERIES_PARAMS[..], &DIMENSIONS].concat()),
             ("/v1/api-calls", [&API_CALLS_PARAMS[..], &DIMENSIONS].concat()),

@@ -923,6 +923,8 @@ async fn every_answer_matches_the_openapi_document() {
         format!("/v1/api-calls?site=demo&group_by=route&{range}"),
         "/v1/compare?site=demo&metric=LCP&a=release:1.0&b=release:1.1&group_by=url&min_samples=10".to_owned(),
         "/v1/report?site=demo&period=day&format=json".to_owned(),
+        format!("/v1/attribution?site=demo&metric=LCP&by=element&{range}"),
+        format!("/v1/attribution?site=demo&metric=LCP&by=subpart&{range}"),
         "/v1/alerts?site=demo".to_owned(),
         "/v1/alerts/history?site=demo".to_owned(),
         "/v1/alerts/rules".to_owned(),
@@ -1649,6 +1651,197 @@ async fn urls_are_stored_scrubbed_with_the_sites_own_rules() {
     for (kind, n) in [("email", 2), ("jwt", 1), ("token", 2), ("query", 1), ("rule", 1)] {
         let line = format!("pulse_values_scrubbed_total{{kind=\"{kind}\"}} {n}");
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    c.running.stop().await;
+}
+
+/// `/v1/attribution` on known attributions: page views per culprit, their p75 and shares exactly
+/// as computed here from the values sent; each page view counted once with its last report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attribution_counts_the_culprits_of_each_vital() {
+    let c = collector("attribution").await;
+    let scripts = [
+        ("http://localhost:3000/app.js", "onCheckout", "first"),
+        ("https://cdn.widgets.example/widget.js", "track", "third"),
+        ("http://localhost:3000/vendor.js", "", "first"),
+    ];
+    // 40 INP page views: 20 with script 0, 13 with script 1, 5 with script 2, 2 without long
+    // animation frames (no script keys). INP 48 + 16·i ms, its subparts a fifth, two fifths and
+    // the rest; every third from the keyboard.
+    struct Inp {
+        value: f64,
+        script: Option<usize>,
+        intersecting: f64,
+        target: String,
+        keyboard: bool,
+    }
+    let inp: Vec<Inp> = (0..40)
+        .map(|i| Inp {
+            value: 48.0 + 16.0 * f64::from(i),
+            script: match i % 8 {
+                0..=3 => Some(0),
+                4 | 5 => Some(1),
+                6 => Some(if i < 40 - 8 * 3 { 2 } else { 1 }),
+                _ => {
+                    if i < 24 {
+                        Some(2)
+                    } else {
+                        None
+                    }
+                }
+            },
+            intersecting: 10.0 + f64::from(i % 7),
+            target: format!("button#b{}", i % 3),
+            keyboard: i % 3 == 0,
+        })
+        .collect();
+    let mut metrics = Vec::new();
+    for (i, page_view) in inp.iter().enumerate() {
+        let value = page_view.value;
+        let mut attribution = json!({
+            "interactionTarget": page_view.target, "interactionType": if page_view.keyboard { "keyboard" } else { "pointer" },
+            "inputDelay": value / 5.0, "processingDuration": value * 2.0 / 5.0, "presentationDelay": value * 2.0 / 5.0,
+        });
+        if let Some(s) = page_view.script {
+            attribution["longestScriptURL"] = json!(scripts[s].0);
+            attribution["longestScriptFunction"] = json!(scripts[s].1);
+            attribution["longestScriptIntersectingDuration"] = json!(page_view.intersecting);
+        }
+        // The first page view was reported earlier with another script and a smaller value:
+        // only its last report counts.
+        if i == 0 {
+            let mut early = attribution.clone();
+            early["longestScriptURL"] = json!(scripts[1].0);
+            metrics.push(json!({"name": "INP", "value": 8.0, "id": "inp-0", "n": 1, "at": now_ms() - 2_000.0, "attribution": early}));
+        }
+        metrics.push(
+            json!({"name": "INP", "value": value, "id": format!("inp-{i}"), "n": 2, "at": now_ms() - 1_000.0, "attribution": attribution}),
+        );
+    }
+    // 9 LCP page views: 8 images from two origins, one text; subparts known.
+    let lcp: Vec<(f64, [f64; 4], &str)> = (0..9)
+        .map(|i| {
+            let f = f64::from(i);
+            let parts = [100.0 + 10.0 * f, 50.0 * f, 400.0 + 30.0 * f, 200.0 + 5.0 * (8.0 - f)];
+            let origin = match i {
+                0..=4 => "https://img.cdn.example",
+                5..=7 => "http://localhost:3000",
+                _ => "",
+            };
+            (parts.iter().sum(), parts, origin)
+        })
+        .collect();
+    for (i, (value, parts, origin)) in lcp.iter().enumerate() {
+        let url = if origin.is_empty() { Value::Null } else { json!(format!("{origin}/hero-{i}.jpg?sig=secret")) };
+        let mut attribution = json!({
+            "target": if origin.is_empty() { "h1.title" } else { "img.hero" },
+            "timeToFirstByte": parts[0], "resourceLoadDelay": parts[1], "resourceLoadDuration": parts[2], "elementRenderDelay": parts[3],
+        });
+        if !url.is_null() {
+            attribution["url"] = url;
+        }
+        metrics
+            .push(json!({"name": "LCP", "value": value, "id": format!("lcp-{i}"), "at": now_ms() - 1_000.0, "attribution": attribution}));
+    }
+    // CLS: 6 page views, the largest shift in two places.
+    for i in 0..6 {
+        let target = if i < 4 { "div.banner" } else { "footer" };
+        let attribution = json!({"largestShiftTarget": target, "largestShiftValue": 0.05});
+        metrics.push(json!({"name": "CLS", "value": 0.05 * f64::from(i), "id": format!("cls-{i}"), "at": now_ms() - 1_000.0, "attribution": attribution}));
+    }
+    let sent = metrics.len() as u64;
+    for chunk in metrics.chunks(40) {
+        c.post(&beacon("demo", "/checkout", chunk.to_vec()), DESKTOP).await;
+    }
+    c.wait_rows("metrics", sent).await;
+    let range = range();
+
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let poor_total = inp.iter().filter(|p| p.value > 500.0).count() as f64;
+    let script_rows = |limit: usize| -> Vec<Value> {
+        let mut groups: Vec<(usize, Vec<&Inp>)> = (0..3).map(|s| (s, inp.iter().filter(|p| p.script == Some(s)).collect())).collect();
+        groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+        let row = |url: Value, function: Value, party: Value, views: &[&Inp]| {
+            let p75 = exact_percentile(&sorted(views.iter().map(|p| p.value).collect()), 75.0);
+            let intersecting = exact_percentile(&sorted(views.iter().map(|p| p.intersecting).collect()), 75.0);
+            let poor = views.iter().filter(|p| p.value > 500.0).count() as f64;
+            json!({"url": url, "function": function, "party": party, "page_views": views.len(), "p75": p75,
+                   "intersecting_p75": intersecting, "poor_share": poor / poor_total})
+        };
+        let mut rows: Vec<Value> =
+            groups.iter().take(limit).map(|(s, v)| row(json!(scripts[*s].0), json!(scripts[*s].1), json!(scripts[*s].2), v)).collect();
+        let rest: Vec<&Inp> = groups.iter().skip(limit).flat_map(|(_, v)| v.iter().copied()).collect();
+        if !rest.is_empty() {
+            rows.push(row(json!("(other)"), Value::Null, Value::Null, &rest));
+        }
+        rows
+    };
+    for limit in [10, 2] {
+        let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=script&limit={limit}&{range}")).await;
+        assert_eq!(body["rows"], json!(script_rows(limit)), "limit {limit}: {body}");
+        let unattributed = inp.iter().filter(|p| p.script.is_none()).count() as u64;
+        assert_eq!((body["page_views"].as_u64(), body["unattributed_page_views"].as_u64()), (Some(40), Some(unattributed)), "{body}");
+    }
+    // Subparts: p75 of each, and its share of all INP.
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=subpart&{range}")).await;
+    let total: f64 = inp.iter().map(|p| p.value).sum();
+    type Part = fn(f64) -> f64;
+    let subparts: [(&str, Part); 3] =
+        [("input_delay", |v| v / 5.0), ("processing_duration", |v| v * 2.0 / 5.0), ("presentation_delay", |v| v * 2.0 / 5.0)];
+    for (row, (name, part)) in body["rows"].as_array().expect("rows").iter().zip(subparts) {
+        let parts: Vec<f64> = inp.iter().map(|p| part(p.value)).collect();
+        assert_eq!(row["subpart"], name, "{body}");
+        assert_eq!(row["p75"].as_f64(), Some(exact_percentile(&sorted(parts.clone()), 75.0)), "{body}");
+        let share = row["share"].as_f64().expect("share");
+        assert!((share - parts.iter().sum::<f64>() / total).abs() < 1e-9, "{body}");
+    }
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=type&{range}")).await;
+    let keyboard = inp.iter().filter(|p| p.keyboard).count();
+    let counts: Vec<(String, u64)> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["type"].as_str().unwrap_or("").to_owned(), r["page_views"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(counts, vec![("pointer".to_owned(), (40 - keyboard) as u64), ("keyboard".to_owned(), keyboard as u64)], "{body}");
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=target&limit=1&{range}")).await;
+    assert_eq!(body["rows"][0]["target"], "button#b0", "{body}");
+    assert_eq!(body["rows"][1]["target"], "(other)", "{body}");
+    assert_eq!(body["rows"][1]["page_views"], 26, "{body}");
+
+    // LCP: the breakdown of the page view at the p75, and each subpart's p75.
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=LCP&{range}")).await;
+    assert_eq!(body["by"], "subpart");
+    let mut by_value = lcp.clone();
+    by_value.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let at_p75 = &by_value[(0.75 * 9.0f64).floor() as usize];
+    assert_eq!(body["p75"].as_f64(), Some(at_p75.0), "{body}");
+    for (i, row) in body["rows"].as_array().expect("rows").iter().enumerate() {
+        assert_eq!(row["at_p75"].as_f64(), Some(at_p75.1[i]), "{body}");
+        assert_eq!(row["p75"].as_f64(), Some(exact_percentile(&sorted(lcp.iter().map(|l| l.1[i]).collect()), 75.0)), "{body}");
+    }
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=LCP&by=resource_origin&{range}")).await;
+    let origins: Vec<(String, u64)> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["resource_origin"].as_str().unwrap_or("?").to_owned(), r["page_views"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(origins, vec![("https://img.cdn.example".into(), 5), ("http://localhost:3000".into(), 3), (String::new(), 1)], "{body}");
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=CLS&{range}")).await;
+    assert_eq!(body["rows"][0]["target"], "div.banner", "{body}");
+    assert_eq!(body["rows"][0]["page_views"], 4, "{body}");
+    assert_eq!(body["rows"][0]["p75"].as_f64(), Some(exact_percentile(&[0.0, 0.05, 0.1, 0.15000000000000002], 75.0)), "{body}");
+
+    // Bad parameters are named.
+    for (query, field) in
+        [("metric=FCP", "metric"), ("metric=INP&by=element", "by"), ("metric=INP&limit=101", "limit"), ("metric=INP&group_by=url", "query")]
+    {
+        let r = get(&format!("{}/v1/attribution?site=demo&{query}", c.base), &[AUTH]).await;
+        assert_eq!((r.status, r.json()["field"].as_str().map(str::to_owned)), (400, Some(field.to_owned())), "{query}");
     }
     c.running.stop().await;
 }

@@ -6,6 +6,7 @@
 //! for long ranges), runs one SQL query with every user value bound as data, and renders the rows
 //! ([`render`]). Column and table names in the SQL come only from fixed lists in this module.
 
+pub mod attribution;
 pub mod compare;
 mod histograms;
 pub mod params;
