@@ -365,7 +365,7 @@ pub struct ReportAnswer {
 pub struct AttributionAnswer {
     pub site: String,
     pub metric: String,
-    /// `script`, `subpart`, `target`, `type` (INP); `subpart`, `element`, `resource_origin` (LCP); `target` (CLS).
+    /// `script`, `subpart`, `target`, `type` (INP); `subpart`, `element`, `resource_origin` (LCP); `target` (CLS); `url` (any).
     pub by: String,
     pub from: String,
     pub to: String,
@@ -477,9 +477,13 @@ fn report() {}
 #[utoipa::path(get, path = "/v1/attribution", tag = "query", security(("read_key" = [])),
     params(("allow_partial" = Option<bool>, Query, description = "On a cluster with a shard away: 1 answers from the live shards (partial, missing_shards); otherwise 503 naming the shard"),
         ("site" = String, Query), ("metric" = String, Query, description = "INP LCP CLS"),
-        ("by" = Option<String>, Query, description = "INP: script (default) subpart target type; LCP: subpart (default) element resource_origin; CLS: target"),
+        ("by" = Option<String>, Query, description = "INP: script (default) subpart target type url; LCP: subpart (default) element resource_origin url; CLS: target (default) url"),
         ("from" = Option<String>, Query, description = "RFC 3339 or epoch ms; at most retention_days + 1 before to"), ("to" = Option<String>, Query),
         ("limit" = Option<u64>, Query, description = "groups before (other), 1 to 100, default 10"), ("format" = Option<String>, Query, description = "json csv"),
+        ("script" = Option<String>, Query, description = "INP: only page views whose longest script has this URL"),
+        ("target" = Option<String>, Query, description = "INP, CLS: only page views with this target"),
+        ("type" = Option<String>, Query, description = "INP: pointer or keyboard"), ("element" = Option<String>, Query, description = "LCP: only this element"),
+        ("resource_origin" = Option<String>, Query, description = "LCP: only images from this origin"),
         ("url" = Option<String>, Query), ("device" = Option<String>, Query), ("browser" = Option<String>, Query), ("os" = Option<String>, Query),
         ("country" = Option<String>, Query), ("release" = Option<String>, Query), ("nav" = Option<String>, Query),
     ),
@@ -561,7 +565,7 @@ mod tests {
     fn every_query_path_declares_exactly_the_parameters_its_handler_accepts() {
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
         let cases: [(&str, Vec<&str>); 9] = [
-            ("/v1/attribution", [&crate::query::attribution::PARAMS[..], &DIMENSIONS].concat()),
+            ("/v1/attribution", [&crate::query::attribution::PARAMS[..], &DIMENSIONS, &crate::query::attribution::By::FILTERS].concat()),
             ("/v1/vitals", [&VITALS_PARAMS[..], &DIMENSIONS].concat()),
             ("/v1/vitals/series", [&SERIES_PARAMS[..], &DIMENSIONS].concat()),
             ("/v1/api-calls", [&API_CALLS_PARAMS[..], &DIMENSIONS].concat()),

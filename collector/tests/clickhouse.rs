@@ -1785,6 +1785,16 @@ async fn attribution_counts_the_culprits_of_each_vital() {
         let unattributed = inp.iter().filter(|p| p.script.is_none()).count() as u64;
         assert_eq!((body["page_views"].as_u64(), body["unattributed_page_views"].as_u64()), (Some(40), Some(unattributed)), "{body}");
     }
+    // Where one script strikes: the pages of the page views it was the longest script of (shares
+    // of the answer's own page views: here one page has all of them).
+    let third: Vec<f64> = sorted(inp.iter().filter(|p| p.script == Some(1)).map(|p| p.value).collect());
+    let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=url&script={}&{range}", scripts[1].0)).await;
+    assert_eq!(
+        body["rows"],
+        json!([{"url": "/checkout", "page_views": third.len(), "p75": exact_percentile(&third, 75.0),
+        "poor_share": 1.0}]),
+        "{body}"
+    );
     // Subparts: p75 of each, and its share of all INP.
     let body = c.read(&format!("/v1/attribution?site=demo&metric=INP&by=subpart&{range}")).await;
     let total: f64 = inp.iter().map(|p| p.value).sum();
@@ -1837,9 +1847,13 @@ async fn attribution_counts_the_culprits_of_each_vital() {
     assert_eq!(body["rows"][0]["p75"].as_f64(), Some(exact_percentile(&[0.0, 0.05, 0.1, 0.15000000000000002], 75.0)), "{body}");
 
     // Bad parameters are named.
-    for (query, field) in
-        [("metric=FCP", "metric"), ("metric=INP&by=element", "by"), ("metric=INP&limit=101", "limit"), ("metric=INP&group_by=url", "query")]
-    {
+    for (query, field) in [
+        ("metric=FCP", "metric"),
+        ("metric=INP&by=element", "by"),
+        ("metric=INP&limit=101", "limit"),
+        ("metric=INP&group_by=url", "query"),
+        ("metric=LCP&script=x", "script"),
+    ] {
         let r = get(&format!("{}/v1/attribution?site=demo&{query}", c.base), &[AUTH]).await;
         assert_eq!((r.status, r.json()["field"].as_str().map(str::to_owned)), (400, Some(field.to_owned())), "{query}");
     }

@@ -28,7 +28,8 @@ use crate::errors::QueryError;
 use crate::storage::finalize::{LOOKBACK_SECONDS, REPORT_KEY, REPORT_ORDER, RE_REPORTED};
 use crate::App;
 
-/// Parameters besides the page filters ([`DIMENSIONS`]); the OpenAPI document declares these.
+/// Parameters besides the page filters ([`DIMENSIONS`]) and the culprit filters ([`By::FILTERS`]);
+/// the OpenAPI document declares these.
 pub const PARAMS: [&str; 7] = ["site", "metric", "by", "from", "to", "limit", "format"];
 
 /// Most groups an answer lists (besides `(other)`).
@@ -52,17 +53,24 @@ pub enum By {
     Element,
     /// LCP: the origin of the image or video (none for text).
     ResourceOrigin,
+    /// Any vital: the page (to see where one culprit strikes, with a culprit filter).
+    Url,
 }
 
 impl By {
-    const NAMES: [(By, &'static str); 6] = [
+    const NAMES: [(By, &'static str); 7] = [
         (By::Script, "script"),
         (By::Subpart, "subpart"),
         (By::Target, "target"),
         (By::Type, "type"),
         (By::Element, "element"),
         (By::ResourceOrigin, "resource_origin"),
+        (By::Url, "url"),
     ];
+
+    /// The culprit filters: a page view counts only if its culprit of that kind is the value
+    /// given (`script` is the longest script's URL).
+    pub const FILTERS: [&'static str; 5] = ["script", "target", "type", "element", "resource_origin"];
 
     pub fn name(self) -> &'static str {
         Self::NAMES.iter().find(|(b, _)| *b == self).map_or("", |(_, n)| n)
@@ -71,9 +79,9 @@ impl By {
     /// What each vital can be grouped by; the first is the default.
     fn choices(vital: Vital) -> &'static [By] {
         match vital {
-            Vital::Inp => &[By::Script, By::Subpart, By::Target, By::Type],
-            Vital::Lcp => &[By::Subpart, By::Element, By::ResourceOrigin],
-            _ => &[By::Target],
+            Vital::Inp => &[By::Script, By::Subpart, By::Target, By::Type, By::Url],
+            Vital::Lcp => &[By::Subpart, By::Element, By::ResourceOrigin, By::Url],
+            _ => &[By::Target, By::Url],
         }
     }
 
@@ -106,6 +114,8 @@ pub struct AttributionQuery {
     pub vital: Vital,
     pub by: By,
     pub filters: Vec<(&'static str, String)>,
+    /// Culprit filters: the grouping whose value must equal the text.
+    pub culprits: Vec<(By, String)>,
     pub range: TimeRange,
     pub limit: u64,
     pub format: Format,
@@ -113,7 +123,7 @@ pub struct AttributionQuery {
 
 impl AttributionQuery {
     pub fn parse(raw: Option<&str>, now: OffsetDateTime, app: &App) -> Result<AttributionQuery, QueryError> {
-        let params = Params::parse(raw, &[&PARAMS, &DIMENSIONS])?;
+        let params = Params::parse(raw, &[&PARAMS, &DIMENSIONS, &By::FILTERS])?;
         let site = super::site(&params, app)?.to_owned();
         let metric = params.required("metric")?;
         let vital = match Vital::from_name(metric) {
@@ -144,10 +154,23 @@ impl AttributionQuery {
                 format!("attribution is counted on raw rows, kept {kept_days} days (retention_days): ask for at most that"),
             ));
         }
+        let mut culprits = Vec::new();
+        for name in By::FILTERS {
+            let Some(value) = params.get(name) else { continue };
+            let kind = *choices.iter().find(|b| b.name() == name).ok_or_else(|| {
+                let names: Vec<&str> = choices.iter().filter(|b| By::FILTERS.contains(&b.name())).map(|b| b.name()).collect();
+                QueryError::bad(name, format!("{metric} has no {name}; its culprit filters are {}", names.join(", ")))
+            })?;
+            if value.len() > 1024 {
+                return Err(QueryError::bad(name, "is longer than 1024 bytes"));
+            }
+            culprits.push((kind, value.to_owned()));
+        }
         Ok(AttributionQuery {
             site,
             vital,
             by,
+            culprits,
             filters: dimension_filters(&params)?,
             range,
             limit,
@@ -163,7 +186,7 @@ fn push_page_views(sql: &mut Sql, q: &AttributionQuery) {
     sql.push(
         &format!(
             "(SELECT argMax(value, {REPORT_ORDER}) AS v, argMax(rating, {REPORT_ORDER}) AS r,
-                     argMax(attribution, {REPORT_ORDER}) AS a, min(event_time) AS first_time
+                     argMax(attribution, {REPORT_ORDER}) AS a, min(event_time) AS first_time, any(url) AS page_url
               FROM metrics WHERE site = ? AND name = ?"
         ),
         [q.site.as_str().into(), name.into()],
@@ -183,9 +206,14 @@ fn push_page_views(sql: &mut Sql, q: &AttributionQuery) {
     }
     sql.push_filters(&q.filters);
     sql.push(
-        &format!(" GROUP BY {REPORT_KEY} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?))"),
+        &format!(" GROUP BY {REPORT_KEY} HAVING first_time >= toDateTime(?) AND first_time < toDateTime(?)"),
         [from.into(), to.into()],
     );
+    for (by, value) in &q.culprits {
+        let expression = grouping_of(*by, q.vital).keys[0].clone();
+        sql.push(&format!(" AND {expression} = ?"), [value.as_str().into()]);
+    }
+    sql.push(")", []);
 }
 
 /// A text of the attribution (`''` when absent). `key` is from this module's fixed lists.
@@ -208,15 +236,20 @@ struct Grouping {
 }
 
 fn grouping(q: &AttributionQuery) -> Grouping {
-    match q.by {
+    grouping_of(q.by, q.vital)
+}
+
+fn grouping_of(by: By, vital: Vital) -> Grouping {
+    match by {
         By::Script => Grouping { keys: vec![text("longestScriptURL"), text("longestScriptFunction")], present: has("longestScriptURL") },
         By::ResourceOrigin => Grouping {
             // scheme://host:port of the element's resource; `''` for text, which has none.
             // (`\x3F` is `?`, which the SQL builder takes for a placeholder.)
             keys: vec![format!("extract({}, '^[A-Za-z][A-Za-z0-9+.-]*://[^/#\\\\x3F]*')", text("url"))],
-            present: has("target"),
+            present: has("timeToFirstByte"),
         },
-        by => Grouping { keys: vec![text(by.key(q.vital))], present: has(by.key(q.vital)) },
+        By::Url => Grouping { keys: vec!["page_url".to_owned()], present: "1".to_owned() },
+        by => Grouping { keys: vec![text(by.key(vital))], present: has(by.key(vital)) },
     }
 }
 
