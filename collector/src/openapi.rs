@@ -334,6 +334,10 @@ pub struct ReportVital {
     pub change: Option<f64>,
     pub ci95: Vec<Option<f64>>,
     pub verdict: String,
+    /// LCP, INP, CLS: the top culprit from the attribution (`by`: `subpart` with `name`, `value`,
+    /// `share` of the p75 page view; `script` or `target` with `name`, `page_views`, `share`, `p75`,
+    /// and a script's `function` and `party`); null without attribution.
+    pub culprit: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

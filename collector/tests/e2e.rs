@@ -245,11 +245,24 @@ async fn the_dashboard_shows_what_the_api_answers() {
     // Known data on two pages: LCP 1000..=3900 ms, INP, CLS, and two API routes, one failing.
     for (i, url) in ["/", "/checkout"].iter().enumerate() {
         let mut metrics = Vec::new();
+        // With attribution, for the Diagnose section: LCP subparts adding up to the value, the
+        // longest script of each page's interactions (first party on /, third on /checkout),
+        // the element of each page's largest shift.
+        let script = ["http://localhost:3000/app.js", "https://cdn.widgets.example/w.js"][i];
         for k in 0..30 {
             let k = f64::from(k);
-            metrics.push(metric("LCP", 1000.0 + 100.0 * k + 50.0 * i as f64, 1000.0));
-            metrics.push(metric("INP", 40.0 + 10.0 * k, 1000.0));
-            metrics.push(metric("CLS", 0.01 * k, 1000.0));
+            let lcp = 1000.0 + 100.0 * k + 50.0 * i as f64;
+            let mut m = metric("LCP", lcp, 1000.0);
+            m["attribution"] = serde_json::json!({"target": "img.hero", "url": "https://img.example/hero.jpg",
+                "timeToFirstByte": 100.0, "resourceLoadDelay": 200.0, "resourceLoadDuration": 400.0, "elementRenderDelay": lcp - 700.0});
+            metrics.push(m);
+            let mut m = metric("INP", 40.0 + 10.0 * k, 1000.0);
+            m["attribution"] = serde_json::json!({"interactionTarget": "#buy", "longestScriptURL": script,
+                "longestScriptFunction": "onClick", "longestScriptIntersectingDuration": 30.0});
+            metrics.push(m);
+            let mut m = metric("CLS", 0.01 * k, 1000.0);
+            m["attribution"] = serde_json::json!({"largestShiftTarget": (["div.banner", "footer"][i])});
+            metrics.push(m);
             metrics.push(metric("FCP", 500.0 + 20.0 * k, 1000.0));
             metrics.push(metric("TTFB", 100.0 + 5.0 * k, 1000.0));
             metrics.push(metric("page.load", 800.0 + 40.0 * k, 1000.0));
@@ -325,10 +338,46 @@ async fn the_dashboard_shows_what_the_api_answers() {
     assert_eq!(cart[3].as_str(), Some(shown("api", api_cart["p95"].as_f64().expect("p95")).as_str()));
     assert_eq!(cart[4].as_str(), Some("20 %"), "4 of 20 calls failed");
 
+    // The Diagnose section shows what /v1/attribution answers: the LCP breakdown of the page view
+    // at the p75, the scripts behind INP with their party, the elements that shift.
+    let lcp = stack.read("/v1/attribution?site=demo&metric=LCP&by=subpart").await;
+    let expected: Vec<String> = lcp["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .zip(["TTFB", "Load delay", "Load time", "Render delay"])
+        .map(|(r, name)| format!("{name} {}", shown("LCP", r["at_p75"].as_f64().expect("at_p75"))))
+        .collect();
+    let legend = browser.js("return [...document.querySelectorAll('#diag-lcp .legend span')].map(s => s.textContent)").await;
+    assert_eq!(legend, serde_json::json!(expected), "{lcp}");
+    let inp = stack.read("/v1/attribution?site=demo&metric=INP&by=script&limit=5").await;
+    let scripts = browser.js("return [...document.querySelectorAll('#diag-inp li')].map(li => li.textContent)").await;
+    let scripts: Vec<String> = scripts.as_array().expect("items").iter().map(|s| s.as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(scripts.len(), inp["rows"].as_array().map_or(0, Vec::len), "{scripts:?} {inp}");
+    for row in inp["rows"].as_array().expect("rows") {
+        let party = if row["party"] == "first" { "1st party" } else { "3rd party" };
+        let text = format!("{}{party} onClick() · 30 page views", row["url"].as_str().expect("url"));
+        assert!(scripts.iter().any(|s| s.starts_with(&text)), "{text:?} in {scripts:?}");
+    }
+    assert!(scripts.iter().any(|s| s.starts_with("https://cdn.widgets.example/w.js3rd party")), "{scripts:?}");
+    let shifts = browser.js("return [...document.querySelectorAll('#diag-cls li button')].map(b => b.textContent)").await;
+    assert_eq!(shifts, serde_json::json!(["div.banner", "footer"]));
+    // A culprit clicked narrows the page table to the pages where it strikes.
+    browser
+        .js("[...document.querySelectorAll('#diag-inp button')].find(b => b.textContent.includes('cdn.widgets')).click(); return true")
+        .await;
+    browser
+        .wait_for("return !document.getElementById('page-filter').hidden && document.querySelectorAll('#pages tbody tr').length === 1")
+        .await;
+    let rows = browser.js(pages).await;
+    assert_eq!(rows[0][0].as_str(), Some("/checkout"), "{rows}");
+
     let out = repo().join("target/e2e");
     std::fs::create_dir_all(&out).expect("target/e2e");
     let png = browser.client.screenshot().await.expect("screenshot");
     std::fs::write(out.join("dashboard.png"), png).expect("write the screenshot");
+    browser.js("document.querySelector('#page-filter button').click(); return true").await;
+    browser.wait_for("return document.querySelectorAll('#pages tbody tr').length === 3").await;
 
     // Filters: soft navigations only — the single-page app's route, its page views.
     browser
@@ -359,6 +408,30 @@ async fn the_dashboard_shows_what_the_api_answers() {
     assert_eq!(routes_shown.as_array().and_then(|r| r.first()).and_then(Value::as_str), Some("/api/cart"), "highest error rate first");
     let json_report = stack.read("/v1/report?site=demo&period=day&format=json").await;
     assert_eq!(json_report["vitals"][0]["verdict"], "insufficient_data", "no previous period to compare with: {json_report}");
+    // The top culprit per vital, as /v1/attribution answers it.
+    let culprit = |metric: &str| {
+        json_report["vitals"].as_array().and_then(|v| v.iter().find(|v| v["metric"] == metric)).map(|v| v["culprit"].clone())
+    };
+    let inp = &culprit("INP").expect("INP");
+    assert_eq!(
+        (&inp["by"], &inp["name"], &inp["page_views"]),
+        (&serde_json::json!("script"), &serde_json::json!("http://localhost:3000/app.js"), &serde_json::json!(30)),
+        "{inp}"
+    );
+    let lcp = &culprit("LCP").expect("LCP");
+    assert_eq!(
+        (&lcp["by"], &lcp["name"]),
+        (&serde_json::json!("subpart"), &serde_json::json!("element_render_delay")),
+        "render delay is the largest part: {lcp}"
+    );
+    assert_eq!(culprit("CLS").expect("CLS")["name"], "div.banner", "ties by name");
+    let cards = browser.js("return [...document.querySelectorAll('.card .culprit')].map(c => c.textContent)").await;
+    assert!(
+        cards.as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c == "Top culprit: first-party script http://localhost:3000/app.js onClick() in 50 % of page views")),
+        "{cards}"
+    );
     let png = browser.client.screenshot().await.expect("screenshot");
     std::fs::write(out.join("report.png"), png).expect("write the screenshot");
     browser.close().await;

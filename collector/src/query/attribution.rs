@@ -289,12 +289,19 @@ struct PageView {
 
 /// `GET /v1/attribution`.
 pub async fn handler(State(app): State<Arc<App>>, _access: ReadAccess, RawQuery(query): RawQuery) -> Result<Response, QueryError> {
-    let q = AttributionQuery::parse(query.as_deref(), OffsetDateTime::now_utc(), &app)?;
+    let (table, format) = attribution_table(&app, query.as_deref(), OffsetDateTime::now_utc()).await?;
+    Ok(table.render(format))
+}
+
+/// The answer of `/v1/attribution` for a query string, with `now` as the default end of the
+/// range (the report reads its culprits through here).
+pub async fn attribution_table(app: &App, query: Option<&str>, now: OffsetDateTime) -> Result<(Table, Format), QueryError> {
+    let q = AttributionQuery::parse(query, now, app)?;
     let table = match q.by {
-        By::Subpart => subparts(&app, &q).await?,
-        _ => groups(&app, &q).await?,
+        By::Subpart => subparts(app, &q).await?,
+        _ => groups(app, &q).await?,
     };
-    Ok(table.render(q.format))
+    Ok((table, q.format))
 }
 
 fn meta(q: &AttributionQuery) -> serde_json::Map<String, Value> {

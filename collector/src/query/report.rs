@@ -1,7 +1,7 @@
 //! `GET /v1/report?site=&period=day|week`: what a team reads on Monday morning — the Core Web
 //! Vitals at p75 with their ratings and distributions, the change against the previous period
-//! with the comparison's verdicts, the most regressed pages, API routes by error rate and p95,
-//! and the alerts of the period. A printable HTML page (default) or JSON (`format=json`).
+//! with the comparison's verdicts and the top culprit of LCP, INP and CLS (from the attribution),
+//! the most regressed pages, API routes by error rate and p95, and the alerts of the period. A printable HTML page (default) or JSON (`format=json`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -38,6 +38,35 @@ fn column(table: &super::render::Table, row: &[Value], name: &str) -> Value {
     table.columns.iter().position(|c| c == name).and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null)
 }
 
+/// The top culprit of a vital in a period ([`super::attribution`]): INP's script that was most
+/// often the longest in slow interactions' frames, LCP's largest part at the p75 page view, CLS's
+/// element that shifts most often. `null` without attribution (other vitals, no data).
+async fn culprit(app: &App, vital: Vital, range: &str, now: OffsetDateTime) -> Result<Value, QueryError> {
+    let by = match vital {
+        Vital::Inp => "script",
+        Vital::Lcp => "subpart",
+        Vital::Cls => "target",
+        _ => return Ok(Value::Null),
+    };
+    let query = format!("{range}&metric={}&by={by}&limit=1", vital.name());
+    let (table, _) = super::attribution::attribution_table(app, Some(&query), now).await?;
+    let total = table.meta.get("page_views").and_then(Value::as_u64).unwrap_or(0);
+    let rows = table.rows.iter().map(|r| table.columns.iter().cloned().zip(r.iter().cloned()).collect::<serde_json::Map<_, _>>());
+    let culprit = match vital {
+        // The part of the p75 page view's LCP that took longest.
+        Vital::Lcp => rows
+            .filter(|r| r["at_p75"].is_number())
+            .max_by(|a, b| a["at_p75"].as_f64().unwrap_or(0.0).total_cmp(&b["at_p75"].as_f64().unwrap_or(0.0)))
+            .map(|r| json!({"by": "subpart", "name": r["subpart"], "value": r["at_p75"], "share": r["share_at_p75"]})),
+        _ => rows.take(1).find(|r| r.get(table.columns[0].as_str()).is_some_and(|n| n != super::attribution::OTHER)).map(|r| {
+            let views = r["page_views"].as_u64().unwrap_or(0);
+            json!({"by": by, "name": r[table.columns[0].as_str()], "function": r.get("function"), "party": r.get("party"),
+                   "page_views": views, "share": if total > 0 { json!(views as f64 / total as f64) } else { Value::Null }, "p75": r["p75"]})
+        }),
+    };
+    Ok(culprit.unwrap_or(Value::Null))
+}
+
 /// The report's data.
 async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Result<Value, QueryError> {
     let span = if period == "week" { 7 * 86_400 } else { 86_400 };
@@ -56,8 +85,9 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
         let p75 = column(&now_table, &row, "p75");
         let t = vital.thresholds();
         let rating = p75.as_f64().map(|v| t.rate(v).as_str());
+        let culprit = culprit(app, vital, &range(from, to), now).await?;
         vitals.push(json!({
-            "metric": metric, "unit": vital.unit(), "p75": p75, "count": column(&now_table, &row, "count"),
+            "metric": metric, "unit": vital.unit(), "p75": p75, "count": column(&now_table, &row, "count"), "culprit": culprit,
             "rating": rating, "good": column(&now_table, &row, "good"),
             "needs_improvement": column(&now_table, &row, "needs_improvement"), "poor": column(&now_table, &row, "poor"),
             "thresholds": {"good": t.good, "poor": t.poor},
@@ -90,11 +120,10 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
     routes.truncate(10);
 
     let alerts = app
-        .clickhouse
-        .query(
+        .limited(app.clickhouse.query(
             "SELECT at, rule, grp, notice, severity, value FROM alert_events
              WHERE site = ? AND at >= toDateTime(?) AND at < toDateTime(?) AND notice != '' ORDER BY at_ms DESC LIMIT 100",
-        )
+        ))
         .bind(site)
         .bind(from)
         .bind(to)
@@ -160,6 +189,28 @@ fn change_text(v: &Value) -> String {
     }
 }
 
+/// "Top culprit: …" under a vital's card, or nothing.
+fn culprit_text(metric: &str, c: &Value) -> String {
+    let name = esc(c["name"].as_str().unwrap_or(""));
+    let text = match c["by"].as_str() {
+        Some("subpart") => {
+            format!("{} {} ({:.0} % of the p75 page view)", name.replace('_', " "), value(metric, &c["value"]), share(&c["share"]))
+        }
+        Some("script") => {
+            let function = c["function"].as_str().filter(|f| !f.is_empty()).map(|f| format!(" {}()", esc(f))).unwrap_or_default();
+            let party = if c["party"] == "third" { "third-party" } else { "first-party" };
+            format!(
+                "{party} script {}{function} in {:.0} % of page views",
+                if name.is_empty() { "(inline)".into() } else { name },
+                share(&c["share"])
+            )
+        }
+        Some(_) => format!("{} in {:.0} % of page views", if name.is_empty() { "(none)".into() } else { name }, share(&c["share"])),
+        None => return String::new(),
+    };
+    format!(r#"<br><span class="culprit">Top culprit: {text}</span>"#)
+}
+
 fn share(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0) * 100.0
 }
@@ -200,7 +251,7 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
             out,
             r#"<div class="card" data-metric="{metric}"><span class="muted">{metric}</span><b class="{rating}" data-p75="{raw}">{p75}</b>
 <div class="bar"><span class="g" style="width:{g:.1}%"></span><span class="n" style="width:{n:.1}%"></span><span class="p" style="width:{p:.1}%"></span></div>
-<span class="muted">{count} samples · before {before}</span><br><span class="verdict-{verdict}">{change} · {verdict_text}</span></div>"#,
+<span class="muted">{count} samples · before {before}</span><br><span class="verdict-{verdict}">{change} · {verdict_text}</span>{culprit}</div>"#,
             rating = v["rating"].as_str().unwrap_or(""),
             raw = v["p75"].as_f64().map(|f| f.to_string()).unwrap_or_default(),
             p75 = value(metric, &v["p75"]),
@@ -211,6 +262,7 @@ td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
             before = value(metric, &v["previous_p75"]),
             change = change_text(v),
             verdict_text = verdict.replace('_', " "),
+            culprit = culprit_text(metric, &v["culprit"]),
         );
     }
     out.push_str("</div><h2>Most regressed pages</h2><table id=\"regressed\"><thead><tr><th>Metric</th><th>Page</th><th class=\"num\">Before</th><th class=\"num\">After</th><th class=\"num\">Change (95 % interval)</th></tr></thead><tbody>");
