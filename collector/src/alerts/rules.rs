@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{Limits, NoData};
 use crate::errors::QueryError;
-use crate::query::params::{dimension_filters, Params};
-use crate::query::request::api_filters;
+use crate::query::params::{api_filters, dimension_filters, Params};
 
 /// `[[notifiers]]`: where notifications go.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
