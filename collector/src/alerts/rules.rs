@@ -10,6 +10,7 @@ use pulse_protocol::Vital;
 use serde::Serialize;
 
 use super::state::{Limits, NoData};
+use crate::config::{Config, ConfigError};
 use crate::errors::QueryError;
 use crate::query::params::{api_filters, dimension_filters, Params};
 
@@ -147,6 +148,36 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(seconds))
+}
+
+/// The configuration's notifiers and alert rules, checked (the configured rules, then each
+/// site's defaults). The error names the notifier or rule and the field at fault.
+pub fn compile(config: &Config) -> Result<(Vec<Rule>, Vec<Notifier>), ConfigError> {
+    let invalid = |(field, why): (String, String)| ConfigError::Rule { field, why };
+    let notifiers = check_notifiers(&config.notifiers).map_err(invalid)?;
+    let sites: Vec<&str> = config.sites.iter().map(|s| s.key.as_str()).collect();
+    let mut configs = config.alert_rules.clone();
+    for site in config.sites.iter().filter(|s| s.default_alerts) {
+        configs.extend(default_rules(&site.key, &notifiers));
+    }
+    let mut checked: Vec<Rule> = Vec::new();
+    for c in &configs {
+        let rule = check_rule(c, &sites, &notifiers).map_err(invalid)?;
+        if checked.iter().any(|r| r.name == rule.name) {
+            return Err(ConfigError::Rule { field: format!("alert_rules[{}].name", rule.name), why: "is used by two rules".into() });
+        }
+        checked.push(rule);
+    }
+    // A firing alert's latest event (its state after a restart) must outlive the wait for
+    // its next reminder, which writes a newer one.
+    let kept = i64::from(config.alert_events_retention_days) * 86_400;
+    if let Some(rule) = checked.iter().find(|r| r.limits.repeat_warning.max(r.limits.repeat_critical) >= kept) {
+        return Err(ConfigError::Invalid {
+            field: "alert_events_retention_days",
+            why: format!("{} days is not longer than the reminder period of rule {:?}", config.alert_events_retention_days, rule.name),
+        });
+    }
+    Ok((checked, notifiers))
 }
 
 /// Checks the notifiers; the error names the notifier and the field.
