@@ -7,6 +7,7 @@
 //! with dashes; singular for lists), the `--help` text and the README's table row are derived from
 //! that one declaration; a test holds the README to it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +15,6 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde::Deserialize;
 
-use crate::alerts::rules::{self, AlertRuleConfig, Notifier, NotifierConfig, Rule};
 use crate::origin::OriginPattern;
 use pulse_protocol::limits::{MAX_BODY_BYTES, MAX_METRICS_PER_BEACON};
 
@@ -517,6 +517,79 @@ pub struct ScrubRule {
     pub replacement: String,
 }
 
+/// `[[notifiers]]`: where notifications go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierConfig {
+    pub name: String,
+    /// `webhook`, `slack` or `pagerduty`.
+    pub kind: String,
+    /// Where to POST (PagerDuty: default `https://events.pagerduty.com/v2/enqueue`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Webhook: the key of the HMAC-SHA256 signature of each body.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PagerDuty: the integration's routing key.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+}
+
+/// `[[alert_rules]]`: one rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    pub name: String,
+    /// `threshold` (default): the statistic against warning/critical. `release`: each new
+    /// release compared with the one before it (`/v1/compare`), notifying on a regression.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `release` rules: the smallest relative change that counts (default 0.2).
+    #[serde(default)]
+    pub min_change: Option<f64>,
+    pub site: String,
+    /// A vital, a custom metric name, or `api`.
+    pub metric: String,
+    /// `p50 p75 p90 p95 p99 avg good_share poor_share error_rate count`; default `p75`.
+    #[serde(default)]
+    pub stat: Option<String>,
+    /// The query API's filters (`url device browser os country release nav`; `route method
+    /// status` too for `api`).
+    #[serde(default, rename = "where")]
+    pub filters: BTreeMap<String, String>,
+    /// One alert per value of this dimension (at most `max_groups`, the busiest first).
+    #[serde(default)]
+    pub group_by: Option<String>,
+    #[serde(default)]
+    pub max_groups: Option<usize>,
+    /// Evaluation window, e.g. `15m`; default `15m`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// How long a breach must last before the alert fires; default `5m`.
+    #[serde(default, rename = "for")]
+    pub pending_for: Option<String>,
+    /// How long the value must stay on the good side before the alert resolves; default `0s`.
+    #[serde(default)]
+    pub keep_firing_for: Option<String>,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    /// Where the good side starts when resolving; default the lowest threshold.
+    pub resolve: Option<f64>,
+    /// Fewer samples than this hold the state ("insufficient data"); default ⌈10/(1−p)⌉ for
+    /// percentiles (p75 → 40, p95 → 200), 10 for averages, shares and error rates, 0 for counts.
+    pub min_samples: Option<u64>,
+    /// `keep` (default), `ok` or `alert`.
+    #[serde(default)]
+    pub no_data: Option<String>,
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Reminder period while firing at each severity; defaults `1h` (warning) and `5m` (critical).
+    #[serde(default)]
+    pub repeat_warning: Option<String>,
+    #[serde(default)]
+    pub repeat_critical: Option<String>,
+}
+
 /// Distinct values a site may create per day, per dimension (see `ingest::cardinality`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CardinalityLimits {
@@ -644,13 +717,14 @@ impl Config {
     }
 
     /// Builds the configuration from the process's flags and environment, reading the file they
-    /// name, then checks it. `--help` and `--version` print and exit here.
+    /// name, then checks its own settings ([`Config::check`]). `--help` and `--version` print and
+    /// exit here.
     pub fn from_env_and_args() -> Result<Config, ConfigError> {
         Config::load(command().get_matches())
     }
 
     /// Builds the configuration from parsed flags and environment ([`command`]), reading the file
-    /// they name, then checks it.
+    /// they name, then checks its own settings ([`Config::check`]).
     pub fn load(matches: ArgMatches) -> Result<Config, ConfigError> {
         let mut config = match matches.get_one::<String>("config") {
             Some(path) => Config::from_file(Path::new(path))?,
@@ -666,7 +740,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses settings that cannot work, with a message naming the setting.
+    /// Refuses settings that cannot work, with a message naming the setting. These are the plain
+    /// settings; the parts that other modules compile (the sites' release patterns and scrub
+    /// rules, the trusted proxies, the notifiers and alert rules) those modules check, and
+    /// `pulse_collector::check` runs every check at start.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |field: &'static str, why: String| Err(ConfigError::Invalid { field, why });
         if self.sites.is_empty() {
@@ -675,14 +752,6 @@ impl Config {
         for site in &self.sites {
             if let Err(why) = pulse_protocol::validate::site_key(&site.key) {
                 return bad("sites.key", format!("{:?} {why}", site.key));
-            }
-            if let Some(pattern) = &site.release_pattern {
-                if let Err(e) = regex::Regex::new(pattern) {
-                    return bad("sites.release_pattern", format!("site {}: {pattern:?} is not a regular expression: {e}", site.key));
-                }
-            }
-            if let Err(why) = crate::ingest::scrub::Scrubber::new(&site.scrub) {
-                return bad("sites.scrub", format!("site {}: {why}", site.key));
             }
             if site.rate_per_second == Some(0) {
                 return bad("sites.rate_per_second", format!("site {} allows 0 beacons per second", site.key));
@@ -776,9 +845,6 @@ impl Config {
                 return bad(field, format!("the burst (twice this) must hold one full beacon ({one_beacon}); {rate} is too small"));
             }
         }
-        if let Err(why) = crate::ingest::client_ip::parse_trusted(&self.trusted_proxies) {
-            return bad("trusted_proxies", why);
-        }
         // The connection slots are a semaphore's permits, of which there are at most this many.
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return bad("max_connections", format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS));
@@ -806,16 +872,6 @@ impl Config {
                 return bad("public_url", format!("{url:?} must start with http:// or https://"));
             }
         }
-        let (rules, _) = self.alert_rules()?;
-        // A firing alert's latest event (its state after a restart) must outlive the wait for
-        // its next reminder, which writes a newer one.
-        let kept = i64::from(self.alert_events_retention_days) * 86_400;
-        if let Some(rule) = rules.iter().find(|r| r.limits.repeat_warning.max(r.limits.repeat_critical) >= kept) {
-            return bad(
-                "alert_events_retention_days",
-                format!("{} days is not longer than the reminder period of rule {:?}", self.alert_events_retention_days, rule.name),
-            );
-        }
         if !self.clickhouse_url.starts_with("http://") && !self.clickhouse_url.starts_with("https://") {
             return bad("clickhouse_url", format!("{:?} must start with http:// or https://", self.clickhouse_url));
         }
@@ -838,26 +894,6 @@ impl Config {
 }
 
 impl Config {
-    /// The checked notifiers and alert rules (the configured ones, then each site's defaults).
-    pub fn alert_rules(&self) -> Result<(Vec<Rule>, Vec<Notifier>), ConfigError> {
-        let invalid = |(field, why): (String, String)| ConfigError::Rule { field, why };
-        let notifiers = rules::check_notifiers(&self.notifiers).map_err(invalid)?;
-        let sites: Vec<&str> = self.sites.iter().map(|s| s.key.as_str()).collect();
-        let mut configs = self.alert_rules.clone();
-        for site in self.sites.iter().filter(|s| s.default_alerts) {
-            configs.extend(rules::default_rules(&site.key, &notifiers));
-        }
-        let mut checked: Vec<Rule> = Vec::new();
-        for config in &configs {
-            let rule = rules::check_rule(config, &sites, &notifiers).map_err(invalid)?;
-            if checked.iter().any(|r| r.name == rule.name) {
-                return Err(ConfigError::Rule { field: format!("alert_rules[{}].name", rule.name), why: "is used by two rules".into() });
-            }
-            checked.push(rule);
-        }
-        Ok((checked, notifiers))
-    }
-
     /// Where people reach this collector (dashboard links).
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
@@ -985,7 +1021,7 @@ mod tests {
     }
 
     #[test]
-    fn write_keys_are_their_own_and_release_patterns_are_checked() {
+    fn write_keys_are_their_own() {
         assert!(Config::default().write_keys.is_empty(), "no write key by default");
         let c = load(&["--site", "a=https://a.example", "--read-key", "r", "--write-key", "w@a,all"]).expect("write keys");
         assert_eq!(
@@ -1001,13 +1037,6 @@ mod tests {
                 .expect_err("dev write key on 0.0.0.0")
                 .to_string();
         assert!(err.starts_with("config: write_keys: the write key \"dev-write-key\" is the dev setup's"), "{err}");
-        let site = |pattern: &str| -> Config {
-            toml::from_str(&format!("[[sites]]\nkey = \"shop\"\norigins = [\"https://shop.example\"]\nrelease_pattern = {pattern:?}\n"))
-                .expect("TOML site")
-        };
-        site("^\\d+\\.\\d+\\.\\d+$").check().expect("a valid pattern");
-        let err = site("^(\\d+").check().expect_err("unclosed group").to_string();
-        assert!(err.starts_with("config: sites.release_pattern: site shop: \"^(\\\\d+\" is not a regular expression"), "{err}");
     }
 
     #[test]
@@ -1026,17 +1055,13 @@ mod tests {
     }
 
     #[test]
-    fn site_scrub_rules_are_read_and_a_bad_pattern_is_named() {
+    fn site_scrub_rules_are_read() {
         let site = |rules: &str| {
             format!("read_keys = [\"k\"]\n[[sites]]\nkey = \"shop\"\norigins = [\"https://shop.example\"]\nscrub = {rules}\n")
         };
         let config: Config = toml::from_str(&site(r#"[{ pattern = "^/team/[^/]+", replacement = "/team/:user" }]"#)).expect("parses");
         config.check().expect("a good rule");
         assert_eq!(config.sites[0].scrub, vec![ScrubRule { pattern: "^/team/[^/]+".into(), replacement: "/team/:user".into() }]);
-        let config: Config =
-            toml::from_str(&site(r#"[{ pattern = "ok", replacement = "" }, { pattern = "/(x", replacement = ":x" }]"#)).expect("parses");
-        let err = config.check().expect_err("a bad pattern").to_string();
-        assert!(err.starts_with(r#"config: sites.scrub: site shop: scrub[1]: pattern "/(x" is not a regular expression"#), "{err}");
         let err = toml::from_str::<Config>(&site(r#"[{ pattern = "x" }]"#)).expect_err("no replacement");
         assert!(err.to_string().contains("replacement"), "{err}");
     }

@@ -20,7 +20,8 @@
 //!    [`storage::retention`] drops partitions past their age.
 //!
 //! Errors of both request boundaries are mapped to HTTP in [`errors`]. [`config`] documents every
-//! setting and its default.
+//! setting and its default, as plain data; [`check`] checks it whole at start, each part by the
+//! module that owns it.
 
 pub mod alerts;
 pub mod assets;
@@ -53,8 +54,10 @@ use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
 
-use crate::config::Config;
+use crate::alerts::rules::{Notifier, Rule};
+use crate::config::{Config, ConfigError};
 use crate::enrich::Geo;
+use crate::ingest::client_ip::ClientIp;
 use crate::sites::Sites;
 use crate::spool::{Spool, SpoolError};
 use crate::storage::writer::{Shutdown, Writer, WriterStatus};
@@ -125,18 +128,14 @@ impl App {
     /// State without a running shipper: what ingest appends stays in the spool. Used by [`start`]
     /// and by tests that drive the router directly.
     pub fn new(config: Config, spool: Spool) -> Result<App, StartError> {
-        config.check()?;
+        let Checked { sites, client_ip, rules, notifiers } = check(&config)?;
         spool.share_among(config.sites.iter().map(|s| s.key.clone()).collect());
-        let (rules, notifiers) = config.alert_rules()?;
         Ok(App {
             alerts: Arc::new(alerts::Alerts::new(rules, notifiers, config.public_url())),
-            sites: Sites::new(&config),
+            sites,
             quotas: ingest::quota::Quotas::new(&config),
             cardinality: ingest::cardinality::Cardinality::new(&config),
-            client_ip: ingest::client_ip::ClientIp::new(
-                config.client_ip_header.as_deref(),
-                ingest::client_ip::parse_trusted(&config.trusted_proxies).unwrap_or_default(),
-            ),
+            client_ip,
             geo: Geo::new(config.country_header.clone(), config.geoip_database.as_deref())
                 .map_err(|e| StartError::GeoIp(config.geoip_database.clone().unwrap_or_default(), e))?,
             telemetry: Telemetry::new(),
@@ -253,9 +252,31 @@ pub struct Running {
     probing: JoinHandle<()>,
 }
 
+/// The parts of the configuration that other modules compile, as [`check`] built them.
+#[derive(Debug)]
+pub struct Checked {
+    pub sites: Sites,
+    pub client_ip: ClientIp,
+    pub rules: Vec<Rule>,
+    pub notifiers: Vec<Notifier>,
+}
+
+/// Checks the whole configuration, as [`start`] does before anything else: the plain settings
+/// ([`Config::check`]), then each part that another module owns, compiled by that module: the
+/// sites' release patterns and scrub rules ([`Sites::from_config`]), the trusted proxies
+/// ([`ClientIp::from_config`]), the notifiers and alert rules ([`alerts::rules::compile`]). The
+/// error names the setting, site or rule at fault.
+pub fn check(config: &Config) -> Result<Checked, ConfigError> {
+    config.check()?;
+    let sites = Sites::from_config(config)?;
+    let client_ip = ClientIp::from_config(config)?;
+    let (rules, notifiers) = alerts::rules::compile(config)?;
+    Ok(Checked { sites, client_ip, rules, notifiers })
+}
+
 /// Migrates the schema, starts the writer and housekeeping, and begins serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    config.check()?;
+    check(&config)?;
     let spool = Spool::open_with(&config.spool_dir, config.spool_max_bytes, config.queue_capacity, config.spool_fsync)?;
     let waiting = spool.stats();
     if waiting.records > 0 {
@@ -491,5 +512,28 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NotifierConfig, ScrubRule};
+
+    /// The parts that other modules check still stop the start, each named as its setting.
+    #[test]
+    fn check_runs_every_owners_check() {
+        check(&Config::default()).expect("the dev setup is valid");
+        let c = Config { trusted_proxies: vec!["10.0.0.0/33".into()], ..Config::default() };
+        let err = check(&c).expect_err("not a range").to_string();
+        assert!(err.starts_with("config: trusted_proxies: \"10.0.0.0/33\""), "{err}");
+        let mut c = Config::default();
+        c.sites[0].scrub = vec![ScrubRule { pattern: "/(x".into(), replacement: ":x".into() }];
+        let err = check(&c).expect_err("not a pattern").to_string();
+        assert!(err.starts_with("config: sites.scrub: site demo: "), "{err}");
+        let notifier = NotifierConfig { name: "ops".into(), kind: "sms".into(), url: None, secret: None, routing_key: None };
+        let c = Config { notifiers: vec![notifier], ..Config::default() };
+        let err = check(&c).expect_err("not a kind").to_string();
+        assert!(err.starts_with("config: notifiers[ops].kind: "), "{err}");
     }
 }

@@ -404,14 +404,14 @@ async fn an_api_rule_judges_every_method_of_its_route_together() {
 fn bad_alert_config_is_refused_with_the_rule_and_field() {
     let mut c = config("x", "http://127.0.0.1:9");
     c.alert_rules[0].window = Some("ten minutes".into());
-    let err = c.check().expect_err("bad window").to_string();
+    let err = pulse_collector::check(&c).expect_err("bad window").to_string();
     assert_eq!(err, "config: alert_rules[checkout-lcp].window: \"ten minutes\" is not a duration like 30s, 15m, 1h or 1d");
     let mut c = config("x", "http://127.0.0.1:9");
     c.notifiers[0].url = Some("ftp://hooks.example/x".into());
-    assert!(c.check().expect_err("bad url").to_string().starts_with("config: notifiers[ops].url:"));
+    assert!(pulse_collector::check(&c).expect_err("bad url").to_string().starts_with("config: notifiers[ops].url:"));
     let mut c = config("x", "http://127.0.0.1:9");
     c.alert_rules[0].notify = vec!["nobody".into()];
-    assert!(c.check().expect_err("unknown notifier").to_string().starts_with("config: alert_rules[checkout-lcp].notify:"));
+    assert!(pulse_collector::check(&c).expect_err("unknown notifier").to_string().starts_with("config: alert_rules[checkout-lcp].notify:"));
 }
 
 fn running_url(running: &Running) -> String {
@@ -729,10 +729,10 @@ async fn alert_groups_are_capped_and_forgotten_when_gone_and_events_expire() {
 fn alert_events_retention_shorter_than_a_reminder_period_is_refused() {
     let mut c = config("x", "http://127.0.0.1:9");
     c.alert_events_retention_days = 1;
-    assert!(c.check().is_ok(), "reminders every 1 h and 5 min fit in a day");
+    assert!(pulse_collector::check(&c).is_ok(), "reminders every 1 h and 5 min fit in a day");
     c.alert_rules[0].repeat_warning = Some("2d".into());
-    let err = c.check().expect_err("a reminder period of two days").to_string();
+    let err = pulse_collector::check(&c).expect_err("a reminder period of two days").to_string();
     assert!(err.contains("alert_events_retention_days") && err.contains("checkout-lcp"), "{err}");
     c.alert_events_retention_days = 3;
-    assert!(c.check().is_ok());
+    assert!(pulse_collector::check(&c).is_ok());
 }

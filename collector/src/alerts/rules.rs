@@ -1,4 +1,5 @@
-//! Alert rules and notifiers as written in the config file, and their checked form. A bad rule
+//! Alert rules and notifiers checked into the form the evaluation uses, from their config-file
+//! form ([`AlertRuleConfig`], [`NotifierConfig`]: plain data of [`crate::config`]). A bad rule
 //! stops the collector at start with the rule's name and the field at fault.
 
 use std::collections::BTreeMap;
@@ -6,85 +7,15 @@ use std::time::Duration;
 
 use pulse_protocol::metric::{is_custom_name, API};
 use pulse_protocol::Vital;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::state::{Limits, NoData};
+use crate::config::{Config, ConfigError};
 use crate::errors::QueryError;
-use crate::query::params::{dimension_filters, Params};
-use crate::query::request::api_filters;
+use crate::query::params::{api_filters, dimension_filters, Params};
 
-/// `[[notifiers]]`: where notifications go.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NotifierConfig {
-    pub name: String,
-    /// `webhook`, `slack` or `pagerduty`.
-    pub kind: String,
-    /// Where to POST (PagerDuty: default `https://events.pagerduty.com/v2/enqueue`).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Webhook: the key of the HMAC-SHA256 signature of each body.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// PagerDuty: the integration's routing key.
-    #[serde(default)]
-    pub routing_key: Option<String>,
-}
-
-/// `[[alert_rules]]`: one rule.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AlertRuleConfig {
-    pub name: String,
-    /// `threshold` (default): the statistic against warning/critical. `release`: each new
-    /// release compared with the one before it (`/v1/compare`), notifying on a regression.
-    #[serde(default)]
-    pub kind: Option<String>,
-    /// `release` rules: the smallest relative change that counts (default 0.2).
-    #[serde(default)]
-    pub min_change: Option<f64>,
-    pub site: String,
-    /// A vital, a custom metric name, or `api`.
-    pub metric: String,
-    /// `p50 p75 p90 p95 p99 avg good_share poor_share error_rate count`; default `p75`.
-    #[serde(default)]
-    pub stat: Option<String>,
-    /// The query API's filters (`url device browser os country release nav`; `route method
-    /// status` too for `api`).
-    #[serde(default, rename = "where")]
-    pub filters: BTreeMap<String, String>,
-    /// One alert per value of this dimension (at most `max_groups`, the busiest first).
-    #[serde(default)]
-    pub group_by: Option<String>,
-    #[serde(default)]
-    pub max_groups: Option<usize>,
-    /// Evaluation window, e.g. `15m`; default `15m`.
-    #[serde(default)]
-    pub window: Option<String>,
-    /// How long a breach must last before the alert fires; default `5m`.
-    #[serde(default, rename = "for")]
-    pub pending_for: Option<String>,
-    /// How long the value must stay on the good side before the alert resolves; default `0s`.
-    #[serde(default)]
-    pub keep_firing_for: Option<String>,
-    pub warning: Option<f64>,
-    pub critical: Option<f64>,
-    /// Where the good side starts when resolving; default the lowest threshold.
-    pub resolve: Option<f64>,
-    /// Fewer samples than this hold the state ("insufficient data"); default ⌈10/(1−p)⌉ for
-    /// percentiles (p75 → 40, p95 → 200), 10 for averages, shares and error rates, 0 for counts.
-    pub min_samples: Option<u64>,
-    /// `keep` (default), `ok` or `alert`.
-    #[serde(default)]
-    pub no_data: Option<String>,
-    #[serde(default)]
-    pub notify: Vec<String>,
-    /// Reminder period while firing at each severity; defaults `1h` (warning) and `5m` (critical).
-    #[serde(default)]
-    pub repeat_warning: Option<String>,
-    #[serde(default)]
-    pub repeat_critical: Option<String>,
-}
+// Plain data of the configuration; still named here, beside the rules they become.
+pub use crate::config::{AlertRuleConfig, NotifierConfig};
 
 /// The statistic a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -217,6 +148,36 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_secs(seconds))
+}
+
+/// The configuration's notifiers and alert rules, checked (the configured rules, then each
+/// site's defaults). The error names the notifier or rule and the field at fault.
+pub fn compile(config: &Config) -> Result<(Vec<Rule>, Vec<Notifier>), ConfigError> {
+    let invalid = |(field, why): (String, String)| ConfigError::Rule { field, why };
+    let notifiers = check_notifiers(&config.notifiers).map_err(invalid)?;
+    let sites: Vec<&str> = config.sites.iter().map(|s| s.key.as_str()).collect();
+    let mut configs = config.alert_rules.clone();
+    for site in config.sites.iter().filter(|s| s.default_alerts) {
+        configs.extend(default_rules(&site.key, &notifiers));
+    }
+    let mut checked: Vec<Rule> = Vec::new();
+    for c in &configs {
+        let rule = check_rule(c, &sites, &notifiers).map_err(invalid)?;
+        if checked.iter().any(|r| r.name == rule.name) {
+            return Err(ConfigError::Rule { field: format!("alert_rules[{}].name", rule.name), why: "is used by two rules".into() });
+        }
+        checked.push(rule);
+    }
+    // A firing alert's latest event (its state after a restart) must outlive the wait for
+    // its next reminder, which writes a newer one.
+    let kept = i64::from(config.alert_events_retention_days) * 86_400;
+    if let Some(rule) = checked.iter().find(|r| r.limits.repeat_warning.max(r.limits.repeat_critical) >= kept) {
+        return Err(ConfigError::Invalid {
+            field: "alert_events_retention_days",
+            why: format!("{} days is not longer than the reminder period of rule {:?}", config.alert_events_retention_days, rule.name),
+        });
+    }
+    Ok((checked, notifiers))
 }
 
 /// Checks the notifiers; the error names the notifier and the field.

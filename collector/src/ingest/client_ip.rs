@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnetwork::IpNetwork;
 
+use crate::config::{Config, ConfigError};
+
 /// How to find the client's address in a request.
 #[derive(Debug, Clone, Default)]
 pub struct ClientIp {
@@ -36,6 +38,13 @@ pub fn parse_trusted(entries: &[String]) -> Result<Vec<IpNetwork>, String> {
 }
 
 impl ClientIp {
+    /// From `client_ip_header` and `trusted_proxies`; an entry of the list that is no address or
+    /// range is refused naming the setting.
+    pub fn from_config(config: &Config) -> Result<ClientIp, ConfigError> {
+        let trusted = parse_trusted(&config.trusted_proxies).map_err(|why| ConfigError::Invalid { field: "trusted_proxies", why })?;
+        Ok(ClientIp::new(config.client_ip_header.as_deref(), trusted))
+    }
+
     pub fn new(header: Option<&str>, trusted: Vec<IpNetwork>) -> ClientIp {
         ClientIp { header: header.map(str::to_ascii_lowercase), trusted }
     }

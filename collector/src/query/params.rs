@@ -184,6 +184,26 @@ pub fn dimension_filters(params: &Params) -> Result<Vec<(&'static str, String)>,
     Ok(filters)
 }
 
+/// Equality filters (column, value) and the status filter.
+pub type ApiFilters = (Vec<(&'static str, String)>, Option<u16>);
+
+/// The filters of API calls (`/v1/api-calls` and API alert rules): the page dimensions, `route`
+/// (normalised), `method` (upper case) and `status`.
+pub fn api_filters(params: &Params) -> Result<ApiFilters, QueryError> {
+    let mut filters = dimension_filters(params)?;
+    if let Some(route) = params.get("route") {
+        filters.push(("route", crate::ingest::scrub::built_in(pulse_protocol::route::normalise_route(route))));
+    }
+    if let Some(method) = params.get("method") {
+        filters.push(("method", method.to_ascii_uppercase()));
+    }
+    let status = params
+        .get("status")
+        .map(|s| s.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{s:?} is not an HTTP status"))))
+        .transpose()?;
+    Ok((filters, status))
+}
+
 /// Columns that vitals can be grouped and filtered by (present in raw rows and rollups).
 pub const DIMENSIONS: [&str; 7] = ["url", "device", "browser", "os", "country", "release", "nav"];
 

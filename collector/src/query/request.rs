@@ -5,7 +5,7 @@
 use pulse_protocol::Vital;
 use time::OffsetDateTime;
 
-use super::params::{dimension_filters, metric_name, Params, TimeRange, DIMENSIONS};
+use super::params::{api_filters, dimension_filters, metric_name, Params, TimeRange, DIMENSIONS};
 use super::render::Format;
 use crate::errors::QueryError;
 use crate::App;
@@ -234,26 +234,6 @@ pub struct ApiCallsQuery {
     /// Page dimensions, `route` (normalised) and `method` (upper case).
     pub filters: Vec<(&'static str, String)>,
     pub status: Option<u16>,
-}
-
-/// Equality filters (column, value) and the status filter.
-pub type ApiFilters = (Vec<(&'static str, String)>, Option<u16>);
-
-/// The filters of API calls (the endpoint and API alert rules): the page dimensions, `route`
-/// (normalised), `method` (upper case) and `status`.
-pub fn api_filters(params: &Params) -> Result<ApiFilters, QueryError> {
-    let mut filters = dimension_filters(params)?;
-    if let Some(route) = params.get("route") {
-        filters.push(("route", crate::ingest::scrub::built_in(pulse_protocol::route::normalise_route(route))));
-    }
-    if let Some(method) = params.get("method") {
-        filters.push(("method", method.to_ascii_uppercase()));
-    }
-    let status = params
-        .get("status")
-        .map(|s| s.parse::<u16>().map_err(|_| QueryError::bad("status", format!("{s:?} is not an HTTP status"))))
-        .transpose()?;
-    Ok((filters, status))
 }
 
 impl ApiCallsQuery {

@@ -66,8 +66,8 @@ pub fn expiring(keep: Keep) -> Vec<Expiring> {
     tables.push(entry("alert_deliveries".into(), "at", 31, Granularity::Month));
     // Markers are handled within a finalizer interval or two of being written.
     tables.push(entry("late_rows".into(), "at", 31, Granularity::Month));
-    // The latest event of an alert is its state: `Config::check` keeps this longer than any
-    // reminder period, so a firing alert always has a newer event than the cutoff.
+    // The latest event of an alert is its state: `alerts::rules::compile` keeps this longer than
+    // any reminder period, so a firing alert always has a newer event than the cutoff.
     tables.push(entry("alert_events".into(), "at", alert_events, Granularity::Month));
     tables
 }
