@@ -46,13 +46,23 @@ impl Setting {
         format!("PULSE_{}", self.key.to_ascii_uppercase())
     }
 
-    /// The flag without its dashes: the key with `-`, singular for lists (`--site`, `--read-key`).
+    /// The flag without its dashes: the key with `-`, singular for lists (`--site`, `--read-key`,
+    /// `--trusted-proxy`).
     pub fn flag(&self) -> String {
         let name = self.key.replace('_', "-");
         match self.delimiter {
-            Some(_) => name.strip_suffix('s').map(str::to_owned).unwrap_or(name),
+            Some(_) => match name.strip_suffix("ies") {
+                Some(stem) => format!("{stem}y"),
+                None => name.strip_suffix('s').map(str::to_owned).unwrap_or(name),
+            },
             None => name,
         }
+    }
+
+    /// An older spelling of the flag still accepted: `--trusted-proxie`, as it was first derived.
+    fn old_flag(&self) -> Option<String> {
+        let name = self.key.replace('_', "-");
+        self.delimiter.and(name.strip_suffix('s')).map(str::to_owned).filter(|old| *old != self.flag())
     }
 }
 
@@ -934,6 +944,9 @@ pub fn command() -> Command {
         if let Some(delimiter) = setting.delimiter {
             arg = arg.action(ArgAction::Append).value_delimiter(delimiter);
         }
+        if let Some(old) = setting.old_flag() {
+            arg = arg.alias(old);
+        }
         if setting.secret {
             arg = arg.hide_env_values(true);
         }
@@ -1075,6 +1088,13 @@ mod tests {
         assert_eq!(find("batch_rows").flag(), "batch-rows");
         assert_eq!(find("sites").flag(), "site");
         assert_eq!(find("read_keys").flag(), "read-key");
+        assert_eq!(find("trusted_proxies").flag(), "trusted-proxy");
+        assert_eq!(find("trusted_proxies").old_flag().as_deref(), Some("trusted-proxie"));
+        assert_eq!(find("read_keys").old_flag(), None);
+        for flag in ["--trusted-proxy", "--trusted-proxie"] {
+            let c = load(&[flag, "10.0.0.0/8"]).expect("loads");
+            assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8".to_owned()], "{flag}");
+        }
         assert_eq!(find("batch_rows").default, "20000");
         assert_eq!(find("sites").default, "demo=http://localhost:*,http://127.0.0.1:*");
         // Every default, given back as its flag, yields the default again.
