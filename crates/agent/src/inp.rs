@@ -86,17 +86,27 @@ pub struct Inp {
     long_frames: Vec<LongFrame>,
 }
 
-/// A `long-animation-frame` entry, as INP's attribution reads it.
-#[derive(Debug, Clone, PartialEq)]
+/// A `long-animation-frame` entry, as INP's attribution reads it. Its scripts are read from the
+/// entry (which the page keeps) only for the interaction reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LongFrame {
-    /// The page's number for the entry (it keeps the entry, for the scripts' names).
+    /// The page's number for the entry.
     pub id: u32,
     pub start_time: f64,
     pub duration: f64,
     pub style_and_layout_start: f64,
-    pub scripts: Vec<ScriptTiming>,
     /// Kept by the latest clean-up.
     kept: bool,
+}
+
+impl LongFrame {
+    pub fn new(id: u32, start_time: f64, duration: f64, style_and_layout_start: f64) -> LongFrame {
+        LongFrame { id, start_time, duration, style_and_layout_start, kept: true }
+    }
+
+    fn end(&self) -> f64 {
+        self.start_time + self.duration
+    }
 }
 
 /// A script of a long animation frame (a `PerformanceScriptTiming`), its times.
@@ -105,12 +115,6 @@ pub struct ScriptTiming {
     pub start_time: f64,
     pub duration: f64,
     pub forced_style_and_layout_duration: f64,
-}
-
-impl LongFrame {
-    fn end(&self) -> f64 {
-        self.start_time + self.duration
-    }
 }
 
 /// Where an interaction's time went, from the long animation frames that overlap it (web-vitals'
@@ -312,7 +316,8 @@ impl Inp {
     /// is the first of the longest (a strict `>`), in the phase where it started. Painting is the
     /// time from the end of the last frame to the paint, when that frame ends after processing
     /// (negative if the paint's time, rounded to 8 ms, comes first). The rest is unattributed.
-    pub fn long_frames_of(&self, interaction: &Interaction) -> Option<FrameTotals> {
+    /// `script(frame id, i)` is the `i`th script of a long frame, `None` past its last.
+    pub fn long_frames_of(&self, interaction: &Interaction, script: impl Fn(u32, usize) -> Option<ScriptTiming>) -> Option<FrameTotals> {
         let (processing_start, next_paint, processing_end) = interaction.times();
         let start = interaction.first.start_time;
         let input_delay = processing_start - start;
@@ -334,7 +339,9 @@ impl Inp {
                 break;
             }
             totals.style_and_layout = totals.style_and_layout + frame.start_time + frame.duration - frame.style_and_layout_start;
-            for (index, script) in frame.scripts.iter().enumerate() {
+            let mut index = 0;
+            while let Some(script) = script(frame.id, index) {
+                index += 1;
                 let end = script.start_time + script.duration;
                 if end < start {
                     continue;
@@ -352,7 +359,8 @@ impl Inp {
                     } else {
                         "processing-duration"
                     };
-                    totals.longest_script = Some(LongestScript { frame: frame.id, index, subpart, intersecting_duration: intersecting });
+                    totals.longest_script =
+                        Some(LongestScript { frame: frame.id, index: index - 1, subpart, intersecting_duration: intersecting });
                     longest = intersecting;
                 }
             }
@@ -467,22 +475,12 @@ impl Watch {
     pub fn long_frame(&mut self, entry: Js) {
         let id = self.next_long_frame;
         self.next_long_frame = id.wrapping_add(1);
-        let mut scripts = Vec::new();
-        for script in host::items(host::get(entry, "scripts")) {
-            scripts.push(ScriptTiming {
-                start_time: host::num(script, "startTime"),
-                duration: host::num(script, "duration"),
-                forced_style_and_layout_duration: host::num(script, "forcedStyleAndLayoutDuration"),
-            });
-        }
-        self.inp.add_long_frame(LongFrame {
+        self.inp.add_long_frame(LongFrame::new(
             id,
-            start_time: host::num(entry, "startTime"),
-            duration: host::num(entry, "duration"),
-            style_and_layout_start: host::num(entry, "styleAndLayoutStart"),
-            scripts,
-            kept: true,
-        });
+            host::num(entry, "startTime"),
+            host::num(entry, "duration"),
+            host::num(entry, "styleAndLayoutStart"),
+        ));
         self.long_frames.push((id, host::keep(entry)));
         let kept = &self.inp.long_frames;
         self.long_frames.retain(|(id, _)| kept.iter().any(|f| f.id == *id));
@@ -509,7 +507,22 @@ impl Watch {
                 .num("inputDelay", p.input_delay)
                 .num("processingDuration", p.processing_duration)
                 .num("presentationDelay", p.presentation_delay);
-            if let Some(t) = self.inp.long_frames_of(interaction) {
+            let scripts = |id: u32| {
+                let entry = self.long_frames.iter().find(|(i, _)| *i == id).map_or(host::UNDEFINED, |(_, e)| e.js());
+                host::get(entry, "scripts")
+            };
+            let script = |id: u32, index: usize| {
+                let list = scripts(id);
+                (index < host::len(list) as usize).then(|| {
+                    let script = host::at(list, index as u32);
+                    ScriptTiming {
+                        start_time: host::num(script, "startTime"),
+                        duration: host::num(script, "duration"),
+                        forced_style_and_layout_duration: host::num(script, "forcedStyleAndLayoutDuration"),
+                    }
+                })
+            };
+            if let Some(t) = self.inp.long_frames_of(interaction, script) {
                 for (key, value) in [
                     ("totalScriptDuration", t.script),
                     ("totalStyleAndLayoutDuration", t.style_and_layout),
@@ -519,8 +532,7 @@ impl Watch {
                     attribution.num(key, value);
                 }
                 if let Some(longest) = t.longest_script {
-                    let entry = self.long_frames.iter().find(|(id, _)| *id == longest.frame).map_or(host::UNDEFINED, |(_, e)| e.js());
-                    let script = host::at(host::get(entry, "scripts"), longest.index as u32);
+                    let script = host::at(scripts(longest.frame), longest.index as u32);
                     // The URL without its query and fragment (signed URLs, session ids).
                     let url = host::text(script, "sourceURL").and_then(|u| pieces(&u, b"?#").next().map(String::from));
                     attribution
@@ -725,18 +737,37 @@ mod tests {
         assert_eq!(inp.frames.iter().map(|f| f.id).max(), Some(24));
     }
 
-    /// A long animation frame `id` from `start` lasting `duration`, its style and layout from
-    /// `layout`, with scripts of (start, duration, forced style and layout).
-    fn long(id: u32, start: f64, duration: f64, layout: f64, scripts: &[(f64, f64, f64)]) -> LongFrame {
-        let scripts = scripts
-            .iter()
-            .map(|&(start_time, duration, forced_style_and_layout_duration)| ScriptTiming {
-                start_time,
-                duration,
-                forced_style_and_layout_duration,
-            })
-            .collect();
-        LongFrame { id, start_time: start, duration, style_and_layout_start: layout, scripts, kept: true }
+    /// An `Inp` and the scripts of its long frames, by frame id.
+    #[derive(Default)]
+    struct Page {
+        inp: Inp,
+        scripts: Vec<(u32, Vec<ScriptTiming>)>,
+    }
+
+    impl Page {
+        /// Adds long animation frame `id` from `start` lasting `duration`, its style and layout
+        /// from `layout`, with scripts of (start, duration, forced style and layout).
+        fn long(&mut self, id: u32, start: f64, duration: f64, layout: f64, scripts: &[(f64, f64, f64)]) {
+            let scripts = scripts
+                .iter()
+                .map(|&(start_time, duration, forced_style_and_layout_duration)| ScriptTiming {
+                    start_time,
+                    duration,
+                    forced_style_and_layout_duration,
+                })
+                .collect();
+            self.scripts.push((id, scripts));
+            self.inp.add_long_frame(LongFrame::new(id, start, duration, layout));
+        }
+
+        fn totals(&self) -> Option<FrameTotals> {
+            let script = |id: u32, i: usize| self.scripts.iter().find(|s| s.0 == id).and_then(|s| s.1.get(i).copied());
+            self.inp.long_frames_of(self.inp.interaction(Some(1))?, script)
+        }
+
+        fn kept(&self) -> Vec<u32> {
+            self.inp.long_frames.iter().map(|f| f.id).collect()
+        }
     }
 
     /// The click of the phases test: input at 1000, handlers 1030–1150, paint at 1200.
@@ -744,31 +775,27 @@ mod tests {
         EventTiming { interaction_id: 7, start_time: 1_000.0, duration: 200.0, processing_start: 1_030.0, processing_end: 1_150.0 }
     }
 
-    fn totals(inp: &Inp) -> Option<FrameTotals> {
-        inp.long_frames_of(inp.interaction(Some(1))?)
-    }
-
     #[test]
     fn long_frames_split_the_interaction_as_web_vitals_does() {
-        let mut inp = Inp::new();
-        inp.add(click());
+        let mut page = Page::default();
+        page.inp.add(click());
         // Before the input, ended: not counted.
-        inp.add_long_frame(long(0, 700.0, 60.0, 750.0, &[(705.0, 50.0, 0.0)]));
+        page.long(0, 700.0, 60.0, 750.0, &[(705.0, 50.0, 0.0)]);
         // The frame the click came in: a task from 955 to 1015 (15 ms of it after the input),
         // style and layout from 1020 to its end at 1028.
-        inp.add_long_frame(long(1, 950.0, 78.0, 1_020.0, &[(955.0, 60.0, 0.0)]));
+        page.long(1, 950.0, 78.0, 1_020.0, &[(955.0, 60.0, 0.0)]);
         // The click's frame: the handler 1030–1150 with 12 ms of forced layout, a rAF callback
         // 1155–1175, style and layout 1180–1198.
-        inp.add_long_frame(long(2, 1_028.0, 170.0, 1_180.0, &[(1_030.0, 120.0, 12.0), (1_155.0, 20.0, 0.0)]));
+        page.long(2, 1_028.0, 170.0, 1_180.0, &[(1_030.0, 120.0, 12.0), (1_155.0, 20.0, 0.0)]);
         // After processing ended (starts past 1150): not counted.
-        inp.add_long_frame(long(3, 1_210.0, 60.0, 1_260.0, &[(1_212.0, 40.0, 0.0)]));
+        page.long(3, 1_210.0, 60.0, 1_260.0, &[(1_212.0, 40.0, 0.0)]);
         // Scripts: 15 (the task, from the input on) + (120 − 12) + 20 = 143.
         // Style and layout: 8 (frame 1) + 18 (frame 2) + 12 forced = 38.
         // Paint: frame 2 ends at 1198, after processing (1000 + 30 + 120 = 1150): 1200 − 1198 = 2.
         // Unattributed: 200 − 143 − 38 − 2 = 17.
         // Longest: the handler, 120 ms, starting at 1030 = input + input delay: processing.
         assert_eq!(
-            totals(&inp),
+            page.totals(),
             Some(FrameTotals {
                 script: 143.0,
                 style_and_layout: 38.0,
@@ -781,21 +808,21 @@ mod tests {
 
     #[test]
     fn long_frame_quirks_are_kept() {
-        let mut inp = Inp::new();
-        inp.add(click());
+        let mut page = Page::default();
+        page.inp.add(click());
         // A frame without style and layout (`styleAndLayoutStart` 0: web-vitals adds
         // 950 + 60 − 0 = 1010). Two scripts of 25 ms after the input: the first is the longest
         // (strict >); it started before processing, in the input delay. A script of duration 0
         // has no forced layout to share (no 0 / 0).
-        inp.add_long_frame(long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0), (1_009.0, 0.0, 3.0)]));
+        page.long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0), (1_009.0, 0.0, 3.0)]);
         // A script from 1150 (the end of processing: presentation delay) to 1210, past the paint
         // at 1200: not clipped there. The frame ends at 1204, after the paint (the event's
         // duration is rounded to 8 ms): painting is 1200 − 1204 = −4.
-        inp.add_long_frame(long(6, 1_140.0, 64.0, 1_204.0, &[(1_150.0, 60.0, 0.0)]));
+        page.long(6, 1_140.0, 64.0, 1_204.0, &[(1_150.0, 60.0, 0.0)]);
         // Scripts: (1025 − 1000) − 25 / 50 × 10 = 20; 25; 0; 60 → 105.
         // Style and layout: 1010 + 5 (forced) + 0 (1140 + 64 − 1204) = 1015.
         // Unattributed: 200 − 105 − 1015 − (−4) = −916.
-        let t = totals(&inp);
+        let t = page.totals();
         assert_eq!(
             t,
             Some(FrameTotals {
@@ -807,72 +834,77 @@ mod tests {
             })
         );
         // Without the long script, the first of the two 25 ms ones, in the input delay.
-        let mut inp = Inp::new();
-        inp.add(click());
-        inp.add_long_frame(long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0)]));
-        let longest = totals(&inp).and_then(|t| t.longest_script);
+        let mut page = Page::default();
+        page.inp.add(click());
+        page.long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0)]);
+        let longest = page.totals().and_then(|t| t.longest_script);
         assert_eq!(longest, Some(LongestScript { frame: 5, index: 0, subpart: "input-delay", intersecting_duration: 25.0 }));
         // The last frame ends before processing ends (1010 < 1150): no paint time.
-        assert_eq!(totals(&inp).map(|t| t.paint), Some(0.0));
+        assert_eq!(page.totals().map(|t| t.paint), Some(0.0));
     }
 
     #[test]
     fn without_long_frames_there_is_no_account() {
-        let mut inp = Inp::new();
-        inp.add(click());
-        assert_eq!(totals(&inp), None, "no long frames (Firefox, Safari, or none long)");
+        let mut page = Page::default();
+        page.inp.add(click());
+        assert_eq!(page.totals(), None, "no long frames (Firefox, Safari, or none long)");
         // One ending before the input.
-        inp.add_long_frame(long(0, 900.0, 99.0, 990.0, &[]));
-        assert_eq!(totals(&inp), None);
+        page.long(0, 900.0, 99.0, 990.0, &[]);
+        assert_eq!(page.totals(), None);
         // Overlapping, but without a script after the input (it ends at 999): style and layout
         // 990 + 60 − 1040 = 10; the frame ends before processing did (1050 < 1150): no paint.
-        inp.add_long_frame(long(1, 990.0, 60.0, 1_040.0, &[(992.0, 7.0, 0.0)]));
+        page.long(1, 990.0, 60.0, 1_040.0, &[(992.0, 7.0, 0.0)]);
         // Starting after processing ended: not counted.
-        inp.add_long_frame(long(2, 1_151.0, 60.0, 1_200.0, &[]));
+        page.long(2, 1_151.0, 60.0, 1_200.0, &[]);
         let only_frame_1 = Some(FrameTotals { script: 0.0, style_and_layout: 10.0, paint: 0.0, unattributed: 190.0, longest_script: None });
-        assert_eq!(totals(&inp), only_frame_1);
+        assert_eq!(page.totals(), only_frame_1);
         // Delivered out of time order, after one past the end: never looked at (web-vitals stops
         // at the first frame past the end), so let go at once.
-        inp.add_long_frame(long(3, 1_060.0, 60.0, 1_100.0, &[(1_061.0, 30.0, 0.0)]));
-        assert_eq!(totals(&inp), only_frame_1);
-        assert_eq!(inp.long_frames.iter().map(|f| f.id).collect::<Vec<_>>(), [1, 2]);
+        page.long(3, 1_060.0, 60.0, 1_100.0, &[(1_061.0, 30.0, 0.0)]);
+        assert_eq!(page.totals(), only_frame_1);
+        assert_eq!(page.kept(), [1, 2]);
         // An interaction at time 0 has none (web-vitals tests `!interactionTime`).
-        let mut inp = Inp::new();
-        inp.add(EventTiming { start_time: 0.0, ..click() });
-        inp.add_long_frame(long(0, 0.0, 100.0, 90.0, &[(10.0, 50.0, 0.0)]));
-        assert_eq!(totals(&inp), None);
+        let mut page = Page::default();
+        page.inp.add(EventTiming { start_time: 0.0, ..click() });
+        page.long(0, 0.0, 100.0, 90.0, &[(10.0, 50.0, 0.0)]);
+        assert_eq!(page.totals(), None);
     }
 
     #[test]
     fn long_frames_are_kept_while_an_interaction_may_need_them() {
-        let mut inp = Inp::new();
+        let mut page = Page::default();
         // A hover handled from 905 (no interaction) and the click, presented in one frame
         // (render times 1200 and 1200): the frame starts at 900 and processing ends at 1150.
-        inp.add(EventTiming { interaction_id: 0, start_time: 900.0, duration: 300.0, processing_start: 905.0, processing_end: 920.0 });
-        inp.add(click());
+        page.inp.add(EventTiming { interaction_id: 0, start_time: 900.0, duration: 300.0, processing_start: 905.0, processing_end: 920.0 });
+        page.inp.add(click());
         // Ends at 930: overlaps the frame (from 900), kept; but not the click (from 1000), so not
         // counted for it.
-        inp.add_long_frame(long(0, 850.0, 80.0, 925.0, &[(860.0, 60.0, 0.0)]));
+        page.long(0, 850.0, 80.0, 925.0, &[(860.0, 60.0, 0.0)]);
         // Ends at 890, before the frame, and starts before the latest processing end (1150): gone.
-        inp.add_long_frame(long(1, 820.0, 70.0, 880.0, &[]));
-        let ids = |inp: &Inp| inp.long_frames.iter().map(|f| f.id).collect::<Vec<_>>();
-        assert_eq!(ids(&inp), [0]);
-        assert_eq!(totals(&inp), None);
+        page.long(1, 820.0, 70.0, 880.0, &[]);
+        assert_eq!(page.kept(), [0]);
+        assert_eq!(page.totals(), None);
         // Twelve later frames, each starting after the latest processing end: the latest ten stay.
         for i in 1..=12 {
-            inp.add_long_frame(long(i + 1, 1_200.0 + 100.0 * f64::from(i), 60.0, 0.0, &[]));
+            page.long(i + 1, 1_200.0 + 100.0 * f64::from(i), 60.0, 0.0, &[]);
         }
-        assert_eq!(ids(&inp), [0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(page.kept(), [0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
         // Ten frames of entries later (no interaction; processing ends at 5902), the click's frame
         // is no longer among the latest ten, but the click is among the longest interactions:
         // the long frame overlapping it stays; the others started before 5902 and overlap no
         // frame kept; a new one after it stays.
         for i in 0..10 {
             let t = 5_000.0 + 100.0 * f64::from(i);
-            inp.add(EventTiming { interaction_id: 0, start_time: t, duration: 40.0, processing_start: t + 1.0, processing_end: t + 2.0 });
+            page.inp.add(EventTiming {
+                interaction_id: 0,
+                start_time: t,
+                duration: 40.0,
+                processing_start: t + 1.0,
+                processing_end: t + 2.0,
+            });
         }
-        inp.add_long_frame(long(14, 6_000.0, 60.0, 0.0, &[]));
-        assert_eq!(ids(&inp), [0, 14]);
+        page.long(14, 6_000.0, 60.0, 0.0, &[]);
+        assert_eq!(page.kept(), [0, 14]);
     }
 
     #[test]

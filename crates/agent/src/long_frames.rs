@@ -39,33 +39,42 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Adds a frame that blocked input for `blocking` ms, with its scripts' routes and durations.
-    pub fn add(&mut self, blocking: f64, scripts: impl Iterator<Item = (String, f64)>) {
+    /// Adds a frame that blocked input for `blocking` ms.
+    pub fn add(&mut self, blocking: f64) {
         self.count += 1;
         if blocking > 0.0 {
             self.blocking += blocking;
         }
-        for (route, duration) in scripts.filter(|(_, d)| *d > 0.0) {
-            if let Some(item) = self.scripts.iter_mut().find(|(r, _)| *r == route) {
-                item.1 += duration;
-            } else if self.scripts.len() < MAX_SCRIPTS {
-                self.scripts.push((route, duration));
-            }
+    }
+
+    /// Adds `duration` ms of the script at `route` in a long frame.
+    pub fn add_script(&mut self, route: String, duration: f64) {
+        if let Some(item) = self.scripts.iter_mut().find(|(r, _)| *r == route) {
+            item.1 += duration.max(0.0);
+        } else if self.scripts.len() < MAX_SCRIPTS && duration > 0.0 {
+            self.scripts.push((route, duration));
         }
     }
 
     /// The script that spent the most time in long frames (the first of equals), and that time.
     pub fn top_script(&self) -> Option<&(String, f64)> {
-        self.scripts.iter().fold(None, |top: Option<&(String, f64)>, s| if top.is_some_and(|t| t.1 >= s.1) { top } else { Some(s) })
+        let mut top: Option<&(String, f64)> = None;
+        for script in &self.scripts {
+            if top.is_none_or(|t| script.1 > t.1) {
+                top = Some(script);
+            }
+        }
+        top
     }
 
     /// A `long-animation-frame` entry.
     pub fn entry(&mut self, entry: Js) {
-        let scripts = host::items(host::get(entry, "scripts")).filter_map(|script| {
-            let url = host::text(script, "sourceURL").filter(|u| !u.is_empty())?;
-            Some((route::truncate(route::normalise_route(&url), MAX_SHORT_LEN), host::num(script, "duration")))
-        });
-        self.add(host::num(entry, "blockingDuration"), scripts);
+        self.add(host::num(entry, "blockingDuration"));
+        for script in host::items(host::get(entry, "scripts")) {
+            if let Some(url) = host::text(script, "sourceURL").filter(|u| !u.is_empty()) {
+                self.add_script(route::truncate(route::normalise_route(&url), MAX_SHORT_LEN), host::num(script, "duration"));
+            }
+        }
     }
 
     /// Reports the page view's summary, the first time only.
@@ -94,8 +103,11 @@ mod tests {
         }
     }
 
-    fn scripts(list: &[(&str, f64)]) -> impl Iterator<Item = (String, f64)> {
-        list.iter().map(|(r, d)| (String::from(*r), *d)).collect::<Vec<_>>().into_iter()
+    fn add(s: &mut Summary, blocking: f64, scripts: &[(&str, f64)]) {
+        s.add(blocking);
+        for (route, duration) in scripts {
+            s.add_script(String::from(*route), *duration);
+        }
     }
 
     #[test]
@@ -103,14 +115,14 @@ mod tests {
         let mut s = Summary::default();
         assert_eq!(s.top_script(), None);
         // Frame 1 blocked 70 ms: app.js ran 60 ms and 30 ms, ads.js 90 ms.
-        s.add(70.0, scripts(&[("/app.js", 60.0), ("cdn.example/ads.js", 90.0), ("/app.js", 30.0)]));
+        add(&mut s, 70.0, &[("/app.js", 60.0), ("cdn.example/ads.js", 90.0), ("/app.js", 30.0)]);
         // Frame 2 (a long frame of short tasks) blocked nothing; app.js 10 ms more.
-        s.add(0.0, scripts(&[("/app.js", 10.0)]));
+        add(&mut s, 0.0, &[("/app.js", 10.0)]);
         assert_eq!((s.count, s.blocking), (2, 70.0));
         // app.js: 60 + 30 + 10 = 100 ms, over ads.js' 90.
         assert_eq!(s.top_script(), Some(&(String::from("/app.js"), 100.0)));
         // Equal times: the first seen stays.
-        s.add(25.0, scripts(&[("cdn.example/ads.js", 10.0)]));
+        add(&mut s, 25.0, &[("cdn.example/ads.js", 10.0)]);
         assert_eq!(s.top_script(), Some(&(String::from("/app.js"), 100.0)));
         assert_eq!((s.count, s.blocking), (3, 95.0));
     }
@@ -118,8 +130,9 @@ mod tests {
     #[test]
     fn scripts_beyond_the_cap_are_not_counted() {
         let mut s = Summary::default();
-        let many: Vec<(String, f64)> = (0..MAX_SCRIPTS + 5).map(|i| (alloc::format!("/s{i}.js"), 1.0 + i as f64)).collect();
-        s.add(100.0, many.into_iter());
+        for i in 0..MAX_SCRIPTS + 5 {
+            s.add_script(alloc::format!("/s{i}.js"), 1.0 + i as f64);
+        }
         assert_eq!(s.scripts.len(), MAX_SCRIPTS);
         assert_eq!(s.top_script().map(|t| t.1), Some(MAX_SCRIPTS as f64));
     }
