@@ -67,7 +67,7 @@ struct Frame {
 const MAX_FRAMES: usize = 10;
 
 /// Running INP for one page view.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Inp {
     /// Longest first, at most [`MAX_INTERACTIONS`].
     longest: Vec<Interaction>,
@@ -87,21 +87,20 @@ pub struct Inp {
 }
 
 /// A `long-animation-frame` entry, as INP's attribution reads it. Its scripts are read from the
-/// entry (which the page keeps) only for the interaction reported.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// entry, which the page keeps while the frame is, only for the interaction reported.
+#[derive(Debug, PartialEq)]
 pub struct LongFrame {
-    /// The page's number for the entry.
-    pub id: u32,
     pub start_time: f64,
     pub duration: f64,
     pub style_and_layout_start: f64,
+    pub entry: Option<Kept>,
     /// Kept by the latest clean-up.
     kept: bool,
 }
 
 impl LongFrame {
-    pub fn new(id: u32, start_time: f64, duration: f64, style_and_layout_start: f64) -> LongFrame {
-        LongFrame { id, start_time, duration, style_and_layout_start, kept: true }
+    pub fn new(start_time: f64, duration: f64, style_and_layout_start: f64, entry: Option<Kept>) -> LongFrame {
+        LongFrame { start_time, duration, style_and_layout_start, entry, kept: true }
     }
 
     fn end(&self) -> f64 {
@@ -128,11 +127,11 @@ pub struct FrameTotals {
     pub longest_script: Option<LongestScript>,
 }
 
-/// The script that overlapped the interaction longest: its frame's id, its index in the frame's
-/// scripts, the phase it started in and how long it overlapped.
+/// The script that overlapped the interaction longest: its frame (an index in the long frames
+/// kept), its index in the frame's scripts, the phase it started in and how long it overlapped.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LongestScript {
-    pub frame: u32,
+    pub frame: usize,
     pub index: usize,
     pub subpart: &'static str,
     pub intersecting_duration: f64,
@@ -316,8 +315,12 @@ impl Inp {
     /// is the first of the longest (a strict `>`), in the phase where it started. Painting is the
     /// time from the end of the last frame to the paint, when that frame ends after processing
     /// (negative if the paint's time, rounded to 8 ms, comes first). The rest is unattributed.
-    /// `script(frame id, i)` is the `i`th script of a long frame, `None` past its last.
-    pub fn long_frames_of(&self, interaction: &Interaction, script: impl Fn(u32, usize) -> Option<ScriptTiming>) -> Option<FrameTotals> {
+    /// `script(frame, i)` is the `i`th script of a long frame, `None` past its last.
+    pub fn long_frames_of(
+        &self,
+        interaction: &Interaction,
+        script: impl Fn(&LongFrame, usize) -> Option<ScriptTiming>,
+    ) -> Option<FrameTotals> {
         let (processing_start, next_paint, processing_end) = interaction.times();
         let start = interaction.first.start_time;
         let input_delay = processing_start - start;
@@ -331,7 +334,7 @@ impl Inp {
         // web-vitals' `getIntersectingLoAFs`: the long frames that end at or after the start and
         // start at or before the end of processing, looked for in the order delivered, stopping
         // at the first one past the end (they come in time order).
-        for frame in &self.long_frames {
+        for (i, frame) in self.long_frames.iter().enumerate() {
             if frame.end() < start {
                 continue;
             }
@@ -340,7 +343,7 @@ impl Inp {
             }
             totals.style_and_layout = totals.style_and_layout + frame.start_time + frame.duration - frame.style_and_layout_start;
             let mut index = 0;
-            while let Some(script) = script(frame.id, index) {
+            while let Some(script) = script(frame, index) {
                 index += 1;
                 let end = script.start_time + script.duration;
                 if end < start {
@@ -360,7 +363,7 @@ impl Inp {
                         "processing-duration"
                     };
                     totals.longest_script =
-                        Some(LongestScript { frame: frame.id, index: index - 1, subpart, intersecting_duration: intersecting });
+                        Some(LongestScript { frame: i, index: index - 1, subpart, intersecting_duration: intersecting });
                     longest = intersecting;
                 }
             }
@@ -422,10 +425,6 @@ pub struct Watch {
     targets: Vec<(u64, Option<String>, Option<bool>)>,
     /// When the page view started (the restore, the soft navigation; 0 for the load).
     started: f64,
-    /// The `long-animation-frame` entries `inp` keeps, by their [`LongFrame::id`]: the longest
-    /// script's names are read from them when INP is reported.
-    long_frames: Vec<(u32, Kept)>,
-    next_long_frame: u32,
 }
 
 impl Watch {
@@ -473,22 +472,17 @@ impl Watch {
 
     /// A `long-animation-frame` entry.
     pub fn long_frame(&mut self, entry: Js) {
-        let id = self.next_long_frame;
-        self.next_long_frame = id.wrapping_add(1);
         self.inp.add_long_frame(LongFrame::new(
-            id,
             host::num(entry, "startTime"),
             host::num(entry, "duration"),
             host::num(entry, "styleAndLayoutStart"),
+            Some(host::keep(entry)),
         ));
-        self.long_frames.push((id, host::keep(entry)));
-        let kept = &self.inp.long_frames;
-        self.long_frames.retain(|(id, _)| kept.iter().any(|f| f.id == *id));
     }
 
     /// Lets go of the page's entries (the agent stops).
     pub fn release(&mut self) {
-        self.long_frames.clear();
+        self.inp.long_frames.clear();
     }
 
     /// Reports INP (on hide) if there was an interaction and the value changed since the last report.
@@ -507,12 +501,10 @@ impl Watch {
                 .num("inputDelay", p.input_delay)
                 .num("processingDuration", p.processing_duration)
                 .num("presentationDelay", p.presentation_delay);
-            let scripts = |id: u32| {
-                let entry = self.long_frames.iter().find(|(i, _)| *i == id).map_or(host::UNDEFINED, |(_, e)| e.js());
-                host::get(entry, "scripts")
-            };
-            let script = |id: u32, index: usize| {
-                let list = scripts(id);
+            let scripts =
+                |frame: Option<&LongFrame>| host::get(frame.and_then(|f| f.entry.as_ref()).map_or(host::UNDEFINED, Kept::js), "scripts");
+            let script = |frame: &LongFrame, index: usize| {
+                let list = scripts(Some(frame));
                 (index < host::len(list) as usize).then(|| {
                     let script = host::at(list, index as u32);
                     ScriptTiming {
@@ -523,32 +515,25 @@ impl Watch {
                 })
             };
             if let Some(t) = self.inp.long_frames_of(interaction, script) {
-                for (key, value) in [
-                    ("totalScriptDuration", t.script),
-                    ("totalStyleAndLayoutDuration", t.style_and_layout),
-                    ("totalPaintDuration", t.paint),
-                    ("totalUnattributedDuration", t.unattributed),
-                ] {
-                    attribution.num(key, value);
-                }
+                attribution
+                    .num("totalScriptDuration", t.script)
+                    .num("totalStyleAndLayoutDuration", t.style_and_layout)
+                    .num("totalPaintDuration", t.paint)
+                    .num("totalUnattributedDuration", t.unattributed);
                 if let Some(longest) = t.longest_script {
-                    let script = host::at(scripts(longest.frame), longest.index as u32);
+                    let script = host::at(scripts(self.inp.long_frames.get(longest.frame)), longest.index as u32);
                     // The URL without its query and fragment (signed URLs, session ids).
                     let url = host::text(script, "sourceURL").and_then(|u| pieces(&u, b"?#").next().map(String::from));
                     attribution
                         .text("longestScriptSubpart", Some(String::from(longest.subpart)))
                         .num("longestScriptIntersectingDuration", longest.intersecting_duration)
                         .text("longestScriptURL", url);
-                    for (key, field) in [
-                        ("longestScriptFunction", "sourceFunctionName"),
-                        ("longestScriptInvoker", "invoker"),
-                        ("longestScriptInvokerType", "invokerType"),
-                    ] {
-                        attribution.text(key, host::text(script, field));
-                    }
-                    for (key, field) in [("longestScriptCharPosition", "sourceCharPosition"), ("longestScriptDuration", "duration")] {
-                        attribution.num(key, host::num(script, field));
-                    }
+                    attribution
+                        .text("longestScriptFunction", host::text(script, "sourceFunctionName"))
+                        .text("longestScriptInvoker", host::text(script, "invoker"))
+                        .text("longestScriptInvokerType", host::text(script, "invokerType"))
+                        .num("longestScriptCharPosition", host::num(script, "sourceCharPosition"))
+                        .num("longestScriptDuration", host::num(script, "duration"));
                 }
             }
         } else {
@@ -741,7 +726,8 @@ mod tests {
     #[derive(Default)]
     struct Page {
         inp: Inp,
-        scripts: Vec<(u32, Vec<ScriptTiming>)>,
+        scripts: Vec<(f64, Vec<ScriptTiming>)>,
+        ids: Vec<(f64, u32)>,
     }
 
     impl Page {
@@ -756,17 +742,28 @@ mod tests {
                     forced_style_and_layout_duration,
                 })
                 .collect();
-            self.scripts.push((id, scripts));
-            self.inp.add_long_frame(LongFrame::new(id, start, duration, layout));
+            // Told apart by their start times (the tests give each frame its own).
+            self.scripts.push((start, scripts));
+            self.ids.push((start, id));
+            self.inp.add_long_frame(LongFrame::new(start, duration, layout, None));
         }
 
         fn totals(&self) -> Option<FrameTotals> {
-            let script = |id: u32, i: usize| self.scripts.iter().find(|s| s.0 == id).and_then(|s| s.1.get(i).copied());
-            self.inp.long_frames_of(self.inp.interaction(Some(1))?, script)
+            let script = |f: &LongFrame, i: usize| self.scripts.iter().find(|s| s.0 == f.start_time).and_then(|s| s.1.get(i).copied());
+            let mut totals = self.inp.long_frames_of(self.inp.interaction(Some(1))?, script)?;
+            // The longest script's frame by the test's id, not its place in the list.
+            if let Some(longest) = &mut totals.longest_script {
+                longest.frame = self.id(&self.inp.long_frames[longest.frame]) as usize;
+            }
+            Some(totals)
+        }
+
+        fn id(&self, frame: &LongFrame) -> u32 {
+            self.ids.iter().find(|(start, _)| *start == frame.start_time).map_or(u32::MAX, |(_, id)| *id)
         }
 
         fn kept(&self) -> Vec<u32> {
-            self.inp.long_frames.iter().map(|f| f.id).collect()
+            self.inp.long_frames.iter().map(|f| self.id(f)).collect()
         }
     }
 

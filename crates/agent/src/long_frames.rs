@@ -32,7 +32,8 @@ pub const MAX_SCRIPTS: usize = 64;
 pub struct Summary {
     count: u32,
     blocking: f64,
-    /// Time in long frames per script route, in the order first seen.
+    /// Time in long frames per script URL (one page view loads a script from one URL), in the
+    /// order first seen.
     scripts: Vec<(String, f64)>,
     /// Reported (once per page view).
     reported: bool,
@@ -47,12 +48,12 @@ impl Summary {
         }
     }
 
-    /// Adds `duration` ms of the script at `route` in a long frame.
-    pub fn add_script(&mut self, route: String, duration: f64) {
-        if let Some(item) = self.scripts.iter_mut().find(|(r, _)| *r == route) {
+    /// Adds `duration` ms of the script at `url` in a long frame.
+    pub fn add_script(&mut self, url: String, duration: f64) {
+        if let Some(item) = self.scripts.iter_mut().find(|(u, _)| *u == url) {
             item.1 += duration.max(0.0);
         } else if self.scripts.len() < MAX_SCRIPTS && duration > 0.0 {
-            self.scripts.push((route, duration));
+            self.scripts.push((url, duration));
         }
     }
 
@@ -72,7 +73,7 @@ impl Summary {
         self.add(host::num(entry, "blockingDuration"));
         for script in host::items(host::get(entry, "scripts")) {
             if let Some(url) = host::text(script, "sourceURL").filter(|u| !u.is_empty()) {
-                self.add_script(route::truncate(route::normalise_route(&url), MAX_SHORT_LEN), host::num(script, "duration"));
+                self.add_script(url, host::num(script, "duration"));
             }
         }
     }
@@ -85,8 +86,9 @@ impl Summary {
         let at = host::epoch();
         out.push(metric(NAMES[0], f64::from(self.count), at, &Tags::new()));
         out.push(metric(NAMES[1], self.blocking, at, &Tags::new()));
-        if let Some((route, time)) = self.top_script() {
-            out.push(metric(NAMES[2], *time, at, &alloc::vec![(String::from("script"), route.clone())]));
+        if let Some((url, time)) = self.top_script() {
+            let route = route::truncate(route::normalise_route(url), MAX_SHORT_LEN);
+            out.push(metric(NAMES[2], *time, at, &alloc::vec![(String::from("script"), route)]));
         }
     }
 }
