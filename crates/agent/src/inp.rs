@@ -525,7 +525,7 @@ impl Watch {
                     // The URL without its query and fragment (signed URLs, session ids).
                     let url = host::text(script, "sourceURL").and_then(|u| pieces(&u, b"?#").next().map(String::from));
                     attribution
-                        .text("longestScriptSubpart", Some(String::from(longest.subpart)))
+                        .str("longestScriptSubpart", longest.subpart)
                         .num("longestScriptIntersectingDuration", longest.intersecting_duration)
                         .text("longestScriptURL", url);
                     attribution
