@@ -406,7 +406,8 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
     }
     assert_eq!(pulse_attribution["INP"]["interactionTarget"], "#slow-button", "the clicked button, as web-vitals' selector");
     // Chromium has Long Animation Frames: the click's frame names the 250 ms handler of /slow.js
-    // (loaded with a query and a fragment, both left out), in the processing phase.
+    // (loaded with a query and a fragment, both left out), in the processing phase, and counts
+    // the layout it forced as style and layout.
     let inp = &pulse_attribution["INP"];
     for key in [
         "totalScriptDuration",
@@ -420,6 +421,7 @@ async fn a_vite_app_using_the_npm_package_reports_too() {
         assert!(inp[key].is_number(), "INP.{key} missing: {inp}");
     }
     assert!(number(inp, "longestScriptDuration") >= 250.0, "{inp}");
+    assert!(number(inp, "totalStyleAndLayoutDuration") > 0.0, "the handler's forced layout: {inp}");
     assert_eq!(inp["longestScriptURL"], Value::String(format!("{}/slow.js", stack.base)), "{inp}");
     assert_eq!(inp["longestScriptFunction"], "blockTheMainThread", "{inp}");
     assert_eq!(inp["longestScriptInvokerType"], "event-listener", "{inp}");
