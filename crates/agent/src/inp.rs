@@ -527,8 +527,7 @@ impl Watch {
                     attribution
                         .str("longestScriptSubpart", longest.subpart)
                         .num("longestScriptIntersectingDuration", longest.intersecting_duration)
-                        .text("longestScriptURL", url);
-                    attribution
+                        .text("longestScriptURL", url)
                         .text("longestScriptFunction", host::text(script, "sourceFunctionName"))
                         .text("longestScriptInvoker", host::text(script, "invoker"))
                         .text("longestScriptInvokerType", host::text(script, "invokerType"))
@@ -722,7 +721,7 @@ mod tests {
         assert_eq!(inp.frames.iter().map(|f| f.id).max(), Some(24));
     }
 
-    /// An `Inp` and the scripts of its long frames, by frame id.
+    /// An `Inp`, and the scripts and test ids of its long frames (by start time).
     #[derive(Default)]
     struct Page {
         inp: Inp,
