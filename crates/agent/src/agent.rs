@@ -22,7 +22,7 @@ use crate::queue::Queue;
 use crate::report::{Metric, Outbox, View};
 use crate::session::{Session, STORAGE_KEY};
 use crate::transport::{self, Context, Queued, MAX_PAYLOAD_BYTES};
-use crate::{cls, fcp, fid, inp, lcp, load, measure, routes, ttfb};
+use crate::{cls, fcp, fid, inp, lcp, load, long_frames, measure, routes, ttfb};
 
 /// Longest time session activity stays unwritten to `sessionStorage`, ms (far below the 30 min
 /// idle rollover, so a page that dies without a hide loses nothing that matters).
@@ -41,6 +41,7 @@ mod code {
     pub const INTERACTION_PAINT: u32 = 8;
     pub const INTERACTION: u32 = 9;
     pub const RESOURCE: u32 = 16;
+    pub const LONG_FRAME: u32 = 17;
     pub const VISIBILITY: u32 = 10;
     pub const PAGEHIDE: u32 = 11;
     pub const PAGESHOW: u32 = 12;
@@ -123,6 +124,8 @@ struct Core {
     soft: bool,
     /// The latest resource entries, for LCP's attribution.
     resources: lcp::Resources,
+    /// The page view's long animation frames, where the browser reports them.
+    long_frames: Option<long_frames::Summary>,
     /// Payloads handed to `fetch` with `keepalive`, by token, until it settles.
     posting: Vec<(f64, Vec<Queued>)>,
     next_token: f64,
@@ -181,6 +184,7 @@ impl Agent {
             shifts: false,
             soft: false,
             resources: lcp::Resources::default(),
+            long_frames: None,
             posting: Vec::new(),
             next_token: 0.0,
         };
@@ -485,6 +489,7 @@ impl Agent {
             let mut core = self.core();
             core.lcp.release();
             core.resources.release();
+            core.inp.release();
         });
         self.stopped.set(true);
         // The listeners stay until the agent is dropped: one of them may be running this shutdown.
@@ -513,6 +518,9 @@ impl Core {
             host::observe("event", code::INTERACTION, 16.0);
         }
         host::observe("first-input", code::FIRST_INPUT, 0.0);
+        if host::observe("long-animation-frame", code::LONG_FRAME, 0.0) {
+            self.long_frames = Some(long_frames::Summary::default());
+        }
         if config.track_measures {
             host::observe("measure", code::MEASURE, 0.0);
         }
@@ -548,6 +556,12 @@ impl Core {
             code::EVENT => self.inp.entry(a),
             code::INTERACTION => self.inp.seen(a),
             code::RESOURCE => self.resources.entry(a),
+            code::LONG_FRAME => {
+                self.inp.long_frame(a);
+                if let Some(summary) = &mut self.long_frames {
+                    summary.entry(a);
+                }
+            }
             code::FIRST_INPUT => {
                 self.inp.entry(a);
                 self.fid.entry(a, &self.view, &mut self.out);
@@ -661,6 +675,22 @@ impl Core {
             self.inp.entry(entry);
         }
         self.inp.report(&mut self.out);
+        self.report_long_frames();
+    }
+
+    /// The page view's long animation frames, once (they are custom metrics: a second report
+    /// would count twice).
+    fn report_long_frames(&mut self) {
+        if let Some(summary) = &mut self.long_frames {
+            summary.report(&mut self.out);
+        }
+    }
+
+    /// A new page view: its long frames start over.
+    fn new_long_frames(&mut self) {
+        if self.long_frames.is_some() {
+            self.long_frames = Some(long_frames::Summary::default());
+        }
     }
 
     /// A soft navigation (a single-page app's route change, `entry` its `soft-navigation` entry),
@@ -695,6 +725,7 @@ impl Core {
             self.cls.report(&self.view, &mut self.out);
         }
         self.inp.report(&mut self.out);
+        self.report_long_frames();
         let previous = self.context.clone();
         self.stamp(&previous);
 
@@ -716,6 +747,7 @@ impl Core {
         self.lcp = lcp::Watch::soft_navigation(start, host::num(entry, "interactionId"), largest);
         self.cls = cls::Watch::default();
         self.inp.restart(start);
+        self.new_long_frames();
         ttfb::zero(0.0, &mut self.out);
         for shift in later_shifts {
             self.cls.entry(shift);
@@ -742,6 +774,7 @@ impl Core {
         self.lcp = lcp::Watch::new(&self.view);
         self.cls = cls::Watch::default();
         self.inp.restart(event_time);
+        self.new_long_frames();
         self.restored_at = Some(event_time);
         host::paint(code::RESTORE_PAINTED);
     }

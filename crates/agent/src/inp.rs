@@ -10,10 +10,17 @@
 //! interactions since the last back/forward-cache restore. A restored page view with interactions
 //! but none at or above the observer's 40 ms threshold reports 8 ms, as web-vitals 6 does (the
 //! interactions were fast; reporting none would bias INP upwards).
+//!
+//! Where the browser has Long Animation Frames (Chromium), the attribution also says what the
+//! main thread did between the input and the paint, as web-vitals' attribution build does (its
+//! `attributeLoAFDetails`): the `long-animation-frame` entries that overlap the interaction, from
+//! its start to the end of its frame's processing ([`LongFrame`], [`Inp::long_frames_of`]), give
+//! the time in scripts, in style and layout, in painting and unattributed, and the longest script.
 
-use crate::host::Js;
+use crate::host::{Js, Kept};
 use alloc::string::String;
 use alloc::vec::Vec;
+use pulse_protocol::text::pieces;
 use pulse_protocol::{Rating, Vital};
 
 use crate::host;
@@ -44,13 +51,14 @@ pub struct Interaction {
 }
 
 /// The entries presented in one frame, as web-vitals' attribution groups them: render times
-/// (`startTime + duration`) within 8 ms of each other; the earliest processing start and the
-/// latest processing end (web-vitals' group also keeps the earliest start, which the phases do
-/// not read: they count from the interaction's entry).
+/// (`startTime + duration`) within 8 ms of each other; the earliest start (which only decides the
+/// long animation frames kept: the phases count from the interaction's entry), the earliest
+/// processing start and the latest processing end.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Frame {
     id: u32,
     render_time: f64,
+    start_time: f64,
     processing_start: f64,
     processing_end: f64,
 }
@@ -59,7 +67,7 @@ struct Frame {
 const MAX_FRAMES: usize = 10;
 
 /// Running INP for one page view.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Inp {
     /// Longest first, at most [`MAX_INTERACTIONS`].
     longest: Vec<Interaction>,
@@ -71,7 +79,67 @@ pub struct Inp {
     /// The latest frames, a ring of [`MAX_FRAMES`] by id.
     frames: Vec<Frame>,
     next_frame: u32,
+    /// The latest `processingEnd` of any entry (web-vitals' `latestProcessingEnd`).
+    latest_processing_end: f64,
+    /// Long animation frames that may still overlap an interaction reported, in the order the
+    /// browser delivered them (web-vitals' `pendingLoAFs`).
+    long_frames: Vec<LongFrame>,
 }
+
+/// A `long-animation-frame` entry, as INP's attribution reads it. Its scripts are read from the
+/// entry, which the page keeps while the frame is, only for the interaction reported.
+#[derive(Debug, PartialEq)]
+pub struct LongFrame {
+    pub start_time: f64,
+    pub duration: f64,
+    pub style_and_layout_start: f64,
+    pub entry: Option<Kept>,
+    /// Kept by the latest clean-up.
+    kept: bool,
+}
+
+impl LongFrame {
+    pub fn new(start_time: f64, duration: f64, style_and_layout_start: f64, entry: Option<Kept>) -> LongFrame {
+        LongFrame { start_time, duration, style_and_layout_start, entry, kept: true }
+    }
+
+    fn end(&self) -> f64 {
+        self.start_time + self.duration
+    }
+}
+
+/// A script of a long animation frame (a `PerformanceScriptTiming`), its times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScriptTiming {
+    pub start_time: f64,
+    pub duration: f64,
+    pub forced_style_and_layout_duration: f64,
+}
+
+/// Where an interaction's time went, from the long animation frames that overlap it (web-vitals'
+/// `totalScriptDuration` and the rest, and `longestScript`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameTotals {
+    pub script: f64,
+    pub style_and_layout: f64,
+    pub paint: f64,
+    pub unattributed: f64,
+    pub longest_script: Option<LongestScript>,
+}
+
+/// The script that overlapped the interaction longest: its frame (an index in the long frames
+/// kept), its index in the frame's scripts, the phase it started in and how long it overlapped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongestScript {
+    pub frame: usize,
+    pub index: usize,
+    pub subpart: &'static str,
+    pub intersecting_duration: f64,
+}
+
+/// Long animation frames kept beyond those overlapping a frame kept (web-vitals'
+/// `MAX_PENDING_FRAMES` again): the latest, if they started after the latest processing end.
+const MAX_LONG_FRAMES: usize = 10;
 
 /// INP of a restored page view whose interactions were all under the observer's threshold.
 pub const FAST_RESTORED_INP_MS: f64 = 8.0;
@@ -84,6 +152,7 @@ impl Inp {
     /// Adds one entry. Entries without an interaction id (`interactionId == 0`) are not
     /// interactions, but count for the frame they were presented in.
     pub fn add(&mut self, entry: EventTiming) {
+        self.latest_processing_end = self.latest_processing_end.max(entry.processing_end);
         let frame = self.frame(&entry);
         if entry.interaction_id == 0 {
             return;
@@ -137,6 +206,7 @@ impl Inp {
         }
         let frame = match found {
             Some(frame) => {
+                frame.start_time = frame.start_time.min(entry.start_time);
                 frame.processing_start = frame.processing_start.min(entry.processing_start);
                 frame.processing_end = frame.processing_end.max(entry.processing_end);
                 *frame
@@ -145,6 +215,7 @@ impl Inp {
                 let frame = Frame {
                     id: self.next_frame,
                     render_time,
+                    start_time: entry.start_time,
                     processing_start: entry.processing_start,
                     processing_end: entry.processing_end,
                 };
@@ -211,6 +282,100 @@ impl Inp {
         self.max_id = None;
         self.restored = Some(browser_count.unwrap_or(0));
     }
+
+    /// Adds a long animation frame, then lets go of those no interaction reported can overlap, as
+    /// web-vitals' cleanup does. It keeps the long frames that overlap a kept frame of entries
+    /// (the latest ten, and those of the longest interactions) from the frame's start to its
+    /// processing end, and any of the latest ten that started after the latest processing end
+    /// (their entries may be still to come). web-vitals cleans up when the page is next idle
+    /// after entries arrive; here, when the list grows.
+    pub fn add_long_frame(&mut self, frame: LongFrame) {
+        self.long_frames.push(frame);
+        let recent = self.long_frames.len().saturating_sub(MAX_LONG_FRAMES);
+        for (i, frame) in self.long_frames.iter_mut().enumerate() {
+            frame.kept = i >= recent && frame.start_time > self.latest_processing_end;
+        }
+        for frame in &self.frames {
+            keep_overlapping(&mut self.long_frames, frame);
+        }
+        for interaction in &self.longest {
+            keep_overlapping(&mut self.long_frames, &interaction.frame);
+        }
+        self.long_frames.retain(|f| f.kept);
+    }
+
+    /// What the long animation frames say about `interaction`, as web-vitals' attribution
+    /// (`attributeLoAFDetails`) computes it, quirks included; `None` when no long frame overlaps
+    /// it from its start to its processing end (and, as there, when it started at 0).
+    ///
+    /// Each frame adds its style and layout, `startTime + duration − styleAndLayoutStart` (no
+    /// check for a frame without one). Each script that ends at or after the interaction's start
+    /// counts from there (not clipped at the paint); its forced style and layout, shared out in
+    /// proportion to the part counted, moves from script to style and layout. The longest script
+    /// is the first of the longest (a strict `>`), in the phase where it started. Painting is the
+    /// time from the end of the last frame to the paint, when that frame ends after processing
+    /// (negative if the paint's time, rounded to 8 ms, comes first). The rest is unattributed.
+    /// `script(frame, i)` is the `i`th script of a long frame, `None` past its last.
+    pub fn long_frames_of(
+        &self,
+        interaction: &Interaction,
+        script: impl Fn(&LongFrame, usize) -> Option<ScriptTiming>,
+    ) -> Option<FrameTotals> {
+        let (processing_start, next_paint, processing_end) = interaction.times();
+        let start = interaction.first.start_time;
+        let input_delay = processing_start - start;
+        let processing_duration = processing_end - processing_start;
+        if !truthy(start) || !truthy(next_paint) {
+            return None;
+        }
+        let mut totals = FrameTotals { script: 0.0, style_and_layout: 0.0, paint: 0.0, unattributed: 0.0, longest_script: None };
+        let mut longest = 0.0;
+        let mut last = None;
+        // web-vitals' `getIntersectingLoAFs`: the long frames that end at or after the start and
+        // start at or before the end of processing, looked for in the order delivered, stopping
+        // at the first one past the end (they come in time order).
+        for (i, frame) in self.long_frames.iter().enumerate() {
+            if frame.end() < start {
+                continue;
+            }
+            if frame.start_time > processing_end {
+                break;
+            }
+            totals.style_and_layout = totals.style_and_layout + frame.start_time + frame.duration - frame.style_and_layout_start;
+            let mut index = 0;
+            while let Some(script) = script(frame, index) {
+                index += 1;
+                let end = script.start_time + script.duration;
+                if end < start {
+                    continue;
+                }
+                let intersecting = end - start.max(script.start_time);
+                let forced =
+                    if truthy(script.duration) { intersecting / script.duration * script.forced_style_and_layout_duration } else { 0.0 };
+                totals.script += intersecting - forced;
+                totals.style_and_layout += forced;
+                if intersecting > longest {
+                    let subpart = if script.start_time < start + input_delay {
+                        "input-delay"
+                    } else if script.start_time >= start + input_delay + processing_duration {
+                        "presentation-delay"
+                    } else {
+                        "processing-duration"
+                    };
+                    totals.longest_script =
+                        Some(LongestScript { frame: i, index: index - 1, subpart, intersecting_duration: intersecting });
+                    longest = intersecting;
+                }
+            }
+            last = Some(frame.end());
+        }
+        let last = last?;
+        if last >= start + input_delay + processing_duration {
+            totals.paint = next_paint - last;
+        }
+        totals.unattributed = next_paint - start - totals.script - totals.style_and_layout - totals.paint;
+        Some(totals)
+    }
 }
 
 /// The three phases of an interaction's latency (web-vitals attribution).
@@ -228,14 +393,21 @@ impl Interaction {
     /// next paint.
     pub fn phases(&self) -> Phases {
         let first = &self.first;
-        let processing_start = self.frame.processing_start.max(first.start_time);
-        let next_paint = (first.start_time + first.duration).max(processing_start);
-        let processing_end = self.frame.processing_end.min(next_paint);
+        let (processing_start, next_paint, processing_end) = self.times();
         Phases {
             input_delay: processing_start - first.start_time,
             processing_duration: processing_end - processing_start,
             presentation_delay: next_paint - processing_end,
         }
+    }
+
+    /// When processing started and ended, and the next paint (web-vitals' `nextPaintTime`), as
+    /// the phases count them.
+    fn times(&self) -> (f64, f64, f64) {
+        let first = &self.first;
+        let processing_start = self.frame.processing_start.max(first.start_time);
+        let next_paint = (first.start_time + first.duration).max(processing_start);
+        (processing_start, next_paint, self.frame.processing_end.min(next_paint))
     }
 }
 
@@ -298,6 +470,21 @@ impl Watch {
         }
     }
 
+    /// A `long-animation-frame` entry.
+    pub fn long_frame(&mut self, entry: Js) {
+        self.inp.add_long_frame(LongFrame::new(
+            host::num(entry, "startTime"),
+            host::num(entry, "duration"),
+            host::num(entry, "styleAndLayoutStart"),
+            Some(host::keep(entry)),
+        ));
+    }
+
+    /// Lets go of the page's entries (the agent stops).
+    pub fn release(&mut self) {
+        self.inp.long_frames.clear();
+    }
+
     /// Reports INP (on hide) if there was an interaction and the value changed since the last report.
     pub fn report(&mut self, out: &mut Outbox) {
         let count = browser_count();
@@ -314,6 +501,40 @@ impl Watch {
                 .num("inputDelay", p.input_delay)
                 .num("processingDuration", p.processing_duration)
                 .num("presentationDelay", p.presentation_delay);
+            let scripts =
+                |frame: Option<&LongFrame>| host::get(frame.and_then(|f| f.entry.as_ref()).map_or(host::UNDEFINED, Kept::js), "scripts");
+            let script = |frame: &LongFrame, index: usize| {
+                let list = scripts(Some(frame));
+                (index < host::len(list) as usize).then(|| {
+                    let script = host::at(list, index as u32);
+                    ScriptTiming {
+                        start_time: host::num(script, "startTime"),
+                        duration: host::num(script, "duration"),
+                        forced_style_and_layout_duration: host::num(script, "forcedStyleAndLayoutDuration"),
+                    }
+                })
+            };
+            if let Some(t) = self.inp.long_frames_of(interaction, script) {
+                attribution
+                    .num("totalScriptDuration", t.script)
+                    .num("totalStyleAndLayoutDuration", t.style_and_layout)
+                    .num("totalPaintDuration", t.paint)
+                    .num("totalUnattributedDuration", t.unattributed);
+                if let Some(longest) = t.longest_script {
+                    let script = host::at(scripts(self.inp.long_frames.get(longest.frame)), longest.index as u32);
+                    // The URL without its query and fragment (signed URLs, session ids).
+                    let url = host::text(script, "sourceURL").and_then(|u| pieces(&u, b"?#").next().map(String::from));
+                    attribution
+                        .str("longestScriptSubpart", longest.subpart)
+                        .num("longestScriptIntersectingDuration", longest.intersecting_duration)
+                        .text("longestScriptURL", url)
+                        .text("longestScriptFunction", host::text(script, "sourceFunctionName"))
+                        .text("longestScriptInvoker", host::text(script, "invoker"))
+                        .text("longestScriptInvokerType", host::text(script, "invokerType"))
+                        .num("longestScriptCharPosition", host::num(script, "sourceCharPosition"))
+                        .num("longestScriptDuration", host::num(script, "duration"));
+                }
+            }
         } else {
             // The small INP of a restored or soft view whose interactions were all fast: no
             // entry, so web-vitals' placeholder split, all of it presentation delay.
@@ -334,6 +555,25 @@ impl Watch {
         self.instance = Instance::default();
         self.targets.clear();
     }
+}
+
+/// Marks the long frames that overlap `frame` from its start to its processing end as kept.
+fn keep_overlapping(long_frames: &mut [LongFrame], frame: &Frame) {
+    for long in long_frames {
+        // web-vitals' `getIntersectingLoAFs`, as in `long_frames_of`.
+        if long.end() < frame.start_time {
+            continue;
+        }
+        if long.start_time > frame.processing_end {
+            break;
+        }
+        long.kept = true;
+    }
+}
+
+/// Whether JavaScript takes `x` as true (web-vitals tests times with `!`): not 0, not NaN.
+fn truthy(x: f64) -> bool {
+    x != 0.0 && !x.is_nan()
 }
 
 /// An entry's `interactionId` (0: none).
@@ -479,6 +719,188 @@ mod tests {
         kept.sort_by(f64::total_cmp);
         assert_eq!(kept, (15..25).map(|i| f64::from(i) * 100.0).collect::<Vec<_>>());
         assert_eq!(inp.frames.iter().map(|f| f.id).max(), Some(24));
+    }
+
+    /// An `Inp`, and the scripts and test ids of its long frames (by start time).
+    #[derive(Default)]
+    struct Page {
+        inp: Inp,
+        scripts: Vec<(f64, Vec<ScriptTiming>)>,
+        ids: Vec<(f64, u32)>,
+    }
+
+    impl Page {
+        /// Adds long animation frame `id` from `start` lasting `duration`, its style and layout
+        /// from `layout`, with scripts of (start, duration, forced style and layout).
+        fn long(&mut self, id: u32, start: f64, duration: f64, layout: f64, scripts: &[(f64, f64, f64)]) {
+            let scripts = scripts
+                .iter()
+                .map(|&(start_time, duration, forced_style_and_layout_duration)| ScriptTiming {
+                    start_time,
+                    duration,
+                    forced_style_and_layout_duration,
+                })
+                .collect();
+            // Told apart by their start times (the tests give each frame its own).
+            self.scripts.push((start, scripts));
+            self.ids.push((start, id));
+            self.inp.add_long_frame(LongFrame::new(start, duration, layout, None));
+        }
+
+        fn totals(&self) -> Option<FrameTotals> {
+            let script = |f: &LongFrame, i: usize| self.scripts.iter().find(|s| s.0 == f.start_time).and_then(|s| s.1.get(i).copied());
+            let mut totals = self.inp.long_frames_of(self.inp.interaction(Some(1))?, script)?;
+            // The longest script's frame by the test's id, not its place in the list.
+            if let Some(longest) = &mut totals.longest_script {
+                longest.frame = self.id(&self.inp.long_frames[longest.frame]) as usize;
+            }
+            Some(totals)
+        }
+
+        fn id(&self, frame: &LongFrame) -> u32 {
+            self.ids.iter().find(|(start, _)| *start == frame.start_time).map_or(u32::MAX, |(_, id)| *id)
+        }
+
+        fn kept(&self) -> Vec<u32> {
+            self.inp.long_frames.iter().map(|f| self.id(f)).collect()
+        }
+    }
+
+    /// The click of the phases test: input at 1000, handlers 1030–1150, paint at 1200.
+    fn click() -> EventTiming {
+        EventTiming { interaction_id: 7, start_time: 1_000.0, duration: 200.0, processing_start: 1_030.0, processing_end: 1_150.0 }
+    }
+
+    #[test]
+    fn long_frames_split_the_interaction_as_web_vitals_does() {
+        let mut page = Page::default();
+        page.inp.add(click());
+        // Before the input, ended: not counted.
+        page.long(0, 700.0, 60.0, 750.0, &[(705.0, 50.0, 0.0)]);
+        // The frame the click came in: a task from 955 to 1015 (15 ms of it after the input),
+        // style and layout from 1020 to its end at 1028.
+        page.long(1, 950.0, 78.0, 1_020.0, &[(955.0, 60.0, 0.0)]);
+        // The click's frame: the handler 1030–1150 with 12 ms of forced layout, a rAF callback
+        // 1155–1175, style and layout 1180–1198.
+        page.long(2, 1_028.0, 170.0, 1_180.0, &[(1_030.0, 120.0, 12.0), (1_155.0, 20.0, 0.0)]);
+        // After processing ended (starts past 1150): not counted.
+        page.long(3, 1_210.0, 60.0, 1_260.0, &[(1_212.0, 40.0, 0.0)]);
+        // Scripts: 15 (the task, from the input on) + (120 − 12) + 20 = 143.
+        // Style and layout: 8 (frame 1) + 18 (frame 2) + 12 forced = 38.
+        // Paint: frame 2 ends at 1198, after processing (1000 + 30 + 120 = 1150): 1200 − 1198 = 2.
+        // Unattributed: 200 − 143 − 38 − 2 = 17.
+        // Longest: the handler, 120 ms, starting at 1030 = input + input delay: processing.
+        assert_eq!(
+            page.totals(),
+            Some(FrameTotals {
+                script: 143.0,
+                style_and_layout: 38.0,
+                paint: 2.0,
+                unattributed: 17.0,
+                longest_script: Some(LongestScript { frame: 2, index: 0, subpart: "processing-duration", intersecting_duration: 120.0 }),
+            })
+        );
+    }
+
+    #[test]
+    fn long_frame_quirks_are_kept() {
+        let mut page = Page::default();
+        page.inp.add(click());
+        // A frame without style and layout (`styleAndLayoutStart` 0: web-vitals adds
+        // 950 + 60 − 0 = 1010). Two scripts of 25 ms after the input: the first is the longest
+        // (strict >); it started before processing, in the input delay. A script of duration 0
+        // has no forced layout to share (no 0 / 0).
+        page.long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0), (1_009.0, 0.0, 3.0)]);
+        // A script from 1150 (the end of processing: presentation delay) to 1210, past the paint
+        // at 1200: not clipped there. The frame ends at 1204, after the paint (the event's
+        // duration is rounded to 8 ms): painting is 1200 − 1204 = −4.
+        page.long(6, 1_140.0, 64.0, 1_204.0, &[(1_150.0, 60.0, 0.0)]);
+        // Scripts: (1025 − 1000) − 25 / 50 × 10 = 20; 25; 0; 60 → 105.
+        // Style and layout: 1010 + 5 (forced) + 0 (1140 + 64 − 1204) = 1015.
+        // Unattributed: 200 − 105 − 1015 − (−4) = −916.
+        let t = page.totals();
+        assert_eq!(
+            t,
+            Some(FrameTotals {
+                script: 105.0,
+                style_and_layout: 1_015.0,
+                paint: -4.0,
+                unattributed: -916.0,
+                longest_script: Some(LongestScript { frame: 6, index: 0, subpart: "presentation-delay", intersecting_duration: 60.0 }),
+            })
+        );
+        // Without the long script, the first of the two 25 ms ones, in the input delay.
+        let mut page = Page::default();
+        page.inp.add(click());
+        page.long(5, 950.0, 60.0, 0.0, &[(975.0, 50.0, 10.0), (1_005.0, 25.0, 0.0)]);
+        let longest = page.totals().and_then(|t| t.longest_script);
+        assert_eq!(longest, Some(LongestScript { frame: 5, index: 0, subpart: "input-delay", intersecting_duration: 25.0 }));
+        // The last frame ends before processing ends (1010 < 1150): no paint time.
+        assert_eq!(page.totals().map(|t| t.paint), Some(0.0));
+    }
+
+    #[test]
+    fn without_long_frames_there_is_no_account() {
+        let mut page = Page::default();
+        page.inp.add(click());
+        assert_eq!(page.totals(), None, "no long frames (Firefox, Safari, or none long)");
+        // One ending before the input.
+        page.long(0, 900.0, 99.0, 990.0, &[]);
+        assert_eq!(page.totals(), None);
+        // Overlapping, but without a script after the input (it ends at 999): style and layout
+        // 990 + 60 − 1040 = 10; the frame ends before processing did (1050 < 1150): no paint.
+        page.long(1, 990.0, 60.0, 1_040.0, &[(992.0, 7.0, 0.0)]);
+        // Starting after processing ended: not counted.
+        page.long(2, 1_151.0, 60.0, 1_200.0, &[]);
+        let only_frame_1 = Some(FrameTotals { script: 0.0, style_and_layout: 10.0, paint: 0.0, unattributed: 190.0, longest_script: None });
+        assert_eq!(page.totals(), only_frame_1);
+        // Delivered out of time order, after one past the end: never looked at (web-vitals stops
+        // at the first frame past the end), so let go at once.
+        page.long(3, 1_060.0, 60.0, 1_100.0, &[(1_061.0, 30.0, 0.0)]);
+        assert_eq!(page.totals(), only_frame_1);
+        assert_eq!(page.kept(), [1, 2]);
+        // An interaction at time 0 has none (web-vitals tests `!interactionTime`).
+        let mut page = Page::default();
+        page.inp.add(EventTiming { start_time: 0.0, ..click() });
+        page.long(0, 0.0, 100.0, 90.0, &[(10.0, 50.0, 0.0)]);
+        assert_eq!(page.totals(), None);
+    }
+
+    #[test]
+    fn long_frames_are_kept_while_an_interaction_may_need_them() {
+        let mut page = Page::default();
+        // A hover handled from 905 (no interaction) and the click, presented in one frame
+        // (render times 1200 and 1200): the frame starts at 900 and processing ends at 1150.
+        page.inp.add(EventTiming { interaction_id: 0, start_time: 900.0, duration: 300.0, processing_start: 905.0, processing_end: 920.0 });
+        page.inp.add(click());
+        // Ends at 930: overlaps the frame (from 900), kept; but not the click (from 1000), so not
+        // counted for it.
+        page.long(0, 850.0, 80.0, 925.0, &[(860.0, 60.0, 0.0)]);
+        // Ends at 890, before the frame, and starts before the latest processing end (1150): gone.
+        page.long(1, 820.0, 70.0, 880.0, &[]);
+        assert_eq!(page.kept(), [0]);
+        assert_eq!(page.totals(), None);
+        // Twelve later frames, each starting after the latest processing end: the latest ten stay.
+        for i in 1..=12 {
+            page.long(i + 1, 1_200.0 + 100.0 * f64::from(i), 60.0, 0.0, &[]);
+        }
+        assert_eq!(page.kept(), [0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        // Ten frames of entries later (no interaction; processing ends at 5902), the click's frame
+        // is no longer among the latest ten, but the click is among the longest interactions:
+        // the long frame overlapping it stays; the others started before 5902 and overlap no
+        // frame kept; a new one after it stays.
+        for i in 0..10 {
+            let t = 5_000.0 + 100.0 * f64::from(i);
+            page.inp.add(EventTiming {
+                interaction_id: 0,
+                start_time: t,
+                duration: 40.0,
+                processing_start: t + 1.0,
+                processing_end: t + 2.0,
+            });
+        }
+        page.long(14, 6_000.0, 60.0, 0.0, &[]);
+        assert_eq!(page.kept(), [0, 14]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`report`]: what the metric modules share — the page view, instances, attribution, metrics.
 //! - [`api`]: `fetch` and `XMLHttpRequest` timing (`api` metrics). [`measure`]: `record()` and
 //!   user timing. [`load`]: the page load (DOMContentLoaded, load event, a resource summary).
+//!   [`long_frames`]: the page view's long animation frames, summed up.
 //! - [`queue`], [`transport`]: batching, payload splitting, the beacon's JSON. [`json`]: JSON text
 //!   without `core::fmt`.
 //! - [`session`](mod@session): session id and sampling. [`config`]: `init` options. [`routes`]:
@@ -44,6 +45,7 @@ pub mod inp;
 pub mod json;
 pub mod lcp;
 pub mod load;
+pub mod long_frames;
 pub mod measure;
 pub mod queue;
 pub mod report;

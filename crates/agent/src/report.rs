@@ -92,8 +92,16 @@ impl Attribution {
 
     /// Adds `key` when `value` is a non-empty string.
     pub fn text(&mut self, key: &'static str, value: Option<String>) -> &mut Attribution {
-        if let Some(value) = value.filter(|v| !v.is_empty()) {
-            crate::json::string(self.key(key), &value);
+        if let Some(value) = value {
+            self.str(key, &value);
+        }
+        self
+    }
+
+    /// Adds `key` when `value` is not empty.
+    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Attribution {
+        if !value.is_empty() {
+            crate::json::string(self.key(key), value);
         }
         self
     }

@@ -108,6 +108,14 @@ export function fake_interaction_count(n) {
   Object.defineProperty(performance, 'interactionCount', { configurable: true, get: () => n });
 }
 export function restore_interaction_count() { delete performance.interactionCount; }
+// A task of `ms` milliseconds in a timer callback of its own: a long animation frame's script.
+export function block_soon(ms) {
+  return new Promise((resolve) => setTimeout(function blockTheMainThread() {
+    const until = performance.now() + ms;
+    while (performance.now() < until) { /* busy */ }
+    resolve();
+  }, 0));
+}
 export function measure(name, ms) {
   performance.mark(name + ':start', { startTime: performance.now() - ms });
   performance.measure(name, name + ':start');
@@ -133,6 +141,7 @@ extern "C" {
     fn next_frame() -> js_sys::Promise;
     fn paint_and_shift() -> js_sys::Promise;
     fn measure(name: &str, ms: f64);
+    fn block_soon(ms: f64) -> js_sys::Promise;
     fn fake_entries(kind: &str, json: &str);
     fn restore_entries();
     fn fake_interaction_count(n: f64);
@@ -759,6 +768,37 @@ fn lcp_resources_are_found_in_the_agents_own_buffer_newest_first() {
         (found(&resources, "/dup", 60.0), found(&resources, "/x", 8.0), found(&resources, "/r49", 100.0), found(&resources, "/r0", 100.0)),
         (None, None, Some(100.0), Some(100.0))
     );
+}
+
+// ---- long animation frames ----
+
+/// A page view's long animation frames are summed up once, when it is first hidden, where the
+/// browser reports them (Chromium); elsewhere nothing is sent. (The page's earlier frames count
+/// too: the observer is buffered.)
+#[wasm_bindgen_test]
+async fn long_frames_are_summed_up_once_per_page_view() {
+    let _agent = start(&[("batchSize", num(500.0)), ("trackFetch", JsValue::FALSE)]);
+    JsFuture::from(block_soon(150.0)).await.expect("a long task");
+    JsFuture::from(next_frame()).await.expect("its frame ends");
+    sleep(200).await;
+    dispatch("pagehide", Some(false));
+    dispatch("pagehide", Some(false));
+    let metrics = sent_metrics();
+    if supports("long-animation-frame") {
+        let value = |name: &str| {
+            let found = named(&metrics, name);
+            assert_eq!(found.len(), 1, "{name} once per page view: {metrics:?}");
+            found[0].value.unwrap_or(f64::NAN)
+        };
+        let frames = value("page.long_frames");
+        assert!(frames >= 1.0 && frames == frames.floor(), "{frames} frames");
+        assert!(value("page.long_frame_blocking") >= 100.0, "the 150 ms task blocks for 100 ms beyond 50");
+        assert!(value("page.long_frame_script") >= 140.0, "{metrics:?}");
+        let script = named(&metrics, "page.long_frame_script")[0].tags.as_ref().and_then(|t| t.get("script").cloned());
+        assert!(script.as_deref().is_some_and(|s| !s.is_empty() && !s.contains('?')), "its route: {script:?}");
+    } else {
+        assert!(metrics.iter().all(|m| !m.name.starts_with("page.long_frame")), "{metrics:?}");
+    }
 }
 
 // ---- vitals on a page that paints and shifts ----

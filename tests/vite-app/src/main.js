@@ -2,10 +2,8 @@ import { init } from '@pulse-rum/agent';
 // Google's web-vitals (its attribution build) on the same page load, so the end-to-end test can
 // compare the numbers and their attribution.
 import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals/attribution';
+import { plain } from './plain.js';
 
-// The attribution's strings and numbers (web-vitals also hands over entries and elements).
-const plain = (attribution) =>
-  Object.fromEntries(Object.entries(attribution || {}).filter(([, v]) => typeof v == 'string' || typeof v == 'number'));
 
 window.webVitals = {};
 window.webAttribution = {};
@@ -33,12 +31,8 @@ init({ endpoint: '/v1/beacon', site: 'demo', release: 'vite-example' }).then((pu
   pulse.record('vite.loaded', 1, { bundler: 'vite' });
 });
 
+// The slow button's handler is in public/slow.js (a script of its own, for its long animation frame).
 const result = document.getElementById('result');
-document.getElementById('slow-button').addEventListener('click', () => {
-  const until = performance.now() + 250;
-  while (performance.now() < until) { /* busy */ }
-  result.textContent = 'blocked 250 ms';
-});
 for (const [id, path] of [['fetch-ok', '/demo/api/ok'], ['fetch-fail', '/demo/api/fail']]) {
   document.getElementById(id).addEventListener('click', async () => {
     const response = await fetch(path);

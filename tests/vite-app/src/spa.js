@@ -2,10 +2,8 @@ import { init } from '@pulse-rum/agent';
 // Google's web-vitals (its attribution build) with soft navigations on the same page load, so the
 // end-to-end test can compare every navigation's numbers and their attribution.
 import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals/attribution';
+import { plain } from './plain.js';
 
-// The attribution's strings and numbers (web-vitals also hands over entries and elements).
-const plain = (attribution) =>
-  Object.fromEntries(Object.entries(attribution || {}).filter(([, v]) => typeof v == 'string' || typeof v == 'number'));
 
 // Each report as it was at the time (web-vitals hands over the same object again, changed).
 window.webVitalsReports = [];
