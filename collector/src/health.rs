@@ -76,31 +76,30 @@ pub async fn watch(app: Arc<App>) {
 /// Asks each server `SELECT 1`, all at once, waiting at most [`PROBE_TIMEOUT`]: the outcomes in
 /// the servers' order. Failures are counted.
 async fn ping_all(app: &App, servers: impl Iterator<Item = clickhouse::Client>) -> Vec<Result<(), String>> {
-    let mut asked = tokio::task::JoinSet::new();
-    for (i, client) in servers.enumerate() {
-        asked.spawn(async move {
-            let outcome = match tokio::time::timeout(PROBE_TIMEOUT, crate::storage::ping(&client)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-            };
-            (i, outcome)
-        });
+    // All at once; awaited in order, so each outcome keeps its server's place.
+    let asked: Vec<tokio::task::JoinHandle<Result<(), String>>> = servers
+        .map(|client| {
+            tokio::spawn(async move {
+                match tokio::time::timeout(PROBE_TIMEOUT, crate::storage::ping(&client)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(asked.len());
+    for task in asked {
+        outcomes.push(task.await.unwrap_or_else(|err| Err(format!("the check failed: {err}"))));
     }
-    let mut outcomes = Vec::new();
-    while let Some(done) = asked.join_next().await {
-        outcomes.push(done.unwrap_or_else(|panic| (usize::MAX, Err(panic.to_string()))));
-    }
-    outcomes.sort_by_key(|(i, _)| *i);
-    let outcomes: Vec<Result<(), String>> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
     let failed = outcomes.iter().filter(|o| o.is_err()).count();
     app.telemetry.clickhouse_errors.with_label_values(&["ping"]).inc_by(failed as u64);
     outcomes
 }
 
 /// Asks the shards at `indices` (0-based, `clickhouse_shards` order) now: the ones that do not
-/// answer, and why. Reads confirm with this what the probe last saw before they refuse or answer
-/// partially, and name the shards when ClickHouse could not answer.
+/// answer, and why. Reads name with this the shards away when ClickHouse could not answer, or
+/// when they answer partially.
 pub async fn shards_away(app: &App, indices: &[usize]) -> Vec<(usize, String)> {
     let servers = crate::storage::shard_servers(&app.config);
     let asked: Vec<clickhouse::Client> = indices.iter().filter_map(|i| servers.get(*i).cloned()).collect();
@@ -143,7 +142,7 @@ pub async fn healthz(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
     }
     for (shard, _) in &shards_down {
         reasons.push(format!(
-            "shard {} of {shard_count} did not answer the last check: its rows wait in the spool, reads refuse without allow_partial=1",
+            "shard {} of {shard_count} did not answer the last check: rows wait in the spool, reads fail without allow_partial=1",
             shard + 1
         ));
     }

@@ -400,7 +400,14 @@ async fn groups(app: &App, q: &AttributionQuery) -> Result<Table, QueryError> {
 fn party(url: &str, own: impl Fn(&str) -> bool) -> &'static str {
     let Some((scheme, rest)) = url.split_once("://") else { return "first" };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if own(&format!("{scheme}://{}", &rest[..host_end])) {
+    let (scheme, host) = (scheme.to_ascii_lowercase(), rest[..host_end].to_ascii_lowercase());
+    // The port a browser leaves out of an origin.
+    let host = match scheme.as_str() {
+        "https" => host.strip_suffix(":443").unwrap_or(&host),
+        "http" => host.strip_suffix(":80").unwrap_or(&host),
+        _ => &host,
+    };
+    if own(&format!("{scheme}://{host}")) {
         "first"
     } else {
         "third"
@@ -485,13 +492,14 @@ mod tests {
         assert_eq!(party("https://cdn.tracker.example/t.js", own), "third");
         assert_eq!(party("https://shop.example.evil.example/x.js", own), "third");
         assert_eq!(party("https://shop.example:8443/x.js", own), "third");
+        assert_eq!(party("HTTPS://Shop.Example:443/x.js", own), "first");
     }
 
     #[test]
     fn each_vital_has_its_groupings() {
         assert_eq!(By::choices(Vital::Inp)[0], By::Script);
         assert_eq!(By::choices(Vital::Lcp)[0], By::Subpart);
-        assert_eq!(By::choices(Vital::Cls), &[By::Target]);
+        assert_eq!(By::choices(Vital::Cls), &[By::Target, By::Url]);
         assert_eq!(By::Target.key(Vital::Cls), "largestShiftTarget");
         assert_eq!(By::Target.key(Vital::Inp), "interactionTarget");
     }

@@ -4,12 +4,13 @@
 //! 503, a read then says which shard is missing; with `allow_partial=1` it answers from the live
 //! shards instead (ClickHouse's `skip_unavailable_shards`) and the answer says so: `partial: true`
 //! and `missing_shards`, a `Pulse-Missing-Shards` header on CSV and HTML. Ingest is not touched:
-//! rows for the missing shard wait in the spool and are stored once it is back, after which the
-//! same read is complete.
+//! inserts wait for every shard, so the rows received since the shard went away (for any shard)
+//! wait in the spool and are stored once it is back, after which the same read is complete.
 //!
-//! Which shards are away comes from the health probe ([`crate::health`]), confirmed by asking
-//! those shards again before a read is refused or answered partially (the probe may be up to
-//! two seconds old); a read that fails in ClickHouse while the probe saw every shard asks them all.
+//! A read is refused only when ClickHouse could not answer it and a shard does not answer a ping
+//! then (a shard slow to answer the health probe may still answer queries). A partial answer is
+//! given when the probe ([`crate::health`]) saw a shard away, or when the query failed: every
+//! shard is asked before and after the run, and every shard away at either time is named.
 
 use std::sync::Arc;
 
@@ -59,37 +60,53 @@ pub async fn layer(State(app): State<Arc<App>>, mut request: Request, next: Next
         Err(err) => return err.into_response(),
     };
     let cluster = app.config.clickhouse_cluster.is_some();
-    // Shards are named to read keys only; anyone else gets the handler's own answer (a 401).
-    if !cluster || crate::query::authorize(&app, request.headers()).is_err() {
+    // Shards are named only to a read key that may read this site; anyone else gets the
+    // handler's own answer (401, 403).
+    let access = crate::query::authorize(&app, request.headers()).and_then(|a| a.check_query(request.uri().query()));
+    if !cluster || access.is_err() {
         let response = next.run(request).await;
         return if allow { mark(response, &[]).await } else { response };
     }
-    let seen_away: Vec<usize> = app.clickhouse_probe.down_shards().into_iter().map(|(i, _)| i).collect();
-    let away = if seen_away.is_empty() { Vec::new() } else { missing(&app, &seen_away).await };
-    if !away.is_empty() {
-        if !allow {
-            return QueryError::ShardsAway(describe(&away, app.config.clickhouse_shards.len())).into_response();
+    let all: Vec<usize> = (0..app.config.clickhouse_shards.len()).collect();
+    // Asked for a partial answer while the probe saw a shard away: ask every shard now, skip the
+    // ones away, and ask again after the run (a shard that went away meanwhile was skipped too).
+    if allow && !app.clickhouse_probe.down_shards().is_empty() {
+        let away = missing(&app, &all).await;
+        if !away.is_empty() {
+            let response = SKIP_AWAY.scope(true, next.run(request)).await;
+            let away = union(away, missing(&app, &all).await);
+            return mark(response, &away).await;
         }
-        let response = SKIP_AWAY.scope(true, next.run(request)).await;
-        return mark(response, &away).await;
     }
-    // Every shard answered the probe: run as usual, and if ClickHouse fails, find out whether a
-    // shard went away since (then say which; with allow_partial, answer from the others).
+    // Otherwise run as usual: a read is never refused on the probe's word alone (a shard slow to
+    // answer a ping may still answer the query). If ClickHouse fails, find out whether a shard is
+    // away; then say which, or with allow_partial answer from the others.
     let retry = allow.then(|| (clone_request(&request), next.clone()));
     let response = next.run(request).await;
     if response.extensions().get::<StorageFailure>().is_none() {
         return if allow { mark(response, &[]).await } else { response };
     }
-    let all: Vec<usize> = (0..app.config.clickhouse_shards.len()).collect();
     let away = missing(&app, &all).await;
     match (away.is_empty(), retry) {
         (true, _) => response,
         (false, Some((request, next))) => {
             let response = SKIP_AWAY.scope(true, next.run(request)).await;
+            let away = union(away, missing(&app, &all).await);
             mark(response, &away).await
         }
         (false, None) => QueryError::ShardsAway(describe(&away, app.config.clickhouse_shards.len())).into_response(),
     }
+}
+
+/// The shards of either list, once each, in order.
+fn union(mut a: Vec<Missing>, b: Vec<Missing>) -> Vec<Missing> {
+    for m in b {
+        if !a.iter().any(|x| x.shard == m.shard) {
+            a.push(m);
+        }
+    }
+    a.sort_by_key(|m| m.shard);
+    a
 }
 
 /// The shards among `indices` that do not answer now.

@@ -41,15 +41,29 @@ fn column(table: &super::render::Table, row: &[Value], name: &str) -> Value {
 /// The top culprit of a vital in a period ([`super::attribution`]): INP's script that was most
 /// often the longest in slow interactions' frames, LCP's largest part at the p75 page view, CLS's
 /// element that shifts most often. `null` without attribution (other vitals, no data).
-async fn culprit(app: &App, vital: Vital, range: &str, now: OffsetDateTime) -> Result<Value, QueryError> {
+///
+/// Counted on the raw rows of the period, or of its last `retention_days` when they are kept
+/// for less; a culprit that cannot be counted (a read limit) is `null`, not a failed report.
+async fn culprit(app: &App, vital: Vital, site: &str, (from, to): (i64, i64), now: OffsetDateTime) -> Value {
     let by = match vital {
         Vital::Inp => "script",
         Vital::Lcp => "subpart",
         Vital::Cls => "target",
-        _ => return Ok(Value::Null),
+        _ => return Value::Null,
     };
-    let query = format!("{range}&metric={}&by={by}&limit=1", vital.name());
-    let (table, _) = super::attribution::attribution_table(app, Some(&query), now).await?;
+    let from = from.max(to - i64::from(app.config.retention_days) * 86_400);
+    let query = format!("site={site}&from={}&to={}&metric={}&by={by}&limit=1", from * 1000, to * 1000, vital.name());
+    match super::attribution::attribution_table(app, Some(&query), now).await {
+        Ok((table, _)) => top_culprit(vital, by, &table),
+        Err(err) => {
+            tracing::warn!(%err, metric = vital.name(), "the report's culprit could not be counted");
+            Value::Null
+        }
+    }
+}
+
+/// The first row of an attribution answer as a report's culprit.
+fn top_culprit(vital: Vital, by: &str, table: &super::render::Table) -> Value {
     let total = table.meta.get("page_views").and_then(Value::as_u64).unwrap_or(0);
     let rows = table.rows.iter().map(|r| table.columns.iter().cloned().zip(r.iter().cloned()).collect::<serde_json::Map<_, _>>());
     let culprit = match vital {
@@ -64,7 +78,7 @@ async fn culprit(app: &App, vital: Vital, range: &str, now: OffsetDateTime) -> R
                    "page_views": views, "share": if total > 0 { json!(views as f64 / total as f64) } else { Value::Null }, "p75": r["p75"]})
         }),
     };
-    Ok(culprit.unwrap_or(Value::Null))
+    culprit.unwrap_or(Value::Null)
 }
 
 /// The report's data.
@@ -85,7 +99,7 @@ async fn report(app: &App, site: &str, period: &str, now: OffsetDateTime) -> Res
         let p75 = column(&now_table, &row, "p75");
         let t = vital.thresholds();
         let rating = p75.as_f64().map(|v| t.rate(v).as_str());
-        let culprit = culprit(app, vital, &range(from, to), now).await?;
+        let culprit = culprit(app, vital, site, (from, to), now).await;
         vitals.push(json!({
             "metric": metric, "unit": vital.unit(), "p75": p75, "count": column(&now_table, &row, "count"), "culprit": culprit,
             "rating": rating, "good": column(&now_table, &row, "good"),

@@ -32,8 +32,8 @@ pub const MAX_SCRIPTS: usize = 64;
 pub struct Summary {
     count: u32,
     blocking: f64,
-    /// Time in long frames per script URL (one page view loads a script from one URL), in the
-    /// order first seen.
+    /// Time in long frames per script route (its URL normalised and cut as it is reported), in
+    /// the order first seen.
     scripts: Vec<(String, f64)>,
     /// Reported (once per page view).
     reported: bool,
@@ -73,7 +73,9 @@ impl Summary {
         self.add(host::num(entry, "blockingDuration"));
         for script in host::items(host::get(entry, "scripts")) {
             if let Some(url) = host::text(script, "sourceURL").filter(|u| !u.is_empty()) {
-                self.add_script(url, host::num(script, "duration"));
+                // Summed by route, so one script loaded with varying queries (cache-busters,
+                // JSONP callbacks) counts once, and a long URL (`data:`) is kept short.
+                self.add_script(route::truncate(route::normalise_route(&url), MAX_SHORT_LEN), host::num(script, "duration"));
             }
         }
     }
@@ -86,9 +88,8 @@ impl Summary {
         let at = host::epoch();
         out.push(metric(NAMES[0], f64::from(self.count), at, &Tags::new()));
         out.push(metric(NAMES[1], self.blocking, at, &Tags::new()));
-        if let Some((url, time)) = self.top_script() {
-            let route = route::truncate(route::normalise_route(url), MAX_SHORT_LEN);
-            out.push(metric(NAMES[2], *time, at, &alloc::vec![(String::from("script"), route)]));
+        if let Some((route, time)) = self.top_script() {
+            out.push(metric(NAMES[2], *time, at, &alloc::vec![(String::from("script"), route.clone())]));
         }
     }
 }
