@@ -376,6 +376,10 @@ async fn the_dashboard_shows_what_the_api_answers() {
     std::fs::create_dir_all(&out).expect("target/e2e");
     let png = browser.client.screenshot().await.expect("screenshot");
     std::fs::write(out.join("dashboard.png"), png).expect("write the screenshot");
+    // The Diagnose section and the page table it narrowed, in view.
+    browser.js("document.querySelector('.diagnose').scrollIntoView(); return true").await;
+    let png = browser.client.screenshot().await.expect("screenshot");
+    std::fs::write(out.join("diagnose.png"), png).expect("write the screenshot");
     browser.js("document.querySelector('#page-filter button').click(); return true").await;
     browser.wait_for("return document.querySelectorAll('#pages tbody tr').length === 3").await;
 
