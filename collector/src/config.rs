@@ -284,6 +284,16 @@ settings! {
     /// until one closes (a beacon is served late rather than refused). Keep it below the
     /// open-file limit (`ulimit -n`): each connection holds a descriptor (and an 8 KiB read buffer).
     max_connections: usize = 10_000;
+    /// Connections one client (the socket's peer: an IPv4 address or an IPv6 /64, never a
+    /// header) may hold open at once. Past it, its longest-idle keep-alive connection is closed to
+    /// make room (the browser reconnects for its next beacon), and when none is idle the new
+    /// connection is closed at once (`pulse_connections_refused_total{reason="ip_cap"}`), so one
+    /// address holding stalled connections cannot take every `max_connections` slot. A browser
+    /// has one or two requests to the collector under way at a time; the campus of 5 000 people
+    /// behind one address (200 beacons/s, each answered within tens of ms) has about 10 under
+    /// way, so 256 leaves 25 times that. A trusted proxy (`trusted_proxies`, or with
+    /// `client_ip_header` and no list a private peer) carries many clients and is not capped.
+    ip_max_connections: usize = 256;
     /// ClickHouse HTTP endpoint.
     clickhouse_url: String = "http://127.0.0.1:8123".into();
     /// Database holding Pulse's tables (created at start).
@@ -817,6 +827,7 @@ impl Config {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            ("ip_max_connections", self.ip_max_connections as u64),
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),

@@ -286,8 +286,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         header_read: app.config.header_read_timeout(),
         idle: app.config.idle_timeout(),
         max_connections: app.config.max_connections,
+        ip_max_connections: app.config.ip_max_connections,
     };
-    let server = server::Server::spawn(listener, router(app.clone()), limits, app.telemetry.clone());
+    let server = server::Server::spawn(listener, router(app.clone()), limits, app.client_ip.clone(), app.telemetry.clone());
     tracing::info!("listening on http://{addr}");
     // One attempt before `start` returns: with ClickHouse up (the usual case) the schema is in
     // place then.

@@ -83,6 +83,9 @@ pub struct Telemetry {
     pub connections_closed: IntCounterVec,
     /// Times every `max_connections` slot was taken, so new connections waited in the backlog.
     pub connection_slots_exhausted: IntCounter,
+    /// Connections closed as soon as they were accepted, by reason (`ip_cap`: the client had
+    /// `ip_max_connections` open, none of them idle).
+    pub connections_refused: IntCounterVec,
 }
 
 impl Telemetry {
@@ -218,6 +221,11 @@ impl Telemetry {
             connection_slots_exhausted: plain_counter(
                 "connection_slots_exhausted_total",
                 "Times every connection slot (max_connections) was taken; new connections waited in the listen backlog.",
+            ),
+            connections_refused: counter(
+                "connections_refused_total",
+                "Connections closed as soon as they were accepted, by reason (ip_cap: the client had ip_max_connections open, none idle).",
+                &["reason"],
             ),
             registry,
         }
