@@ -398,6 +398,14 @@ settings! {
     cardinality_tag_keys_per_day: usize = 200;
     /// Distinct values of one tag key per site per day; past it, `(other)`.
     cardinality_tag_values_per_day: usize = 1_000;
+    /// New distinct values one client (an IPv4 address or IPv6 /64) may add to a site's sets per
+    /// UTC day, in each dimension above; past it the client's new values are stored as `(other)`
+    /// (a new custom metric name is refused) while values already known are kept
+    /// (`pulse_cardinality_client_folded_total{site, dimension}`). A visitor adds a value only
+    /// when it is the first to send it that day: a visit of 20 pages adds 20 URLs at most. So it
+    /// takes 100 addresses to use up the default 10 000 URLs. A site whose visitors all come
+    /// through one address (an intranet behind one NAT, no `client_ip_header`) should raise it.
+    cardinality_new_values_per_client_per_day: usize = 100;
     /// Distinct segments at one path position (under one prefix) before that position becomes
     /// `*` (`/products/blue-shoes-42` → `/products/*`), for URLs and API routes. Segments the page
     /// templated (`:slug`) are kept, so the agent's `routes` win.
@@ -835,6 +843,7 @@ impl Config {
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),
+            ("cardinality_new_values_per_client_per_day", self.cardinality_new_values_per_client_per_day as u64),
             ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
             ("read_max_execution_seconds", self.read_max_execution_seconds),
             ("read_max_memory_bytes", self.read_max_memory_bytes),

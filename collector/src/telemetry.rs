@@ -25,6 +25,9 @@ pub struct Telemetry {
     /// Values folded into `(other)` (or custom metric names refused) past a site's cardinality
     /// limit, by site and dimension.
     pub cardinality_folded: IntCounterVec,
+    /// Values folded into `(other)` (or custom metric names refused) because the client that sent
+    /// them had added its share of new values to the site today, by site and dimension.
+    pub cardinality_client_folded: IntCounterVec,
     /// Values scrubbed before they were stored, by what they held (`email`, `jwt`, `token`,
     /// `query`, `rule`; see `ingest::scrub`).
     pub values_scrubbed: IntCounterVec,
@@ -145,6 +148,11 @@ impl Telemetry {
             cardinality_folded: counter(
                 "cardinality_folded_total",
                 "Values folded into (other), or custom metric names refused, past a site's cardinality limit, by site and dimension.",
+                &["site", "dimension"],
+            ),
+            cardinality_client_folded: counter(
+                "cardinality_client_folded_total",
+                "Values folded into (other), or custom metric names refused, because their client had added its share of new values to the site today (cardinality_new_values_per_client_per_day), by site and dimension.",
                 &["site", "dimension"],
             ),
             values_scrubbed: counter(
