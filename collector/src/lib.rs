@@ -1,9 +1,9 @@
 //! The Pulse collector.
 //!
 //! # The path of a beacon through the collector
-//! 0. [`server`] accepts the connection (at most `max_connections` at once), closes it when a
-//!    request head is slow to come or it idles between requests, and hands each request to the
-//!    [`router`].
+//! 0. [`server`] accepts the connection (at most `max_connections` at once, `ip_max_connections`
+//!    from one client), closes it when a request head is slow to come or it idles between
+//!    requests, and hands each request to the [`router`].
 //! 1. [`ingest::beacon`] (`POST /v1/beacon`) limits the body to 64 KiB, rate-limits the client IP,
 //!    parses the envelope, checks the site key and the `Origin` ([`sites`]), validates the envelope
 //!    and then every metric on its own with `pulse_protocol::validate` (a bad metric is dropped and

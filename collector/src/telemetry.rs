@@ -82,7 +82,8 @@ pub struct Telemetry {
     pub final_until_seconds: IntGauge,
     /// HTTP connections open now.
     pub connections_open: IntGauge,
-    /// HTTP connections closed, by reason (`client`, `header_timeout`, `idle`, `shutdown`).
+    /// HTTP connections closed, by reason (`client`, `header_timeout`, `idle`, `shutdown`, and
+    /// `ip_cap`: idle, closed to make room for a newer connection of its client).
     pub connections_closed: IntCounterVec,
     /// Times every `max_connections` slot was taken, so new connections waited in the backlog.
     pub connection_slots_exhausted: IntCounter,
