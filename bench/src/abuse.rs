@@ -48,6 +48,8 @@ async fn spool_ratio(bodies: &[Bytes]) -> f64 {
         .env("PULSE_IP_READ_RATE_PER_SECOND", "1000000")
         .env("PULSE_IP_BYTES_PER_SECOND", "1000000000000")
         .env("PULSE_IP_METRICS_PER_SECOND", "1000000000000")
+        // Every URL stored as itself, as a flood from many addresses would have it.
+        .env("PULSE_CARDINALITY_NEW_VALUES_PER_CLIENT_PER_DAY", "1000000000")
         .env("PULSE_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

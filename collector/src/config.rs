@@ -294,6 +294,16 @@ settings! {
     /// until one closes (a beacon is served late rather than refused). Keep it below the
     /// open-file limit (`ulimit -n`): each connection holds a descriptor (and an 8 KiB read buffer).
     max_connections: usize = 10_000;
+    /// Connections one client (the socket's peer: an IPv4 address or an IPv6 /64, never a
+    /// header) may hold open at once. Past it, its longest-idle keep-alive connection is closed to
+    /// make room (the browser reconnects for its next beacon), and when none is idle the new
+    /// connection is closed at once (`pulse_connections_refused_total{reason="ip_cap"}`), so one
+    /// address holding stalled connections cannot take every `max_connections` slot. A browser
+    /// has one or two requests to the collector under way at a time; the campus of 5 000 people
+    /// behind one address (200 beacons/s, each answered within tens of ms) has about 10 under
+    /// way, so 256 leaves 25 times that. A trusted proxy (`trusted_proxies`, or with
+    /// `client_ip_header` and no list a private peer) carries many clients and is not capped.
+    ip_max_connections: usize = 256;
     /// ClickHouse HTTP endpoint.
     clickhouse_url: String = "http://127.0.0.1:8123".into();
     /// Database holding Pulse's tables (created at start).
@@ -398,6 +408,14 @@ settings! {
     cardinality_tag_keys_per_day: usize = 200;
     /// Distinct values of one tag key per site per day; past it, `(other)`.
     cardinality_tag_values_per_day: usize = 1_000;
+    /// New distinct values one client (an IPv4 address or IPv6 /64) may add to a site's sets per
+    /// UTC day, in each dimension above; past it the client's new values are stored as `(other)`
+    /// (a new custom metric name is refused) while values already known are kept
+    /// (`pulse_cardinality_client_folded_total{site, dimension}`). A visitor adds a value only
+    /// when it is the first to send it that day: a visit of 20 pages adds 20 URLs at most. So it
+    /// takes 100 addresses to use up the default 10 000 URLs. A site whose visitors all come
+    /// through one address (an intranet behind one NAT, no `client_ip_header`) should raise it.
+    cardinality_new_values_per_client_per_day: usize = 100;
     /// Distinct segments at one path position (under one prefix) before that position becomes
     /// `*` (`/products/blue-shoes-42` → `/products/*`), for URLs and API routes. Segments the page
     /// templated (`:slug`) are kept, so the agent's `routes` win.
@@ -827,6 +845,7 @@ impl Config {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("body_timeout_ms", self.body_timeout_ms),
             ("max_connections", self.max_connections as u64),
+            ("ip_max_connections", self.ip_max_connections as u64),
             ("retention_days", u64::from(self.retention_days)),
             ("rollup_retention_days", u64::from(self.rollup_retention_days)),
             ("ip_rate_per_second", u64::from(self.ip_rate_per_second)),
@@ -834,6 +853,7 @@ impl Config {
             ("site_rate_per_second", u64::from(self.site_rate_per_second)),
             ("rate_limit_max_clients", self.rate_limit_max_clients as u64),
             ("url_cluster_threshold", self.url_cluster_threshold as u64),
+            ("cardinality_new_values_per_client_per_day", self.cardinality_new_values_per_client_per_day as u64),
             ("alert_max_groups_per_rule", self.alert_max_groups_per_rule as u64),
             ("read_max_execution_seconds", self.read_max_execution_seconds),
             ("read_max_memory_bytes", self.read_max_memory_bytes),

@@ -1,9 +1,9 @@
 //! The Pulse collector.
 //!
 //! # The path of a beacon through the collector
-//! 0. [`server`] accepts the connection (at most `max_connections` at once), closes it when a
-//!    request head is slow to come or it idles between requests, and hands each request to the
-//!    [`router`].
+//! 0. [`server`] accepts the connection (at most `max_connections` at once, `ip_max_connections`
+//!    from one client), closes it when a request head is slow to come or it idles between
+//!    requests, and hands each request to the [`router`].
 //! 1. [`ingest::beacon`] (`POST /v1/beacon`) limits the body to 64 KiB, rate-limits the client IP,
 //!    parses the envelope, checks the site key and the `Origin` ([`sites`]), validates the envelope
 //!    and then every metric on its own with `pulse_protocol::validate` (a bad metric is dropped and
@@ -297,8 +297,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         header_read: app.config.header_read_timeout(),
         idle: app.config.idle_timeout(),
         max_connections: app.config.max_connections,
+        ip_max_connections: app.config.ip_max_connections,
     };
-    let server = server::Server::spawn(listener, router(app.clone()), limits, app.telemetry.clone());
+    let server = server::Server::spawn(listener, router(app.clone()), limits, app.client_ip.clone(), app.telemetry.clone());
     tracing::info!("listening on http://{addr}");
     // One attempt before `start` returns: with ClickHouse up (the usual case) the schema is in
     // place then.

@@ -1,5 +1,6 @@
 //! The connection layer, before a request reaches the [`router`](crate::router): accepting
-//! connections up to `max_connections`, closing those that are slow to send a request head
+//! connections up to `max_connections`, and up to `ip_max_connections` per client
+//! ([`PerClient`]), closing those that are slow to send a request head
 //! (`header_read_timeout_ms`) or idle between requests (`idle_timeout_ms`), and draining them at
 //! shutdown.
 //!
@@ -18,8 +19,9 @@
 //! finish (hyper closes their connection after the response), and at the drain deadline drops
 //! whatever is still open: a request dropped then never got its 202.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -36,6 +38,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::ingest::client_ip::ClientIp;
+use crate::ingest::quota::client_key;
 use crate::telemetry::Telemetry;
 
 /// The connection limits, from the configuration.
@@ -47,6 +51,8 @@ pub struct Limits {
     pub idle: Duration,
     /// Connections served at once; more wait in the kernel's listen backlog.
     pub max_connections: usize,
+    /// Connections one client may hold open at once (see [`PerClient`]).
+    pub ip_max_connections: usize,
 }
 
 /// Why a connection was closed (`pulse_connections_closed_total{reason}`).
@@ -60,6 +66,8 @@ pub enum Closed {
     Idle,
     /// Closed by shutdown: between requests at once, or still open at the drain deadline.
     Shutdown,
+    /// Idle, closed to make room for a newer connection of its client (`ip_max_connections`).
+    IpCap,
 }
 
 impl Closed {
@@ -69,6 +77,7 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::Idle => "idle",
             Closed::Shutdown => "shutdown",
+            Closed::IpCap => "ip_cap",
         }
     }
 }
@@ -84,11 +93,13 @@ struct State {
     head_since: Option<Instant>,
     /// When the last response was finished (idle from then on).
     idle_since: Instant,
+    /// Its client needs the slot: close it as soon as it is idle.
+    evicted: bool,
 }
 
 impl State {
     fn new(accepted: Instant) -> State {
-        State { in_flight: 0, head_since: Some(accepted), idle_since: accepted }
+        State { in_flight: 0, head_since: Some(accepted), idle_since: accepted, evicted: false }
     }
 
     /// When this connection is to be closed if nothing changes, and why. None while a request is
@@ -99,8 +110,15 @@ impl State {
         }
         Some(match self.head_since {
             Some(since) => (since + limits.header_read, Closed::HeaderTimeout),
+            None if self.evicted => (self.idle_since, Closed::IpCap),
             None => (self.idle_since + limits.idle, Closed::Idle),
         })
+    }
+
+    /// Idle after a response: closing it now loses nothing and costs its client only a new
+    /// connection for its next request.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.head_since.is_none()
     }
 
     /// Nothing acknowledged can be lost by closing now.
@@ -136,12 +154,94 @@ struct Activity {
 }
 
 impl Activity {
+    fn new(accepted: Instant) -> Activity {
+        Activity { state: Mutex::new(State::new(accepted)), changed: Notify::new() }
+    }
+
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn get(&self) -> State {
         self.update(|s| *s)
+    }
+}
+
+/// The connections open per client, for `ip_max_connections`.
+///
+/// The client is the socket's peer (an IPv4 address, or an IPv6 /64 as the quotas group it):
+/// connections come from whoever is in front, so a header means nothing here. A peer that is a
+/// trusted proxy ([`ClientIp::is_proxy`]) carries many clients and is not counted. A client at its
+/// cap makes room by closing its longest-idle keep-alive connection; with none idle (every one
+/// under way or still owing a head, as a slowloris holds them) the new connection is refused.
+/// Memory: an entry per client with a connection open, removed with its last connection, so at
+/// most `max_connections` entries and one pointer per open connection.
+#[derive(Debug)]
+struct PerClient {
+    cap: usize,
+    proxies: ClientIp,
+    open: Mutex<HashMap<u128, Vec<Arc<Activity>>>>,
+}
+
+/// A connection's place in [`PerClient`], given back when dropped.
+struct ClientSlot {
+    table: Arc<PerClient>,
+    /// None for a trusted proxy (not counted).
+    key: Option<u128>,
+    activity: Arc<Activity>,
+}
+
+impl PerClient {
+    fn new(cap: usize, proxies: ClientIp) -> PerClient {
+        PerClient { cap: cap.max(1), proxies, open: Mutex::new(HashMap::new()) }
+    }
+
+    /// A slot for a connection from `peer`, or None when its client has `cap` connections open
+    /// and none of them idle.
+    fn admit(self: &Arc<Self>, peer: IpAddr, activity: &Arc<Activity>) -> Option<ClientSlot> {
+        let slot = |key| ClientSlot { table: self.clone(), key, activity: activity.clone() };
+        if self.proxies.is_proxy(peer) {
+            return Some(slot(None));
+        }
+        let key = client_key(peer);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let conns = open.entry(key).or_default();
+        // Those told to close still count until they are gone, so the cap is passed only by
+        // connections about to close.
+        if conns.len() >= self.cap {
+            let idle = conns
+                .iter()
+                .filter_map(|c| {
+                    let s = c.get();
+                    (s.idle() && !s.evicted).then_some((s.idle_since, c))
+                })
+                .min_by_key(|(since, _)| *since)
+                .map(|(_, c)| c.clone());
+            let evicted = idle?;
+            evicted.update(|s| s.evicted = true);
+            evicted.changed.notify_one();
+        }
+        conns.push(activity.clone());
+        Some(slot(Some(key)))
+    }
+
+    /// Clients with a connection open.
+    #[cfg(test)]
+    fn clients(&self) -> usize {
+        self.open.lock().map_or(0, |o| o.len())
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let Some(key) = self.key else { return };
+        let mut open = self.table.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(conns) = open.get_mut(&key) {
+            conns.retain(|c| !Arc::ptr_eq(c, &self.activity));
+            if conns.is_empty() {
+                open.remove(&key);
+            }
+        }
     }
 }
 
@@ -246,9 +346,11 @@ pub struct Server {
 
 impl Server {
     /// Serves `router` on `listener` until [`Server::drain`].
-    pub fn spawn(listener: TcpListener, router: Router, limits: Limits, telemetry: Telemetry) -> Server {
+    /// `proxies` tells which peers are trusted proxies, exempt from `ip_max_connections`.
+    pub fn spawn(listener: TcpListener, router: Router, limits: Limits, proxies: ClientIp, telemetry: Telemetry) -> Server {
         let (phase, watching) = watch::channel(Phase::Serving);
-        let task = tokio::spawn(accept_loop(listener, router, limits, telemetry, watching));
+        let per_client = Arc::new(PerClient::new(limits.ip_max_connections, proxies));
+        let task = tokio::spawn(accept_loop(listener, router, limits, per_client, telemetry, watching));
         Server { phase, task }
     }
 
@@ -277,7 +379,14 @@ fn is_connection_error(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset)
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, limits: Limits, telemetry: Telemetry, mut phase: watch::Receiver<Phase>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    per_client: Arc<PerClient>,
+    telemetry: Telemetry,
+    mut phase: watch::Receiver<Phase>,
+) {
     // A permit per open connection. With every permit taken the loop stops accepting, and new
     // connections wait in the kernel's listen backlog (completed by the kernel, their request
     // unread) until a connection closes — at the latest after `header_read_timeout_ms` or
@@ -324,30 +433,42 @@ async fn accept_loop(listener: TcpListener, router: Router, limits: Limits, tele
                 }
             }
         };
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let Some(client_slot) = per_client.admit(peer.ip(), &activity) else {
+            // Closed unread: a client holding this many connections, none idle, is not a
+            // browser, and waiting in the backlog would let it hold the global slots instead.
+            telemetry.connections_refused.with_label_values(&["ip_cap"]).inc();
+            tracing::debug!(%peer, ip_max_connections = limits.ip_max_connections, "client at its connection cap; closed");
+            drop(tcp);
+            continue;
+        };
         // Responses go out as soon as they are written: without TCP_NODELAY, a response's last
         // partial segment can wait for the client's delayed ACK (40 ms on Linux), which the
         // agent's wasm download hit, depending only on its byte size.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set: {e}");
         }
-        connections.spawn(connection(tcp, peer, router.clone(), limits, telemetry.clone(), permit, phase.clone()));
+        let slots = (permit, client_slot);
+        connections.spawn(connection(tcp, peer, activity, router.clone(), limits, telemetry.clone(), slots, phase.clone()));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves one connection until it ends, times out, or shutdown closes it.
+/// Serves one connection until it ends, times out, or shutdown closes it; its slots are given
+/// back when it returns.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    activity: Arc<Activity>,
     router: Router,
     limits: Limits,
     telemetry: Telemetry,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, ClientSlot),
     mut phase: watch::Receiver<Phase>,
 ) {
     telemetry.connections_open.inc();
-    let activity = Arc::new(Activity { state: Mutex::new(State::new(Instant::now())), changed: Notify::new() });
     let io = TokioIo::new(Watched { tcp, activity: activity.clone() });
     let service = {
         let activity = activity.clone();
@@ -429,7 +550,8 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits { header_read: Duration::from_secs(10), idle: Duration::from_secs(75), max_connections: 10 };
+    const LIMITS: Limits =
+        Limits { header_read: Duration::from_secs(10), idle: Duration::from_secs(75), max_connections: 10, ip_max_connections: 2 };
 
     #[test]
     fn a_new_connection_owes_its_head_from_accept() {
@@ -471,7 +593,7 @@ mod tests {
 
     #[test]
     fn an_in_flight_guard_ends_the_request_when_dropped_and_wakes_the_watcher() {
-        let activity = Arc::new(Activity { state: Mutex::new(State::new(Instant::now())), changed: Notify::new() });
+        let activity = Arc::new(Activity::new(Instant::now()));
         let guard = InFlight::new(activity.clone());
         assert_eq!(activity.get().in_flight, 1);
         assert_eq!(now_or_never(activity.changed.notified()), None);
@@ -479,5 +601,47 @@ mod tests {
         assert_eq!(activity.get().in_flight, 0);
         assert_eq!(activity.get().head_since, None);
         assert_eq!(now_or_never(activity.changed.notified()), Some(()));
+    }
+
+    fn served(activity: &Activity) {
+        activity.update(State::request_started);
+        activity.update(|s| s.response_finished(Instant::now()));
+    }
+
+    #[test]
+    fn a_client_at_its_cap_makes_room_from_an_idle_connection_or_is_refused() {
+        let table = Arc::new(PerClient::new(2, ClientIp::default()));
+        let a: IpAddr = [198, 51, 100, 1].into();
+        let conns: Vec<Arc<Activity>> = (0..3).map(|_| Arc::new(Activity::new(Instant::now()))).collect();
+        let first = table.admit(a, &conns[0]).expect("under the cap");
+        let second = table.admit(a, &conns[1]).expect("at the cap");
+        // Both still owe their first head (as a slowloris's do): nothing to make room from.
+        assert!(table.admit(a, &conns[2]).is_none(), "past the cap, none idle");
+        let other = table.admit([198, 51, 100, 2].into(), &conns[2]).expect("another client has its own cap");
+        drop(other);
+        // One answered and idle: it is told to close, and the new one is let in.
+        served(&conns[0]);
+        let third = table.admit(a, &conns[2]).expect("room made");
+        assert!(conns[0].get().evicted);
+        assert_eq!(conns[0].get().due(&LIMITS).map(|(_, why)| why), Some(Closed::IpCap));
+        assert!(!conns[1].get().evicted);
+        assert_eq!(now_or_never(conns[0].changed.notified()), Some(()), "its watcher is woken");
+        // The evicted one counts until it is gone.
+        assert!(table.admit(a, &Arc::new(Activity::new(Instant::now()))).is_none());
+        drop((first, second, third));
+        assert_eq!(table.clients(), 0, "a client's entry goes with its last connection");
+    }
+
+    #[test]
+    fn ipv6_clients_are_capped_per_64_and_trusted_proxies_not_at_all() {
+        let table = Arc::new(PerClient::new(1, ClientIp::new(Some("x-forwarded-for"), Vec::new())));
+        let fresh = || Arc::new(Activity::new(Instant::now()));
+        let _held = table.admit("2001:db8:1:2::1".parse().expect("valid"), &fresh()).expect("first");
+        assert!(table.admit("2001:db8:1:2:ffff::9".parse().expect("valid"), &fresh()).is_none(), "same /64");
+        assert!(table.admit("2001:db8:1:3::1".parse().expect("valid"), &fresh()).is_some(), "another /64");
+        // With a header and no list, a private peer is the proxy in front: never capped.
+        let proxy: Vec<ClientSlot> = (0..5).map(|_| table.admit([10, 0, 0, 1].into(), &fresh()).expect("proxy")).collect();
+        assert_eq!(proxy.len(), 5);
+        assert_eq!(table.clients(), 1);
     }
 }

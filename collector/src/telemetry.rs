@@ -25,6 +25,9 @@ pub struct Telemetry {
     /// Values folded into `(other)` (or custom metric names refused) past a site's cardinality
     /// limit, by site and dimension.
     pub cardinality_folded: IntCounterVec,
+    /// Values folded into `(other)` (or custom metric names refused) because the client that sent
+    /// them had added its share of new values to the site today, by site and dimension.
+    pub cardinality_client_folded: IntCounterVec,
     /// Values scrubbed before they were stored, by what they held (`email`, `jwt`, `token`,
     /// `query`, `rule`; see `ingest::scrub`).
     pub values_scrubbed: IntCounterVec,
@@ -79,10 +82,14 @@ pub struct Telemetry {
     pub final_until_seconds: IntGauge,
     /// HTTP connections open now.
     pub connections_open: IntGauge,
-    /// HTTP connections closed, by reason (`client`, `header_timeout`, `idle`, `shutdown`).
+    /// HTTP connections closed, by reason (`client`, `header_timeout`, `idle`, `shutdown`, and
+    /// `ip_cap`: idle, closed to make room for a newer connection of its client).
     pub connections_closed: IntCounterVec,
     /// Times every `max_connections` slot was taken, so new connections waited in the backlog.
     pub connection_slots_exhausted: IntCounter,
+    /// Connections closed as soon as they were accepted, by reason (`ip_cap`: the client had
+    /// `ip_max_connections` open, none of them idle).
+    pub connections_refused: IntCounterVec,
 }
 
 impl Telemetry {
@@ -142,6 +149,11 @@ impl Telemetry {
             cardinality_folded: counter(
                 "cardinality_folded_total",
                 "Values folded into (other), or custom metric names refused, past a site's cardinality limit, by site and dimension.",
+                &["site", "dimension"],
+            ),
+            cardinality_client_folded: counter(
+                "cardinality_client_folded_total",
+                "Values folded into (other), or custom metric names refused, because their client had added its share of new values to the site today (cardinality_new_values_per_client_per_day), by site and dimension.",
                 &["site", "dimension"],
             ),
             values_scrubbed: counter(
@@ -218,6 +230,11 @@ impl Telemetry {
             connection_slots_exhausted: plain_counter(
                 "connection_slots_exhausted_total",
                 "Times every connection slot (max_connections) was taken; new connections waited in the listen backlog.",
+            ),
+            connections_refused: counter(
+                "connections_refused_total",
+                "Connections closed as soon as they were accepted, by reason (ip_cap: the client had ip_max_connections open, none idle).",
+                &["reason"],
             ),
             registry,
         }

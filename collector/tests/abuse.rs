@@ -5,15 +5,18 @@
 //! - A site's flood, from many addresses, fills only what is not other sites' reserve.
 //! - The spool keeps a beacon's envelope once: at most 2 spool bytes per wire byte.
 //! - A spoofed `X-Forwarded-For` behind a trusted proxy does not escape the per-client limit.
+//! - One client's made-up URLs use only its share of the site's distinct URLs of the day: another
+//!   client's new URL is still stored as itself, and every metric counts.
 //!
 //! Loopback has many addresses: each client binds its socket to its own `127.0.0.x`. ClickHouse
-//! is away (a port nobody listens on), as in an outage: everything accepted stays in the spool.
+//! is away (a port nobody listens on), as in an outage: everything accepted stays in the spool;
+//! except where a test stores rows and gives a ClickHouse of its own.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pulse_testkit::{beacon, free_port, now_ms};
+use pulse_testkit::{beacon, clickhouse, free_port, now_ms};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -225,4 +228,61 @@ async fn a_spoofed_forwarded_for_does_not_escape_the_limit_behind_a_trusted_prox
         direct.push(c.beacon([127, 0, 0, 5], &small_beacon("b", n), &[("x-forwarded-for", &spoofed)]).await.status);
     }
     assert_eq!(direct.last(), Some(&429), "{direct:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_made_up_urls_do_not_use_up_the_sites_day() {
+    let ch = clickhouse();
+    let db = ch.fresh_database("abuse_card_client");
+    let c = Collector::start(
+        "abuse-card-client",
+        &[
+            ("PULSE_CLICKHOUSE_URL", &ch.url),
+            ("PULSE_CLICKHOUSE_DATABASE", &db),
+            ("PULSE_FLUSH_INTERVAL_MS", "100"),
+            ("PULSE_CARDINALITY_NEW_VALUES_PER_CLIENT_PER_DAY", "10"),
+            ("PULSE_CARDINALITY_URLS_PER_DAY", "25"),
+        ],
+    )
+    .await;
+    let send = |from: [u8; 4], url: String, n: usize| {
+        let c = &c;
+        async move {
+            let mut b = beacon("a", &url, vec![json!({"name": "LCP", "value": 1000 + n, "at": now_ms(), "id": format!("v5-{n}")})]);
+            b["page"] = json!(format!("p-{n}"));
+            let answer = c.beacon(from, &b.to_string(), &[]).await;
+            assert_eq!(answer.status, 202, "{}", answer.body);
+            assert!(answer.body.contains(r#""accepted":1"#), "{}", answer.body);
+        }
+    };
+    // Client A makes up 30 URLs: more than its 10, and more than the site's 25.
+    for n in 0..30 {
+        send([127, 0, 0, 2], format!("/made-up/page-{n}"), n).await;
+    }
+    // Client B's new URL is stored as itself; A's known URLs are kept, its new ones are not.
+    send([127, 0, 0, 3], "/checkout".into(), 100).await;
+    send([127, 0, 0, 2], "/made-up/page-0".into(), 101).await;
+    send([127, 0, 0, 2], "/made-up/new".into(), 102).await;
+
+    let started = Instant::now();
+    while ch.count(&format!("SELECT count() FROM {db}.metrics")) < 33 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the rows were not stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let by_url = ch.sql(&format!("SELECT url, count() FROM {db}.metrics GROUP BY url ORDER BY url FORMAT TSV"));
+    let by_url: Vec<(String, u64)> = by_url
+        .lines()
+        .map(|l| {
+            let (url, n) = l.split_once('\t').expect("two columns");
+            (url.to_owned(), n.parse().expect("a count"))
+        })
+        .collect();
+    let count = |url: &str| by_url.iter().find(|(u, _)| u == url).map_or(0, |(_, n)| *n);
+    assert_eq!(count("(other)"), 21, "A's 20 URLs past its 10, and its later new one: {by_url:?}");
+    assert_eq!(count("/checkout"), 1, "B's new URL is itself: {by_url:?}");
+    assert_eq!(count("/made-up/page-0"), 2, "a URL the site knows is kept, whoever sends it: {by_url:?}");
+    assert_eq!(by_url.len(), 10 + 2, "A's ten, B's one and (other): {by_url:?}");
+    assert_eq!(by_url.iter().map(|(_, n)| n).sum::<u64>(), 33, "every metric counts");
+    assert_eq!(c.metric(r#"pulse_cardinality_client_folded_total{dimension="url",site="a"}"#).await, 21.0);
+    assert_eq!(c.metric(r#"pulse_cardinality_folded_total{dimension="url",site="a"}"#).await, 0.0, "the site's limit was never reached");
 }

@@ -38,6 +38,8 @@ async fn collector_with(test: &str, base: Config) -> Collector {
         ip_read_rate_per_second: 1_000_000,
         ip_metrics_per_second: 1_000_000_000,
         ip_bytes_per_second: 1_000_000_000_000,
+        // Every beacon here comes from one address; the tests of the site's limits need all of them.
+        cardinality_new_values_per_client_per_day: 1_000_000_000,
         spool_dir: pulse_testkit::temp_dir(&format!("spool-{test}")),
         ..base
     };

@@ -1,9 +1,10 @@
 //! Slow and stalled clients against the real binary: connections that never finish a request
-//! head, or idle after one, are closed; the connection cap holds; and SIGTERM with hundreds of
-//! stalled connections open still ends within the grace period with every acknowledged row stored.
+//! head, or idle after one, are closed; the connection cap holds, and so does the cap per client;
+//! and SIGTERM with hundreds of stalled connections open still ends within the grace period with
+//! every acknowledged row stored.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,27 @@ impl Collector {
 
     fn connect(&self) -> TcpStream {
         TcpStream::connect(("127.0.0.1", self.port)).expect("connects")
+    }
+
+    /// A connection from `from` (loopback has every `127.x.y.z`: a client of its own each).
+    async fn connect_from(&self, from: [u8; 4]) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::from((from, 0))).expect("bound to its own address");
+        let tcp = socket.connect(SocketAddr::from(([127, 0, 0, 1], self.port))).await.expect("connects").into_std().expect("std");
+        tcp.set_nonblocking(false).expect("blocking");
+        tcp
+    }
+
+    /// A beacon from `from` on a connection of its own: its status, or None when the connection
+    /// is closed without an answer.
+    async fn beacon_from(&self, from: [u8; 4]) -> Option<u16> {
+        let mut tcp = self.connect_from(from).await;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let body = beacon("demo", "/", vec![metric("LCP", 1500.0, 0.0)]).to_string();
+        tcp.write_all(beacon_request(&body).as_bytes()).ok()?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).ok()?;
+        parse(&answer).map(|(status, _)| status)
     }
 
     /// A connection that sent half a request head and then nothing.
@@ -300,4 +322,86 @@ async fn beyond_max_connections_a_connection_waits_for_a_free_slot() {
     assert!(collector.metric("pulse_connection_slots_exhausted_total") >= 1.0);
     let mut collector = collector;
     assert!(collector.child.try_wait().expect("wait").is_none(), "the collector is still running");
+}
+
+/// Open connections that nobody has closed yet.
+fn still_open(connections: &mut [TcpStream]) -> usize {
+    connections.iter_mut().map(|tcp| !closed_by_server(tcp)).filter(|&open| open).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_connection_cap_a_client_is_closed_at_once_while_others_are_served() {
+    let collector = Collector::start(
+        "slow_ip_cap",
+        &[
+            ("PULSE_IP_MAX_CONNECTIONS", "5"),
+            ("PULSE_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("PULSE_IDLE_TIMEOUT_MS", "600000"),
+            // 127.0.0.1 is the proxy in front (and asks for /metrics); 127.0.0.2 and the others
+            // are clients that talk to the collector directly, capped by their own address.
+            ("PULSE_CLIENT_IP_HEADER", "x-forwarded-for"),
+            ("PULSE_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ],
+    )
+    .await;
+    let refused = || collector.metric(r#"pulse_connections_refused_total{reason="ip_cap"}"#);
+
+    // Eight idle connections (nothing sent, as a slowloris holds them) from one client.
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        flood.push(collector.connect_from([127, 0, 0, 2]).await);
+    }
+    let started = Instant::now();
+    while refused() < 3.0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the connections past the cap were not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The three past the cap are closed at once, not at a timeout (both are 10 minutes here).
+    let started = Instant::now();
+    while still_open(&mut flood) > 5 {
+        assert!(started.elapsed() < Duration::from_secs(5), "{} of 8 still open", still_open(&mut flood));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(still_open(&mut flood), 5, "the cap's five are served");
+    assert_eq!(collector.beacon_from([127, 0, 0, 2]).await, None, "a ninth from the same client is closed unanswered");
+    assert_eq!(refused(), 4.0);
+
+    // Another client is served meanwhile, and so is the trusted proxy, past any client's cap.
+    assert_eq!(collector.beacon_from([127, 0, 0, 3]).await, Some(202));
+    let mut proxied = Vec::new();
+    for _ in 0..8 {
+        proxied.push(collector.connect_from([127, 0, 0, 1]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(still_open(&mut proxied), 8, "a trusted proxy carries many clients: not capped");
+    assert_eq!(refused(), 4.0);
+
+    // A client at its cap with an idle keep-alive connection: that one makes room.
+    let mut idle = collector.connect_from([127, 0, 0, 4]).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request sent");
+    idle.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout set");
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).expect("answered");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(collector.connect_from([127, 0, 0, 4]).await);
+    }
+    assert_eq!(collector.beacon_from([127, 0, 0, 4]).await, Some(202), "the idle connection made room");
+    wait_closed(std::slice::from_mut(&mut idle), Duration::from_secs(5)).await;
+    assert_eq!(refused(), 4.0);
+    assert!(collector.metric(r#"pulse_connections_closed_total{reason="ip_cap"}"#) >= 1.0);
+
+    // Once its connections are gone, the first client is served again.
+    drop(flood);
+    let started = Instant::now();
+    loop {
+        match collector.beacon_from([127, 0, 0, 2]).await {
+            Some(status) => break assert_eq!(status, 202),
+            // Its closes may not have reached the server yet.
+            None => assert!(started.elapsed() < Duration::from_secs(10), "still refused after its connections closed"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((proxied, stalled));
 }

@@ -14,10 +14,16 @@
 //! - **Past a limit**, a new URL, route, release, env, tag key or tag value is folded into
 //!   `(other)`: its metrics still count in every total. A new custom metric name is refused with
 //!   the reason (it is the metric itself, not a dimension of it).
+//! - **Per client**, so that one client cannot use up a site's day: in each dimension a client (an
+//!   IPv4 address or IPv6 /64, as the quotas key it) may add at most
+//!   `cardinality_new_values_per_client_per_day` new values ([`Over::Client`]). Values already in
+//!   the site's sets are still kept as themselves, whoever sends them. (A dimension whose limit is
+//!   no larger, envs at 50, is bounded by that limit alone.)
 //!
-//! The state is this collector's, in memory, bounded by the limits; it starts empty at a restart
-//! and at each UTC day. With several collectors each keeps its own (so a site may reach the
-//! limit once per collector).
+//! The state is this collector's, in memory, bounded by the limits (the per-client counts have an
+//! entry only for a client that added a value, so no more entries than values); it starts empty
+//! at a restart and at each UTC day. With several collectors each keeps its own (so a site may
+//! reach the limit once per collector).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -42,6 +48,10 @@ pub enum Dimension {
 impl Dimension {
     pub const ALL: [Dimension; 7] =
         [Dimension::Url, Dimension::Route, Dimension::Name, Dimension::Release, Dimension::Env, Dimension::TagKey, Dimension::TagValue];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,7 +85,20 @@ struct SiteDay {
     seen: HashMap<Dimension, HashSet<String>>,
     /// Tag values are limited per tag key.
     tag_values: HashMap<String, HashSet<String>>,
+    /// Folded or refused past the site's limits.
     folded: HashMap<Dimension, u64>,
+    /// New values each client added today, per dimension (by [`Dimension::index`]). An entry is
+    /// made only when a client's value enters a set: at most one per value held (about 50 bytes).
+    added: HashMap<u128, [u32; 7]>,
+}
+
+/// Why a value was folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The site's limit for the day is reached.
+    Site,
+    /// The client that sent it has added its share of new values today.
+    Client,
 }
 
 /// How one site stands against one limit (for `/healthz`).
@@ -92,7 +115,14 @@ pub struct Standing {
 /// The limits of every site, and what each has seen today.
 #[derive(Debug)]
 pub struct Cardinality {
-    sites: HashMap<String, (CardinalityLimits, Mutex<SiteDay>, Clusters)>,
+    sites: HashMap<String, (Limits, Mutex<SiteDay>, Clusters)>,
+}
+
+/// One site's limits, and how many new values of each dimension one client may add.
+#[derive(Debug)]
+struct Limits {
+    site: CardinalityLimits,
+    per_client: usize,
 }
 
 impl Cardinality {
@@ -103,21 +133,23 @@ impl Cardinality {
             .map(|s| {
                 let limits = s.cardinality.resolve(&config.cardinality_defaults());
                 let clusters = Clusters::new(config.url_cluster_threshold, limits.urls + limits.routes);
+                let limits = Limits { site: limits, per_client: config.cardinality_new_values_per_client_per_day };
                 (s.key.clone(), (limits, Mutex::new(SiteDay::default()), clusters))
             })
             .collect();
         Cardinality { sites }
     }
 
-    /// A guard over one site's day (`day` = days since the epoch, UTC), reset when the day turned.
-    pub fn site(&self, site: &str, day: i64) -> Option<SiteGuard<'_>> {
+    /// A guard over one site's day (`day` = days since the epoch, UTC), reset when the day turned,
+    /// for a beacon from `client` ([`client_key`](super::quota::client_key)).
+    pub fn site(&self, site: &str, day: i64, client: u128) -> Option<SiteGuard<'_>> {
         let (limits, state, clusters) = self.sites.get(site)?;
         let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.day != day {
             *state = SiteDay { day, ..SiteDay::default() };
             clusters.reset();
         }
-        Some(SiteGuard { limits, state, clusters })
+        Some(SiteGuard { limits, state, clusters, client })
     }
 
     /// Every site at 80 % of a limit or more, with what was folded or refused today.
@@ -126,7 +158,7 @@ impl Cardinality {
         for (site, (limits, state, _)) in &self.sites {
             let Ok(state) = state.lock() else { continue };
             for dimension in Dimension::ALL {
-                let limit = dimension.limit(limits);
+                let limit = dimension.limit(&limits.site);
                 let distinct = if dimension == Dimension::TagValue {
                     state.tag_values.values().map(HashSet::len).max().unwrap_or(0)
                 } else {
@@ -146,27 +178,31 @@ impl Cardinality {
 /// One site's state, locked for one beacon.
 #[derive(Debug)]
 pub struct SiteGuard<'a> {
-    limits: &'a CardinalityLimits,
+    limits: &'a Limits,
     state: std::sync::MutexGuard<'a, SiteDay>,
     clusters: &'a Clusters,
+    client: u128,
 }
 
 /// What became of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admitted {
-    /// Seen today, or new and within the limit.
+    /// Seen today, or new and within the limits.
     Kept(String),
-    /// New past the limit: `(other)`.
-    Folded,
+    /// New past a limit: `(other)`.
+    Folded(Over),
 }
 
+/// The folds of one beacon, for the counters.
+pub type Folds = Vec<(Dimension, Over)>;
+
 impl SiteGuard<'_> {
-    /// `value` in `dimension`: kept, or `(other)` past the limit. `folded` counts the folds.
-    pub fn fold(&mut self, dimension: Dimension, value: String, folded: &mut Vec<Dimension>) -> String {
+    /// `value` in `dimension`: kept, or `(other)` past a limit. `folded` counts the folds.
+    pub fn fold(&mut self, dimension: Dimension, value: String, folded: &mut Folds) -> String {
         match self.admit(dimension, value) {
             Admitted::Kept(v) => v,
-            Admitted::Folded => {
-                folded.push(dimension);
+            Admitted::Folded(over) => {
+                folded.push((dimension, over));
                 OTHER.to_owned()
             }
         }
@@ -174,52 +210,76 @@ impl SiteGuard<'_> {
 
     pub fn admit(&mut self, dimension: Dimension, value: String) -> Admitted {
         let state = &mut *self.state;
-        admit(state.seen.entry(dimension).or_default(), dimension.limit(self.limits), value, dimension, &mut state.folded)
+        let seen = state.seen.entry(dimension).or_default();
+        admit(seen, self.limits, dimension, value, &mut state.folded, state.added.entry(self.client))
     }
 
     /// A tag value, limited per tag key.
-    pub fn fold_tag_value(&mut self, key: &str, value: String, folded: &mut Vec<Dimension>) -> String {
+    pub fn fold_tag_value(&mut self, key: &str, value: String, folded: &mut Folds) -> String {
         let state = &mut *self.state;
         let values = state.tag_values.entry(key.to_owned()).or_default();
-        match admit(values, self.limits.tag_values, value, Dimension::TagValue, &mut state.folded) {
+        match admit(values, self.limits, Dimension::TagValue, value, &mut state.folded, state.added.entry(self.client)) {
             Admitted::Kept(value) => value,
-            Admitted::Folded => {
-                folded.push(Dimension::TagValue);
+            Admitted::Folded(over) => {
+                folded.push((Dimension::TagValue, over));
                 OTHER.to_owned()
             }
         }
     }
 
     /// A page URL: clustered, then limited.
-    pub fn url(&mut self, url: String, folded: &mut Vec<Dimension>) -> String {
+    pub fn url(&mut self, url: String, folded: &mut Folds) -> String {
         let url = self.clusters.cluster(ClusterKind::Url, &url);
         self.fold(Dimension::Url, url, folded)
     }
 
     /// An API route: clustered, then limited.
-    pub fn route(&mut self, route: String, folded: &mut Vec<Dimension>) -> String {
+    pub fn route(&mut self, route: String, folded: &mut Folds) -> String {
         let route = self.clusters.cluster(ClusterKind::Route, &route);
         self.fold(Dimension::Route, route, folded)
     }
 
     /// The limit on custom metric names (for the refusal's message).
     pub fn name_limit(&self) -> usize {
-        self.limits.metric_names
+        self.limits.site.metric_names
+    }
+
+    /// How many new custom metric names one client may add per day (for the refusal's message).
+    pub fn name_limit_per_client(&self) -> usize {
+        self.limits.per_client
     }
 }
 
-/// `value` into `seen` while it holds fewer than `limit` values; past it, a new value is folded
-/// (counted in `folded` under `dimension`). Empty means "not sent": never a new value.
-fn admit(seen: &mut HashSet<String>, limit: usize, value: String, dimension: Dimension, folded: &mut HashMap<Dimension, u64>) -> Admitted {
+/// `value` into `seen` while it holds fewer than the site's limit and the client (whose entry of
+/// new values added is `added`) has added fewer than its share; otherwise a new value is folded
+/// (past the site's limit, counted in `folded` under `dimension`). Empty means "not sent": never
+/// a new value.
+fn admit(
+    seen: &mut HashSet<String>,
+    limits: &Limits,
+    dimension: Dimension,
+    value: String,
+    folded: &mut HashMap<Dimension, u64>,
+    added: std::collections::hash_map::Entry<'_, u128, [u32; 7]>,
+) -> Admitted {
     if value.is_empty() || value == OTHER || seen.contains(&value) {
         return Admitted::Kept(value);
     }
-    if seen.len() < limit {
-        seen.insert(value.clone());
-        return Admitted::Kept(value);
+    if seen.len() >= dimension.limit(&limits.site) {
+        *folded.entry(dimension).or_default() += 1;
+        return Admitted::Folded(Over::Site);
     }
-    *folded.entry(dimension).or_default() += 1;
-    Admitted::Folded
+    let i = dimension.index();
+    // An entry is made only here, for a value about to be added.
+    let count = match added {
+        std::collections::hash_map::Entry::Occupied(e) if e.get()[i] as usize >= limits.per_client => {
+            return Admitted::Folded(Over::Client);
+        }
+        e => &mut e.or_default()[i],
+    };
+    *count += 1;
+    seen.insert(value.clone());
+    Admitted::Kept(value)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -391,16 +451,75 @@ mod tests {
         };
         let card = Cardinality::new(&config);
         let mut folded = Vec::new();
-        let mut site = card.site("a", 100).expect("site a");
+        let mut site = card.site("a", 100, 1).expect("site a");
         let releases: Vec<String> =
             ["1", "2", "3", "1", ""].iter().map(|r| site.fold(Dimension::Release, (*r).into(), &mut folded)).collect();
+        // One client here, with a share larger than the limit: only the site's limit speaks.
         assert_eq!(releases, ["1", "2", OTHER, "1", ""]);
-        assert_eq!(folded, [Dimension::Release]);
+        assert_eq!(folded, [(Dimension::Release, Over::Site)]);
         drop(site);
         let standing = card.near_limits();
         assert_eq!(standing, vec![Standing { site: "a".into(), dimension: "release", distinct: 2, limit: 2, over: 1 }]);
-        let mut next_day = card.site("a", 101).expect("site a");
+        let mut next_day = card.site("a", 101, 1).expect("site a");
         assert_eq!(next_day.fold(Dimension::Release, "3".into(), &mut folded), "3", "a new day starts empty");
-        assert!(card.site("unknown", 101).is_none());
+        assert!(card.site("unknown", 101, 1).is_none());
+    }
+
+    #[test]
+    fn one_client_adds_at_most_its_share_of_new_values_and_others_still_add_theirs() {
+        let config = Config {
+            sites: vec![crate::config::SiteConfig::parse("a=https://a.example").expect("site")],
+            cardinality_new_values_per_client_per_day: 3,
+            cardinality_urls_per_day: 100,
+            ..Config::default()
+        };
+        let card = Cardinality::new(&config);
+        let (a, b) =
+            (crate::ingest::quota::client_key([198, 51, 100, 1].into()), crate::ingest::quota::client_key([198, 51, 100, 2].into()));
+        let mut folded = Vec::new();
+        let mut site = card.site("a", 100, a).expect("site a");
+        let urls: Vec<String> =
+            ["/1", "/2", "/3", "/4", "/1", ""].iter().map(|u| site.fold(Dimension::Url, (*u).into(), &mut folded)).collect();
+        assert_eq!(urls, ["/1", "/2", "/3", OTHER, "/1", ""], "a's fourth new URL folds; a known one is kept");
+        assert_eq!(folded, [(Dimension::Url, Over::Client)]);
+        // Another dimension has its own count.
+        assert_eq!(site.fold(Dimension::Env, "prod".into(), &mut folded), "prod");
+        assert_eq!(site.fold_tag_value("plan", "pro".into(), &mut folded), "pro");
+        drop(site);
+        let mut site = card.site("a", 100, b).expect("site a");
+        assert_eq!(site.fold(Dimension::Url, "/4".into(), &mut folded), "/4", "b adds the URL a could not");
+        drop(site);
+        let mut site = card.site("a", 100, a).expect("site a");
+        assert_eq!(site.fold(Dimension::Url, "/4".into(), &mut folded), "/4", "now known, a's /4 is kept too");
+        assert_eq!(card.near_limits(), vec![], "client folds are not the site's limits");
+        drop(site);
+        let state = card.sites["a"].1.lock().expect("lock");
+        assert_eq!(state.added.len(), 2, "one entry per client that added a value");
+        drop(state);
+        let mut next_day = card.site("a", 101, a).expect("site a");
+        assert_eq!(next_day.fold(Dimension::Url, "/5".into(), &mut folded), "/5", "a new day, a new share");
+    }
+
+    #[test]
+    fn a_client_past_its_share_adds_no_entry_and_the_site_limit_speaks_first() {
+        let config = Config {
+            sites: vec![crate::config::SiteConfig::parse("a=https://a.example").expect("site")],
+            cardinality_new_values_per_client_per_day: 1_000,
+            cardinality_releases_per_day: 2,
+            ..Config::default()
+        };
+        let card = Cardinality::new(&config);
+        let mut folded = Vec::new();
+        let mut site = card.site("a", 100, 1).expect("site a");
+        assert_eq!(site.fold(Dimension::Release, "1".into(), &mut folded), "1");
+        drop(site);
+        let mut site = card.site("a", 100, 2).expect("site a");
+        assert_eq!(site.fold(Dimension::Release, "2".into(), &mut folded), "2");
+        drop(site);
+        let mut site = card.site("a", 100, 3).expect("site a");
+        assert_eq!(site.fold(Dimension::Release, "3".into(), &mut folded), OTHER);
+        assert_eq!(folded, [(Dimension::Release, Over::Site)], "the site is full: its limit, not the client's");
+        drop(site);
+        assert_eq!(card.sites["a"].1.lock().expect("lock").added.len(), 2, "a client that added nothing has no entry");
     }
 }

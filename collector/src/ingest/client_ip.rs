@@ -54,18 +54,25 @@ impl ClientIp {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// Whether `peer` is a proxy whose header is believed: one is configured, and the peer is in
+    /// `trusted_proxies` (with no list: on loopback or a private network). Its requests come from
+    /// many clients, so the per-client connection cap does not apply to it.
+    pub fn is_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        // With no list, a private peer is taken to be the one proxy in front (it wrote the last
+        // entry); a collector reachable directly from the internet never believes the header.
+        self.header.is_some() && if self.trusted.is_empty() { is_private(peer) } else { self.is_trusted(peer) }
+    }
+
     /// The client's address: the socket's peer, or — when the peer is a trusted proxy — the
     /// right-most address of the header that is not a trusted proxy.
     pub fn of(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
         let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip().to_canonical());
         let Some(name) = self.header.as_deref() else { return peer };
-        // With no list, a private peer is taken to be the one proxy in front (it wrote the last
-        // entry); a collector reachable directly from the internet never believes the header.
-        let one_hop = self.trusted.is_empty();
-        let trusted_peer = if one_hop { is_private(peer) } else { self.is_trusted(peer) };
-        if !trusted_peer {
+        if !self.is_proxy(peer) {
             return peer;
         }
+        let one_hop = self.trusted.is_empty();
         // Every line of the header, in order, as one list (proxies may add a line each).
         let entries: Vec<&str> =
             headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
@@ -143,6 +150,17 @@ mod tests {
         assert_eq!(c.of(&spoof, peer([10, 1, 1, 1])), IpAddr::from([10, 2, 2, 2]), "junk stops the walk at the last trusted hop");
         let ports = headers(&["[2001:db8::1]:443, 10.3.3.3:80"]);
         assert_eq!(c.of(&ports, peer([10, 1, 1, 1])), "2001:db8::1".parse::<IpAddr>().expect("valid"));
+    }
+
+    #[test]
+    fn a_peer_is_a_proxy_only_when_its_header_is_believed() {
+        let private = IpAddr::from([10, 0, 0, 5]);
+        assert!(!ClientIp::new(None, Vec::new()).is_proxy(private), "no header: every peer is a client");
+        assert!(ClientIp::new(Some("x-forwarded-for"), Vec::new()).is_proxy(private));
+        assert!(!ClientIp::new(Some("x-forwarded-for"), Vec::new()).is_proxy([198, 51, 100, 7].into()));
+        let listed = ClientIp::new(Some("x-forwarded-for"), parse_trusted(&["192.0.2.7".into()]).expect("valid"));
+        assert!(listed.is_proxy([192, 0, 2, 7].into()));
+        assert!(!listed.is_proxy(private), "with a list, only the list");
     }
 
     #[test]

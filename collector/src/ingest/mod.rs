@@ -29,8 +29,8 @@ use serde_json::value::RawValue;
 
 use crate::enrich;
 use crate::errors::IngestError;
-use crate::ingest::cardinality::{Admitted, Dimension, SiteGuard};
-use crate::ingest::quota::Cost;
+use crate::ingest::cardinality::{Admitted, Dimension, Folds, Over, SiteGuard};
+use crate::ingest::quota::{client_key, Cost};
 use crate::ingest::scrub::Scrubber;
 use crate::spool::SpoolError;
 use crate::storage::rows::{rating_code, ApiCallRow, Batch, MetricRow};
@@ -121,7 +121,7 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     let mut scrubbed = scrub::Tally::default();
     {
         // The site's distinct values of the day, locked for this beacon (never across an await).
-        let mut card = app.cardinality.site(&site.key, received_ms.div_euclid(86_400_000));
+        let mut card = app.cardinality.site(&site.key, received_ms.div_euclid(86_400_000), client_key(ip));
         let page = PageContext::new(app, &beacon, headers, ip, received_ms, card.as_mut(), &mut folded, &site.scrub, &mut scrubbed);
         for (index, measurement) in valid {
             let measurement = scrub_measurement(&site.scrub, measurement, &mut scrubbed);
@@ -137,8 +137,12 @@ async fn ingest<'a>(app: &'a App, request: Request, site_seen: &mut Option<&'a s
     }
     // Refusals were added in beacon order, then the cardinality ones: the receipt lists them by index.
     rejected.sort_by_key(|r| r.index);
-    for dimension in folded {
-        app.telemetry.cardinality_folded.with_label_values(&[&site.key, dimension.as_str()]).inc();
+    for (dimension, over) in folded {
+        let counter = match over {
+            Over::Site => &app.telemetry.cardinality_folded,
+            Over::Client => &app.telemetry.cardinality_client_folded,
+        };
+        counter.with_label_values(&[&site.key, dimension.as_str()]).inc();
     }
     let accepted = batch.len();
     if accepted > 0 {
@@ -299,22 +303,26 @@ fn scrub_measurement(scrubber: &Scrubber, mut m: Measurement, tally: &mut scrub:
 fn limit_cardinality(
     card: &mut SiteGuard<'_>,
     mut m: Measurement,
-    folded: &mut Vec<Dimension>,
+    folded: &mut Folds,
     site: &str,
 ) -> Result<Measurement, (&'static str, String)> {
     match &mut m.kind {
         Kind::Custom { name, tags, .. } => {
             match card.admit(Dimension::Name, std::mem::take(name)) {
                 Admitted::Kept(kept) => *name = kept,
-                Admitted::Folded => {
-                    folded.push(Dimension::Name);
-                    return Err((
-                    "cardinality",
-                    format!(
-                        "name: site {site} has used its {} distinct custom metric names today; a new name is refused until tomorrow (cardinality_metric_names_per_day)",
-                        card.name_limit()
-                    ),
-                    ));
+                Admitted::Folded(over) => {
+                    folded.push((Dimension::Name, over));
+                    let why = match over {
+                        Over::Site => format!(
+                            "name: site {site} has used its {} distinct custom metric names today; a new name is refused until tomorrow (cardinality_metric_names_per_day)",
+                            card.name_limit()
+                        ),
+                        Over::Client => format!(
+                            "name: this client has added its {} new custom metric names to site {site} today; a new name is refused until tomorrow (cardinality_new_values_per_client_per_day)",
+                            card.name_limit_per_client()
+                        ),
+                    };
+                    return Err(("cardinality", why));
                 }
             }
             let limited: BTreeMap<String, String> = std::mem::take(tags)
@@ -370,7 +378,7 @@ impl<'a> PageContext<'a> {
         ip: std::net::IpAddr,
         received_ms: i64,
         card: Option<&mut SiteGuard<'_>>,
-        folded: &mut Vec<Dimension>,
+        folded: &mut Folds,
         scrubber: &Scrubber,
         scrubbed: &mut scrub::Tally,
     ) -> Self {
