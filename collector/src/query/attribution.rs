@@ -138,13 +138,7 @@ impl AttributionQuery {
                 QueryError::bad("by", format!("{name:?} is not one of {} for {metric}", names.join(", ")))
             })?,
         };
-        let limit = match params.get("limit") {
-            None => 10,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=MAX_GROUPS).contains(&n) => n,
-                _ => return Err(QueryError::bad("limit", format!("{v:?} is not a whole number from 1 to {MAX_GROUPS}"))),
-            },
-        };
+        let limit = params.limit_within(MAX_GROUPS, 10)?;
         // Raw rows only: no range longer than they are kept.
         let range = params.range(now)?;
         let kept_days = i64::from(app.config.retention_days) + 1;

@@ -68,11 +68,16 @@ impl Params {
     }
 
     pub fn limit(&self) -> Result<u64, QueryError> {
+        self.limit_within(10_000, 100)
+    }
+
+    /// `limit`, a whole number from 1 to `max` (default `default`).
+    pub fn limit_within(&self, max: u64, default: u64) -> Result<u64, QueryError> {
         match self.get("limit") {
-            None => Ok(100),
+            None => Ok(default),
             Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-                _ => Err(QueryError::bad("limit", format!("{v:?} is not a whole number from 1 to 10000"))),
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(QueryError::bad("limit", format!("{v:?} is not a whole number from 1 to {max}"))),
             },
         }
     }
